@@ -1,0 +1,109 @@
+"""Positive-negative counter (PN-Counter), a state-based CRDT.
+
+State: two G-Counters keyed by actor, `p` (the sum of each actor's increments) and `n` (the
+sum of each actor's decrements, as a positive number). Every slot is in 1..UINT64_MAX.
+
+value(): p.value() - n.value(). Increments that would take it outside int64 are refused with
+`CounterOverflowError`, never wrapped.
+
+merge(a, b): (a.p.merge(b.p), a.n.merge(b.n)), the per-actor maximum of each half. As the
+product of two semilattices it is
+    associative   a.merge(b.merge(c)) == a.merge(b).merge(c)
+    commutative   a.merge(b) == b.merge(a)
+    idempotent    a.merge(a) == a
+so replaying or reordering states and deltas never changes the converged value.
+
+delta_since(older): the slots (of p and of n) where this state is greater than `older`; for
+every state `r` that includes `older` (r.merge(older) == r),
+r.merge(s.delta_since(older)) == r.merge(s). A delta is itself a PNCounter, shipped like one.
+
+Increments check the value their replica sees, so replicas that concurrently push a counter to
+the edge of int64 can merge to a value outside it; readers must check. Deltas, being partial,
+may sum to anything.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from crdt.errors import CounterOverflowError
+from crdt.gcounter import GCounter, _exact_int
+
+__all__ = ["INT64_MAX", "INT64_MIN", "PNCounter"]
+
+INT64_MIN = -(2**63)
+INT64_MAX = 2**63 - 1
+
+
+@dataclass(frozen=True, slots=True)
+class PNCounter:
+    """A counter that goes up (`p`) and down (`n`); value = p.value() - n.value()."""
+
+    p: GCounter
+    n: GCounter
+
+    @classmethod
+    def empty(cls) -> PNCounter:
+        return _EMPTY
+
+    def value(self) -> int:
+        return self.p.value() - self.n.value()
+
+    def slot(self, actor: str) -> tuple[int, int]:
+        """`actor`'s (increments, decrements)."""
+        return self.p.get(actor), self.n.get(actor)
+
+    def is_empty(self) -> bool:
+        return not self.p.slots and not self.n.slots
+
+    def actors(self) -> frozenset[str]:
+        return frozenset(self.p.slots.keys() | self.n.slots.keys())
+
+    def increment(self, actor: str, delta: int) -> PNCounter:
+        """Return this counter with `delta` (any sign) added under `actor`."""
+        if type(delta) is not int:
+            delta = _exact_int(delta, "delta")
+        if delta == 0:
+            return self
+        value = sum(self.p.slots.values()) - sum(self.n.slots.values()) + delta
+        if value > INT64_MAX or value < INT64_MIN:
+            raise CounterOverflowError(f"value would leave int64 ({value})")
+        if delta > 0:
+            return _pncounter(self.p.increment(actor, delta), self.n)
+        return _pncounter(self.p, self.n.increment(actor, -delta))
+
+    def merge(self, other: PNCounter) -> PNCounter:
+        """Per-actor maximum of both halves; returns an argument unchanged when it dominates."""
+        p = self.p.merge(other.p)
+        n = self.n.merge(other.n)
+        if p is self.p and n is self.n:
+            return self
+        if p is other.p and n is other.n:
+            return other
+        return _pncounter(p, n)
+
+    def delta_since(self, older: PNCounter) -> PNCounter:
+        """The slots where this state is greater than `older`, as a mergeable PNCounter."""
+        p = self.p.delta_since(older.p)
+        n = self.n.delta_since(older.n)
+        if p is self.p and n is self.n:
+            return self
+        if not p.slots and not n.slots:
+            return _EMPTY
+        return _pncounter(p, n)
+
+
+_new = object.__new__
+_set_p = vars(PNCounter)["p"].__set__
+_set_n = vars(PNCounter)["n"].__set__
+
+
+def _pncounter(p: GCounter, n: GCounter) -> PNCounter:
+    """PNCounter(p, n) without the dataclass __init__ (see gcounter._gcounter for why)."""
+    counter: PNCounter = _new(PNCounter)
+    _set_p(counter, p)
+    _set_n(counter, n)
+    return counter
+
+
+_EMPTY = PNCounter(GCounter.empty(), GCounter.empty())
