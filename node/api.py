@@ -1,0 +1,138 @@
+"""The client HTTP API (JSON): increments, reads, batches, listings, health.
+
+Handlers only parse and validate; the coordinator does the work. Until authentication
+arrives every request belongs to the tenant `default`.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from typing import Any
+
+from aiohttp import web
+
+from node import validation
+from node.appkeys import CLUSTER, COORDINATOR
+from node.coordinator import Op, RemoteError
+from node.errors import InvalidBody, InvalidName, NotReady
+
+DEFAULT_TENANT = "default"
+routes = web.RouteTableDef()
+
+
+def _reply(namespace: str, name: str, result: dict[str, Any], consistency: str) -> web.Response:
+    if "error" in result:
+        raise RemoteError(result["error"])
+    body = {"namespace": namespace, "name": name, "value": result["value"]}
+    body["consistency"] = consistency
+    return web.json_response(body)
+
+
+@routes.post("/v1/namespaces/{namespace}/counters/{name}/increment")
+async def increment(request: web.Request) -> web.Response:
+    namespace = validation.name(request.match_info["namespace"], "namespace")
+    name = validation.name(request.match_info["name"])
+    consistency = validation.consistency(request)
+    body = await validation.json_object(request, empty_ok=True)
+    validation.only_fields(body, {"delta"})
+    delta = validation.delta(body.get("delta", 1))
+    op = Op("increment", (DEFAULT_TENANT, namespace, name), delta)
+    [result] = await request.app[COORDINATOR].run([op], consistency)
+    return _reply(namespace, name, result, consistency)
+
+
+@routes.get("/v1/namespaces/{namespace}/counters/{name}")
+async def get_counter(request: web.Request) -> web.Response:
+    namespace = validation.name(request.match_info["namespace"], "namespace")
+    name = validation.name(request.match_info["name"])
+    consistency = validation.consistency(request)
+    op = Op("get", (DEFAULT_TENANT, namespace, name))
+    [result] = await request.app[COORDINATOR].run([op], consistency)
+    return _reply(namespace, name, result, consistency)
+
+
+def _batch_ops(namespace: str, body: dict[str, Any]) -> list[Op]:
+    validation.only_fields(body, {"ops"})
+    raw_ops = body.get("ops")
+    if not isinstance(raw_ops, list) or not raw_ops:
+        raise InvalidBody("ops must be a non-empty list")
+    if len(raw_ops) > validation.MAX_BATCH_OPS:
+        raise InvalidBody(f"a batch holds at most {validation.MAX_BATCH_OPS} ops")
+    ops = []
+    for index, raw in enumerate(raw_ops):
+        if not isinstance(raw, dict):
+            raise InvalidBody(f"ops[{index}] must be an object")
+        kind = raw.get("op")
+        if kind not in ("increment", "get"):
+            raise InvalidBody(f"ops[{index}].op must be increment or get")
+        allowed = {"op", "name", "delta"} if kind == "increment" else {"op", "name"}
+        validation.only_fields(raw, allowed)
+        if not isinstance(raw.get("name"), str):
+            raise InvalidBody(f"ops[{index}].name must be a string")
+        name = validation.name(raw["name"])
+        delta = validation.delta(raw.get("delta", 1)) if kind == "increment" else 0
+        ops.append(Op(kind, (DEFAULT_TENANT, namespace, name), delta))
+    return ops
+
+
+@routes.post("/v1/namespaces/{namespace}/batch")
+async def batch(request: web.Request) -> web.Response:
+    namespace = validation.name(request.match_info["namespace"], "namespace")
+    consistency = validation.consistency(request)
+    ops = _batch_ops(namespace, await validation.json_object(request, empty_ok=False))
+    results = await request.app[COORDINATOR].run(ops, consistency)
+    out = []
+    for op, result in zip(ops, results, strict=True):
+        item: dict[str, Any] = {"op": op.kind, "name": op.key[2]}
+        item.update(result)
+        out.append(item)
+    return web.json_response({"namespace": namespace, "consistency": consistency, "results": out})
+
+
+def _cursor(raw: str | None) -> str:
+    if not raw:
+        return ""
+    try:
+        return validation.name(base64.urlsafe_b64decode(raw.encode()).decode(), "cursor")
+    except (binascii.Error, UnicodeDecodeError, ValueError, InvalidName):
+        raise InvalidBody("cursor is not one this API returned") from None
+
+
+@routes.get("/v1/namespaces/{namespace}/counters")
+async def list_counters(request: web.Request) -> web.Response:
+    namespace = validation.name(request.match_info["namespace"], "namespace")
+    prefix = request.query.get("prefix", "")
+    if prefix:
+        validation.name(prefix, "prefix")
+    limit = validation.limit(request)
+    after = _cursor(request.query.get("cursor"))
+    rows = await request.app[COORDINATOR].scan(DEFAULT_TENANT, namespace, prefix, after, limit)
+    counters = [{"name": name, "value": value} for name, value in rows]
+    next_cursor = None
+    if len(rows) == limit:
+        next_cursor = base64.urlsafe_b64encode(rows[-1][0].encode()).decode()
+    return web.json_response(
+        {"namespace": namespace, "counters": counters, "next_cursor": next_cursor}
+    )
+
+
+@routes.get("/healthz")
+async def healthz(request: web.Request) -> web.Response:
+    return web.json_response({"status": "alive", "node": request.app[CLUSTER].node_id})
+
+
+@routes.get("/readyz")
+async def readyz(request: web.Request) -> web.Response:
+    cluster = request.app[CLUSTER]
+    me = cluster.view.get(cluster.node_id)
+    reasons = []
+    if cluster.node_id not in cluster.state.nodes():
+        reasons.append("joining: not yet in the ring")
+    if not cluster.recovered:
+        reasons.append("recovering: pulling shard state from peers")
+    if me is None or me.status.value != "up":
+        reasons.append(f"status is {me.status.value if me else 'unknown'}")
+    if reasons and not cluster.ready:
+        raise NotReady("; ".join(reasons), reasons=reasons)
+    return web.json_response({"status": "ready", "node": cluster.node_id})

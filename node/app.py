@@ -1,0 +1,83 @@
+"""Build the node's aiohttp application: routes, middleware and resources in cleanup_ctx."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+
+import uvloop
+from aiohttp import web
+
+from node import admin, api, logs, openapi
+from node.appkeys import CLUSTER, CONFIG, COORDINATOR, GOSSIP, HANDOFF, POOL, STORE
+from node.cluster import Cluster
+from node.config import Config
+from node.coordinator import Coordinator
+from node.errors import problem_middleware
+from node.gossip import Gossip
+from node.handoff import Handoff
+from node.incarnation import next_incarnation
+from node.peer_server import PeerServer
+from node.peers import PEER_PATH, PeerPool
+from node.store import CounterStore
+
+PEER_SERVER = web.AppKey("peer_server", PeerServer)
+MAX_BODY_BYTES = 1024 * 1024
+log = logging.getLogger("counters.node")
+
+
+async def _resources(app: web.Application) -> AsyncIterator[None]:
+    config = app[CONFIG]
+    incarnation = next_incarnation(config.data_path)
+    cluster = Cluster(config, incarnation)
+    store = CounterStore(cluster.shard_of)
+    pool = PeerPool(config)
+    handoff = Handoff(cluster, store, pool)
+    gossip = Gossip(cluster, store, pool, handoff)
+    coordinator = Coordinator(cluster, store, pool)
+    app[CLUSTER], app[STORE], app[POOL] = cluster, store, pool
+    app[HANDOFF], app[GOSSIP], app[COORDINATOR] = handoff, gossip, coordinator
+    app[PEER_SERVER] = PeerServer(config.cluster_secret, store, coordinator, gossip)
+    log.info("node %s up at %s as actor %s", config.node_id, config.listen, cluster.actor)
+    gossip_task = asyncio.create_task(gossip.run(), name="gossip")
+    yield
+    gossip_task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await gossip_task
+    await app[PEER_SERVER].close()
+    await pool.close()
+
+
+async def _close_peer_links(app: web.Application) -> None:
+    await app[PEER_SERVER].close_connections()
+
+
+async def _peer_ws(request: web.Request) -> web.StreamResponse:
+    return await request.app[PEER_SERVER].handle(request)
+
+
+def build_app(config: Config) -> web.Application:
+    app = web.Application(middlewares=[problem_middleware], client_max_size=MAX_BODY_BYTES)
+    app[CONFIG] = config
+    app.cleanup_ctx.append(_resources)
+    app.on_shutdown.append(_close_peer_links)
+    app.add_routes(api.routes)
+    app.add_routes(admin.routes)
+    app.add_routes(openapi.routes)
+    app.router.add_get(PEER_PATH, _peer_ws)
+    return app
+
+
+def run(config: Config) -> None:
+    logs.setup(config.node_id, config.log_level)
+    uvloop.install()
+    web.run_app(
+        build_app(config),
+        host=config.host,
+        port=config.port,
+        access_log=None,
+        print=None,
+        shutdown_timeout=5.0,
+    )

@@ -1,0 +1,21 @@
+"""Typed application keys: the node's resources, created in cleanup contexts (app.py)."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from node.cluster import Cluster
+from node.config import Config
+from node.coordinator import Coordinator
+from node.gossip import Gossip
+from node.handoff import Handoff
+from node.peers import PeerPool
+from node.store import CounterStore
+
+CONFIG = web.AppKey("config", Config)
+CLUSTER = web.AppKey("cluster", Cluster)
+STORE = web.AppKey("store", CounterStore)
+POOL = web.AppKey("pool", PeerPool)
+COORDINATOR = web.AppKey("coordinator", Coordinator)
+GOSSIP = web.AppKey("gossip", Gossip)
+HANDOFF = web.AppKey("handoff", Handoff)

@@ -1,0 +1,177 @@
+"""This node's picture of the cluster: membership view, ring state, hand-off progress, liveness.
+
+Everything here is in memory and changed only by gossip, admin operations and the node's own
+progress; the pure rules live in ring/ (View.merge, RingState.merge, claimant.next_state).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Mapping
+
+from node.config import Config
+from node.protocol import Key
+from ring import FailureDetector, Member, Ring, Status, View
+from ring.claimant import RingState, claimant, departed, next_state
+
+log = logging.getLogger("counters.cluster")
+
+# A member's version is incarnation * stride + changes since that start, so the entry a node
+# announces after a restart always outranks what others remember of its previous life.
+VERSION_STRIDE = 1_000_000
+SERVING = frozenset({Status.UP, Status.LEAVING})
+
+
+class Cluster:
+    def __init__(self, config: Config, incarnation: int) -> None:
+        self.config = config
+        self.node_id = config.node_id
+        self.incarnation = incarnation
+        self.actor = f"{config.node_id}:{incarnation}"
+        me = Member(config.node_id, config.listen, Status.JOINING, incarnation * VERSION_STRIDE)
+        self.view = View.empty().with_member(me)
+        empty = Ring.build([], shards=config.shards, replicas=config.replicas)
+        self.state = RingState(empty)
+        self.synced: dict[str, str] = {}
+        self.detector = FailureDetector(timeout_s=config.failure_timeout_s)
+        self.down: frozenset[str] = frozenset()
+        self.recovered = False
+        self.heard_peer = not [s for s in config.seeds if s != config.listen]
+        self._replicas = config.replicas
+
+    # -- placement --------------------------------------------------------------------------
+
+    def shard_of(self, key: Key) -> int:
+        return self.state.current.shard_of(*key)
+
+    def replicas(self, shard: int) -> tuple[str, ...]:
+        return self.state.current.preference_list(shard, self._replicas)
+
+    def write_targets(self, shard: int) -> tuple[str, ...]:
+        """Current replicas, then those about to receive the shard in a hand-off."""
+        pending = self.state.pending
+        current = self.replicas(shard)
+        if pending is None:
+            return current
+        extra = [n for n in pending.preference_list(shard, self._replicas) if n not in current]
+        return current + tuple(extra)
+
+    def coordinator(self, shard: int) -> str | None:
+        """The first replica that serves requests; else the first live one (it may have
+        caught up already and our view not heard so yet); None when none is alive."""
+        replicas = self.replicas(shard)
+        for node_id in replicas:
+            if self.serving(node_id):
+                return node_id
+        for node_id in replicas:
+            if self.alive(node_id):
+                return node_id
+        return None
+
+    # -- liveness ---------------------------------------------------------------------------
+
+    def alive(self, node_id: str) -> bool:
+        if node_id == self.node_id:
+            return True
+        member = self.view.get(node_id)
+        return member is not None and member.status != Status.REMOVED and node_id not in self.down
+
+    def serving(self, node_id: str) -> bool:
+        """Alive and caught up, so its state counts toward a read quorum."""
+        if node_id == self.node_id:
+            return self.ready
+        member = self.view.get(node_id)
+        return member is not None and member.status in SERVING and node_id not in self.down
+
+    @property
+    def ready(self) -> bool:
+        me = self.view.get(self.node_id)
+        return self.recovered and me is not None and me.status in SERVING
+
+    def heard(self, node_id: str, now: float | None = None) -> None:
+        self.detector = self.detector.heard(node_id, time.monotonic() if now is None else now)
+        if node_id in self.down:
+            self.down = self.down - {node_id}
+            log.info("peer %s is back", node_id)
+
+    def refresh_down(self, now: float | None = None) -> None:
+        suspects = self.detector.suspects(time.monotonic() if now is None else now)
+        for node_id in suspects - self.down:
+            log.warning("peer %s not heard for %.1fs: down", node_id, self.config.failure_timeout_s)
+        self.down = frozenset(suspects)
+
+    def address_of(self, node_id: str) -> str | None:
+        member = self.view.get(node_id)
+        return None if member is None else member.address
+
+    def peers(self) -> list[Member]:
+        return [
+            m
+            for m in self.view.members.values()
+            if m.node_id != self.node_id and m.status != Status.REMOVED
+        ]
+
+    # -- changes ----------------------------------------------------------------------------
+
+    def absorb(self, view: View, state: RingState, synced: Mapping[str, str]) -> None:
+        now = time.monotonic()
+        for node_id in view.members:
+            if self.view.get(node_id) is None and node_id != self.node_id:
+                self.detector = self.detector.heard(node_id, now)  # a grace period to be heard
+        self.view = self.view.merge(view)
+        merged = self.state.merge(state)
+        if merged is not self.state:
+            self._switch(merged)
+        for node_id, checksum in synced.items():
+            if node_id != self.node_id:
+                self.synced[node_id] = checksum
+
+    def _switch(self, state: RingState) -> None:
+        old = self.state
+        self.state = state
+        if old.current.epoch != state.current.epoch:
+            log.info(
+                "ring epoch %d -> %d (%d nodes)",
+                old.current.epoch,
+                state.current.epoch,
+                len(state.current.nodes),
+            )
+
+    def apply(self, node_id: str, event: str) -> None:
+        self.view = self.view.apply(node_id, event)
+
+    def add_member(self, node_id: str, address: str) -> Member:
+        existing = self.view.get(node_id)
+        version = 0 if existing is None else existing.version + 1
+        member = Member(node_id, address, Status.JOINING, version)
+        self.view = self.view.with_member(member)
+        return member
+
+    def reset_for_admission(self) -> None:
+        """Drop this node's ring of one so the admitting cluster's ring replaces it."""
+        empty = Ring.build([], shards=self.config.shards, replicas=self.config.replicas)
+        self.state = RingState(empty)
+        self.synced.clear()
+        self.recovered = False
+        self.heard_peer = True
+        me = self.view.members[self.node_id]
+        self.view = self.view.with_member(
+            Member(me.node_id, me.address, Status.JOINING, me.version + 1)
+        )
+
+    def step(self) -> None:
+        """Run the claimant's rule if this node is the claimant, then mark departed leavers."""
+        if not self.heard_peer:
+            return  # a node that has not met its seeds must not invent a ring of its own
+        alive = frozenset(n for n in self.view.members if self.alive(n))
+        if claimant(self.view, alive) != self.node_id:
+            return
+        state = next_state(self.state, self.view, self.synced)
+        if state is not self.state:
+            self._switch(state)
+        for node_id in departed(self.view, self.state):
+            self.apply(node_id, "remove")
+
+    def mark_synced(self, checksum: str) -> None:
+        self.synced[self.node_id] = checksum

@@ -1,0 +1,155 @@
+"""Node configuration: one frozen dataclass, every field settable by flag or environment.
+
+A flag `--foo-bar` is also the environment variable `COUNTERS_FOO_BAR`; the flag wins.
+`validate()` rejects combinations that cannot work before the node opens a socket.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+
+from ring import DEFAULT_REPLICAS, DEFAULT_SHARDS
+
+ENV_PREFIX = "COUNTERS_"
+
+
+class ConfigError(ValueError):
+    """The configuration cannot run."""
+
+
+def parse_address(text: str) -> tuple[str, int]:
+    host, sep, port = text.strip().rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ConfigError(f"not a HOST:PORT address: {text!r}")
+    return host, int(port)
+
+
+@dataclass(frozen=True)
+class Config:
+    # This node's id, unique in the cluster and stable across restarts (it names the
+    # data dir's contents and the actor slots). Required.
+    node_id: str
+    # HOST:PORT to listen on for clients and peers. Default 127.0.0.1:7000.
+    listen: str = "127.0.0.1:7000"
+    # HOST:PORT of nodes to join through; may include this node. Empty: a cluster of one.
+    seeds: tuple[str, ...] = ()
+    # Directory for the incarnation number (and later the embedded store). Default ./data/<id>.
+    data_dir: str = ""
+    # N: replicas per counter. Default 3 (capped by the cluster size).
+    replicas: int = DEFAULT_REPLICAS
+    # Q: shards, a power of two, fixed for the life of a cluster. Default 256.
+    shards: int = DEFAULT_SHARDS
+    # W: replicas (coordinator included) that must hold a write before it is acknowledged.
+    write_quorum: int = 2
+    # R: replicas whose states a read merges.
+    read_quorum: int = 2
+    # Seconds a client request may wait for its replicas before answering 504. Default 2.
+    request_timeout_s: float = 2.0
+    # Seconds between gossip rounds (membership, ring, shard digests). Default 0.5.
+    gossip_interval_s: float = 0.5
+    # Most shards one anti-entropy exchange ships, to bound the cost of a round. Default 64.
+    sync_shards_per_round: int = 64
+    # Seconds without hearing a peer before it is treated as down. Default 3.
+    failure_timeout_s: float = 3.0
+    # Seconds a peer frame may wait to gather more updates for the same peer (group commit);
+    # 0 sends at the next loop turn, so frames still fill up under load. Default 0.
+    replication_window_s: float = 0.0
+    # Frames in flight per peer link; more updates wait and travel in the next frame. Default 4.
+    max_inflight_frames: int = 4
+    # Secret shared by the cluster's nodes for peer traffic. Default: a fixed development value.
+    cluster_secret: str = field(default="counters-dev-cluster-secret", repr=False)
+    # Log level: debug, info, warning, error. Default info.
+    log_level: str = "info"
+
+    @property
+    def host(self) -> str:
+        return parse_address(self.listen)[0]
+
+    @property
+    def port(self) -> int:
+        return parse_address(self.listen)[1]
+
+    @property
+    def data_path(self) -> Path:
+        return Path(self.data_dir or os.path.join("data", self.node_id))
+
+    def validate(self) -> Config:
+        if (
+            not self.node_id
+            or len(self.node_id) > 64
+            or not all(c.isalnum() or c in "-_." for c in self.node_id)
+        ):
+            raise ConfigError("node-id must be 1-64 characters of [A-Za-z0-9._-]")
+        parse_address(self.listen)
+        for seed in self.seeds:
+            parse_address(seed)
+        if self.shards < 1 or self.shards & (self.shards - 1) or self.shards > 65536:
+            raise ConfigError("shards must be a power of two from 1 to 65536")
+        if self.replicas < 1:
+            raise ConfigError("replicas must be at least 1")
+        if not 1 <= self.write_quorum <= self.replicas:
+            raise ConfigError("write-quorum must be between 1 and replicas")
+        if not 1 <= self.read_quorum <= self.replicas:
+            raise ConfigError("read-quorum must be between 1 and replicas")
+        positive = ("request_timeout_s", "gossip_interval_s", "failure_timeout_s")
+        for name in positive:
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"{name.replace('_', '-')} must be positive")
+        if self.replication_window_s < 0 or self.replication_window_s > 1:
+            raise ConfigError("replication-window-s must be between 0 and 1")
+        if self.max_inflight_frames < 1 or self.sync_shards_per_round < 1:
+            raise ConfigError("max-inflight-frames and sync-shards-per-round must be at least 1")
+        if self.log_level not in ("debug", "info", "warning", "error"):
+            raise ConfigError("log-level must be debug, info, warning or error")
+        return self
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """One flag per Config field; defaults stay None so the environment can fill them."""
+    for f in fields(Config):
+        help_text = f"env {ENV_PREFIX}{f.name.upper()}"
+        parser.add_argument(_flag(f.name), dest=f.name, default=None, help=help_text)
+
+
+def _convert(name: str, raw: str) -> object:
+    default = Config.__dataclass_fields__[name].default
+    try:
+        if name == "seeds":
+            return tuple(s.strip() for s in raw.split(",") if s.strip())
+        if isinstance(default, bool):
+            return raw.lower() in ("1", "true", "yes", "on")
+        if isinstance(default, int):
+            return int(raw)
+        if isinstance(default, float):
+            return float(raw)
+    except ValueError:
+        raise ConfigError(f"{_flag(name)}: not a number: {raw!r}") from None
+    return raw
+
+
+def from_sources(args: argparse.Namespace, environ: Mapping[str, str]) -> Config:
+    """Flags first, then COUNTERS_* variables, then defaults."""
+    values: dict[str, object] = {}
+    for f in fields(Config):
+        raw = getattr(args, f.name, None)
+        if raw is None:
+            raw = environ.get(ENV_PREFIX + f.name.upper())
+        if raw is not None:
+            values[f.name] = _convert(f.name, str(raw))
+    if "node_id" not in values:
+        raise ConfigError("--node-id (or COUNTERS_NODE_ID) is required")
+    return Config(**values).validate()  # type: ignore[arg-type]
+
+
+def parse(argv: Sequence[str], environ: Mapping[str, str]) -> Config:
+    parser = argparse.ArgumentParser(prog="counters node")
+    add_arguments(parser)
+    return from_sources(parser.parse_args(list(argv)), environ)

@@ -1,0 +1,247 @@
+"""The coordinator: increments and reads against a shard's replicas, with quorums.
+
+A write bumps this node's own actor slot, sends the new slot value to every other replica
+(and to nodes receiving the shard in a hand-off) and answers once W replicas, itself
+included, hold it. A read merges R replicas' states and repairs the stale ones. A node that
+is not a ready replica of the shard forwards the work to the first serving replica.
+Batches take the same paths, many keys at a time, so their updates share peer frames.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from crdt import CounterOverflowError, PNCounter
+from node.cluster import Cluster
+from node.errors import CountersError, Overflow, QuorumUnavailable
+from node.peers import PeerPool
+from node.protocol import FORWARD, Key
+from node.quorum import QuorumWait
+from node.store import CounterStore
+
+CONSISTENCY_LEVELS = ("one", "quorum", "all")
+MAX_HOPS = 2
+
+
+@dataclass(frozen=True, slots=True)
+class Op:
+    """One operation of a request: `increment` (with delta) or `get`."""
+
+    kind: str
+    key: Key
+    delta: int = 0
+
+
+class RemoteError(CountersError):
+    """An error a forwarded request met on the node that ran it, passed on as it was."""
+
+    def __init__(self, problem: dict[str, Any]) -> None:
+        super().__init__(str(problem.get("detail", "remote error")))
+        self.status = int(problem.get("status", 502))
+        self.problem = problem
+
+    def to_problem(self) -> dict[str, Any]:
+        return self.problem
+
+
+class Coordinator:
+    def __init__(self, cluster: Cluster, store: CounterStore, pool: PeerPool) -> None:
+        self.cluster = cluster
+        self.store = store
+        self.pool = pool
+        self.timeout = cluster.config.request_timeout_s
+
+    def _needed(self, consistency: str, quorum: int, replicas: int) -> int:
+        if consistency == "one":
+            return 1
+        if consistency == "all":
+            return replicas
+        return min(quorum, replicas)
+
+    def _owner(self, shard: int) -> str | None:
+        """Who runs an operation on this shard: this node if it is a ready replica."""
+        cluster = self.cluster
+        if cluster.ready and cluster.node_id in cluster.replicas(shard):
+            return cluster.node_id
+        return cluster.coordinator(shard)
+
+    # -- entry point ------------------------------------------------------------------------
+
+    async def run(self, ops: list[Op], consistency: str, hops: int = 0) -> list[dict[str, Any]]:
+        """Results in the order of ops: {"value": int} or {"error": problem}."""
+        groups: dict[str | None, list[int]] = {}
+        for index, op in enumerate(ops):
+            owner = self._owner(self.cluster.shard_of(op.key))
+            groups.setdefault(owner, []).append(index)
+        results: list[dict[str, Any]] = [{} for _ in ops]
+        for owner, indexes in groups.items():
+            if owner == self.cluster.node_id or (owner is None and hops >= MAX_HOPS):
+                local = await self._run_local([ops[i] for i in indexes], consistency)
+            elif owner is None:
+                error = QuorumUnavailable("no live replica serves this counter's shard")
+                local = [{"error": error.to_problem()} for _ in indexes]
+            else:
+                local = await self._forward(owner, [ops[i] for i in indexes], consistency, hops)
+            for index, result in zip(indexes, local, strict=True):
+                results[index] = result
+        return results
+
+    async def _forward(
+        self, owner: str, ops: list[Op], consistency: str, hops: int
+    ) -> list[dict[str, Any]]:
+        if hops >= MAX_HOPS:
+            return await self._run_local(ops, consistency)
+        address = self.cluster.address_of(owner)
+        if address is None:
+            raise QuorumUnavailable(f"no address for {owner}")
+        body = {
+            "ops": [[op.kind, list(op.key), op.delta] for op in ops],
+            "consistency": consistency,
+            "hops": hops + 1,
+        }
+        reply = await self.pool.link(address).call(FORWARD, body, self.timeout + 0.5)
+        if not isinstance(reply, list) or len(reply) != len(ops):
+            raise QuorumUnavailable(f"bad forward reply from {owner}")
+        return reply
+
+    # -- local work -------------------------------------------------------------------------
+
+    async def _run_local(self, ops: list[Op], consistency: str) -> list[dict[str, Any]]:
+        results: list[dict[str, Any]] = [{} for _ in ops]
+        wait = QuorumWait("increment" if any(op.kind == "increment" for op in ops) else "read")
+        deltas: dict[Key, PNCounter] = {}
+        for index, op in enumerate(ops):
+            if op.kind == "increment":
+                try:
+                    self._check_writable(op.key, consistency)
+                    _, delta = self.store.increment(op.key, self.cluster.actor, op.delta)
+                except CountersError as error:
+                    results[index] = {"error": error.to_problem()}
+                    continue
+                except CounterOverflowError as error:
+                    results[index] = {"error": Overflow(str(error)).to_problem()}
+                    continue
+                previous = deltas.get(op.key)
+                deltas[op.key] = delta if previous is None else previous.merge(delta)
+        for key, delta in deltas.items():
+            self._replicate(wait, key, delta, consistency)
+        reads: dict[Key, dict[str, PNCounter]] = {op.key: {} for op in ops if op.kind == "get"}
+        for key in reads:
+            reads[key] = self._read(wait, key, consistency)
+        await wait.wait(self.timeout)
+        for key, answers in reads.items():
+            self._repair(key, answers)
+        for index, op in enumerate(ops):
+            if not results[index]:
+                state = self.store.get(op.key)
+                results[index] = {"value": 0 if state is None else state.value()}
+        return results
+
+    def _check_writable(self, key: Key, consistency: str) -> None:
+        """Refuse before applying anything when the quorum is out of reach (nothing changes)."""
+        shard = self.cluster.shard_of(key)
+        replicas = self.cluster.replicas(shard)
+        needed = self._needed(consistency, self.cluster.config.write_quorum, len(replicas))
+        live = sum(1 for n in replicas if self.cluster.alive(n))
+        if live < needed:
+            raise QuorumUnavailable(
+                f"{live} of {len(replicas)} replicas are live, {needed} needed; nothing applied",
+                may_have_applied=False,
+            )
+
+    def _replicate(self, wait: QuorumWait, key: Key, delta: PNCounter, consistency: str) -> None:
+        cluster = self.cluster
+        shard = cluster.shard_of(key)
+        replicas = cluster.replicas(shard)
+        needed = self._needed(consistency, cluster.config.write_quorum, len(replicas)) - 1
+        counted: list[Any] = []
+        for node_id in cluster.write_targets(shard):
+            if node_id == cluster.node_id or not cluster.alive(node_id):
+                continue
+            future = self._link(node_id).replicate(key, delta)
+            if node_id in replicas:
+                counted.append(future)
+            else:
+                future.add_done_callback(_ignore_failure)
+        wait.add(counted, needed, lambda state: self.store.merge(key, state))
+
+    def _read(self, wait: QuorumWait, key: Key, consistency: str) -> dict[str, PNCounter]:
+        """Ask R-1 serving peers (spares if one fails); returns their states as they come."""
+        cluster = self.cluster
+        replicas = cluster.replicas(cluster.shard_of(key))
+        needed = self._needed(consistency, cluster.config.read_quorum, len(replicas)) - 1
+        answers: dict[str, PNCounter] = {}
+        if needed <= 0:
+            return answers
+        peers = [n for n in replicas if n != cluster.node_id and cluster.serving(n)]
+
+        def starter(node_id: str) -> Any:
+            def start() -> Any:
+                future = self._link(node_id).read(key)
+                future.add_done_callback(lambda f: _record(answers, node_id, f))
+                return future
+
+            return start
+
+        first = [starter(n)() for n in peers[:needed]]
+        on_state = lambda state: self.store.merge(key, state or PNCounter.empty())  # noqa: E731
+        wait.add(first, needed, on_state, spares=[starter(n) for n in peers[needed:]])
+        return answers
+
+    def _repair(self, key: Key, answers: dict[str, PNCounter]) -> None:
+        """Send the merged state's missing slots to replicas that answered a stale state."""
+        merged = self.store.get(key)
+        if merged is None:
+            return
+        for node_id, state in answers.items():
+            if state != merged:
+                future = self._link(node_id).replicate(key, merged.delta_since(state))
+                future.add_done_callback(_ignore_failure)
+
+    def _link(self, node_id: str) -> Any:
+        address = self.cluster.address_of(node_id)
+        if address is None:
+            raise QuorumUnavailable(f"no address for {node_id}")
+        return self.pool.link(address)
+
+    # -- listing ----------------------------------------------------------------------------
+
+    async def scan(
+        self, tenant: str, namespace: str, prefix: str, after: str, limit: int
+    ) -> list[tuple[str, int]]:
+        """Counters of a namespace in name order, read from one serving replica per shard."""
+        by_node: dict[str, set[int]] = {}
+        for shard in range(self.cluster.state.current.shards):
+            owner = self._owner(shard)
+            if owner is None:
+                raise QuorumUnavailable(f"no live replica serves shard {shard}")
+            by_node.setdefault(owner, set()).add(shard)
+        found: list[tuple[str, int]] = []
+        for node_id, shards in by_node.items():
+            if node_id == self.cluster.node_id:
+                found += self.local_scan(tenant, namespace, prefix, after, limit, shards)
+                continue
+            body = {
+                "scan": [tenant, namespace, prefix, after, limit, sorted(shards)],
+            }
+            reply = await self._link(node_id).call(FORWARD, body, self.timeout)
+            found += [(str(name), int(value)) for name, value in reply]
+        found.sort()
+        return found[:limit]
+
+    def local_scan(
+        self, tenant: str, namespace: str, prefix: str, after: str, limit: int, shards: set[int]
+    ) -> list[tuple[str, int]]:
+        rows = self.store.scan(tenant, namespace, prefix, after, limit, shards)
+        return [(name, state.value()) for name, state in rows]
+
+
+def _record(answers: dict[str, PNCounter], node_id: str, future: Any) -> None:
+    if not future.cancelled() and future.exception() is None:
+        answers[node_id] = future.result() or PNCounter.empty()
+
+
+def _ignore_failure(future: Any) -> None:
+    if not future.cancelled():
+        future.exception()  # retrieved, so a failed background write is not reported twice

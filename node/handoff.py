@@ -1,0 +1,93 @@
+"""Hand-off and recovery: pulling shard state before this node serves or takes shards.
+
+- Recovery: a node that (re)starts holds nothing in memory, so before it counts toward read
+  quorums it pulls every shard it replicates from every other live replica, then moves
+  itself from joining to up.
+- Hand-off: while a pending ring exists, a node that receives shards in it pulls their state
+  from the current replicas, then announces the pending checksum it caught up with; the
+  claimant switches the ring once every receiving node has.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+
+from node import protocol
+from node.cluster import Cluster
+from node.errors import PeerError
+from node.peers import PeerPool
+from node.store import CounterStore
+from ring import Status, plan
+
+log = logging.getLogger("counters.handoff")
+
+
+class Handoff:
+    def __init__(self, cluster: Cluster, store: CounterStore, pool: PeerPool) -> None:
+        self.cluster = cluster
+        self.store = store
+        self.pool = pool
+
+    def pending_moves(self) -> list[tuple[int, str | None, str]]:
+        state = self.cluster.state
+        if state.pending is None:
+            return []
+        checksum = state.pending.checksum()
+        return [
+            (move.shard, move.source, move.target)
+            for move in plan(state.current, state.pending)
+            if self.cluster.synced.get(move.target) != checksum
+        ]
+
+    async def step(self) -> None:
+        cluster = self.cluster
+        current = cluster.state.current
+        me = cluster.node_id
+        if not cluster.recovered and me in current.nodes and cluster.heard_peer:
+            if await self._pull(current.shards_of(me)):
+                cluster.recovered = True
+                log.info(
+                    "recovered %d counters for %d shards",
+                    len(self.store),
+                    len(current.shards_of(me)),
+                )
+        member = cluster.view.get(me)
+        if cluster.recovered and member is not None and member.status == Status.JOINING:
+            cluster.apply(me, "ready")
+        pending = cluster.state.pending
+        if pending is None:
+            return
+        checksum = pending.checksum()
+        if cluster.synced.get(me) == checksum:
+            return
+        incoming = {m.shard for m in plan(current, pending) if m.target == me}
+        if await self._pull(incoming):
+            cluster.mark_synced(checksum)
+            if me not in current.nodes:
+                cluster.recovered = True  # it has the state of every shard it will hold
+            log.info("caught up with pending ring %s (%d shards)", checksum[:8], len(incoming))
+
+    async def _pull(self, shards: Iterable[int]) -> bool:
+        """Merge every live replica's state of these shards; False if one could not answer."""
+        cluster = self.cluster
+        by_node: dict[str, list[int]] = {}
+        for shard in shards:
+            for node_id in cluster.state.current.preference_list(shard):
+                if node_id != cluster.node_id and cluster.alive(node_id):
+                    by_node.setdefault(node_id, []).append(shard)
+        complete = True
+        for node_id, node_shards in by_node.items():
+            address = cluster.address_of(node_id)
+            if address is None:
+                complete = False
+                continue
+            try:
+                raw = await self.pool.link(address).call(
+                    protocol.PULL, sorted(node_shards), cluster.config.request_timeout_s * 5
+                )
+                self.store.merge_many(protocol.entries_from_wire(raw))
+            except (PeerError, protocol.ProtocolError) as error:
+                log.warning("pull from %s failed: %s", node_id, error)
+                complete = False
+        return complete

@@ -1,0 +1,37 @@
+"""The node's incarnation number, kept in its data dir and raised at every start.
+
+The actor id `node_id:incarnation` is new at every start, so a restarted node never reuses
+an old actor slot: it cannot lose or double count increments made before it restarted.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+FILE_NAME = "incarnation"
+
+
+def next_incarnation(data_dir: Path) -> int:
+    """Read the last incarnation, store and return the next one (durably, before use)."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    path = data_dir / FILE_NAME
+    try:
+        last = int(path.read_text().strip() or "0")
+    except FileNotFoundError:
+        last = 0
+    except ValueError:
+        raise ValueError(f"{path} is corrupt; refusing to guess an incarnation") from None
+    current = last + 1
+    temporary = path.with_suffix(".tmp")
+    with open(temporary, "w") as handle:
+        handle.write(f"{current}\n")
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(temporary, path)
+    directory = os.open(data_dir, os.O_RDONLY)
+    try:
+        os.fsync(directory)
+    finally:
+        os.close(directory)
+    return current

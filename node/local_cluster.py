@@ -1,0 +1,86 @@
+"""`counters up`: a local cluster of node processes in one command, stopped by Ctrl-C."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Sequence
+from pathlib import Path
+
+
+def _ready(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(f"{url}/readyz", timeout=1) as response:
+            return bool(response.status == 200)
+    except OSError:
+        return False
+
+
+def main(argv: Sequence[str]) -> int:
+    parser = argparse.ArgumentParser(prog="counters up")
+    parser.add_argument("--nodes", type=int, default=3, help="how many nodes (default 3)")
+    parser.add_argument("--base-port", type=int, default=7000, help="first node's port")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--data-dir", default="data", help="one subfolder per node")
+    parser.add_argument("--ready-timeout", type=float, default=30.0, help="seconds")
+    args = parser.parse_args(list(argv))
+    if not 1 <= args.nodes <= 64:
+        parser.error("--nodes must be from 1 to 64")
+    addresses = [f"{args.host}:{args.base_port + i}" for i in range(args.nodes)]
+    processes = []
+    for index, address in enumerate(addresses):
+        node_id = f"n{index + 1}"
+        command = [
+            sys.executable,
+            "-m",
+            "node",
+            "node",
+            "--node-id",
+            node_id,
+            "--listen",
+            address,
+            "--seeds",
+            ",".join(addresses),
+            "--data-dir",
+            str(Path(args.data_dir) / node_id),
+        ]
+        processes.append(subprocess.Popen(command))
+    stop = False
+
+    def request_stop(signum: int, frame: object) -> None:
+        nonlocal stop
+        stop = True
+
+    signal.signal(signal.SIGINT, request_stop)
+    signal.signal(signal.SIGTERM, request_stop)
+    urls = [f"http://{address}" for address in addresses]
+    deadline = time.monotonic() + args.ready_timeout
+    while not stop and not all(_ready(u) for u in urls) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    if not stop:
+        ready = all(_ready(u) for u in urls)
+        print(f"counters: {args.nodes} nodes {'ready' if ready else 'started (not all ready)'}")
+        for index, url in enumerate(urls):
+            print(f"  n{index + 1}  {url}")
+        body = json.dumps({"delta": 1})
+        print("try:")
+        print(f"  curl -s -XPOST {urls[0]}/v1/namespaces/demo/counters/views/increment -d '{body}'")
+        print(f"  curl -s {urls[-1]}/v1/namespaces/demo/counters/views")
+        print(f"  curl -s {urls[0]}/admin/ring | head -c 600")
+        print("Ctrl-C stops every node.", flush=True)
+    while not stop and all(p.poll() is None for p in processes):
+        time.sleep(0.2)
+    for process in processes:
+        if process.poll() is None:
+            process.terminate()
+    for process in processes:
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+    return 0

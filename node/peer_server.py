@@ -1,0 +1,149 @@
+"""The peer endpoint: authenticated WebSocket, one frame in, one reply out.
+
+REPLICATE and READ are answered inline (pure in-memory work, no awaits), so a frame of many
+keys costs one loop turn. GOSSIP, PULL, PUSH and FORWARD may wait on other peers and run as
+tasks. A malformed frame closes the connection before it touches any state.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any
+
+from aiohttp import WSMsgType, web
+
+from node import peer_auth, protocol
+from node.coordinator import CONSISTENCY_LEVELS, Coordinator, Op
+from node.errors import CountersError
+from node.gossip import Gossip
+from node.protocol import ProtocolError
+from node.store import CounterStore
+
+log = logging.getLogger("counters.peer_server")
+
+
+class PeerServer:
+    def __init__(self, secret: str, store: CounterStore, coordinator: Coordinator, gossip: Gossip):
+        self.secret = secret
+        self.store = store
+        self.coordinator = coordinator
+        self.gossip = gossip
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._sockets: set[web.WebSocketResponse] = set()
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        peer = peer_auth.verify(
+            self.secret, request.method, request.path, request.headers, time.time()
+        )
+        if peer is None:
+            raise web.HTTPUnauthorized(reason="peer endpoint needs the cluster secret")
+        ws = web.WebSocketResponse(max_msg_size=protocol.MAX_FRAME_BYTES, compress=False)
+        await ws.prepare(request)
+        self._sockets.add(ws)
+        try:
+            await self._serve(ws, peer)
+        finally:
+            self._sockets.discard(ws)
+        return ws
+
+    async def _serve(self, ws: web.WebSocketResponse, peer: str) -> None:
+        async for message in ws:
+            if message.type != WSMsgType.BINARY:
+                continue
+            try:
+                kind, request_id, body = protocol.decode(message.data)
+                if kind in (protocol.REPLICATE, protocol.READ):
+                    reply = self._inline(kind, body)
+                    await ws.send_bytes(protocol.encode(protocol.REPLY, request_id, [True, reply]))
+                else:
+                    task = asyncio.create_task(self._answer(ws, kind, request_id, body))
+                    self._tasks.add(task)
+                    task.add_done_callback(self._tasks.discard)
+            except ProtocolError as error:
+                log.warning("closing peer link from %s: %s", peer, error)
+                await ws.close(code=1002, message=b"protocol error")
+                break
+
+    def _inline(self, kind: int, body: Any) -> list[Any]:
+        if kind == protocol.REPLICATE:
+            entries = protocol.entries_from_wire(body)  # validate all before merging any
+            return protocol.states_to_wire(self.store.merge(k, s) for k, s in entries)
+        keys = protocol.keys_from_wire(body)
+        return protocol.states_to_wire(self.store.get(key) for key in keys)
+
+    async def _answer(
+        self, ws: web.WebSocketResponse, kind: int, request_id: int, body: Any
+    ) -> None:
+        try:
+            reply: Any = await self._dispatch(kind, body)
+            frame = protocol.encode(protocol.REPLY, request_id, [True, reply])
+        except (ProtocolError, CountersError) as error:
+            frame = protocol.encode(protocol.REPLY, request_id, [False, str(error)])
+        except Exception as error:
+            log.exception("peer request kind %d failed", kind)
+            frame = protocol.encode(protocol.REPLY, request_id, [False, repr(error)])
+        if not ws.closed:
+            try:
+                await ws.send_bytes(frame)
+            except ConnectionError:
+                pass
+
+    async def _dispatch(self, kind: int, body: Any) -> Any:
+        if kind == protocol.GOSSIP:
+            return self.gossip.answer(body)
+        if kind == protocol.PUSH:
+            self.store.merge_many(protocol.entries_from_wire(body))
+            return None
+        if kind == protocol.PULL:
+            shards = protocol.shards_from_wire(body, self.gossip.cluster.config.shards)
+            return protocol.entries_to_wire(
+                entry for shard in shards for entry in self.store.shard_entries(shard)
+            )
+        if kind == protocol.FORWARD:
+            return await self._forwarded(body)
+        raise ProtocolError(f"kind {kind} is not a request")
+
+    async def _forwarded(self, body: Any) -> Any:
+        if not isinstance(body, dict):
+            raise ProtocolError("forward body must be a map")
+        if "scan" in body:
+            return self._scan(body["scan"])
+        consistency, hops, raw_ops = body.get("consistency"), body.get("hops"), body.get("ops")
+        if consistency not in CONSISTENCY_LEVELS or type(hops) is not int or hops < 1:
+            raise ProtocolError("bad forward header")
+        if not isinstance(raw_ops, list):
+            raise ProtocolError("ops must be a list")
+        ops = []
+        for raw in raw_ops:
+            if not isinstance(raw, list) or len(raw) != 3 or raw[0] not in ("increment", "get"):
+                raise ProtocolError("bad forwarded op")
+            if type(raw[2]) is not int:
+                raise ProtocolError("bad forwarded delta")
+            ops.append(Op(raw[0], protocol.key_from_wire(raw[1]), raw[2]))
+        try:
+            return await self.coordinator.run(ops, consistency, hops)
+        except CountersError as error:
+            return [{"error": error.to_problem()} for _ in ops]
+
+    def _scan(self, raw: Any) -> list[list[Any]]:
+        if not isinstance(raw, list) or len(raw) != 6:
+            raise ProtocolError("bad scan")
+        tenant, namespace, prefix, after, limit, shards = raw
+        if not all(isinstance(x, str) for x in (tenant, namespace, prefix, after)):
+            raise ProtocolError("bad scan strings")
+        if type(limit) is not int or not 0 < limit <= 10_000:
+            raise ProtocolError("bad scan limit")
+        valid = set(protocol.shards_from_wire(shards, self.gossip.cluster.config.shards))
+        rows = self.coordinator.local_scan(tenant, namespace, prefix, after, limit, valid)
+        return [[name, value] for name, value in rows]
+
+    async def close_connections(self) -> None:
+        for ws in list(self._sockets):
+            await ws.close(code=1001, message=b"node shutting down")
+
+    async def close(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)

@@ -1,0 +1,275 @@
+"""Outgoing peer links: one persistent WebSocket per peer, group-committed frames.
+
+`replicate()` and `read()` only queue a key; a sender task drains the queue into one
+REPLICATE or READ frame per turn, so every update bound for a peer within a loop turn (or
+while earlier frames are in flight) shares one frame. Updates to the same key in one frame
+are merged first, so a hot key costs one entry per frame, not one per request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+import aiohttp
+
+from crdt import PNCounter
+from node import peer_auth, protocol
+from node.config import Config
+from node.errors import PeerError
+from node.protocol import Key
+
+log = logging.getLogger("counters.peers")
+PEER_PATH = "/peer/ws"
+ReplyHandler = Callable[[bool, Any], None]
+
+
+def backoff(failures: int) -> float:
+    """Seconds to wait before reconnecting after `failures` consecutive failed attempts."""
+    return 0.0 if failures <= 0 else min(0.05 * 2 ** (failures - 1), 2.0)
+
+
+def _fail(futures: list[asyncio.Future[Any]], error: Exception) -> None:
+    for future in futures:
+        if not future.done():
+            future.set_exception(error)
+
+
+class PeerLink:
+    def __init__(self, address: str, session: aiohttp.ClientSession, config: Config) -> None:
+        self.address = address
+        self._session = session
+        self._config = config
+        self._ws: aiohttp.ClientWebSocketResponse | None = None
+        self._connect_lock = asyncio.Lock()
+        self._failures = 0
+        self._retry_at = 0.0
+        self._next_id = 1
+        self._waiting: dict[int, tuple[ReplyHandler, asyncio.TimerHandle]] = {}
+        self._writes: dict[Key, tuple[PNCounter, list[asyncio.Future[PNCounter]]]] = {}
+        self._reads: dict[Key, list[asyncio.Future[PNCounter | None]]] = {}
+        self._wakeup = asyncio.Event()
+        self._inflight = asyncio.Semaphore(config.max_inflight_frames)
+        self._sender = asyncio.create_task(self._send_loop(), name=f"peer-send-{address}")
+        self._reader: asyncio.Task[None] | None = None
+
+    @property
+    def connected(self) -> bool:
+        return self._ws is not None and not self._ws.closed
+
+    @property
+    def backlog(self) -> int:
+        return len(self._writes) + len(self._reads)
+
+    # -- queued, group-committed operations ------------------------------------------------
+
+    def replicate(self, key: Key, state: PNCounter) -> asyncio.Future[PNCounter]:
+        """Send state (a slot value or a full state) to merge; resolves to the peer's state."""
+        future: asyncio.Future[PNCounter] = asyncio.get_running_loop().create_future()
+        queued = self._writes.get(key)
+        if queued is None:
+            self._writes[key] = (state, [future])
+        else:
+            queued[1].append(future)
+            self._writes[key] = (queued[0].merge(state), queued[1])
+        self._wakeup.set()
+        return future
+
+    def read(self, key: Key) -> asyncio.Future[PNCounter | None]:
+        future: asyncio.Future[PNCounter | None] = asyncio.get_running_loop().create_future()
+        self._reads.setdefault(key, []).append(future)
+        self._wakeup.set()
+        return future
+
+    async def _send_loop(self) -> None:
+        while True:
+            await self._wakeup.wait()
+            self._wakeup.clear()
+            if self._config.replication_window_s:
+                await asyncio.sleep(self._config.replication_window_s)
+            while self._writes or self._reads:
+                await self._inflight.acquire()
+                if self._writes:
+                    writes, self._writes = self._writes, {}
+                    await self._send_writes(writes)
+                else:
+                    reads, self._reads = self._reads, {}
+                    await self._send_reads(reads)
+
+    async def _send_writes(
+        self, writes: dict[Key, tuple[PNCounter, list[asyncio.Future[PNCounter]]]]
+    ) -> None:
+        keys = list(writes)
+        body = protocol.entries_to_wire((key, writes[key][0]) for key in keys)
+
+        def on_reply(ok: bool, payload: Any) -> None:
+            try:
+                if not ok:
+                    raise PeerError(f"{self.address}: {payload}")
+                states = protocol.states_from_wire(payload, len(keys))
+            except Exception as error:
+                _fail([f for key in keys for f in writes[key][1]], PeerError(str(error)))
+                return
+            for key, state in zip(keys, states, strict=True):
+                for future in writes[key][1]:
+                    if not future.done():
+                        future.set_result(state or PNCounter.empty())
+
+        await self._send_frame(protocol.REPLICATE, body, on_reply)
+
+    async def _send_reads(self, reads: dict[Key, list[asyncio.Future[PNCounter | None]]]) -> None:
+        keys = list(reads)
+
+        def on_reply(ok: bool, payload: Any) -> None:
+            try:
+                if not ok:
+                    raise PeerError(f"{self.address}: {payload}")
+                states = protocol.states_from_wire(payload, len(keys))
+            except Exception as error:
+                _fail([f for key in keys for f in reads[key]], PeerError(str(error)))
+                return
+            for key, state in zip(keys, states, strict=True):
+                for future in reads[key]:
+                    if not future.done():
+                        future.set_result(state)
+
+        await self._send_frame(protocol.READ, [list(key) for key in keys], on_reply)
+
+    # -- plain request/response ----------------------------------------------------------
+
+    async def call(self, kind: int, body: Any, timeout: float) -> Any:
+        """One request, one reply; raises PeerError on failure or timeout."""
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+
+        def on_reply(ok: bool, payload: Any) -> None:
+            if future.done():
+                return
+            if ok:
+                future.set_result(payload)
+            else:
+                future.set_exception(PeerError(f"{self.address}: {payload}"))
+
+        await self._inflight.acquire()
+        await self._send_frame(kind, body, on_reply, timeout)
+        return await future
+
+    # -- frames ----------------------------------------------------------------------------
+
+    async def _send_frame(
+        self, kind: int, body: Any, on_reply: ReplyHandler, timeout: float | None = None
+    ) -> None:
+        """Send one request frame; the caller holds an in-flight permit, released on reply."""
+        request_id = self._next_id
+        self._next_id += 1
+        loop = asyncio.get_running_loop()
+        timer = loop.call_later(timeout or self._config.request_timeout_s, self._expire, request_id)
+        self._waiting[request_id] = (on_reply, timer)
+        try:
+            ws = await self._connect()
+            await ws.send_bytes(protocol.encode(kind, request_id, body))
+        except Exception as error:
+            self._settle(request_id, False, f"unreachable: {type(error).__name__} {error}")
+
+    def _settle(self, request_id: int, ok: bool, payload: Any) -> None:
+        entry = self._waiting.pop(request_id, None)
+        if entry is None:
+            return
+        on_reply, timer = entry
+        timer.cancel()
+        self._inflight.release()
+        on_reply(ok, payload)
+
+    def _expire(self, request_id: int) -> None:
+        self._settle(request_id, False, "timed out")
+
+    async def _connect(self) -> aiohttp.ClientWebSocketResponse:
+        if self._ws is not None and not self._ws.closed:
+            return self._ws
+        async with self._connect_lock:
+            if self._ws is not None and not self._ws.closed:
+                return self._ws
+            if time.monotonic() < self._retry_at:
+                raise PeerError(f"{self.address} is backing off")
+            headers = peer_auth.sign(
+                self._config.cluster_secret, "GET", PEER_PATH, self._config.node_id
+            )
+            try:
+                ws = await self._session.ws_connect(
+                    f"http://{self.address}{PEER_PATH}",
+                    headers=headers,
+                    max_msg_size=protocol.MAX_FRAME_BYTES,
+                    timeout=aiohttp.ClientWSTimeout(ws_close=1.0),
+                )
+            except Exception:
+                self._failures += 1
+                self._retry_at = time.monotonic() + backoff(self._failures)
+                raise
+            self._failures = 0
+            self._ws = ws
+            self._reader = asyncio.create_task(
+                self._read_loop(ws), name=f"peer-read-{self.address}"
+            )
+            return ws
+
+    async def _read_loop(self, ws: aiohttp.ClientWebSocketResponse) -> None:
+        try:
+            async for message in ws:
+                if message.type != aiohttp.WSMsgType.BINARY:
+                    continue
+                try:
+                    kind, request_id, body = protocol.decode(message.data)
+                    if kind != protocol.REPLY or not isinstance(body, list) or len(body) != 2:
+                        raise protocol.ProtocolError("expected a reply [ok, payload]")
+                except protocol.ProtocolError as error:
+                    log.warning("bad reply from %s: %s", self.address, error)
+                    break
+                self._settle(request_id, bool(body[0]), body[1])
+        finally:
+            if self._ws is ws:
+                self._ws = None
+            for request_id in list(self._waiting):
+                self._settle(request_id, False, "connection lost")
+
+    async def close(self) -> None:
+        self._sender.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._sender
+        if self._ws is not None:
+            await self._ws.close()
+        if self._reader is not None:
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._reader
+        error = PeerError("node shutting down")
+        for state_futures in self._writes.values():
+            _fail(list(state_futures[1]), error)
+        for read_futures in self._reads.values():
+            _fail(list(read_futures), error)
+
+
+class PeerPool:
+    """One link per peer address, created on first use."""
+
+    def __init__(self, config: Config) -> None:
+        self._config = config
+        self._session = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=0, enable_cleanup_closed=True)
+        )
+        self._links: dict[str, PeerLink] = {}
+
+    def link(self, address: str) -> PeerLink:
+        link = self._links.get(address)
+        if link is None:
+            link = self._links[address] = PeerLink(address, self._session, self._config)
+        return link
+
+    def backlog(self) -> int:
+        return sum(link.backlog for link in self._links.values())
+
+    async def close(self) -> None:
+        for link in list(self._links.values()):
+            await link.close()
+        await self._session.close()

@@ -1,0 +1,118 @@
+"""The peer protocol: msgpack messages over one persistent WebSocket per peer and direction.
+
+Every message is a msgpack array `[kind, request_id, body]`. Requests carry a positive id that
+the reply (kind REPLY) echoes, so many requests share a connection without waiting for each
+other. Counter states inside bodies use the crdt codec's wire form, so a state is validated
+exactly like a codec frame; anything malformed raises ProtocolError before it touches state.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+import msgpack
+
+from crdt import CodecError, PNCounter
+from crdt.codec import pn_from_wire, pn_to_wire
+
+Key = tuple[str, str, str]
+
+REPLY = 0
+REPLICATE = 1  # body: [[key, state], ...]       reply: [state, ...] merged, same order
+READ = 2  # body: [key, ...]                      reply: [state | None, ...]
+GOSSIP = 3  # body: map (see gossip.py)             reply: map
+PUSH = 4  # body: [[key, state], ...]             reply: None
+PULL = 5  # body: [shard, ...]                    reply: [[key, state], ...]
+FORWARD = 6  # body: map (see coordinator.py)     reply: map
+KINDS = frozenset({REPLY, REPLICATE, READ, GOSSIP, PUSH, PULL, FORWARD})
+
+MAX_FRAME_BYTES = 64 * 1024 * 1024
+MAX_KEY_PART_BYTES = 256
+
+
+class ProtocolError(ValueError):
+    """A peer message that does not follow the protocol."""
+
+
+def encode(kind: int, request_id: int, body: Any) -> bytes:
+    return msgpack.packb([kind, request_id, body], use_bin_type=True)  # type: ignore[no-any-return]
+
+
+def decode(data: bytes) -> tuple[int, int, Any]:
+    if len(data) > MAX_FRAME_BYTES:
+        raise ProtocolError("frame too large")
+    try:
+        # unpackb bounds every length by len(data), so a small hostile frame cannot
+        # make it allocate much; the frame size itself is bounded above.
+        message = msgpack.unpackb(data, raw=False, use_list=True, strict_map_key=True)
+    except Exception as error:  # msgpack raises many types; the peer is wrong either way
+        raise ProtocolError(f"undecodable frame: {type(error).__name__}") from None
+    if not isinstance(message, list) or len(message) != 3:
+        raise ProtocolError("a message is [kind, request_id, body]")
+    kind, request_id, body = message
+    if type(kind) is not int or kind not in KINDS:
+        raise ProtocolError(f"unknown message kind {kind!r}")
+    if type(request_id) is not int or request_id < 0:
+        raise ProtocolError("bad request id")
+    return kind, request_id, body
+
+
+def key_to_wire(key: Key) -> list[str]:
+    return list(key)
+
+
+def key_from_wire(obj: object) -> Key:
+    if not isinstance(obj, list) or len(obj) != 3:
+        raise ProtocolError("a key is [tenant, namespace, name]")
+    for part in obj:
+        if type(part) is not str or not part or len(part.encode()) > MAX_KEY_PART_BYTES:
+            raise ProtocolError("bad key part")
+    return (obj[0], obj[1], obj[2])
+
+
+def state_from_wire(obj: object) -> PNCounter:
+    try:
+        return pn_from_wire(obj)
+    except CodecError as error:
+        raise ProtocolError(f"bad counter state: {error}") from None
+
+
+def entries_to_wire(entries: Iterable[tuple[Key, PNCounter]]) -> list[list[Any]]:
+    return [[list(key), pn_to_wire(state)] for key, state in entries]
+
+
+def entries_from_wire(obj: object) -> list[tuple[Key, PNCounter]]:
+    if not isinstance(obj, list):
+        raise ProtocolError("entries must be a list")
+    out: list[tuple[Key, PNCounter]] = []
+    for item in obj:
+        if not isinstance(item, list) or len(item) != 2:
+            raise ProtocolError("an entry is [key, state]")
+        out.append((key_from_wire(item[0]), state_from_wire(item[1])))
+    return out
+
+
+def keys_from_wire(obj: object) -> list[Key]:
+    if not isinstance(obj, list):
+        raise ProtocolError("keys must be a list")
+    return [key_from_wire(item) for item in obj]
+
+
+def states_to_wire(states: Iterable[PNCounter | None]) -> list[Any]:
+    return [None if s is None else pn_to_wire(s) for s in states]
+
+
+def states_from_wire(obj: object, expected: int) -> list[PNCounter | None]:
+    if not isinstance(obj, list) or len(obj) != expected:
+        raise ProtocolError("reply has the wrong number of states")
+    return [None if item is None else state_from_wire(item) for item in obj]
+
+
+def shards_from_wire(obj: object, shard_count: int) -> list[int]:
+    if not isinstance(obj, list):
+        raise ProtocolError("shards must be a list")
+    for shard in obj:
+        if type(shard) is not int or not 0 <= shard < shard_count:
+            raise ProtocolError("bad shard number")
+    return obj

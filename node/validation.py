@@ -1,0 +1,70 @@
+"""Checks on what clients send: names, deltas, consistency levels, bodies.
+
+Every check runs before any state changes, and each failure is a ClientError (400) with a
+stable problem type, so bad input never changes a counter.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+from aiohttp import web
+
+from crdt.pncounter import INT64_MAX, INT64_MIN
+from node.errors import InvalidBody, InvalidConsistency, InvalidDelta, InvalidName
+
+NAME_PATTERN = re.compile(r"[A-Za-z0-9._:-]{1,200}")
+CONSISTENCY_LEVELS = ("one", "quorum", "all")
+MAX_BATCH_OPS = 1000
+MAX_LIST_LIMIT = 1000
+
+
+def name(value: str, what: str = "name") -> str:
+    if NAME_PATTERN.fullmatch(value) is None or ".." in value:
+        raise InvalidName(f"{what} must be 1-200 characters of [A-Za-z0-9._:-], without '..'")
+    return value
+
+
+def delta(value: Any) -> int:
+    if type(value) is not int:  # bool is an int subclass; it is not a delta
+        raise InvalidDelta("delta must be an integer")
+    if not INT64_MIN <= value <= INT64_MAX:
+        raise InvalidDelta("delta must fit in a signed 64-bit integer")
+    return value
+
+
+def consistency(request: web.Request) -> str:
+    level = request.query.get("consistency", "quorum")
+    if level not in CONSISTENCY_LEVELS:
+        raise InvalidConsistency("consistency must be one, quorum or all")
+    return level
+
+
+async def json_object(request: web.Request, *, empty_ok: bool) -> dict[str, Any]:
+    raw = await request.read()
+    if not raw.strip():
+        if empty_ok:
+            return {}
+        raise InvalidBody("a JSON object body is required")
+    try:
+        body = json.loads(raw)
+    except (ValueError, RecursionError):
+        raise InvalidBody("body is not valid JSON") from None
+    if not isinstance(body, dict):
+        raise InvalidBody("body must be a JSON object")
+    return body
+
+
+def only_fields(body: dict[str, Any], allowed: set[str]) -> None:
+    unknown = sorted(set(body) - allowed)
+    if unknown:
+        raise InvalidBody(f"unknown field(s): {', '.join(unknown)}")
+
+
+def limit(request: web.Request) -> int:
+    raw = request.query.get("limit", "100")
+    if not raw.isdigit() or not 1 <= int(raw) <= MAX_LIST_LIMIT:
+        raise InvalidBody(f"limit must be an integer from 1 to {MAX_LIST_LIMIT}")
+    return int(raw)

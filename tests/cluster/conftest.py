@@ -1,0 +1,21 @@
+"""Fixtures for cluster tests: a Cluster of real node processes, torn down after each test."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from tests.cluster.harness import Cluster
+
+
+@pytest.fixture
+async def cluster(tmp_path: Path) -> AsyncIterator[Cluster]:
+    async with aiohttp.ClientSession() as session:
+        harness = Cluster(tmp_path, session)
+        try:
+            yield harness
+        finally:
+            harness.close()

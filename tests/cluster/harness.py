@@ -1,0 +1,282 @@
+"""Real node processes on 127.0.0.1 for cluster tests: start, kill -9, pause, restart.
+
+Every wait has a deadline and fails with what it last saw; nothing sleeps to synchronise.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+REPO = Path(__file__).resolve().parents[2]
+# Fast timings so faults are noticed and healed within seconds.
+FAST = {
+    "COUNTERS_GOSSIP_INTERVAL_S": "0.2",
+    "COUNTERS_FAILURE_TIMEOUT_S": "1.5",
+    "COUNTERS_REQUEST_TIMEOUT_S": "2",
+    "COUNTERS_SYNC_SHARDS_PER_ROUND": "256",
+}
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+async def eventually(
+    check: Callable[[], Awaitable[Any]], what: str, timeout: float = 30.0, every: float = 0.1
+) -> Any:
+    """Poll check() until it returns a truthy value; fail with the last value after timeout."""
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        try:
+            last = await check()
+        except (TimeoutError, aiohttp.ClientError, OSError) as error:
+            last = error
+        else:
+            if last:
+                return last
+        await asyncio.sleep(every)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}; last saw {last!r}")
+
+
+class Node:
+    def __init__(self, cluster: Cluster, node_id: str, port: int) -> None:
+        self.cluster = cluster
+        self.node_id = node_id
+        self.port = port
+        self.address = f"127.0.0.1:{port}"
+        self.url = f"http://{self.address}"
+        self.process: subprocess.Popen[bytes] | None = None
+        self.log_path = cluster.root / f"{node_id}.log"
+
+    def start(self, seeds: list[str], **settings: str) -> None:
+        env = {**os.environ, **FAST, **self.cluster.settings, **settings}
+        command = [
+            sys.executable, "-m", "node", "node",
+            "--node-id", self.node_id,
+            "--listen", self.address,
+            "--data-dir", str(self.cluster.root / self.node_id),
+        ]  # fmt: skip
+        if seeds:
+            command += ["--seeds", ",".join(seeds)]
+        log = open(self.log_path, "ab")
+        self.process = subprocess.Popen(command, cwd=REPO, env=env, stdout=log, stderr=log)
+        log.close()
+
+    @property
+    def running(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def kill(self) -> None:
+        """kill -9: no chance to flush or say goodbye."""
+        assert self.process is not None
+        self.process.kill()
+        self.process.wait(timeout=10)
+
+    def pause(self) -> None:
+        assert self.process is not None
+        self.process.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        assert self.process is not None
+        self.process.send_signal(signal.SIGCONT)
+
+    def terminate(self) -> int | None:
+        if self.process is None or self.process.poll() is not None:
+            return None if self.process is None else self.process.returncode
+        self.process.send_signal(signal.SIGCONT)
+        self.process.terminate()
+        try:
+            return self.process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait(timeout=10)
+            return None
+
+    def log_tail(self, lines: int = 20) -> str:
+        try:
+            return "\n".join(self.log_path.read_text().splitlines()[-lines:])
+        except FileNotFoundError:
+            return ""
+
+
+class Cluster:
+    def __init__(self, root: Path, session: aiohttp.ClientSession, **settings: str) -> None:
+        self.root = root
+        self.session = session
+        self.settings = settings
+        self.nodes: dict[str, Node] = {}
+
+    def add(self, node_id: str) -> Node:
+        node = self.nodes[node_id] = Node(self, node_id, free_port())
+        return node
+
+    def seeds(self) -> list[str]:
+        return [node.address for node in self.nodes.values()]
+
+    async def start(self, count: int) -> list[Node]:
+        nodes = [self.add(f"n{i + 1}") for i in range(count)]
+        for node in nodes:
+            node.start(self.seeds())
+        for node in nodes:
+            await self.wait_ready(node)
+        for node in nodes:
+            await self.wait_all_up(node, len(nodes))
+        return nodes
+
+    async def wait_all_up(self, observer: Node, count: int) -> None:
+        """Wait until the observer sees `count` members, every one up."""
+
+        async def all_up() -> bool:
+            status, body = await self.get(observer, "/admin/nodes")
+            statuses = [m["status"] for m in body["nodes"]] if status == 200 else []
+            return len(statuses) == count and set(statuses) == {"up"}
+
+        await eventually(all_up, f"{observer.node_id} to see {count} members up", 30)
+
+    async def wait_ready(self, node: Node, timeout: float = 30.0) -> None:
+        async def ready() -> bool:
+            if not node.running:
+                raise AssertionError(f"{node.node_id} exited:\n{node.log_tail()}")
+            status, _ = await self.get(node, "/readyz")
+            return status == 200
+
+        await eventually(ready, f"{node.node_id} ready", timeout)
+
+    async def request(
+        self, method: str, node: Node, path: str, json: Any = None, data: Any = None
+    ) -> tuple[int, Any]:
+        timeout = aiohttp.ClientTimeout(total=10)
+        if isinstance(data, bytes):
+            data = io.BytesIO(data)  # aiohttp warns about large raw bytes bodies
+        async with self.session.request(
+            method, node.url + path, json=json, data=data, timeout=timeout
+        ) as response:
+            text = await response.text()
+            try:
+                body = await response.json(content_type=None) if text else None
+            except ValueError:
+                body = text
+            return response.status, body
+
+    async def get(self, node: Node, path: str) -> tuple[int, Any]:
+        return await self.request("GET", node, path)
+
+    async def increment(self, node: Node, ns: str, name: str, delta: int, **query: str) -> Any:
+        qs = "&".join(f"{k}={v}" for k, v in query.items())
+        path = f"/v1/namespaces/{ns}/counters/{name}/increment" + (f"?{qs}" if qs else "")
+        return await self.request("POST", node, path, json={"delta": delta})
+
+    async def value(self, node: Node, ns: str, name: str, consistency: str = "one") -> int:
+        path = f"/v1/namespaces/{ns}/counters/{name}?consistency={consistency}"
+        status, body = await self.get(node, path)
+        assert status == 200, (status, body)
+        return int(body["value"])
+
+    async def converged(self, ns: str, expected: dict[str, int], nodes: list[Node]) -> None:
+        """Every node's local replica (consistency=one) holds exactly the expected totals."""
+
+        seen: dict[str, dict[str, int]] = {}
+
+        async def check() -> bool:
+            for node in nodes:
+                seen[node.node_id] = {name: await self.value(node, ns, name) for name in expected}
+            return all(values == expected for values in seen.values())
+
+        try:
+            await eventually(check, "convergence", 30.0)
+        except AssertionError:
+            raise AssertionError(f"never converged on {expected}; last saw {seen}") from None
+
+    async def ring(self, node: Node) -> dict[str, Any]:
+        status, body = await self.get(node, "/admin/ring")
+        assert status == 200, body
+        return dict(body)
+
+    async def wait_marked_down(self, observer: Node, node: Node) -> None:
+        async def down() -> bool:
+            ring = await self.ring(observer)
+            return any(
+                m["node_id"] == node.node_id and m["status"] == "down" for m in ring["members"]
+            )
+
+        await eventually(down, f"{observer.node_id} to see {node.node_id} down", 10)
+
+    def close(self) -> None:
+        for node in self.nodes.values():
+            node.terminate()
+
+
+class WriteStream:
+    """Concurrent increments spread over nodes, with exact bookkeeping of what was acknowledged.
+
+    A 2xx is acknowledged; a connection error, 503 or 504 is ambiguous (it may have applied),
+    any other status is a failure the test should look at.
+    """
+
+    def __init__(self, cluster: Cluster, ns: str, names: list[str], workers: int = 6) -> None:
+        self.cluster = cluster
+        self.ns = ns
+        self.names = names
+        self.workers = workers
+        self.targets: list[Node] = []
+        self.acked: dict[str, int] = dict.fromkeys(names, 0)
+        self.ambiguous: dict[str, int] = dict.fromkeys(names, 0)
+        self.ok = 0
+        self.errors: list[Any] = []
+        self._stop = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+
+    def start(self, targets: list[Node]) -> None:
+        self.targets = list(targets)
+        self._tasks = [asyncio.create_task(self._worker(i)) for i in range(self.workers)]
+
+    async def _worker(self, index: int) -> None:
+        step = 0
+        while not self._stop.is_set():
+            step += 1
+            targets = [t for t in self.targets if t.running] or self.targets
+            node = targets[(index + step) % len(targets)]
+            name = self.names[(index * 7 + step) % len(self.names)]
+            delta = 1 + (step % 5)
+            try:
+                status, body = await self.cluster.increment(node, self.ns, name, delta)
+            except (TimeoutError, aiohttp.ClientError, OSError):
+                self.ambiguous[name] += delta
+                await asyncio.sleep(0.05)
+                continue
+            if status == 200:
+                self.acked[name] += delta
+                self.ok += 1
+            elif status in (503, 504):
+                self.ambiguous[name] += delta
+                await asyncio.sleep(0.05)
+            else:
+                self.errors.append((status, body))
+
+    async def run_until(self, count: int, timeout: float = 30.0) -> None:
+        """Wait until `count` more increments have been acknowledged."""
+        goal = self.ok + count
+
+        async def reached() -> bool:
+            return self.ok >= goal
+
+        await eventually(reached, f"{count} acknowledged increments", timeout, every=0.02)
+
+    async def stop(self) -> None:
+        self._stop.set()
+        await asyncio.gather(*self._tasks)

@@ -1,0 +1,100 @@
+"""Nodes join, leave and get removed while writes go on; totals stay exact everywhere."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tests.cluster.harness import Cluster, Node, WriteStream, eventually
+
+NS = "membership"
+
+
+async def _settled_ring(cluster: Cluster, observer: Node, nodes: set[str]) -> dict[str, Any]:
+    """Wait until the observer's ring holds exactly these nodes with no hand-off pending."""
+
+    async def settled() -> dict[str, Any] | None:
+        ring = await cluster.ring(observer)
+        if ring["pending"] is None and set(ring["shards_per_node"]) == nodes:
+            return ring
+        return None
+
+    result: dict[str, Any] = await eventually(settled, f"ring of {sorted(nodes)}", 40)
+    return result
+
+
+async def test_join_then_leave_during_writes_keeps_totals_exact(cluster: Cluster):
+    nodes = await cluster.start(3)
+    names = [f"c{i}" for i in range(20)]
+    stream = WriteStream(cluster, NS, names)
+    stream.start(nodes)
+    await stream.run_until(100)
+
+    fourth = cluster.add("n4")
+    fourth.start(cluster.seeds())  # joins by itself through its seeds
+    await cluster.wait_ready(fourth)
+    ring = await _settled_ring(cluster, nodes[0], {"n1", "n2", "n3", "n4"})
+    assert ring["shards_per_node"]["n4"] >= 256 * 3 // 4 * 0.8
+    assert all(len(entry) == 3 for entry in ring["preference_lists"])
+    stream.targets.append(fourth)
+    await stream.run_until(100)
+
+    leaver = nodes[1]
+    status, body = await cluster.request("DELETE", nodes[0], f"/admin/nodes/{leaver.node_id}")
+    assert status == 202 and body["status"] == "leaving", body
+    ring = await _settled_ring(cluster, nodes[0], {"n1", "n3", "n4"})
+    assert all(leaver.node_id not in entry for entry in ring["preference_lists"])
+    stream.targets.remove(leaver)
+    await stream.run_until(100)
+    await stream.stop()
+    assert not stream.errors and not any(stream.ambiguous.values()), stream.errors[:5]
+
+    stayers = [nodes[0], nodes[2], fourth]
+    for node in stayers:  # gossip brings every node to the same placement
+        await _settled_ring(cluster, node, {"n1", "n3", "n4"})
+        assert (await cluster.ring(node))["checksum"] == ring["checksum"]
+    await cluster.converged(NS, stream.acked, stayers)
+
+
+async def test_force_remove_of_a_dead_node_rebuilds_its_replicas(cluster: Cluster):
+    nodes = await cluster.start(4)
+    expected = {f"f{i}": i + 1 for i in range(10)}
+    for name, delta in expected.items():
+        status, body = await cluster.increment(nodes[0], NS, name, delta, consistency="all")
+        assert status == 200, body
+    dead = nodes[3]
+    dead.kill()
+    await cluster.wait_marked_down(nodes[0], dead)
+    status, body = await cluster.request("DELETE", nodes[0], "/admin/nodes/n4?force=true")
+    assert status == 202 and body["status"] == "removed", body
+    ring = await _settled_ring(cluster, nodes[0], {"n1", "n2", "n3"})
+    assert ring["shards_per_node"] == {"n1": 256, "n2": 256, "n3": 256}
+    await cluster.converged(NS, expected, nodes[:3])
+
+
+async def test_admin_add_node_by_address_admits_an_empty_node(cluster: Cluster):
+    nodes = await cluster.start(3)
+    status, _ = await cluster.increment(nodes[0], NS, "before", 7)
+    assert status == 200
+    loner = cluster.add("n9")
+    loner.start([])  # no seeds: a cluster of one until an operator adds it
+    await cluster.wait_ready(loner)
+    status, body = await cluster.request(
+        "POST", nodes[1], "/admin/nodes", json={"address": loner.address}
+    )
+    assert status == 202 and body["node_id"] == "n9", body
+    await _settled_ring(cluster, nodes[0], {"n1", "n2", "n3", "n9"})
+    await cluster.wait_ready(loner)
+    assert await cluster.value(loner, NS, "before", "quorum") == 7
+
+    # A node that already holds counters of its own is refused, and nothing changes.
+    other = cluster.add("n10")
+    other.start([])
+    await cluster.wait_ready(other)
+    status, _ = await cluster.increment(other, NS, "mine", 1)
+    assert status == 200
+    status, body = await cluster.request(
+        "POST", nodes[0], "/admin/nodes", json={"address": other.address}
+    )
+    assert status == 409, body
+    ring = await cluster.ring(nodes[0])
+    assert "n10" not in {m["node_id"] for m in ring["members"]}

@@ -1,0 +1,84 @@
+"""A three-node cluster counts exactly, through a node's death and a peer's long pause."""
+
+from __future__ import annotations
+
+import asyncio
+
+from tests.cluster.harness import Cluster, WriteStream
+
+NS = "clustertest"
+
+
+async def test_increments_spread_over_nodes_read_back_exactly_everywhere(cluster: Cluster):
+    nodes = await cluster.start(3)
+    expected: dict[str, int] = {"views": 0, "likes": 0, "shares": 0}
+    requests = []
+    for i in range(90):
+        name = list(expected)[i % 3]
+        delta = (i % 7) - 2  # negative deltas decrement
+        expected[name] += delta
+        requests.append(cluster.increment(nodes[i % 3], NS, name, delta))
+    replies = await asyncio.gather(*requests)
+    assert all(status == 200 for status, _ in replies), replies
+    for node in nodes:  # a quorum read sees every acknowledged write at once
+        for name, total in expected.items():
+            assert await cluster.value(node, NS, name, consistency="quorum") == total
+    await cluster.converged(NS, expected, nodes)
+
+
+async def test_consistency_levels_are_reported_and_all_needs_every_replica(cluster: Cluster):
+    nodes = await cluster.start(3)
+    status, body = await cluster.increment(nodes[0], NS, "c", 4, consistency="all")
+    assert (status, body["value"], body["consistency"]) == (200, 4, "all")
+    status, body = await cluster.get(nodes[1], f"/v1/namespaces/{NS}/counters/c?consistency=one")
+    assert (status, body["consistency"]) == (200, "one")
+    nodes[2].kill()
+    await cluster.wait_marked_down(nodes[0], nodes[2])
+    status, body = await cluster.increment(nodes[0], NS, "c", 1, consistency="all")
+    assert (status, body["may_have_applied"]) == (503, False), body
+    assert await cluster.value(nodes[0], NS, "c", "quorum") == 4  # the refusal changed nothing
+    status, body = await cluster.increment(nodes[0], NS, "c", 1, consistency="quorum")
+    assert (status, body["value"]) == (200, 5)
+
+
+async def test_kill_9_mid_stream_loses_no_acknowledged_write(cluster: Cluster):
+    nodes = await cluster.start(3)
+    names = [f"k{i}" for i in range(12)]
+    stream = WriteStream(cluster, NS, names)
+    stream.start(nodes)
+    await stream.run_until(150)
+    victim = nodes[2]
+    victim.kill()
+    await stream.run_until(300)  # quorum writes keep succeeding with one replica dead
+    victim.start(cluster.seeds())
+    await cluster.wait_ready(victim)
+    await stream.run_until(100)
+    await stream.stop()
+    assert not stream.errors, stream.errors[:5]
+
+    totals = {name: await cluster.value(nodes[0], NS, name, "quorum") for name in names}
+    for name in names:
+        low, high = stream.acked[name], stream.acked[name] + stream.ambiguous[name]
+        assert low <= totals[name] <= high, (name, low, totals[name], high)
+    await cluster.converged(NS, totals, nodes)  # the restarted node holds the exact totals
+    status, members = await cluster.get(nodes[0], "/admin/nodes")
+    assert status == 200
+    versions = {m["node_id"]: m["version"] for m in members["nodes"]}
+    assert versions[victim.node_id] > versions[nodes[0].node_id]  # a new incarnation
+
+
+async def test_paused_peer_catches_up_after_sigcont(cluster: Cluster):
+    nodes = await cluster.start(3)
+    names = ["p1", "p2", "p3"]
+    stream = WriteStream(cluster, NS, names)
+    stream.start(nodes[:2])
+    sleeper = nodes[2]
+    sleeper.pause()
+    await stream.run_until(200)  # longer than the failure timeout: the peer is marked down
+
+    await cluster.wait_marked_down(nodes[0], sleeper)
+    sleeper.resume()
+    await stream.run_until(50)
+    await stream.stop()
+    assert not stream.errors and not any(stream.ambiguous.values()), stream.errors[:5]
+    await cluster.converged(NS, stream.acked, nodes)

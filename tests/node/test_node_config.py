@@ -1,0 +1,42 @@
+"""Config: flags win over COUNTERS_* variables, which win over defaults; validate() refuses."""
+
+from __future__ import annotations
+
+import pytest
+
+from node.config import Config, ConfigError, parse
+
+
+def test_flags_environment_and_defaults_in_that_order():
+    env = {"COUNTERS_NODE_ID": "from-env", "COUNTERS_REPLICAS": "5", "COUNTERS_WRITE_QUORUM": "3"}
+    config = parse(["--replicas", "4", "--seeds", "a:1, b:2"], env)
+    assert config.node_id == "from-env"
+    assert config.replicas == 4 and config.write_quorum == 3
+    assert config.seeds == ("a:1", "b:2")
+    assert config.read_quorum == Config.read_quorum and config.shards == 256
+
+
+def test_every_field_has_a_flag_and_a_variable():
+    flags = parse(["--node-id", "n", "--gossip-interval-s", "0.25"], {})
+    env = parse([], {"COUNTERS_NODE_ID": "n", "COUNTERS_GOSSIP_INTERVAL_S": "0.25"})
+    assert flags == env and flags.gossip_interval_s == 0.25
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        ([], "node-id"),
+        (["--node-id", "bad id"], "node-id"),
+        (["--node-id", "n", "--shards", "100"], "power of two"),
+        (["--node-id", "n", "--replicas", "2", "--write-quorum", "3"], "write-quorum"),
+        (["--node-id", "n", "--read-quorum", "0"], "read-quorum"),
+        (["--node-id", "n", "--listen", "nohost"], "HOST:PORT"),
+        (["--node-id", "n", "--seeds", "a:99999"], "HOST:PORT"),
+        (["--node-id", "n", "--replicas", "three"], "not a number"),
+        (["--node-id", "n", "--gossip-interval-s", "0"], "positive"),
+        (["--node-id", "n", "--log-level", "loud"], "log-level"),
+    ],
+)
+def test_bad_settings_are_refused_with_the_flag_named(argv, message):
+    with pytest.raises(ConfigError, match=message):
+        parse(argv, {})

@@ -1,0 +1,67 @@
+"""Peer frames: round trips, and every malformed frame is a ProtocolError."""
+
+from __future__ import annotations
+
+import msgpack
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from crdt import PNCounter
+from node import protocol
+from node.protocol import ProtocolError
+
+
+def test_replicate_frame_round_trips():
+    state = PNCounter.empty().increment("n1:1", 5).increment("n2:3", -2)
+    frame = protocol.encode(
+        protocol.REPLICATE, 7, protocol.entries_to_wire([(("t", "ns", "c"), state)])
+    )
+    kind, request_id, body = protocol.decode(frame)
+    assert (kind, request_id) == (protocol.REPLICATE, 7)
+    assert protocol.entries_from_wire(body) == [(("t", "ns", "c"), state)]
+
+
+@pytest.mark.parametrize(
+    "message",
+    [
+        [99, 1, None],  # unknown kind
+        [True, 1, None],  # bool is not a kind
+        [1, -1, []],  # negative id
+        [1, 1],  # too short
+        {"kind": 1},  # not an array
+    ],
+)
+def test_bad_headers_are_rejected(message):
+    with pytest.raises(ProtocolError):
+        protocol.decode(msgpack.packb(message))
+
+
+@pytest.mark.parametrize(
+    "entries",
+    [
+        "nope",
+        [[["t", "ns"], [[], []]]],  # key too short
+        [[["t", "", "c"], [[], []]]],  # empty key part
+        [[["t", "ns", "c"], [[["a", 0]], []]]],  # zero count
+        [[["t", "ns", "c"], [[["a", -1]], []]]],  # negative count
+        [[["t", "ns", "c"], [[["b", 1], ["a", 1]], []]]],  # unsorted actors
+        [[["t", "ns", "c"], [[["a", 2**64]], []]]],  # past uint64
+        [[["t", "ns", "c"], "state"]],
+    ],
+)
+def test_bad_entries_are_rejected(entries):
+    with pytest.raises(ProtocolError):
+        protocol.entries_from_wire(entries)
+
+
+@given(st.binary(max_size=200))
+def test_random_bytes_raise_only_protocol_error(data):
+    try:
+        _, _, body = protocol.decode(data)
+    except ProtocolError:
+        return
+    try:
+        protocol.entries_from_wire(body)
+    except ProtocolError:
+        pass

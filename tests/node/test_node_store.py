@@ -1,0 +1,64 @@
+"""CounterStore: increments return the changed slot, merges are idempotent, digests track state."""
+
+from __future__ import annotations
+
+import pytest
+
+from crdt import CounterOverflowError, PNCounter
+from node.store import CounterStore
+
+KEY = ("t", "ns", "c")
+
+
+def _store() -> CounterStore:
+    return CounterStore(lambda key: len(key[2]) % 4)
+
+
+def test_increment_returns_state_and_only_the_changed_slot():
+    store = _store()
+    store.merge(KEY, PNCounter.empty().increment("other:1", 10))
+    state, delta = store.increment(KEY, "me:1", 3)
+    assert state.value() == 13
+    assert delta == PNCounter.empty().increment("me:1", 3)
+
+
+def test_overflow_changes_nothing():
+    store = _store()
+    store.increment(KEY, "me:1", 2**63 - 1)
+    digest = store.digest(1)
+    with pytest.raises(CounterOverflowError):
+        store.increment(KEY, "me:1", 1)
+    assert store.get(KEY).value() == 2**63 - 1
+    assert store.digest(1) == digest
+
+
+def test_merge_is_idempotent_and_digest_follows_content_not_history():
+    one, two = _store(), _store()
+    a = PNCounter.empty().increment("a:1", 4)
+    b = PNCounter.empty().increment("b:1", -2)
+    one.merge(KEY, a)
+    one.merge(KEY, b)
+    two.merge(KEY, b)
+    two.merge(KEY, a)
+    two.merge(KEY, a)
+    assert one.get(KEY) == two.get(KEY)
+    assert one.digest(1) == two.digest(1) != 0
+    assert one.digest(2) == 0
+
+
+def test_scan_lists_one_namespace_in_name_order_after_the_cursor():
+    store = _store()
+    for name in ["b", "a", "c", "ab"]:
+        store.increment(("t", "ns", name), "me:1", 1)
+    store.increment(("t", "other", "a"), "me:1", 1)
+    store.increment(("u", "ns", "a"), "me:1", 1)
+    rows = store.scan("t", "ns", "", "a", 10, {0, 1, 2, 3})
+    assert [name for name, _ in rows] == ["ab", "b", "c"]
+    assert [name for name, _ in store.scan("t", "ns", "a", "", 10, {0, 1, 2, 3})] == ["a", "ab"]
+
+
+def test_drop_shard_forgets_its_keys():
+    store = _store()
+    store.increment(KEY, "me:1", 1)
+    assert store.drop_shard(1) == 1
+    assert store.get(KEY) is None and len(store) == 0

@@ -1,0 +1,121 @@
+"""The claimant's rule: build, plan a hand-off, switch only when it is done; state merge laws."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from ring.claimant import RingState, claimant, departed, handoff_done, next_state
+from ring.membership import Member, Status, View
+from ring.plan import plan
+from ring.ring import Ring, RingError
+
+
+def _view(**statuses: Status) -> View:
+    view = View.empty()
+    for index, (node_id, status) in enumerate(sorted(statuses.items())):
+        view = view.with_member(Member(node_id, f"127.0.0.1:{7000 + index}", status, 1))
+    return view
+
+
+def _settled(*nodes: str) -> RingState:
+    return RingState(replace(Ring.build(nodes, shards=64, replicas=3), epoch=3))
+
+
+def test_an_empty_ring_is_built_straight_from_the_members_that_want_in():
+    empty = RingState(Ring.build([], shards=64, replicas=3))
+    state = next_state(empty, _view(a=Status.JOINING, b=Status.UP, c=Status.LEAVING), {})
+    assert state.pending is None
+    assert state.current.nodes == ("a", "b") and state.current.epoch == 1
+
+
+def test_a_joiner_gets_a_pending_ring_and_the_switch_waits_for_its_hand_off():
+    state = _settled("a", "b", "c")
+    view = _view(a=Status.UP, b=Status.UP, c=Status.UP, d=Status.JOINING)
+    planned = next_state(state, view, {})
+    assert planned.current == state.current
+    assert planned.pending is not None and "d" in planned.pending.nodes
+    assert planned.pending.epoch > state.current.epoch
+    assert next_state(planned, view, {}) is planned  # nobody has caught up yet
+    assert not handoff_done(planned, {"a": planned.pending.checksum()})
+    done = {"d": planned.pending.checksum()}
+    switched = next_state(planned, view, done)
+    assert switched.current == planned.pending and switched.pending is None
+
+
+def test_a_leaver_is_planned_out_and_marked_departed_once_it_holds_nothing():
+    state = _settled("a", "b", "c", "d")
+    view = _view(a=Status.UP, b=Status.UP, c=Status.UP, d=Status.LEAVING)
+    planned = next_state(state, view, {})
+    assert planned.pending is not None and "d" not in planned.pending.nodes
+    assert departed(view, planned) == []  # still holds shards until the switch
+    targets = {move.target for move in plan(planned.current, planned.pending)}
+    synced = dict.fromkeys(targets, planned.pending.checksum())
+    switched = next_state(planned, view, synced)
+    assert "d" not in switched.current.nodes
+    assert departed(view, switched) == ["d"]
+
+
+def test_a_change_during_a_hand_off_replans_from_the_current_ring():
+    state = _settled("a", "b", "c")
+    joining_d = _view(a=Status.UP, b=Status.UP, c=Status.UP, d=Status.JOINING)
+    planned = next_state(state, joining_d, {})
+    both = _view(a=Status.UP, b=Status.UP, c=Status.UP, d=Status.JOINING, e=Status.JOINING)
+    replanned = next_state(planned, both, {"d": planned.pending.checksum()})
+    assert replanned.current == state.current
+    assert set(replanned.pending.nodes) == {"a", "b", "c", "d", "e"}
+    assert replanned.pending.epoch > planned.pending.epoch
+
+
+def test_down_members_keep_their_shards_and_the_claimant_is_the_smallest_live_id():
+    state = _settled("a", "b", "c")
+    view = _view(a=Status.UP, b=Status.DOWN, c=Status.UP)
+    assert next_state(state, view, {}) is state
+    assert claimant(view, frozenset({"b", "c"})) == "b"
+    assert claimant(view, frozenset({"c"})) == "c"
+    assert claimant(view, frozenset()) is None
+
+
+states = st.builds(
+    lambda nodes, epoch, grow: RingState(
+        replace(Ring.build(nodes, shards=16, replicas=2), epoch=epoch),
+        None
+        if not grow
+        else replace(Ring.build([*nodes, "z"], shards=16, replicas=2), epoch=epoch + 1),
+    ),
+    st.sets(st.sampled_from("abcd"), min_size=1),
+    st.integers(0, 3),
+    st.booleans(),
+)
+
+
+@given(states, states, states)
+def test_ring_state_merge_is_commutative_associative_idempotent(x, y, z):
+    assert x.merge(y).order_key() == y.merge(x).order_key()
+    assert x.merge(y).merge(z).order_key() == x.merge(y.merge(z)).order_key()
+    assert x.merge(x) is x
+
+
+@given(states)
+def test_ring_state_wire_round_trip(state):
+    assert RingState.from_wire(state.to_wire()) == state
+
+
+@pytest.mark.parametrize(
+    "wire",
+    [
+        None,
+        {"current": None},
+        {"current": {"q": 16}, "pending": None},
+        {
+            "current": Ring.build(["a"], shards=16).to_wire(),
+            "pending": Ring.build(["a"], shards=32).to_wire(),
+        },
+    ],
+)
+def test_bad_ring_state_on_the_wire_is_a_ring_error(wire):
+    with pytest.raises(RingError):
+        RingState.from_wire(wire)
