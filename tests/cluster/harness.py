@@ -238,6 +238,7 @@ class WriteStream:
         self.ambiguous: dict[str, int] = dict.fromkeys(names, 0)
         self.ok = 0
         self.errors: list[Any] = []
+        self.totals: dict[str, int] = {}
         self._stop = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
 
@@ -280,3 +281,14 @@ class WriteStream:
     async def stop(self) -> None:
         self._stop.set()
         await asyncio.gather(*self._tasks)
+
+    async def check_totals(self, reader: Node) -> None:
+        """No request failed outright, and each quorum-read total holds every acknowledged
+        increment and nothing but acknowledged or ambiguous ones; kept in self.totals."""
+        assert not self.errors, self.errors[:5]
+        self.totals = {}
+        for name in self.names:
+            total = await self.cluster.value(reader, self.ns, name, "quorum")
+            low, high = self.acked[name], self.acked[name] + self.ambiguous[name]
+            assert low <= total <= high, (name, low, total, high)
+            self.totals[name] = total

@@ -358,7 +358,7 @@ valid_frames = st.one_of(
 )
 
 
-@settings(max_examples=400, deadline=None)
+@settings(max_examples=300, deadline=None)
 @given(valid_frames, mutations)
 def test_mutated_frames_raise_only_codec_error(
     data: bytes, ops: list[tuple[str, int, int]]
