@@ -1,0 +1,512 @@
+"""HTTP benchmark: a 3-node Counters cluster against a Redis-backed baseline and a 1-node cluster.
+
+Run from the repo root (wrk and redis-server must be on PATH):
+
+    .venv/bin/python loadtest/bench.py --duration 10 --json bench.json
+
+Each system is started on free 127.0.0.1 ports, measured with wrk (a warm-up, then a fixed
+run per scenario) and stopped before the next one starts, so systems never share the CPU.
+Every process started here is stopped on exit, Ctrl-C and SIGTERM included.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+WRK_DIR = HERE / "wrk"
+NAMESPACE = "bench"
+KEY_COUNT = 10_000
+BATCH_SIZE = 100
+PRELOAD_BATCH = 1_000  # the node's most ops per batch
+READY_TIMEOUT_S = 60.0
+STOP_TIMEOUT_S = 10.0
+WRK_SOCKET_TIMEOUT = "5s"  # above the node's 2 s request timeout, so 504s are seen as such
+
+
+@dataclass(frozen=True)
+class Scenario:
+    name: str
+    script: str  # file in loadtest/wrk/
+    keys: str  # BENCH_KEYS: uniform, zipf or hot
+    ops_per_request: int
+    about: str
+
+
+SCENARIOS = {
+    s.name: s
+    for s in (
+        Scenario("increment_uniform", "increment.lua", "uniform", 1, "1 increment, uniform keys"),
+        Scenario("increment_zipf", "increment.lua", "zipf", 1, "1 increment, Zipf s=1.1 keys"),
+        Scenario("read_uniform", "read.lua", "uniform", 1, "1 read, uniform keys"),
+        Scenario("read_zipf", "read.lua", "zipf", 1, "1 read, Zipf s=1.1 keys"),
+        Scenario("batch_uniform", "batch.lua", "uniform", BATCH_SIZE, "100 increments, uniform"),
+        Scenario("batch_zipf", "batch.lua", "zipf", BATCH_SIZE, "100 increments, Zipf"),
+        Scenario("hot_key", "increment.lua", "hot", 1, "1 increment, all on one counter"),
+    )
+}
+SYSTEMS = ("n3", "baseline", "n1")
+SYSTEM_ABOUT = {
+    "n3": "Counters, 3 nodes, N=3 W=2 R=2",
+    "n1": "Counters, 1 node, N=1 W=1 R=1",
+    "baseline": "aiohttp + one Redis (loadtest/baseline_service.py)",
+    "target": "Counters at the given --target URLs",
+}
+
+
+# -- processes ------------------------------------------------------------------------------
+
+
+class Processes:
+    """Every child this run starts, so one finally block can stop them all."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.workdir = workdir
+        self.children: dict[str, subprocess.Popen[bytes]] = {}
+
+    def start(self, name: str, argv: list[str], env: dict[str, str] | None = None) -> None:
+        # A new session keeps the terminal's Ctrl-C away from children: they stop in order,
+        # here, instead of dying mid-request while wrk still counts.
+        with open(self.workdir / f"{name}.log", "wb") as log:
+            child = subprocess.Popen(
+                argv, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True
+            )
+        self.children[name] = child
+
+    def check_alive(self) -> None:
+        for name, child in self.children.items():
+            if child.poll() is not None:
+                raise RuntimeError(f"{name} exited with {child.returncode}:\n{self.tail(name)}")
+
+    def tail(self, name: str, lines: int = 20) -> str:
+        text = (self.workdir / f"{name}.log").read_text(errors="replace")
+        return "\n".join(text.splitlines()[-lines:])
+
+    def stop_all(self) -> None:
+        for child in self.children.values():
+            if child.poll() is None:
+                child.terminate()
+        deadline = time.monotonic() + STOP_TIMEOUT_S
+        for child in self.children.values():
+            try:
+                child.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                child.kill()
+                child.wait()
+        self.children.clear()
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def _http_ok(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=1) as response:
+            return bool(response.status == 200)
+    except OSError:
+        return False
+
+
+def wait_ready(processes: Processes, urls: list[str]) -> None:
+    deadline = time.monotonic() + READY_TIMEOUT_S
+    pending = list(urls)
+    while pending:
+        processes.check_alive()
+        pending = [url for url in pending if not _http_ok(f"{url}/readyz")]
+        if pending and time.monotonic() > deadline:
+            raise RuntimeError(f"not ready after {READY_TIMEOUT_S:.0f} s: {', '.join(pending)}")
+        if pending:
+            time.sleep(0.2)
+
+
+def _node_env() -> dict[str, str]:
+    # A COUNTERS_* variable left in the shell would silently change the system under test.
+    return {k: v for k, v in os.environ.items() if not k.startswith("COUNTERS_")}
+
+
+def start_cluster(
+    processes: Processes, system: str, nodes: int, replicas: int, quorum: int
+) -> list[str]:
+    addresses = [f"127.0.0.1:{free_port()}" for _ in range(nodes)]
+    for index, address in enumerate(addresses):
+        node_id = f"n{index + 1}"
+        argv = [sys.executable, "-m", "node", "node", "--node-id", node_id, "--listen", address]
+        argv += ["--seeds", ",".join(addresses)]
+        argv += ["--data-dir", str(processes.workdir / "data" / system / node_id)]
+        argv += ["--replicas", str(replicas), "--write-quorum", str(quorum)]
+        argv += ["--read-quorum", str(quorum)]
+        processes.start(f"{system}-node-{node_id}", argv, _node_env())
+    urls = [f"http://{address}" for address in addresses]
+    wait_ready(processes, urls)
+    return urls
+
+
+def _redis_ready(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=1) as conn:
+            conn.sendall(b"PING\r\n")
+            return conn.recv(16).startswith(b"+PONG")
+    except OSError:
+        return False
+
+
+def start_baseline(processes: Processes) -> list[str]:
+    redis_port = free_port()
+    redis_argv = ["redis-server", "--port", str(redis_port), "--bind", "127.0.0.1"]
+    processes.start("redis", [*redis_argv, "--save", "", "--appendonly", "no"])
+    deadline = time.monotonic() + READY_TIMEOUT_S
+    while not _redis_ready(redis_port):
+        processes.check_alive()
+        if time.monotonic() > deadline:
+            raise RuntimeError("redis-server did not answer PING")
+        time.sleep(0.1)
+    address = f"127.0.0.1:{free_port()}"
+    argv = [sys.executable, str(HERE / "baseline_service.py"), "--listen", address]
+    processes.start("baseline", [*argv, "--redis-url", f"redis://127.0.0.1:{redis_port}"])
+    urls = [f"http://{address}"]
+    wait_ready(processes, urls)
+    return urls
+
+
+@contextlib.contextmanager
+def running(system: str, processes: Processes, targets: list[str]) -> Iterator[list[str]]:
+    """The URLs of a started system; it is stopped when the block ends, however it ends."""
+    try:
+        if system == "target":
+            yield targets
+        elif system == "n3":
+            yield start_cluster(processes, system, nodes=3, replicas=3, quorum=2)
+        elif system == "n1":
+            yield start_cluster(processes, system, nodes=1, replicas=1, quorum=1)
+        else:
+            yield start_baseline(processes)
+    finally:
+        processes.stop_all()
+
+
+# -- load -----------------------------------------------------------------------------------
+
+
+def preload(urls: list[str]) -> None:
+    """Give every counter a value, so reads measure real reads, not misses."""
+    for start in range(0, KEY_COUNT, PRELOAD_BATCH):
+        ops = [
+            {"op": "increment", "name": f"k{i}", "delta": 1}
+            for i in range(start, min(start + PRELOAD_BATCH, KEY_COUNT))
+        ]
+        url = urls[(start // PRELOAD_BATCH) % len(urls)]
+        request = urllib.request.Request(
+            f"{url}/v1/namespaces/{NAMESPACE}/batch",
+            data=json.dumps({"ops": ops}).encode(),
+            headers={"Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(request, timeout=30) as response:
+            if response.status != 200:
+                raise RuntimeError(f"preload batch answered {response.status}")
+
+
+def run_wrk(
+    scenario: Scenario, urls: list[str], seconds: float, args: argparse.Namespace
+) -> dict[str, Any]:
+    """One wrk run; its done() hook prints a WRK_JSON line, returned here as a dict."""
+    hosts = [url.removeprefix("http://").rstrip("/") for url in urls]
+    env = dict(os.environ)
+    env.update(
+        BENCH_HOSTS=",".join(hosts),
+        BENCH_KEYS=scenario.keys,
+        BENCH_KEY_COUNT=str(KEY_COUNT),
+        BENCH_BATCH_SIZE=str(BATCH_SIZE),
+        BENCH_NAMESPACE=NAMESPACE,
+        BENCH_STATUS="1" if args.count_status else "0",
+    )
+    argv = ["wrk", "-t", str(args.threads), "-c", str(args.connections)]
+    argv += ["-d", f"{seconds:g}s", "--timeout", WRK_SOCKET_TIMEOUT]
+    argv += ["-s", str(WRK_DIR / scenario.script), urls[0]]
+    # wrk stops itself after -d; the timeout only guards against a wedged wrk.
+    done = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=seconds + 30)
+    for line in done.stdout.splitlines():
+        if line.startswith("WRK_JSON "):
+            return dict(json.loads(line.removeprefix("WRK_JSON ")))
+    raise RuntimeError(f"wrk gave no result (exit {done.returncode}): {done.stderr.strip()}")
+
+
+def measure(
+    system: str, scenario: Scenario, urls: list[str], args: argparse.Namespace
+) -> dict[str, Any]:
+    result: dict[str, Any] = {"system": system, "scenario": scenario.name}
+    try:
+        if args.warmup > 0:
+            run_wrk(scenario, urls, args.warmup, args)
+        result["load_avg_1m"] = os.getloadavg()[0]
+        raw = run_wrk(scenario, urls, args.duration, args)
+    except (RuntimeError, subprocess.TimeoutExpired) as error:
+        result["failed"] = str(error)
+        return result
+    requests_per_s = raw["requests"] / raw["duration_s"] if raw["duration_s"] else 0.0
+    result.update(
+        requests_per_s=requests_per_s,
+        ops_per_s=requests_per_s * scenario.ops_per_request,
+        p50_ms=raw["latency_ms"]["p50"],
+        p99_ms=raw["latency_ms"]["p99"],
+        errors=raw["errors"],
+        non2xx=raw["non2xx"],
+        wrk=raw,
+    )
+    return result
+
+
+def log_problems(workdir: Path, system: str) -> dict[str, dict[str, Any]]:
+    """Warning, error and traceback lines each node of a system logged, shutdown included."""
+    problems: dict[str, dict[str, Any]] = {}
+    for path in sorted(workdir.glob(f"{system}-node-*.log")):
+        lines = path.read_text(errors="replace").splitlines()
+        levels = ('"level": "warning"', '"level": "error"', '"level": "critical"')
+        bad = [line for line in lines if any(level in line for level in levels)]
+        bad += [line for line in lines if line.startswith("Traceback")]
+        node = path.stem.removeprefix(f"{system}-node-")
+        problems[node] = {"count": len(bad), "first": bad[:5]}
+    return problems
+
+
+def bench_system(
+    system: str, processes: Processes, args: argparse.Namespace, results: list[dict[str, Any]]
+) -> None:
+    """Appends one result per scenario as it comes, so an interrupted run keeps what it has;
+    a system that fails to start or dies marks its remaining scenarios failed."""
+    print(f"== {system}: {SYSTEM_ABOUT[system]}", file=sys.stderr, flush=True)
+    try:
+        with running(system, processes, args.target) as urls:
+            preload(urls)
+            for name in args.scenarios:
+                print(f"   {name} ...", file=sys.stderr, flush=True)
+                results.append(measure(system, SCENARIOS[name], urls, args))
+                processes.check_alive()
+    except (RuntimeError, OSError) as error:
+        print(f"   {system} failed: {error}", file=sys.stderr, flush=True)
+        done = {r["scenario"] for r in results if r["system"] == system}
+        results += [
+            {"system": system, "scenario": name, "failed": f"{system}: {error}"}
+            for name in args.scenarios
+            if name not in done
+        ]
+
+
+# -- report ---------------------------------------------------------------------------------
+
+
+def _find(results: list[dict[str, Any]], system: str, scenario: str) -> dict[str, Any] | None:
+    for result in results:
+        if result["system"] == system and result["scenario"] == scenario and "failed" not in result:
+            return result
+    return None
+
+
+def _ratio(numerator: dict[str, Any] | None, denominator: dict[str, Any] | None) -> float | None:
+    if numerator is None or denominator is None or not denominator["ops_per_s"]:
+        return None
+    return float(numerator["ops_per_s"] / denominator["ops_per_s"])
+
+
+def ratios(results: list[dict[str, Any]], counters: str) -> dict[str, Any]:
+    scenarios = sorted({r["scenario"] for r in results}, key=list(SCENARIOS).index)
+    systems = sorted({r["system"] for r in results})
+    return {
+        "vs_baseline": {
+            s: _ratio(_find(results, counters, s), _find(results, "baseline", s)) for s in scenarios
+        },
+        "n3_vs_n1": {
+            s: _ratio(_find(results, "n3", s), _find(results, "n1", s)) for s in scenarios
+        },
+        "hot_vs_uniform": {
+            system: _ratio(
+                _find(results, system, "hot_key"), _find(results, system, "increment_uniform")
+            )
+            for system in systems
+        },
+    }
+
+
+def _fmt_ratio(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}x"
+
+
+def table(results: list[dict[str, Any]]) -> str:
+    head = f"{'system':<9}{'scenario':<19}{'req/s':>10}{'ops/s':>11}{'p50 ms':>9}{'p99 ms':>9}"
+    head += f"{'errors':>8}{'non2xx':>8}{'vs base':>9}"
+    lines = [head, "-" * len(head)]
+    for r in results:
+        label = f"{r['system']:<9}{r['scenario']:<19}"
+        if "failed" in r:
+            lines.append(f"{label}FAILED: {r['failed'][:70]}")
+            continue
+        base = _find(results, "baseline", r["scenario"])
+        vs_base = "-" if r["system"] == "baseline" else _fmt_ratio(_ratio(r, base))
+        lines.append(
+            f"{label}{r['requests_per_s']:>10,.0f}{r['ops_per_s']:>11,.0f}{r['p50_ms']:>9.2f}"
+            f"{r['p99_ms']:>9.2f}{r['errors']:>8}{r['non2xx']:>8}{vs_base:>9}"
+        )
+    return "\n".join(lines)
+
+
+def _target_line(label: str, ok: bool | None, detail: str) -> str:
+    verdict = "n/a " if ok is None else ("met " if ok else "MISS")
+    return f"  [{verdict}] {label}: {detail}"
+
+
+def _p99(result: dict[str, Any] | None) -> str:
+    return "-" if result is None else f"{result['p99_ms']:.1f} ms"
+
+
+def targets(results: list[dict[str, Any]], counters: str, summary: dict[str, Any]) -> list[str]:
+    lines = []
+    for name in ("increment_uniform", "read_uniform"):
+        ratio, mine = summary["vs_baseline"].get(name), _find(results, counters, name)
+        ok = None if ratio is None or mine is None else ratio >= 2.5 and mine["p99_ms"] < 20
+        detail = f"{_fmt_ratio(ratio)} baseline req/s, p99 {_p99(mine)} (want >= 2.5x, < 20 ms)"
+        lines.append(_target_line(name, ok, detail))
+    for name in ("batch_uniform", "batch_zipf"):
+        mine = _find(results, counters, name)
+        ok = None if mine is None else mine["ops_per_s"] >= 300_000 and mine["p99_ms"] < 50
+        rate = "-" if mine is None else f"{mine['ops_per_s']:,.0f}"
+        detail = f"{rate} increments/s, p99 {_p99(mine)} (want >= 300,000/s, < 50 ms)"
+        lines.append(_target_line(name, ok, detail))
+    for name, ratio in summary["n3_vs_n1"].items():
+        ok = None if ratio is None else ratio >= 0.7
+        lines.append(_target_line(f"N=3 vs N=1 {name}", ok, f"{_fmt_ratio(ratio)} (want >= 0.70x)"))
+    for system, ratio in summary["hot_vs_uniform"].items():
+        # Only Counters has the hot-key target; the other systems' ratios are for context.
+        ok = None if ratio is None or system != counters else ratio >= 1.0
+        detail = f"{_fmt_ratio(ratio)} of increment_uniform"
+        detail += " (want >= 1.00x)" if system == counters else " (context)"
+        lines.append(_target_line(f"hot key vs uniform, {system}", ok, detail))
+    return lines
+
+
+def report(
+    results: list[dict[str, Any]], summary: dict[str, Any], problems: dict[str, Any], counters: str
+) -> str:
+    lines = [table(results), "", f"ratios of ops/s ({counters} unless named):"]
+    lines += targets(results, counters, summary)
+    lines.append("")
+    for system, nodes in problems.items():
+        for node, found in nodes.items():
+            lines.append(f"{system}/{node} log: {found['count']} warning/error/traceback lines")
+            lines += [f"    {line[:200]}" for line in found["first"][:3]]
+    return "\n".join(lines)
+
+
+def write_json(
+    path: str, args: argparse.Namespace, document: dict[str, Any], problems: dict[str, Any]
+) -> None:
+    config = {k: v for k, v in vars(args).items() if k != "json"}
+    machine = {"cpus": os.cpu_count(), "load_avg": os.getloadavg()}
+    systems = {s: SYSTEM_ABOUT[s] for s in args.systems}
+    header = {"command": sys.argv, "config": config, "machine": machine, "systems": systems}
+    body = {**header, **document, "node_log_problems": problems}
+    Path(path).write_text(json.dumps(body, indent=2) + "\n")
+
+
+# -- main -----------------------------------------------------------------------------------
+
+
+def _names(values: list[str]) -> list[str]:
+    return [name for value in values for name in value.split(",") if name]
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--duration", type=float, default=10, help="seconds per measured run")
+    parser.add_argument("--warmup", type=float, default=2, help="seconds of warm-up per run")
+    parser.add_argument(
+        "--connections", type=int, default=64, help="wrk connections, total (rounded down)"
+    )
+    parser.add_argument("--threads", type=int, default=3, help="wrk threads, rotated over hosts")
+    parser.add_argument("--scenarios", nargs="+", default=list(SCENARIOS), help="default: all")
+    parser.add_argument("--systems", nargs="+", default=list(SYSTEMS), help="n3 baseline n1")
+    parser.add_argument("--target", default="", help="URL,...: measure these instead of n3")
+    parser.add_argument("--json", default="", help="also write the results to this file")
+    parser.add_argument(
+        "--no-status", dest="count_status", action="store_false", help="skip wrk's response hook"
+    )
+    parser.add_argument("--keep-dir", action="store_true", help="keep logs and data dirs")
+    args = parser.parse_args(argv)
+    args.scenarios, args.systems = _names(args.scenarios), _names(args.systems)
+    args.target = [url.rstrip("/") for url in args.target.split(",") if url]
+    if args.target:
+        args.systems = ["target" if s == "n3" else s for s in args.systems]
+    unknown = set(args.scenarios) - set(SCENARIOS) | set(args.systems) - set(SYSTEM_ABOUT)
+    if unknown:
+        parser.error(f"unknown scenario or system: {', '.join(sorted(unknown))}")
+    if args.connections < args.threads or args.duration <= 0:
+        parser.error("need --connections >= --threads and a positive --duration")
+    # wrk opens connections // threads per thread; say so rather than report 64 and run 63.
+    args.connections -= args.connections % args.threads
+    return args
+
+
+class Terminated(Exception):
+    """SIGTERM arrived; raised so the run unwinds like Ctrl-C and stops its children."""
+
+
+def _raise_on_sigterm(signum: int, frame: object) -> None:
+    raise Terminated()
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    for tool in ("wrk", "redis-server"):
+        if shutil.which(tool) is None:
+            sys.exit(f"bench: {tool} is not on PATH (apt-get install -y {tool})")
+    signal.signal(signal.SIGTERM, _raise_on_sigterm)
+    workdir = Path(tempfile.mkdtemp(prefix="counters-bench-"))
+    processes = Processes(workdir)
+    results: list[dict[str, Any]] = []
+    problems: dict[str, Any] = {}
+    interrupted = False
+    try:
+        for system in args.systems:
+            bench_system(system, processes, args, results)
+            problems[system] = log_problems(workdir, system)
+    except (KeyboardInterrupt, Terminated):
+        interrupted = True
+        print("interrupted: the results below are partial", file=sys.stderr)
+    finally:
+        processes.stop_all()
+        if args.keep_dir:
+            print(f"logs and data kept in {workdir}", file=sys.stderr)
+        else:
+            shutil.rmtree(workdir, ignore_errors=True)
+    counters = "target" if args.target else "n3"
+    summary = ratios(results, counters)
+    print(
+        f"wrk: {args.threads} threads, {args.connections} connections, "
+        f"{args.duration:g} s runs after {args.warmup:g} s warm-up; {os.cpu_count()} CPUs"
+    )
+    print(report(results, summary, problems, counters))
+    if args.json:
+        write_json(args.json, args, {"results": results, "ratios": summary}, problems)
+    if interrupted:
+        return 130
+    return 1 if any("failed" in r for r in results) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
