@@ -27,7 +27,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from crdt.errors import CounterOverflowError
-from crdt.gcounter import GCounter, _exact_int
+from crdt.gcounter import UINT64_MAX, GCounter, _exact_int, _gcounter
 
 __all__ = ["INT64_MAX", "INT64_MIN", "PNCounter"]
 
@@ -72,6 +72,16 @@ class PNCounter:
             return _pncounter(self.p.increment(actor, delta), self.n)
         return _pncounter(self.p, self.n.increment(actor, -delta))
 
+    @classmethod
+    def from_slot(cls, actor: str, p: int, n: int) -> PNCounter:
+        """The state holding only `actor`'s slot (p, n): what a coordinator replicates."""
+        for count in (p, n):
+            if type(count) is not int or not 0 <= count <= UINT64_MAX:
+                raise CounterOverflowError(f"slot count {count!r} is not a uint64")
+        return _pncounter(
+            _gcounter({actor: p}) if p else _EMPTY_G, _gcounter({actor: n}) if n else _EMPTY_G
+        )
+
     def merge(self, other: PNCounter) -> PNCounter:
         """Per-actor maximum of both halves; returns an argument unchanged when it dominates."""
         p = self.p.merge(other.p)
@@ -107,3 +117,4 @@ def _pncounter(p: GCounter, n: GCounter) -> PNCounter:
 
 
 _EMPTY = PNCounter(GCounter.empty(), GCounter.empty())
+_EMPTY_G = GCounter.empty()

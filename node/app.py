@@ -33,7 +33,7 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
     incarnation = next_incarnation(config.data_path)
     cluster = Cluster(config, incarnation)
     store = CounterStore(cluster.shard_of)
-    pool = PeerPool(config)
+    pool = PeerPool(config, store.share, cluster.actor)
     handoff = Handoff(cluster, store, pool)
     gossip = Gossip(cluster, store, pool, handoff)
     coordinator = Coordinator(cluster, store, pool)

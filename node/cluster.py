@@ -21,6 +21,7 @@ log = logging.getLogger("counters.cluster")
 # announces after a restart always outranks what others remember of its previous life.
 VERSION_STRIDE = 1_000_000
 SERVING = frozenset({Status.UP, Status.LEAVING})
+SHARD_CACHE_SIZE = 1_000_000  # keys whose shard is remembered (the hash is the hot cost)
 
 
 class Cluster:
@@ -39,14 +40,21 @@ class Cluster:
         self.recovered = False
         self.heard_peer = not [s for s in config.seeds if s != config.listen]
         self._replicas = config.replicas
+        self._shards: dict[Key, int] = {}
 
     # -- placement --------------------------------------------------------------------------
 
     def shard_of(self, key: Key) -> int:
-        return self.state.current.shard_of(*key)
+        shard = self._shards.get(key)
+        if shard is None:
+            if len(self._shards) >= SHARD_CACHE_SIZE:
+                self._shards.clear()  # Q never changes, so dropping the cache is only a cost
+            shard = self._shards[key] = self.state.current.shard_of(*key)
+        return shard
 
     def replicas(self, shard: int) -> tuple[str, ...]:
-        return self.state.current.preference_list(shard, self._replicas)
+        """The shard's preference list (N nodes, fewer in a smaller cluster), coordinator first."""
+        return self.state.current.table[shard]
 
     def write_targets(self, shard: int) -> tuple[str, ...]:
         """Current replicas, then those about to receive the shard in a hand-off."""

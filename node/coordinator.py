@@ -70,14 +70,21 @@ class Coordinator:
 
     async def run(self, ops: list[Op], consistency: str, hops: int = 0) -> list[dict[str, Any]]:
         """Results in the order of ops: {"value": int} or {"error": problem}."""
+        shard_of = self.cluster.shard_of
+        shards = [shard_of(op.key) for op in ops]
+        owners = [self._owner(shard) for shard in shards]
+        me = self.cluster.node_id
+        if all(owner == me for owner in owners):  # the common case: no grouping needed
+            return await self._run_local(ops, shards, consistency)
         groups: dict[str | None, list[int]] = {}
-        for index, op in enumerate(ops):
-            owner = self._owner(self.cluster.shard_of(op.key))
+        for index, owner in enumerate(owners):
             groups.setdefault(owner, []).append(index)
         results: list[dict[str, Any]] = [{} for _ in ops]
         for owner, indexes in groups.items():
-            if owner == self.cluster.node_id or (owner is None and hops >= MAX_HOPS):
-                local = await self._run_local([ops[i] for i in indexes], consistency)
+            if owner == me or (owner is None and hops >= MAX_HOPS):
+                local = await self._run_local(
+                    [ops[i] for i in indexes], [shards[i] for i in indexes], consistency
+                )
             elif owner is None:
                 error = QuorumUnavailable("no live replica serves this counter's shard")
                 local = [{"error": error.to_problem()} for _ in indexes]
@@ -91,7 +98,9 @@ class Coordinator:
         self, owner: str, ops: list[Op], consistency: str, hops: int
     ) -> list[dict[str, Any]]:
         if hops >= MAX_HOPS:
-            return await self._run_local(ops, consistency)
+            return await self._run_local(
+                ops, [self.cluster.shard_of(op.key) for op in ops], consistency
+            )
         address = self.cluster.address_of(owner)
         if address is None:
             raise QuorumUnavailable(f"no address for {owner}")
@@ -107,28 +116,36 @@ class Coordinator:
 
     # -- local work -------------------------------------------------------------------------
 
-    async def _run_local(self, ops: list[Op], consistency: str) -> list[dict[str, Any]]:
+    async def _run_local(
+        self, ops: list[Op], shards: list[int], consistency: str
+    ) -> list[dict[str, Any]]:
         results: list[dict[str, Any]] = [{} for _ in ops]
         wait = QuorumWait("increment" if any(op.kind == "increment" for op in ops) else "read")
-        deltas: dict[Key, PNCounter] = {}
+        deltas: dict[Key, tuple[int, PNCounter]] = {}
+        actor = self.cluster.actor
         for index, op in enumerate(ops):
             if op.kind == "increment":
                 try:
-                    self._check_writable(op.key, consistency)
-                    _, delta = self.store.increment(op.key, self.cluster.actor, op.delta)
+                    self._check_writable(shards[index], consistency)
+                    _, delta = self.store.increment(op.key, actor, op.delta)
                 except CountersError as error:
                     results[index] = {"error": error.to_problem()}
                     continue
                 except CounterOverflowError as error:
                     results[index] = {"error": Overflow(str(error)).to_problem()}
                     continue
+                if delta.is_empty():
+                    continue  # a zero delta changed nothing, so there is nothing to send
                 previous = deltas.get(op.key)
-                deltas[op.key] = delta if previous is None else previous.merge(delta)
-        for key, delta in deltas.items():
-            self._replicate(wait, key, delta, consistency)
-        reads: dict[Key, dict[str, PNCounter]] = {op.key: {} for op in ops if op.kind == "get"}
-        for key in reads:
-            reads[key] = self._read(wait, key, consistency)
+                if previous is not None:
+                    delta = previous[1].merge(delta)
+                deltas[op.key] = (shards[index], delta)
+        for key, (shard, delta) in deltas.items():
+            self._replicate(wait, key, shard, delta, consistency)
+        reads: dict[Key, dict[str, PNCounter | None]] = {}
+        for index, op in enumerate(ops):
+            if op.kind == "get" and op.key not in reads:
+                reads[op.key] = self._read(wait, op.key, shards[index], consistency)
         await wait.wait(self.timeout)
         for key, answers in reads.items():
             self._repair(key, answers)
@@ -138,9 +155,8 @@ class Coordinator:
                 results[index] = {"value": 0 if state is None else state.value()}
         return results
 
-    def _check_writable(self, key: Key, consistency: str) -> None:
+    def _check_writable(self, shard: int, consistency: str) -> None:
         """Refuse before applying anything when the quorum is out of reach (nothing changes)."""
-        shard = self.cluster.shard_of(key)
         replicas = self.cluster.replicas(shard)
         needed = self._needed(consistency, self.cluster.config.write_quorum, len(replicas))
         live = sum(1 for n in replicas if self.cluster.alive(n))
@@ -150,28 +166,32 @@ class Coordinator:
                 may_have_applied=False,
             )
 
-    def _replicate(self, wait: QuorumWait, key: Key, delta: PNCounter, consistency: str) -> None:
+    def _replicate(
+        self, wait: QuorumWait, key: Key, shard: int, delta: PNCounter, consistency: str
+    ) -> None:
         cluster = self.cluster
-        shard = cluster.shard_of(key)
         replicas = cluster.replicas(shard)
         needed = self._needed(consistency, cluster.config.write_quorum, len(replicas)) - 1
         counted: list[Any] = []
+        p, n = delta.slot(cluster.actor)
         for node_id in cluster.write_targets(shard):
             if node_id == cluster.node_id or not cluster.alive(node_id):
                 continue
-            future = self._link(node_id).replicate(key, delta)
+            future = self._link(node_id).replicate_slot(key, p, n)
             if node_id in replicas:
                 counted.append(future)
             else:
                 future.add_done_callback(_ignore_failure)
-        wait.add(counted, needed, lambda state: self.store.merge(key, state))
+        wait.add(counted, needed, lambda state: state is None or self.store.merge(key, state))
 
-    def _read(self, wait: QuorumWait, key: Key, consistency: str) -> dict[str, PNCounter]:
+    def _read(
+        self, wait: QuorumWait, key: Key, shard: int, consistency: str
+    ) -> dict[str, PNCounter | None]:
         """Ask R-1 serving peers (spares if one fails); returns their states as they come."""
         cluster = self.cluster
-        replicas = cluster.replicas(cluster.shard_of(key))
+        replicas = cluster.replicas(shard)
         needed = self._needed(consistency, cluster.config.read_quorum, len(replicas)) - 1
-        answers: dict[str, PNCounter] = {}
+        answers: dict[str, PNCounter | None] = {}
         if needed <= 0:
             return answers
         peers = [n for n in replicas if n != cluster.node_id and cluster.serving(n)]
@@ -185,17 +205,17 @@ class Coordinator:
             return start
 
         first = [starter(n)() for n in peers[:needed]]
-        on_state = lambda state: self.store.merge(key, state or PNCounter.empty())  # noqa: E731
+        on_state = lambda state: state is None or self.store.merge(key, state)  # noqa: E731
         wait.add(first, needed, on_state, spares=[starter(n) for n in peers[needed:]])
         return answers
 
-    def _repair(self, key: Key, answers: dict[str, PNCounter]) -> None:
+    def _repair(self, key: Key, answers: dict[str, PNCounter | None]) -> None:
         """Send the merged state's missing slots to replicas that answered a stale state."""
         merged = self.store.get(key)
         if merged is None:
             return
         for node_id, state in answers.items():
-            if state != merged:
+            if state is not None and state != merged:
                 future = self._link(node_id).replicate(key, merged.delta_since(state))
                 future.add_done_callback(_ignore_failure)
 
@@ -237,9 +257,9 @@ class Coordinator:
         return [(name, state.value()) for name, state in rows]
 
 
-def _record(answers: dict[str, PNCounter], node_id: str, future: Any) -> None:
+def _record(answers: dict[str, PNCounter | None], node_id: str, future: Any) -> None:
     if not future.cancelled() and future.exception() is None:
-        answers[node_id] = future.result() or PNCounter.empty()
+        answers[node_id] = future.result()
 
 
 def _ignore_failure(future: Any) -> None:

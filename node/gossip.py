@@ -38,6 +38,7 @@ class Gossip:
         self.rounds = 0
         self.repaired_shards = 0
         self._ring_wire: tuple[RingState, dict[str, object]] | None = None
+        self._last_seen: dict[str, dict[int, tuple[int, int]]] = {}
 
     async def run(self) -> None:
         interval = self.cluster.config.gossip_interval_s
@@ -115,17 +116,33 @@ class Gossip:
         return sender
 
     def _differing(self, body: dict[str, Any], sender: str) -> list[int]:
+        """Shards whose digests differ and did not both move since the last exchange.
+
+        A shard written on both sides right now differs only by updates in flight, which the
+        write path is delivering; shipping it every round would cost more than the writes.
+        A real divergence shows as a difference while one side stays still.
+        """
         digests = body.get("digests")
         if not isinstance(digests, list):
             raise ProtocolError("digests must be a list")
         mine = set(self._shared_shards(sender))
+        previous = self._last_seen.get(sender, {})
+        seen: dict[int, tuple[int, int]] = {}
         differing = []
         for item in digests:
             if not isinstance(item, list) or len(item) != 2:
                 raise ProtocolError("a digest is [shard, value]")
-            shard, digest = item
-            if shard in mine and self.store.digest(shard) != digest:
+            shard, theirs = item
+            if shard not in mine or type(theirs) is not int:
+                continue
+            ours = self.store.digest(shard)
+            seen[shard] = (ours, theirs)
+            if ours == theirs:
+                continue
+            before = previous.get(shard)
+            if before is not None and (before[0] == ours or before[1] == theirs):
                 differing.append(shard)
+        self._last_seen[sender] = seen
         random.shuffle(differing)  # not always the same shards first when capped
         return sorted(differing[: self.cluster.config.sync_shards_per_round])
 

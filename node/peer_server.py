@@ -14,6 +14,8 @@ from typing import Any
 
 from aiohttp import WSMsgType, web
 
+from crdt import PNCounter
+from crdt.codec import pn_to_wire
 from node import peer_auth, protocol
 from node.coordinator import CONSISTENCY_LEVELS, Coordinator, Op
 from node.errors import CountersError
@@ -22,6 +24,8 @@ from node.protocol import ProtocolError
 from node.store import CounterStore
 
 log = logging.getLogger("counters.peer_server")
+EMPTY = PNCounter.empty()
+INLINE = frozenset({protocol.SLOTS, protocol.REPLICATE, protocol.READ})
 
 
 class PeerServer:
@@ -54,7 +58,7 @@ class PeerServer:
                 continue
             try:
                 kind, request_id, body = protocol.decode(message.data)
-                if kind in (protocol.REPLICATE, protocol.READ):
+                if kind in INLINE:
                     reply = self._inline(kind, body)
                     await ws.send_bytes(protocol.encode(protocol.REPLY, request_id, [True, reply]))
                 else:
@@ -67,11 +71,27 @@ class PeerServer:
                 break
 
     def _inline(self, kind: int, body: Any) -> list[Any]:
+        """Merge or read; answer None for a key whose state equals the sender's (same share)."""
+        store = self.store
+        if kind == protocol.SLOTS:
+            actor, slots = protocol.slots_from_wire(body)  # validate all before merging any
+            answer: list[Any] = []
+            for key, p, n, share in slots:
+                merged = store.merge(key, PNCounter.from_slot(actor, p, n))
+                answer.append(None if store.share(key) == share else pn_to_wire(merged))
+            return answer
         if kind == protocol.REPLICATE:
-            entries = protocol.entries_from_wire(body)  # validate all before merging any
-            return protocol.states_to_wire(self.store.merge(k, s) for k, s in entries)
-        keys = protocol.keys_from_wire(body)
-        return protocol.states_to_wire(self.store.get(key) for key in keys)
+            updates = protocol.updates_from_wire(body)  # validate all before merging any
+            reply: list[Any] = []
+            for key, state, share in updates:
+                merged = store.merge(key, state)
+                reply.append(None if store.share(key) == share else pn_to_wire(merged))
+            return reply
+        reads = protocol.reads_from_wire(body)
+        return [
+            None if store.share(key) == share else pn_to_wire(store.get(key) or EMPTY)
+            for key, share in reads
+        ]
 
     async def _answer(
         self, ws: web.WebSocketResponse, kind: int, request_id: int, body: Any

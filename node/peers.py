@@ -4,6 +4,10 @@
 REPLICATE or READ frame per turn, so every update bound for a peer within a loop turn (or
 while earlier frames are in flight) shares one frame. Updates to the same key in one frame
 are merged first, so a hot key costs one entry per frame, not one per request.
+
+Each entry carries this node's digest share of the key's whole state (store.share). A peer
+whose state ends up equal answers None instead of its state, so in the steady state a reply
+is a list of None and nothing needs decoding or merging; futures resolve to None then.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from typing import Any
 import aiohttp
 
 from crdt import PNCounter
+from crdt.codec import pn_to_wire
 from node import peer_auth, protocol
 from node.config import Config
 from node.errors import PeerError
@@ -26,6 +31,7 @@ from node.protocol import Key
 log = logging.getLogger("counters.peers")
 PEER_PATH = "/peer/ws"
 ReplyHandler = Callable[[bool, Any], None]
+ShareOf = Callable[[Key], int]
 
 
 def backoff(failures: int) -> float:
@@ -40,8 +46,16 @@ def _fail(futures: list[asyncio.Future[Any]], error: Exception) -> None:
 
 
 class PeerLink:
-    def __init__(self, address: str, session: aiohttp.ClientSession, config: Config) -> None:
+    def __init__(
+        self,
+        address: str,
+        session: aiohttp.ClientSession,
+        config: Config,
+        share_of: ShareOf,
+        actor: str,
+    ) -> None:
         self.address = address
+        self._share_of = share_of
         self._session = session
         self._config = config
         self._ws: aiohttp.ClientWebSocketResponse | None = None
@@ -50,8 +64,10 @@ class PeerLink:
         self._retry_at = 0.0
         self._next_id = 1
         self._waiting: dict[int, tuple[ReplyHandler, asyncio.TimerHandle]] = {}
-        self._writes: dict[Key, tuple[PNCounter, list[asyncio.Future[PNCounter]]]] = {}
+        self._writes: dict[Key, tuple[PNCounter, list[asyncio.Future[PNCounter | None]]]] = {}
         self._reads: dict[Key, list[asyncio.Future[PNCounter | None]]] = {}
+        self._slots: dict[Key, tuple[int, int, list[asyncio.Future[PNCounter | None]]]] = {}
+        self._actor = actor
         self._wakeup = asyncio.Event()
         self._inflight = asyncio.Semaphore(config.max_inflight_frames)
         self._sender = asyncio.create_task(self._send_loop(), name=f"peer-send-{address}")
@@ -63,13 +79,14 @@ class PeerLink:
 
     @property
     def backlog(self) -> int:
-        return len(self._writes) + len(self._reads)
+        return len(self._writes) + len(self._reads) + len(self._slots)
 
     # -- queued, group-committed operations ------------------------------------------------
 
-    def replicate(self, key: Key, state: PNCounter) -> asyncio.Future[PNCounter]:
-        """Send state (a slot value or a full state) to merge; resolves to the peer's state."""
-        future: asyncio.Future[PNCounter] = asyncio.get_running_loop().create_future()
+    def replicate(self, key: Key, state: PNCounter) -> asyncio.Future[PNCounter | None]:
+        """Send state (a slot value or a full state) to merge; resolves to the peer's merged
+        state, or None when it equals ours."""
+        future: asyncio.Future[PNCounter | None] = asyncio.get_running_loop().create_future()
         queued = self._writes.get(key)
         if queued is None:
             self._writes[key] = (state, [future])
@@ -79,7 +96,21 @@ class PeerLink:
         self._wakeup.set()
         return future
 
+    def replicate_slot(self, key: Key, p: int, n: int) -> asyncio.Future[PNCounter | None]:
+        """replicate() of this node's own actor slot (p, n), the common write, which travels
+        in the compact SLOTS frame."""
+        future: asyncio.Future[PNCounter | None] = asyncio.get_running_loop().create_future()
+        queued = self._slots.get(key)
+        if queued is None:
+            self._slots[key] = (p, n, [future])
+        else:
+            queued[2].append(future)
+            self._slots[key] = (max(p, queued[0]), max(n, queued[1]), queued[2])
+        self._wakeup.set()
+        return future
+
     def read(self, key: Key) -> asyncio.Future[PNCounter | None]:
+        """The peer's state of key, or None when it equals ours."""
         future: asyncio.Future[PNCounter | None] = asyncio.get_running_loop().create_future()
         self._reads.setdefault(key, []).append(future)
         self._wakeup.set()
@@ -91,53 +122,46 @@ class PeerLink:
             self._wakeup.clear()
             if self._config.replication_window_s:
                 await asyncio.sleep(self._config.replication_window_s)
-            while self._writes or self._reads:
+            while self._slots or self._writes or self._reads:
                 await self._inflight.acquire()
-                if self._writes:
+                share_of = self._share_of
+                if self._slots:
+                    slots, self._slots = self._slots, {}
+                    flat: list[Any] = []
+                    for key, (p, n, _) in slots.items():
+                        flat += (*key, p, n, share_of(key))
+                    waiting = [futures for _, _, futures in slots.values()]
+                    body: Any = [self._actor, flat]
+                    kind = protocol.SLOTS
+                elif self._writes:
                     writes, self._writes = self._writes, {}
-                    await self._send_writes(writes)
+                    body = [[list(k), pn_to_wire(s), share_of(k)] for k, (s, _) in writes.items()]
+                    waiting = [futures for _, futures in writes.values()]
+                    kind = protocol.REPLICATE
                 else:
                     reads, self._reads = self._reads, {}
-                    await self._send_reads(reads)
+                    body = [[list(key), share_of(key)] for key in reads]
+                    waiting = list(reads.values())
+                    kind = protocol.READ
+                await self._send_frame(kind, body, self._states_reply(waiting))
 
-    async def _send_writes(
-        self, writes: dict[Key, tuple[PNCounter, list[asyncio.Future[PNCounter]]]]
-    ) -> None:
-        keys = list(writes)
-        body = protocol.entries_to_wire((key, writes[key][0]) for key in keys)
-
-        def on_reply(ok: bool, payload: Any) -> None:
-            try:
-                if not ok:
-                    raise PeerError(f"{self.address}: {payload}")
-                states = protocol.states_from_wire(payload, len(keys))
-            except Exception as error:
-                _fail([f for key in keys for f in writes[key][1]], PeerError(str(error)))
-                return
-            for key, state in zip(keys, states, strict=True):
-                for future in writes[key][1]:
-                    if not future.done():
-                        future.set_result(state or PNCounter.empty())
-
-        await self._send_frame(protocol.REPLICATE, body, on_reply)
-
-    async def _send_reads(self, reads: dict[Key, list[asyncio.Future[PNCounter | None]]]) -> None:
-        keys = list(reads)
+    def _states_reply(self, waiting: list[list[asyncio.Future[PNCounter | None]]]) -> ReplyHandler:
+        """A reply handler that hands the i-th state (or None) to the i-th key's futures."""
 
         def on_reply(ok: bool, payload: Any) -> None:
             try:
                 if not ok:
                     raise PeerError(f"{self.address}: {payload}")
-                states = protocol.states_from_wire(payload, len(keys))
+                states = protocol.states_from_wire(payload, len(waiting))
             except Exception as error:
-                _fail([f for key in keys for f in reads[key]], PeerError(str(error)))
+                _fail([f for futures in waiting for f in futures], PeerError(str(error)))
                 return
-            for key, state in zip(keys, states, strict=True):
-                for future in reads[key]:
+            for futures, state in zip(waiting, states, strict=True):
+                for future in futures:
                     if not future.done():
                         future.set_result(state)
 
-        await self._send_frame(protocol.READ, [list(key) for key in keys], on_reply)
+        return on_reply
 
     # -- plain request/response ----------------------------------------------------------
 
@@ -248,13 +272,17 @@ class PeerLink:
             _fail(list(state_futures[1]), error)
         for read_futures in self._reads.values():
             _fail(list(read_futures), error)
+        for _, _, slot_futures in self._slots.values():
+            _fail(list(slot_futures), error)
 
 
 class PeerPool:
     """One link per peer address, created on first use."""
 
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, share_of: ShareOf, actor: str) -> None:
         self._config = config
+        self._share_of = share_of
+        self._actor = actor
         self._session = aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(limit=0, enable_cleanup_closed=True)
         )
@@ -263,7 +291,8 @@ class PeerPool:
     def link(self, address: str) -> PeerLink:
         link = self._links.get(address)
         if link is None:
-            link = self._links[address] = PeerLink(address, self._session, self._config)
+            link = PeerLink(address, self._session, self._config, self._share_of, self._actor)
+            self._links[address] = link
         return link
 
     def backlog(self) -> int:

@@ -19,13 +19,15 @@ from crdt.codec import pn_from_wire, pn_to_wire
 Key = tuple[str, str, str]
 
 REPLY = 0
-REPLICATE = 1  # body: [[key, state], ...]       reply: [state, ...] merged, same order
-READ = 2  # body: [key, ...]                      reply: [state | None, ...]
+REPLICATE = 1  # body: [[key, state, share], ...]  reply: [merged state | None if same, ...]
+READ = 2  # body: [[key, share], ...]               reply: [state | None if same, ...]
 GOSSIP = 3  # body: map (see gossip.py)             reply: map
 PUSH = 4  # body: [[key, state], ...]             reply: None
 PULL = 5  # body: [shard, ...]                    reply: [[key, state], ...]
 FORWARD = 6  # body: map (see coordinator.py)     reply: map
-KINDS = frozenset({REPLY, REPLICATE, READ, GOSSIP, PUSH, PULL, FORWARD})
+SLOTS = 7  # body: [actor, [tenant, ns, name, p, n, share, tenant, ...]]  reply: as REPLICATE
+KINDS = frozenset({REPLY, REPLICATE, READ, GOSSIP, PUSH, PULL, FORWARD, SLOTS})
+SLOT_FIELDS = 6
 
 MAX_FRAME_BYTES = 64 * 1024 * 1024
 MAX_KEY_PART_BYTES = 256
@@ -93,10 +95,65 @@ def entries_from_wire(obj: object) -> list[tuple[Key, PNCounter]]:
     return out
 
 
-def keys_from_wire(obj: object) -> list[Key]:
+def _share(obj: object) -> int:
+    if type(obj) is not int or not 0 <= obj < 1 << 64:
+        raise ProtocolError("a share is an unsigned 64-bit integer")
+    return obj
+
+
+def updates_from_wire(obj: object) -> list[tuple[Key, PNCounter, int]]:
+    """REPLICATE entries: [key, state, sender's share of its whole state]."""
     if not isinstance(obj, list):
-        raise ProtocolError("keys must be a list")
-    return [key_from_wire(item) for item in obj]
+        raise ProtocolError("entries must be a list")
+    out: list[tuple[Key, PNCounter, int]] = []
+    for item in obj:
+        if not isinstance(item, list) or len(item) != 3:
+            raise ProtocolError("an update is [key, state, share]")
+        out.append((key_from_wire(item[0]), state_from_wire(item[1]), _share(item[2])))
+    return out
+
+
+def _part(obj: object) -> str:
+    # A character is at most 4 UTF-8 bytes, so short strings need no encoding to check.
+    if type(obj) is not str or not obj:
+        raise ProtocolError("bad key part")
+    if len(obj) > MAX_KEY_PART_BYTES // 4 and len(obj.encode()) > MAX_KEY_PART_BYTES:
+        raise ProtocolError("key part too long")
+    return obj
+
+
+def slots_from_wire(obj: object) -> tuple[str, list[tuple[Key, int, int, int]]]:
+    """SLOTS: one actor's new slot values for many keys, flat, so a frame of thousands of
+    writes decodes into few objects: [actor, [tenant, ns, name, p, n, share, ...]]."""
+    if not isinstance(obj, list) or len(obj) != 2 or not isinstance(obj[1], list):
+        raise ProtocolError("slots are [actor, flat list]")
+    actor, flat = obj
+    if type(actor) is not str or not actor or len(actor.encode()) > MAX_KEY_PART_BYTES:
+        raise ProtocolError("bad actor")
+    if len(flat) % SLOT_FIELDS:
+        raise ProtocolError("slot list length is not a multiple of 6")
+    out: list[tuple[Key, int, int, int]] = []
+    for i in range(0, len(flat), SLOT_FIELDS):
+        tenant, namespace, name, p, n, share = flat[i : i + SLOT_FIELDS]
+        for count in (p, n):
+            if type(count) is not int or not 0 <= count < 1 << 64:
+                raise ProtocolError("a slot count is a uint64")
+        if not p and not n:
+            raise ProtocolError("an empty slot")
+        out.append(((_part(tenant), _part(namespace), _part(name)), p, n, _share(share)))
+    return actor, out
+
+
+def reads_from_wire(obj: object) -> list[tuple[Key, int]]:
+    """READ entries: [key, sender's share]."""
+    if not isinstance(obj, list):
+        raise ProtocolError("reads must be a list")
+    out: list[tuple[Key, int]] = []
+    for item in obj:
+        if not isinstance(item, list) or len(item) != 2:
+            raise ProtocolError("a read is [key, share]")
+        out.append((key_from_wire(item[0]), _share(item[1])))
+    return out
 
 
 def states_to_wire(states: Iterable[PNCounter | None]) -> list[Any]:

@@ -19,8 +19,7 @@ Starter = Callable[[], "asyncio.Future[Any]"]
 
 class QuorumWait:
     def __init__(self, what: str) -> None:
-        self._loop = asyncio.get_running_loop()
-        self._waiter: asyncio.Future[None] = self._loop.create_future()
+        self._waiter: asyncio.Future[None] | None = None  # made on the first group to wait for
         self._open_groups = 0
         self._what = what
 
@@ -35,6 +34,8 @@ class QuorumWait:
             for future in futures:
                 future.add_done_callback(lambda f: _deliver(f, on_success))
             return
+        if self._waiter is None:
+            self._waiter = asyncio.get_running_loop().create_future()
         self._open_groups += 1
         group = _Group(self, needed, len(futures), on_success, spares or [])
         for future in futures:
@@ -42,11 +43,11 @@ class QuorumWait:
 
     def _satisfied(self) -> None:
         self._open_groups -= 1
-        if self._open_groups == 0 and not self._waiter.done():
+        if self._open_groups == 0 and self._waiter is not None and not self._waiter.done():
             self._waiter.set_result(None)
 
     def _lost(self) -> None:
-        if not self._waiter.done():
+        if self._waiter is not None and not self._waiter.done():
             self._waiter.set_exception(
                 QuorumUnavailable(
                     f"too few replicas answered; the {self._what} may still apply",
@@ -55,16 +56,18 @@ class QuorumWait:
             )
 
     async def wait(self, timeout: float) -> None:
-        if self._open_groups == 0:
+        if self._waiter is None:
             return
-        timer = self._loop.call_later(timeout, self._expire)
+        if self._open_groups == 0 and not self._waiter.done():
+            return
+        timer = asyncio.get_running_loop().call_later(timeout, self._expire)
         try:
             await self._waiter
         finally:
             timer.cancel()
 
     def _expire(self) -> None:
-        if not self._waiter.done():
+        if self._waiter is not None and not self._waiter.done():
             self._waiter.set_exception(
                 QuorumTimeout(
                     f"replicas did not answer in time; the {self._what} may still apply",

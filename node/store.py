@@ -1,7 +1,9 @@
 """The node's in-memory replica: one PN-counter per key, indexed by shard.
 
-Every change goes through `increment` or `merge`, so the per-shard digest used by
-anti-entropy is recomputed lazily, only for shards that changed since it was last asked for.
+Every change goes through `increment` or `merge`, which also keep each shard's digest for
+anti-entropy up to date in O(actors): a shard's digest is the sum, modulo 2**64, of each
+key's slots weighted by a hash of the key and of the actor. Equal shard states give equal
+digests whatever order they were reached in, and comparing two shards costs one integer.
 The durable stores (Redis, PostgreSQL) arrive behind this same interface.
 """
 
@@ -10,10 +12,10 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Iterator
 
 from crdt import PNCounter
-from crdt.codec import encode
 from ring import hash64
 
 Key = tuple[str, str, str]
+MASK64 = (1 << 64) - 1
 
 
 class CounterStore:
@@ -21,8 +23,11 @@ class CounterStore:
         self._shard_of = shard_of
         self._states: dict[Key, PNCounter] = {}
         self._shard_keys: dict[int, set[Key]] = {}
+        # per key: (shard, key weight, the key's current share of its shard digest)
+        self._meta: dict[Key, tuple[int, int, int]] = {}
         self._digests: dict[int, int] = {}
-        self._dirty: set[int] = set()
+        self._changes: dict[int, int] = {}
+        self._actor_weights: dict[str, tuple[int, int]] = {}
 
     def __len__(self) -> int:
         return len(self._states)
@@ -47,7 +52,7 @@ class CounterStore:
             self._put(key, incoming)
             return incoming
         merged = old.merge(incoming)
-        if merged is not old and merged != old:
+        if merged is not old:
             self._put(key, merged)
         return merged
 
@@ -56,11 +61,35 @@ class CounterStore:
             self.merge(key, state)
 
     def _put(self, key: Key, state: PNCounter) -> None:
-        shard = self._shard_of(key)
-        if key not in self._states:
+        meta = self._meta.get(key)
+        if meta is None:
+            shard = self._shard_of(key)
+            weight = hash64("/".join(key).encode()) | 1
             self._shard_keys.setdefault(shard, set()).add(key)
+            old_share = 0
+        else:
+            shard, weight, old_share = meta
+        share = self._share(state, weight)
         self._states[key] = state
-        self._dirty.add(shard)
+        self._meta[key] = (shard, weight, share)
+        self._digests[shard] = (self._digests.get(shard, 0) + share - old_share) & MASK64
+        self._changes[shard] = self._changes.get(shard, 0) + 1
+
+    def _share(self, state: PNCounter, weight: int) -> int:
+        total = 0
+        weights = self._actor_weights
+        for actor, count in state.p.slots.items():
+            pair = weights.get(actor) or self._weigh(actor)
+            total += count * pair[0]
+        for actor, count in state.n.slots.items():
+            pair = weights.get(actor) or self._weigh(actor)
+            total += count * pair[1]
+        return (total * weight) & MASK64
+
+    def _weigh(self, actor: str) -> tuple[int, int]:
+        pair = (hash64(b"p" + actor.encode()), hash64(b"n" + actor.encode()))
+        self._actor_weights[actor] = pair
+        return pair
 
     def shard_entries(self, shard: int) -> list[tuple[Key, PNCounter]]:
         return [(key, self._states[key]) for key in self._shard_keys.get(shard, ())]
@@ -68,23 +97,26 @@ class CounterStore:
     def shards(self) -> Iterator[int]:
         return iter(self._shard_keys)
 
+    def share(self, key: Key) -> int:
+        """The key's share of its shard digest: equal states of a key have equal shares."""
+        meta = self._meta.get(key)
+        return 0 if meta is None else meta[2]
+
     def digest(self, shard: int) -> int:
         """Order-independent hash of a shard's keys and states (0 when empty)."""
-        if shard in self._dirty or shard not in self._digests:
-            value = 0
-            for key in self._shard_keys.get(shard, ()):
-                value ^= hash64("/".join(key).encode() + b"\0" + encode(self._states[key]))
-            self._digests[shard] = value
-            self._dirty.discard(shard)
-        return self._digests[shard]
+        return self._digests.get(shard, 0)
+
+    def changes(self, shard: int) -> int:
+        """How many updates the shard has taken, to tell active shards from quiet ones."""
+        return self._changes.get(shard, 0)
 
     def drop_shard(self, shard: int) -> int:
         """Forget a shard this node no longer replicates; returns how many keys went."""
         keys = self._shard_keys.pop(shard, set())
         for key in keys:
             del self._states[key]
+            del self._meta[key]
         self._digests.pop(shard, None)
-        self._dirty.discard(shard)
         return len(keys)
 
     def scan(

@@ -96,3 +96,13 @@ def test_equal_states_hash_equal() -> None:
     two = PNCounter.empty().increment("b", -1).increment("a", 1)
     assert one == two
     assert hash(one) == hash(two)
+
+
+def test_from_slot_is_the_one_actor_state_and_merges_as_a_delta():
+    state = PNCounter.empty().increment("a", 7).increment("a", -2).increment("b", 4)
+    slot = PNCounter.from_slot("a", *state.slot("a"))
+    assert slot == state.delta_since(PNCounter.empty().increment("b", 4))
+    assert PNCounter.from_slot("a", 0, 0).is_empty()
+    for bad in (-1, 2**64, True):
+        with pytest.raises(CounterOverflowError):
+            PNCounter.from_slot("a", bad, 0)

@@ -65,3 +65,30 @@ def test_random_bytes_raise_only_protocol_error(data):
         protocol.entries_from_wire(body)
     except ProtocolError:
         pass
+
+
+def test_slots_frame_round_trips_flat():
+    body = ["n1:4", ["t", "ns", "a", 5, 0, 123, "t", "ns", "b", 0, 2, 0]]
+    actor, slots = protocol.slots_from_wire(body)
+    assert actor == "n1:4"
+    assert slots == [(("t", "ns", "a"), 5, 0, 123), (("t", "ns", "b"), 0, 2, 0)]
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        ["n1:4"],  # no list
+        ["", ["t", "ns", "a", 1, 0, 0]],  # empty actor
+        ["n1:4", ["t", "ns", "a", 1, 0]],  # not a multiple of 6
+        ["n1:4", ["t", "ns", "a", 0, 0, 0]],  # an empty slot
+        ["n1:4", ["t", "ns", "a", -1, 0, 0]],  # negative count
+        ["n1:4", ["t", "ns", "a", 2**64, 0, 0]],  # past uint64
+        ["n1:4", ["t", "ns", "a", True, 0, 0]],  # bool is not a count
+        ["n1:4", ["t", "", "a", 1, 0, 0]],  # empty key part
+        ["n1:4", ["t", "ns", "a" * 300, 1, 0, 0]],  # key part too long
+        ["n1:4", ["t", "ns", "a", 1, 0, -5]],  # bad share
+    ],
+)
+def test_bad_slots_are_rejected(body):
+    with pytest.raises(ProtocolError):
+        protocol.slots_from_wire(body)

@@ -1,0 +1,81 @@
+"""`counters up` (what `make run` runs): a working local cluster in one command, Ctrl-C stops it."""
+
+from __future__ import annotations
+
+import json
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+from tests.cluster.harness import REPO
+
+
+def _free_run(count: int) -> int:
+    """A base port with `count` free ports after it."""
+    for _ in range(50):
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            base = int(probe.getsockname()[1])
+        if base + count >= 65536:
+            continue
+        sockets = []
+        try:
+            for port in range(base, base + count):
+                sock = socket.socket()
+                sockets.append(sock)
+                sock.bind(("127.0.0.1", port))
+            return base
+        except OSError:
+            continue
+        finally:
+            for sock in sockets:
+                sock.close()
+    raise AssertionError("no run of free ports found")
+
+
+def _post(url: str, body: dict[str, int]) -> dict[str, object]:
+    request = urllib.request.Request(url, data=json.dumps(body).encode(), method="POST")
+    with urllib.request.urlopen(request, timeout=5) as response:
+        return dict(json.loads(response.read()))
+
+
+def test_counters_up_starts_a_ready_cluster_and_ctrl_c_stops_every_node(tmp_path: Path):
+    base = _free_run(3)
+    command = [sys.executable, "-m", "node", "up", "--nodes", "3", "--base-port", str(base),
+               "--data-dir", str(tmp_path)]  # fmt: skip
+    up = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, text=True)
+    try:
+        assert up.stdout is not None
+        lines = []
+        deadline = time.monotonic() + 40
+        while time.monotonic() < deadline:
+            line = up.stdout.readline()
+            lines.append(line)
+            if "Ctrl-C" in line or not line:
+                break
+        output = "".join(lines)
+        assert "3 nodes ready" in output, output
+        assert f"http://127.0.0.1:{base + 2}" in output and "curl" in output
+        first, last = f"http://127.0.0.1:{base}", f"http://127.0.0.1:{base + 2}"
+        assert (
+            _post(f"{first}/v1/namespaces/demo/counters/views/increment", {"delta": 3})["value"]
+            == 3
+        )
+        with urllib.request.urlopen(f"{last}/v1/namespaces/demo/counters/views", timeout=5) as r:
+            assert json.loads(r.read())["value"] == 3
+        up.send_signal(signal.SIGINT)
+        assert up.wait(timeout=20) == 0
+        for port in range(base, base + 3):  # every node is gone: nothing listens there
+            with socket.socket() as sock:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                sock.bind(("127.0.0.1", port))
+    finally:
+        if up.poll() is None:
+            up.kill()
+            up.wait(timeout=10)
+        if up.stdout is not None:
+            up.stdout.close()
