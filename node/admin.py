@@ -11,7 +11,7 @@ from typing import Any
 from aiohttp import web
 
 from node import protocol, validation
-from node.appkeys import CLUSTER, GOSSIP, HANDOFF, POOL
+from node.appkeys import CLUSTER, GOSSIP, HANDOFF, PERSISTER, POOL
 from node.cluster import Cluster
 from node.config import ConfigError, parse_address
 from node.errors import Conflict, InvalidBody, NotFound, PeerError, QuorumUnavailable
@@ -63,6 +63,7 @@ async def show_ring(request: web.Request) -> web.Response:
         "coordinators_per_node": current.coordinators(),
         "preference_lists": [list(entry) for entry in current.table],
         "pending": None,
+        "persistence": request.app[PERSISTER].status(),
     }
     if pending is not None:
         moves = request.app[HANDOFF].pending_moves()

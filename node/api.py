@@ -13,7 +13,7 @@ from typing import Any
 from aiohttp import web
 
 from node import validation
-from node.appkeys import CLUSTER, COORDINATOR
+from node.appkeys import CLUSTER, CONFIG, COORDINATOR, PERSISTER
 from node.coordinator import Op, RemoteError
 from node.errors import InvalidBody, InvalidName, NotReady
 
@@ -21,11 +21,15 @@ DEFAULT_TENANT = "default"
 routes = web.RouteTableDef()
 
 
-def _reply(namespace: str, name: str, result: dict[str, Any], consistency: str) -> web.Response:
+def _reply(
+    namespace: str, name: str, result: dict[str, Any], consistency: str, durability: str = ""
+) -> web.Response:
     if "error" in result:
         raise RemoteError(result["error"])
     body = {"namespace": namespace, "name": name, "value": result["value"]}
     body["consistency"] = consistency
+    if durability:
+        body["durability"] = durability
     return web.json_response(body)
 
 
@@ -39,7 +43,7 @@ async def increment(request: web.Request) -> web.Response:
     delta = validation.delta(body.get("delta", 1))
     op = Op("increment", (DEFAULT_TENANT, namespace, name), delta)
     [result] = await request.app[COORDINATOR].run([op], consistency)
-    return _reply(namespace, name, result, consistency)
+    return _reply(namespace, name, result, consistency, request.app[CONFIG].durability)
 
 
 @routes.get("/v1/namespaces/{namespace}/counters/{name}")
@@ -87,7 +91,10 @@ async def batch(request: web.Request) -> web.Response:
         item: dict[str, Any] = {"op": op.kind, "name": op.key[2]}
         item.update(result)
         out.append(item)
-    return web.json_response({"namespace": namespace, "consistency": consistency, "results": out})
+    reply = {"namespace": namespace, "consistency": consistency, "results": out}
+    if any(op.kind == "increment" for op in ops):
+        reply["durability"] = request.app[CONFIG].durability
+    return web.json_response(reply)
 
 
 def _cursor(raw: str | None) -> str:
@@ -124,15 +131,19 @@ async def healthz(request: web.Request) -> web.Response:
 
 @routes.get("/readyz")
 async def readyz(request: web.Request) -> web.Response:
-    cluster = request.app[CLUSTER]
+    cluster, persister = request.app[CLUSTER], request.app[PERSISTER]
     me = cluster.view.get(cluster.node_id)
     reasons = []
     if cluster.node_id not in cluster.state.nodes():
         reasons.append("joining: not yet in the ring")
     if not cluster.recovered:
-        reasons.append("recovering: pulling shard state from peers")
-    if me is None or me.status.value != "up":
+        reasons.append("recovering: loading shard state from the durable replica and peers")
+    if me is None or me.status.value not in ("up", "leaving"):
         reasons.append(f"status is {me.status.value if me else 'unknown'}")
-    if reasons and not cluster.ready:
-        raise NotReady("; ".join(reasons), reasons=reasons)
-    return web.json_response({"status": "ready", "node": cluster.node_id})
+    if not persister.healthy:
+        reasons.append(f"store unreachable: {persister.last_error}")
+    if reasons:
+        raise NotReady("; ".join(reasons), reasons=reasons, persistence=persister.status())
+    return web.json_response(
+        {"status": "ready", "node": cluster.node_id, "persistence": persister.status()}
+    )

@@ -11,16 +11,18 @@ import uvloop
 from aiohttp import web
 
 from node import admin, api, logs, openapi
-from node.appkeys import CLUSTER, CONFIG, COORDINATOR, GOSSIP, HANDOFF, POOL, STORE
+from node.appkeys import CLUSTER, CONFIG, COORDINATOR, GOSSIP, HANDOFF, PERSISTER, POOL, STORE
 from node.cluster import Cluster
 from node.config import Config
 from node.coordinator import Coordinator
+from node.durable import open_durable
 from node.errors import problem_middleware
 from node.gossip import Gossip
 from node.handoff import Handoff
 from node.incarnation import next_incarnation
 from node.peer_server import PeerServer
 from node.peers import PEER_PATH, PeerPool
+from node.persistence import Persister
 from node.store import CounterStore
 
 PEER_SERVER = web.AppKey("peer_server", PeerServer)
@@ -34,19 +36,32 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
     cluster = Cluster(config, incarnation)
     store = CounterStore(cluster.shard_of)
     pool = PeerPool(config, store.share, cluster.actor)
-    handoff = Handoff(cluster, store, pool)
+    persister = Persister(store, open_durable(config), config.persist_interval_s)
+    handoff = Handoff(cluster, store, pool, persister)
     gossip = Gossip(cluster, store, pool, handoff)
-    coordinator = Coordinator(cluster, store, pool)
-    app[CLUSTER], app[STORE], app[POOL] = cluster, store, pool
+    coordinator = Coordinator(cluster, store, pool, persister)
+    app[CLUSTER], app[STORE], app[POOL], app[PERSISTER] = cluster, store, pool, persister
     app[HANDOFF], app[GOSSIP], app[COORDINATOR] = handoff, gossip, coordinator
     app[PEER_SERVER] = PeerServer(config.cluster_secret, store, coordinator, gossip)
-    log.info("node %s up at %s as actor %s", config.node_id, config.listen, cluster.actor)
-    gossip_task = asyncio.create_task(gossip.run(), name="gossip")
+    log.info(
+        "node %s up at %s as actor %s, durable replica %s (%s)",
+        config.node_id,
+        config.listen,
+        cluster.actor,
+        persister.durable.name,
+        config.durability,
+    )
+    tasks = [
+        asyncio.create_task(gossip.run(), name="gossip"),
+        asyncio.create_task(persister.run(), name="persister"),
+    ]
     yield
-    gossip_task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await gossip_task
+    for task in tasks:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
     await app[PEER_SERVER].close()
+    await persister.close()
     await pool.close()
 
 

@@ -10,6 +10,7 @@ from node.coordinator import Coordinator
 from node.gossip import Gossip
 from node.handoff import Handoff
 from node.peers import PeerPool
+from node.persistence import Persister
 from node.store import CounterStore
 
 CONFIG = web.AppKey("config", Config)
@@ -19,3 +20,4 @@ POOL = web.AppKey("pool", PeerPool)
 COORDINATOR = web.AppKey("coordinator", Coordinator)
 GOSSIP = web.AppKey("gossip", Gossip)
 HANDOFF = web.AppKey("handoff", Handoff)
+PERSISTER = web.AppKey("persister", Persister)

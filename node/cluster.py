@@ -6,13 +6,15 @@ progress; the pure rules live in ring/ (View.merge, RingState.merge, claimant.ne
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 import time
 from collections.abc import Mapping
 
 from node.config import Config
 from node.protocol import Key
-from ring import FailureDetector, Member, Ring, Status, View
+from ring import FailureDetector, Member, Ring, RingError, Status, View
 from ring.claimant import RingState, claimant, departed, next_state
 
 log = logging.getLogger("counters.cluster")
@@ -20,6 +22,7 @@ log = logging.getLogger("counters.cluster")
 # A member's version is incarnation * stride + changes since that start, so the entry a node
 # announces after a restart always outranks what others remember of its previous life.
 VERSION_STRIDE = 1_000_000
+RING_FILE = "ring.json"
 SERVING = frozenset({Status.UP, Status.LEAVING})
 SHARD_CACHE_SIZE = 1_000_000  # keys whose shard is remembered (the hash is the hot cost)
 
@@ -32,8 +35,8 @@ class Cluster:
         self.actor = f"{config.node_id}:{incarnation}"
         me = Member(config.node_id, config.listen, Status.JOINING, incarnation * VERSION_STRIDE)
         self.view = View.empty().with_member(me)
-        empty = Ring.build([], shards=config.shards, replicas=config.replicas)
-        self.state = RingState(empty)
+        self._ring_file = config.data_path / RING_FILE
+        self.state = self._load_ring()
         self.synced: dict[str, str] = {}
         self.detector = FailureDetector(timeout_s=config.failure_timeout_s)
         self.down: frozenset[str] = frozenset()
@@ -135,9 +138,32 @@ class Cluster:
             if node_id != self.node_id:
                 self.synced[node_id] = checksum
 
+    def _load_ring(self) -> RingState:
+        """The ring this node last knew, so a restarted cluster keeps its placement."""
+        empty = RingState(Ring.build([], shards=self.config.shards, replicas=self.config.replicas))
+        try:
+            state = RingState.from_wire(json.loads(self._ring_file.read_text()))
+        except FileNotFoundError:
+            return empty
+        except (ValueError, RingError) as error:
+            log.warning("ignoring unreadable %s: %s", self._ring_file, error)
+            return empty
+        if state.current.shards != self.config.shards:
+            raise ValueError(
+                f"{self._ring_file} has {state.current.shards} shards, not "
+                f"{self.config.shards}: the shard count never changes"
+            )
+        return state
+
+    def _save_ring(self) -> None:
+        temporary = self._ring_file.with_suffix(".tmp")
+        temporary.write_text(json.dumps(self.state.to_wire()))
+        os.replace(temporary, self._ring_file)
+
     def _switch(self, state: RingState) -> None:
         old = self.state
         self.state = state
+        self._save_ring()
         if old.current.epoch != state.current.epoch:
             log.info(
                 "ring epoch %d -> %d (%d nodes)",

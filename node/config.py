@@ -64,6 +64,17 @@ class Config:
     cluster_secret: str = field(default="counters-dev-cluster-secret", repr=False)
     # Log level: debug, info, warning, error. Default info.
     log_level: str = "info"
+    # Redis (standalone) URL of the durable replica, e.g. redis://127.0.0.1:6379/0. With
+    # neither Redis URL, the node keeps its durable replica in SQLite in its data dir.
+    redis_url: str = ""
+    # Redis Cluster URL (any one node) of the durable replica; excludes redis-url.
+    redis_cluster_url: str = ""
+    # Seconds between write-behind flushes of changed counters to the durable replica.
+    # Default 0.2; at least 0.001.
+    persist_interval_s: float = 0.2
+    # async: answer after the replica quorum, persist within the interval; sync: answer only
+    # once the write is in the durable replica (flushes are shared by concurrent writes).
+    durability: str = "async"
 
     @property
     def host(self) -> str:
@@ -103,6 +114,16 @@ class Config:
             raise ConfigError("replication-window-s must be between 0 and 1")
         if self.max_inflight_frames < 1 or self.sync_shards_per_round < 1:
             raise ConfigError("max-inflight-frames and sync-shards-per-round must be at least 1")
+        if self.redis_url and self.redis_cluster_url:
+            raise ConfigError("give redis-url or redis-cluster-url, not both")
+        for name in ("redis_url", "redis_cluster_url"):
+            url = getattr(self, name)
+            if url and not url.startswith(("redis://", "rediss://")):
+                raise ConfigError(f"{name.replace('_', '-')} must start with redis:// or rediss://")
+        if not 0.001 <= self.persist_interval_s <= 60:
+            raise ConfigError("persist-interval-s must be between 0.001 and 60")
+        if self.durability not in ("async", "sync"):
+            raise ConfigError("durability must be async or sync")
         if self.log_level not in ("debug", "info", "warning", "error"):
             raise ConfigError("log-level must be debug, info, warning or error")
         return self

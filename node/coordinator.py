@@ -16,6 +16,7 @@ from crdt import CounterOverflowError, PNCounter
 from node.cluster import Cluster
 from node.errors import CountersError, Overflow, QuorumUnavailable
 from node.peers import PeerPool
+from node.persistence import Persister
 from node.protocol import FORWARD, Key
 from node.quorum import QuorumWait
 from node.store import CounterStore
@@ -46,10 +47,14 @@ class RemoteError(CountersError):
 
 
 class Coordinator:
-    def __init__(self, cluster: Cluster, store: CounterStore, pool: PeerPool) -> None:
+    def __init__(
+        self, cluster: Cluster, store: CounterStore, pool: PeerPool, persister: Persister
+    ) -> None:
         self.cluster = cluster
         self.store = store
         self.pool = pool
+        self.persister = persister
+        self.sync = cluster.config.durability == "sync"
         self.timeout = cluster.config.request_timeout_s
 
     def _needed(self, consistency: str, quorum: int, replicas: int) -> int:
@@ -147,6 +152,8 @@ class Coordinator:
             if op.kind == "get" and op.key not in reads:
                 reads[op.key] = self._read(wait, op.key, shards[index], consistency)
         await wait.wait(self.timeout)
+        if deltas and self.sync:
+            await self.persister.durable_now(self.timeout)
         for key, answers in reads.items():
             self._repair(key, answers)
         for index, op in enumerate(ops):
@@ -159,6 +166,11 @@ class Coordinator:
         """Refuse before applying anything when the quorum is out of reach (nothing changes)."""
         replicas = self.cluster.replicas(shard)
         needed = self._needed(consistency, self.cluster.config.write_quorum, len(replicas))
+        if self.sync and not self.persister.healthy:
+            raise QuorumUnavailable(
+                "sync durability needs the durable replica, which is unreachable; nothing applied",
+                may_have_applied=False,
+            )
         live = sum(1 for n in replicas if self.cluster.alive(n))
         if live < needed:
             raise QuorumUnavailable(

@@ -15,8 +15,10 @@ from collections.abc import Iterable
 
 from node import protocol
 from node.cluster import Cluster
+from node.durable import DurableError
 from node.errors import PeerError
 from node.peers import PeerPool
+from node.persistence import Persister
 from node.store import CounterStore
 from ring import Status, plan
 
@@ -24,10 +26,13 @@ log = logging.getLogger("counters.handoff")
 
 
 class Handoff:
-    def __init__(self, cluster: Cluster, store: CounterStore, pool: PeerPool) -> None:
+    def __init__(
+        self, cluster: Cluster, store: CounterStore, pool: PeerPool, persister: Persister
+    ) -> None:
         self.cluster = cluster
         self.store = store
         self.pool = pool
+        self.persister = persister
 
     def pending_moves(self) -> list[tuple[int, str | None, str]]:
         state = self.cluster.state
@@ -45,7 +50,7 @@ class Handoff:
         current = cluster.state.current
         me = cluster.node_id
         if not cluster.recovered and me in current.nodes and cluster.heard_peer:
-            if await self._pull(current.shards_of(me)):
+            if await self._load(current.shards_of(me)) and await self._pull(current.shards_of(me)):
                 cluster.recovered = True
                 log.info(
                     "recovered %d counters for %d shards",
@@ -67,6 +72,16 @@ class Handoff:
             if me not in current.nodes:
                 cluster.recovered = True  # it has the state of every shard it will hold
             log.info("caught up with pending ring %s (%d shards)", checksum[:8], len(incoming))
+
+    async def _load(self, shards: frozenset[int]) -> bool:
+        """Merge the durable replica's copy of these shards; False if it could not answer."""
+        try:
+            count = await self.persister.load(shards)
+        except DurableError as error:
+            log.warning("cannot recover from the durable replica yet: %s", error)
+            return False
+        log.info("loaded %d counters from the durable replica", count)
+        return True
 
     async def _pull(self, shards: Iterable[int]) -> bool:
         """Merge every live replica's state of these shards; False if one could not answer."""

@@ -28,6 +28,7 @@ class CounterStore:
         self._digests: dict[int, int] = {}
         self._changes: dict[int, int] = {}
         self._actor_weights: dict[str, tuple[int, int]] = {}
+        self._dirty: set[Key] = set()  # changed since the last write to the durable replica
 
     def __len__(self) -> int:
         return len(self._states)
@@ -74,6 +75,7 @@ class CounterStore:
         self._meta[key] = (shard, weight, share)
         self._digests[shard] = (self._digests.get(shard, 0) + share - old_share) & MASK64
         self._changes[shard] = self._changes.get(shard, 0) + 1
+        self._dirty.add(key)
 
     def _share(self, state: PNCounter, weight: int) -> int:
         total = 0
@@ -90,6 +92,19 @@ class CounterStore:
         pair = (hash64(b"p" + actor.encode()), hash64(b"n" + actor.encode()))
         self._actor_weights[actor] = pair
         return pair
+
+    def take_dirty(self) -> list[tuple[Key, int, PNCounter]]:
+        """The changed counters (key, shard, current state); they count as clean from now."""
+        dirty, self._dirty = self._dirty, set()
+        meta, states = self._meta, self._states
+        return [(key, meta[key][0], states[key]) for key in dirty if key in states]
+
+    def mark_dirty(self, entries: Iterable[tuple[Key, int, PNCounter]]) -> None:
+        """Put back counters whose write failed; their latest state goes next time."""
+        self._dirty.update(key for key, _, _ in entries)
+
+    def dirty_count(self) -> int:
+        return len(self._dirty)
 
     def shard_entries(self, shard: int) -> list[tuple[Key, PNCounter]]:
         return [(key, self._states[key]) for key in self._shard_keys.get(shard, ())]
@@ -116,6 +131,7 @@ class CounterStore:
         for key in keys:
             del self._states[key]
             del self._meta[key]
+            self._dirty.discard(key)
         self._digests.pop(shard, None)
         return len(keys)
 

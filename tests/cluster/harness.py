@@ -202,6 +202,18 @@ class Cluster:
         except AssertionError:
             raise AssertionError(f"never converged on {expected}; last saw {seen}") from None
 
+    async def agreed(self, ns: str, names: list[str], nodes: list[Node]) -> dict[str, int]:
+        """Wait until every node's local replica holds the same totals; return them."""
+        seen: dict[str, dict[str, int]] = {}
+
+        async def check() -> bool:
+            for node in nodes:
+                seen[node.node_id] = {name: await self.value(node, ns, name) for name in names}
+            return len({tuple(values.items()) for values in seen.values()}) == 1
+
+        await eventually(check, f"nodes to agree on {names}", 30.0)
+        return next(iter(seen.values()))
+
     async def ring(self, node: Node) -> dict[str, Any]:
         status, body = await self.get(node, "/admin/ring")
         assert status == 200, body
@@ -239,6 +251,8 @@ class WriteStream:
         self.ok = 0
         self.errors: list[Any] = []
         self.totals: dict[str, int] = {}
+        self.acked_at: list[tuple[float, int]] = []
+        self.killed_at = 0.0
         self._stop = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
 
@@ -262,6 +276,7 @@ class WriteStream:
                 continue
             if status == 200:
                 self.acked[name] += delta
+                self.acked_at.append((time.monotonic(), delta))
                 self.ok += 1
             elif status in (503, 504):
                 self.ambiguous[name] += delta
@@ -277,6 +292,12 @@ class WriteStream:
             return self.ok >= goal
 
         await eventually(reached, f"{count} acknowledged increments", timeout, every=0.02)
+
+    async def run_for(self, seconds: float) -> None:
+        """Let the stream run this long; it must acknowledge something meanwhile."""
+        before = self.ok
+        await asyncio.sleep(seconds)
+        assert self.ok > before, f"no increment acknowledged in {seconds}s: {self.errors[:3]}"
 
     async def stop(self) -> None:
         self._stop.set()

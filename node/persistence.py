@@ -1,0 +1,131 @@
+"""Write-behind to the durable replica, and the wait that sync durability needs.
+
+Every `persist_interval_s` the persister takes the counters changed since the last flush
+(their whole current state: slots only grow, so the latest state covers every change) and
+writes them in one batch. A failed flush puts its counters back, so the backlog is at most
+the number of counters held in memory, and it drains when the store returns.
+
+`durable()` is group commit for sync writes: a write waits for the first flush that starts
+after it was applied, and a waiting write starts that flush at once, so concurrent writes
+share one round trip instead of each paying its own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any
+
+from node.durable import DurableError, DurableReplica
+from node.errors import QuorumTimeout, QuorumUnavailable
+from node.store import CounterStore
+
+log = logging.getLogger("counters.persistence")
+
+
+class Persister:
+    def __init__(self, store: CounterStore, durable: DurableReplica, interval_s: float) -> None:
+        self.store = store
+        self.durable = durable
+        self.interval_s = interval_s
+        self.healthy = True
+        self.last_error = ""
+        self.last_flush_s = 0.0
+        self.flushes = 0
+        self._waiters: list[asyncio.Future[None]] = []
+        self._wakeup = asyncio.Event()
+        self._lock = asyncio.Lock()
+
+    @property
+    def backlog(self) -> int:
+        return self.store.dirty_count()
+
+    async def run(self) -> None:
+        while True:
+            try:
+                await asyncio.wait_for(self._wakeup.wait(), self.interval_s)
+            except TimeoutError:
+                pass
+            self._wakeup.clear()
+            await self.flush()
+
+    async def flush(self) -> None:
+        async with self._lock:
+            waiters, self._waiters = self._waiters, []
+            entries = self.store.take_dirty()
+            started = time.monotonic()
+            try:
+                if entries:
+                    await self.durable.write(entries)
+            except DurableError as error:
+                self.store.mark_dirty(entries)
+                if self.healthy:
+                    log.warning(
+                        "durable replica unreachable, %d counters wait: %s", len(entries), error
+                    )
+                self.healthy, self.last_error = False, str(error)
+                _settle(waiters, error)
+                return
+            if not self.healthy:
+                log.info("durable replica back; flushed %d counters", len(entries))
+            self.healthy, self.last_error = True, ""
+            self.last_flush_s = time.monotonic() - started
+            self.flushes += 1
+            _settle(waiters, None)
+
+    async def durable_now(self, timeout: float) -> None:
+        """Return once everything applied before this call is in the durable replica."""
+        if not self.healthy:
+            raise QuorumUnavailable(
+                f"the durable replica is unreachable ({self.last_error}); the write applied in "
+                "memory and will persist when it returns",
+                may_have_applied=True,
+            )
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters.append(future)
+        self._wakeup.set()
+        try:
+            await asyncio.wait_for(future, timeout)
+        except TimeoutError:
+            raise QuorumTimeout(
+                "the durable replica did not confirm in time; the write may still apply",
+                may_have_applied=True,
+            ) from None
+        except DurableError as error:
+            raise QuorumUnavailable(
+                f"the durable replica failed ({error}); the write applied in memory and "
+                "will persist when it returns",
+                may_have_applied=True,
+            ) from None
+
+    async def load(self, shards: set[int] | frozenset[int]) -> int:
+        """Merge the durable copy of these shards into memory; returns how many counters."""
+        entries = await self.durable.load(shards)
+        self.store.merge_many(entries)
+        return len(entries)
+
+    def status(self) -> dict[str, Any]:
+        return {
+            "durable": self.durable.name,
+            "healthy": self.healthy,
+            "backlog": self.backlog,
+            "last_flush_s": round(self.last_flush_s, 6),
+            "flushes": self.flushes,
+            "last_error": self.last_error,
+        }
+
+    async def close(self) -> None:
+        try:
+            await self.flush()  # a clean stop loses nothing
+        finally:
+            await self.durable.close()
+
+
+def _settle(waiters: list[asyncio.Future[None]], error: Exception | None) -> None:
+    for waiter in waiters:
+        if not waiter.done():
+            if error is None:
+                waiter.set_result(None)
+            else:
+                waiter.set_exception(error)
