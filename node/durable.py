@@ -34,6 +34,9 @@ class DurableReplica(Protocol):
     async def load(self, shards: Collection[int]) -> list[tuple[Key, PNCounter]]:
         """Every counter of these shards, as stored."""
 
+    async def ping(self) -> None:
+        """Raise DurableError unless the replica answers."""
+
     async def close(self) -> None: ...
 
 

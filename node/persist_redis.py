@@ -9,6 +9,7 @@ Counts are compared as decimal strings, since Lua numbers lose precision past 2*
 
 from __future__ import annotations
 
+import asyncio
 from collections import defaultdict
 from collections.abc import Collection, Sequence
 from typing import Any
@@ -83,6 +84,7 @@ def _parse_hash(raw: dict[bytes, bytes]) -> PNCounter:
 class RedisReplica:
     def __init__(self, url: str, cluster: bool) -> None:
         self.name = "redis-cluster" if cluster else "redis"
+        self._cluster = cluster
         self._client: Any = RedisCluster.from_url(url) if cluster else redis.Redis.from_url(url)
         self._merge = self._client.register_script(MERGE_SCRIPT)
 
@@ -90,14 +92,21 @@ class RedisReplica:
         by_shard: dict[int, list[Entry]] = defaultdict(list)
         for entry in entries:
             by_shard[entry[1]].append(entry)
+        calls = [
+            _script_args(shard, shard_entries[start : start + KEYS_PER_CALL])
+            for shard, shard_entries in by_shard.items()
+            for start in range(0, len(shard_entries), KEYS_PER_CALL)
+        ]
         try:
-            async with self._client.pipeline(transaction=False) as pipe:
-                for shard, shard_entries in by_shard.items():
-                    for start in range(0, len(shard_entries), KEYS_PER_CALL):
-                        chunk = shard_entries[start : start + KEYS_PER_CALL]
-                        keys, args = _script_args(shard, chunk)
+            if self._cluster:
+                # redis-py refuses scripts in cluster pipelines; concurrent calls, each routed
+                # to its slot's node, overlap their round trips all the same.
+                await asyncio.gather(*(self._merge(keys=k, args=a) for k, a in calls))
+            else:
+                async with self._client.pipeline(transaction=False) as pipe:
+                    for keys, args in calls:
                         await self._merge(keys=keys, args=args, client=pipe)
-                await pipe.execute()
+                    await pipe.execute()
         except (RedisError, OSError) as error:
             raise DurableError(f"redis write failed: {error}") from error
 
@@ -124,6 +133,12 @@ class RedisReplica:
             for (_, name), raw in zip(names, hashes, strict=True)
             if raw
         ]
+
+    async def ping(self) -> None:
+        try:
+            await self._client.ping()
+        except (RedisError, OSError) as error:
+            raise DurableError(f"redis unreachable: {error}") from error
 
     async def close(self) -> None:
         await self._client.aclose()

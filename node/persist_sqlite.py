@@ -87,6 +87,9 @@ class SqliteReplica:
             except sqlite3.Error as error:
                 raise DurableError(f"sqlite load failed: {error}") from error
 
+    async def ping(self) -> None:
+        """A local file is there as long as the node is."""
+
     async def close(self) -> None:
         async with self._lock:
             await asyncio.to_thread(self._db.close)

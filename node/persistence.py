@@ -22,6 +22,7 @@ from node.errors import QuorumTimeout, QuorumUnavailable
 from node.store import CounterStore
 
 log = logging.getLogger("counters.persistence")
+PING_INTERVAL_S = 1.0  # how often an idle node checks that its durable replica answers
 
 
 class Persister:
@@ -36,6 +37,7 @@ class Persister:
         self._waiters: list[asyncio.Future[None]] = []
         self._wakeup = asyncio.Event()
         self._lock = asyncio.Lock()
+        self._checked_at = 0.0
 
     @property
     def backlog(self) -> int:
@@ -58,6 +60,10 @@ class Persister:
             try:
                 if entries:
                     await self.durable.write(entries)
+                    self._checked_at = started
+                elif started - self._checked_at >= PING_INTERVAL_S or not self.healthy:
+                    await self.durable.ping()  # so an idle node notices an outage too
+                    self._checked_at = started
             except DurableError as error:
                 self.store.mark_dirty(entries)
                 if self.healthy:

@@ -1,0 +1,109 @@
+"""Redis as the durable replica of a real cluster: restart from it, and live through its outage."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.cluster.harness import Cluster, Node, WriteStream, eventually
+from tests.integration.servers import RedisServer
+
+NS = "redisdurable"
+
+
+@pytest.fixture
+def redis(tmp_path: Path) -> Iterator[RedisServer]:
+    """A private Redis that survives kill -9 (AOF, fsync always), stopped after the test."""
+    options = {"appendonly": "yes", "appendfsync": "always"}
+    with RedisServer(tmp_path / "redis", options=options) as server:
+        yield server
+
+
+async def _persistence(cluster: Cluster, node: Node) -> dict[str, Any]:
+    ring = await cluster.ring(node)
+    return dict(ring["persistence"])
+
+
+async def test_whole_cluster_restarts_from_redis_with_exact_totals(
+    cluster: Cluster, redis: RedisServer
+):
+    cluster.settings.update(COUNTERS_REDIS_URL=redis.url, COUNTERS_DURABILITY="sync")
+    nodes = await cluster.start(3)
+    assert (await _persistence(cluster, nodes[0]))["durable"] == "redis"
+    stream = WriteStream(cluster, NS, [f"r{i}" for i in range(8)])
+    stream.start(nodes)
+    await stream.run_for(1.5)
+    for node in nodes:
+        node.kill()
+    await stream.stop()
+    for node in nodes:  # every node died: the counts can only come back from Redis
+        node.start(cluster.seeds())
+    for node in nodes:
+        await cluster.wait_ready(node)
+    totals = await cluster.agreed(NS, stream.names, nodes)
+    for name in stream.names:
+        low, high = stream.acked[name], stream.acked[name] + stream.ambiguous[name]
+        assert low <= totals[name] <= high, (name, low, totals[name], high)
+
+
+async def _wait_store_down(cluster: Cluster, nodes: list[Node]) -> None:
+    async def noticed() -> bool:
+        statuses = [await _persistence(cluster, node) for node in nodes]
+        return not any(status["healthy"] for status in statuses)
+
+    await eventually(noticed, "every node to notice Redis is down", 10)
+
+
+async def _wait_drained(cluster: Cluster, nodes: list[Node]) -> None:
+    async def drained() -> bool:
+        statuses = [await _persistence(cluster, node) for node in nodes]
+        return all(s["healthy"] and s["backlog"] == 0 for s in statuses)
+
+    await eventually(drained, "the backlog to drain into Redis", 20)
+
+
+async def test_redis_outage_async_writes_go_on_and_the_backlog_drains(
+    cluster: Cluster, redis: RedisServer
+):
+    cluster.settings.update(COUNTERS_REDIS_URL=redis.url)
+    nodes = await cluster.start(3)
+    redis.stop()
+    await _wait_store_down(cluster, nodes)
+    status, ready = await cluster.get(nodes[0], "/readyz")
+    assert status == 503 and any("store unreachable" in r for r in ready["reasons"]), ready
+    for i in range(30):
+        status, body = await cluster.increment(nodes[i % 3], NS, "outage", 2)
+        assert status == 200 and body["durability"] == "async", body
+    assert (await _persistence(cluster, nodes[0]))["backlog"] > 0
+    redis.restart()
+    await _wait_drained(cluster, nodes)
+    for node in nodes:
+        node.kill()
+    for node in nodes:
+        node.start(cluster.seeds())
+    for node in nodes:
+        await cluster.wait_ready(node)
+        await cluster.wait_all_up(node, 3)
+    assert await cluster.value(nodes[0], NS, "outage", "all") == 60  # it all reached Redis
+
+
+async def test_redis_outage_sync_writes_refused_without_effect(
+    cluster: Cluster, redis: RedisServer
+):
+    cluster.settings.update(COUNTERS_REDIS_URL=redis.url, COUNTERS_DURABILITY="sync")
+    nodes = await cluster.start(3)
+    status, body = await cluster.increment(nodes[0], NS, "refused", 4)
+    assert status == 200 and body["durability"] == "sync", body
+    redis.stop()
+    await _wait_store_down(cluster, nodes)
+    for node in nodes:
+        status, body = await cluster.increment(node, NS, "refused", 5)
+        assert status == 503 and body["may_have_applied"] is False, body
+    assert await cluster.value(nodes[1], NS, "refused", "all") == 4  # nothing applied
+    redis.restart()
+    await _wait_drained(cluster, nodes)
+    status, body = await cluster.increment(nodes[2], NS, "refused", 5)
+    assert (status, body["value"]) == (200, 9), body
