@@ -60,6 +60,7 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
+    await gossip.stop()
     await app[PEER_SERVER].close()
     await persister.close()
     await pool.close()

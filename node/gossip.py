@@ -39,6 +39,12 @@ class Gossip:
         self.repaired_shards = 0
         self._ring_wire: tuple[RingState, dict[str, object]] | None = None
         self._last_seen: dict[str, dict[int, tuple[int, int]]] = {}
+        self._handoff: asyncio.Task[None] | None = None
+
+    async def stop(self) -> None:
+        if self._handoff is not None:
+            self._handoff.cancel()
+            await asyncio.gather(self._handoff, return_exceptions=True)
 
     async def run(self) -> None:
         interval = self.cluster.config.gossip_interval_s
@@ -59,9 +65,20 @@ class Gossip:
         targets: list[tuple[str | None, str]] = [(m.node_id, m.address) for m in cluster.peers()]
         targets += [(None, s) for s in cluster.config.seeds if s != cluster.config.listen]
         targets = [(n, a) for n, a in targets if n is not None or a not in known]
-        await asyncio.gather(*(self.exchange(node_id, address) for node_id, address in targets))
+        # One slow or frozen peer must not hold back the round: each exchange has a deadline.
+        deadline = max(cluster.config.gossip_interval_s * 2, 1.0)
+        await asyncio.gather(
+            *(
+                asyncio.wait_for(self.exchange(node_id, address), deadline)
+                for node_id, address in targets
+            ),
+            return_exceptions=True,
+        )
         cluster.step()
-        await self.handoff.step()
+        if self._handoff is None or self._handoff.done():
+            # Pulls may take long; they run beside the rounds, which keep heartbeats going.
+            self._handoff = asyncio.create_task(self.handoff.step(), name="handoff")
+            self._handoff.add_done_callback(_log_failure)
         self.rounds += 1
 
     # -- messages ---------------------------------------------------------------------------
@@ -199,3 +216,8 @@ class Gossip:
         else:
             if node_id is not None and sender != node_id:
                 log.warning("%s answered as %s", address, sender)
+
+
+def _log_failure(task: asyncio.Task[None]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.error("hand-off step failed", exc_info=task.exception())

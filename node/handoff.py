@@ -23,6 +23,7 @@ from node.store import CounterStore
 from ring import Status, plan
 
 log = logging.getLogger("counters.handoff")
+SHARDS_PER_PULL = 8
 
 
 class Handoff:
@@ -97,12 +98,18 @@ class Handoff:
             if address is None:
                 complete = False
                 continue
-            try:
-                raw = await self.pool.link(address).call(
-                    protocol.PULL, sorted(node_shards), cluster.config.request_timeout_s * 5
-                )
-                self.store.merge_many(protocol.entries_from_wire(raw))
-            except (PeerError, protocol.ProtocolError) as error:
-                log.warning("pull from %s failed: %s", node_id, error)
-                complete = False
+            node_shards.sort()
+            # A few shards per call, so no reply outgrows a frame or holds the peer's loop.
+            for start in range(0, len(node_shards), SHARDS_PER_PULL):
+                try:
+                    raw = await self.pool.link(address).call(
+                        protocol.PULL,
+                        node_shards[start : start + SHARDS_PER_PULL],
+                        cluster.config.request_timeout_s * 5,
+                    )
+                    self.store.merge_many(protocol.entries_from_wire(raw))
+                except (PeerError, protocol.ProtocolError) as error:
+                    log.warning("pull from %s failed: %s", node_id, error)
+                    complete = False
+                    break
         return complete

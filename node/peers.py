@@ -72,6 +72,7 @@ class PeerLink:
         self._inflight = asyncio.Semaphore(config.max_inflight_frames)
         self._sender = asyncio.create_task(self._send_loop(), name=f"peer-send-{address}")
         self._reader: asyncio.Task[None] | None = None
+        self._closing: set[asyncio.Task[bool]] = set()
 
     @property
     def connected(self) -> bool:
@@ -192,10 +193,18 @@ class PeerLink:
         loop = asyncio.get_running_loop()
         timer = loop.call_later(timeout or self._config.request_timeout_s, self._expire, request_id)
         self._waiting[request_id] = (on_reply, timer)
+        ws = None
         try:
-            ws = await self._connect()
-            await ws.send_bytes(protocol.encode(kind, request_id, body))
+            # A peer that stopped reading (SIGSTOP, a full socket) must not hold the sender.
+            async with asyncio.timeout(timeout or self._config.request_timeout_s):
+                ws = await self._connect()
+                await ws.send_bytes(protocol.encode(kind, request_id, body))
         except Exception as error:
+            if isinstance(error, TimeoutError) and ws is not None and self._ws is ws:
+                self._ws = None  # a half-written frame leaves the stream unusable
+                closing = asyncio.create_task(ws.close())
+                self._closing.add(closing)
+                closing.add_done_callback(self._closing.discard)
             self._settle(request_id, False, f"unreachable: {type(error).__name__} {error}")
 
     def _settle(self, request_id: int, ok: bool, payload: Any) -> None:
@@ -284,7 +293,8 @@ class PeerPool:
         self._share_of = share_of
         self._actor = actor
         self._session = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(limit=0, enable_cleanup_closed=True)
+            connector=aiohttp.TCPConnector(limit=0, enable_cleanup_closed=True),
+            timeout=aiohttp.ClientTimeout(total=None, connect=2.0, sock_connect=1.0),
         )
         self._links: dict[str, PeerLink] = {}
 
