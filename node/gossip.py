@@ -14,17 +14,19 @@ import random
 import time
 from typing import Any
 
+from crdt import PNCounter
 from node import protocol
 from node.cluster import Cluster
 from node.errors import PeerError
 from node.handoff import Handoff
 from node.peers import PeerPool
-from node.protocol import ProtocolError
+from node.protocol import Key, ProtocolError
 from node.store import CounterStore
 from ring import View
 from ring.claimant import RingState
 
 log = logging.getLogger("counters.gossip")
+PUSH_BATCH = 2000  # counters per repair frame
 
 
 class Gossip:
@@ -36,8 +38,9 @@ class Gossip:
         self.pool = pool
         self.handoff = handoff
         self.rounds = 0
-        self.repaired_shards = 0
+        self.repaired_keys = 0
         self._ring_wire: tuple[RingState, dict[str, object]] | None = None
+        # per peer: key weight -> (our share, its share) for keys that differed last time
         self._last_seen: dict[str, dict[int, tuple[int, int]]] = {}
         self._handoff: asyncio.Task[None] | None = None
 
@@ -133,45 +136,64 @@ class Gossip:
         return sender
 
     def _differing(self, body: dict[str, Any], sender: str) -> list[int]:
-        """Shards whose digests differ and did not both move since the last exchange.
-
-        A shard written on both sides right now differs only by updates in flight, which the
-        write path is delivering; shipping it every round would cost more than the writes.
-        A real divergence shows as a difference while one side stays still.
-        """
+        """Shared shards whose digests differ, a bounded random sample of them."""
         digests = body.get("digests")
         if not isinstance(digests, list):
             raise ProtocolError("digests must be a list")
         mine = set(self._shared_shards(sender))
-        previous = self._last_seen.get(sender, {})
-        seen: dict[int, tuple[int, int]] = {}
         differing = []
         for item in digests:
             if not isinstance(item, list) or len(item) != 2:
                 raise ProtocolError("a digest is [shard, value]")
             shard, theirs = item
-            if shard not in mine or type(theirs) is not int:
-                continue
-            ours = self.store.digest(shard)
-            seen[shard] = (ours, theirs)
-            if ours == theirs:
-                continue
-            before = previous.get(shard)
-            if before is not None and (before[0] == ours or before[1] == theirs):
+            if type(shard) is int and shard in mine and self.store.digest(shard) != theirs:
                 differing.append(shard)
-        self._last_seen[sender] = seen
         random.shuffle(differing)  # not always the same shards first when capped
         return sorted(differing[: self.cluster.config.sync_shards_per_round])
 
-    def _entries(self, shards: list[int]) -> list[list[Any]]:
-        return protocol.entries_to_wire(e for s in shards for e in self.store.shard_entries(s))
+    def _shares(self, shards: list[int]) -> list[list[Any]]:
+        """[shard, [key weight, share, ...]] for each shard: what the initiator compares."""
+        out = []
+        for shard in shards:
+            flat: list[int] = []
+            for _, weight, share in self.store.shard_shares(shard):
+                flat += (weight, share)
+            out.append([shard, flat])
+        return out
 
-    def _merge_entries(self, raw: Any, shards: list[int]) -> None:
-        allowed = set(shards)
-        entries = protocol.entries_from_wire(raw)
-        for key, state in entries:
-            if self.cluster.shard_of(key) in allowed:
-                self.store.merge(key, state)
+    def _stale_at_peer(self, peer: str, raw: Any) -> list[tuple[Key, PNCounter]]:
+        """Our counters the peer holds differently, and not just because writes are in flight.
+
+        Under load nearly every shard differs by updates the write path is delivering right
+        now, so shipping every differing key would cost more than the writes. A key that
+        differs while one side stood still since the last exchange is a real divergence
+        (a missed update); we push our state of it, and the peer does the same for its side.
+        """
+        if not isinstance(raw, list):
+            raise ProtocolError("shares must be a list")
+        previous = self._last_seen.get(peer, {})
+        seen: dict[int, tuple[int, int]] = {}
+        stale: list[tuple[Key, PNCounter]] = []
+        mine_shared = set(self._shared_shards(peer))
+        for item in raw:
+            if not isinstance(item, list) or len(item) != 2 or not isinstance(item[1], list):
+                raise ProtocolError("shares are [shard, [weight, share, ...]]")
+            shard, flat = item
+            if type(shard) is not int or shard not in mine_shared or len(flat) % 2:
+                continue
+            theirs = dict(zip(flat[::2], flat[1::2], strict=True))
+            for key, weight, share in self.store.shard_shares(shard):
+                other = theirs.get(weight, 0)
+                if other == share:
+                    continue
+                seen[weight] = (share, other)
+                before = previous.get(weight)
+                if before is not None and (before[0] == share or before[1] == other):
+                    state = self.store.get(key)
+                    if state is not None:
+                        stale.append((key, state))
+        self._last_seen[peer] = seen
+        return stale
 
     # -- both sides of an exchange ----------------------------------------------------------
 
@@ -182,12 +204,8 @@ class Gossip:
             if refused:
                 return {"refused": refused}
         sender = self.absorb(body)
-        differing = self._differing(body, sender)
-        if differing:
-            self.repaired_shards += len(differing)
         reply = self.message(sender)
-        reply["entries"] = self._entries(differing)
-        reply["want"] = differing
+        reply["shares"] = self._shares(self._differing(body, sender))
         return reply
 
     def _admit(self) -> str | None:
@@ -205,10 +223,11 @@ class Gossip:
             reply = await link.call(protocol.GOSSIP, self.message(node_id), timeout)
             sender = self.absorb(reply)
             self.cluster.heard_peer = True
-            want = protocol.shards_from_wire(reply.get("want"), self.cluster.config.shards)
-            self._merge_entries(reply.get("entries"), want)
-            if want:
-                await link.call(protocol.PUSH, self._entries(want), timeout)
+            stale = self._stale_at_peer(sender, reply.get("shares", []))
+            for start in range(0, len(stale), PUSH_BATCH):
+                self.repaired_keys += len(stale[start : start + PUSH_BATCH])
+                body = protocol.entries_to_wire(stale[start : start + PUSH_BATCH])
+                await link.call(protocol.PUSH, body, timeout)
         except PeerError as error:
             log.debug("gossip with %s failed: %s", node_id or address, error)
         except ProtocolError as error:

@@ -26,7 +26,6 @@ class CounterStore:
         # per key: (shard, key weight, the key's current share of its shard digest)
         self._meta: dict[Key, tuple[int, int, int]] = {}
         self._digests: dict[int, int] = {}
-        self._changes: dict[int, int] = {}
         self._actor_weights: dict[str, tuple[int, int]] = {}
         self._dirty: set[Key] = set()  # changed since the last write to the durable replica
 
@@ -74,7 +73,6 @@ class CounterStore:
         self._states[key] = state
         self._meta[key] = (shard, weight, share)
         self._digests[shard] = (self._digests.get(shard, 0) + share - old_share) & MASK64
-        self._changes[shard] = self._changes.get(shard, 0) + 1
         self._dirty.add(key)
 
     def _share(self, state: PNCounter, weight: int) -> int:
@@ -89,7 +87,7 @@ class CounterStore:
         return (total * weight) & MASK64
 
     def _weigh(self, actor: str) -> tuple[int, int]:
-        pair = (hash64(b"p" + actor.encode()), hash64(b"n" + actor.encode()))
+        pair = (hash64(b"p" + actor.encode()) | 1, hash64(b"n" + actor.encode()) | 1)
         self._actor_weights[actor] = pair
         return pair
 
@@ -106,6 +104,11 @@ class CounterStore:
     def dirty_count(self) -> int:
         return len(self._dirty)
 
+    def shard_shares(self, shard: int) -> list[tuple[Key, int, int]]:
+        """(key, key weight, share) for each key of a shard: its anti-entropy fingerprint."""
+        meta = self._meta
+        return [(key, *meta[key][1:]) for key in self._shard_keys.get(shard, ())]
+
     def shard_entries(self, shard: int) -> list[tuple[Key, PNCounter]]:
         return [(key, self._states[key]) for key in self._shard_keys.get(shard, ())]
 
@@ -120,10 +123,6 @@ class CounterStore:
     def digest(self, shard: int) -> int:
         """Order-independent hash of a shard's keys and states (0 when empty)."""
         return self._digests.get(shard, 0)
-
-    def changes(self, shard: int) -> int:
-        """How many updates the shard has taken, to tell active shards from quiet ones."""
-        return self._changes.get(shard, 0)
 
     def drop_shard(self, shard: int) -> int:
         """Forget a shard this node no longer replicates; returns how many keys went."""

@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import asyncio
 
-from tests.cluster.harness import Cluster, WriteStream
+from crdt import PNCounter
+from node import peer_auth, protocol
+from node.config import Config
+from node.peers import PEER_PATH
+from tests.cluster.harness import Cluster, Node, WriteStream
 
 NS = "clustertest"
 
@@ -77,3 +81,24 @@ async def test_paused_peer_catches_up_after_sigcont(cluster: Cluster):
     await stream.stop()
     await stream.check_totals(nodes[0])
     await cluster.converged(NS, stream.totals, nodes)
+
+
+async def _push_to_one_node(cluster: Cluster, node: Node, name: str, state: PNCounter) -> None:
+    """Act as a peer and hand one node a state no other replica has."""
+    headers = peer_auth.sign(Config.cluster_secret, "GET", PEER_PATH, "tester")
+    async with cluster.session.ws_connect(node.url + PEER_PATH, headers=headers) as ws:
+        entries = protocol.entries_to_wire([(("default", NS, name), state)])
+        await ws.send_bytes(protocol.encode(protocol.PUSH, 1, entries))
+        reply = await ws.receive_bytes(timeout=5)
+        assert protocol.decode(reply)[2] == [True, None]
+
+
+async def test_anti_entropy_spreads_a_lone_slot_while_other_writes_go_on(cluster: Cluster):
+    nodes = await cluster.start(3)
+    busy = WriteStream(cluster, NS, [f"h{i}" for i in range(400)])  # nearly every shard moves
+    busy.start(nodes)
+    await busy.run_until(200)
+    await _push_to_one_node(cluster, nodes[2], "lone", PNCounter.from_slot("ghost:1", 7, 2))
+    assert await cluster.value(nodes[0], NS, "lone") == 0
+    await cluster.converged(NS, {"lone": 5}, nodes)  # gossip alone carried it, under load
+    await busy.stop()
