@@ -23,7 +23,7 @@ class ConfigError(ValueError):
 
 def parse_address(text: str) -> tuple[str, int]:
     host, sep, port = text.strip().rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+    if not sep or not host or not (port.isascii() and port.isdigit()) or not 0 < int(port) < 65536:
         raise ConfigError(f"not a HOST:PORT address: {text!r}")
     return host, int(port)
 

@@ -9,19 +9,19 @@ Batches take the same paths, many keys at a time, so their updates share peer fr
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 from typing import Any
 
 from crdt import CounterOverflowError, PNCounter
 from node.cluster import Cluster
-from node.errors import CountersError, Overflow, QuorumUnavailable
+from node.errors import CountersError, Overflow, PeerError, QuorumUnavailable
 from node.peers import PeerPool
 from node.persistence import Persister
 from node.protocol import FORWARD, Key
 from node.quorum import QuorumWait
 from node.store import CounterStore
 
-CONSISTENCY_LEVELS = ("one", "quorum", "all")
 MAX_HOPS = 2
 
 
@@ -84,20 +84,45 @@ class Coordinator:
         groups: dict[str | None, list[int]] = {}
         for index, owner in enumerate(owners):
             groups.setdefault(owner, []).append(index)
-        results: list[dict[str, Any]] = [{} for _ in ops]
-        for owner, indexes in groups.items():
-            if owner == me or (owner is None and hops >= MAX_HOPS):
-                local = await self._run_local(
-                    [ops[i] for i in indexes], [shards[i] for i in indexes], consistency
+        # Groups run side by side, and one group's failure is that group's per-op errors:
+        # the others may have applied, so the batch as a whole must not fail.
+        outcomes = await asyncio.gather(
+            *(
+                self._run_group(
+                    owner, [ops[i] for i in idx], [shards[i] for i in idx], consistency, hops
                 )
-            elif owner is None:
-                error = QuorumUnavailable("no live replica serves this counter's shard")
-                local = [{"error": error.to_problem()} for _ in indexes]
-            else:
-                local = await self._forward(owner, [ops[i] for i in indexes], consistency, hops)
-            for index, result in zip(indexes, local, strict=True):
+                for owner, idx in groups.items()
+            )
+        )
+        results: list[dict[str, Any]] = [{} for _ in ops]
+        for indexes, outcome in zip(groups.values(), outcomes, strict=True):
+            for index, result in zip(indexes, outcome, strict=True):
                 results[index] = result
         return results
+
+    async def _run_group(
+        self, owner: str | None, ops: list[Op], shards: list[int], consistency: str, hops: int
+    ) -> list[dict[str, Any]]:
+        try:
+            if owner == self.cluster.node_id or (owner is None and hops >= MAX_HOPS):
+                return await self._run_local(ops, shards, consistency)
+            if owner is None:
+                raise QuorumUnavailable(
+                    "no live replica serves this counter's shard", may_have_applied=False
+                )
+            return await self._forward(owner, ops, consistency, hops)
+        except CountersError as error:
+            if isinstance(error, PeerError):  # the forward failed: it may have run there
+                return [
+                    {
+                        "error": QuorumUnavailable(
+                            f"forwarding to {owner} failed: {error}",
+                            may_have_applied=op.kind == "increment",
+                        ).to_problem()
+                    }
+                    for op in ops
+                ]
+            return [{"error": error.to_problem()} for _ in ops]
 
     async def _forward(
         self, owner: str, ops: list[Op], consistency: str, hops: int
@@ -185,16 +210,19 @@ class Coordinator:
         replicas = cluster.replicas(shard)
         needed = self._needed(consistency, cluster.config.write_quorum, len(replicas)) - 1
         counted: list[Any] = []
+        incoming: list[Any] = []
         p, n = delta.slot(cluster.actor)
         for node_id in cluster.write_targets(shard):
             if node_id == cluster.node_id or not cluster.alive(node_id):
                 continue
             future = self._link(node_id).replicate_slot(key, p, n)
-            if node_id in replicas:
-                counted.append(future)
-            else:
-                future.add_done_callback(_ignore_failure)
-        wait.add(counted, needed, lambda state: state is None or self.store.merge(key, state))
+            (counted if node_id in replicas else incoming).append(future)
+        merge = lambda state: state is None or self.store.merge(key, state)  # noqa: E731
+        wait.add(counted, needed, merge)
+        # A node receiving the shard in a hand-off must hold the write too (as Cassandra does
+        # for pending ranges): it may already have pulled the shard, and once the ring
+        # switches it serves reads in place of a replica that may be leaving.
+        wait.add(incoming, len(incoming), merge)
 
     def _read(
         self, wait: QuorumWait, key: Key, shard: int, consistency: str

@@ -17,11 +17,12 @@ from aiohttp import WSMsgType, web
 from crdt import PNCounter
 from crdt.codec import pn_to_wire
 from node import peer_auth, protocol
-from node.coordinator import CONSISTENCY_LEVELS, Coordinator, Op
+from node.coordinator import Coordinator, Op
 from node.errors import CountersError
 from node.gossip import Gossip
 from node.protocol import ProtocolError
 from node.store import CounterStore
+from node.validation import CONSISTENCY_LEVELS
 
 log = logging.getLogger("counters.peer_server")
 EMPTY = PNCounter.empty()

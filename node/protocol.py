@@ -13,8 +13,8 @@ from typing import Any
 
 import msgpack
 
-from crdt import CodecError, PNCounter
-from crdt.codec import pn_from_wire, pn_to_wire
+from crdt import CodecError, PNCounter, codec
+from crdt.codec import MAX_KEY_PART_BYTES, pn_from_wire, pn_to_wire
 
 Key = tuple[str, str, str]
 
@@ -30,7 +30,6 @@ KINDS = frozenset({REPLY, REPLICATE, READ, GOSSIP, PUSH, PULL, FORWARD, SLOTS})
 SLOT_FIELDS = 6
 
 MAX_FRAME_BYTES = 64 * 1024 * 1024
-MAX_KEY_PART_BYTES = 256
 
 
 class ProtocolError(ValueError):
@@ -60,17 +59,11 @@ def decode(data: bytes) -> tuple[int, int, Any]:
     return kind, request_id, body
 
 
-def key_to_wire(key: Key) -> list[str]:
-    return list(key)
-
-
 def key_from_wire(obj: object) -> Key:
-    if not isinstance(obj, list) or len(obj) != 3:
-        raise ProtocolError("a key is [tenant, namespace, name]")
-    for part in obj:
-        if type(part) is not str or not part or len(part.encode()) > MAX_KEY_PART_BYTES:
-            raise ProtocolError("bad key part")
-    return (obj[0], obj[1], obj[2])
+    try:
+        return codec.key_from_wire(obj)
+    except CodecError as error:
+        raise ProtocolError(f"bad key: {error}") from None
 
 
 def state_from_wire(obj: object) -> PNCounter:

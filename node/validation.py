@@ -65,6 +65,6 @@ def only_fields(body: dict[str, Any], allowed: set[str]) -> None:
 
 def limit(request: web.Request) -> int:
     raw = request.query.get("limit", "100")
-    if not raw.isdigit() or not 1 <= int(raw) <= MAX_LIST_LIMIT:
+    if not (raw.isascii() and raw.isdigit()) or not 1 <= int(raw) <= MAX_LIST_LIMIT:
         raise InvalidBody(f"limit must be an integer from 1 to {MAX_LIST_LIMIT}")
     return int(raw)

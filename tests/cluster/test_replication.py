@@ -102,3 +102,19 @@ async def test_anti_entropy_spreads_a_lone_slot_while_other_writes_go_on(cluster
     assert await cluster.value(nodes[0], NS, "lone") == 0
     await cluster.converged(NS, {"lone": 5}, nodes)  # gossip alone carried it, under load
     await busy.stop()
+
+
+async def test_a_batch_spanning_several_coordinators_answers_every_op_in_order(cluster: Cluster):
+    nodes = await cluster.start(4)  # with N=3 of 4, many shards have no replica on n1
+    ops = [{"op": "increment", "name": f"b{i}", "delta": i + 1} for i in range(40)]
+    ops.append({"op": "get", "name": "b3"})
+    status, body = await cluster.request(
+        "POST", nodes[0], f"/v1/namespaces/{NS}/batch", json={"ops": ops}
+    )
+    assert status == 200, body
+    assert [r["name"] for r in body["results"]] == [op["name"] for op in ops]
+    assert [r["value"] for r in body["results"]] == [*(i + 1 for i in range(40)), 4]
+    ring = await cluster.ring(nodes[0])
+    assert any("n1" not in entry for entry in ring["preference_lists"])  # it did forward
+    for i in (0, 17, 39):
+        assert await cluster.value(nodes[3], NS, f"b{i}", "quorum") == i + 1
