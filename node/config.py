@@ -75,6 +75,12 @@ class Config:
     # async: answer after the replica quorum, persist within the interval; sync: answer only
     # once the write is in the durable replica (flushes are shared by concurrent writes).
     durability: str = "async"
+    # PostgreSQL DSN of the history (postgresql://...). Empty: history in SQLite in the data dir.
+    postgres_url: str = ""
+    # Seconds between history flushes. Default 10.
+    history_flush_interval_s: float = 10.0
+    # Seconds per history bucket. Default 60 (one minute).
+    history_bucket_s: int = 60
 
     @property
     def host(self) -> str:
@@ -122,6 +128,12 @@ class Config:
                 raise ConfigError(f"{name.replace('_', '-')} must start with redis:// or rediss://")
         if not 0.001 <= self.persist_interval_s <= 60:
             raise ConfigError("persist-interval-s must be between 0.001 and 60")
+        if self.postgres_url and not self.postgres_url.startswith(("postgres://", "postgresql://")):
+            raise ConfigError("postgres-url must start with postgresql:// or postgres://")
+        if not 0.01 <= self.history_flush_interval_s <= 3600:
+            raise ConfigError("history-flush-interval-s must be between 0.01 and 3600")
+        if not 1 <= self.history_bucket_s <= 86400 or 86400 % self.history_bucket_s:
+            raise ConfigError("history-bucket-s must divide a day (1 to 86400)")
         if self.durability not in ("async", "sync"):
             raise ConfigError("durability must be async or sync")
         if self.log_level not in ("debug", "info", "warning", "error"):

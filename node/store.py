@@ -28,6 +28,7 @@ class CounterStore:
         self._digests: dict[int, int] = {}
         self._actor_weights: dict[str, tuple[int, int]] = {}
         self._dirty: set[Key] = set()  # changed since the last write to the durable replica
+        self._history_dirty: set[Key] = set()  # changed since history last recorded them
 
     def __len__(self) -> int:
         return len(self._states)
@@ -74,6 +75,7 @@ class CounterStore:
         self._meta[key] = (shard, weight, share)
         self._digests[shard] = (self._digests.get(shard, 0) + share - old_share) & MASK64
         self._dirty.add(key)
+        self._history_dirty.add(key)
 
     def _share(self, state: PNCounter, weight: int) -> int:
         total = 0
@@ -100,6 +102,12 @@ class CounterStore:
     def mark_dirty(self, entries: Iterable[tuple[Key, int, PNCounter]]) -> None:
         """Put back counters whose write failed; their latest state goes next time."""
         self._dirty.update(key for key, _, _ in entries)
+
+    def take_history_dirty(self) -> list[tuple[Key, int, PNCounter]]:
+        """Counters changed since the history last took them: (key, shard, state)."""
+        dirty, self._history_dirty = self._history_dirty, set()
+        meta, states = self._meta, self._states
+        return [(key, meta[key][0], states[key]) for key in dirty if key in states]
 
     def dirty_count(self) -> int:
         return len(self._dirty)
