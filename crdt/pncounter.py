@@ -17,6 +17,13 @@ delta_since(older): the slots (of p and of n) where this state is greater than `
 every state `r` that includes `older` (r.merge(older) == r),
 r.merge(s.delta_since(older)) == r.merge(s). A delta is itself a PNCounter, shipped like one.
 
+reset(): clears what this state has observed, as mergeable state rather than a wipe. For each
+actor `a` it raises the slots of the floor actor `a` + FLOOR_SUFFIX to p = a's N slot and
+n = a's P slot, so that actor's net contribution becomes zero. The floor grows only through
+the same per-slot maximum, so a reset merges like any update: increments it did not observe
+(concurrent ones, on any replica) stay counted, a repeated reset is harmless, and the name
+stays usable. Real actor ids never contain FLOOR_SUFFIX's "#".
+
 Increments check the value their replica sees, so replicas that concurrently push a counter to
 the edge of int64 can merge to a value outside it; readers must check. Deltas, being partial,
 may sum to anything.
@@ -72,6 +79,20 @@ class PNCounter:
             return _pncounter(self.p.increment(actor, delta), self.n)
         return _pncounter(self.p, self.n.increment(actor, -delta))
 
+    def reset(self) -> PNCounter:
+        """This state with everything it has observed cleared (see the module docstring)."""
+        p, n = dict(self.p.slots), dict(self.n.slots)
+        for actor in self.actors():
+            if actor.endswith(FLOOR_SUFFIX):
+                continue
+            floor = actor + FLOOR_SUFFIX
+            observed_p, observed_n = self.p.get(actor), self.n.get(actor)
+            if observed_n > p.get(floor, 0):
+                p[floor] = observed_n
+            if observed_p > n.get(floor, 0):
+                n[floor] = observed_p
+        return self.merge(_pncounter(_gcounter(p), _gcounter(n)))
+
     @classmethod
     def from_slot(cls, actor: str, p: int, n: int) -> PNCounter:
         """The state holding only `actor`'s slot (p, n): what a coordinator replicates."""
@@ -117,4 +138,5 @@ def _pncounter(p: GCounter, n: GCounter) -> PNCounter:
 
 
 _EMPTY = PNCounter(GCounter.empty(), GCounter.empty())
+FLOOR_SUFFIX = "#floor"  # floor actor of actor a: a + FLOOR_SUFFIX
 _EMPTY_G = GCounter.empty()

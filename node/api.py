@@ -46,6 +46,17 @@ async def increment(request: web.Request) -> web.Response:
     return _reply(namespace, name, result, consistency, request.app[CONFIG].durability)
 
 
+@routes.delete("/v1/namespaces/{namespace}/counters/{name}")
+async def reset_counter(request: web.Request) -> web.Response:
+    """Clear what the replicas have observed; increments concurrent with it stay counted."""
+    namespace = validation.name(request.match_info["namespace"], "namespace")
+    name = validation.name(request.match_info["name"])
+    consistency = validation.consistency(request)
+    op = Op("reset", (DEFAULT_TENANT, namespace, name))
+    [result] = await request.app[COORDINATOR].run([op], consistency)
+    return _reply(namespace, name, result, consistency, request.app[CONFIG].durability)
+
+
 @routes.get("/v1/namespaces/{namespace}/counters/{name}")
 async def get_counter(request: web.Request) -> web.Response:
     namespace = validation.name(request.match_info["namespace"], "namespace")

@@ -27,7 +27,7 @@ MAX_HOPS = 2
 
 @dataclass(frozen=True, slots=True)
 class Op:
-    """One operation of a request: `increment` (with delta) or `get`."""
+    """One operation of a request: `increment` (with delta), `get` or `reset`."""
 
     kind: str
     key: Key
@@ -150,6 +150,8 @@ class Coordinator:
         self, ops: list[Op], shards: list[int], consistency: str
     ) -> list[dict[str, Any]]:
         results: list[dict[str, Any]] = [{} for _ in ops]
+        if any(op.kind == "reset" for op in ops):
+            await self._reset_local(ops, shards, consistency, results)
         wait = QuorumWait("increment" if any(op.kind == "increment" for op in ops) else "read")
         deltas: dict[Key, tuple[int, PNCounter]] = {}
         actor = self.cluster.actor
@@ -187,6 +189,35 @@ class Coordinator:
                 results[index] = {"value": 0 if state is None else state.value()}
         return results
 
+    async def _reset_local(
+        self, ops: list[Op], shards: list[int], consistency: str, results: list[dict[str, Any]]
+    ) -> None:
+        """Reset: merge what a read quorum has seen, clear exactly that (an observed floor per
+        actor, see crdt.pncounter), and replicate the floor like any write."""
+        todo: dict[Key, int] = {}
+        for index, op in enumerate(ops):
+            if op.kind != "reset":
+                continue
+            try:
+                self._check_writable(shards[index], consistency)
+            except CountersError as error:
+                results[index] = {"error": error.to_problem()}
+                continue
+            todo[op.key] = shards[index]
+        seen = QuorumWait("read")
+        answers = {key: self._read(seen, key, shard, consistency) for key, shard in todo.items()}
+        await seen.wait(self.timeout)
+        for key, found in answers.items():
+            self._repair(key, found)
+        cleared = QuorumWait("reset")
+        for key, shard in todo.items():
+            _, floor = self.store.reset(key)
+            if not floor.is_empty():
+                self._replicate(cleared, key, shard, floor, consistency, own_slot=False)
+        await cleared.wait(self.timeout)
+        if todo and self.sync:
+            await self.persister.durable_now(self.timeout)
+
     def _check_writable(self, shard: int, consistency: str) -> None:
         """Refuse before applying anything when the quorum is out of reach (nothing changes)."""
         replicas = self.cluster.replicas(shard)
@@ -204,8 +235,15 @@ class Coordinator:
             )
 
     def _replicate(
-        self, wait: QuorumWait, key: Key, shard: int, delta: PNCounter, consistency: str
+        self,
+        wait: QuorumWait,
+        key: Key,
+        shard: int,
+        delta: PNCounter,
+        consistency: str,
+        own_slot: bool = True,
     ) -> None:
+        """Send delta to the shard's other replicas; own_slot: it is only this node's slot."""
         cluster = self.cluster
         replicas = cluster.replicas(shard)
         needed = self._needed(consistency, cluster.config.write_quorum, len(replicas)) - 1
@@ -215,7 +253,8 @@ class Coordinator:
         for node_id in cluster.write_targets(shard):
             if node_id == cluster.node_id or not cluster.alive(node_id):
                 continue
-            future = self._link(node_id).replicate_slot(key, p, n)
+            link = self._link(node_id)
+            future = link.replicate_slot(key, p, n) if own_slot else link.replicate(key, delta)
             (counted if node_id in replicas else incoming).append(future)
         merge = lambda state: state is None or self.store.merge(key, state)  # noqa: E731
         wait.add(counted, needed, merge)

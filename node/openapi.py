@@ -61,7 +61,12 @@ PATHS: dict[str, Any] = {
             "summary": "Read a counter (0 if never written)",
             "parameters": COUNTER_PARAMS,
             "responses": {"200": _json("Counter"), **_errors(400, 503, 504)},
-        }
+        },
+        "delete": {
+            "summary": "Reset: clear what the replicas observed; concurrent increments survive",
+            "parameters": COUNTER_PARAMS,
+            "responses": {"200": _json("Counter"), **_errors(400, 503, 504)},
+        },
     },
     "/v1/namespaces/{namespace}/batch": {
         "post": {
@@ -149,6 +154,7 @@ SCHEMAS: dict[str, Any] = {
             "name": {"type": "string"},
             "value": {"type": "integer"},
             "consistency": {"type": "string", "enum": ["one", "quorum", "all"]},
+            "durability": {"type": "string", "enum": ["async", "sync"]},
         },
     },
     "Batch": {

@@ -26,6 +26,7 @@ from node.validation import CONSISTENCY_LEVELS
 
 log = logging.getLogger("counters.peer_server")
 EMPTY = PNCounter.empty()
+OP_KINDS = frozenset({"increment", "get", "reset"})
 INLINE = frozenset({protocol.SLOTS, protocol.REPLICATE, protocol.READ})
 
 
@@ -138,7 +139,7 @@ class PeerServer:
             raise ProtocolError("ops must be a list")
         ops = []
         for raw in raw_ops:
-            if not isinstance(raw, list) or len(raw) != 3 or raw[0] not in ("increment", "get"):
+            if not isinstance(raw, list) or len(raw) != 3 or raw[0] not in OP_KINDS:
                 raise ProtocolError("bad forwarded op")
             if type(raw[2]) is not int:
                 raise ProtocolError("bad forwarded delta")

@@ -45,6 +45,17 @@ class CounterStore:
         self._put(key, new)
         return new, new.delta_since(old)
 
+    def reset(self, key: Key) -> tuple[PNCounter, PNCounter]:
+        """Clear what this replica has observed of key; return the new state and the floor
+        slots that changed (the delta to replicate)."""
+        old = self._states.get(key)
+        if old is None:
+            return PNCounter.empty(), PNCounter.empty()
+        new = old.reset()
+        if new is not old:
+            self._put(key, new)
+        return new, new.delta_since(old)
+
     def merge(self, key: Key, incoming: PNCounter) -> PNCounter:
         old = self._states.get(key)
         if old is None:

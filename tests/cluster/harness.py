@@ -253,6 +253,8 @@ class WriteStream:
         self.totals: dict[str, int] = {}
         self.acked_at: list[tuple[float, int]] = []
         self.killed_at = 0.0
+        # acknowledged increments: (sent at, acknowledged at, name, delta)
+        self.events: list[tuple[float, float, str, int]] = []
         self._stop = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
 
@@ -268,6 +270,7 @@ class WriteStream:
             node = targets[(index + step) % len(targets)]
             name = self.names[(index * 7 + step) % len(self.names)]
             delta = 1 + (step % 5)
+            sent = time.monotonic()
             try:
                 status, body = await self.cluster.increment(node, self.ns, name, delta)
             except (TimeoutError, aiohttp.ClientError, OSError):
@@ -277,6 +280,7 @@ class WriteStream:
             if status == 200:
                 self.acked[name] += delta
                 self.acked_at.append((time.monotonic(), delta))
+                self.events.append((sent, time.monotonic(), name, delta))
                 self.ok += 1
             elif status in (503, 504):
                 self.ambiguous[name] += delta
