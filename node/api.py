@@ -33,38 +33,37 @@ def _reply(
     return web.json_response(body)
 
 
-@routes.post("/v1/namespaces/{namespace}/counters/{name}/increment")
-async def increment(request: web.Request) -> web.Response:
+def _counter(request: web.Request, kind: str) -> tuple[Op, str]:
     namespace = validation.name(request.match_info["namespace"], "namespace")
     name = validation.name(request.match_info["name"])
     consistency = validation.consistency(request)
+    return Op(kind, (DEFAULT_TENANT, namespace, name)), consistency
+
+
+async def _run_one(request: web.Request, op: Op, consistency: str) -> web.Response:
+    [result] = await request.app[COORDINATOR].run([op], consistency)
+    durability = "" if op.kind == "get" else request.app[CONFIG].durability
+    return _reply(op.key[1], op.key[2], result, consistency, durability)
+
+
+@routes.post("/v1/namespaces/{namespace}/counters/{name}/increment")
+async def increment(request: web.Request) -> web.Response:
+    op, consistency = _counter(request, "increment")
     body = await validation.json_object(request, empty_ok=True)
     validation.only_fields(body, {"delta"})
     delta = validation.delta(body.get("delta", 1))
-    op = Op("increment", (DEFAULT_TENANT, namespace, name), delta)
-    [result] = await request.app[COORDINATOR].run([op], consistency)
-    return _reply(namespace, name, result, consistency, request.app[CONFIG].durability)
+    return await _run_one(request, Op("increment", op.key, delta), consistency)
 
 
 @routes.delete("/v1/namespaces/{namespace}/counters/{name}")
 async def reset_counter(request: web.Request) -> web.Response:
     """Clear what the replicas have observed; increments concurrent with it stay counted."""
-    namespace = validation.name(request.match_info["namespace"], "namespace")
-    name = validation.name(request.match_info["name"])
-    consistency = validation.consistency(request)
-    op = Op("reset", (DEFAULT_TENANT, namespace, name))
-    [result] = await request.app[COORDINATOR].run([op], consistency)
-    return _reply(namespace, name, result, consistency, request.app[CONFIG].durability)
+    return await _run_one(request, *_counter(request, "reset"))
 
 
 @routes.get("/v1/namespaces/{namespace}/counters/{name}")
 async def get_counter(request: web.Request) -> web.Response:
-    namespace = validation.name(request.match_info["namespace"], "namespace")
-    name = validation.name(request.match_info["name"])
-    consistency = validation.consistency(request)
-    op = Op("get", (DEFAULT_TENANT, namespace, name))
-    [result] = await request.app[COORDINATOR].run([op], consistency)
-    return _reply(namespace, name, result, consistency)
+    return await _run_one(request, *_counter(request, "get"))
 
 
 def _batch_ops(namespace: str, body: dict[str, Any]) -> list[Op]:

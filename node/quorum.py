@@ -47,19 +47,20 @@ class QuorumWait:
             self._waiter.set_result(None)
 
     def _lost(self) -> None:
+        self._fail(QuorumUnavailable, "too few replicas answered")
+
+    def _fail(self, error: type[QuorumUnavailable | QuorumTimeout], why: str) -> None:
         if self._waiter is not None and not self._waiter.done():
             self._waiter.set_exception(
-                QuorumUnavailable(
-                    f"too few replicas answered; the {self._what} may still apply",
+                error(
+                    f"{why}; the {self._what} may still apply",
                     may_have_applied=self._what != "read",
                 )
             )
 
     async def wait(self, timeout: float) -> None:
         if self._waiter is None:
-            return
-        if self._open_groups == 0 and not self._waiter.done():
-            return
+            return  # nothing to wait for
         timer = asyncio.get_running_loop().call_later(timeout, self._expire)
         try:
             await self._waiter
@@ -67,13 +68,7 @@ class QuorumWait:
             timer.cancel()
 
     def _expire(self) -> None:
-        if self._waiter is not None and not self._waiter.done():
-            self._waiter.set_exception(
-                QuorumTimeout(
-                    f"replicas did not answer in time; the {self._what} may still apply",
-                    may_have_applied=self._what != "read",
-                )
-            )
+        self._fail(QuorumTimeout, "replicas did not answer in time")
 
 
 def _deliver(future: asyncio.Future[Any], on_success: Callable[[Any], object]) -> bool:
