@@ -16,6 +16,7 @@ from node import validation
 from node.appkeys import CLUSTER, CONFIG, COORDINATOR, PERSISTER
 from node.coordinator import Op, RemoteError
 from node.errors import InvalidBody, InvalidName, NotReady
+from node.idempotency import claim_key
 
 DEFAULT_TENANT = "default"
 routes = web.RouteTableDef()
@@ -40,8 +41,10 @@ def _counter(request: web.Request, kind: str) -> tuple[Op, str]:
     return Op(kind, (DEFAULT_TENANT, namespace, name)), consistency
 
 
-async def _run_one(request: web.Request, op: Op, consistency: str) -> web.Response:
-    [result] = await request.app[COORDINATOR].run([op], consistency)
+async def _run_one(
+    request: web.Request, op: Op, consistency: str, fingerprint: str = ""
+) -> web.Response:
+    [result] = await request.app[COORDINATOR].run([op], consistency, fingerprint=fingerprint)
     durability = "" if op.kind == "get" else request.app[CONFIG].durability
     return _reply(op.key[1], op.key[2], result, consistency, durability)
 
@@ -52,7 +55,9 @@ async def increment(request: web.Request) -> web.Response:
     body = await validation.json_object(request, empty_ok=True)
     validation.only_fields(body, {"delta"})
     delta = validation.delta(body.get("delta", 1))
-    return await _run_one(request, Op("increment", op.key, delta), consistency)
+    idem, fingerprint = validation.idempotency(request, {"delta": delta})
+    op = Op("increment", op.key, delta, idem)
+    return await _run_one(request, op, consistency, fingerprint)
 
 
 @routes.delete("/v1/namespaces/{namespace}/counters/{name}")
@@ -94,8 +99,18 @@ def _batch_ops(namespace: str, body: dict[str, Any]) -> list[Op]:
 async def batch(request: web.Request) -> web.Response:
     namespace = validation.name(request.match_info["namespace"], "namespace")
     consistency = validation.consistency(request)
-    ops = _batch_ops(namespace, await validation.json_object(request, empty_ok=False))
-    results = await request.app[COORDINATOR].run(ops, consistency)
+    body = await validation.json_object(request, empty_ok=False)
+    ops = _batch_ops(namespace, body)
+    coordinator = request.app[COORDINATOR]
+    idem, fingerprint = validation.idempotency(request, body)
+    if idem:
+        # Claim the key for this batch first: a different batch under it changes nothing.
+        claim = Op("claim", claim_key(DEFAULT_TENANT, idem), 0, idem)
+        [claimed] = await coordinator.run([claim], consistency, fingerprint=fingerprint)
+        if "error" in claimed:
+            raise RemoteError(claimed["error"])
+        ops = [Op(op.kind, op.key, op.delta, f"{idem}#{i}") for i, op in enumerate(ops)]
+    results = await coordinator.run(ops, consistency, fingerprint=fingerprint)
     out = []
     for op, result in zip(ops, results, strict=True):
         item: dict[str, Any] = {"op": op.kind, "name": op.key[2]}

@@ -75,6 +75,9 @@ class Config:
     # async: answer after the replica quorum, persist within the interval; sync: answer only
     # once the write is in the durable replica (flushes are shared by concurrent writes).
     durability: str = "async"
+    # Seconds an Idempotency-Key is remembered: a retry within it applies nothing new.
+    # Default 86400 (24 h).
+    idempotency_window_s: float = 86400.0
     # PostgreSQL DSN of the history (postgresql://...). Empty: history in SQLite in the data dir.
     postgres_url: str = ""
     # Seconds between history flushes. Default 10.
@@ -134,6 +137,8 @@ class Config:
             raise ConfigError("history-flush-interval-s must be between 0.01 and 3600")
         if not 1 <= self.history_bucket_s <= 86400 or 86400 % self.history_bucket_s:
             raise ConfigError("history-bucket-s must divide a day (1 to 86400)")
+        if not 1 <= self.idempotency_window_s <= 30 * 86400:
+            raise ConfigError("idempotency-window-s must be between 1 and 2592000 (30 days)")
         if self.durability not in ("async", "sync"):
             raise ConfigError("durability must be async or sync")
         if self.log_level not in ("debug", "info", "warning", "error"):

@@ -16,6 +16,7 @@ from typing import Any
 from crdt import CounterOverflowError, PNCounter
 from node.cluster import Cluster
 from node.errors import CountersError, Overflow, PeerError, QuorumUnavailable
+from node.idempotency import Idempotent
 from node.peers import PeerPool
 from node.persistence import Persister
 from node.protocol import FORWARD, Key
@@ -27,11 +28,13 @@ MAX_HOPS = 2
 
 @dataclass(frozen=True, slots=True)
 class Op:
-    """One operation of a request: `increment` (with delta), `get` or `reset`."""
+    """One operation of a request: `increment` (with delta), `get`, `reset`, or `claim` (take
+    an idempotency key for a whole batch). `idem`: the op's idempotency key, if any."""
 
     kind: str
     key: Key
     delta: int = 0
+    idem: str = ""
 
 
 class RemoteError(CountersError):
@@ -56,6 +59,7 @@ class Coordinator:
         self.persister = persister
         self.sync = cluster.config.durability == "sync"
         self.timeout = cluster.config.request_timeout_s
+        self.idempotent = Idempotent(self)
 
     def _needed(self, consistency: str, quorum: int, replicas: int) -> int:
         if consistency == "one":
@@ -73,14 +77,22 @@ class Coordinator:
 
     # -- entry point ------------------------------------------------------------------------
 
-    async def run(self, ops: list[Op], consistency: str, hops: int = 0) -> list[dict[str, Any]]:
-        """Results in the order of ops: {"value": int} or {"error": problem}."""
+    async def run(
+        self, ops: list[Op], consistency: str, hops: int = 0, fingerprint: str = ""
+    ) -> list[dict[str, Any]]:
+        """Results in the order of ops: {"value": int} or {"error": problem}. `fingerprint`
+        identifies the request that carried the ops' idempotency keys."""
         shard_of = self.cluster.shard_of
         shards = [shard_of(op.key) for op in ops]
-        owners = [self._owner(shard) for shard in shards]
+        # An idempotent op always runs on the shard's first serving replica, which
+        # serialises the retries of one key; other ops run on any ready replica.
+        owners = [
+            self.cluster.coordinator(shard) if op.idem else self._owner(shard)
+            for op, shard in zip(ops, shards, strict=True)
+        ]
         me = self.cluster.node_id
         if all(owner == me for owner in owners):  # the common case: no grouping needed
-            return await self._run_local(ops, shards, consistency)
+            return await self._run_local(ops, shards, consistency, fingerprint)
         groups: dict[str | None, list[int]] = {}
         for index, owner in enumerate(owners):
             groups.setdefault(owner, []).append(index)
@@ -89,7 +101,12 @@ class Coordinator:
         outcomes = await asyncio.gather(
             *(
                 self._run_group(
-                    owner, [ops[i] for i in idx], [shards[i] for i in idx], consistency, hops
+                    owner,
+                    [ops[i] for i in idx],
+                    [shards[i] for i in idx],
+                    consistency,
+                    hops,
+                    fingerprint,
                 )
                 for owner, idx in groups.items()
             )
@@ -101,16 +118,22 @@ class Coordinator:
         return results
 
     async def _run_group(
-        self, owner: str | None, ops: list[Op], shards: list[int], consistency: str, hops: int
+        self,
+        owner: str | None,
+        ops: list[Op],
+        shards: list[int],
+        consistency: str,
+        hops: int,
+        fingerprint: str,
     ) -> list[dict[str, Any]]:
         try:
             if owner == self.cluster.node_id or (owner is None and hops >= MAX_HOPS):
-                return await self._run_local(ops, shards, consistency)
+                return await self._run_local(ops, shards, consistency, fingerprint)
             if owner is None:
                 raise QuorumUnavailable(
                     "no live replica serves this counter's shard", may_have_applied=False
                 )
-            return await self._forward(owner, ops, consistency, hops)
+            return await self._forward(owner, ops, consistency, hops, fingerprint)
         except CountersError as error:
             if isinstance(error, PeerError):  # the forward failed: it may have run there
                 return [
@@ -125,19 +148,19 @@ class Coordinator:
             return [{"error": error.to_problem()} for _ in ops]
 
     async def _forward(
-        self, owner: str, ops: list[Op], consistency: str, hops: int
+        self, owner: str, ops: list[Op], consistency: str, hops: int, fingerprint: str
     ) -> list[dict[str, Any]]:
         if hops >= MAX_HOPS:
-            return await self._run_local(
-                ops, [self.cluster.shard_of(op.key) for op in ops], consistency
-            )
+            shards = [self.cluster.shard_of(op.key) for op in ops]
+            return await self._run_local(ops, shards, consistency, fingerprint)
         address = self.cluster.address_of(owner)
         if address is None:
             raise QuorumUnavailable(f"no address for {owner}")
         body = {
-            "ops": [[op.kind, list(op.key), op.delta] for op in ops],
+            "ops": [[op.kind, list(op.key), op.delta, op.idem] for op in ops],
             "consistency": consistency,
             "hops": hops + 1,
+            "fingerprint": fingerprint,
         }
         reply = await self.pool.link(address).call(FORWARD, body, self.timeout + 0.5)
         if not isinstance(reply, list) or len(reply) != len(ops):
@@ -147,16 +170,21 @@ class Coordinator:
     # -- local work -------------------------------------------------------------------------
 
     async def _run_local(
-        self, ops: list[Op], shards: list[int], consistency: str
+        self, ops: list[Op], shards: list[int], consistency: str, fingerprint: str = ""
     ) -> list[dict[str, Any]]:
         results: list[dict[str, Any]] = [{} for _ in ops]
+        for index, op in enumerate(ops):
+            if op.idem:
+                results[index] = await self.idempotent.run(
+                    op, shards[index], consistency, fingerprint
+                )
         if any(op.kind == "reset" for op in ops):
             await self._reset_local(ops, shards, consistency, results)
         wait = QuorumWait("increment" if any(op.kind == "increment" for op in ops) else "read")
         deltas: dict[Key, tuple[int, PNCounter]] = {}
         actor = self.cluster.actor
         for index, op in enumerate(ops):
-            if op.kind == "increment":
+            if op.kind == "increment" and not results[index]:
                 try:
                     self._check_writable(shards[index], consistency)
                     _, delta = self.store.increment(op.key, actor, op.delta)
@@ -176,7 +204,7 @@ class Coordinator:
             self._replicate(wait, key, shard, delta, consistency)
         reads: dict[Key, dict[str, PNCounter | None]] = {}
         for index, op in enumerate(ops):
-            if op.kind == "get" and op.key not in reads:
+            if op.kind == "get" and op.key not in reads and not results[index]:
                 reads[op.key] = self._read(wait, op.key, shards[index], consistency)
         await wait.wait(self.timeout)
         if deltas and self.sync:
@@ -196,7 +224,7 @@ class Coordinator:
         actor, see crdt.pncounter), and replicate the floor like any write."""
         todo: dict[Key, int] = {}
         for index, op in enumerate(ops):
-            if op.kind != "reset":
+            if op.kind != "reset" or results[index]:
                 continue
             try:
                 self._check_writable(shards[index], consistency)

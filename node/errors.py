@@ -71,6 +71,12 @@ class Overflow(ClientError):
     title = "Counter would leave the 64-bit range"
 
 
+class IdempotencyKeyReused(ClientError):
+    status = 422
+    type = "idempotency-key-reused"
+    title = "Idempotency-Key already used for a different request"
+
+
 class NotFound(ClientError):
     status = 404
     type = "not-found"

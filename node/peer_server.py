@@ -26,7 +26,7 @@ from node.validation import CONSISTENCY_LEVELS
 
 log = logging.getLogger("counters.peer_server")
 EMPTY = PNCounter.empty()
-OP_KINDS = frozenset({"increment", "get", "reset"})
+OP_KINDS = frozenset({"increment", "get", "reset", "claim"})
 INLINE = frozenset({protocol.SLOTS, protocol.REPLICATE, protocol.READ})
 
 
@@ -85,7 +85,9 @@ class PeerServer:
         if kind == protocol.REPLICATE:
             updates = protocol.updates_from_wire(body)  # validate all before merging any
             reply: list[Any] = []
-            for key, state, share in updates:
+            for key, state, share, found in updates:
+                if found:
+                    store.add_receipts(key, found)
                 merged = store.merge(key, state)
                 reply.append(None if store.share(key) == share else pn_to_wire(merged))
             return reply
@@ -115,6 +117,11 @@ class PeerServer:
     async def _dispatch(self, kind: int, body: Any) -> Any:
         if kind == protocol.GOSSIP:
             return self.gossip.answer(body)
+        if kind == protocol.RECEIPT:
+            key, idem = protocol.receipt_request_from_wire(body)
+            receipt = self.store.receipt(key, idem)
+            state = self.store.get(key) or EMPTY
+            return [pn_to_wire(state), None if receipt is None else receipt.to_wire()]
         if kind == protocol.PUSH:
             self.store.merge_many(protocol.entries_from_wire(body))
             return None
@@ -139,13 +146,16 @@ class PeerServer:
             raise ProtocolError("ops must be a list")
         ops = []
         for raw in raw_ops:
-            if not isinstance(raw, list) or len(raw) != 3 or raw[0] not in OP_KINDS:
+            if not isinstance(raw, list) or len(raw) != 4 or raw[0] not in OP_KINDS:
                 raise ProtocolError("bad forwarded op")
-            if type(raw[2]) is not int:
-                raise ProtocolError("bad forwarded delta")
-            ops.append(Op(raw[0], protocol.key_from_wire(raw[1]), raw[2]))
+            if type(raw[2]) is not int or type(raw[3]) is not str:
+                raise ProtocolError("bad forwarded delta or idempotency key")
+            ops.append(Op(raw[0], protocol.key_from_wire(raw[1]), raw[2], raw[3]))
+        fingerprint = body.get("fingerprint", "")
+        if type(fingerprint) is not str:
+            raise ProtocolError("bad fingerprint")
         try:
-            return await self.coordinator.run(ops, consistency, hops)
+            return await self.coordinator.run(ops, consistency, hops, fingerprint)
         except CountersError as error:
             return [{"error": error.to_problem()} for _ in ops]
 

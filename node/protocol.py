@@ -13,8 +13,9 @@ from typing import Any
 
 import msgpack
 
-from crdt import CodecError, PNCounter, codec
+from crdt import CodecError, PNCounter, codec, receipts
 from crdt.codec import MAX_KEY_PART_BYTES, pn_from_wire, pn_to_wire
+from crdt.receipts import Receipt
 
 Key = tuple[str, str, str]
 
@@ -26,7 +27,8 @@ PUSH = 4  # body: [[key, state], ...]             reply: None
 PULL = 5  # body: [shard, ...]                    reply: [[key, state], ...]
 FORWARD = 6  # body: map (see coordinator.py)     reply: map
 SLOTS = 7  # body: [actor, [tenant, ns, name, p, n, share, tenant, ...]]  reply: as REPLICATE
-KINDS = frozenset({REPLY, REPLICATE, READ, GOSSIP, PUSH, PULL, FORWARD, SLOTS})
+RECEIPT = 8  # body: [key, idempotency key]       reply: [state, receipt | None]
+KINDS = frozenset({REPLY, REPLICATE, READ, GOSSIP, PUSH, PULL, FORWARD, SLOTS, RECEIPT})
 SLOT_FIELDS = 6
 
 MAX_FRAME_BYTES = 64 * 1024 * 1024
@@ -94,16 +96,33 @@ def _share(obj: object) -> int:
     return obj
 
 
-def updates_from_wire(obj: object) -> list[tuple[Key, PNCounter, int]]:
-    """REPLICATE entries: [key, state, sender's share of its whole state]."""
+Update = tuple[Key, PNCounter, int, dict[str, Receipt]]
+
+
+def updates_from_wire(obj: object) -> list[Update]:
+    """REPLICATE entries: [key, state, sender's share of its whole state, receipts?]."""
     if not isinstance(obj, list):
         raise ProtocolError("entries must be a list")
-    out: list[tuple[Key, PNCounter, int]] = []
+    out: list[Update] = []
     for item in obj:
-        if not isinstance(item, list) or len(item) != 3:
-            raise ProtocolError("an update is [key, state, share]")
-        out.append((key_from_wire(item[0]), state_from_wire(item[1]), _share(item[2])))
+        if not isinstance(item, list) or len(item) not in (3, 4):
+            raise ProtocolError("an update is [key, state, share, receipts?]")
+        found = receipts_from_wire(item[3]) if len(item) == 4 else {}
+        out.append((key_from_wire(item[0]), state_from_wire(item[1]), _share(item[2]), found))
     return out
+
+
+def receipts_from_wire(obj: object) -> dict[str, Receipt]:
+    try:
+        return receipts.from_wire(obj)
+    except CodecError as error:
+        raise ProtocolError(f"bad receipts: {error}") from None
+
+
+def receipt_request_from_wire(obj: object) -> tuple[Key, str]:
+    if not isinstance(obj, list) or len(obj) != 2 or type(obj[1]) is not str or not obj[1]:
+        raise ProtocolError("a receipt request is [key, idempotency key]")
+    return key_from_wire(obj[0]), obj[1]
 
 
 def _part(obj: object) -> str:

@@ -9,9 +9,10 @@ The durable stores (Redis, PostgreSQL) arrive behind this same interface.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 
-from crdt import PNCounter
+from crdt import PNCounter, receipts
+from crdt.receipts import Receipt
 from ring import hash64
 
 Key = tuple[str, str, str]
@@ -29,6 +30,7 @@ class CounterStore:
         self._actor_weights: dict[str, tuple[int, int]] = {}
         self._dirty: set[Key] = set()  # changed since the last write to the durable replica
         self._history_dirty: set[Key] = set()  # changed since history last recorded them
+        self._receipts: dict[Key, dict[str, Receipt]] = {}  # idempotency receipts per counter
 
     def __len__(self) -> int:
         return len(self._states)
@@ -44,6 +46,18 @@ class CounterStore:
         new = old.increment(actor, delta)  # raises before anything is stored
         self._put(key, new)
         return new, new.delta_since(old)
+
+    def receipt(self, key: Key, idempotency_key: str) -> Receipt | None:
+        found = self._receipts.get(key)
+        return None if found is None else found.get(idempotency_key)
+
+    def add_receipts(self, key: Key, incoming: Mapping[str, Receipt]) -> None:
+        self._receipts[key] = receipts.merge(self._receipts.get(key, {}), incoming)
+
+    def prune_receipts(self, key: Key, now_ms: int, window_ms: int) -> None:
+        found = self._receipts.get(key)
+        if found:
+            self._receipts[key] = receipts.prune(found, now_ms, window_ms)
 
     def reset(self, key: Key) -> tuple[PNCounter, PNCounter]:
         """Clear what this replica has observed of key; return the new state and the floor

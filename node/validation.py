@@ -6,6 +6,7 @@ stable problem type, so bad input never changes a counter.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from typing import Any
@@ -61,6 +62,20 @@ def only_fields(body: dict[str, Any], allowed: set[str]) -> None:
     unknown = sorted(set(body) - allowed)
     if unknown:
         raise InvalidBody(f"unknown field(s): {', '.join(unknown)}")
+
+
+IDEMPOTENCY_KEY = re.compile(r"[\x21-\x7e]{1,200}")  # visible ASCII
+
+
+def idempotency(request: web.Request, body: Any) -> tuple[str, str]:
+    """The Idempotency-Key header (or "") and a fingerprint of what the request asks for."""
+    key = request.headers.get("Idempotency-Key", "")
+    if key and IDEMPOTENCY_KEY.fullmatch(key) is None:
+        raise InvalidBody("Idempotency-Key must be 1-200 visible ASCII characters")
+    if not key:
+        return "", ""
+    canonical = json.dumps([request.method, request.path, body], sort_keys=True)
+    return key, hashlib.sha256(canonical.encode()).hexdigest()[:32]
 
 
 def limit(request: web.Request) -> int:

@@ -1,0 +1,83 @@
+"""Idempotency receipts: what the first attempt of a request answered, kept with its counter.
+
+State: a map idempotency key -> Receipt(fingerprint of the request, the value first
+answered, when it was applied in ms, the actor that applied it).
+
+merge(a, b): the union of both maps; where both hold a key, the receipt first in the order
+(at_ms, actor, fingerprint, value) wins. A per-key minimum in a total order, so merge is
+    associative, commutative and idempotent,
+and replicas that saw two racing first attempts agree on one winner.
+
+prune(now_ms, window_ms): drops receipts older than the window; time is an argument.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from crdt.errors import CodecError
+
+MAX_IDEMPOTENCY_KEY_CHARS = 256
+MAX_FINGERPRINT_CHARS = 128
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class Receipt:
+    at_ms: int
+    actor: str
+    fingerprint: str
+    value: int
+
+    def to_wire(self) -> list[Any]:
+        return [self.at_ms, self.actor, self.fingerprint, self.value]
+
+    @classmethod
+    def from_wire(cls, obj: object) -> Receipt:
+        if not isinstance(obj, list | tuple) or len(obj) != 4:
+            raise CodecError("a receipt is [at_ms, actor, fingerprint, value]")
+        at_ms, actor, fingerprint, value = obj
+        if type(at_ms) is not int or not 0 <= at_ms < 1 << 63:
+            raise CodecError("receipt time is not a non-negative int64")
+        if type(actor) is not str or not 0 < len(actor) <= 256:
+            raise CodecError("receipt actor is not a short string")
+        if type(fingerprint) is not str or not 0 < len(fingerprint) <= MAX_FINGERPRINT_CHARS:
+            raise CodecError("receipt fingerprint is not a short string")
+        if type(value) is not int or not -(1 << 63) <= value < 1 << 63:
+            raise CodecError("receipt value is not an int64")
+        return cls(at_ms, actor, fingerprint, value)
+
+
+Receipts = Mapping[str, Receipt]
+
+
+def merge(a: Receipts, b: Receipts) -> dict[str, Receipt]:
+    merged = dict(a)
+    for key, receipt in b.items():
+        mine = merged.get(key)
+        if mine is None or receipt < mine:
+            merged[key] = receipt
+    return merged
+
+
+def prune(receipts: Receipts, now_ms: int, window_ms: int) -> dict[str, Receipt]:
+    return {k: r for k, r in receipts.items() if r.at_ms + window_ms >= now_ms}
+
+
+def to_wire(receipts: Receipts) -> list[list[Any]]:
+    return [[key, receipt.to_wire()] for key, receipt in sorted(receipts.items())]
+
+
+def from_wire(obj: object) -> dict[str, Receipt]:
+    if not isinstance(obj, list | tuple) or len(obj) > 100_000:
+        raise CodecError("receipts are a list of [key, receipt]")
+    out: dict[str, Receipt] = {}
+    for item in obj:
+        if not isinstance(item, list | tuple) or len(item) != 2:
+            raise CodecError("a receipt entry is [key, receipt]")
+        key = item[0]
+        if type(key) is not str or not 0 < len(key) <= MAX_IDEMPOTENCY_KEY_CHARS * 2:
+            raise CodecError("an idempotency key is a short string")
+        out = merge(out, {key: Receipt.from_wire(item[1])})
+    return out
