@@ -15,10 +15,12 @@ from typing import Protocol
 from crdt import PNCounter
 from crdt.codec import MAX_ACTOR_BYTES
 from crdt.gcounter import UINT64_MAX
+from crdt.receipts import Receipt
 from node.config import Config
 from node.protocol import Key, ProtocolError, key_from_wire
 
 Entry = tuple[Key, int, PNCounter]  # key, shard, state
+ReceiptEntry = tuple[Key, int, dict[str, Receipt]]  # key, shard, idempotency receipts
 
 
 class DurableError(Exception):
@@ -33,6 +35,12 @@ class DurableReplica(Protocol):
 
     async def load(self, shards: Collection[int]) -> list[tuple[Key, PNCounter]]:
         """Every counter of these shards, as stored."""
+
+    async def write_receipts(self, entries: Sequence[ReceiptEntry], window_ms: int) -> None:
+        """Keep these idempotency receipts for the window (the first one stored wins)."""
+
+    async def load_receipts(self, shards: Collection[int]) -> list[ReceiptEntry]:
+        """The unexpired receipts of these shards' counters."""
 
     async def ping(self) -> None:
         """Raise DurableError unless the replica answers."""

@@ -10,6 +10,7 @@ Counts are compared as decimal strings, since Lua numbers lose precision past 2*
 from __future__ import annotations
 
 import asyncio
+import json
 from collections import defaultdict
 from collections.abc import Collection, Sequence
 from typing import Any
@@ -18,8 +19,8 @@ import redis.asyncio as redis
 from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import RedisError
 
-from crdt import PNCounter
-from node.durable import DurableError, Entry, key_of, member, state_of
+from crdt import CodecError, PNCounter, receipts
+from node.durable import DurableError, Entry, ReceiptEntry, key_of, member, state_of
 from node.protocol import Key
 
 MERGE_SCRIPT = """
@@ -133,6 +134,54 @@ class RedisReplica:
             for (_, name), raw in zip(names, hashes, strict=True)
             if raw
         ]
+
+    async def write_receipts(self, entries: Sequence[ReceiptEntry], window_ms: int) -> None:
+        """Receipts of shard S live in `rct:{S}:<member>` (idempotency key -> receipt) and
+        are indexed by `rct:{S}:keys`; both expire a window after their last receipt."""
+        if not entries:
+            return
+        try:
+            async with self._client.pipeline(transaction=False) as pipe:
+                for key, shard, found in entries:
+                    name = member(key)
+                    hash_key, index_key = f"rct:{{{shard}}}:{name}", f"rct:{{{shard}}}:keys"
+                    for idem, receipt in found.items():
+                        pipe.hsetnx(hash_key, idem, json.dumps(receipt.to_wire()))
+                    pipe.pexpire(hash_key, window_ms)
+                    pipe.sadd(index_key, name)
+                    pipe.pexpire(index_key, window_ms)
+                await pipe.execute()
+        except (RedisError, OSError) as error:
+            raise DurableError(f"redis receipt write failed: {error}") from error
+
+    async def load_receipts(self, shards: Collection[int]) -> list[ReceiptEntry]:
+        shards = sorted(shards)
+        try:
+            async with self._client.pipeline(transaction=False) as pipe:
+                for shard in shards:
+                    pipe.smembers(f"rct:{{{shard}}}:keys")
+                members = await pipe.execute()
+            names = [
+                (shard, raw.decode())
+                for shard, found in zip(shards, members, strict=True)
+                for raw in found
+            ]
+            async with self._client.pipeline(transaction=False) as pipe:
+                for shard, name in names:
+                    pipe.hgetall(f"rct:{{{shard}}}:{name}")
+                hashes = await pipe.execute()
+            out: list[ReceiptEntry] = []
+            for (shard, name), raw in zip(names, hashes, strict=True):
+                found = receipts.from_wire(
+                    [[idem.decode(), json.loads(value)] for idem, value in raw.items()]
+                )
+                if found:
+                    out.append((key_of(name), shard, found))
+            return out
+        except (RedisError, OSError) as error:
+            raise DurableError(f"redis receipt load failed: {error}") from error
+        except (ValueError, CodecError) as error:
+            raise DurableError(f"corrupt receipt in Redis: {error}") from error
 
     async def ping(self) -> None:
         try:

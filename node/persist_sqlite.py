@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import time
 from collections.abc import Collection, Sequence
 from pathlib import Path
 
 from crdt import PNCounter
-from node.durable import DurableError, Entry, key_of, member, state_of
+from crdt.receipts import Receipt
+from node.durable import DurableError, Entry, ReceiptEntry, key_of, member, state_of
 from node.protocol import Key
 
 SCHEMA = """
@@ -28,6 +30,17 @@ CREATE TABLE IF NOT EXISTS slots (
     PRIMARY KEY (counter, actor)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS slots_by_shard ON slots (shard);
+CREATE TABLE IF NOT EXISTS receipts (
+    counter TEXT NOT NULL,
+    shard INTEGER NOT NULL,
+    idem TEXT NOT NULL,
+    at_ms INTEGER NOT NULL,
+    actor TEXT NOT NULL,
+    fingerprint TEXT NOT NULL,
+    value INTEGER NOT NULL,
+    PRIMARY KEY (counter, idem)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS receipts_by_shard ON receipts (shard);
 """
 UPSERT = """
 INSERT INTO slots (counter, shard, actor, p, n) VALUES (?, ?, ?, ?, ?)
@@ -86,6 +99,51 @@ class SqliteReplica:
                 return await asyncio.to_thread(self._load, shards)
             except sqlite3.Error as error:
                 raise DurableError(f"sqlite load failed: {error}") from error
+
+    def _write_receipts(self, entries: Sequence[ReceiptEntry], window_ms: int) -> None:
+        rows = [
+            (member(key), shard, idem, r.at_ms, r.actor, r.fingerprint, r.value)
+            for key, shard, found in entries
+            for idem, r in found.items()
+        ]
+        now_ms = int(time.time() * 1000)
+        with self._db:
+            self._db.execute("BEGIN")
+            self._db.executemany("INSERT OR IGNORE INTO receipts VALUES (?,?,?,?,?,?,?)", rows)
+            self._db.execute("DELETE FROM receipts WHERE at_ms < ?", (now_ms - window_ms,))
+
+    async def write_receipts(self, entries: Sequence[ReceiptEntry], window_ms: int) -> None:
+        if not entries:
+            return
+        async with self._lock:
+            try:
+                await asyncio.to_thread(self._write_receipts, entries, window_ms)
+            except sqlite3.Error as error:
+                raise DurableError(f"sqlite receipt write failed: {error}") from error
+
+    def _load_receipts(self, shards: Collection[int]) -> list[ReceiptEntry]:
+        found: dict[str, dict[str, Receipt]] = {}
+        marks = ",".join("?" * len(shards))
+        query = (
+            "SELECT counter, shard, idem, at_ms, actor, fingerprint, value FROM receipts"
+            f" WHERE shard IN ({marks})"
+        )
+        shard_of: dict[str, int] = {}
+        for counter, shard, idem, at_ms, actor, fingerprint, value in self._db.execute(
+            query, list(shards)
+        ):
+            found.setdefault(counter, {})[idem] = Receipt(at_ms, actor, fingerprint, value)
+            shard_of[counter] = shard
+        return [(key_of(name), shard_of[name], rows) for name, rows in found.items()]
+
+    async def load_receipts(self, shards: Collection[int]) -> list[ReceiptEntry]:
+        if not shards:
+            return []
+        async with self._lock:
+            try:
+                return await asyncio.to_thread(self._load_receipts, shards)
+            except sqlite3.Error as error:
+                raise DurableError(f"sqlite receipt load failed: {error}") from error
 
     async def ping(self) -> None:
         """A local file is there as long as the node is."""

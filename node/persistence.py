@@ -26,8 +26,15 @@ PING_INTERVAL_S = 1.0  # how often an idle node checks that its durable replica 
 
 
 class Persister:
-    def __init__(self, store: CounterStore, durable: DurableReplica, interval_s: float) -> None:
+    def __init__(
+        self,
+        store: CounterStore,
+        durable: DurableReplica,
+        interval_s: float,
+        receipt_window_s: float = 86400.0,
+    ) -> None:
         self.store = store
+        self.receipt_window_ms = int(receipt_window_s * 1000)
         self.durable = durable
         self.interval_s = interval_s
         self.healthy = True
@@ -56,16 +63,19 @@ class Persister:
         async with self._lock:
             waiters, self._waiters = self._waiters, []
             entries = self.store.take_dirty()
+            receipts = self.store.take_dirty_receipts()
             started = time.monotonic()
             try:
-                if entries:
+                if entries or receipts:
                     await self.durable.write(entries)
+                    await self.durable.write_receipts(receipts, self.receipt_window_ms)
                     self._checked_at = started
                 elif started - self._checked_at >= PING_INTERVAL_S or not self.healthy:
                     await self.durable.ping()  # so an idle node notices an outage too
                     self._checked_at = started
             except DurableError as error:
                 self.store.mark_dirty(entries)
+                self.store.mark_receipts_dirty(receipts)
                 if self.healthy:
                     log.warning(
                         "durable replica unreachable, %d counters wait: %s", len(entries), error
@@ -109,6 +119,8 @@ class Persister:
         """Merge the durable copy of these shards into memory; returns how many counters."""
         entries = await self.durable.load(shards)
         self.store.merge_many(entries)
+        for key, _, found in await self.durable.load_receipts(shards):
+            self.store.add_receipts(key, found)
         return len(entries)
 
     def status(self) -> dict[str, Any]:

@@ -31,6 +31,7 @@ class CounterStore:
         self._dirty: set[Key] = set()  # changed since the last write to the durable replica
         self._history_dirty: set[Key] = set()  # changed since history last recorded them
         self._receipts: dict[Key, dict[str, Receipt]] = {}  # idempotency receipts per counter
+        self._dirty_receipts: set[Key] = set()  # receipts not yet in the durable replica
 
     def __len__(self) -> int:
         return len(self._states)
@@ -52,7 +53,21 @@ class CounterStore:
         return None if found is None else found.get(idempotency_key)
 
     def add_receipts(self, key: Key, incoming: Mapping[str, Receipt]) -> None:
-        self._receipts[key] = receipts.merge(self._receipts.get(key, {}), incoming)
+        current = self._receipts.get(key, {})
+        merged = receipts.merge(current, incoming)
+        if merged != current:
+            self._receipts[key] = merged
+            self._dirty_receipts.add(key)
+
+    def take_dirty_receipts(self) -> list[tuple[Key, int, dict[str, Receipt]]]:
+        """Counters whose receipts changed: (key, shard, all its receipts)."""
+        dirty, self._dirty_receipts = self._dirty_receipts, set()
+        return [(key, self._shard_of(key), dict(self._receipts[key])) for key in dirty]
+
+    def mark_receipts_dirty(
+        self, entries: Iterable[tuple[Key, int, Mapping[str, Receipt]]]
+    ) -> None:
+        self._dirty_receipts.update(key for key, _, _ in entries)
 
     def prune_receipts(self, key: Key, now_ms: int, window_ms: int) -> None:
         found = self._receipts.get(key)

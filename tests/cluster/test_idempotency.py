@@ -92,3 +92,21 @@ def _coordinator_of(ring: dict[str, Any], name: str) -> str:
 
     shard = key_hash("default", NS, name) & (ring["shards"] - 1)
     return str(ring["preference_lists"][shard][0])
+
+
+async def test_receipts_survive_a_restart_of_the_whole_cluster(cluster: Cluster):
+    cluster.settings.update(COUNTERS_DURABILITY="sync")  # acknowledged means on disk
+    nodes = await cluster.start(3)
+    status, body = await _increment(cluster, nodes[1], "downloads", 3, "dl-9")
+    assert (status, body["value"]) == (200, 3)
+    for node in nodes:
+        node.kill()
+    for node in nodes:
+        node.start(cluster.seeds())
+    for node in nodes:
+        await cluster.wait_ready(node)
+        await cluster.wait_all_up(node, 3)
+    for node in nodes:
+        status, body = await _increment(cluster, node, "downloads", 3, "dl-9")
+        assert (status, body["value"]) == (200, 3), body
+    assert await cluster.value(nodes[0], NS, "downloads", "all") == 3

@@ -6,6 +6,7 @@ shard's load returns exactly its counters.
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -94,3 +95,20 @@ async def test_an_unreachable_redis_raises_durable_error():
             await unreachable.load({1})
     finally:
         await unreachable.close()
+
+
+async def test_receipts_are_kept_first_write_wins_and_load_by_shard(
+    replica: DurableReplica, tmp_path: Path
+):
+    from crdt.receipts import Receipt
+
+    ns = tmp_path.name
+    now_ms = int(time.time() * 1000)
+    first = Receipt(now_ms, "n1:1", "fp-a", 15)
+    later = Receipt(now_ms + 5, "n2:1", "fp-b", 99)
+    window = 60_000
+    await replica.write_receipts([(_key("c", ns), 21, {"order-1": first})], window)
+    await replica.write_receipts([(_key("c", ns), 21, {"order-1": later, "o2": later})], window)
+    loaded = {key: found for key, _, found in await replica.load_receipts({21})}
+    assert loaded[_key("c", ns)] == {"order-1": first, "o2": later}
+    assert _key("c", ns) not in {key for key, _, _ in await replica.load_receipts({22})}
