@@ -10,8 +10,18 @@ from collections.abc import AsyncIterator
 import uvloop
 from aiohttp import web
 
-from node import admin, api, logs, openapi
-from node.appkeys import CLUSTER, CONFIG, COORDINATOR, GOSSIP, HANDOFF, PERSISTER, POOL, STORE
+from node import admin, api, history_api, logs, openapi
+from node.appkeys import (
+    CLUSTER,
+    CONFIG,
+    COORDINATOR,
+    GOSSIP,
+    HANDOFF,
+    HISTORY,
+    PERSISTER,
+    POOL,
+    STORE,
+)
 from node.cluster import Cluster
 from node.config import Config
 from node.coordinator import Coordinator
@@ -19,6 +29,7 @@ from node.durable import open_durable
 from node.errors import problem_middleware
 from node.gossip import Gossip
 from node.handoff import Handoff
+from node.history import Recorder, open_history
 from node.incarnation import next_incarnation
 from node.peer_server import PeerServer
 from node.peers import PEER_PATH, PeerPool
@@ -36,13 +47,23 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
     cluster = Cluster(config, incarnation)
     store = CounterStore(cluster.shard_of)
     pool = PeerPool(config, store.share, cluster.actor)
-    persister = Persister(store, open_durable(config), config.persist_interval_s)
+    persister = Persister(
+        store, open_durable(config), config.persist_interval_s, config.idempotency_window_s
+    )
     handoff = Handoff(cluster, store, pool, persister)
     gossip = Gossip(cluster, store, pool, handoff)
     coordinator = Coordinator(cluster, store, pool, persister)
     app[CLUSTER], app[STORE], app[POOL], app[PERSISTER] = cluster, store, pool, persister
     app[HANDOFF], app[GOSSIP], app[COORDINATOR] = handoff, gossip, coordinator
     app[PEER_SERVER] = PeerServer(config.cluster_secret, store, coordinator, gossip)
+    history = app[HISTORY] = Recorder(
+        store,
+        open_history(config),
+        lambda shard: cluster.coordinator(shard) == cluster.node_id,
+        flush_interval_s=config.history_flush_interval_s,
+        bucket_s=config.history_bucket_s,
+    )
+    await history.start()
     log.info(
         "node %s up at %s as actor %s, durable replica %s (%s)",
         config.node_id,
@@ -54,6 +75,7 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
     tasks = [
         asyncio.create_task(gossip.run(), name="gossip"),
         asyncio.create_task(persister.run(), name="persister"),
+        asyncio.create_task(history.run(), name="history"),
     ]
     yield
     for task in tasks:
@@ -63,6 +85,7 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
     await gossip.stop()
     await app[PEER_SERVER].close()
     await persister.close()
+    await history.close()
     await pool.close()
 
 
@@ -80,6 +103,7 @@ def build_app(config: Config) -> web.Application:
     app.cleanup_ctx.append(_resources)
     app.on_shutdown.append(_close_peer_links)
     app.add_routes(api.routes)
+    app.add_routes(history_api.routes)
     app.add_routes(admin.routes)
     app.add_routes(openapi.routes)
     app.router.add_get(PEER_PATH, _peer_ws)

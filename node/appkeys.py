@@ -9,6 +9,7 @@ from node.config import Config
 from node.coordinator import Coordinator
 from node.gossip import Gossip
 from node.handoff import Handoff
+from node.history import Recorder
 from node.peers import PeerPool
 from node.persistence import Persister
 from node.store import CounterStore
@@ -21,3 +22,4 @@ COORDINATOR = web.AppKey("coordinator", Coordinator)
 GOSSIP = web.AppKey("gossip", Gossip)
 HANDOFF = web.AppKey("handoff", Handoff)
 PERSISTER = web.AppKey("persister", Persister)
+HISTORY = web.AppKey("history", Recorder)

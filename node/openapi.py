@@ -95,6 +95,44 @@ PATHS: dict[str, Any] = {
             "responses": {"200": _json("CounterList"), **_errors(400, 503)},
         }
     },
+    "/v1/namespaces/{namespace}/counters/{name}/history": {
+        "get": {
+            "summary": "A counter's value and delta per minute, hour or day",
+            "parameters": [
+                _path_param("namespace"),
+                _path_param("name"),
+                {"name": "from", "in": "query", "schema": {"type": "string"}},
+                {"name": "to", "in": "query", "schema": {"type": "string"}},
+                {
+                    "name": "step",
+                    "in": "query",
+                    "schema": {"type": "string", "enum": ["minute", "hour", "day"]},
+                },
+            ],
+            "responses": {"200": {"description": "The series"}, **_errors(400, 503)},
+        }
+    },
+    "/v1/namespaces/{namespace}/rollups": {
+        "get": {
+            "summary": "A namespace's total increase and top counters per hour or day",
+            "parameters": [
+                _path_param("namespace"),
+                {
+                    "name": "period",
+                    "in": "query",
+                    "schema": {"type": "string", "enum": ["hour", "day"]},
+                },
+                {"name": "from", "in": "query", "schema": {"type": "string"}},
+                {"name": "to", "in": "query", "schema": {"type": "string"}},
+                {
+                    "name": "top",
+                    "in": "query",
+                    "schema": {"type": "integer", "minimum": 1, "maximum": 100},
+                },
+            ],
+            "responses": {"200": {"description": "Rollups"}, **_errors(400, 503)},
+        }
+    },
     "/admin/ring": {
         "get": {
             "summary": "Ring: members, placement, checksum, pending hand-offs",

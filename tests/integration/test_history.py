@@ -1,0 +1,479 @@
+"""The counter history on real PostgreSQL and on SQLite: migrations, recording, queries.
+
+Both backends run every contract test and must give identical answers on the same data. Time
+is an argument (the recorder's `now`), so nothing here sleeps. The PostgreSQL server is
+shared by the session, so each test writes its own namespace.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import asyncpg
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestClient, TestServer
+from servers import PostgresServer
+
+from node import history_api
+from node.appkeys import CLUSTER, CONFIG, HISTORY
+from node.cluster import Cluster
+from node.config import Config
+from node.errors import InvalidBody, problem_middleware
+from node.history import (
+    HistoryBuffer,
+    HistoryStore,
+    Recorder,
+    Row,
+    bucket_of,
+    iso,
+    migrations,
+)
+from node.history_api import parse_time
+from node.history_pg import PgHistory
+from node.history_sqlite import MEMORY, SqliteHistory
+from node.store import CounterStore
+
+BACKENDS = ["sqlite", "postgres"]
+TENANT = "default"
+DAY0 = 1_700_006_400  # 2023-11-15T00:00:00Z, a UTC midnight
+HOUR, DAY = 3600, 86400
+
+
+def open_store(kind: str, tmp_path: Path, request: pytest.FixtureRequest) -> HistoryStore:
+    if kind == "sqlite":
+        return SqliteHistory(tmp_path / "history.sqlite3")
+    server: PostgresServer = request.getfixturevalue("postgres_server")
+    return PgHistory(server.dsn)
+
+
+@pytest.fixture(params=BACKENDS)
+async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[HistoryStore]:
+    opened = open_store(request.param, tmp_path, request)
+    try:
+        yield opened
+    finally:
+        await opened.close()
+
+
+@pytest.fixture
+def ns() -> str:
+    return "ns-" + uuid.uuid4().hex[:12]
+
+
+def rows(ns: str, name: str, values: dict[int, int], at: float = 0.0) -> list[Row]:
+    """History rows of one counter: bucket -> value, recorded `at` (default: bucket + 1)."""
+    return [
+        (TENANT, ns, name, bucket, value, at or bucket + 1.0) for bucket, value in values.items()
+    ]
+
+
+# -- migrations ---------------------------------------------------------------------------
+
+
+def test_migrations_ship_for_both_dialects_with_the_same_versions() -> None:
+    postgres, sqlite = migrations("postgres"), migrations("sqlite")
+    assert [m.version for m in postgres] == [m.version for m in sqlite]
+    assert postgres and all("counter_history" in m.sql for m in postgres + sqlite)
+
+
+@pytest.fixture(params=BACKENDS)
+async def fresh_schema(
+    request: pytest.FixtureRequest, tmp_path: Path
+) -> AsyncIterator[tuple[str, str]]:
+    """(backend, where): a new SQLite file, or a new, empty PostgreSQL database."""
+    if request.param == "sqlite":
+        yield "sqlite", str(tmp_path / "shared.sqlite3")
+        return
+    server: PostgresServer = request.getfixturevalue("postgres_server")
+    name = "migrate_" + uuid.uuid4().hex[:12]
+    admin = await asyncpg.connect(server.dsn)
+    try:
+        await admin.execute(f"CREATE DATABASE {name}")
+        yield "postgres", server.dsn.rsplit("/", 1)[0] + "/" + name
+        await admin.execute(f"DROP DATABASE {name} WITH (FORCE)")
+    finally:
+        await admin.close()
+
+
+async def test_migrations_are_idempotent_and_concurrent_migrators_apply_each_once(
+    fresh_schema: tuple[str, str],
+) -> None:
+    kind, where = fresh_schema
+    versions = [m.version for m in migrations(kind)]
+    stores: list[HistoryStore] = [
+        SqliteHistory(where) if kind == "sqlite" else PgHistory(where) for _ in range(3)
+    ]
+    first, second, third = stores
+    try:
+        applied = await asyncio.gather(first.migrate(), second.migrate())
+        assert sorted(applied[0] + applied[1]) == versions  # each applied once, by one of them
+        assert await first.migrate() == []
+        assert await third.migrate() == []
+        await third.write(rows("ns", "after-migrations", {DAY0: 1}))
+        assert await first.series(TENANT, "ns", "after-migrations", "minute", DAY0, DAY0 + 60) == [
+            (DAY0, 1, 1)
+        ]
+    finally:
+        for opened in stores:
+            await opened.close()
+
+
+# -- writes ---------------------------------------------------------------------------------
+
+
+async def test_writes_are_idempotent_upserts_that_keep_the_newest_recording(
+    store: HistoryStore, ns: str
+) -> None:
+    batch = rows(ns, "c", {DAY0: 5, DAY0 + 60: 7}, at=DAY0 + 100.0)
+    await store.write(batch)
+    await store.write(batch)  # a retry of a write that landed changes nothing
+    await store.write(rows(ns, "c", {DAY0: 99}, at=DAY0 + 50.0))  # recorded earlier: loses
+    series = await store.series(TENANT, ns, "c", "minute", DAY0, DAY0 + 120)
+    assert series == [(DAY0, 5, 5), (DAY0 + 60, 7, 2)]
+    await store.write(rows(ns, "c", {DAY0: 6}, at=DAY0 + 200.0))  # recorded later: wins
+    series = await store.series(TENANT, ns, "c", "minute", DAY0, DAY0 + 120)
+    assert series == [(DAY0, 6, 6), (DAY0 + 60, 7, 1)]
+
+
+async def test_values_at_the_int64_limits_are_exact(store: HistoryStore, ns: str) -> None:
+    low, high = -(2**63), 2**63 - 1
+    await store.write(rows(ns, "edge", {DAY0: high, DAY0 + 60: low + 1}))
+    series = await store.series(TENANT, ns, "edge", "minute", DAY0, DAY0 + 120)
+    assert [value for _, value, _ in series] == [high, low + 1]
+    assert series[0][2] == high
+
+
+# -- the recorder ---------------------------------------------------------------------------
+
+
+def counters_of_two_shards() -> CounterStore:
+    """Shard 0 holds the names starting with "mine", shard 1 every other name."""
+    return CounterStore(lambda key: 0 if key[2].startswith("mine") else 1)
+
+
+async def test_recorder_files_owned_counters_by_bucket_and_drops_the_others(
+    store: HistoryStore, ns: str
+) -> None:
+    counters = counters_of_two_shards()
+    recorder = Recorder(counters, store, lambda shard: shard == 0, flush_interval_s=10, bucket_s=60)
+    await recorder.start()
+    counters.increment((TENANT, ns, "mine-a"), "n1:1", 5)
+    counters.increment((TENANT, ns, "theirs"), "n1:1", 9)
+    await recorder.flush(now=DAY0 + 10)
+    counters.increment((TENANT, ns, "mine-a"), "n1:1", 1)
+    await recorder.flush(now=DAY0 + 50)  # same bucket: the newer value replaces the older
+    counters.increment((TENANT, ns, "mine-a"), "n2:1", -3)
+    counters.increment((TENANT, ns, "mine-b"), "n1:1", 2)
+    await recorder.flush(now=DAY0 + 125)
+    await recorder.flush(now=DAY0 + 190)  # nothing changed: nothing recorded
+    assert await store.series(TENANT, ns, "mine-a", "minute", DAY0, DAY0 + 300) == [
+        (DAY0, 6, 6),
+        (DAY0 + 120, 3, -3),
+    ]
+    assert await store.series(TENANT, ns, "mine-b", "minute", DAY0, DAY0 + 300) == [
+        (DAY0 + 120, 2, 2)
+    ]
+    assert await store.series(TENANT, ns, "theirs", "minute", DAY0, DAY0 + 300) == []
+    status = recorder.status(now=DAY0 + 200)
+    assert status["healthy"] and status["buffered"] == 0 and status["write_lag_s"] == 0
+    assert status["written"] == 4 and status["store"] == store.name  # mine-a's first bucket twice
+
+
+@pytest.mark.parametrize("kind", BACKENDS)
+async def test_recorder_flushes_once_more_when_closed(
+    kind: str, request: pytest.FixtureRequest, tmp_path: Path, ns: str
+) -> None:
+    counters = counters_of_two_shards()
+    recorder = Recorder(
+        counters,
+        open_store(kind, tmp_path, request),
+        lambda shard: True,
+        flush_interval_s=3600,
+        bucket_s=60,
+    )
+    counters.increment((TENANT, ns, "last-words"), "n1:1", 4)
+    await recorder.close()
+    reopened = open_store(kind, tmp_path, request)
+    try:
+        series = await reopened.series(TENANT, ns, "last-words", "day", 0, 4_000_000_000)
+        assert [(value, delta) for _, value, delta in series] == [(4, 4)]
+    finally:
+        await reopened.close()
+
+
+def test_buffer_keeps_one_value_per_counter_and_bucket_and_drops_oldest_buckets_first() -> None:
+    buffer = HistoryBuffer(capacity=4)
+    for bucket in (DAY0, DAY0 + 60):
+        for name in ("a", "b"):
+            buffer.put((TENANT, "ns", name), bucket, 1, bucket + 1.0)
+    buffer.put((TENANT, "ns", "a"), DAY0 + 60, 2, DAY0 + 70.0)  # replaces, takes no room
+    assert len(buffer) == 4 and buffer.trim() == 0
+    buffer.put((TENANT, "ns", "a"), DAY0 + 120, 3, DAY0 + 121.0)
+    assert buffer.trim() == 1 and len(buffer) == 4 and buffer.dropped == 1
+    buffer.put((TENANT, "ns", "c"), DAY0 + 120, 3, DAY0 + 122.0)
+    assert buffer.trim() == 1  # the oldest bucket is gone entirely now
+    assert {row[3] for row in buffer.batch(100)} == {DAY0 + 60, DAY0 + 120}
+    assert buffer.oldest() == DAY0 + 61.0
+    written = buffer.batch(2)
+    assert [row[3] for row in written] == [DAY0 + 60, DAY0 + 60]  # oldest bucket first
+    buffer.put((TENANT, "ns", "a"), DAY0 + 60, 9, DAY0 + 119.0)  # changed while in flight
+    buffer.remove(written)
+    assert [row[2:5] for row in buffer.batch(100) if row[3] == DAY0 + 60] == [("a", DAY0 + 60, 9)]
+    assert len(buffer) == 3
+
+
+# -- queries ----------------------------------------------------------------------------------
+
+
+async def test_series_by_minute_hour_and_day_with_deltas(store: HistoryStore, ns: str) -> None:
+    await store.write(
+        rows(
+            ns,
+            "c",
+            {
+                DAY0 - HOUR: 100,  # before the range: the first delta's base
+                DAY0: 110,
+                DAY0 + 60: 105,
+                DAY0 + 120: 130,
+                DAY0 + HOUR: 140,
+                DAY0 + HOUR + 60: 150,
+                DAY0 + DAY + 2 * HOUR: 90,
+            },
+        )
+    )
+    await store.write(rows(ns, "fresh", {DAY0 + 60: 7}))
+
+    async def series(name: str, step: str, start: int, end: int) -> list[tuple[int, int, int]]:
+        return await store.series(TENANT, ns, name, step, start, end)
+
+    two_days = (DAY0, DAY0 + 2 * DAY)
+    assert await series("c", "minute", *two_days) == [
+        (DAY0, 110, 10),
+        (DAY0 + 60, 105, -5),
+        (DAY0 + 120, 130, 25),
+        (DAY0 + HOUR, 140, 10),
+        (DAY0 + HOUR + 60, 150, 10),
+        (DAY0 + DAY + 2 * HOUR, 90, -60),
+    ]
+    assert await series("c", "hour", *two_days) == [
+        (DAY0, 130, 30),
+        (DAY0 + HOUR, 150, 20),
+        (DAY0 + DAY + 2 * HOUR, 90, -60),
+    ]
+    assert await series("c", "day", *two_days) == [(DAY0, 150, 50), (DAY0 + DAY, 90, -60)]
+    # from mid-hour: the hour keeps its label, its delta is against the value before `from`
+    assert await series("c", "hour", DAY0 + 60, DAY0 + HOUR) == [(DAY0, 130, 20)]
+    assert await series("c", "minute", DAY0, DAY0 + 120) == [(DAY0, 110, 10), (DAY0 + 60, 105, -5)]
+    assert await series("fresh", "hour", *two_days) == [(DAY0, 7, 7)]  # no base: from zero
+    assert await series("c", "minute", DAY0 + 2 * HOUR, DAY0 + 3 * HOUR) == []
+    assert await series("missing", "day", *two_days) == []
+
+
+async def write_rollup_data(store: HistoryStore, ns: str) -> None:
+    await store.write(rows(ns, "a", {DAY0 - 60: 10, DAY0: 15, DAY0 + 1800: 20, DAY0 + HOUR: 50}))
+    await store.write(rows(ns, "b", {DAY0 + 600: 40, DAY0 + HOUR + 100: 30}))
+    await store.write(rows(ns, "c", {DAY0 + 120: 5, DAY0 + HOUR + 400: 5}))
+    await store.write(rows(ns, "d", {DAY0 + 300: 10}))
+    await store.write(rows(ns + "-other", "a", {DAY0: 1000}))  # another namespace: not counted
+
+
+async def test_rollups_sum_the_namespace_and_rank_the_top_increases(
+    store: HistoryStore, ns: str
+) -> None:
+    await write_rollup_data(store, ns)
+    hours = await store.rollups(TENANT, ns, "hour", DAY0, DAY0 + 2 * HOUR, 10)
+    assert hours == [
+        (DAY0, 65, [("b", 40), ("a", 10), ("d", 10), ("c", 5)]),  # a before d: ties by name
+        (DAY0 + HOUR, 20, [("a", 30)]),  # b fell by 10, c stayed: in the total, not the top
+    ]
+    top_two = await store.rollups(TENANT, ns, "hour", DAY0, DAY0 + 2 * HOUR, 2)
+    assert top_two == [(DAY0, 65, [("b", 40), ("a", 10)]), (DAY0 + HOUR, 20, [("a", 30)])]
+    days = await store.rollups(TENANT, ns, "day", DAY0, DAY0 + DAY, 3)
+    assert days == [(DAY0, 85, [("a", 40), ("b", 30), ("d", 10)])]
+    later = await store.rollups(TENANT, ns, "hour", DAY0 + HOUR, DAY0 + DAY, 10)
+    assert later == [(DAY0 + HOUR, 20, [("a", 30)])]  # based on the values before the range
+    assert await store.rollups(TENANT, ns, "day", DAY0 + DAY, DAY0 + 2 * DAY, 10) == []
+
+
+def synthetic_rows(ns: str) -> list[Row]:
+    """Three days of eight counters changing at their own pace, some going down."""
+    out: list[Row] = []
+    for index in range(8):
+        value, bucket, pace = index * 1000 - 3000, DAY0 - 2 * HOUR, 11 * 60 + index * 420
+        for step in itertools.count():
+            bucket += pace + (step * 7 % 5) * 60
+            if bucket >= DAY0 + 3 * DAY:
+                break
+            value += (step * 37 + index * 13) % 101 - (40 if index % 3 == 0 else 10)
+            out.append((TENANT, ns, f"k{index}", bucket, value, bucket + 0.5))
+    return out
+
+
+async def test_postgres_and_sqlite_answer_identically(
+    request: pytest.FixtureRequest, tmp_path: Path, ns: str
+) -> None:
+    data = synthetic_rows(ns)
+    stores = [open_store(kind, tmp_path, request) for kind in BACKENDS]
+    try:
+        for opened in stores:
+            await opened.write(data)
+        ranges = [
+            (DAY0 - DAY, DAY0 + 4 * DAY),
+            (DAY0 + 5 * HOUR + 17 * 60, DAY0 + DAY + 3 * HOUR),
+            (DAY0 + 1234, DAY0 + 1234 + 600),
+        ]
+        answers: list[list[object]] = []
+        for opened in stores:
+            answer: list[object] = []
+            for (start, end), step in itertools.product(ranges, ["minute", "hour", "day"]):
+                for index in range(8):
+                    answer.append(await opened.series(TENANT, ns, f"k{index}", step, start, end))
+            for (start, end), period, top in itertools.product(ranges, ["hour", "day"], [1, 3, 10]):
+                answer.append(await opened.rollups(TENANT, ns, period, start, end, top))
+            answers.append(answer)
+        assert answers[0] == answers[1]
+        assert sum(len(part) for part in answers[0] if isinstance(part, list)) > 1000
+    finally:
+        for opened in stores:
+            await opened.close()
+
+
+async def test_merged_compact_rows_answer_like_one_store_holding_every_row(
+    tmp_path: Path, ns: str
+) -> None:
+    """The embedded cluster's query path: nodes holding parts of the history (here split by
+    bucket, as when a shard's coordinator moves, with one bucket recorded by both)."""
+    data = synthetic_rows(ns)
+    whole = SqliteHistory(tmp_path / "whole.sqlite3")
+    parts = [SqliteHistory(tmp_path / f"part{i}.sqlite3") for i in range(3)]
+    try:
+        await whole.write(data)
+        for position, row in enumerate(data):
+            await parts[position * 3 // len(data)].write([row])
+        stale = data[len(data) // 2]
+        await parts[0].write([(*stale[:4], stale[4] - 999, stale[5] - 0.25)])  # recorded earlier
+        for (start, end), step in itertools.product(
+            [(DAY0 + HOUR + 5, DAY0 + 2 * DAY), (DAY0 - DAY, DAY0 + 5 * DAY)],
+            ["minute", "hour", "day"],
+        ):
+            merged = SqliteHistory(MEMORY)
+            try:
+                for part in parts:
+                    compact = await part.compact(TENANT, ns, None, step, start, end)
+                    await merged.write([(TENANT, ns, *row) for row in compact])
+                if step != "minute":
+                    assert await merged.rollups(
+                        TENANT, ns, step, start, end, 5
+                    ) == await whole.rollups(TENANT, ns, step, start, end, 5)
+                for index in range(8):
+                    name = f"k{index}"
+                    assert await merged.series(
+                        TENANT, ns, name, step, start, end
+                    ) == await whole.series(TENANT, ns, name, step, start, end)
+            finally:
+                await merged.close()
+    finally:
+        for opened in [whole, *parts]:
+            await opened.close()
+
+
+# -- outages ----------------------------------------------------------------------------------
+
+
+async def test_postgres_outage_buffers_writes_that_land_after_restart_exactly_once(
+    postgres_server: PostgresServer, ns: str
+) -> None:
+    store = PgHistory(postgres_server.dsn)
+    counters = counters_of_two_shards()
+    recorder = Recorder(counters, store, lambda shard: True, flush_interval_s=10, bucket_s=60)
+    a, b = (TENANT, ns, "a"), (TENANT, ns, "b")
+    try:
+        await recorder.start()
+        counters.increment(a, "n1:1", 5)
+        await recorder.flush(now=DAY0 + 1)
+        assert recorder.status()["healthy"]
+        postgres_server.stop()
+        try:
+            counters.increment(a, "n1:1", 3)
+            await recorder.flush(now=DAY0 + 61)
+            status = recorder.status(now=DAY0 + 91)
+            assert not status["healthy"] and status["last_error"], status
+            assert status["buffered"] == 1 and status["write_lag_s"] == 30.0, status
+            counters.increment(a, "n1:1", 2)
+            counters.increment(b, "n1:1", 7)
+            await recorder.flush(now=DAY0 + 121)
+            counters.increment(b, "n1:1", 1)
+            await recorder.flush(now=DAY0 + 150)  # replaces b's buffered value in its bucket
+            status = recorder.status(now=DAY0 + 151)
+            assert status["buffered"] == 3 and status["write_lag_s"] == 90.0, status
+        finally:
+            postgres_server.start()
+        await recorder.flush(now=DAY0 + 181)
+        status = recorder.status(now=DAY0 + 182)
+        assert status["healthy"] and status["buffered"] == 0 and status["last_error"] == ""
+        await recorder.flush(now=DAY0 + 241)  # nothing new, nothing written twice
+        assert status["written"] == 4
+        assert await store.series(TENANT, ns, "a", "minute", DAY0, DAY0 + 300) == [
+            (DAY0, 5, 5),
+            (DAY0 + 60, 8, 3),
+            (DAY0 + 120, 10, 2),
+        ]
+        assert await store.series(TENANT, ns, "b", "minute", DAY0, DAY0 + 300) == [
+            (DAY0 + 120, 8, 8)
+        ]
+        connection = await asyncpg.connect(postgres_server.dsn)
+        try:
+            stored = await connection.fetchval(
+                "SELECT count(*) FROM counter_history WHERE namespace = $1", ns
+            )
+        finally:
+            await connection.close()
+        assert stored == 4
+    finally:
+        await recorder.close()
+
+
+def test_bucket_of_and_iso() -> None:
+    assert bucket_of(DAY0 + 59.9, 60) == DAY0
+    assert bucket_of(DAY0 + 60, 60) == DAY0 + 60
+    assert bucket_of(DAY0 + 4000, 3600) == DAY0 + HOUR
+    assert iso(DAY0) == "2023-11-15T00:00:00Z"
+
+
+def test_times_parse_as_iso_8601_or_unix_seconds() -> None:
+    assert parse_time("1700006400", "from") == DAY0
+    assert parse_time("1700006400.5", "from") == DAY0 + 0.5
+    assert parse_time("2023-11-15T00:00:00Z", "from") == DAY0
+    assert parse_time("2023-11-15", "from") == DAY0  # no offset: UTC
+    assert parse_time("2023-11-15T02:00:00+02:00", "from") == DAY0
+    assert parse_time("2023-11-15T02:00:00 02:00", "from") == DAY0  # "+" unescaped in a URL
+    for bad in ["", "yesterday", "nan", "inf", "-1", "1e20", "2023-13-01"]:
+        with pytest.raises(InvalidBody):
+            parse_time(bad, "from")
+
+
+async def test_api_answers_503_while_postgres_is_unreachable(tmp_path: Path) -> None:
+    config = Config(
+        node_id="solo", data_dir=str(tmp_path), postgres_url="postgresql://x@127.0.0.1:1/x"
+    )
+    app = web.Application(middlewares=[problem_middleware])
+    app[CONFIG] = config
+    app[CLUSTER] = Cluster(config, 1)
+    history = PgHistory(config.postgres_url)
+    app[HISTORY] = Recorder(
+        CounterStore(lambda key: 0), history, lambda shard: True, flush_interval_s=10, bucket_s=60
+    )
+    app.add_routes(history_api.routes)
+    async with TestClient(TestServer(app)) as client:
+        for path in ["/v1/namespaces/ns/counters/c/history", "/v1/namespaces/ns/rollups"]:
+            response = await client.get(path)
+            body = await response.json(content_type=None)
+            assert response.status == 503 and body["type"].endswith("history-unavailable"), body
+        response = await client.get("/v1/namespaces/ns/counters/c/history?step=year")
+        assert response.status == 400
+    await history.close()
