@@ -173,6 +173,12 @@ class Coordinator:
         self, ops: list[Op], shards: list[int], consistency: str, fingerprint: str = ""
     ) -> list[dict[str, Any]]:
         results: list[dict[str, Any]] = [{} for _ in ops]
+        writes = any(op.kind != "get" for op in ops)
+        if self.sync and writes and not await self.persister.reachable(self.timeout):
+            raise QuorumUnavailable(
+                "sync durability needs the durable replica, which is unreachable; nothing applied",
+                may_have_applied=False,
+            )
         for index, op in enumerate(ops):
             if op.idem:
                 results[index] = await self.idempotent.run(

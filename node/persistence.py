@@ -23,6 +23,7 @@ from node.store import CounterStore
 
 log = logging.getLogger("counters.persistence")
 PING_INTERVAL_S = 1.0  # how often an idle node checks that its durable replica answers
+PROBE_FRESH_S = 0.05  # how old a sync write's reachability check may be
 
 
 class Persister:
@@ -45,6 +46,8 @@ class Persister:
         self._wakeup = asyncio.Event()
         self._lock = asyncio.Lock()
         self._checked_at = 0.0
+        self._probe: asyncio.Future[bool] | None = None
+        self._probed_at = 0.0
 
     @property
     def backlog(self) -> int:
@@ -89,6 +92,30 @@ class Persister:
             self.last_flush_s = time.monotonic() - started
             self.flushes += 1
             _settle(waiters, None)
+
+    async def reachable(self, timeout: float) -> bool:
+        """Whether the durable replica answers now, asked at most every PROBE_FRESH_S.
+
+        Sync writes ask before applying anything, so an outage refuses them with nothing
+        applied; only one that begins within PROBE_FRESH_S of the check can still apply in
+        memory and then fail (its 503 says so). Concurrent writes share one probe.
+        """
+        now = time.monotonic()
+        if self._probe is None or (self._probe.done() and now - self._probed_at > PROBE_FRESH_S):
+            self._probed_at = now
+            self._probe = asyncio.ensure_future(self._ping())
+        try:
+            return await asyncio.wait_for(asyncio.shield(self._probe), timeout)
+        except TimeoutError:
+            return False
+
+    async def _ping(self) -> bool:
+        try:
+            await self.durable.ping()
+        except DurableError as error:
+            self.healthy, self.last_error = False, str(error)
+            return False
+        return True
 
     async def durable_now(self, timeout: float) -> None:
         """Return once everything applied before this call is in the durable replica."""

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from node.persistence import PROBE_FRESH_S
 from tests.cluster.harness import Cluster, Node, WriteStream, eventually
 from tests.integration.servers import RedisServer
 
@@ -98,10 +100,13 @@ async def test_redis_outage_sync_writes_refused_without_effect(
     status, body = await cluster.increment(nodes[0], NS, "refused", 4)
     assert status == 200 and body["durability"] == "sync", body
     redis.stop()
-    await _wait_store_down(cluster, nodes)
+    # Without waiting for the nodes to notice: a sync write checks the store before applying
+    # anything (a check at most PROBE_FRESH_S old), so each is refused with nothing applied.
+    await asyncio.sleep(PROBE_FRESH_S * 2)  # let the last successful check grow stale
     for node in nodes:
         status, body = await cluster.increment(node, NS, "refused", 5)
         assert status == 503 and body["may_have_applied"] is False, body
+    await _wait_store_down(cluster, nodes)
     assert await cluster.value(nodes[1], NS, "refused", "all") == 4  # nothing applied
     redis.restart()
     await _wait_drained(cluster, nodes)
