@@ -25,7 +25,7 @@ from node.appkeys import (
 from node.cluster import Cluster
 from node.config import Config
 from node.coordinator import Coordinator
-from node.durable import open_durable
+from node.durable import DurableError, DurableReplica, open_durable
 from node.errors import problem_middleware
 from node.gossip import Gossip
 from node.handoff import Handoff
@@ -41,15 +41,31 @@ MAX_BODY_BYTES = 1024 * 1024
 log = logging.getLogger("counters.node")
 
 
+async def _incarnation(config: Config, durable: DurableReplica) -> int:
+    """The next incarnation: from the data dir, and above any the durable replica knows of."""
+    incarnation = next_incarnation(config.data_path)
+    try:
+        known = await durable.last_incarnation(config.node_id, incarnation)
+    except DurableError as error:
+        log.warning(
+            "durable replica unreachable at start, incarnation from the data dir: %s", error
+        )
+        return incarnation
+    if known >= incarnation:  # the data dir was lost or is older: never reuse an actor id
+        incarnation = next_incarnation(config.data_path, at_least=known + 1)
+        with contextlib.suppress(DurableError):  # the data dir has it; the store may lag
+            await durable.last_incarnation(config.node_id, incarnation)
+    return incarnation
+
+
 async def _resources(app: web.Application) -> AsyncIterator[None]:
     config = app[CONFIG]
-    incarnation = next_incarnation(config.data_path)
+    durable = open_durable(config)
+    incarnation = await _incarnation(config, durable)
     cluster = Cluster(config, incarnation)
     store = CounterStore(cluster.shard_of)
     pool = PeerPool(config, store.share, cluster.actor)
-    persister = Persister(
-        store, open_durable(config), config.persist_interval_s, config.idempotency_window_s
-    )
+    persister = Persister(store, durable, config.persist_interval_s, config.idempotency_window_s)
     handoff = Handoff(cluster, store, pool, persister)
     gossip = Gossip(cluster, store, pool, handoff)
     coordinator = Coordinator(cluster, store, pool, persister)

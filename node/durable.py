@@ -42,6 +42,11 @@ class DurableReplica(Protocol):
     async def load_receipts(self, shards: Collection[int]) -> list[ReceiptEntry]:
         """The unexpired receipts of these shards' counters."""
 
+    async def last_incarnation(self, node_id: str, current: int) -> int:
+        """Record `current` as node_id's incarnation unless a higher one is known; return the
+        highest known before this call (0 if none), so a node whose data dir was lost still
+        takes a new actor id."""
+
     async def ping(self) -> None:
         """Raise DurableError unless the replica answers."""
 

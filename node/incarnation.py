@@ -12,8 +12,9 @@ from pathlib import Path
 FILE_NAME = "incarnation"
 
 
-def next_incarnation(data_dir: Path) -> int:
-    """Read the last incarnation, store and return the next one (durably, before use)."""
+def next_incarnation(data_dir: Path, at_least: int = 0) -> int:
+    """Read the last incarnation, store and return the next one (durably, before use); at
+    least `at_least`, which the durable replica may know of when the data dir was lost."""
     data_dir.mkdir(parents=True, exist_ok=True)
     path = data_dir / FILE_NAME
     try:
@@ -22,7 +23,7 @@ def next_incarnation(data_dir: Path) -> int:
         last = 0
     except ValueError:
         raise ValueError(f"{path} is corrupt; refusing to guess an incarnation") from None
-    current = last + 1
+    current = max(last + 1, at_least)
     temporary = path.with_suffix(".tmp")
     with open(temporary, "w") as handle:
         handle.write(f"{current}\n")

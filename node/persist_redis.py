@@ -44,6 +44,11 @@ for k = 2, #KEYS do
 end
 return #KEYS - 1
 """
+INCARNATION_SCRIPT = """
+local known = tonumber(redis.call('GET', KEYS[1]) or '0')
+if tonumber(ARGV[1]) > known then redis.call('SET', KEYS[1], ARGV[1]) end
+return known
+"""
 KEYS_PER_CALL = 200  # bounds one script's run time, so Redis never stalls long on us
 
 
@@ -88,6 +93,7 @@ class RedisReplica:
         self._cluster = cluster
         self._client: Any = RedisCluster.from_url(url) if cluster else redis.Redis.from_url(url)
         self._merge = self._client.register_script(MERGE_SCRIPT)
+        self._incarnation = self._client.register_script(INCARNATION_SCRIPT)
 
     async def write(self, entries: Sequence[Entry]) -> None:
         by_shard: dict[int, list[Entry]] = defaultdict(list)
@@ -182,6 +188,13 @@ class RedisReplica:
             raise DurableError(f"redis receipt load failed: {error}") from error
         except (ValueError, CodecError) as error:
             raise DurableError(f"corrupt receipt in Redis: {error}") from error
+
+    async def last_incarnation(self, node_id: str, current: int) -> int:
+        try:
+            known = await self._incarnation(keys=[f"ctr:incarnation:{node_id}"], args=[current])
+        except (RedisError, OSError) as error:
+            raise DurableError(f"redis incarnation failed: {error}") from error
+        return int(known)
 
     async def ping(self) -> None:
         try:

@@ -145,6 +145,10 @@ class SqliteReplica:
             except sqlite3.Error as error:
                 raise DurableError(f"sqlite receipt load failed: {error}") from error
 
+    async def last_incarnation(self, node_id: str, current: int) -> int:
+        """The incarnation file sits in the same data dir as this file: nothing to add."""
+        return 0
+
     async def ping(self) -> None:
         """A local file is there as long as the node is."""
 
