@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from tests.cluster.harness import Cluster, Node, eventually
-from tests.integration.servers import PostgresServer
+from tests.integration.postgres_server import PostgresServer
 
 NS = "history"
 EXPECTED = {"views": 12, "likes": 7, "shares": -3, "downloads": 30}

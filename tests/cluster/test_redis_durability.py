@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -11,7 +12,7 @@ import pytest
 
 from node.persistence import PROBE_FRESH_S
 from tests.cluster.harness import Cluster, Node, WriteStream, eventually
-from tests.integration.servers import RedisServer
+from tests.integration.redis_servers import RedisServer
 
 NS = "redisdurable"
 
@@ -112,3 +113,24 @@ async def test_redis_outage_sync_writes_refused_without_effect(
     await _wait_drained(cluster, nodes)
     status, body = await cluster.increment(nodes[2], NS, "refused", 5)
     assert (status, body["value"]) == (200, 9), body
+
+
+async def test_a_node_whose_data_dir_was_lost_takes_a_new_actor_id_from_redis(
+    cluster: Cluster, redis: RedisServer
+):
+    cluster.settings.update(COUNTERS_REDIS_URL=redis.url, COUNTERS_DURABILITY="sync")
+    nodes = await cluster.start(3)
+    for node in nodes:
+        status, _ = await cluster.increment(node, NS, "lost-dir", 5, consistency="all")
+        assert status == 200
+    victim = nodes[0]
+    victim.kill()
+    shutil.rmtree(cluster.root / victim.node_id)  # incarnation file and ring gone
+    victim.start(cluster.seeds())
+    await cluster.wait_ready(victim)
+    for node in nodes:
+        await cluster.wait_all_up(node, 3)
+    status, body = await cluster.increment(victim, NS, "lost-dir", 5, consistency="all")
+    assert (status, body["value"]) == (200, 20), body  # a reused actor slot would absorb it
+    incarnation = (cluster.root / victim.node_id / "incarnation").read_text().strip()
+    assert int(incarnation) >= 2

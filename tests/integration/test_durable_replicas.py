@@ -112,3 +112,14 @@ async def test_receipts_are_kept_first_write_wins_and_load_by_shard(
     loaded = {key: found for key, _, found in await replica.load_receipts({21})}
     assert loaded[_key("c", ns)] == {"order-1": first, "o2": later}
     assert _key("c", ns) not in {key for key, _, _ in await replica.load_receipts({22})}
+
+
+async def test_redis_remembers_the_highest_incarnation(redis_server, tmp_path: Path):
+    replica = RedisReplica(redis_server.url, cluster=False)
+    node = f"node-{tmp_path.name}"
+    try:
+        assert await replica.last_incarnation(node, 1) == 0
+        assert await replica.last_incarnation(node, 3) == 1
+        assert await replica.last_incarnation(node, 2) == 3  # never lowered
+    finally:
+        await replica.close()

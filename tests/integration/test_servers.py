@@ -16,16 +16,19 @@ import asyncpg
 import pytest
 import redis
 import redis.asyncio
-import servers
-from servers import PostgresServer, RedisCluster, RedisServer, ServerError, free_port
+
+from tests.integration import redis_servers
+from tests.integration.postgres_server import PostgresServer
+from tests.integration.redis_servers import RedisCluster, RedisServer
+from tests.integration.servers import ServerError, free_port
 
 INCREMENT_SCRIPT = "return redis.call('INCRBY', KEYS[1], ARGV[1])"
 
 # A process that starts a Redis, says on which port, and waits to be killed.
 OWNER_SCRIPT = f"""
 import sys, time
-sys.path.insert(0, {str(Path(servers.__file__).parent)!r})
-from servers import RedisServer
+sys.path.insert(0, {str(Path(redis_servers.__file__).parents[2])!r})
+from tests.integration.redis_servers import RedisServer
 server = RedisServer(sys.argv[1]).start()
 print(server.port, flush=True)
 time.sleep(60)
@@ -147,7 +150,7 @@ def test_a_server_that_loses_the_race_for_its_port_starts_on_another(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, redis_server: RedisServer
 ) -> None:
     taken = iter([redis_server.port])  # as if another session grabbed the port first
-    monkeypatch.setattr(servers, "free_port", lambda: next(taken, None) or free_port())
+    monkeypatch.setattr(redis_servers, "free_port", lambda: next(taken, None) or free_port())
     with RedisServer(tmp_path) as server:
         assert server.port != redis_server.port
         with (

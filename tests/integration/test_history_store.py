@@ -1,8 +1,7 @@
-"""The counter history on real PostgreSQL and on SQLite: migrations, recording, queries.
+"""The history stores on real PostgreSQL and on SQLite: migrations, upserts, queries.
 
-Both backends run every contract test and must give identical answers on the same data. Time
-is an argument (the recorder's `now`), so nothing here sleeps. The PostgreSQL server is
-shared by the session, so each test writes its own namespace.
+Both backends run every contract test and must give identical answers on the same data. The
+PostgreSQL server is shared by the session, so each test writes its own namespace.
 """
 
 from __future__ import annotations
@@ -15,54 +14,12 @@ from pathlib import Path
 
 import asyncpg
 import pytest
-from aiohttp import web
-from aiohttp.test_utils import TestClient, TestServer
-from servers import PostgresServer
 
-from node import history_api
-from node.appkeys import CLUSTER, CONFIG, HISTORY
-from node.cluster import Cluster
-from node.config import Config
-from node.errors import InvalidBody, problem_middleware
-from node.history import (
-    HistoryBuffer,
-    HistoryStore,
-    Recorder,
-    Row,
-    bucket_of,
-    iso,
-    migrations,
-)
-from node.history_api import parse_time
+from node.history import HistoryStore, Row, migrations
 from node.history_pg import PgHistory
 from node.history_sqlite import MEMORY, SqliteHistory
-from node.store import CounterStore
-
-BACKENDS = ["sqlite", "postgres"]
-TENANT = "default"
-DAY0 = 1_700_006_400  # 2023-11-15T00:00:00Z, a UTC midnight
-HOUR, DAY = 3600, 86400
-
-
-def open_store(kind: str, tmp_path: Path, request: pytest.FixtureRequest) -> HistoryStore:
-    if kind == "sqlite":
-        return SqliteHistory(tmp_path / "history.sqlite3")
-    server: PostgresServer = request.getfixturevalue("postgres_server")
-    return PgHistory(server.dsn)
-
-
-@pytest.fixture(params=BACKENDS)
-async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[HistoryStore]:
-    opened = open_store(request.param, tmp_path, request)
-    try:
-        yield opened
-    finally:
-        await opened.close()
-
-
-@pytest.fixture
-def ns() -> str:
-    return "ns-" + uuid.uuid4().hex[:12]
+from tests.integration.history_backends import BACKENDS, DAY, DAY0, HOUR, TENANT, open_store
+from tests.integration.postgres_server import PostgresServer
 
 
 def rows(ns: str, name: str, values: dict[int, int], at: float = 0.0) -> list[Row]:
@@ -146,85 +103,6 @@ async def test_values_at_the_int64_limits_are_exact(store: HistoryStore, ns: str
     series = await store.series(TENANT, ns, "edge", "minute", DAY0, DAY0 + 120)
     assert [value for _, value, _ in series] == [high, low + 1]
     assert series[0][2] == high
-
-
-# -- the recorder ---------------------------------------------------------------------------
-
-
-def counters_of_two_shards() -> CounterStore:
-    """Shard 0 holds the names starting with "mine", shard 1 every other name."""
-    return CounterStore(lambda key: 0 if key[2].startswith("mine") else 1)
-
-
-async def test_recorder_files_owned_counters_by_bucket_and_drops_the_others(
-    store: HistoryStore, ns: str
-) -> None:
-    counters = counters_of_two_shards()
-    recorder = Recorder(counters, store, lambda shard: shard == 0, flush_interval_s=10, bucket_s=60)
-    await recorder.start()
-    counters.increment((TENANT, ns, "mine-a"), "n1:1", 5)
-    counters.increment((TENANT, ns, "theirs"), "n1:1", 9)
-    await recorder.flush(now=DAY0 + 10)
-    counters.increment((TENANT, ns, "mine-a"), "n1:1", 1)
-    await recorder.flush(now=DAY0 + 50)  # same bucket: the newer value replaces the older
-    counters.increment((TENANT, ns, "mine-a"), "n2:1", -3)
-    counters.increment((TENANT, ns, "mine-b"), "n1:1", 2)
-    await recorder.flush(now=DAY0 + 125)
-    await recorder.flush(now=DAY0 + 190)  # nothing changed: nothing recorded
-    assert await store.series(TENANT, ns, "mine-a", "minute", DAY0, DAY0 + 300) == [
-        (DAY0, 6, 6),
-        (DAY0 + 120, 3, -3),
-    ]
-    assert await store.series(TENANT, ns, "mine-b", "minute", DAY0, DAY0 + 300) == [
-        (DAY0 + 120, 2, 2)
-    ]
-    assert await store.series(TENANT, ns, "theirs", "minute", DAY0, DAY0 + 300) == []
-    status = recorder.status(now=DAY0 + 200)
-    assert status["healthy"] and status["buffered"] == 0 and status["write_lag_s"] == 0
-    assert status["written"] == 4 and status["store"] == store.name  # mine-a's first bucket twice
-
-
-@pytest.mark.parametrize("kind", BACKENDS)
-async def test_recorder_flushes_once_more_when_closed(
-    kind: str, request: pytest.FixtureRequest, tmp_path: Path, ns: str
-) -> None:
-    counters = counters_of_two_shards()
-    recorder = Recorder(
-        counters,
-        open_store(kind, tmp_path, request),
-        lambda shard: True,
-        flush_interval_s=3600,
-        bucket_s=60,
-    )
-    counters.increment((TENANT, ns, "last-words"), "n1:1", 4)
-    await recorder.close()
-    reopened = open_store(kind, tmp_path, request)
-    try:
-        series = await reopened.series(TENANT, ns, "last-words", "day", 0, 4_000_000_000)
-        assert [(value, delta) for _, value, delta in series] == [(4, 4)]
-    finally:
-        await reopened.close()
-
-
-def test_buffer_keeps_one_value_per_counter_and_bucket_and_drops_oldest_buckets_first() -> None:
-    buffer = HistoryBuffer(capacity=4)
-    for bucket in (DAY0, DAY0 + 60):
-        for name in ("a", "b"):
-            buffer.put((TENANT, "ns", name), bucket, 1, bucket + 1.0)
-    buffer.put((TENANT, "ns", "a"), DAY0 + 60, 2, DAY0 + 70.0)  # replaces, takes no room
-    assert len(buffer) == 4 and buffer.trim() == 0
-    buffer.put((TENANT, "ns", "a"), DAY0 + 120, 3, DAY0 + 121.0)
-    assert buffer.trim() == 1 and len(buffer) == 4 and buffer.dropped == 1
-    buffer.put((TENANT, "ns", "c"), DAY0 + 120, 3, DAY0 + 122.0)
-    assert buffer.trim() == 1  # the oldest bucket is gone entirely now
-    assert {row[3] for row in buffer.batch(100)} == {DAY0 + 60, DAY0 + 120}
-    assert buffer.oldest() == DAY0 + 61.0
-    written = buffer.batch(2)
-    assert [row[3] for row in written] == [DAY0 + 60, DAY0 + 60]  # oldest bucket first
-    buffer.put((TENANT, "ns", "a"), DAY0 + 60, 9, DAY0 + 119.0)  # changed while in flight
-    buffer.remove(written)
-    assert [row[2:5] for row in buffer.batch(100) if row[3] == DAY0 + 60] == [("a", DAY0 + 60, 9)]
-    assert len(buffer) == 3
 
 
 # -- queries ----------------------------------------------------------------------------------
@@ -380,100 +258,3 @@ async def test_merged_compact_rows_answer_like_one_store_holding_every_row(
     finally:
         for opened in [whole, *parts]:
             await opened.close()
-
-
-# -- outages ----------------------------------------------------------------------------------
-
-
-async def test_postgres_outage_buffers_writes_that_land_after_restart_exactly_once(
-    postgres_server: PostgresServer, ns: str
-) -> None:
-    store = PgHistory(postgres_server.dsn)
-    counters = counters_of_two_shards()
-    recorder = Recorder(counters, store, lambda shard: True, flush_interval_s=10, bucket_s=60)
-    a, b = (TENANT, ns, "a"), (TENANT, ns, "b")
-    try:
-        await recorder.start()
-        counters.increment(a, "n1:1", 5)
-        await recorder.flush(now=DAY0 + 1)
-        assert recorder.status()["healthy"]
-        postgres_server.stop()
-        try:
-            counters.increment(a, "n1:1", 3)
-            await recorder.flush(now=DAY0 + 61)
-            status = recorder.status(now=DAY0 + 91)
-            assert not status["healthy"] and status["last_error"], status
-            assert status["buffered"] == 1 and status["write_lag_s"] == 30.0, status
-            counters.increment(a, "n1:1", 2)
-            counters.increment(b, "n1:1", 7)
-            await recorder.flush(now=DAY0 + 121)
-            counters.increment(b, "n1:1", 1)
-            await recorder.flush(now=DAY0 + 150)  # replaces b's buffered value in its bucket
-            status = recorder.status(now=DAY0 + 151)
-            assert status["buffered"] == 3 and status["write_lag_s"] == 90.0, status
-        finally:
-            postgres_server.start()
-        await recorder.flush(now=DAY0 + 181)
-        status = recorder.status(now=DAY0 + 182)
-        assert status["healthy"] and status["buffered"] == 0 and status["last_error"] == ""
-        await recorder.flush(now=DAY0 + 241)  # nothing new, nothing written twice
-        assert status["written"] == 4
-        assert await store.series(TENANT, ns, "a", "minute", DAY0, DAY0 + 300) == [
-            (DAY0, 5, 5),
-            (DAY0 + 60, 8, 3),
-            (DAY0 + 120, 10, 2),
-        ]
-        assert await store.series(TENANT, ns, "b", "minute", DAY0, DAY0 + 300) == [
-            (DAY0 + 120, 8, 8)
-        ]
-        connection = await asyncpg.connect(postgres_server.dsn)
-        try:
-            stored = await connection.fetchval(
-                "SELECT count(*) FROM counter_history WHERE namespace = $1", ns
-            )
-        finally:
-            await connection.close()
-        assert stored == 4
-    finally:
-        await recorder.close()
-
-
-def test_bucket_of_and_iso() -> None:
-    assert bucket_of(DAY0 + 59.9, 60) == DAY0
-    assert bucket_of(DAY0 + 60, 60) == DAY0 + 60
-    assert bucket_of(DAY0 + 4000, 3600) == DAY0 + HOUR
-    assert iso(DAY0) == "2023-11-15T00:00:00Z"
-
-
-def test_times_parse_as_iso_8601_or_unix_seconds() -> None:
-    assert parse_time("1700006400", "from") == DAY0
-    assert parse_time("1700006400.5", "from") == DAY0 + 0.5
-    assert parse_time("2023-11-15T00:00:00Z", "from") == DAY0
-    assert parse_time("2023-11-15", "from") == DAY0  # no offset: UTC
-    assert parse_time("2023-11-15T02:00:00+02:00", "from") == DAY0
-    assert parse_time("2023-11-15T02:00:00 02:00", "from") == DAY0  # "+" unescaped in a URL
-    for bad in ["", "yesterday", "nan", "inf", "-1", "1e20", "2023-13-01"]:
-        with pytest.raises(InvalidBody):
-            parse_time(bad, "from")
-
-
-async def test_api_answers_503_while_postgres_is_unreachable(tmp_path: Path) -> None:
-    config = Config(
-        node_id="solo", data_dir=str(tmp_path), postgres_url="postgresql://x@127.0.0.1:1/x"
-    )
-    app = web.Application(middlewares=[problem_middleware])
-    app[CONFIG] = config
-    app[CLUSTER] = Cluster(config, 1)
-    history = PgHistory(config.postgres_url)
-    app[HISTORY] = Recorder(
-        CounterStore(lambda key: 0), history, lambda shard: True, flush_interval_s=10, bucket_s=60
-    )
-    app.add_routes(history_api.routes)
-    async with TestClient(TestServer(app)) as client:
-        for path in ["/v1/namespaces/ns/counters/c/history", "/v1/namespaces/ns/rollups"]:
-            response = await client.get(path)
-            body = await response.json(content_type=None)
-            assert response.status == 503 and body["type"].endswith("history-unavailable"), body
-        response = await client.get("/v1/namespaces/ns/counters/c/history?step=year")
-        assert response.status == 400
-    await history.close()
