@@ -69,14 +69,15 @@ class Cluster:
         return current + tuple(extra)
 
     def coordinator(self, shard: int) -> str | None:
-        """The first replica that serves requests; else the first live one (it may have
-        caught up already and our view not heard so yet); None when none is alive."""
+        """The first replica that serves requests; else the first live other one (it may have
+        caught up already and our view not heard so yet), never this node while it is not
+        ready itself; None when there is none."""
         replicas = self.replicas(shard)
         for node_id in replicas:
             if self.serving(node_id):
                 return node_id
         for node_id in replicas:
-            if self.alive(node_id):
+            if node_id != self.node_id and self.alive(node_id):
                 return node_id
         return None
 

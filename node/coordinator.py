@@ -127,7 +127,7 @@ class Coordinator:
         fingerprint: str,
     ) -> list[dict[str, Any]]:
         try:
-            if owner == self.cluster.node_id or (owner is None and hops >= MAX_HOPS):
+            if owner == self.cluster.node_id:
                 return await self._run_local(ops, shards, consistency, fingerprint)
             if owner is None:
                 raise QuorumUnavailable(
@@ -151,8 +151,12 @@ class Coordinator:
         self, owner: str, ops: list[Op], consistency: str, hops: int, fingerprint: str
     ) -> list[dict[str, Any]]:
         if hops >= MAX_HOPS:
-            shards = [self.cluster.shard_of(op.key) for op in ops]
-            return await self._run_local(ops, shards, consistency, fingerprint)
+            # Views disagree about who serves the shard; running here would count a node that
+            # is not a ready replica toward W and R, so refuse instead (nothing applied).
+            raise QuorumUnavailable(
+                f"no serving replica reached within {MAX_HOPS} forwards; nothing applied",
+                may_have_applied=False,
+            )
         address = self.cluster.address_of(owner)
         if address is None:
             raise QuorumUnavailable(f"no address for {owner}")

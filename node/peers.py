@@ -64,6 +64,7 @@ class PeerLink:
         self._retry_at = 0.0
         self._next_id = 1
         self._waiting: dict[int, tuple[ReplyHandler, asyncio.TimerHandle]] = {}
+        self._sent_on: dict[int, aiohttp.ClientWebSocketResponse] = {}  # request -> connection
         self._writes: dict[Key, tuple[PNCounter, list[asyncio.Future[PNCounter | None]]]] = {}
         self._reads: dict[Key, list[asyncio.Future[PNCounter | None]]] = {}
         self._slots: dict[Key, tuple[int, int, list[asyncio.Future[PNCounter | None]]]] = {}
@@ -198,6 +199,7 @@ class PeerLink:
             # A peer that stopped reading (SIGSTOP, a full socket) must not hold the sender.
             async with asyncio.timeout(timeout or self._config.request_timeout_s):
                 ws = await self._connect()
+                self._sent_on[request_id] = ws
                 await ws.send_bytes(protocol.encode(kind, request_id, body))
         except Exception as error:
             if isinstance(error, TimeoutError) and ws is not None and self._ws is ws:
@@ -209,6 +211,7 @@ class PeerLink:
 
     def _settle(self, request_id: int, ok: bool, payload: Any) -> None:
         entry = self._waiting.pop(request_id, None)
+        self._sent_on.pop(request_id, None)
         if entry is None:
             return
         on_reply, timer = entry
@@ -259,12 +262,15 @@ class PeerLink:
                         raise protocol.ProtocolError("expected a reply [ok, payload]")
                 except protocol.ProtocolError as error:
                     log.warning("bad reply from %s: %s", self.address, error)
+                    await ws.close()  # what follows on this stream cannot be trusted either
                     break
                 self._settle(request_id, bool(body[0]), body[1])
         finally:
             if self._ws is ws:
                 self._ws = None
-            for request_id in list(self._waiting):
+            # Only what went out on this connection is lost; a newer one may already carry
+            # requests of its own.
+            for request_id in [r for r, sent_on in self._sent_on.items() if sent_on is ws]:
                 self._settle(request_id, False, "connection lost")
 
     async def close(self) -> None:
