@@ -11,6 +11,7 @@ import logging
 import os
 import time
 from collections.abc import Mapping
+from typing import Any
 
 from node.config import Config
 from node.protocol import Key
@@ -37,7 +38,11 @@ class Cluster:
         self.view = View.empty().with_member(me)
         self._ring_file = config.data_path / RING_FILE
         self.state = self._load_ring()
-        self.synced: dict[str, str] = {}
+        # node -> the hand-off mark it announced, and the stamp that orders its announcements:
+        # stamps start at incarnation * stride, so a restarted node's empty mark outranks
+        # what it announced before it lost its memory.
+        self.synced: dict[str, str] = {config.node_id: ""}
+        self.synced_stamps: dict[str, int] = {config.node_id: incarnation * VERSION_STRIDE}
         self.detector = FailureDetector(timeout_s=config.failure_timeout_s)
         self.down: frozenset[str] = frozenset()
         self.recovered = False
@@ -126,7 +131,7 @@ class Cluster:
 
     # -- changes ----------------------------------------------------------------------------
 
-    def absorb(self, view: View, state: RingState, synced: Mapping[str, str]) -> None:
+    def absorb(self, view: View, state: RingState, synced: Mapping[str, tuple[int, str]]) -> None:
         now = time.monotonic()
         for node_id in view.members:
             if self.view.get(node_id) is None and node_id != self.node_id:
@@ -135,9 +140,9 @@ class Cluster:
         merged = self.state.merge(state)
         if merged is not self.state:
             self._switch(merged)
-        for node_id, checksum in synced.items():
-            if node_id != self.node_id:
-                self.synced[node_id] = checksum
+        for node_id, (stamp, mark) in synced.items():
+            if node_id != self.node_id and stamp > self.synced_stamps.get(node_id, -1):
+                self.synced[node_id], self.synced_stamps[node_id] = mark, stamp
 
     def _load_ring(self) -> RingState:
         """The ring this node last knew, so a restarted cluster keeps its placement."""
@@ -187,7 +192,7 @@ class Cluster:
         """Drop this node's ring of one so the admitting cluster's ring replaces it."""
         empty = Ring.build([], shards=self.config.shards, replicas=self.config.replicas)
         self.state = RingState(empty)
-        self.synced.clear()
+        self.mark_synced("")
         self.recovered = False
         self.heard_peer = True
         me = self.view.members[self.node_id]
@@ -208,5 +213,9 @@ class Cluster:
         for node_id in departed(self.view, self.state):
             self.apply(node_id, "remove")
 
-    def mark_synced(self, checksum: str) -> None:
-        self.synced[self.node_id] = checksum
+    def mark_synced(self, mark: str) -> None:
+        self.synced[self.node_id] = mark
+        self.synced_stamps[self.node_id] += 1
+
+    def synced_to_wire(self) -> dict[str, list[Any]]:
+        return {n: [self.synced_stamps[n], mark] for n, mark in self.synced.items()}

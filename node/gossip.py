@@ -111,7 +111,7 @@ class Gossip:
             "from": cluster.node_id,
             "view": cluster.view.to_wire(),
             "ring": self._ring_to_wire(),
-            "synced": dict(cluster.synced),
+            "synced": cluster.synced_to_wire(),
             "digests": [[s, self.store.digest(s)] for s in self._shared_shards(peer)],
         }
 
@@ -125,13 +125,19 @@ class Gossip:
             synced = body["synced"]
             if not isinstance(sender, str) or not isinstance(synced, dict):
                 raise ProtocolError("bad gossip header")
-            if not all(isinstance(k, str) and isinstance(v, str) for k, v in synced.items()):
-                raise ProtocolError("bad synced map")
+            marks = {}
+            for node_id, entry in synced.items():
+                if not isinstance(entry, list) or len(entry) != 2:
+                    raise ProtocolError("a hand-off mark is [stamp, mark]")
+                stamp, mark = entry
+                if type(stamp) is not int or not isinstance(mark, str):
+                    raise ProtocolError("bad hand-off mark")
+                marks[node_id] = (stamp, mark)
         except (KeyError, ValueError) as error:
             raise ProtocolError(f"bad gossip: {error}") from None
         if state.current.shards != self.cluster.config.shards:
             raise ProtocolError("peer runs a different shard count")
-        self.cluster.absorb(view, state, synced)
+        self.cluster.absorb(view, state, marks)
         self.cluster.heard(sender)
         return sender
 

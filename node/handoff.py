@@ -21,6 +21,7 @@ from node.peers import PeerPool
 from node.persistence import Persister
 from node.store import CounterStore
 from ring import Status, plan
+from ring.claimant import handoff_mark
 
 log = logging.getLogger("counters.handoff")
 SHARDS_PER_PULL = 8
@@ -39,11 +40,11 @@ class Handoff:
         state = self.cluster.state
         if state.pending is None:
             return []
-        checksum = state.pending.checksum()
+        mark = handoff_mark(state.pending)
         return [
             (move.shard, move.source, move.target)
             for move in plan(state.current, state.pending)
-            if self.cluster.synced.get(move.target) != checksum
+            if self.cluster.synced.get(move.target) != mark
         ]
 
     async def step(self) -> None:
@@ -64,15 +65,15 @@ class Handoff:
         pending = cluster.state.pending
         if pending is None:
             return
-        checksum = pending.checksum()
-        if cluster.synced.get(me) == checksum:
+        mark = handoff_mark(pending)
+        if cluster.synced.get(me) == mark:
             return
         incoming = {m.shard for m in plan(current, pending) if m.target == me}
         if await self._pull(incoming):
-            cluster.mark_synced(checksum)
+            cluster.mark_synced(mark)
             if me not in current.nodes:
                 cluster.recovered = True  # it has the state of every shard it will hold
-            log.info("caught up with pending ring %s (%d shards)", checksum[:8], len(incoming))
+            log.info("caught up with pending ring %s (%d shards)", mark[:8], len(incoming))
 
     async def _load(self, shards: frozenset[int]) -> bool:
         """Merge the durable replica's copy of these shards; False if it could not answer."""

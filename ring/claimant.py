@@ -9,7 +9,9 @@ Only the claimant (the live member with the smallest id) changes the ring, by `n
 - when the members that should hold shards differ from the ring's, a pending ring is derived
   from the current one (leavers out, joiners in: only their replicas move);
 - once every node that receives shards in the pending ring has pulled their state (it says
-  so in `synced`, the pending checksum it caught up with), the pending ring becomes current.
+  so in `synced`: the handoff_mark of the pending ring it caught up with), the pending ring
+  becomes current. The mark names the epoch too, so a pending ring abandoned and derived
+  again (same table, same checksum) needs a fresh pull.
 """
 
 from __future__ import annotations
@@ -93,13 +95,18 @@ def derive(current: Ring, desired: frozenset[str], epoch: int) -> Ring:
     return replace(ring, epoch=epoch)
 
 
+def handoff_mark(pending: Ring) -> str:
+    """What a node announces once it holds the state of its shards in `pending`."""
+    return f"{pending.checksum()}@{pending.epoch}"
+
+
 def handoff_done(state: RingState, synced: Mapping[str, str]) -> bool:
     pending = state.pending
     if pending is None:
         return True
-    checksum = pending.checksum()
+    mark = handoff_mark(pending)
     targets = {move.target for move in plan(state.current, pending)}
-    return all(synced.get(target) == checksum for target in targets)
+    return all(synced.get(target) == mark for target in targets)
 
 
 def next_state(state: RingState, view: View, synced: Mapping[str, str]) -> RingState:

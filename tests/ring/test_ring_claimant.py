@@ -8,7 +8,14 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from ring.claimant import RingState, claimant, departed, handoff_done, next_state
+from ring.claimant import (
+    RingState,
+    claimant,
+    departed,
+    handoff_done,
+    handoff_mark,
+    next_state,
+)
 from ring.membership import Member, Status, View
 from ring.plan import plan
 from ring.ring import Ring, RingError
@@ -40,8 +47,8 @@ def test_a_joiner_gets_a_pending_ring_and_the_switch_waits_for_its_hand_off():
     assert planned.pending is not None and "d" in planned.pending.nodes
     assert planned.pending.epoch > state.current.epoch
     assert next_state(planned, view, {}) is planned  # nobody has caught up yet
-    assert not handoff_done(planned, {"a": planned.pending.checksum()})
-    done = {"d": planned.pending.checksum()}
+    assert not handoff_done(planned, {"a": handoff_mark(planned.pending)})
+    done = {"d": handoff_mark(planned.pending)}
     switched = next_state(planned, view, done)
     assert switched.current == planned.pending and switched.pending is None
 
@@ -53,7 +60,7 @@ def test_a_leaver_is_planned_out_and_marked_departed_once_it_holds_nothing():
     assert planned.pending is not None and "d" not in planned.pending.nodes
     assert departed(view, planned) == []  # still holds shards until the switch
     targets = {move.target for move in plan(planned.current, planned.pending)}
-    synced = dict.fromkeys(targets, planned.pending.checksum())
+    synced = dict.fromkeys(targets, handoff_mark(planned.pending))
     switched = next_state(planned, view, synced)
     assert "d" not in switched.current.nodes
     assert departed(view, switched) == ["d"]
@@ -64,7 +71,7 @@ def test_a_change_during_a_hand_off_replans_from_the_current_ring():
     joining_d = _view(a=Status.UP, b=Status.UP, c=Status.UP, d=Status.JOINING)
     planned = next_state(state, joining_d, {})
     both = _view(a=Status.UP, b=Status.UP, c=Status.UP, d=Status.JOINING, e=Status.JOINING)
-    replanned = next_state(planned, both, {"d": planned.pending.checksum()})
+    replanned = next_state(planned, both, {"d": handoff_mark(planned.pending)})
     assert replanned.current == state.current
     assert set(replanned.pending.nodes) == {"a", "b", "c", "d", "e"}
     assert replanned.pending.epoch > planned.pending.epoch
@@ -119,3 +126,19 @@ def test_ring_state_wire_round_trip(state):
 def test_bad_ring_state_on_the_wire_is_a_ring_error(wire):
     with pytest.raises(RingError):
         RingState.from_wire(wire)
+
+
+def test_a_pending_ring_derived_again_needs_a_fresh_hand_off_mark():
+    state = _settled("a", "b", "c")
+    joining = _view(a=Status.UP, b=Status.UP, c=Status.UP, d=Status.JOINING)
+    planned = next_state(state, joining, {})
+    old_mark = {"d": handoff_mark(planned.pending)}
+    gone = _view(a=Status.UP, b=Status.UP, c=Status.UP, d=Status.REMOVED)
+    abandoned = next_state(planned, gone, {})  # d went away mid hand-off
+    assert abandoned.pending is not None and "d" not in abandoned.pending.nodes
+    back = _view(a=Status.UP, b=Status.UP, c=Status.UP, d=Status.JOINING)
+    again = next_state(abandoned, back, old_mark)
+    assert again.pending is not None and again.pending.table == planned.pending.table
+    assert again.pending.checksum() == planned.pending.checksum()  # the same placement...
+    assert next_state(again, back, old_mark) is again  # ...but the old pull does not count
+    assert next_state(again, back, {"d": handoff_mark(again.pending)}).pending is None
