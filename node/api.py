@@ -1,7 +1,7 @@
 """The client HTTP API (JSON): increments, reads, batches, listings, health.
 
-Handlers only parse and validate; the coordinator does the work. Until authentication
-arrives every request belongs to the tenant `default`.
+Handlers only parse and validate; the coordinator does the work. The tenant of every
+counter comes from the caller's token (node/auth.py), never from the URL.
 """
 
 from __future__ import annotations
@@ -12,13 +12,12 @@ from typing import Any
 
 from aiohttp import web
 
-from node import validation
+from node import auth, validation
 from node.appkeys import CLUSTER, CONFIG, COORDINATOR, PERSISTER
 from node.coordinator import Op, RemoteError
 from node.errors import InvalidBody, InvalidName, NotReady
 from node.idempotency import claim_key
 
-DEFAULT_TENANT = "default"
 routes = web.RouteTableDef()
 
 
@@ -38,7 +37,9 @@ def _counter(request: web.Request, kind: str) -> tuple[Op, str]:
     namespace = validation.name(request.match_info["namespace"], "namespace")
     name = validation.name(request.match_info["name"])
     consistency = validation.consistency(request)
-    return Op(kind, (DEFAULT_TENANT, namespace, name)), consistency
+    scope = auth.READ if kind == "get" else auth.WRITE
+    tenant = auth.principal(request, scope, namespace).tenant
+    return Op(kind, (tenant, namespace, name)), consistency
 
 
 async def _run_one(
@@ -71,7 +72,7 @@ async def get_counter(request: web.Request) -> web.Response:
     return await _run_one(request, *_counter(request, "get"))
 
 
-def _batch_ops(namespace: str, body: dict[str, Any]) -> list[Op]:
+def _batch_ops(tenant: str, namespace: str, body: dict[str, Any]) -> list[Op]:
     validation.only_fields(body, {"ops"})
     raw_ops = body.get("ops")
     if not isinstance(raw_ops, list) or not raw_ops:
@@ -91,7 +92,7 @@ def _batch_ops(namespace: str, body: dict[str, Any]) -> list[Op]:
             raise InvalidBody(f"ops[{index}].name must be a string")
         name = validation.name(raw["name"])
         delta = validation.delta(raw.get("delta", 1)) if kind == "increment" else 0
-        ops.append(Op(kind, (DEFAULT_TENANT, namespace, name), delta))
+        ops.append(Op(kind, (tenant, namespace, name), delta))
     return ops
 
 
@@ -100,12 +101,15 @@ async def batch(request: web.Request) -> web.Response:
     namespace = validation.name(request.match_info["namespace"], "namespace")
     consistency = validation.consistency(request)
     body = await validation.json_object(request, empty_ok=False)
-    ops = _batch_ops(namespace, body)
+    principal = request[auth.PRINCIPAL]
+    ops = _batch_ops(principal.tenant, namespace, body)
+    writes = any(op.kind == "increment" for op in ops)
+    principal.require(auth.WRITE if writes else auth.READ, namespace)
     coordinator = request.app[COORDINATOR]
     idem, fingerprint = validation.idempotency(request, body)
     if idem:
         # Claim the key for this batch first: a different batch under it changes nothing.
-        claim = Op("claim", claim_key(DEFAULT_TENANT, idem), 0, idem)
+        claim = Op("claim", claim_key(principal.tenant, idem), 0, idem)
         [claimed] = await coordinator.run([claim], consistency, fingerprint=fingerprint)
         if "error" in claimed:
             raise RemoteError(claimed["error"])
@@ -139,7 +143,8 @@ async def list_counters(request: web.Request) -> web.Response:
         validation.name(prefix, "prefix")
     limit = validation.limit(request)
     after = _cursor(request.query.get("cursor"))
-    rows = await request.app[COORDINATOR].scan(DEFAULT_TENANT, namespace, prefix, after, limit)
+    tenant = auth.principal(request, auth.READ, namespace).tenant
+    rows = await request.app[COORDINATOR].scan(tenant, namespace, prefix, after, limit)
     counters = [{"name": name, "value": value} for name, value in rows]
     next_cursor = None
     if len(rows) == limit:

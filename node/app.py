@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator
 import uvloop
 from aiohttp import web
 
-from node import admin, api, history_api, logs, openapi
+from node import admin, api, auth, history_api, logs, openapi
 from node.appkeys import (
     CLUSTER,
     CONFIG,
@@ -114,7 +114,11 @@ async def _peer_ws(request: web.Request) -> web.StreamResponse:
 
 
 def build_app(config: Config) -> web.Application:
-    app = web.Application(middlewares=[problem_middleware], client_max_size=MAX_BODY_BYTES)
+    authenticator = None if config.auth == "none" else auth.Authenticator(config)
+    app = web.Application(
+        middlewares=[problem_middleware, auth.middleware(authenticator)],
+        client_max_size=MAX_BODY_BYTES,
+    )
     app[CONFIG] = config
     app.cleanup_ctx.append(_resources)
     app.on_shutdown.append(_close_peer_links)
@@ -128,6 +132,12 @@ def build_app(config: Config) -> web.Application:
 
 def run(config: Config) -> None:
     logs.setup(config.node_id, config.log_level)
+    if config.auth == "none":
+        log.warning(
+            "AUTHENTICATION IS OFF (--auth none): anyone who reaches %s can read, change and "
+            "administer every counter. For local experiments only.",
+            config.listen,
+        )
     uvloop.install()
     web.run_app(
         build_app(config),

@@ -15,6 +15,7 @@ from pathlib import Path
 from ring import DEFAULT_REPLICAS, DEFAULT_SHARDS
 
 ENV_PREFIX = "COUNTERS_"
+ALGORITHMS = frozenset({"HS256", "HS384", "HS512", "RS256", "RS384", "RS512", "ES256", "ES384"})
 
 
 class ConfigError(ValueError):
@@ -75,6 +76,23 @@ class Config:
     # async: answer after the replica quorum, persist within the interval; sync: answer only
     # once the write is in the durable replica (flushes are shared by concurrent writes).
     durability: str = "async"
+    # jwt: every /v1 and /admin request needs a bearer token; none: no checks at all, for
+    # local experiments only (the node says so loudly). Default jwt.
+    auth: str = "jwt"
+    # HS256 secret for client tokens.
+    jwt_secret: str = field(default="", repr=False)
+    # Path of a PEM public key for RS256/ES256 client tokens.
+    jwt_public_key: str = ""
+    # Path of a JWKS file; a token's `kid` picks the key.
+    jwt_jwks_file: str = ""
+    # Accepted algorithms, comma-separated. Default: HS256 with a secret, RS256 and ES256
+    # with a public key or JWKS. Never taken from the token.
+    jwt_algorithms: str = ""
+    # Required `iss` and `aud` claims, when set.
+    jwt_issuer: str = ""
+    jwt_audience: str = ""
+    # Seconds of clock skew allowed on exp and nbf. Default 30.
+    jwt_leeway_s: float = 30.0
     # Seconds an Idempotency-Key is remembered: a retry within it applies nothing new.
     # Default 86400 (24 h).
     idempotency_window_s: float = 86400.0
@@ -84,6 +102,14 @@ class Config:
     history_flush_interval_s: float = 10.0
     # Seconds per history bucket. Default 60 (one minute).
     history_bucket_s: int = 60
+
+    def jwt_algorithm_list(self) -> list[str]:
+        if self.jwt_algorithms:
+            return [a.strip() for a in self.jwt_algorithms.split(",") if a.strip()]
+        found = ["HS256"] if self.jwt_secret else []
+        if self.jwt_public_key or self.jwt_jwks_file:
+            found += ["RS256", "ES256"]
+        return found
 
     @property
     def host(self) -> str:
@@ -139,6 +165,22 @@ class Config:
             raise ConfigError("history-bucket-s must divide a day (1 to 86400)")
         if not 1 <= self.idempotency_window_s <= 30 * 86400:
             raise ConfigError("idempotency-window-s must be between 1 and 2592000 (30 days)")
+        if self.auth not in ("jwt", "none"):
+            raise ConfigError("auth must be jwt or none")
+        if self.auth == "jwt":
+            if not (self.jwt_secret or self.jwt_public_key or self.jwt_jwks_file):
+                raise ConfigError(
+                    "no token keys: give --jwt-secret, --jwt-public-key or --jwt-jwks-file "
+                    "(or --auth none for a local experiment)"
+                )
+            unknown = set(self.jwt_algorithm_list()) - ALGORITHMS
+            if unknown or not self.jwt_algorithm_list():
+                raise ConfigError(f"jwt-algorithms must be some of {sorted(ALGORITHMS)}")
+            for path in (self.jwt_public_key, self.jwt_jwks_file):
+                if path and not os.path.isfile(path):
+                    raise ConfigError(f"no such key file: {path}")
+        if self.jwt_leeway_s < 0 or self.jwt_leeway_s > 600:
+            raise ConfigError("jwt-leeway-s must be between 0 and 600")
         if self.durability not in ("async", "sync"):
             raise ConfigError("durability must be async or sync")
         if self.log_level not in ("debug", "info", "warning", "error"):

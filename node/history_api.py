@@ -25,8 +25,7 @@ from typing import Any, TypeVar
 import aiohttp
 from aiohttp import web
 
-from node import peer_auth, validation
-from node.api import DEFAULT_TENANT
+from node import auth, peer_auth, validation
 from node.appkeys import CLUSTER, CONFIG, HISTORY
 from node.errors import InvalidBody, ServerError
 from node.history import STEP_SECONDS, HistoryError, HistoryStore, Row, iso
@@ -104,6 +103,7 @@ def _buckets(start: float, end: float) -> tuple[int, int]:
 async def _answer(
     request: web.Request,
     ask: Callable[[HistoryStore], Awaitable[T]],
+    tenant: str,
     namespace: str,
     name: str | None,
     step: str,
@@ -115,7 +115,7 @@ async def _answer(
     try:
         if not isinstance(store, SqliteHistory) or not request.app[CLUSTER].peers():
             return await ask(store), []
-        found, unreachable = await _gather(request, store, namespace, name, step, bounds)
+        found, unreachable = await _gather(request, store, tenant, namespace, name, step, bounds)
         merged = SqliteHistory(MEMORY)
         try:
             await merged.write(found)
@@ -129,6 +129,7 @@ async def _answer(
 async def _gather(
     request: web.Request,
     store: SqliteHistory,
+    tenant: str,
     namespace: str,
     name: str | None,
     step: str,
@@ -136,12 +137,12 @@ async def _gather(
 ) -> tuple[list[Row], list[str]]:
     """This node's and every live peer's deciding rows; and the peers that did not answer."""
     cluster = request.app[CLUSTER]
-    rows = await store.compact(DEFAULT_TENANT, namespace, name, step, *bounds)
-    found: list[Row] = [(DEFAULT_TENANT, namespace, *row) for row in rows]
+    rows = await store.compact(tenant, namespace, name, step, *bounds)
+    found: list[Row] = [(tenant, namespace, *row) for row in rows]
     peers = cluster.peers()
     unreachable = [m.node_id for m in peers if not cluster.alive(m.node_id)]
     live = [m for m in peers if cluster.alive(m.node_id)]
-    query: dict[str, Any] = {"namespace": namespace, "step": step}
+    query: dict[str, Any] = {"tenant": tenant, "namespace": namespace, "step": step}
     query.update({"from": bounds[0], "to": bounds[1]})
     if name is not None:
         query["name"] = name
@@ -153,7 +154,7 @@ async def _gather(
         if peer_rows is None:
             unreachable.append(member.node_id)
         else:
-            found += [(DEFAULT_TENANT, namespace, *row) for row in peer_rows]
+            found += [(tenant, namespace, *row) for row in peer_rows]
     return found, sorted(unreachable)
 
 
@@ -179,6 +180,7 @@ async def _peer_rows(
 async def counter_history(request: web.Request) -> web.Response:
     namespace = validation.name(request.match_info["namespace"], "namespace")
     name = validation.name(request.match_info["name"])
+    tenant = auth.principal(request, auth.READ, namespace).tenant
     query = request.query
     step = choice(query, "step", STEP_SECONDS, "minute")
     now = time.time()
@@ -188,9 +190,9 @@ async def counter_history(request: web.Request) -> web.Response:
     bounds = _buckets(start, end)
 
     async def ask(store: HistoryStore) -> Any:
-        return await store.series(DEFAULT_TENANT, namespace, name, step, *bounds)
+        return await store.series(tenant, namespace, name, step, *bounds)
 
-    points, unreachable = await _answer(request, ask, namespace, name, step, bounds)
+    points, unreachable = await _answer(request, ask, tenant, namespace, name, step, bounds)
     body: dict[str, Any] = {
         "namespace": namespace,
         "name": name,
@@ -207,6 +209,7 @@ async def counter_history(request: web.Request) -> web.Response:
 @routes.get("/v1/namespaces/{namespace}/rollups")
 async def namespace_rollups(request: web.Request) -> web.Response:
     namespace = validation.name(request.match_info["namespace"], "namespace")
+    tenant = auth.principal(request, auth.READ, namespace).tenant
     query = request.query
     period = choice(query, "period", PERIODS, "hour")
     top = top_count(query)
@@ -217,9 +220,9 @@ async def namespace_rollups(request: web.Request) -> web.Response:
     bounds = _buckets(start, end)
 
     async def ask(store: HistoryStore) -> Any:
-        return await store.rollups(DEFAULT_TENANT, namespace, period, *bounds, top)
+        return await store.rollups(tenant, namespace, period, *bounds, top)
 
-    rollups, unreachable = await _answer(request, ask, namespace, None, period, bounds)
+    rollups, unreachable = await _answer(request, ask, tenant, namespace, None, period, bounds)
     body: dict[str, Any] = {
         "namespace": namespace,
         "period": period,
@@ -255,6 +258,9 @@ async def peer_history(request: web.Request) -> web.Response:
     if caller is None:
         raise web.HTTPForbidden(reason="peer authentication failed")
     query = request.query
+    tenant = query.get("tenant", "")
+    if not tenant or set(tenant) - auth.TENANT_CHARS:
+        raise InvalidBody("tenant is required")
     namespace = validation.name(query.get("namespace", ""), "namespace")
     name = validation.name(query["name"]) if "name" in query else None
     step = choice(query, "step", STEP_SECONDS, "minute")
@@ -266,7 +272,7 @@ async def peer_history(request: web.Request) -> web.Response:
     rows: list[tuple[str, int, int, float]] = []
     if isinstance(store, SqliteHistory):
         try:
-            rows = await store.compact(DEFAULT_TENANT, namespace, name, step, start, end)
+            rows = await store.compact(tenant, namespace, name, step, start, end)
         except HistoryError as error:
             raise HistoryUnavailable(str(error)) from None
     return web.json_response({"node": config.node_id, "rows": rows})

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -11,6 +13,8 @@ import time
 import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
+
+from node import auth
 
 
 def _ready(url: str) -> bool:
@@ -32,6 +36,13 @@ def main(argv: Sequence[str]) -> int:
     if not 1 <= args.nodes <= 64:
         parser.error("--nodes must be from 1 to 64")
     addresses = [f"{args.host}:{args.base_port + i}" for i in range(args.nodes)]
+    # Fresh secrets for this cluster: clients get tokens minted below, peers share the other.
+    jwt_secret, cluster_secret = secrets.token_urlsafe(32), secrets.token_urlsafe(32)
+    environment = {
+        **os.environ,
+        "COUNTERS_JWT_SECRET": jwt_secret,
+        "COUNTERS_CLUSTER_SECRET": cluster_secret,
+    }
     processes = []
     for index, address in enumerate(addresses):
         node_id = f"n{index + 1}"
@@ -49,7 +60,7 @@ def main(argv: Sequence[str]) -> int:
             "--data-dir",
             str(Path(args.data_dir) / node_id),
         ]
-        processes.append(subprocess.Popen(command))
+        processes.append(subprocess.Popen(command, env=environment))
     stop = False
 
     def request_stop(signum: int, frame: object) -> None:
@@ -68,10 +79,20 @@ def main(argv: Sequence[str]) -> int:
         for index, url in enumerate(urls):
             print(f"  n{index + 1}  {url}")
         body = json.dumps({"delta": 1})
+        day = 86400.0
+        admin = auth.mint(jwt_secret, "demo", list(auth.SCOPES), day, None)
+        rw = auth.mint(jwt_secret, "demo", [auth.READ, auth.WRITE], day, None)
+        print(f"admin token (tenant demo, 24 h):      {admin}")
+        print(f"read-write token (tenant demo, 24 h): {rw}")
+        print(f"more: COUNTERS_JWT_SECRET={jwt_secret} counters token --tenant T")
         print("try:")
-        print(f"  curl -s -XPOST {urls[0]}/v1/namespaces/demo/counters/views/increment -d '{body}'")
-        print(f"  curl -s {urls[-1]}/v1/namespaces/demo/counters/views")
-        print(f"  curl -s {urls[0]}/admin/ring | head -c 600")
+        bearer = f"-H 'Authorization: Bearer {rw}'"
+        print(
+            f"  curl -s {bearer} -XPOST {urls[0]}/v1/namespaces/demo/counters/views/increment"
+            f" -d '{body}'"
+        )
+        print(f"  curl -s {bearer} {urls[-1]}/v1/namespaces/demo/counters/views")
+        print(f"  curl -s -H 'Authorization: Bearer {admin}' {urls[0]}/admin/ring | head -c 600")
         print("Ctrl-C stops every node.", flush=True)
     while not stop and all(p.poll() is None for p in processes):
         time.sleep(0.2)

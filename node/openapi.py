@@ -269,7 +269,13 @@ SPEC = {
     "openapi": "3.1.0",
     "info": {"title": "Counters", "version": __version__},
     "paths": PATHS,
-    "components": {"schemas": SCHEMAS},
+    "components": {
+        "schemas": SCHEMAS,
+        "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}},
+    },
+    # Every /v1 and /admin route needs a token (scopes counters:read, counters:write,
+    # counters:admin); /healthz, /readyz and this document do not.
+    "security": [{"bearer": []}],
 }
 
 

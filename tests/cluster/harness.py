@@ -26,6 +26,8 @@ FAST = {
     "COUNTERS_FAILURE_TIMEOUT_S": "1.5",
     "COUNTERS_REQUEST_TIMEOUT_S": "2",
     "COUNTERS_SYNC_SHARDS_PER_ROUND": "256",
+    # Most cluster tests are about replication, not tokens; test_auth.py turns auth on.
+    "COUNTERS_AUTH": "none",
 }
 
 
@@ -158,13 +160,21 @@ class Cluster:
         await eventually(ready, f"{node.node_id} ready", timeout)
 
     async def request(
-        self, method: str, node: Node, path: str, json: Any = None, data: Any = None
+        self,
+        method: str,
+        node: Node,
+        path: str,
+        json: Any = None,
+        data: Any = None,
+        headers: dict[str, str] | None = None,
     ) -> tuple[int, Any]:
         timeout = aiohttp.ClientTimeout(total=10)
+        if headers is None and self.settings.get("COUNTERS_AUTH") == "jwt":
+            headers = self._admin_headers()  # the harness's own calls act as an operator
         if isinstance(data, bytes):
             data = io.BytesIO(data)  # aiohttp warns about large raw bytes bodies
         async with self.session.request(
-            method, node.url + path, json=json, data=data, timeout=timeout
+            method, node.url + path, json=json, data=data, timeout=timeout, headers=headers
         ) as response:
             text = await response.text()
             try:
@@ -172,6 +182,12 @@ class Cluster:
             except ValueError:
                 body = text
             return response.status, body
+
+    def _admin_headers(self) -> dict[str, str]:
+        from node.auth import SCOPES, mint
+
+        token = mint(self.settings["COUNTERS_JWT_SECRET"], "default", list(SCOPES), 600, None)
+        return {"Authorization": f"Bearer {token}"}
 
     async def get(self, node: Node, path: str) -> tuple[int, Any]:
         return await self.request("GET", node, path)

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import json
+import re
 import signal
 import socket
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
+
+import pytest
 
 from tests.cluster.harness import REPO
 
@@ -37,8 +41,10 @@ def _free_run(count: int) -> int:
     raise AssertionError("no run of free ports found")
 
 
-def _post(url: str, body: dict[str, int]) -> dict[str, object]:
-    request = urllib.request.Request(url, data=json.dumps(body).encode(), method="POST")
+def _call(url: str, token: str, body: dict[str, int] | None = None) -> dict[str, object]:
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(url, data=data, method="GET" if body is None else "POST")
+    request.add_header("Authorization", f"Bearer {token}")
     with urllib.request.urlopen(request, timeout=5) as response:
         return dict(json.loads(response.read()))
 
@@ -61,12 +67,16 @@ def test_counters_up_starts_a_ready_cluster_and_ctrl_c_stops_every_node(tmp_path
         assert "3 nodes ready" in output, output
         assert f"http://127.0.0.1:{base + 2}" in output and "curl" in output
         first, last = f"http://127.0.0.1:{base}", f"http://127.0.0.1:{base + 2}"
-        assert (
-            _post(f"{first}/v1/namespaces/demo/counters/views/increment", {"delta": 3})["value"]
-            == 3
-        )
-        with urllib.request.urlopen(f"{last}/v1/namespaces/demo/counters/views", timeout=5) as r:
-            assert json.loads(r.read())["value"] == 3
+        tokens = dict(re.findall(r"^(admin|read-write) token [^:]*:\s+(\S+)$", output, re.M))
+        assert set(tokens) == {"admin", "read-write"}, output
+        views = "/v1/namespaces/demo/counters/views"
+        assert _call(first + views + "/increment", tokens["read-write"], {"delta": 3})["value"] == 3
+        assert _call(last + views, tokens["read-write"])["value"] == 3
+        assert "preference_lists" in _call(first + "/admin/ring", tokens["admin"])
+        with pytest.raises(urllib.error.HTTPError) as refused:  # a node that needs a token
+            urllib.request.urlopen(last + views, timeout=5)
+        assert refused.value.code == 401
+        refused.value.close()
         up.send_signal(signal.SIGINT)
         assert up.wait(timeout=20) == 0
         for port in range(base, base + 3):  # every node is gone: nothing listens there

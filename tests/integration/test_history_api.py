@@ -8,7 +8,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
-from node import history_api
+from node import auth, history_api
 from node.appkeys import CLUSTER, CONFIG, HISTORY
 from node.cluster import Cluster
 from node.config import Config
@@ -36,7 +36,7 @@ async def test_api_answers_503_while_postgres_is_unreachable(tmp_path: Path) -> 
     config = Config(
         node_id="solo", data_dir=str(tmp_path), postgres_url="postgresql://x@127.0.0.1:1/x"
     )
-    app = web.Application(middlewares=[problem_middleware])
+    app = web.Application(middlewares=[problem_middleware, auth.middleware(None)])
     app[CONFIG] = config
     app[CLUSTER] = Cluster(config, 1)
     history = PgHistory(config.postgres_url)

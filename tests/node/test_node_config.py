@@ -8,7 +8,12 @@ from node.config import Config, ConfigError, parse
 
 
 def test_flags_environment_and_defaults_in_that_order():
-    env = {"COUNTERS_NODE_ID": "from-env", "COUNTERS_REPLICAS": "5", "COUNTERS_WRITE_QUORUM": "3"}
+    env = {
+        "COUNTERS_NODE_ID": "from-env",
+        "COUNTERS_REPLICAS": "5",
+        "COUNTERS_WRITE_QUORUM": "3",
+        "COUNTERS_AUTH": "none",
+    }
     config = parse(["--replicas", "4", "--seeds", "a:1, b:2"], env)
     assert config.node_id == "from-env"
     assert config.replicas == 4 and config.write_quorum == 3
@@ -17,8 +22,10 @@ def test_flags_environment_and_defaults_in_that_order():
 
 
 def test_every_field_has_a_flag_and_a_variable():
-    flags = parse(["--node-id", "n", "--gossip-interval-s", "0.25"], {})
-    env = parse([], {"COUNTERS_NODE_ID": "n", "COUNTERS_GOSSIP_INTERVAL_S": "0.25"})
+    flags = parse(["--node-id", "n", "--gossip-interval-s", "0.25", "--auth", "none"], {})
+    env = parse(
+        [], {"COUNTERS_NODE_ID": "n", "COUNTERS_GOSSIP_INTERVAL_S": "0.25", "COUNTERS_AUTH": "none"}
+    )
     assert flags == env and flags.gossip_interval_s == 0.25
 
 
@@ -39,4 +46,4 @@ def test_every_field_has_a_flag_and_a_variable():
 )
 def test_bad_settings_are_refused_with_the_flag_named(argv, message):
     with pytest.raises(ConfigError, match=message):
-        parse(argv, {})
+        parse(argv, {"COUNTERS_AUTH": "none"})

@@ -1,0 +1,80 @@
+"""Tokens on a real cluster: 401 and 403 change nothing, tenants never see each other's
+counters, a token narrowed to namespaces stays in them, and client tokens never reach peers."""
+
+from __future__ import annotations
+
+from node.auth import ADMIN, READ, WRITE, mint
+from node.peers import PEER_PATH
+from tests.cluster.harness import Cluster, Node
+
+SECRET = "cluster-test-secret-" * 4
+
+
+def _bearer(tenant: str, *scopes: str, namespaces: list[str] | None = None) -> dict[str, str]:
+    return {"Authorization": f"Bearer {mint(SECRET, tenant, list(scopes), 600, namespaces)}"}
+
+
+async def _start(cluster: Cluster) -> list[Node]:
+    cluster.settings.update(COUNTERS_AUTH="jwt", COUNTERS_JWT_SECRET=SECRET)
+    return await cluster.start(3)
+
+
+async def _increment(cluster: Cluster, node: Node, ns: str, name: str, headers: dict[str, str]):
+    path = f"/v1/namespaces/{ns}/counters/{name}/increment"
+    return await cluster.request("POST", node, path, json={"delta": 2}, headers=headers)
+
+
+async def _value(cluster: Cluster, node: Node, ns: str, name: str, headers: dict[str, str]):
+    status, body = await cluster.request(
+        "GET", node, f"/v1/namespaces/{ns}/counters/{name}?consistency=all", headers=headers
+    )
+    assert status == 200, body
+    return body["value"]
+
+
+async def test_tokens_scopes_tenants_and_namespaces_on_a_live_cluster(cluster: Cluster):
+    nodes = await _start(cluster)
+    acme_rw = _bearer("acme", READ, WRITE)
+    globex_rw = _bearer("globex", READ, WRITE)
+    status, body = await _increment(cluster, nodes[0], "web", "views", acme_rw)
+    assert (status, body["value"]) == (200, 2), body
+
+    # 401: no token, a bad one; 403: a read-only token writing, a narrowed one elsewhere
+    for headers, expected in (
+        ({"X-No-Token": "1"}, 401),
+        ({"Authorization": "Bearer nope"}, 401),
+        (_bearer("acme", READ), 403),
+        (_bearer("acme", READ, WRITE, namespaces=["mobile"]), 403),
+    ):
+        status, body = await _increment(cluster, nodes[1], "web", "views", headers)
+        assert status == expected and body["type"].endswith(
+            "/unauthorized" if expected == 401 else "/forbidden"
+        ), body
+    assert await _value(cluster, nodes[2], "web", "views", acme_rw) == 2  # nothing changed
+
+    # Same names, other tenant: a separate counter
+    assert await _value(cluster, nodes[1], "web", "views", globex_rw) == 0
+    status, _ = await _increment(cluster, nodes[2], "web", "views", globex_rw)
+    assert status == 200
+    assert await _value(cluster, nodes[0], "web", "views", acme_rw) == 2
+    assert await _value(cluster, nodes[0], "web", "views", globex_rw) == 2
+    status, listing = await cluster.request(
+        "GET", nodes[1], "/v1/namespaces/web/counters", headers=_bearer("initech", READ)
+    )
+    assert status == 200 and listing["counters"] == []
+
+    # Admin needs the admin scope; a narrowed token reads its own namespace only
+    status, _ = await cluster.request("GET", nodes[0], "/admin/ring", headers=acme_rw)
+    assert status == 403
+    status, _ = await cluster.request("GET", nodes[0], "/admin/ring", headers=_bearer("x", ADMIN))
+    assert status == 200
+    narrowed = _bearer("acme", READ, namespaces=["web"])
+    assert await _value(cluster, nodes[1], "web", "views", narrowed) == 2
+
+
+async def test_a_client_token_never_reaches_the_peer_endpoint(cluster: Cluster):
+    nodes = await _start(cluster)
+    status, body = await cluster.request(
+        "GET", nodes[0], PEER_PATH, headers=_bearer("acme", READ, WRITE, ADMIN)
+    )
+    assert status == 401, body
