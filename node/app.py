@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator
 import uvloop
 from aiohttp import web
 
-from node import admin, api, auth, history_api, logs, openapi
+from node import admin, api, auth, history_api, logs, openapi, peer_auth
 from node.appkeys import (
     CLUSTER,
     CONFIG,
@@ -18,6 +18,7 @@ from node.appkeys import (
     GOSSIP,
     HANDOFF,
     HISTORY,
+    PEER_GUARD,
     PERSISTER,
     POOL,
     STORE,
@@ -71,7 +72,8 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
     coordinator = Coordinator(cluster, store, pool, persister)
     app[CLUSTER], app[STORE], app[POOL], app[PERSISTER] = cluster, store, pool, persister
     app[HANDOFF], app[GOSSIP], app[COORDINATOR] = handoff, gossip, coordinator
-    app[PEER_SERVER] = PeerServer(config.cluster_secret, store, coordinator, gossip)
+    app[PEER_GUARD] = guard = peer_auth.ReplayGuard()
+    app[PEER_SERVER] = PeerServer(config, guard, store, coordinator, gossip)
     history = app[HISTORY] = Recorder(
         store,
         open_history(config),

@@ -10,6 +10,7 @@ from node.coordinator import Coordinator
 from node.gossip import Gossip
 from node.handoff import Handoff
 from node.history import Recorder
+from node.peer_auth import ReplayGuard
 from node.peers import PeerPool
 from node.persistence import Persister
 from node.store import CounterStore
@@ -22,4 +23,5 @@ COORDINATOR = web.AppKey("coordinator", Coordinator)
 GOSSIP = web.AppKey("gossip", Gossip)
 HANDOFF = web.AppKey("handoff", Handoff)
 PERSISTER = web.AppKey("persister", Persister)
+PEER_GUARD = web.AppKey("peer_guard", ReplayGuard)
 HISTORY = web.AppKey("history", Recorder)

@@ -26,7 +26,7 @@ import aiohttp
 from aiohttp import web
 
 from node import auth, peer_auth, validation
-from node.appkeys import CLUSTER, CONFIG, HISTORY
+from node.appkeys import CLUSTER, CONFIG, HISTORY, PEER_GUARD
 from node.errors import InvalidBody, ServerError
 from node.history import STEP_SECONDS, HistoryError, HistoryStore, Row, iso
 from node.history_sqlite import MEMORY, SqliteHistory
@@ -162,7 +162,9 @@ async def _peer_rows(
     request: web.Request, session: aiohttp.ClientSession, address: str, query: dict[str, Any]
 ) -> list[tuple[str, int, int, float]] | None:
     config = request.app[CONFIG]
-    headers = peer_auth.sign(config.cluster_secret, "GET", PEER_HISTORY_PATH, config.node_id)
+    headers = peer_auth.sign(
+        config.cluster_secret, "GET", PEER_HISTORY_PATH, config.node_id, address
+    )
     timeout = aiohttp.ClientTimeout(total=config.request_timeout_s)
     url = f"http://{address}{PEER_HISTORY_PATH}"
     params = {key: str(value) for key, value in query.items()}
@@ -253,7 +255,13 @@ async def peer_history(request: web.Request) -> web.Response:
     """A peer's deciding rows (see SqliteHistory.compact) for an embedded-store query."""
     config = request.app[CONFIG]
     caller = peer_auth.verify(
-        config.cluster_secret, "GET", request.path, request.headers, time.time()
+        config.cluster_secret,
+        "GET",
+        request.path,
+        request.headers,
+        time.time(),
+        target=config.listen,
+        guard=request.app[PEER_GUARD],
     )
     if caller is None:
         raise web.HTTPForbidden(reason="peer authentication failed")

@@ -17,6 +17,7 @@ from aiohttp import WSMsgType, web
 from crdt import PNCounter
 from crdt.codec import pn_to_wire
 from node import peer_auth, protocol
+from node.config import Config
 from node.coordinator import Coordinator, Op
 from node.errors import CountersError
 from node.gossip import Gossip
@@ -31,8 +32,17 @@ INLINE = frozenset({protocol.SLOTS, protocol.REPLICATE, protocol.READ})
 
 
 class PeerServer:
-    def __init__(self, secret: str, store: CounterStore, coordinator: Coordinator, gossip: Gossip):
-        self.secret = secret
+    def __init__(
+        self,
+        config: Config,
+        guard: peer_auth.ReplayGuard,
+        store: CounterStore,
+        coordinator: Coordinator,
+        gossip: Gossip,
+    ) -> None:
+        self.secret = config.cluster_secret
+        self.listen = config.listen
+        self.guard = guard
         self.store = store
         self.coordinator = coordinator
         self.gossip = gossip
@@ -41,7 +51,13 @@ class PeerServer:
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         peer = peer_auth.verify(
-            self.secret, request.method, request.path, request.headers, time.time()
+            self.secret,
+            request.method,
+            request.path,
+            request.headers,
+            time.time(),
+            target=self.listen,
+            guard=self.guard,
         )
         if peer is None:
             raise web.HTTPUnauthorized(reason="peer endpoint needs the cluster secret")

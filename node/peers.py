@@ -231,7 +231,7 @@ class PeerLink:
             if time.monotonic() < self._retry_at:
                 raise PeerError(f"{self.address} is backing off")
             headers = peer_auth.sign(
-                self._config.cluster_secret, "GET", PEER_PATH, self._config.node_id
+                self._config.cluster_secret, "GET", PEER_PATH, self._config.node_id, self.address
             )
             try:
                 ws = await self._session.ws_connect(

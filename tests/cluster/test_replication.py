@@ -85,7 +85,7 @@ async def test_paused_peer_catches_up_after_sigcont(cluster: Cluster):
 
 async def _push_to_one_node(cluster: Cluster, node: Node, name: str, state: PNCounter) -> None:
     """Act as a peer and hand one node a state no other replica has."""
-    headers = peer_auth.sign(Config.cluster_secret, "GET", PEER_PATH, "tester")
+    headers = peer_auth.sign(Config.cluster_secret, "GET", PEER_PATH, "tester", node.address)
     async with cluster.session.ws_connect(node.url + PEER_PATH, headers=headers) as ws:
         entries = protocol.entries_to_wire([(("default", NS, name), state)])
         await ws.send_bytes(protocol.encode(protocol.PUSH, 1, entries))
