@@ -181,13 +181,6 @@ class Cluster:
     def apply(self, node_id: str, event: str) -> None:
         self.view = self.view.apply(node_id, event)
 
-    def add_member(self, node_id: str, address: str) -> Member:
-        existing = self.view.get(node_id)
-        version = 0 if existing is None else existing.version + 1
-        member = Member(node_id, address, Status.JOINING, version)
-        self.view = self.view.with_member(member)
-        return member
-
     def reset_for_admission(self) -> None:
         """Drop this node's ring of one so the admitting cluster's ring replaces it."""
         empty = Ring.build([], shards=self.config.shards, replicas=self.config.replicas)

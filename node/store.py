@@ -9,7 +9,7 @@ The durable stores (Redis, PostgreSQL) arrive behind this same interface.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Mapping
 
 from crdt import PNCounter, receipts
 from crdt.receipts import Receipt
@@ -159,9 +159,6 @@ class CounterStore:
 
     def shard_entries(self, shard: int) -> list[tuple[Key, PNCounter]]:
         return [(key, self._states[key]) for key in self._shard_keys.get(shard, ())]
-
-    def shards(self) -> Iterator[int]:
-        return iter(self._shard_keys)
 
     def share(self, key: Key) -> int:
         """The key's share of its shard digest: equal states of a key have equal shares."""
