@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import signal
 import socket
@@ -53,7 +54,10 @@ def test_counters_up_starts_a_ready_cluster_and_ctrl_c_stops_every_node(tmp_path
     base = _free_run(3)
     command = [sys.executable, "-m", "node", "up", "--nodes", "3", "--base-port", str(base),
                "--data-dir", str(tmp_path)]  # fmt: skip
-    up = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, text=True)
+    # Its own process group, so a failing test can stop the nodes too, not only `up`.
+    up = subprocess.Popen(
+        command, cwd=REPO, stdout=subprocess.PIPE, text=True, start_new_session=True
+    )
     try:
         assert up.stdout is not None
         lines = []
@@ -85,7 +89,11 @@ def test_counters_up_starts_a_ready_cluster_and_ctrl_c_stops_every_node(tmp_path
                 sock.bind(("127.0.0.1", port))
     finally:
         if up.poll() is None:
-            up.kill()
-            up.wait(timeout=10)
+            os.killpg(up.pid, signal.SIGTERM)
+            try:
+                up.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                os.killpg(up.pid, signal.SIGKILL)
+                up.wait(timeout=10)
         if up.stdout is not None:
             up.stdout.close()
