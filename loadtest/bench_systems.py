@@ -112,6 +112,7 @@ def start_cluster(
         argv += ["--replicas", str(replicas), "--write-quorum", str(quorum)]
         argv += ["--read-quorum", str(quorum)]
         argv += ["--auth", "none"]  # the wrk scripts send no token; a JWT check is not measured
+        argv += ["--rate-limit-per-s", "0"]  # the benchmark is one tenant going flat out
         processes.start(f"{system}-node-{node_id}", argv, _node_env())
     urls = [f"http://{address}" for address in addresses]
     wait_ready(processes, urls)

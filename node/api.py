@@ -101,10 +101,10 @@ async def batch(request: web.Request) -> web.Response:
     namespace = validation.name(request.match_info["namespace"], "namespace")
     consistency = validation.consistency(request)
     body = await validation.json_object(request, empty_ok=False)
-    principal = request[auth.PRINCIPAL]
-    ops = _batch_ops(principal.tenant, namespace, body)
+    tenant = request[auth.PRINCIPAL].tenant
+    ops = _batch_ops(tenant, namespace, body)
     writes = any(op.kind == "increment" for op in ops)
-    principal.require(auth.WRITE if writes else auth.READ, namespace)
+    principal = auth.principal(request, auth.WRITE if writes else auth.READ, namespace, len(ops))
     coordinator = request.app[COORDINATOR]
     idem, fingerprint = validation.idempotency(request, body)
     if idem:

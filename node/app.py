@@ -21,6 +21,7 @@ from node.appkeys import (
     PEER_GUARD,
     PERSISTER,
     POOL,
+    RATE_LIMITER,
     STORE,
 )
 from node.cluster import Cluster
@@ -35,6 +36,7 @@ from node.incarnation import next_incarnation
 from node.peer_server import PeerServer
 from node.peers import PEER_PATH, PeerPool
 from node.persistence import Persister
+from node.ratelimit import RateLimiter
 from node.store import CounterStore
 
 PEER_SERVER = web.AppKey("peer_server", PeerServer)
@@ -122,6 +124,7 @@ def build_app(config: Config) -> web.Application:
         client_max_size=MAX_BODY_BYTES,
     )
     app[CONFIG] = config
+    app[RATE_LIMITER] = RateLimiter(config)
     app.cleanup_ctx.append(_resources)
     app.on_shutdown.append(_close_peer_links)
     app.add_routes(api.routes)

@@ -13,6 +13,7 @@ from node.history import Recorder
 from node.peer_auth import ReplayGuard
 from node.peers import PeerPool
 from node.persistence import Persister
+from node.ratelimit import RateLimiter
 from node.store import CounterStore
 
 CONFIG = web.AppKey("config", Config)
@@ -24,4 +25,5 @@ GOSSIP = web.AppKey("gossip", Gossip)
 HANDOFF = web.AppKey("handoff", Handoff)
 PERSISTER = web.AppKey("persister", Persister)
 PEER_GUARD = web.AppKey("peer_guard", ReplayGuard)
+RATE_LIMITER = web.AppKey("rate_limiter", RateLimiter)
 HISTORY = web.AppKey("history", Recorder)

@@ -24,6 +24,7 @@ from typing import Any
 import jwt
 from aiohttp import web
 
+from node.appkeys import RATE_LIMITER
 from node.config import Config
 from node.errors import ClientError
 
@@ -160,10 +161,12 @@ def middleware(authenticator: Authenticator | None) -> Any:
     return authenticate
 
 
-def principal(request: web.Request, scope: str, namespace: str) -> Principal:
-    """The caller, checked for `scope` on `namespace`."""
+def principal(request: web.Request, scope: str, namespace: str, cost: int = 1) -> Principal:
+    """The caller, checked for `scope` on `namespace` and charged `cost` operations against
+    its tenant's rate limit (node/ratelimit.py) before anything runs."""
     found: Principal = request[PRINCIPAL]
     found.require(scope, namespace)
+    request.app[RATE_LIMITER].charge(found.tenant, cost)
     return found
 
 

@@ -93,6 +93,13 @@ class Config:
     jwt_audience: str = ""
     # Seconds of clock skew allowed on exp and nbf. Default 30.
     jwt_leeway_s: float = 30.0
+    # Operations per second each tenant may run on this node (a batch counts each op);
+    # 0 turns limits off. Default 10000.
+    rate_limit_per_s: float = 10000.0
+    # Operations a tenant may run at once above its rate. Default 20000.
+    rate_limit_burst: float = 20000.0
+    # Per-tenant limits: "acme=500:1000,globex=50:50" (rate:burst). Default none.
+    rate_limit_overrides: str = ""
     # Seconds an Idempotency-Key is remembered: a retry within it applies nothing new.
     # Default 86400 (24 h).
     idempotency_window_s: float = 86400.0
@@ -110,6 +117,22 @@ class Config:
         if self.jwt_public_key or self.jwt_jwks_file:
             found += ["RS256", "ES256"]
         return found
+
+    def rate_limit_table(self) -> dict[str, tuple[float, float]]:
+        """--rate-limit-overrides 'acme=500:1000,globex=50' as {tenant: (rate, burst)}."""
+        table: dict[str, tuple[float, float]] = {}
+        for item in filter(None, (part.strip() for part in self.rate_limit_overrides.split(","))):
+            tenant, _, limits = item.partition("=")
+            rate, _, burst = limits.partition(":")
+            try:
+                table[tenant] = (float(rate), float(burst or rate))
+            except ValueError:
+                raise ConfigError(
+                    f"rate-limit-overrides: {item!r} is not tenant=rate:burst"
+                ) from None
+            if not tenant or table[tenant][0] <= 0 or table[tenant][1] < 1:
+                raise ConfigError(f"rate-limit-overrides: {item!r} needs rate > 0, burst >= 1")
+        return table
 
     @property
     def host(self) -> str:
@@ -181,6 +204,9 @@ class Config:
                     raise ConfigError(f"no such key file: {path}")
         if self.jwt_leeway_s < 0 or self.jwt_leeway_s > 600:
             raise ConfigError("jwt-leeway-s must be between 0 and 600")
+        if self.rate_limit_per_s < 0 or self.rate_limit_burst < 1:
+            raise ConfigError("rate-limit-per-s must be >= 0 and rate-limit-burst >= 1")
+        self.rate_limit_table()
         if self.durability not in ("async", "sync"):
             raise ConfigError("durability must be async or sync")
         if self.log_level not in ("debug", "info", "warning", "error"):

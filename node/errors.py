@@ -27,6 +27,10 @@ class CountersError(Exception):
         self.detail = detail or self.title
         self.extra = extra
 
+    def headers(self) -> dict[str, str]:
+        """HTTP headers the answer needs besides the problem body."""
+        return {}
+
     def to_problem(self) -> dict[str, Any]:
         return {
             "type": TYPE_BASE + self.type,
@@ -122,6 +126,7 @@ def problem_response(error: CountersError) -> web.Response:
         status=error.status,
         body=json.dumps(error.to_problem()).encode(),
         content_type="application/problem+json",
+        headers=error.headers(),
     )
 
 

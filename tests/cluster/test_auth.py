@@ -78,3 +78,21 @@ async def test_a_client_token_never_reaches_the_peer_endpoint(cluster: Cluster):
         "GET", nodes[0], PEER_PATH, headers=_bearer("acme", READ, WRITE, ADMIN)
     )
     assert status == 401, body
+
+
+async def test_a_flooding_tenant_is_limited_while_another_keeps_going(cluster: Cluster):
+    cluster.settings.update(COUNTERS_RATE_LIMIT_PER_S="20", COUNTERS_RATE_LIMIT_BURST="20")
+    nodes = await _start(cluster)
+    noisy, calm = _bearer("noisy", READ, WRITE), _bearer("calm", READ, WRITE)
+    statuses = []
+    for _ in range(60):  # far above 20/s on one node
+        status, body = await _increment(cluster, nodes[0], "web", "hits", noisy)
+        statuses.append(status)
+        if status == 429:
+            assert body["type"].endswith("/rate-limited")
+    assert statuses.count(429) > 0 and statuses.count(200) >= 20
+    for _ in range(5):  # the other tenant is not starved on the same node
+        status, _ = await _increment(cluster, nodes[0], "web", "hits", calm)
+        assert status == 200
+    # what was refused changed nothing: the value counts exactly the accepted increments
+    assert await _value(cluster, nodes[1], "web", "hits", noisy) == 2 * statuses.count(200)

@@ -9,13 +9,14 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
 from node import auth, history_api
-from node.appkeys import CLUSTER, CONFIG, HISTORY
+from node.appkeys import CLUSTER, CONFIG, HISTORY, RATE_LIMITER
 from node.cluster import Cluster
 from node.config import Config
 from node.errors import InvalidBody, problem_middleware
 from node.history import Recorder
 from node.history_api import parse_time
 from node.history_pg import PgHistory
+from node.ratelimit import RateLimiter
 from node.store import CounterStore
 from tests.integration.history_backends import DAY0
 
@@ -38,6 +39,7 @@ async def test_api_answers_503_while_postgres_is_unreachable(tmp_path: Path) -> 
     )
     app = web.Application(middlewares=[problem_middleware, auth.middleware(None)])
     app[CONFIG] = config
+    app[RATE_LIMITER] = RateLimiter(config)
     app[CLUSTER] = Cluster(config, 1)
     history = PgHistory(config.postgres_url)
     app[HISTORY] = Recorder(
