@@ -36,7 +36,7 @@ ShareOf = Callable[[Key], int]
 
 def backoff(failures: int) -> float:
     """Seconds to wait before reconnecting after `failures` consecutive failed attempts."""
-    return 0.0 if failures <= 0 else min(0.05 * 2 ** (failures - 1), 2.0)
+    return 0.0 if failures <= 0 else min(0.05 * 2 ** (failures - 1), 1.0)
 
 
 def _fail(futures: list[asyncio.Future[Any]], error: Exception) -> None:
@@ -228,8 +228,12 @@ class PeerLink:
         async with self._connect_lock:
             if self._ws is not None and not self._ws.closed:
                 return self._ws
-            if time.monotonic() < self._retry_at:
-                raise PeerError(f"{self.address} is backing off")
+            # Wait out the backoff rather than fail at once: a peer that was not listening
+            # a moment ago (a node starting) is usually there now. The caller's deadline
+            # bounds the wait, so a peer that stays away still fails the request in time.
+            pause = self._retry_at - time.monotonic()
+            if pause > 0:
+                await asyncio.sleep(pause)
             headers = peer_auth.sign(
                 self._config.cluster_secret, "GET", PEER_PATH, self._config.node_id, self.address
             )
