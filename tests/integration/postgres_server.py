@@ -18,18 +18,17 @@ import signal
 import tempfile
 import time
 from pathlib import Path
-from types import TracebackType
 from typing import Self
 
 # Imported as `postgres_server` where tests/integration is on sys.path (its tests and conftest),
 # as `tests.integration.postgres_server` elsewhere (tests/cluster): the helpers come along.
 from tests.integration.servers import (
-    PORT_ATTEMPTS,
     START_TIMEOUT_S,
+    ManagedServer,
     ProcessGroup,
     ServerError,
     free_port,
-    port_taken,
+    launch_on_a_free_port,
     require_binary,
     run_command,
     run_command_checked,
@@ -61,7 +60,7 @@ def find_postgres_bin_dir() -> Path:
     )
 
 
-class PostgresServer:
+class PostgresServer(ManagedServer):
     """A fresh PostgreSQL cluster with trust auth and a database, on 127.0.0.1 only.
 
     Runs with fsync=off: tests and benchmarks need speed, not survival of an OS crash. A crash
@@ -111,17 +110,17 @@ class PostgresServer:
         try:
             if self.data_dir is None:
                 self.data_dir = self._initdb(as_postgres)
-            for attempt in range(1, PORT_ATTEMPTS + 1):
-                if not self._port_chosen:
-                    self.port = free_port()
-                try:
-                    self._launch(as_postgres, self.data_dir)
-                except ServerError as error:
-                    self.stop()
-                    if self._port_chosen or attempt == PORT_ATTEMPTS or not port_taken(error):
-                        raise
-                else:
-                    break
+            data_dir = self.data_dir
+
+            def pick_port() -> None:
+                self.port = free_port()
+
+            launch_on_a_free_port(
+                self._port_chosen,
+                pick_port,
+                lambda: self._launch(as_postgres, data_dir),
+                self.stop,
+            )
             self._port_chosen = True
             self._dead_segment = None  # postgres reclaims its key's unattached segment
             if fresh:
@@ -167,17 +166,6 @@ class PostgresServer:
             shutil.rmtree(self._private_root, ignore_errors=True)
             self._private_root = None
             self.data_dir = None
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.close()
 
     def _binary(self, name: str) -> str:
         """A binary from bin_dir; clients (pg_isready, createdb) may come from PATH instead."""

@@ -14,7 +14,6 @@ import signal
 import time
 from collections.abc import Mapping
 from pathlib import Path
-from types import TracebackType
 from typing import Self
 
 import redis
@@ -24,19 +23,19 @@ from redis.retry import Retry
 # Imported as `redis_servers` where tests/integration is on sys.path (its tests and conftest),
 # as `tests.integration.redis_servers` elsewhere (tests/cluster): the helpers come along.
 from tests.integration.servers import (
-    PORT_ATTEMPTS,
     START_TIMEOUT_S,
+    ManagedServer,
     ProcessGroup,
     ServerError,
     free_port,
-    port_taken,
+    launch_on_a_free_port,
     require_binary,
     run_command_checked,
     wait_until,
 )
 
 
-class RedisServer:
+class RedisServer(ManagedServer):
     """One redis-server on 127.0.0.1 that saves nothing unless `options` say so.
 
     `options` are extra config directives appended after the defaults, so they win:
@@ -78,19 +77,17 @@ class RedisServer:
             self.options.get("cluster-enabled") == "yes" and "cluster-port" not in self.options
         )
         started = time.monotonic()
-        for attempt in range(1, PORT_ATTEMPTS + 1):
-            if not self._port_chosen:
-                self.port = free_port()
-            if own_bus_port and (self.bus_port is None or not self._port_chosen):
+        if own_bus_port and self.bus_port is None:
+            self.bus_port = free_port()
+
+        def pick_ports() -> None:
+            self.port = free_port()
+            if own_bus_port:
                 self.bus_port = free_port()
-            try:
-                self._launch(binary)
-            except ServerError as error:
-                self.stop()
-                if self._port_chosen or attempt == PORT_ATTEMPTS or not port_taken(error):
-                    raise
-            else:
-                break
+
+        launch_on_a_free_port(
+            self._port_chosen, pick_ports, lambda: self._launch(binary), self.stop
+        )
         self._port_chosen = True
         self.startup_s = time.monotonic() - started
         return self
@@ -115,17 +112,6 @@ class RedisServer:
     def close(self) -> None:
         """Stop for good; the directory stays for post-mortems."""
         self.stop()
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.close()
 
     def _launch(self, binary: str) -> None:
         argv = [
@@ -158,7 +144,7 @@ class RedisServer:
         return bool(info["process_id"] == process.pgid and info["loading"] == 0)
 
 
-class RedisCluster:
+class RedisCluster(ManagedServer):
     """A Redis Cluster of `masters` masters without replicas, all slots assigned."""
 
     def __init__(
@@ -218,17 +204,6 @@ class RedisCluster:
 
     def close(self) -> None:
         self.stop()
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.close()
 
     def _ports(self) -> list[int | None]:
         return [node.port for node in self.nodes]

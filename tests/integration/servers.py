@@ -24,6 +24,8 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from subprocess import CompletedProcess
+from types import TracebackType
+from typing import Self
 
 START_TIMEOUT_S = 20.0  # seconds a launched server may take to answer
 CLIENT_TIMEOUT_S = 30.0  # seconds a helper client (redis-cli, createdb) may run
@@ -211,6 +213,48 @@ def run_command_checked(argv: Sequence[str], *, env: Mapping[str, str] | None = 
             f"{shlex.join(argv)} failed with code {result.returncode}:\n"
             f"{_tail(result.stdout + result.stderr)}"
         )
+
+
+class ManagedServer:
+    """`with Server(...) as server:` starts it and closes it, whatever happens inside."""
+
+    def start(self) -> Self:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+def launch_on_a_free_port(
+    port_chosen: bool,
+    pick_ports: Callable[[], None],
+    launch: Callable[[], None],
+    stop: Callable[[], None],
+) -> None:
+    """launch(); when the port was picked here and another process took it meanwhile, pick
+    again and retry, up to PORT_ATTEMPTS launches. A chosen port is never changed."""
+    for attempt in range(1, PORT_ATTEMPTS + 1):
+        if not port_chosen:
+            pick_ports()
+        try:
+            launch()
+        except ServerError as error:
+            stop()
+            if port_chosen or attempt == PORT_ATTEMPTS or not port_taken(error):
+                raise
+        else:
+            return
 
 
 def port_taken(error: ServerError) -> bool:
