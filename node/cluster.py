@@ -34,7 +34,7 @@ class Cluster:
         self.node_id = config.node_id
         self.incarnation = incarnation
         self.actor = f"{config.node_id}:{incarnation}"
-        me = Member(config.node_id, config.listen, Status.JOINING, incarnation * VERSION_STRIDE)
+        me = Member(config.node_id, config.address, Status.JOINING, incarnation * VERSION_STRIDE)
         self.view = View.empty().with_member(me)
         self._ring_file = config.data_path / RING_FILE
         self.state = self._load_ring()
@@ -46,7 +46,7 @@ class Cluster:
         self.detector = FailureDetector(timeout_s=config.failure_timeout_s)
         self.down: frozenset[str] = frozenset()
         self.recovered = False
-        self.heard_peer = not [s for s in config.seeds if s != config.listen]
+        self.heard_peer = not [s for s in config.seeds if s != config.address]
         self._replicas = config.replicas
         self._shards: dict[Key, int] = {}
 

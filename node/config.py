@@ -36,6 +36,9 @@ class Config:
     node_id: str
     # HOST:PORT to listen on for clients and peers. Default 127.0.0.1:7000.
     listen: str = "127.0.0.1:7000"
+    # HOST:PORT peers and clients reach this node at, when it differs from listen (a
+    # container listening on 0.0.0.0:7000 advertises node1:7000). Default: listen.
+    advertise: str = ""
     # HOST:PORT of nodes to join through; may include this node. Empty: a cluster of one.
     seeds: tuple[str, ...] = ()
     # Directory for the incarnation number (and later the embedded store). Default ./data/<id>.
@@ -143,6 +146,11 @@ class Config:
         return parse_address(self.listen)[1]
 
     @property
+    def address(self) -> str:
+        """Where the others reach this node: its name in membership and peer handshakes."""
+        return self.advertise or self.listen
+
+    @property
     def data_path(self) -> Path:
         return Path(self.data_dir or os.path.join("data", self.node_id))
 
@@ -154,6 +162,10 @@ class Config:
         ):
             raise ConfigError("node-id must be 1-64 characters of [A-Za-z0-9._-]")
         parse_address(self.listen)
+        if self.advertise:
+            parse_address(self.advertise)
+        if parse_address(self.address)[0] in ("0.0.0.0", "::", "[::]"):
+            raise ConfigError("listening on every interface needs --advertise HOST:PORT")
         for seed in self.seeds:
             parse_address(seed)
         if self.shards < 1 or self.shards & (self.shards - 1) or self.shards > 65536:

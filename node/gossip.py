@@ -66,7 +66,7 @@ class Gossip:
         cluster.refresh_down()
         known = {m.address for m in cluster.peers()}
         targets: list[tuple[str | None, str]] = [(m.node_id, m.address) for m in cluster.peers()]
-        targets += [(None, s) for s in cluster.config.seeds if s != cluster.config.listen]
+        targets += [(None, s) for s in cluster.config.seeds if s != cluster.config.address]
         targets = [(n, a) for n, a in targets if n is not None or a not in known]
         # One slow or frozen peer must not hold back the round: each exchange has a deadline.
         deadline = max(cluster.config.gossip_interval_s * 2, 1.0)

@@ -260,7 +260,7 @@ async def peer_history(request: web.Request) -> web.Response:
         request.path,
         request.headers,
         time.time(),
-        target=config.listen,
+        target=config.address,
         guard=request.app[PEER_GUARD],
     )
     if caller is None:

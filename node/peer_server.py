@@ -41,7 +41,7 @@ class PeerServer:
         gossip: Gossip,
     ) -> None:
         self.secret = config.cluster_secret
-        self.listen = config.listen
+        self.listen = config.address
         self.guard = guard
         self.store = store
         self.coordinator = coordinator

@@ -39,6 +39,8 @@ def test_every_field_has_a_flag_and_a_variable():
         (["--node-id", "n", "--read-quorum", "0"], "read-quorum"),
         (["--node-id", "n", "--listen", "nohost"], "HOST:PORT"),
         (["--node-id", "n", "--seeds", "a:99999"], "HOST:PORT"),
+        (["--node-id", "n", "--listen", "0.0.0.0:7000"], "--advertise"),
+        (["--node-id", "n", "--advertise", "node1"], "HOST:PORT"),
         (["--node-id", "n", "--replicas", "three"], "not a number"),
         (["--node-id", "n", "--gossip-interval-s", "0"], "positive"),
         (["--node-id", "n", "--log-level", "loud"], "log-level"),
@@ -47,3 +49,12 @@ def test_every_field_has_a_flag_and_a_variable():
 def test_bad_settings_are_refused_with_the_flag_named(argv, message):
     with pytest.raises(ConfigError, match=message):
         parse(argv, {"COUNTERS_AUTH": "none"})
+
+
+def test_a_node_listening_everywhere_is_known_by_its_advertised_address():
+    config = parse(
+        ["--node-id", "n", "--listen", "0.0.0.0:7000", "--advertise", "n1:7000"],
+        {"COUNTERS_AUTH": "none"},
+    )
+    assert (config.host, config.port, config.address) == ("0.0.0.0", 7000, "n1:7000")
+    assert parse(["--node-id", "n"], {"COUNTERS_AUTH": "none"}).address == Config.listen
