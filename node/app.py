@@ -70,8 +70,8 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
     pool = PeerPool(config, store.share, cluster.actor)
     persister = Persister(store, durable, config.persist_interval_s, config.idempotency_window_s)
     handoff = Handoff(cluster, store, pool, persister)
-    gossip = Gossip(cluster, store, pool, handoff)
     coordinator = Coordinator(cluster, store, pool, persister)
+    gossip = Gossip(cluster, store, pool, handoff, coordinator.quota)
     app[CLUSTER], app[STORE], app[POOL], app[PERSISTER] = cluster, store, pool, persister
     app[HANDOFF], app[GOSSIP], app[COORDINATOR] = handoff, gossip, coordinator
     app[PEER_GUARD] = guard = peer_auth.ReplayGuard()

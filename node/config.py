@@ -103,6 +103,11 @@ class Config:
     rate_limit_burst: float = 20000.0
     # Per-tenant limits: "acme=500:1000,globex=50:50" (rate:burst). Default none.
     rate_limit_overrides: str = ""
+    # Counters each tenant may hold in the cluster; creating one more answers 403. 0: no
+    # quota. Default 1000000.
+    max_counters_per_tenant: int = 1_000_000
+    # Per-tenant quotas: "acme=5000000,globex=1000". Default none.
+    counter_quota_overrides: str = ""
     # Seconds an Idempotency-Key is remembered: a retry within it applies nothing new.
     # Default 86400 (24 h).
     idempotency_window_s: float = 86400.0
@@ -135,6 +140,18 @@ class Config:
                 ) from None
             if not tenant or table[tenant][0] <= 0 or table[tenant][1] < 1:
                 raise ConfigError(f"rate-limit-overrides: {item!r} needs rate > 0, burst >= 1")
+        return table
+
+    def counter_quota_table(self) -> dict[str, int]:
+        """--counter-quota-overrides 'acme=5000000,globex=1000' as {tenant: quota}."""
+        table: dict[str, int] = {}
+        for item in filter(
+            None, (part.strip() for part in self.counter_quota_overrides.split(","))
+        ):
+            tenant, _, quota = item.partition("=")
+            if not tenant or not (quota.isascii() and quota.isdigit()):
+                raise ConfigError(f"counter-quota-overrides: {item!r} is not tenant=count")
+            table[tenant] = int(quota)
         return table
 
     @property
@@ -219,6 +236,9 @@ class Config:
         if self.rate_limit_per_s < 0 or self.rate_limit_burst < 1:
             raise ConfigError("rate-limit-per-s must be >= 0 and rate-limit-burst >= 1")
         self.rate_limit_table()
+        if self.max_counters_per_tenant < 0:
+            raise ConfigError("max-counters-per-tenant must be >= 0 (0: no quota)")
+        self.counter_quota_table()
         if self.durability not in ("async", "sync"):
             raise ConfigError("durability must be async or sync")
         if self.log_level not in ("debug", "info", "warning", "error"):

@@ -21,6 +21,7 @@ from node.peers import PeerPool
 from node.persistence import Persister
 from node.protocol import FORWARD, Key
 from node.quorum import QuorumWait
+from node.quota import CounterQuota
 from node.store import CounterStore
 
 MAX_HOPS = 2
@@ -60,6 +61,7 @@ class Coordinator:
         self.sync = cluster.config.durability == "sync"
         self.timeout = cluster.config.request_timeout_s
         self.idempotent = Idempotent(self)
+        self.quota = CounterQuota(cluster.config, cluster, store)
 
     def _needed(self, consistency: str, quorum: int, replicas: int) -> int:
         if consistency == "one":
@@ -197,6 +199,7 @@ class Coordinator:
             if op.kind == "increment" and not results[index]:
                 try:
                     self._check_writable(shards[index], consistency)
+                    self.admit(op)
                     _, delta = self.store.increment(op.key, actor, op.delta)
                 except CountersError as error:
                     results[index] = {"error": error.to_problem()}
@@ -255,6 +258,11 @@ class Coordinator:
         await cleared.wait(self.timeout)
         if todo and self.sync:
             await self.persister.durable_now(self.timeout)
+
+    def admit(self, op: Op) -> None:
+        """Refuse an increment that would create a counter past its tenant's quota."""
+        if op.delta and self.store.get(op.key) is None:
+            self.quota.admit_new(op.key[0])
 
     def _check_writable(self, shard: int, consistency: str) -> None:
         """Refuse before applying anything when the quorum is out of reach (nothing changes)."""

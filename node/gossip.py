@@ -21,6 +21,7 @@ from node.errors import PeerError
 from node.handoff import Handoff
 from node.peers import PeerPool
 from node.protocol import Key, ProtocolError
+from node.quota import CounterQuota
 from node.store import CounterStore
 from ring import View
 from ring.claimant import RingState
@@ -31,9 +32,15 @@ PUSH_BATCH = 2000  # counters per repair frame
 
 class Gossip:
     def __init__(
-        self, cluster: Cluster, store: CounterStore, pool: PeerPool, handoff: Handoff
+        self,
+        cluster: Cluster,
+        store: CounterStore,
+        pool: PeerPool,
+        handoff: Handoff,
+        quota: CounterQuota,
     ) -> None:
         self.cluster = cluster
+        self.quota = quota
         self.store = store
         self.pool = pool
         self.handoff = handoff
@@ -113,6 +120,7 @@ class Gossip:
             "ring": self._ring_to_wire(),
             "synced": cluster.synced_to_wire(),
             "digests": [[s, self.store.digest(s)] for s in self._shared_shards(peer)],
+            "tenants": self.quota.own_counts(max_age_s=cluster.config.gossip_interval_s / 2),
         }
 
     def absorb(self, body: Any) -> str:
@@ -137,6 +145,7 @@ class Gossip:
             raise ProtocolError(f"bad gossip: {error}") from None
         if state.current.shards != self.cluster.config.shards:
             raise ProtocolError("peer runs a different shard count")
+        self.quota.heard(sender, body.get("tenants"))
         self.cluster.absorb(view, state, marks)
         self.cluster.heard(sender)
         return sender

@@ -74,6 +74,7 @@ class Idempotent:
         co._check_writable(shard, consistency)
         delta = PNCounter.empty()
         if op.kind == "increment":
+            co.admit(op)
             try:
                 _, delta = store.increment(op.key, co.cluster.actor, op.delta)
             except CounterOverflowError as error:

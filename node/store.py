@@ -32,6 +32,7 @@ class CounterStore:
         self._history_dirty: set[Key] = set()  # changed since history last recorded them
         self._receipts: dict[Key, dict[str, Receipt]] = {}  # idempotency receipts per counter
         self._dirty_receipts: set[Key] = set()  # receipts not yet in the durable replica
+        self._tenant_counts: dict[int, dict[str, int]] = {}  # per shard: counters per tenant
 
     def __len__(self) -> int:
         return len(self._states)
@@ -107,6 +108,8 @@ class CounterStore:
             shard = self._shard_of(key)
             weight = hash64("/".join(key).encode()) | 1
             self._shard_keys.setdefault(shard, set()).add(key)
+            counts = self._tenant_counts.setdefault(shard, {})
+            counts[key[0]] = counts.get(key[0], 0) + 1
             old_share = 0
         else:
             shard, weight, old_share = meta
@@ -165,6 +168,10 @@ class CounterStore:
         meta = self._meta.get(key)
         return 0 if meta is None else meta[2]
 
+    def tenant_counts(self, shard: int) -> dict[str, int]:
+        """How many counters each tenant has in a shard (read-only)."""
+        return self._tenant_counts.get(shard, {})
+
     def digest(self, shard: int) -> int:
         """Order-independent hash of a shard's keys and states (0 when empty)."""
         return self._digests.get(shard, 0)
@@ -177,6 +184,7 @@ class CounterStore:
             del self._meta[key]
             self._dirty.discard(key)
         self._digests.pop(shard, None)
+        self._tenant_counts.pop(shard, None)
         return len(keys)
 
     def scan(

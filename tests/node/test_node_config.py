@@ -40,6 +40,8 @@ def test_every_field_has_a_flag_and_a_variable():
         (["--node-id", "n", "--listen", "nohost"], "HOST:PORT"),
         (["--node-id", "n", "--seeds", "a:99999"], "HOST:PORT"),
         (["--node-id", "n", "--listen", "0.0.0.0:7000"], "--advertise"),
+        (["--node-id", "n", "--counter-quota-overrides", "acme=lots"], "tenant=count"),
+        (["--node-id", "n", "--max-counters-per-tenant", "-1"], "max-counters"),
         (["--node-id", "n", "--advertise", "node1"], "HOST:PORT"),
         (["--node-id", "n", "--replicas", "three"], "not a number"),
         (["--node-id", "n", "--gossip-interval-s", "0"], "positive"),

@@ -1,0 +1,90 @@
+"""Per-tenant quota on live counters: creating a counter past it answers 403, nothing applied.
+
+Each node counts, per tenant, the counters of the shards it coordinates (it is their first
+replica) and gossips those counts; a tenant's cluster total is this node's count plus the
+last count each other ring member reported. The check runs on the coordinator, only when an
+increment would create a counter, so existing counters never stop counting. Counts travel by
+gossip, so counters created on different nodes within one gossip interval may pass the quota
+together: it is a soft limit, off by at most what a tenant creates in that time.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from node.cluster import Cluster
+from node.config import Config
+from node.errors import ClientError
+from node.protocol import ProtocolError
+from node.store import CounterStore
+
+MAX_REPORTED_TENANTS = 100_000  # a peer's report beyond this is refused as hostile
+
+
+class QuotaExceeded(ClientError):
+    status = 403
+    type = "quota-exceeded"
+    title = "Tenant has reached its quota of counters"
+
+
+class CounterQuota:
+    def __init__(self, config: Config, cluster: Cluster, store: CounterStore) -> None:
+        self.limit = config.max_counters_per_tenant
+        self.overrides = config.counter_quota_table()
+        self.cluster = cluster
+        self.store = store
+        self._reports: dict[str, dict[str, int]] = {}  # per peer: its counts per tenant
+        self._own: tuple[float, dict[str, int]] = (0.0, {})  # (when counted, counts)
+        self._coordinated_in: tuple[object, list[int]] = (None, [])  # (ring, its shards)
+
+    def limit_of(self, tenant: str) -> int:
+        """The tenant's quota; 0 means none."""
+        return self.overrides.get(tenant, self.limit)
+
+    def _coordinated(self) -> list[int]:
+        ring, me = self.cluster.state.current, self.cluster.node_id
+        if self._coordinated_in[0] is not ring:
+            shards = [s for s in ring.shards_of(me) if ring.preference_list(s)[:1] == (me,)]
+            self._coordinated_in = (ring, shards)
+        return self._coordinated_in[1]
+
+    def own_counts(self, max_age_s: float = 0.0) -> dict[str, int]:
+        """Counters per tenant in the shards this node coordinates (what it gossips)."""
+        now = time.monotonic()
+        if max_age_s and now - self._own[0] < max_age_s:
+            return self._own[1]
+        counts: dict[str, int] = {}
+        for shard in self._coordinated():
+            for tenant, count in self.store.tenant_counts(shard).items():
+                counts[tenant] = counts.get(tenant, 0) + count
+        self._own = (now, counts)
+        return counts
+
+    def heard(self, peer: str, raw: Any) -> None:
+        """A peer's gossiped counts; checked whole before any is kept."""
+        if raw is None:
+            return
+        if not isinstance(raw, dict) or len(raw) > MAX_REPORTED_TENANTS:
+            raise ProtocolError("tenant counts must be a map of at most 100000 tenants")
+        for tenant, count in raw.items():
+            if not isinstance(tenant, str) or type(count) is not int or count < 0:
+                raise ProtocolError("tenant counts map tenant names to counts")
+        self._reports[peer] = raw
+
+    def total(self, tenant: str) -> int:
+        """The tenant's counters in the cluster, as far as gossip has told."""
+        members = set(self.cluster.state.current.nodes) - {self.cluster.node_id}
+        others = sum(self._reports.get(peer, {}).get(tenant, 0) for peer in members)
+        coordinated = self._coordinated()
+        return others + sum(self.store.tenant_counts(s).get(tenant, 0) for s in coordinated)
+
+    def admit_new(self, tenant: str) -> None:
+        """Raise QuotaExceeded if the tenant may not create one more counter."""
+        limit = self.limit_of(tenant)
+        if limit and self.total(tenant) >= limit:
+            raise QuotaExceeded(
+                f"tenant {tenant!r} holds its quota of {limit} counters; "
+                "increment an existing counter or ask for a larger quota",
+                limit=limit,
+            )
