@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator
 import uvloop
 from aiohttp import web
 
-from node import admin, api, auth, history_api, logs, openapi, peer_auth
+from node import admin, api, auth, history_api, logs, openapi, peer_auth, validation
 from node.appkeys import (
     CLUSTER,
     CONFIG,
@@ -120,8 +120,9 @@ async def _peer_ws(request: web.Request) -> web.StreamResponse:
 def build_app(config: Config) -> web.Application:
     authenticator = None if config.auth == "none" else auth.Authenticator(config)
     app = web.Application(
-        middlewares=[problem_middleware, auth.middleware(authenticator)],
+        middlewares=[problem_middleware, validation.header_limit, auth.middleware(authenticator)],
         client_max_size=MAX_BODY_BYTES,
+        handler_args=validation.PARSER_LIMITS,
     )
     app[CONFIG] = config
     app[RATE_LIMITER] = RateLimiter(config)

@@ -9,17 +9,39 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
 
 from crdt.pncounter import INT64_MAX, INT64_MIN
-from node.errors import InvalidBody, InvalidConsistency, InvalidDelta, InvalidName
+from node.errors import ClientError, InvalidBody, InvalidConsistency, InvalidDelta, InvalidName
 
 NAME_PATTERN = re.compile(r"[A-Za-z0-9._:-]{1,200}")
 CONSISTENCY_LEVELS = ("one", "quorum", "all")
 MAX_BATCH_OPS = 1000
 MAX_LIST_LIMIT = 1000
+MAX_HEADER_BYTES = 16 * 1024  # all header names and values of a request together
+# aiohttp's own parser limits, set above ours so that our 431 answers first; a single line
+# past them still gets aiohttp's plain 400, and memory stays bounded either way.
+PARSER_LIMITS = {"max_line_size": 32 * 1024, "max_field_size": 32 * 1024}
+
+
+class HeadersTooLarge(ClientError):
+    status = 431
+    type = "headers-too-large"
+    title = "Request header fields too large"
+
+
+@web.middleware
+async def header_limit(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    """431 before anything else runs when the request's headers are too large."""
+    size = sum(len(name) + len(value) for name, value in request.raw_headers)
+    if size > MAX_HEADER_BYTES:
+        raise HeadersTooLarge(f"request headers hold {size} bytes, at most {MAX_HEADER_BYTES}")
+    return await handler(request)
 
 
 def name(value: str, what: str = "name") -> str:

@@ -94,3 +94,22 @@ async def test_overflow_answers_422_and_keeps_the_value(cluster: Cluster):
     for node in nodes:
         assert await cluster.value(node, NS, "big", "all") == top
         assert await cluster.value(node, NS, "low", "all") == -(2**63)
+
+
+async def test_oversized_headers_answer_431_and_change_nothing(cluster: Cluster):
+    [node] = await cluster.start(1)
+    status, _ = await cluster.increment(node, NS, "good", 10)
+    assert status == 200
+    path = f"{GOOD}/increment"
+    for headers in (
+        {"X-Big": "x" * 20_000},  # one large header
+        {f"X-Many-{i}": "y" * 400 for i in range(50)},  # many headers adding up
+    ):
+        async with cluster.session.post(node.url + path, json={"delta": 1}, headers=headers) as r:
+            body = await r.json(content_type=None)
+            assert r.status == 431 and body["type"].endswith("/headers-too-large"), body
+    # A header line past the HTTP parser's own bound is refused by the parser itself
+    huge = {"X-Huge": "z" * 100_000}
+    async with cluster.session.post(node.url + path, json={"delta": 1}, headers=huge) as r:
+        assert r.status == 400
+    assert await cluster.value(node, NS, "good", "all") == 10
