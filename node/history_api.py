@@ -15,15 +15,18 @@ steps with a recorded bucket appear: a counter did not change in a step that is 
 from __future__ import annotations
 
 import asyncio
+import json
 import math
 import re
 import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any, TypeVar
+from urllib.parse import urlencode
 
 import aiohttp
 from aiohttp import web
+from yarl import URL
 
 from node import auth, peer_auth, validation
 from node.appkeys import CLUSTER, CONFIG, HISTORY, PEER_GUARD
@@ -162,17 +165,18 @@ async def _peer_rows(
     request: web.Request, session: aiohttp.ClientSession, address: str, query: dict[str, Any]
 ) -> list[tuple[str, int, int, float]] | None:
     config = request.app[CONFIG]
-    headers = peer_auth.sign(
-        config.cluster_secret, "GET", PEER_HISTORY_PATH, config.node_id, address
-    )
+    # The signature covers the query, and the answer comes sealed under the session key, so
+    # neither the question nor the rows can be changed on the way.
+    path = PEER_HISTORY_PATH + "?" + urlencode(sorted((k, str(v)) for k, v in query.items()))
+    headers = peer_auth.sign(config.cluster_secret, "GET", path, config.node_id, address)
+    seal = peer_auth.client_seal(config.cluster_secret, headers, address)
     timeout = aiohttp.ClientTimeout(total=config.request_timeout_s)
-    url = f"http://{address}{PEER_HISTORY_PATH}"
-    params = {key: str(value) for key, value in query.items()}
+    url = URL(f"http://{address}{path}", encoded=True)
     try:
-        async with session.get(url, params=params, headers=headers, timeout=timeout) as response:
+        async with session.get(url, headers=headers, timeout=timeout) as response:
             if response.status != 200:
                 return None
-            body = await response.json()
+            body = json.loads(seal.open(await response.read()))
         return [(str(n), int(b), int(v), float(at)) for n, b, v, at in body["rows"]]
     except (aiohttp.ClientError, TimeoutError, OSError, ValueError, TypeError, KeyError):
         return None
@@ -257,7 +261,7 @@ async def peer_history(request: web.Request) -> web.Response:
     caller = peer_auth.verify(
         config.cluster_secret,
         "GET",
-        request.path,
+        request.raw_path,
         request.headers,
         time.time(),
         target=config.address,
@@ -283,4 +287,6 @@ async def peer_history(request: web.Request) -> web.Response:
             rows = await store.compact(tenant, namespace, name, step, start, end)
         except HistoryError as error:
             raise HistoryUnavailable(str(error)) from None
-    return web.json_response({"node": config.node_id, "rows": rows})
+    seal = peer_auth.server_seal(config.cluster_secret, request.headers, config.address)
+    body = json.dumps({"node": config.node_id, "rows": rows}).encode()
+    return web.Response(body=seal.seal(body), content_type="application/octet-stream")

@@ -61,29 +61,31 @@ class PeerServer:
         )
         if peer is None:
             raise web.HTTPUnauthorized(reason="peer endpoint needs the cluster secret")
+        seal = peer_auth.server_seal(self.secret, request.headers, self.listen)
         ws = web.WebSocketResponse(max_msg_size=protocol.MAX_FRAME_BYTES, compress=False)
         await ws.prepare(request)
         self._sockets.add(ws)
         try:
-            await self._serve(ws, peer)
+            await self._serve(ws, seal, peer)
         finally:
             self._sockets.discard(ws)
         return ws
 
-    async def _serve(self, ws: web.WebSocketResponse, peer: str) -> None:
+    async def _serve(self, ws: web.WebSocketResponse, seal: peer_auth.FrameSeal, peer: str) -> None:
         async for message in ws:
             if message.type != WSMsgType.BINARY:
                 continue
             try:
-                kind, request_id, body = protocol.decode(message.data)
+                kind, request_id, body = protocol.decode(seal.open(message.data))
                 if kind in INLINE:
                     reply = self._inline(kind, body)
-                    await ws.send_bytes(protocol.encode(protocol.REPLY, request_id, [True, reply]))
+                    frame = protocol.encode(protocol.REPLY, request_id, [True, reply])
+                    await ws.send_bytes(seal.seal(frame))
                 else:
-                    task = asyncio.create_task(self._answer(ws, kind, request_id, body))
+                    task = asyncio.create_task(self._answer(ws, seal, kind, request_id, body))
                     self._tasks.add(task)
                     task.add_done_callback(self._tasks.discard)
-            except ProtocolError as error:
+            except (ProtocolError, peer_auth.FrameRejected) as error:
                 log.warning("closing peer link from %s: %s", peer, error)
                 await ws.close(code=1002, message=b"protocol error")
                 break
@@ -114,7 +116,12 @@ class PeerServer:
         ]
 
     async def _answer(
-        self, ws: web.WebSocketResponse, kind: int, request_id: int, body: Any
+        self,
+        ws: web.WebSocketResponse,
+        seal: peer_auth.FrameSeal,
+        kind: int,
+        request_id: int,
+        body: Any,
     ) -> None:
         try:
             reply: Any = await self._dispatch(kind, body)
@@ -126,7 +133,7 @@ class PeerServer:
             frame = protocol.encode(protocol.REPLY, request_id, [False, repr(error)])
         if not ws.closed:
             try:
-                await ws.send_bytes(frame)
+                await ws.send_bytes(seal.seal(frame))
             except ConnectionError:
                 pass
 

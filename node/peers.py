@@ -59,6 +59,7 @@ class PeerLink:
         self._session = session
         self._config = config
         self._ws: aiohttp.ClientWebSocketResponse | None = None
+        self._seals: dict[aiohttp.ClientWebSocketResponse, peer_auth.FrameSeal] = {}
         self._connect_lock = asyncio.Lock()
         self._failures = 0
         self._retry_at = 0.0
@@ -200,7 +201,10 @@ class PeerLink:
             async with asyncio.timeout(timeout or self._config.request_timeout_s):
                 ws = await self._connect()
                 self._sent_on[request_id] = ws
-                await ws.send_bytes(protocol.encode(kind, request_id, body))
+                seal = self._seals.get(ws)
+                if seal is None:
+                    raise ConnectionError("connection lost")
+                await ws.send_bytes(seal.seal(protocol.encode(kind, request_id, body)))
         except Exception as error:
             if isinstance(error, TimeoutError) and ws is not None and self._ws is ws:
                 self._ws = None  # a half-written frame leaves the stream unusable
@@ -250,26 +254,31 @@ class PeerLink:
                 raise
             self._failures = 0
             self._ws = ws
+            self._seals[ws] = peer_auth.client_seal(
+                self._config.cluster_secret, headers, self.address
+            )
             self._reader = asyncio.create_task(
                 self._read_loop(ws), name=f"peer-read-{self.address}"
             )
             return ws
 
     async def _read_loop(self, ws: aiohttp.ClientWebSocketResponse) -> None:
+        seal = self._seals[ws]
         try:
             async for message in ws:
                 if message.type != aiohttp.WSMsgType.BINARY:
                     continue
                 try:
-                    kind, request_id, body = protocol.decode(message.data)
+                    kind, request_id, body = protocol.decode(seal.open(message.data))
                     if kind != protocol.REPLY or not isinstance(body, list) or len(body) != 2:
                         raise protocol.ProtocolError("expected a reply [ok, payload]")
-                except protocol.ProtocolError as error:
+                except (protocol.ProtocolError, peer_auth.FrameRejected) as error:
                     log.warning("bad reply from %s: %s", self.address, error)
                     await ws.close()  # what follows on this stream cannot be trusted either
                     break
                 self._settle(request_id, bool(body[0]), body[1])
         finally:
+            self._seals.pop(ws, None)
             if self._ws is ws:
                 self._ws = None
             # Only what went out on this connection is lost; a newer one may already carry

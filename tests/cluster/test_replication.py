@@ -86,11 +86,12 @@ async def test_paused_peer_catches_up_after_sigcont(cluster: Cluster):
 async def _push_to_one_node(cluster: Cluster, node: Node, name: str, state: PNCounter) -> None:
     """Act as a peer and hand one node a state no other replica has."""
     headers = peer_auth.sign(Config.cluster_secret, "GET", PEER_PATH, "tester", node.address)
+    seal = peer_auth.client_seal(Config.cluster_secret, headers, node.address)
     async with cluster.session.ws_connect(node.url + PEER_PATH, headers=headers) as ws:
         entries = protocol.entries_to_wire([(("default", NS, name), state)])
-        await ws.send_bytes(protocol.encode(protocol.PUSH, 1, entries))
+        await ws.send_bytes(seal.seal(protocol.encode(protocol.PUSH, 1, entries)))
         reply = await ws.receive_bytes(timeout=5)
-        assert protocol.decode(reply)[2] == [True, None]
+        assert protocol.decode(seal.open(reply))[2] == [True, None]
 
 
 async def test_anti_entropy_spreads_a_lone_slot_while_other_writes_go_on(cluster: Cluster):

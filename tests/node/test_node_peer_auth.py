@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
 from node import peer_auth
 
 ME = "127.0.0.1:7001"
@@ -44,3 +48,45 @@ def test_a_captured_handshake_cannot_be_replayed():
     assert _verify(headers, guard=guard) == "n1"
     assert _verify(headers, now=1001.0, guard=guard) is None
     assert _verify(_sign(), now=1001.0, guard=guard) == "n1"  # a new nonce is fine
+
+
+def _seals(headers: dict[str, str] | None = None) -> tuple[peer_auth.FrameSeal, ...]:
+    headers = headers or _sign()
+    return (
+        peer_auth.client_seal("s3cret", headers, ME),
+        peer_auth.server_seal("s3cret", headers, ME),
+    )
+
+
+def test_sealed_frames_open_in_order_both_ways():
+    client, server = _seals()
+    for payload in (b"", b"first", b"x" * 10_000):
+        assert server.open(client.seal(payload)) == payload
+        assert client.open(server.seal(payload[::-1])) == payload[::-1]
+
+
+def test_altered_replayed_reordered_reflected_or_foreign_frames_are_refused():
+    client, server = _seals()
+    first, second = client.seal(b"one"), client.seal(b"two")
+    altered = first[:-1] + b"X"
+    with pytest.raises(peer_auth.FrameRejected):
+        server.open(altered)
+    with pytest.raises(peer_auth.FrameRejected):
+        server.open(second)  # out of order: the first has not come yet
+    assert server.open(first) == b"one"
+    with pytest.raises(peer_auth.FrameRejected):
+        server.open(first)  # the same frame again
+    with pytest.raises(peer_auth.FrameRejected):
+        client.open(first)  # a request sent back as if it were a reply
+    other_client, other_server = _seals(_sign())  # another handshake: another key
+    with pytest.raises(peer_auth.FrameRejected):
+        other_server.open(first)
+    with pytest.raises(peer_auth.FrameRejected):
+        peer_auth.server_seal("wrong", _sign(), ME).open(other_client.seal(b"x"))
+
+
+@given(st.binary(max_size=200))
+def test_bytes_without_the_key_never_open(frame):
+    _, server = _seals()
+    with pytest.raises(peer_auth.FrameRejected):
+        server.open(frame)
