@@ -10,7 +10,18 @@ from collections.abc import AsyncIterator
 import uvloop
 from aiohttp import web
 
-from node import admin, api, auth, history_api, logs, openapi, peer_auth, validation
+from node import (
+    admin,
+    api,
+    auth,
+    history_api,
+    logs,
+    metrics,
+    openapi,
+    peer_auth,
+    tracing,
+    validation,
+)
 from node.appkeys import (
     CLUSTER,
     CONFIG,
@@ -40,6 +51,7 @@ from node.ratelimit import RateLimiter
 from node.store import CounterStore
 
 PEER_SERVER = web.AppKey("peer_server", PeerServer)
+TRACING = web.AppKey("tracing", tracing.Tracing)
 MAX_BODY_BYTES = 1024 * 1024
 log = logging.getLogger("counters.node")
 
@@ -68,29 +80,38 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
     cluster = Cluster(config, incarnation)
     store = CounterStore(cluster.shard_of)
     pool = PeerPool(config, store.share, cluster.actor)
-    persister = Persister(store, durable, config.persist_interval_s, config.idempotency_window_s)
+    traces = app[TRACING]
+    persister = Persister(
+        store, durable, config.persist_interval_s, config.idempotency_window_s, traces
+    )
     handoff = Handoff(cluster, store, pool, persister)
-    coordinator = Coordinator(cluster, store, pool, persister)
+    coordinator = Coordinator(cluster, store, pool, persister, traces)
     gossip = Gossip(cluster, store, pool, handoff, coordinator.quota)
     app[CLUSTER], app[STORE], app[POOL], app[PERSISTER] = cluster, store, pool, persister
     app[HANDOFF], app[GOSSIP], app[COORDINATOR] = handoff, gossip, coordinator
     app[PEER_GUARD] = guard = peer_auth.ReplayGuard()
-    app[PEER_SERVER] = PeerServer(config, guard, store, coordinator, gossip)
+    app[PEER_SERVER] = PeerServer(config, guard, store, coordinator, gossip, traces)
     history = app[HISTORY] = Recorder(
         store,
         open_history(config),
         lambda shard: cluster.coordinator(shard) == cluster.node_id,
         flush_interval_s=config.history_flush_interval_s,
         bucket_s=config.history_bucket_s,
+        tracing=traces,
     )
     await history.start()
+    app[metrics.METRICS].watch(app)
     log.info(
-        "node %s up at %s as actor %s, durable replica %s (%s)",
-        config.node_id,
-        config.listen,
-        cluster.actor,
-        persister.durable.name,
-        config.durability,
+        "node up",
+        extra={
+            "listen": config.listen,
+            "address": config.address,
+            "actor": cluster.actor,
+            "durable": persister.durable.name,
+            "durability": config.durability,
+            "history": history.history.name,
+            "tracing": bool(config.otlp_endpoint),
+        },
     )
     tasks = [
         asyncio.create_task(gossip.run(), name="gossip"),
@@ -107,6 +128,7 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
     await persister.close()
     await history.close()
     await pool.close()
+    traces.shutdown()
 
 
 async def _close_peer_links(app: web.Application) -> None:
@@ -119,12 +141,20 @@ async def _peer_ws(request: web.Request) -> web.StreamResponse:
 
 def build_app(config: Config) -> web.Application:
     authenticator = None if config.auth == "none" else auth.Authenticator(config)
+    node_metrics = metrics.Metrics()
+    node_tracing = tracing.Tracing.start(config.node_id, config.otlp_endpoint)
+    middlewares = [metrics.middleware(node_metrics), logs.trace_context]
+    if node_tracing.tracer is not None:  # off: not even a middleware to pass through
+        middlewares.append(tracing.middleware(node_tracing))
+    middlewares += [problem_middleware, validation.header_limit, auth.middleware(authenticator)]
     app = web.Application(
-        middlewares=[problem_middleware, validation.header_limit, auth.middleware(authenticator)],
+        middlewares=middlewares,
         client_max_size=MAX_BODY_BYTES,
         handler_args=validation.PARSER_LIMITS,
     )
     app[CONFIG] = config
+    app[metrics.METRICS] = node_metrics
+    app[TRACING] = node_tracing
     app[RATE_LIMITER] = RateLimiter(config)
     app.cleanup_ctx.append(_resources)
     app.on_shutdown.append(_close_peer_links)
@@ -132,6 +162,7 @@ def build_app(config: Config) -> web.Application:
     app.add_routes(history_api.routes)
     app.add_routes(admin.routes)
     app.add_routes(openapi.routes)
+    app.router.add_get("/metrics", metrics.handle_metrics)
     app.router.add_get(PEER_PATH, _peer_ws)
     return app
 

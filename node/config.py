@@ -68,6 +68,8 @@ class Config:
     cluster_secret: str = field(default="counters-dev-cluster-secret", repr=False)
     # Log level: debug, info, warning, error. Default info.
     log_level: str = "info"
+    # OTLP/HTTP endpoint that receives traces, e.g. http://jaeger:4318. Empty: tracing off.
+    otlp_endpoint: str = ""
     # Redis (standalone) URL of the durable replica, e.g. redis://127.0.0.1:6379/0. With
     # neither Redis URL, the node keeps its durable replica in SQLite in its data dir.
     redis_url: str = ""
@@ -241,6 +243,8 @@ class Config:
         self.counter_quota_table()
         if self.durability not in ("async", "sync"):
             raise ConfigError("durability must be async or sync")
+        if self.otlp_endpoint and not self.otlp_endpoint.startswith(("http://", "https://")):
+            raise ConfigError("otlp-endpoint must be an http:// or https:// URL")
         if self.log_level not in ("debug", "info", "warning", "error"):
             raise ConfigError("log-level must be debug, info, warning or error")
         return self

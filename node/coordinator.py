@@ -15,7 +15,7 @@ from typing import Any
 
 from crdt import CounterOverflowError, PNCounter
 from node.cluster import Cluster
-from node.errors import CountersError, Overflow, PeerError, QuorumUnavailable
+from node.errors import CountersError, Overflow, PeerError, QuorumTimeout, QuorumUnavailable
 from node.idempotency import Idempotent
 from node.peers import PeerPool
 from node.persistence import Persister
@@ -23,8 +23,10 @@ from node.protocol import FORWARD, Key
 from node.quorum import QuorumWait
 from node.quota import CounterQuota
 from node.store import CounterStore
+from node.tracing import OFF, Tracing, end_with
 
 MAX_HOPS = 2
+_FAILURE_REASONS = {QuorumUnavailable.type: "unavailable", QuorumTimeout.type: "timeout"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,9 +54,15 @@ class RemoteError(CountersError):
 
 class Coordinator:
     def __init__(
-        self, cluster: Cluster, store: CounterStore, pool: PeerPool, persister: Persister
+        self,
+        cluster: Cluster,
+        store: CounterStore,
+        pool: PeerPool,
+        persister: Persister,
+        tracing: Tracing = OFF,
     ) -> None:
         self.cluster = cluster
+        self.tracing = tracing
         self.store = store
         self.pool = pool
         self.persister = persister
@@ -62,6 +70,8 @@ class Coordinator:
         self.timeout = cluster.config.request_timeout_s
         self.idempotent = Idempotent(self)
         self.quota = CounterQuota(cluster.config, cluster, store)
+        self.applied = {"increment": 0, "get": 0, "reset": 0}  # ops run here, for metrics
+        self.quorum_failures = {"unavailable": 0, "timeout": 0}  # ops of requests from clients
 
     def _needed(self, consistency: str, quorum: int, replicas: int) -> int:
         if consistency == "one":
@@ -84,6 +94,22 @@ class Coordinator:
     ) -> list[dict[str, Any]]:
         """Results in the order of ops: {"value": int} or {"error": problem}. `fingerprint`
         identifies the request that carried the ops' idempotency keys."""
+        if hops:
+            return await self._run(ops, consistency, hops, fingerprint)
+        try:
+            results = await self._run(ops, consistency, hops, fingerprint)
+        except (QuorumUnavailable, QuorumTimeout) as error:
+            self.quorum_failures[_FAILURE_REASONS[error.type]] += len(ops)
+            raise
+        for result in results:
+            error_type = result.get("error", {}).get("type", "").rpartition("/")[2]
+            if error_type in _FAILURE_REASONS:
+                self.quorum_failures[_FAILURE_REASONS[error_type]] += 1
+        return results
+
+    async def _run(
+        self, ops: list[Op], consistency: str, hops: int, fingerprint: str
+    ) -> list[dict[str, Any]]:
         shard_of = self.cluster.shard_of
         shards = [shard_of(op.key) for op in ops]
         # An idempotent op always runs on the shard's first serving replica, which
@@ -168,7 +194,10 @@ class Coordinator:
             "hops": hops + 1,
             "fingerprint": fingerprint,
         }
-        reply = await self.pool.link(address).call(FORWARD, body, self.timeout + 0.5)
+        attributes = {"counters.peer": owner, "counters.ops": len(ops)}
+        with self.tracing.span("forward", attributes=attributes):
+            trace = self.tracing.traceparent()
+            reply = await self.pool.link(address).call(FORWARD, body, self.timeout + 0.5, trace)
         if not isinstance(reply, list) or len(reply) != len(ops):
             raise QuorumUnavailable(f"bad forward reply from {owner}")
         return reply
@@ -224,10 +253,15 @@ class Coordinator:
             await self.persister.durable_now(self.timeout)
         for key, answers in reads.items():
             self._repair(key, answers)
+        applied = self.applied
         for index, op in enumerate(ops):
-            if not results[index]:
+            result = results[index]
+            if not result:
                 state = self.store.get(op.key)
                 results[index] = {"value": 0 if state is None else state.value()}
+                applied[op.kind] += 1
+            elif op.kind != "claim" and "value" in result and not result.get("replayed"):
+                applied[op.kind] += 1  # an idempotent op or a reset that ran here
         return results
 
     async def _reset_local(
@@ -300,7 +334,14 @@ class Coordinator:
             if node_id == cluster.node_id or not cluster.alive(node_id):
                 continue
             link = self._link(node_id)
-            future = link.replicate_slot(key, p, n) if own_slot else link.replicate(key, delta)
+            span = self.tracing.start_peer_span("replica write", node_id)
+            trace = None if span is None else self.tracing.traceparent(span)
+            if own_slot:
+                future = link.replicate_slot(key, p, n, trace)
+            else:
+                future = link.replicate(key, delta, trace)
+            if span is not None:
+                end_with(span, future)
             (counted if node_id in replicas else incoming).append(future)
         merge = lambda state: state is None or self.store.merge(key, state)  # noqa: E731
         wait.add(counted, needed, merge)
@@ -323,7 +364,11 @@ class Coordinator:
 
         def starter(node_id: str) -> Any:
             def start() -> Any:
-                future = self._link(node_id).read(key)
+                span = self.tracing.start_peer_span("replica read", node_id)
+                trace = None if span is None else self.tracing.traceparent(span)
+                future = self._link(node_id).read(key, trace)
+                if span is not None:
+                    end_with(span, future)
                 future.add_done_callback(lambda f: _record(answers, node_id, f))
                 return future
 

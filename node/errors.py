@@ -138,6 +138,9 @@ async def problem_middleware(request: web.Request, handler: Handler) -> web.Stre
     try:
         return await handler(request)
     except CountersError as error:
+        if log.isEnabledFor(logging.DEBUG):
+            fields = {"status": error.status, "type": error.type, "path": request.path}
+            log.debug("request refused", extra=fields)
         return problem_response(error)
     except web.HTTPException as http_error:
         if http_error.status < 400:

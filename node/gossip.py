@@ -46,6 +46,7 @@ class Gossip:
         self.handoff = handoff
         self.rounds = 0
         self.repaired_keys = 0
+        self.divergent_shards = 0  # shared shards whose digests differed, as asked
         self._ring_wire: tuple[RingState, dict[str, object]] | None = None
         # per peer: key weight -> (our share, its share) for keys that differed last time
         self._last_seen: dict[str, dict[int, tuple[int, int]]] = {}
@@ -163,6 +164,7 @@ class Gossip:
             shard, theirs = item
             if type(shard) is int and shard in mine and self.store.digest(shard) != theirs:
                 differing.append(shard)
+        self.divergent_shards += len(differing)
         random.shuffle(differing)  # not always the same shards first when capped
         return sorted(differing[: self.cluster.config.sync_shards_per_round])
 

@@ -32,6 +32,7 @@ from typing import Any, Protocol
 
 from node.config import Config
 from node.store import CounterStore, Key
+from node.tracing import OFF, Tracing
 
 log = logging.getLogger("counters.history")
 
@@ -208,8 +209,10 @@ class Recorder:
         flush_interval_s: float,
         bucket_s: int,
         capacity: int = MAX_BUFFERED,
+        tracing: Tracing = OFF,
     ) -> None:
         self.counters = counters
+        self.tracing = tracing
         self.history = history
         self.owns = owns  # shard -> whether this node records it (it is the coordinator)
         self.flush_interval_s = flush_interval_s
@@ -269,10 +272,16 @@ class Recorder:
             written = 0
             try:
                 await self._migrate()
-                while rows := self.buffer.batch(WRITE_BATCH):
-                    await self.history.write(rows)
-                    self.buffer.remove(rows)
-                    written += len(rows)
+                if len(self.buffer):
+                    attributes = {
+                        "counters.values": len(self.buffer),
+                        "counters.store": self.history.name,
+                    }
+                    with self.tracing.span("history write", attributes=attributes):
+                        while rows := self.buffer.batch(WRITE_BATCH):
+                            await self.history.write(rows)
+                            self.buffer.remove(rows)
+                            written += len(rows)
                 if not written:
                     await self.history.ping()  # so an idle node notices an outage too
             except HistoryError as error:

@@ -26,6 +26,7 @@ from node import protocol
 from node.errors import CountersError, IdempotencyKeyReused, Overflow, PeerError
 from node.protocol import Key
 from node.quorum import QuorumWait
+from node.tracing import end_with
 
 if TYPE_CHECKING:
     from node.coordinator import Coordinator, Op
@@ -42,6 +43,7 @@ class Idempotent:
     def __init__(self, coordinator: Coordinator) -> None:
         self.co = coordinator
         self.window_ms = int(coordinator.cluster.config.idempotency_window_s * 1000)
+        self.hits = 0  # retries answered from a receipt, for metrics
         # (counter, idempotency key) -> [lock, attempts holding or waiting for it]
         self._locks: dict[tuple[Key, str], list[Any]] = {}
 
@@ -70,6 +72,7 @@ class Idempotent:
                     "this Idempotency-Key was used for a different request; nothing applied",
                     may_have_applied=False,
                 )
+            self.hits += 1
             return {"value": receipt.value, "replayed": True}
         co._check_writable(shard, consistency)
         delta = PNCounter.empty()
@@ -162,7 +165,15 @@ class Idempotent:
             failed: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
             failed.set_exception(PeerError(f"no address for {node_id}"))
             return failed
-        call: Coroutine[Any, Any, Any] = self.co.pool.link(address).call(
-            kind, body, self.co.timeout
+        tracing = self.co.tracing
+        span = tracing.start_peer_span(
+            "replica write" if kind == protocol.REPLICATE else "replica read", node_id
         )
-        return asyncio.ensure_future(call)
+        trace = None if span is None else tracing.traceparent(span)
+        call: Coroutine[Any, Any, Any] = self.co.pool.link(address).call(
+            kind, body, self.co.timeout, trace
+        )
+        future = asyncio.ensure_future(call)
+        if span is not None:
+            end_with(span, future)
+        return future

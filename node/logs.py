@@ -1,11 +1,33 @@
-"""JSON logs: one object per line with time, level, node, event and the event's fields."""
+"""JSON logs: one object per line with time, level, node, event, trace id and the event's fields.
+
+Fields come from `extra=` (`log.info("peer down", extra={"peer": "n2"})`). The trace id is the
+request's: taken from its W3C `traceparent` header when it has one, else made up, and
+echoed in the `X-Trace-Id` response header so a client can quote it. Request bodies and
+tokens are never logged: no log call here or elsewhere is given them.
+"""
 
 from __future__ import annotations
 
+import contextvars
 import json
 import logging
+import re
+import secrets
 import sys
 import time
+from collections.abc import Awaitable, Callable
+
+from aiohttp import web
+
+TRACE_ID: contextvars.ContextVar[str] = contextvars.ContextVar("trace_id", default="")
+TRACE_HEADER = "X-Trace-Id"
+TRACEPARENT = re.compile(r"00-([0-9a-f]{32})-[0-9a-f]{16}-[0-9a-f]{2}")
+# what every LogRecord has; anything else on a record came from `extra=`
+_STANDARD = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {
+    "message",
+    "asctime",
+    "taskName",
+}
 
 
 class JsonFormatter(logging.Formatter):
@@ -22,9 +44,15 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "event": record.getMessage(),
         }
+        trace_id = TRACE_ID.get()
+        if trace_id:
+            entry["trace_id"] = trace_id
+        for name, value in vars(record).items():
+            if name not in _STANDARD and name not in entry:
+                entry[name] = value
         if record.exc_info:
             entry["error"] = self.formatException(record.exc_info)
-        return json.dumps(entry)
+        return json.dumps(entry, default=str)
 
 
 def setup(node_id: str, level: str) -> None:
@@ -34,3 +62,18 @@ def setup(node_id: str, level: str) -> None:
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+@web.middleware
+async def trace_context(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Give the request a trace id for its log lines (tracing, when on, replaces it with its
+    span's) and answer it in X-Trace-Id."""
+    found = TRACEPARENT.fullmatch(request.headers.get("traceparent", ""))
+    TRACE_ID.set(found.group(1) if found else secrets.token_hex(16))
+    response = await handler(request)
+    if not response.prepared:  # a WebSocket is already under way
+        response.headers[TRACE_HEADER] = TRACE_ID.get()
+    return response

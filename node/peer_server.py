@@ -13,22 +13,35 @@ import time
 from typing import Any
 
 from aiohttp import WSMsgType, web
+from opentelemetry.trace import SpanKind
 
 from crdt import PNCounter
 from crdt.codec import pn_to_wire
-from node import peer_auth, protocol
+from node import logs, peer_auth, protocol
 from node.config import Config
 from node.coordinator import Coordinator, Op
 from node.errors import CountersError
 from node.gossip import Gossip
 from node.protocol import ProtocolError
 from node.store import CounterStore
+from node.tracing import OFF, Tracing
 from node.validation import CONSISTENCY_LEVELS
 
 log = logging.getLogger("counters.peer_server")
 EMPTY = PNCounter.empty()
 OP_KINDS = frozenset({"increment", "get", "reset", "claim"})
 INLINE = frozenset({protocol.SLOTS, protocol.REPLICATE, protocol.READ})
+KIND_NAMES = {
+    protocol.REPLY: "reply",
+    protocol.REPLICATE: "replicate",
+    protocol.READ: "read",
+    protocol.GOSSIP: "gossip",
+    protocol.PUSH: "push",
+    protocol.PULL: "pull",
+    protocol.FORWARD: "forward",
+    protocol.SLOTS: "slots",
+    protocol.RECEIPT: "receipt",
+}
 
 
 class PeerServer:
@@ -39,7 +52,9 @@ class PeerServer:
         store: CounterStore,
         coordinator: Coordinator,
         gossip: Gossip,
+        tracing: Tracing = OFF,
     ) -> None:
+        self.tracing = tracing
         self.secret = config.cluster_secret
         self.listen = config.address
         self.guard = guard
@@ -76,13 +91,18 @@ class PeerServer:
             if message.type != WSMsgType.BINARY:
                 continue
             try:
-                kind, request_id, body = protocol.decode(seal.open(message.data))
+                kind, request_id, body, trace = protocol.decode_traced(seal.open(message.data))
                 if kind in INLINE:
-                    reply = self._inline(kind, body)
+                    if trace is None or self.tracing.tracer is None:
+                        reply = self._inline(kind, body)
+                    else:
+                        with self.tracing.span(f"peer {KIND_NAMES[kind]}", trace, SpanKind.SERVER):
+                            reply = self._inline(kind, body)
                     frame = protocol.encode(protocol.REPLY, request_id, [True, reply])
                     await ws.send_bytes(seal.seal(frame))
                 else:
-                    task = asyncio.create_task(self._answer(ws, seal, kind, request_id, body))
+                    answer = self._answer(ws, seal, kind, request_id, body, trace)
+                    task = asyncio.create_task(answer)
                     self._tasks.add(task)
                     task.add_done_callback(self._tasks.discard)
             except (ProtocolError, peer_auth.FrameRejected) as error:
@@ -122,9 +142,15 @@ class PeerServer:
         kind: int,
         request_id: int,
         body: Any,
+        trace: str | None,
     ) -> None:
         try:
-            reply: Any = await self._dispatch(kind, body)
+            if trace is None:  # gossip and other background work: no trace of its own
+                reply: Any = await self._dispatch(kind, body)
+            else:
+                logs.TRACE_ID.set(trace.split("-")[1] if trace.count("-") == 3 else "")
+                with self.tracing.span(f"peer {KIND_NAMES[kind]}", trace, SpanKind.SERVER):
+                    reply = await self._dispatch(kind, body)
             frame = protocol.encode(protocol.REPLY, request_id, [True, reply])
         except (ProtocolError, CountersError) as error:
             frame = protocol.encode(protocol.REPLY, request_id, [False, str(error)])

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import logging
 import time
 from collections.abc import Callable
@@ -53,8 +54,11 @@ class PeerLink:
         config: Config,
         share_of: ShareOf,
         actor: str,
+        observe_frame: Callable[[float], object] | None = None,
     ) -> None:
         self.address = address
+        self.frames_sent = 0
+        self._observe_frame = observe_frame  # seconds from sending a frame to its reply
         self._share_of = share_of
         self._session = session
         self._config = config
@@ -64,15 +68,21 @@ class PeerLink:
         self._failures = 0
         self._retry_at = 0.0
         self._next_id = 1
-        self._waiting: dict[int, tuple[ReplyHandler, asyncio.TimerHandle]] = {}
+        self._waiting: dict[int, tuple[ReplyHandler, asyncio.TimerHandle, float]] = {}
         self._sent_on: dict[int, aiohttp.ClientWebSocketResponse] = {}  # request -> connection
         self._writes: dict[Key, tuple[PNCounter, list[asyncio.Future[PNCounter | None]]]] = {}
         self._reads: dict[Key, list[asyncio.Future[PNCounter | None]]] = {}
         self._slots: dict[Key, tuple[int, int, list[asyncio.Future[PNCounter | None]]]] = {}
+        # per frame kind: the traceparent the next frame carries (one of its writes' contexts)
+        self._traces: dict[int, str] = {}
         self._actor = actor
         self._wakeup = asyncio.Event()
         self._inflight = asyncio.Semaphore(config.max_inflight_frames)
-        self._sender = asyncio.create_task(self._send_loop(), name=f"peer-send-{address}")
+        # A fresh context: the link outlives the request that happened to open it, and must
+        # not log under that request's trace id.
+        self._sender = asyncio.create_task(
+            self._send_loop(), name=f"peer-send-{address}", context=contextvars.Context()
+        )
         self._reader: asyncio.Task[None] | None = None
         self._closing: set[asyncio.Task[bool]] = set()
 
@@ -86,9 +96,13 @@ class PeerLink:
 
     # -- queued, group-committed operations ------------------------------------------------
 
-    def replicate(self, key: Key, state: PNCounter) -> asyncio.Future[PNCounter | None]:
+    def replicate(
+        self, key: Key, state: PNCounter, trace: str | None = None
+    ) -> asyncio.Future[PNCounter | None]:
         """Send state (a slot value or a full state) to merge; resolves to the peer's merged
-        state, or None when it equals ours."""
+        state, or None when it equals ours. `trace`: the traceparent of the write's span."""
+        if trace is not None:
+            self._traces.setdefault(protocol.REPLICATE, trace)
         future: asyncio.Future[PNCounter | None] = asyncio.get_running_loop().create_future()
         queued = self._writes.get(key)
         if queued is None:
@@ -99,9 +113,13 @@ class PeerLink:
         self._wakeup.set()
         return future
 
-    def replicate_slot(self, key: Key, p: int, n: int) -> asyncio.Future[PNCounter | None]:
+    def replicate_slot(
+        self, key: Key, p: int, n: int, trace: str | None = None
+    ) -> asyncio.Future[PNCounter | None]:
         """replicate() of this node's own actor slot (p, n), the common write, which travels
         in the compact SLOTS frame."""
+        if trace is not None:
+            self._traces.setdefault(protocol.SLOTS, trace)
         future: asyncio.Future[PNCounter | None] = asyncio.get_running_loop().create_future()
         queued = self._slots.get(key)
         if queued is None:
@@ -112,8 +130,10 @@ class PeerLink:
         self._wakeup.set()
         return future
 
-    def read(self, key: Key) -> asyncio.Future[PNCounter | None]:
+    def read(self, key: Key, trace: str | None = None) -> asyncio.Future[PNCounter | None]:
         """The peer's state of key, or None when it equals ours."""
+        if trace is not None:
+            self._traces.setdefault(protocol.READ, trace)
         future: asyncio.Future[PNCounter | None] = asyncio.get_running_loop().create_future()
         self._reads.setdefault(key, []).append(future)
         self._wakeup.set()
@@ -146,7 +166,8 @@ class PeerLink:
                     body = [[list(key), share_of(key)] for key in reads]
                     waiting = list(reads.values())
                     kind = protocol.READ
-                await self._send_frame(kind, body, self._states_reply(waiting))
+                trace = self._traces.pop(kind, None)
+                await self._send_frame(kind, body, self._states_reply(waiting), trace=trace)
 
     def _states_reply(self, waiting: list[list[asyncio.Future[PNCounter | None]]]) -> ReplyHandler:
         """A reply handler that hands the i-th state (or None) to the i-th key's futures."""
@@ -168,7 +189,7 @@ class PeerLink:
 
     # -- plain request/response ----------------------------------------------------------
 
-    async def call(self, kind: int, body: Any, timeout: float) -> Any:
+    async def call(self, kind: int, body: Any, timeout: float, trace: str | None = None) -> Any:
         """One request, one reply; raises PeerError on failure or timeout."""
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
 
@@ -181,20 +202,26 @@ class PeerLink:
                 future.set_exception(PeerError(f"{self.address}: {payload}"))
 
         await self._inflight.acquire()
-        await self._send_frame(kind, body, on_reply, timeout)
+        await self._send_frame(kind, body, on_reply, timeout, trace)
         return await future
 
     # -- frames ----------------------------------------------------------------------------
 
     async def _send_frame(
-        self, kind: int, body: Any, on_reply: ReplyHandler, timeout: float | None = None
+        self,
+        kind: int,
+        body: Any,
+        on_reply: ReplyHandler,
+        timeout: float | None = None,
+        trace: str | None = None,
     ) -> None:
         """Send one request frame; the caller holds an in-flight permit, released on reply."""
         request_id = self._next_id
         self._next_id += 1
         loop = asyncio.get_running_loop()
         timer = loop.call_later(timeout or self._config.request_timeout_s, self._expire, request_id)
-        self._waiting[request_id] = (on_reply, timer)
+        self._waiting[request_id] = (on_reply, timer, loop.time())
+        self.frames_sent += 1
         ws = None
         try:
             # A peer that stopped reading (SIGSTOP, a full socket) must not hold the sender.
@@ -204,7 +231,7 @@ class PeerLink:
                 seal = self._seals.get(ws)
                 if seal is None:
                     raise ConnectionError("connection lost")
-                await ws.send_bytes(seal.seal(protocol.encode(kind, request_id, body)))
+                await ws.send_bytes(seal.seal(protocol.encode(kind, request_id, body, trace)))
         except Exception as error:
             if isinstance(error, TimeoutError) and ws is not None and self._ws is ws:
                 self._ws = None  # a half-written frame leaves the stream unusable
@@ -218,9 +245,11 @@ class PeerLink:
         self._sent_on.pop(request_id, None)
         if entry is None:
             return
-        on_reply, timer = entry
+        on_reply, timer, sent_at = entry
         timer.cancel()
         self._inflight.release()
+        if ok and self._observe_frame is not None:
+            self._observe_frame(asyncio.get_running_loop().time() - sent_at)
         on_reply(ok, payload)
 
     def _expire(self, request_id: int) -> None:
@@ -258,7 +287,7 @@ class PeerLink:
                 self._config.cluster_secret, headers, self.address
             )
             self._reader = asyncio.create_task(
-                self._read_loop(ws), name=f"peer-read-{self.address}"
+                self._read_loop(ws), name=f"peer-read-{self.address}", context=contextvars.Context()
             )
             return ws
 
@@ -316,13 +345,26 @@ class PeerPool:
             timeout=aiohttp.ClientTimeout(total=None, connect=2.0, sock_connect=1.0),
         )
         self._links: dict[str, PeerLink] = {}
+        # set by metrics: (peer address, seconds from a frame to its reply)
+        self.observe_frame: Callable[[str, float], object] | None = None
 
     def link(self, address: str) -> PeerLink:
         link = self._links.get(address)
         if link is None:
-            link = PeerLink(address, self._session, self._config, self._share_of, self._actor)
+            observe = self.observe_frame
+            link = PeerLink(
+                address,
+                self._session,
+                self._config,
+                self._share_of,
+                self._actor,
+                None if observe is None else lambda seconds: observe(address, seconds),
+            )
             self._links[address] = link
         return link
+
+    def links(self) -> list[PeerLink]:
+        return list(self._links.values())
 
     def backlog(self) -> int:
         return sum(link.backlog for link in self._links.values())

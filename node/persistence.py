@@ -15,11 +15,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from typing import Any
 
 from node.durable import DurableError, DurableReplica
 from node.errors import QuorumTimeout, QuorumUnavailable
 from node.store import CounterStore
+from node.tracing import OFF, Tracing
 
 log = logging.getLogger("counters.persistence")
 PING_INTERVAL_S = 1.0  # how often an idle node checks that its durable replica answers
@@ -33,8 +35,10 @@ class Persister:
         durable: DurableReplica,
         interval_s: float,
         receipt_window_s: float = 86400.0,
+        tracing: Tracing = OFF,
     ) -> None:
         self.store = store
+        self.tracing = tracing
         self.receipt_window_ms = int(receipt_window_s * 1000)
         self.durable = durable
         self.interval_s = interval_s
@@ -42,6 +46,8 @@ class Persister:
         self.last_error = ""
         self.last_flush_s = 0.0
         self.flushes = 0
+        self.flush_failures = 0
+        self.observe_flush: Callable[[float], object] | None = None  # set by metrics
         self._waiters: list[asyncio.Future[None]] = []
         self._wakeup = asyncio.Event()
         self._lock = asyncio.Lock()
@@ -70,13 +76,19 @@ class Persister:
             started = time.monotonic()
             try:
                 if entries or receipts:
-                    await self.durable.write(entries)
-                    await self.durable.write_receipts(receipts, self.receipt_window_ms)
+                    attributes = {
+                        "counters.counters": len(entries),
+                        "counters.durable": self.durable.name,
+                    }
+                    with self.tracing.span("persist flush", attributes=attributes):
+                        await self.durable.write(entries)
+                        await self.durable.write_receipts(receipts, self.receipt_window_ms)
                     self._checked_at = started
                 elif started - self._checked_at >= PING_INTERVAL_S or not self.healthy:
                     await self.durable.ping()  # so an idle node notices an outage too
                     self._checked_at = started
             except DurableError as error:
+                self.flush_failures += 1
                 self.store.mark_dirty(entries)
                 self.store.mark_receipts_dirty(receipts)
                 if self.healthy:
@@ -91,6 +103,8 @@ class Persister:
             self.healthy, self.last_error = True, ""
             self.last_flush_s = time.monotonic() - started
             self.flushes += 1
+            if self.observe_flush is not None and (entries or receipts):
+                self.observe_flush(self.last_flush_s)
             _settle(waiters, None)
 
     async def reachable(self, timeout: float) -> bool:

@@ -32,17 +32,26 @@ KINDS = frozenset({REPLY, REPLICATE, READ, GOSSIP, PUSH, PULL, FORWARD, SLOTS, R
 SLOT_FIELDS = 6
 
 MAX_FRAME_BYTES = 64 * 1024 * 1024
+MAX_TRACE_CHARS = 128
 
 
 class ProtocolError(ValueError):
     """A peer message that does not follow the protocol."""
 
 
-def encode(kind: int, request_id: int, body: Any) -> bytes:
-    return msgpack.packb([kind, request_id, body], use_bin_type=True)  # type: ignore[no-any-return]
+def encode(kind: int, request_id: int, body: Any, trace: str | None = None) -> bytes:
+    """`trace`: the sender's W3C traceparent, sent as a fourth element when tracing is on."""
+    message = [kind, request_id, body] if trace is None else [kind, request_id, body, trace]
+    return msgpack.packb(message, use_bin_type=True)  # type: ignore[no-any-return]
 
 
 def decode(data: bytes) -> tuple[int, int, Any]:
+    kind, request_id, body, _ = decode_traced(data)
+    return kind, request_id, body
+
+
+def decode_traced(data: bytes) -> tuple[int, int, Any, str | None]:
+    """decode(), and the traceparent the message carried (None if none)."""
     if len(data) > MAX_FRAME_BYTES:
         raise ProtocolError("frame too large")
     try:
@@ -51,14 +60,17 @@ def decode(data: bytes) -> tuple[int, int, Any]:
         message = msgpack.unpackb(data, raw=False, use_list=True, strict_map_key=True)
     except Exception as error:  # msgpack raises many types; the peer is wrong either way
         raise ProtocolError(f"undecodable frame: {type(error).__name__}") from None
-    if not isinstance(message, list) or len(message) != 3:
-        raise ProtocolError("a message is [kind, request_id, body]")
-    kind, request_id, body = message
+    if not isinstance(message, list) or len(message) not in (3, 4):
+        raise ProtocolError("a message is [kind, request_id, body] or [..., traceparent]")
+    kind, request_id, body = message[:3]
+    trace = message[3] if len(message) == 4 else None
+    if trace is not None and (not isinstance(trace, str) or len(trace) > MAX_TRACE_CHARS):
+        raise ProtocolError("a traceparent is a short string")
     if type(kind) is not int or kind not in KINDS:
         raise ProtocolError(f"unknown message kind {kind!r}")
     if type(request_id) is not int or request_id < 0:
         raise ProtocolError("bad request id")
-    return kind, request_id, body
+    return kind, request_id, body, trace
 
 
 def key_from_wire(obj: object) -> Key:

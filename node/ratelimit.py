@@ -56,7 +56,7 @@ class RateLimiter:
         self.rate, self.burst = config.rate_limit_per_s, config.rate_limit_burst
         self.overrides = config.rate_limit_table()
         self.buckets: dict[str, TokenBucket] = {}
-        self.limited = 0  # requests refused, for metrics
+        self.limited: dict[str, int] = {}  # requests refused per tenant, for metrics
 
     def charge(self, tenant: str, cost: int, now: float | None = None) -> None:
         """Spend `cost` tokens of the tenant's bucket, or raise RateLimited (429)."""
@@ -69,7 +69,7 @@ class RateLimiter:
             bucket = self.buckets[tenant] = TokenBucket(rate, burst, burst, now)
         ok, wait_s = bucket.take(cost, now)
         if not ok:
-            self.limited += 1
+            self.limited[tenant] = self.limited.get(tenant, 0) + 1
             retry = (
                 "no retry helps: the request is larger than the burst" if wait_s == math.inf else ""
             )

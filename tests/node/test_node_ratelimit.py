@@ -40,7 +40,7 @@ def test_tenants_have_separate_buckets_and_overrides_win():
     assert response.headers["Retry-After"] == "1"
     assert response.headers["RateLimit-Limit"] == "1"
     assert response.headers["RateLimit-Remaining"] == "0"
-    assert limiter.limited == 2
+    assert limiter.limited == {"noisy": 1, "tiny": 1}
 
 
 def test_zero_turns_limits_off_and_bad_overrides_are_refused():

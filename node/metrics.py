@@ -1,0 +1,232 @@
+"""Prometheus metrics at GET /metrics; every family is named counters_*.
+
+Requests and their latency, peer frame and flush latency are observed as they happen.
+Everything else (operations applied, quorum failures, gossip, hand-offs, backlogs, the ring,
+the store) is already counted by the part that does the work, and a collector reads it when
+Prometheus scrapes, so it costs nothing between scrapes. Each app has its own registry.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable, Iterator
+from typing import Any
+
+from aiohttp import web
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+from node import appkeys
+from node.auth import PRINCIPAL
+
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+UNMATCHED = "unmatched"  # the route label of requests that matched no route (404s)
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.requests = Counter(
+            "counters_http_requests",
+            "HTTP requests answered, by route template, method, status and tenant.",
+            ["route", "method", "status", "tenant"],
+            registry=self.registry,
+        )
+        self.request_seconds = Histogram(
+            "counters_http_request_duration_seconds",
+            "Seconds from receiving an HTTP request to its answer.",
+            ["route", "method", "tenant"],
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.frame_seconds = Histogram(
+            "counters_replication_frame_seconds",
+            "Seconds from sending a peer frame to its reply, per peer address.",
+            ["peer"],
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.flush_seconds = Histogram(
+            "counters_persistence_flush_seconds",
+            "Seconds one write-behind flush to the durable replica took.",
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+
+    def watch(self, app: web.Application) -> None:
+        """Observe the node's parts (once they exist: called from the app's cleanup ctx)."""
+        app[appkeys.POOL].observe_frame = lambda peer, s: self.frame_seconds.labels(peer).observe(s)
+        app[appkeys.PERSISTER].observe_flush = self.flush_seconds.observe
+        self.registry.register(_NodeCollector(app))
+
+    def exposition(self) -> bytes:
+        return generate_latest(self.registry)
+
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def middleware(metrics: Metrics) -> Any:
+    """Count and time every client request (peer connections are long-lived: not them)."""
+    requests, request_seconds = metrics.requests, metrics.request_seconds
+
+    @web.middleware
+    async def measure(request: web.Request, handler: Handler) -> web.StreamResponse:
+        if request.path.startswith("/peer/"):
+            return await handler(request)
+        started = time.perf_counter()
+        status = 500
+        try:
+            response = await handler(request)
+            status = response.status
+            return response
+        finally:
+            resource = request.match_info.route.resource
+            route = UNMATCHED if resource is None else resource.canonical
+            principal = request.get(PRINCIPAL)
+            tenant = "" if principal is None else principal.tenant
+            method = request.method
+            requests.labels(route, method, str(status), tenant).inc()
+            request_seconds.labels(route, method, tenant).observe(time.perf_counter() - started)
+
+    return measure
+
+
+METRICS = web.AppKey("metrics", Metrics)
+
+
+async def handle_metrics(request: web.Request) -> web.Response:
+    body = request.app[METRICS].exposition()
+    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+def _counter(name: str, doc: str, value: float, labels: dict[str, str] | None = None) -> Metric:
+    family = CounterMetricFamily(name, doc, labels=list(labels or {}))
+    family.add_metric(list((labels or {}).values()), value)
+    return family
+
+
+def _gauge(name: str, doc: str, value: float) -> Metric:
+    return GaugeMetricFamily(name, doc, value=value)
+
+
+class _NodeCollector:
+    """Reads the node's own tallies at scrape time."""
+
+    def __init__(self, app: web.Application) -> None:
+        self.app = app
+        self._checksum: tuple[object, int] = (None, 0)
+
+    def collect(self) -> Iterator[Metric]:
+        app = self.app
+        cluster, coordinator = app[appkeys.CLUSTER], app[appkeys.COORDINATOR]
+        gossip, persister = app[appkeys.GOSSIP], app[appkeys.PERSISTER]
+
+        operations = CounterMetricFamily(
+            "counters_operations", "Operations applied on this node, by kind.", labels=["kind"]
+        )
+        for kind, count in coordinator.applied.items():
+            operations.add_metric([kind], count)
+        yield operations
+        failures = CounterMetricFamily(
+            "counters_quorum_failures",
+            "Client operations refused (unavailable) or timed out for want of replicas.",
+            labels=["reason"],
+        )
+        for reason, count in coordinator.quorum_failures.items():
+            failures.add_metric([reason], count)
+        yield failures
+        yield _counter(
+            "counters_idempotency_hits",
+            "Retries answered from an idempotency receipt, applying nothing.",
+            coordinator.idempotent.hits,
+        )
+        limited = CounterMetricFamily(
+            "counters_rate_limited",
+            "Requests refused with 429 because the tenant was over its rate.",
+            labels=["tenant"],
+        )
+        for tenant, count in app[appkeys.RATE_LIMITER].limited.items():
+            limited.add_metric([tenant], count)
+        yield limited
+
+        frames = CounterMetricFamily(
+            "counters_replication_frames", "Peer frames sent, per peer address.", labels=["peer"]
+        )
+        for link in app[appkeys.POOL].links():
+            frames.add_metric([link.address], link.frames_sent)
+        yield frames
+        heard = GaugeMetricFamily(
+            "counters_peer_last_heard_seconds",
+            "Seconds since this node last heard from each peer.",
+            labels=["peer"],
+        )
+        now = time.monotonic()
+        for member in cluster.peers():
+            last = cluster.detector.last_heard(member.node_id)
+            if last is not None:
+                heard.add_metric([member.node_id], max(0.0, now - last))
+        yield heard
+
+        yield _counter("counters_gossip_rounds", "Gossip rounds run.", gossip.rounds)
+        yield _counter(
+            "counters_divergent_shards",
+            "Shared shards whose digests differed when a peer compared them with ours.",
+            gossip.divergent_shards,
+        )
+        yield _counter(
+            "counters_repaired_keys",
+            "Counters pushed to a peer by anti-entropy.",
+            gossip.repaired_keys,
+        )
+        yield _gauge(
+            "counters_pending_handoffs",
+            "Shard moves of a pending ring not yet acknowledged.",
+            len(app[appkeys.HANDOFF].pending_moves()),
+        )
+
+        yield _gauge(
+            "counters_persistence_backlog",
+            "Changed counters waiting to be written to the durable replica.",
+            persister.backlog,
+        )
+        yield _counter(
+            "counters_persistence_flush_failures",
+            "Flushes to the durable replica that failed.",
+            persister.flush_failures,
+        )
+        history = app[appkeys.HISTORY].status()
+        yield _gauge(
+            "counters_history_lag_seconds",
+            "Age of the oldest counter value waiting to be written to the history.",
+            history["write_lag_s"],
+        )
+        yield _gauge(
+            "counters_history_pending",
+            "Counter values waiting to be written to the history.",
+            history["buffered"],
+        )
+
+        ring = cluster.state.current
+        yield _gauge("counters_ring_epoch", "Epoch of the ring this node serves.", ring.epoch)
+        if self._checksum[0] is not ring:
+            self._checksum = (ring, int(ring.checksum()[:8], 16))
+        yield _gauge(
+            "counters_ring_checksum",
+            "First 32 bits of the ring's checksum: nodes that differ see different rings.",
+            self._checksum[1],
+        )
+        members = GaugeMetricFamily(
+            "counters_ring_members", "Members this node knows, by status.", labels=["status"]
+        )
+        statuses: dict[str, int] = {}
+        for member in cluster.view.members.values():
+            statuses[member.status.value] = statuses.get(member.status.value, 0) + 1
+        for status, count in sorted(statuses.items()):
+            members.add_metric([status], count)
+        yield members
+        yield _gauge("counters_store_counters", "Counters held in memory.", len(app[appkeys.STORE]))
+        yield _gauge(
+            "counters_node_ready", "1 when this node serves requests.", float(cluster.ready)
+        )

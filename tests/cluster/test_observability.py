@@ -1,0 +1,230 @@
+"""What an operator sees of a live cluster: /metrics tallies that match what clients did, JSON
+logs that carry the request's trace id and never its token or body, and OTLP traces that
+follow a request across nodes."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+from aiohttp import web
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from prometheus_client.parser import text_string_to_metric_families
+
+from node.auth import READ, WRITE, mint
+from ring import key_hash
+from tests.cluster.harness import Cluster, Node, eventually, free_port
+
+SECRET = "observability-secret-" * 4
+NS = "obs"
+INCREMENT = "/v1/namespaces/{namespace}/counters/{name}/increment"
+
+
+def _bearer(tenant: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {mint(SECRET, tenant, [READ, WRITE], 600, None)}"}
+
+
+async def _scrape(cluster: Cluster, node: Node) -> dict[tuple[str, tuple[Any, ...]], float]:
+    """{(sample name, sorted labels): value} of a node's /metrics."""
+    async with cluster.session.get(node.url + "/metrics") as response:
+        assert response.status == 200
+        text = await response.text()
+    samples = {}
+    for family in text_string_to_metric_families(text):
+        assert family.name.startswith("counters_"), family.name
+        for sample in family.samples:
+            samples[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
+    return samples
+
+
+def _total(scrapes: list[dict], name: str, **labels: str) -> float:
+    """The sum over nodes of every sample `name` whose labels include `labels`."""
+    return sum(
+        value
+        for samples in scrapes
+        for (sample, found), value in samples.items()
+        if sample == name and set(labels.items()) <= set(found)
+    )
+
+
+async def test_metrics_count_what_clients_did(cluster: Cluster):
+    cluster.settings.update(
+        COUNTERS_AUTH="jwt",
+        COUNTERS_JWT_SECRET=SECRET,
+        COUNTERS_RATE_LIMIT_OVERRIDES="noisy=1:1",
+    )
+    nodes = await cluster.start(3)
+    acme = _bearer("acme")
+    path = f"/v1/namespaces/{NS}/counters"
+    for i in range(5):
+        status, _ = await cluster.request(
+            "POST", nodes[i % 3], f"{path}/c{i}/increment", json={"delta": 1}, headers=acme
+        )
+        assert status == 200
+    retry = {**acme, "Idempotency-Key": "once"}
+    for node in nodes[:2]:  # the same increment twice: applied once, answered twice
+        status, _ = await cluster.request(
+            "POST", node, f"{path}/c0/increment", json={"delta": 1}, headers=retry
+        )
+        assert status == 200
+    ops = [{"op": "increment", "name": f"b{i}"} for i in range(3)] + [{"op": "get", "name": "c0"}]
+    status, _ = await cluster.request(
+        "POST", nodes[1], f"/v1/namespaces/{NS}/batch", json={"ops": ops}, headers=acme
+    )
+    assert status == 200
+    statuses = [
+        (await cluster.request("GET", nodes[2], f"{path}/c1", headers=_bearer("noisy")))[0]
+        for _ in range(3)
+    ]
+    assert statuses[0] == 200 and 429 in statuses
+
+    async def flushed() -> bool:
+        scrapes = [await _scrape(cluster, node) for node in nodes]
+        return _total(scrapes, "counters_persistence_flush_seconds_count") > 0
+
+    await eventually(flushed, "a persistence flush to be timed", 10)
+    scrapes = [await _scrape(cluster, node) for node in nodes]
+    # Operations applied where they ran: 5 + 1 (the retry applies nothing) + 3 increments
+    assert _total(scrapes, "counters_operations_total", kind="increment") == 9
+    assert _total(scrapes, "counters_idempotency_hits_total") == 1
+    assert _total(scrapes, "counters_operations_total", kind="get") >= 2  # batch + noisy read
+    assert (
+        _total(
+            scrapes, "counters_http_requests_total", route=INCREMENT, status="200", tenant="acme"
+        )
+        == 7
+    )
+    assert _total(scrapes, "counters_http_requests_total", status="429", tenant="noisy") == 2
+    assert _total(scrapes, "counters_rate_limited_total", tenant="noisy") == 2
+    assert _total(scrapes, "counters_http_request_duration_seconds_count", tenant="acme") == 8
+    assert _total(scrapes, "counters_replication_frames_total") > 0
+    assert _total(scrapes, "counters_replication_frame_seconds_count") > 0
+    assert _total(scrapes, "counters_gossip_rounds_total") > 0
+    for samples in scrapes:
+        assert samples[("counters_node_ready", ())] == 1
+        assert samples[("counters_ring_members", (("status", "up"),))] == 3
+        assert samples[("counters_store_counters", ())] >= 8  # N=3 of 3: every node holds all
+        for peer in ("n1", "n2", "n3"):
+            heard = samples.get(("counters_peer_last_heard_seconds", (("peer", peer),)))
+            assert heard is None or heard < 1.5  # none for itself; peers heard recently
+    assert len({s[("counters_ring_checksum", ())] for s in scrapes}) == 1
+    assert len({s[("counters_ring_epoch", ())] for s in scrapes}) == 1
+
+    # Two replicas gone: a write that needs all three is refused, and counted as such
+    nodes[1].kill()
+    nodes[2].kill()
+    await cluster.wait_marked_down(nodes[0], nodes[2])
+    status, body = await cluster.request(
+        "POST", nodes[0], f"{path}/c0/increment?consistency=all", json={"delta": 1}, headers=acme
+    )
+    assert status == 503, body
+    samples = await _scrape(cluster, nodes[0])
+    assert _total([samples], "counters_quorum_failures_total", reason="unavailable") == 1
+
+
+async def test_logs_are_json_with_the_trace_id_and_never_a_token_or_body(cluster: Cluster):
+    cluster.settings.update(
+        COUNTERS_AUTH="jwt", COUNTERS_JWT_SECRET=SECRET, COUNTERS_LOG_LEVEL="debug"
+    )
+    [node] = await cluster.start(1)
+    headers = {
+        **_bearer("acme"),
+        "traceparent": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+    }
+    secret_body = {"delta": "body-marker-7c1e"}  # a bad delta: refused, and logged at debug
+    async with cluster.session.post(
+        f"{node.url}/v1/namespaces/{NS}/counters/x/increment", json=secret_body, headers=headers
+    ) as response:
+        assert response.status == 400
+        assert response.headers["X-Trace-Id"] == "0af7651916cd43dd8448eb211c80319c"
+    node.terminate()
+    lines = node.log_path.read_text().splitlines()
+    entries = [json.loads(line) for line in lines]  # every line is one JSON object
+    assert all({"time", "level", "node", "event"} <= entry.keys() for entry in entries)
+    refused = [e for e in entries if e["event"] == "request refused"]
+    assert refused and refused[0]["trace_id"] == "0af7651916cd43dd8448eb211c80319c", refused
+    assert refused[0]["type"] == "invalid-delta" and refused[0]["status"] == 400
+    text = "\n".join(lines)
+    assert "body-marker-7c1e" not in text
+    assert headers["Authorization"].split()[1] not in text and SECRET not in text
+
+
+@pytest.fixture
+async def collector() -> AsyncIterator[tuple[str, list[dict[str, Any]]]]:
+    """An OTLP/HTTP trace receiver on 127.0.0.1: (its URL, the spans it received)."""
+    spans: list[dict[str, Any]] = []
+
+    async def receive(request: web.Request) -> web.Response:
+        export = ExportTraceServiceRequest.FromString(await request.read())
+        for resource_spans in export.resource_spans:
+            attributes = {a.key: a.value.string_value for a in resource_spans.resource.attributes}
+            for scope_spans in resource_spans.scope_spans:
+                for span in scope_spans.spans:
+                    spans.append(
+                        {
+                            "name": span.name,
+                            "trace_id": span.trace_id.hex(),
+                            "span_id": span.span_id.hex(),
+                            "parent": span.parent_span_id.hex(),
+                            "node": attributes.get("service.instance.id"),
+                        }
+                    )
+        return web.Response(body=b"", content_type="application/x-protobuf")
+
+    app = web.Application()
+    app.router.add_post("/v1/traces", receive)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    port = free_port()
+    site = web.TCPSite(runner, "127.0.0.1", port)
+    await site.start()
+    try:
+        yield f"http://127.0.0.1:{port}", spans
+    finally:
+        await runner.cleanup()
+
+
+async def test_a_request_is_traced_across_nodes(cluster: Cluster, collector):
+    url, spans = collector
+    cluster.settings.update(COUNTERS_OTLP_ENDPOINT=url, OTEL_BSP_SCHEDULE_DELAY="100")
+    nodes = await cluster.start(3)
+    trace_id = "4bf92f3577b34da6a3ce929d0e0e4736"
+    headers = {"traceparent": f"00-{trace_id}-00f067aa0ba902b7-01"}
+    # An Idempotency-Key sends the increment to its shard's first replica: pick a name whose
+    # shard nodes[0] does not coordinate, so the request must travel to another node.
+    ring = await cluster.ring(nodes[0])
+    name = next(
+        f"t{i}"
+        for i in range(1000)
+        if ring["preference_lists"][key_hash("default", NS, f"t{i}") % ring["shards"]][0] != "n1"
+    )
+    async with cluster.session.post(
+        f"{nodes[0].url}/v1/namespaces/{NS}/counters/{name}/increment",
+        json={"delta": 1},
+        headers={**headers, "Idempotency-Key": "traced"},
+    ) as response:
+        assert response.status == 200
+
+    async def whole_trace() -> bool:
+        found = {(s["name"], s["node"]) for s in spans if s["trace_id"] == trace_id}
+        return (
+            {
+                (f"POST {INCREMENT}", "n1"),  # where the client's request arrived
+                ("forward", "n1"),
+            }
+            <= found
+            and any(
+                name in ("peer forward", "replica write") and node != "n1" for name, node in found
+            )
+            and any(name.startswith("peer ") and node not in ("n1",) for name, node in found)
+        )
+
+    await eventually(whole_trace, "the request's spans from both nodes under one trace", 5)
+    ours = [s for s in spans if s["trace_id"] == trace_id]
+    names = {(s["name"], s["node"]) for s in ours}
+    coordinator = next(node for name, node in names if name == "peer forward")
+    assert ("replica write", coordinator) in names, names  # the coordinator's replica writes
+    server = next(s for s in ours if s["name"] == f"POST {INCREMENT}")
+    assert server["parent"] == "00f067aa0ba902b7"  # it continued the client's trace
