@@ -36,8 +36,11 @@ def main(argv: Sequence[str]) -> int:
     if not 1 <= args.nodes <= 64:
         parser.error("--nodes must be from 1 to 64")
     addresses = [f"{args.host}:{args.base_port + i}" for i in range(args.nodes)]
-    # Fresh secrets for this cluster: clients get tokens minted below, peers share the other.
-    jwt_secret, cluster_secret = secrets.token_urlsafe(32), secrets.token_urlsafe(32)
+    # Clients get tokens minted below, peers share the cluster secret. The JWT secret comes
+    # from COUNTERS_JWT_SECRET when set, so other programs (Locust) can mint tokens too.
+    given_secret = os.environ.get("COUNTERS_JWT_SECRET", "")
+    jwt_secret = given_secret or secrets.token_urlsafe(32)
+    cluster_secret = secrets.token_urlsafe(32)
     environment = {
         **os.environ,
         "COUNTERS_JWT_SECRET": jwt_secret,
@@ -85,6 +88,10 @@ def main(argv: Sequence[str]) -> int:
         print(f"admin token (tenant demo, 24 h):      {admin}")
         print(f"read-write token (tenant demo, 24 h): {rw}")
         print(f"more: COUNTERS_JWT_SECRET={jwt_secret} counters token --tenant T")
+        if given_secret:
+            print("  (the secret came from COUNTERS_JWT_SECRET)")
+        else:
+            print("  (a fresh secret for this run; export COUNTERS_JWT_SECRET to choose it)")
         print("try:")
         bearer = f"-H 'Authorization: Bearer {rw}'"
         print(

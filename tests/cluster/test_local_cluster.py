@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -12,10 +13,12 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from node.auth import READ, WRITE, mint
 from tests.cluster.harness import REPO
 
 
@@ -50,13 +53,16 @@ def _call(url: str, token: str, body: dict[str, int] | None = None) -> dict[str,
         return dict(json.loads(response.read()))
 
 
-def test_counters_up_starts_a_ready_cluster_and_ctrl_c_stops_every_node(tmp_path: Path):
-    base = _free_run(3)
-    command = [sys.executable, "-m", "node", "up", "--nodes", "3", "--base-port", str(base),
-               "--data-dir", str(tmp_path)]  # fmt: skip
+@contextlib.contextmanager
+def _counters_up(
+    data_dir: Path, base: int, nodes: int, env: dict[str, str]
+) -> Iterator[tuple[subprocess.Popen[str], str]]:
+    """`counters up` running, and what it printed up to "Ctrl-C"; every node stopped after."""
+    command = [sys.executable, "-m", "node", "up", "--nodes", str(nodes), "--base-port", str(base),
+               "--data-dir", str(data_dir)]  # fmt: skip
     # Its own process group, so a failing test can stop the nodes too, not only `up`.
     up = subprocess.Popen(
-        command, cwd=REPO, stdout=subprocess.PIPE, text=True, start_new_session=True
+        command, cwd=REPO, env=env, stdout=subprocess.PIPE, text=True, start_new_session=True
     )
     try:
         assert up.stdout is not None
@@ -67,9 +73,26 @@ def test_counters_up_starts_a_ready_cluster_and_ctrl_c_stops_every_node(tmp_path
             lines.append(line)
             if "Ctrl-C" in line or not line:
                 break
-        output = "".join(lines)
+        yield up, "".join(lines)
+    finally:
+        if up.poll() is None:
+            os.killpg(up.pid, signal.SIGTERM)
+            try:
+                up.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                os.killpg(up.pid, signal.SIGKILL)
+                up.wait(timeout=10)
+        if up.stdout is not None:
+            up.stdout.close()
+
+
+def test_counters_up_starts_a_ready_cluster_and_ctrl_c_stops_every_node(tmp_path: Path):
+    base = _free_run(3)
+    env = {k: v for k, v in os.environ.items() if k != "COUNTERS_JWT_SECRET"}
+    with _counters_up(tmp_path, base, 3, env) as (up, output):
         assert "3 nodes ready" in output, output
         assert f"http://127.0.0.1:{base + 2}" in output and "curl" in output
+        assert "a fresh secret" in output, output
         first, last = f"http://127.0.0.1:{base}", f"http://127.0.0.1:{base + 2}"
         tokens = dict(re.findall(r"^(admin|read-write) token [^:]*:\s+(\S+)$", output, re.M))
         assert set(tokens) == {"admin", "read-write"}, output
@@ -87,13 +110,15 @@ def test_counters_up_starts_a_ready_cluster_and_ctrl_c_stops_every_node(tmp_path
             with socket.socket() as sock:
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
                 sock.bind(("127.0.0.1", port))
-    finally:
-        if up.poll() is None:
-            os.killpg(up.pid, signal.SIGTERM)
-            try:
-                up.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                os.killpg(up.pid, signal.SIGKILL)
-                up.wait(timeout=10)
-        if up.stdout is not None:
-            up.stdout.close()
+
+
+def test_counters_up_takes_its_jwt_secret_from_the_environment_when_set(tmp_path: Path):
+    """So other programs (loadtest/locustfile.py) can mint tokens for a `make run` cluster."""
+    secret = "chosen-by-the-operator-" * 2
+    base = _free_run(1)
+    env = {**os.environ, "COUNTERS_JWT_SECRET": secret}
+    with _counters_up(tmp_path, base, 1, env) as (_, output):
+        assert "1 nodes ready" in output and "came from COUNTERS_JWT_SECRET" in output, output
+        token = mint(secret, "acme", [READ, WRITE], 60, None)
+        views = f"http://127.0.0.1:{base}/v1/namespaces/web/counters/views"
+        assert _call(views + "/increment", token, {"delta": 2})["value"] == 2
