@@ -16,15 +16,21 @@ from aiohttp import web
 from crdt.pncounter import INT64_MAX, INT64_MIN
 from node.errors import InvalidBody, InvalidConsistency, InvalidDelta, InvalidName
 
-NAME_PATTERN = re.compile(r"[A-Za-z0-9._:-]{1,200}")
+NAME_CHARS = re.compile(r"[A-Za-z0-9._:-]{1,200}")
+# The same rule as one ECMA-262 regex for /openapi.json (with maxLength 200): no two dots in a
+# row and not "." alone, since "." and ".." are path segments that clients normalise away.
+NAME_REGEX = r"^\.?([A-Za-z0-9_:-]\.?)+$"
+NAME_MAX_BYTES = 200
 CONSISTENCY_LEVELS = ("one", "quorum", "all")
 MAX_BATCH_OPS = 1000
 MAX_LIST_LIMIT = 1000
 
 
 def name(value: str, what: str = "name") -> str:
-    if NAME_PATTERN.fullmatch(value) is None or ".." in value:
-        raise InvalidName(f"{what} must be 1-200 characters of [A-Za-z0-9._:-], without '..'")
+    if NAME_CHARS.fullmatch(value) is None or ".." in value or value == ".":
+        raise InvalidName(
+            f"{what} must be 1-200 characters of [A-Za-z0-9._:-], without '..', and not '.'"
+        )
     return value
 
 
