@@ -75,11 +75,12 @@ IDEMPOTENCY_KEY = re.compile(r"[\x21-\x7e]{1,200}")  # visible ASCII
 
 def idempotency(request: web.Request, body: Any) -> tuple[str, str]:
     """The Idempotency-Key header (or "") and a fingerprint of what the request asks for."""
-    key = request.headers.get("Idempotency-Key", "")
-    if key and IDEMPOTENCY_KEY.fullmatch(key) is None:
-        raise InvalidBody("Idempotency-Key must be 1-200 visible ASCII characters")
-    if not key:
+    key = request.headers.get("Idempotency-Key")
+    if key is None:
         return "", ""
+    # An empty key is refused, not ignored: the client meant its retries to apply once.
+    if IDEMPOTENCY_KEY.fullmatch(key) is None:
+        raise InvalidBody("Idempotency-Key must be 1-200 visible ASCII characters")
     canonical = json.dumps([request.method, request.path, body], sort_keys=True)
     return key, hashlib.sha256(canonical.encode()).hexdigest()[:32]
 
