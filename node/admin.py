@@ -125,6 +125,15 @@ async def remove_node(request: web.Request) -> web.Response:
     if member is None or member.status == Status.REMOVED:
         raise NotFound(f"no member {node_id!r}")
     event = "remove" if force == "true" else "leave"
+    staying = [
+        other
+        for other, m in cluster.view.members.items()
+        if other != node_id and m.status == Status.UP and cluster.alive(other)
+    ]
+    if not staying:
+        # Nothing would be left to serve (or receive) its shards: every counter would answer
+        # 503 until a node joins, so refuse instead of emptying the ring.
+        raise Conflict(f"{node_id} is the last live member; add a node before it goes")
     try:
         cluster.apply(node_id, event)
     except TransitionError as error:

@@ -19,6 +19,8 @@ from node.errors import InvalidBody, InvalidName, NotReady
 from node.idempotency import claim_key
 
 routes = web.RouteTableDef()
+# Name segments match [^/]+ rather than aiohttp's default [^{}/]+, so a name holding { or }
+# reaches validation and answers 400 invalid-name, not 404.
 
 
 def _reply(
@@ -50,7 +52,7 @@ async def _run_one(
     return _reply(op.key[1], op.key[2], result, consistency, durability)
 
 
-@routes.post("/v1/namespaces/{namespace}/counters/{name}/increment")
+@routes.post("/v1/namespaces/{namespace:[^/]+}/counters/{name:[^/]+}/increment")
 async def increment(request: web.Request) -> web.Response:
     op, consistency = _counter(request, "increment")
     body = await validation.json_object(request, empty_ok=True)
@@ -61,13 +63,13 @@ async def increment(request: web.Request) -> web.Response:
     return await _run_one(request, op, consistency, fingerprint)
 
 
-@routes.delete("/v1/namespaces/{namespace}/counters/{name}")
+@routes.delete("/v1/namespaces/{namespace:[^/]+}/counters/{name:[^/]+}")
 async def reset_counter(request: web.Request) -> web.Response:
     """Clear what the replicas have observed; increments concurrent with it stay counted."""
     return await _run_one(request, *_counter(request, "reset"))
 
 
-@routes.get("/v1/namespaces/{namespace}/counters/{name}")
+@routes.get("/v1/namespaces/{namespace:[^/]+}/counters/{name:[^/]+}")
 async def get_counter(request: web.Request) -> web.Response:
     return await _run_one(request, *_counter(request, "get"))
 
@@ -96,7 +98,7 @@ def _batch_ops(tenant: str, namespace: str, body: dict[str, Any]) -> list[Op]:
     return ops
 
 
-@routes.post("/v1/namespaces/{namespace}/batch")
+@routes.post("/v1/namespaces/{namespace:[^/]+}/batch")
 async def batch(request: web.Request) -> web.Response:
     namespace = validation.name(request.match_info["namespace"], "namespace")
     consistency = validation.consistency(request)
@@ -135,7 +137,7 @@ def _cursor(raw: str | None) -> str:
         raise InvalidBody("cursor is not one this API returned") from None
 
 
-@routes.get("/v1/namespaces/{namespace}/counters")
+@routes.get("/v1/namespaces/{namespace:[^/]+}/counters")
 async def list_counters(request: web.Request) -> web.Response:
     namespace = validation.name(request.match_info["namespace"], "namespace")
     prefix = request.query.get("prefix", "")

@@ -151,7 +151,10 @@ async def problem_middleware(request: web.Request, handler: Handler) -> web.Stre
             http_error.status, "bad-request"
         )
         client_error.title = http_error.reason
-        return problem_response(client_error)
+        response = problem_response(client_error)
+        if "Allow" in http_error.headers:  # RFC 9110: a 405 says which methods would do
+            response.headers["Allow"] = http_error.headers["Allow"]
+        return response
     except Exception:
         log.exception("unhandled error on %s %s", request.method, request.path)
         return problem_response(CountersError())

@@ -36,6 +36,8 @@ from node.history_sqlite import MEMORY, SqliteHistory
 
 T = TypeVar("T")
 routes = web.RouteTableDef()
+# Name segments match [^/]+ rather than aiohttp's default [^{}/]+, so a name holding { or }
+# reaches validation and answers 400 invalid-name, not 404.
 
 PEER_HISTORY_PATH = "/peer/history"
 DAY_S = 86400
@@ -182,7 +184,7 @@ async def _peer_rows(
         return None
 
 
-@routes.get("/v1/namespaces/{namespace}/counters/{name}/history")
+@routes.get("/v1/namespaces/{namespace:[^/]+}/counters/{name:[^/]+}/history")
 async def counter_history(request: web.Request) -> web.Response:
     namespace = validation.name(request.match_info["namespace"], "namespace")
     name = validation.name(request.match_info["name"])
@@ -212,7 +214,7 @@ async def counter_history(request: web.Request) -> web.Response:
     return web.json_response(body)
 
 
-@routes.get("/v1/namespaces/{namespace}/rollups")
+@routes.get("/v1/namespaces/{namespace:[^/]+}/rollups")
 async def namespace_rollups(request: web.Request) -> web.Response:
     namespace = validation.name(request.match_info["namespace"], "namespace")
     tenant = auth.principal(request, auth.READ, namespace).tenant

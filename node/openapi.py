@@ -1,4 +1,8 @@
-"""`/openapi.json`: the OpenAPI 3.1 description of the client and admin API."""
+"""`/openapi.json`: the OpenAPI 3.1 description of the client and admin API.
+
+It lists every status an operation can answer, and the body of each; tests/cluster/
+test_openapi_fuzz.py runs schemathesis against a live node to keep it true.
+"""
 
 from __future__ import annotations
 
@@ -7,76 +11,135 @@ from typing import Any
 from aiohttp import web
 
 from node import __version__
-from node.validation import MAX_BATCH_OPS, MAX_LIST_LIMIT
+from node.validation import (
+    IDEMPOTENCY_KEY,
+    MAX_BATCH_OPS,
+    MAX_LIST_LIMIT,
+    NAME_MAX_BYTES,
+    NAME_REGEX,
+)
 
 routes = web.RouteTableDef()
 
-NAME = {"type": "string", "pattern": "^[A-Za-z0-9._:-]{1,200}$"}
+NAME = {"type": "string", "minLength": 1, "maxLength": NAME_MAX_BYTES, "pattern": NAME_REGEX}
 INT64 = {"type": "integer", "minimum": -(2**63), "maximum": 2**63 - 1}
-PROBLEM = {
-    "description": "Problem details (RFC 9457)",
-    "content": {"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}},
-}
+TIME = {"type": "string", "description": "ISO 8601 (no offset: UTC) or unix seconds"}
+ISO = {"type": "string", "description": "ISO 8601 in UTC"}
 CONSISTENCY = {
     "name": "consistency",
     "in": "query",
     "required": False,
     "schema": {"type": "string", "enum": ["one", "quorum", "all"], "default": "quorum"},
 }
+IDEMPOTENCY = {
+    "name": "Idempotency-Key",
+    "in": "header",
+    "required": False,
+    "description": "Applied once per key and tenant; a retry gets the first answer again",
+    "schema": {"type": "string", "pattern": f"^{IDEMPOTENCY_KEY.pattern}$"},
+}
+
+# Why each status happens; every error body is application/problem+json.
+ERRORS = {
+    400: "Invalid name, parameter or body; nothing changed",
+    401: "Missing or invalid bearer token; nothing changed",
+    403: "The token lacks the scope or namespace, or creating the counter would pass the "
+    "tenant's quota of counters (quota-exceeded); nothing changed",
+    404: "No such member",
+    409: "The membership change conflicts with the member's state; nothing changed",
+    413: "Body larger than 1 MiB; nothing changed",
+    422: "The counter would leave the 64-bit range, or the Idempotency-Key was used for a "
+    "different request; nothing changed",
+    429: "Over the tenant's rate limit; nothing changed",
+    431: "Request headers larger than 16 KiB; nothing changed",
+    502: "A peer failed",
+    503: "Not enough live replicas or the store is unavailable (see may_have_applied)",
+    504: "Replicas did not answer in time; the write may still apply",
+}
+RATE_LIMIT_HEADERS = {
+    "Retry-After": {
+        "description": "Seconds until the request would fit (absent if it never will)",
+        "schema": {"type": "string", "pattern": "^[0-9]+$"},
+    },
+    "RateLimit-Limit": {"schema": {"type": "string"}},
+    "RateLimit-Remaining": {"schema": {"type": "string"}},
+    "RateLimit-Reset": {"schema": {"type": "string", "pattern": "^[0-9]+$"}},
+}
+CLIENT = (400, 401, 403, 429, 431)  # any /v1 operation
+ADMIN = (401, 403, 431)  # any /admin operation
 
 
 def _path_param(name: str) -> dict[str, Any]:
     return {"name": name, "in": "path", "required": True, "schema": NAME}
 
 
-def _json(schema_ref: str, description: str = "OK") -> dict[str, Any]:
-    return {
-        "description": description,
-        "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{schema_ref}"}}},
-    }
+def _query(name: str, schema: dict[str, Any]) -> dict[str, Any]:
+    return {"name": name, "in": "query", "required": False, "schema": schema}
+
+
+def _json(schema: dict[str, Any], description: str = "OK") -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+def _ref(name: str) -> dict[str, Any]:
+    return {"$ref": f"#/components/schemas/{name}"}
 
 
 def _errors(*codes: int) -> dict[str, Any]:
-    return {str(code): PROBLEM for code in codes}
+    responses: dict[str, Any] = {}
+    for code in sorted(codes):
+        response: dict[str, Any] = {
+            "description": ERRORS[code],
+            "content": {"application/problem+json": {"schema": _ref("Problem")}},
+        }
+        if code == 429:
+            response["headers"] = RATE_LIMIT_HEADERS
+        responses[str(code)] = response
+    return responses
+
+
+def _body(schema: dict[str, Any], required: bool) -> dict[str, Any]:
+    return {"required": required, "content": {"application/json": {"schema": schema}}}
 
 
 COUNTER_PARAMS = [_path_param("namespace"), _path_param("name"), CONSISTENCY]
+OBJECT = {"type": "object"}
 
 PATHS: dict[str, Any] = {
     "/v1/namespaces/{namespace}/counters/{name}/increment": {
         "post": {
             "summary": "Add delta (default 1, negative decrements) to a counter",
-            "parameters": COUNTER_PARAMS,
-            "requestBody": {
-                "required": False,
-                "content": {
-                    "application/json": {"schema": {"$ref": "#/components/schemas/Increment"}}
-                },
+            "parameters": [*COUNTER_PARAMS, IDEMPOTENCY],
+            "requestBody": _body(_ref("Increment"), required=False),
+            "responses": {
+                "200": _json(_ref("Counter")),
+                **_errors(*CLIENT, 413, 422, 503, 504),
             },
-            "responses": {"200": _json("Counter"), **_errors(400, 422, 503, 504)},
         }
     },
     "/v1/namespaces/{namespace}/counters/{name}": {
         "get": {
             "summary": "Read a counter (0 if never written)",
             "parameters": COUNTER_PARAMS,
-            "responses": {"200": _json("Counter"), **_errors(400, 503, 504)},
+            "responses": {"200": _json(_ref("Counter")), **_errors(*CLIENT, 503, 504)},
         },
         "delete": {
             "summary": "Reset: clear what the replicas observed; concurrent increments survive",
             "parameters": COUNTER_PARAMS,
-            "responses": {"200": _json("Counter"), **_errors(400, 503, 504)},
+            "responses": {"200": _json(_ref("Counter")), **_errors(*CLIENT, 503, 504)},
         },
     },
     "/v1/namespaces/{namespace}/batch": {
         "post": {
             "summary": "Apply many increments and reads; one result per op, in order",
-            "parameters": [_path_param("namespace"), CONSISTENCY],
-            "requestBody": {
-                "required": True,
-                "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Batch"}}},
+            "description": "An op that fails (overflow, no quorum) has an error in its result; "
+            "the others still apply. A batch that is invalid as a whole changes nothing.",
+            "parameters": [_path_param("namespace"), CONSISTENCY, IDEMPOTENCY],
+            "requestBody": _body(_ref("Batch"), required=True),
+            "responses": {
+                "200": _json(_ref("BatchResult")),
+                **_errors(*CLIENT, 413, 422, 503, 504),
             },
-            "responses": {"200": _json("BatchResult"), **_errors(400, 503, 504)},
         }
     },
     "/v1/namespaces/{namespace}/counters": {
@@ -84,15 +147,11 @@ PATHS: dict[str, Any] = {
             "summary": "List counters of a namespace in name order",
             "parameters": [
                 _path_param("namespace"),
-                {"name": "prefix", "in": "query", "schema": {"type": "string"}},
-                {
-                    "name": "limit",
-                    "in": "query",
-                    "schema": {"type": "integer", "minimum": 1, "maximum": MAX_LIST_LIMIT},
-                },
-                {"name": "cursor", "in": "query", "schema": {"type": "string"}},
+                _query("prefix", {"anyOf": [NAME, {"const": ""}]}),
+                _query("limit", {"type": "integer", "minimum": 1, "maximum": MAX_LIST_LIMIT}),
+                _query("cursor", {"type": "string", "description": "next_cursor of a listing"}),
             ],
-            "responses": {"200": _json("CounterList"), **_errors(400, 503)},
+            "responses": {"200": _json(_ref("CounterList")), **_errors(*CLIENT, 502, 503)},
         }
     },
     "/v1/namespaces/{namespace}/counters/{name}/history": {
@@ -101,15 +160,11 @@ PATHS: dict[str, Any] = {
             "parameters": [
                 _path_param("namespace"),
                 _path_param("name"),
-                {"name": "from", "in": "query", "schema": {"type": "string"}},
-                {"name": "to", "in": "query", "schema": {"type": "string"}},
-                {
-                    "name": "step",
-                    "in": "query",
-                    "schema": {"type": "string", "enum": ["minute", "hour", "day"]},
-                },
+                _query("from", TIME),
+                _query("to", TIME),
+                _query("step", {"type": "string", "enum": ["minute", "hour", "day"]}),
             ],
-            "responses": {"200": {"description": "The series"}, **_errors(400, 503)},
+            "responses": {"200": _json(_ref("Series")), **_errors(*CLIENT, 503)},
         }
     },
     "/v1/namespaces/{namespace}/rollups": {
@@ -117,80 +172,128 @@ PATHS: dict[str, Any] = {
             "summary": "A namespace's total increase and top counters per hour or day",
             "parameters": [
                 _path_param("namespace"),
-                {
-                    "name": "period",
-                    "in": "query",
-                    "schema": {"type": "string", "enum": ["hour", "day"]},
-                },
-                {"name": "from", "in": "query", "schema": {"type": "string"}},
-                {"name": "to", "in": "query", "schema": {"type": "string"}},
-                {
-                    "name": "top",
-                    "in": "query",
-                    "schema": {"type": "integer", "minimum": 1, "maximum": 100},
-                },
+                _query("period", {"type": "string", "enum": ["hour", "day"]}),
+                _query("from", TIME),
+                _query("to", TIME),
+                _query("top", {"type": "integer", "minimum": 1, "maximum": 100}),
             ],
-            "responses": {"200": {"description": "Rollups"}, **_errors(400, 503)},
+            "responses": {"200": _json(_ref("Rollups")), **_errors(*CLIENT, 503)},
         }
     },
     "/admin/ring": {
         "get": {
             "summary": "Ring: members, placement, checksum, pending hand-offs",
-            "responses": {"200": {"description": "The ring"}},
+            "responses": {"200": _json(_ref("Ring")), **_errors(*ADMIN)},
+        }
+    },
+    "/admin/history": {
+        "get": {
+            "summary": "The history recorder's status",
+            "responses": {"200": _json(OBJECT), **_errors(*ADMIN)},
         }
     },
     "/admin/nodes": {
-        "get": {"summary": "Members", "responses": {"200": {"description": "Members"}}},
+        "get": {
+            "summary": "Members",
+            "responses": {
+                "200": _json(
+                    {
+                        "type": "object",
+                        "required": ["nodes"],
+                        "properties": {"nodes": {"type": "array", "items": _ref("Member")}},
+                    }
+                ),
+                **_errors(*ADMIN),
+            },
+        },
         "post": {
             "summary": "Admit a running, empty node found at an address",
-            "requestBody": {
-                "required": True,
-                "content": {
-                    "application/json": {
-                        "schema": {
-                            "type": "object",
-                            "required": ["address"],
-                            "properties": {"address": {"type": "string"}},
-                            "additionalProperties": False,
-                        }
-                    }
+            "requestBody": _body(
+                {
+                    "type": "object",
+                    "required": ["address"],
+                    "properties": {"address": {"type": "string", "description": "HOST:PORT"}},
+                    "additionalProperties": False,
                 },
+                required=True,
+            ),
+            "responses": {
+                "202": _json(_ref("MemberChange"), "Joining"),
+                **_errors(*ADMIN, 400, 409, 413, 503),
             },
-            "responses": {"202": {"description": "Joining"}, **_errors(400, 409, 503)},
         },
     },
     "/admin/nodes/{node_id}": {
         "delete": {
             "summary": "Leave with hand-off, or remove a dead node with force=true",
+            "description": "The last live member can neither leave nor be removed (409).",
             "parameters": [
                 {"name": "node_id", "in": "path", "required": True, "schema": {"type": "string"}},
-                {"name": "force", "in": "query", "schema": {"type": "boolean", "default": False}},
+                _query("force", {"type": "boolean", "default": False}),
             ],
-            "responses": {"202": {"description": "Leaving or removed"}, **_errors(400, 404, 409)},
+            "responses": {
+                "202": _json(_ref("MemberChange"), "Leaving or removed"),
+                **_errors(*ADMIN, 400, 404, 409),
+            },
         }
     },
-    "/healthz": {"get": {"summary": "Alive", "responses": {"200": {"description": "Alive"}}}},
+    "/healthz": {
+        "get": {
+            "summary": "Alive",
+            "security": [],
+            "responses": {"200": _json(OBJECT, "Alive"), **_errors(431)},
+        }
+    },
+    "/metrics": {
+        "get": {
+            "summary": "Prometheus metrics, every family named counters_*",
+            "security": [],
+            "responses": {
+                "200": {
+                    "description": "Prometheus text exposition format",
+                    "content": {"text/plain": {"schema": {"type": "string"}}},
+                },
+                **_errors(431),
+            },
+        }
+    },
     "/readyz": {
         "get": {
             "summary": "Joined and caught up",
-            "responses": {"200": {"description": "Ready"}, **_errors(503)},
+            "security": [],
+            "responses": {"200": _json(OBJECT, "Ready"), **_errors(431, 503)},
         }
     },
+}
+
+COUNTER_RESULT = {
+    "type": "object",
+    "required": ["op", "name"],
+    "properties": {
+        "op": {"type": "string", "enum": ["increment", "get"]},
+        "name": {"type": "string"},
+        "value": {"type": "integer"},
+        "replayed": {"type": "boolean"},
+        "error": _ref("Problem"),
+    },
+    "oneOf": [{"required": ["value"]}, {"required": ["error"]}],
 }
 
 SCHEMAS: dict[str, Any] = {
     "Increment": {
         "type": "object",
+        "description": 'delta is a JSON integer literal: 1.0, true and "1" are refused (400)',
         "properties": {"delta": INT64},
         "additionalProperties": False,
     },
     "Counter": {
         "type": "object",
         "required": ["namespace", "name", "value", "consistency"],
+        "additionalProperties": False,
         "properties": {
-            "namespace": {"type": "string"},
-            "name": {"type": "string"},
-            "value": {"type": "integer"},
+            "namespace": NAME,
+            "name": NAME,
+            "value": INT64,
             "consistency": {"type": "string", "enum": ["one", "quorum", "all"]},
             "durability": {"type": "string", "enum": ["async", "sync"]},
         },
@@ -205,14 +308,24 @@ SCHEMAS: dict[str, Any] = {
                 "minItems": 1,
                 "maxItems": MAX_BATCH_OPS,
                 "items": {
-                    "type": "object",
-                    "required": ["op", "name"],
-                    "properties": {
-                        "op": {"type": "string", "enum": ["increment", "get"]},
-                        "name": NAME,
-                        "delta": INT64,
-                    },
-                    "additionalProperties": False,
+                    "oneOf": [
+                        {
+                            "type": "object",
+                            "required": ["op", "name"],
+                            "properties": {
+                                "op": {"const": "increment"},
+                                "name": NAME,
+                                "delta": INT64,
+                            },
+                            "additionalProperties": False,
+                        },
+                        {
+                            "type": "object",
+                            "required": ["op", "name"],
+                            "properties": {"op": {"const": "get"}, "name": NAME},
+                            "additionalProperties": False,
+                        },
+                    ]
                 },
             }
         },
@@ -220,47 +333,131 @@ SCHEMAS: dict[str, Any] = {
     "BatchResult": {
         "type": "object",
         "required": ["namespace", "consistency", "results"],
+        "additionalProperties": False,
         "properties": {
-            "namespace": {"type": "string"},
-            "consistency": {"type": "string"},
-            "results": {
-                "type": "array",
-                "items": {
-                    "type": "object",
-                    "required": ["op", "name"],
-                    "properties": {
-                        "op": {"type": "string"},
-                        "name": {"type": "string"},
-                        "value": {"type": "integer"},
-                        "error": {"$ref": "#/components/schemas/Problem"},
-                    },
-                },
-            },
+            "namespace": NAME,
+            "consistency": {"type": "string", "enum": ["one", "quorum", "all"]},
+            "durability": {"type": "string", "enum": ["async", "sync"]},
+            "results": {"type": "array", "items": COUNTER_RESULT},
         },
     },
     "CounterList": {
         "type": "object",
         "required": ["namespace", "counters", "next_cursor"],
+        "additionalProperties": False,
         "properties": {
-            "namespace": {"type": "string"},
+            "namespace": NAME,
             "counters": {
                 "type": "array",
                 "items": {
                     "type": "object",
-                    "properties": {"name": {"type": "string"}, "value": {"type": "integer"}},
+                    "required": ["name", "value"],
+                    "properties": {"name": NAME, "value": INT64},
                 },
             },
             "next_cursor": {"type": ["string", "null"]},
         },
     },
+    "Series": {
+        "type": "object",
+        "required": ["namespace", "name", "step", "from", "to", "series"],
+        "properties": {
+            "namespace": NAME,
+            "name": NAME,
+            "step": {"type": "string", "enum": ["minute", "hour", "day"]},
+            "from": ISO,
+            "to": ISO,
+            "series": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "required": ["bucket", "value", "delta"],
+                    "properties": {"bucket": ISO, "value": INT64, "delta": {"type": "integer"}},
+                },
+            },
+            "unreachable_nodes": {"type": "array", "items": {"type": "string"}},
+        },
+    },
+    "Rollups": {
+        "type": "object",
+        "required": ["namespace", "period", "from", "to", "top", "rollups"],
+        "properties": {
+            "namespace": NAME,
+            "period": {"type": "string", "enum": ["hour", "day"]},
+            "from": ISO,
+            "to": ISO,
+            "top": {"type": "integer", "minimum": 1, "maximum": 100},
+            "rollups": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "required": ["period", "total", "top"],
+                    "properties": {
+                        "period": ISO,
+                        "total": {"type": "integer"},
+                        "top": {
+                            "type": "array",
+                            "items": {
+                                "type": "object",
+                                "required": ["name", "increase"],
+                                "properties": {
+                                    "name": NAME,
+                                    "increase": {"type": "integer", "minimum": 1},
+                                },
+                            },
+                        },
+                    },
+                },
+            },
+            "unreachable_nodes": {"type": "array", "items": {"type": "string"}},
+        },
+    },
+    "Member": {
+        "type": "object",
+        "required": ["node_id", "address", "status", "version", "shards"],
+        "properties": {
+            "node_id": {"type": "string"},
+            "address": {"type": "string"},
+            "status": {
+                "type": "string",
+                "enum": ["joining", "up", "leaving", "down", "removed", "unknown"],
+            },
+            "version": {"type": "integer"},
+            "shards": {"type": "integer", "minimum": 0},
+        },
+    },
+    "MemberChange": {
+        "type": "object",
+        "required": ["node_id", "status"],
+        "properties": {
+            "node_id": {"type": "string"},
+            "address": {"type": "string"},
+            "status": {"type": "string"},
+        },
+    },
+    "Ring": {
+        "type": "object",
+        "required": ["node", "epoch", "checksum", "shards", "replicas", "members", "pending"],
+        "properties": {
+            "node": {"type": "string"},
+            "epoch": {"type": "integer"},
+            "checksum": {"type": "string"},
+            "shards": {"type": "integer"},
+            "replicas": {"type": "integer"},
+            "members": {"type": "array", "items": _ref("Member")},
+            "pending": {"type": ["object", "null"]},
+        },
+    },
     "Problem": {
         "type": "object",
+        "description": "Problem details (RFC 9457); `type` is stable, clients may branch on it",
         "required": ["type", "title", "status", "detail"],
         "properties": {
-            "type": {"type": "string"},
+            "type": {"type": "string", "format": "uri"},
             "title": {"type": "string"},
-            "status": {"type": "integer"},
+            "status": {"type": "integer", "minimum": 400, "maximum": 599},
             "detail": {"type": "string"},
+            "may_have_applied": {"type": "boolean"},
         },
     },
 }

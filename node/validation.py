@@ -17,7 +17,11 @@ from aiohttp import web
 from crdt.pncounter import INT64_MAX, INT64_MIN
 from node.errors import ClientError, InvalidBody, InvalidConsistency, InvalidDelta, InvalidName
 
-NAME_PATTERN = re.compile(r"[A-Za-z0-9._:-]{1,200}")
+NAME_CHARS = re.compile(r"[A-Za-z0-9._:-]{1,200}")
+# The same rule as one ECMA-262 regex for /openapi.json (with maxLength 200): no two dots in a
+# row and not "." alone, since "." and ".." are path segments that clients normalise away.
+NAME_REGEX = r"^\.?([A-Za-z0-9_:-]\.?)+$"
+NAME_MAX_BYTES = 200
 CONSISTENCY_LEVELS = ("one", "quorum", "all")
 MAX_BATCH_OPS = 1000
 MAX_LIST_LIMIT = 1000
@@ -45,8 +49,10 @@ async def header_limit(
 
 
 def name(value: str, what: str = "name") -> str:
-    if NAME_PATTERN.fullmatch(value) is None or ".." in value:
-        raise InvalidName(f"{what} must be 1-200 characters of [A-Za-z0-9._:-], without '..'")
+    if NAME_CHARS.fullmatch(value) is None or ".." in value or value == ".":
+        raise InvalidName(
+            f"{what} must be 1-200 characters of [A-Za-z0-9._:-], without '..', and not '.'"
+        )
     return value
 
 
@@ -91,11 +97,12 @@ IDEMPOTENCY_KEY = re.compile(r"[\x21-\x7e]{1,200}")  # visible ASCII
 
 def idempotency(request: web.Request, body: Any) -> tuple[str, str]:
     """The Idempotency-Key header (or "") and a fingerprint of what the request asks for."""
-    key = request.headers.get("Idempotency-Key", "")
-    if key and IDEMPOTENCY_KEY.fullmatch(key) is None:
-        raise InvalidBody("Idempotency-Key must be 1-200 visible ASCII characters")
-    if not key:
+    key = request.headers.get("Idempotency-Key")
+    if key is None:
         return "", ""
+    # An empty key is refused, not ignored: the client meant its retries to apply once.
+    if IDEMPOTENCY_KEY.fullmatch(key) is None:
+        raise InvalidBody("Idempotency-Key must be 1-200 visible ASCII characters")
     canonical = json.dumps([request.method, request.path, body], sort_keys=True)
     return key, hashlib.sha256(canonical.encode()).hexdigest()[:32]
 

@@ -6,6 +6,7 @@ Every wait has a deadline and fails with what it last saw; nothing sleeps to syn
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
 import os
 import signal
@@ -13,7 +14,9 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Awaitable, Callable
+import urllib.error
+import urllib.request
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -117,7 +120,7 @@ class Node:
 
 
 class Cluster:
-    def __init__(self, root: Path, session: aiohttp.ClientSession, **settings: str) -> None:
+    def __init__(self, root: Path, session: aiohttp.ClientSession | None, **settings: str) -> None:
         self.root = root
         self.session = session
         self.settings = settings
@@ -168,6 +171,7 @@ class Cluster:
         data: Any = None,
         headers: dict[str, str] | None = None,
     ) -> tuple[int, Any]:
+        assert self.session is not None, "this Cluster was made without a client session"
         timeout = aiohttp.ClientTimeout(total=10)
         if headers is None and self.settings.get("COUNTERS_AUTH") == "jwt":
             headers = self._admin_headers()  # the harness's own calls act as an operator
@@ -247,6 +251,34 @@ class Cluster:
     def close(self) -> None:
         for node in self.nodes.values():
             node.terminate()
+
+
+@contextlib.contextmanager
+def one_node(root: Path, timeout: float = 30.0, **settings: str) -> Iterator[Node]:
+    """One ready node process for synchronous tests (Hypothesis, schemathesis), which cannot
+    share an event loop with the node's client; stopped on exit."""
+    root.mkdir(parents=True, exist_ok=True)
+    cluster = Cluster(root, None, **settings)
+    node = cluster.add("n1")
+    node.start([])
+    try:
+        deadline = time.monotonic() + timeout
+        last: Any = None
+        while True:
+            if not node.running:
+                raise AssertionError(f"n1 exited:\n{node.log_tail()}")
+            try:
+                with urllib.request.urlopen(node.url + "/readyz", timeout=2) as response:
+                    if response.status == 200:
+                        break
+            except (urllib.error.URLError, OSError) as error:
+                last = error
+            if time.monotonic() > deadline:
+                raise AssertionError(f"n1 not ready after {timeout}s; last saw {last!r}")
+            time.sleep(0.1)
+        yield node
+    finally:
+        cluster.close()
 
 
 class WriteStream:
