@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -18,7 +17,7 @@ from crdt import PNCounter
 from node import peer_auth, protocol
 from node.config import Config
 from node.peers import PEER_PATH
-from tests.cluster.harness import Cluster, Node
+from tests.cluster.harness import Node, one_node
 
 NS = "frames"
 VICTIM = ("default", NS, "victim")
@@ -27,21 +26,16 @@ VICTIM = ("default", NS, "victim")
 @pytest.fixture(scope="module")
 def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Node]:
     """One node for the whole module: Hypothesis runs many examples against it."""
-    root: Path = tmp_path_factory.mktemp("frames")
+    with one_node(tmp_path_factory.mktemp("frames")) as started:
 
-    async def start() -> tuple[Cluster, Node]:
-        async with aiohttp.ClientSession() as session:
-            cluster = Cluster(root, session)
-            [started] = await cluster.start(1)
-            status, _ = await cluster.increment(started, NS, "victim", 5)
-            assert status == 200
-            return cluster, started
+        async def victim_at_5() -> None:
+            async with aiohttp.ClientSession() as session:
+                url = f"{started.url}/v1/namespaces/{NS}/counters/victim/increment"
+                async with session.post(url, json={"delta": 5}) as response:
+                    assert response.status == 200
 
-    cluster, started = asyncio.run(start())
-    try:
+        asyncio.run(victim_at_5())
         yield started
-    finally:
-        cluster.close()
 
 
 async def _exchange(node: Node, frames: list[bytes], seal_them: bool = True) -> list[Any]:
