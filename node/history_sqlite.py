@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from node.history import HistoryError, Point, Rollup, Row, migrations, rollups_of
+from node.threads import in_thread
 
 T = TypeVar("T")
 BUSY_TIMEOUT_S = 10.0  # how long a writer waits for another process's transaction
@@ -136,8 +137,8 @@ class SqliteHistory:
         async with self._lock:
             try:
                 if migrated and not self._migrated:
-                    await asyncio.to_thread(self._apply_all)
-                return await asyncio.to_thread(function, *args)
+                    await in_thread(self._apply_all)
+                return await in_thread(function, *args)
             except sqlite3.Error as error:
                 raise HistoryError(f"sqlite {what} failed: {error}") from error
 
@@ -213,4 +214,4 @@ class SqliteHistory:
 
     async def close(self) -> None:
         async with self._lock:
-            await asyncio.to_thread(self._db.close)
+            await in_thread(self._db.close)

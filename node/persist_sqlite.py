@@ -19,6 +19,7 @@ from crdt import PNCounter
 from crdt.receipts import Receipt
 from node.durable import DurableError, Entry, ReceiptEntry, key_of, member, state_of
 from node.protocol import Key
+from node.threads import in_thread
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS slots (
@@ -76,7 +77,7 @@ class SqliteReplica:
     async def write(self, entries: Sequence[Entry]) -> None:
         async with self._lock:
             try:
-                await asyncio.to_thread(self._write, entries)
+                await in_thread(self._write, entries)
             except sqlite3.Error as error:
                 raise DurableError(f"sqlite write failed: {error}") from error
 
@@ -96,7 +97,7 @@ class SqliteReplica:
             return []
         async with self._lock:
             try:
-                return await asyncio.to_thread(self._load, shards)
+                return await in_thread(self._load, shards)
             except sqlite3.Error as error:
                 raise DurableError(f"sqlite load failed: {error}") from error
 
@@ -117,7 +118,7 @@ class SqliteReplica:
             return
         async with self._lock:
             try:
-                await asyncio.to_thread(self._write_receipts, entries, window_ms)
+                await in_thread(self._write_receipts, entries, window_ms)
             except sqlite3.Error as error:
                 raise DurableError(f"sqlite receipt write failed: {error}") from error
 
@@ -141,7 +142,7 @@ class SqliteReplica:
             return []
         async with self._lock:
             try:
-                return await asyncio.to_thread(self._load_receipts, shards)
+                return await in_thread(self._load_receipts, shards)
             except sqlite3.Error as error:
                 raise DurableError(f"sqlite receipt load failed: {error}") from error
 
@@ -154,4 +155,4 @@ class SqliteReplica:
 
     async def close(self) -> None:
         async with self._lock:
-            await asyncio.to_thread(self._db.close)
+            await in_thread(self._db.close)
