@@ -14,6 +14,7 @@ from node import (
     admin,
     api,
     auth,
+    edge,
     history_api,
     logs,
     metrics,
@@ -39,7 +40,6 @@ from node.cluster import Cluster
 from node.config import Config
 from node.coordinator import Coordinator
 from node.durable import DurableError, DurableReplica, open_durable
-from node.errors import problem_middleware
 from node.gossip import Gossip
 from node.handoff import Handoff
 from node.history import Recorder, open_history
@@ -143,10 +143,9 @@ def build_app(config: Config) -> web.Application:
     authenticator = None if config.auth == "none" else auth.Authenticator(config)
     node_metrics = metrics.Metrics()
     node_tracing = tracing.Tracing.start(config.node_id, config.otlp_endpoint)
-    middlewares = [metrics.middleware(node_metrics), logs.trace_context]
+    middlewares = [edge.middleware(node_metrics, authenticator)]
     if node_tracing.tracer is not None:  # off: not even a middleware to pass through
         middlewares.append(tracing.middleware(node_tracing))
-    middlewares += [problem_middleware, validation.header_limit, auth.middleware(authenticator)]
     app = web.Application(
         middlewares=middlewares,
         client_max_size=MAX_BODY_BYTES,

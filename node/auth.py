@@ -16,7 +16,6 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -139,26 +138,18 @@ def _principal(claims: dict[str, Any]) -> Principal:
     )
 
 
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-
-
-def middleware(authenticator: Authenticator | None) -> Any:
-    """Authenticate /v1 and /admin; None (--auth none) lets every request in as `default`."""
-
-    @web.middleware
-    async def authenticate(request: web.Request, handler: Handler) -> web.StreamResponse:
-        path = request.path
-        if path.startswith(("/v1/", "/admin/")) or path == "/admin":
-            if authenticator is None:
-                request[PRINCIPAL] = ANONYMOUS
-            else:
-                principal = authenticator.authenticate(request.headers.get("Authorization"))
-                if path.startswith("/admin"):
-                    principal.require(ADMIN)
-                request[PRINCIPAL] = principal
-        return await handler(request)
-
-    return authenticate
+def authenticate(request: web.Request, authenticator: Authenticator | None) -> None:
+    """Authenticate /v1 and /admin requests; None (--auth none) lets every one in as
+    `default`. Other paths (health, metrics, the peer endpoints) need no client token."""
+    path = request.path
+    if path.startswith(("/v1/", "/admin/")) or path == "/admin":
+        if authenticator is None:
+            request[PRINCIPAL] = ANONYMOUS
+            return
+        found = authenticator.authenticate(request.headers.get("Authorization"))
+        if path.startswith("/admin"):
+            found.require(ADMIN)
+        request[PRINCIPAL] = found
 
 
 def principal(request: web.Request, scope: str, namespace: str, cost: int = 1) -> Principal:

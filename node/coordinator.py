@@ -93,23 +93,8 @@ class Coordinator:
         self, ops: list[Op], consistency: str, hops: int = 0, fingerprint: str = ""
     ) -> list[dict[str, Any]]:
         """Results in the order of ops: {"value": int} or {"error": problem}. `fingerprint`
-        identifies the request that carried the ops' idempotency keys."""
-        if hops:
-            return await self._run(ops, consistency, hops, fingerprint)
-        try:
-            results = await self._run(ops, consistency, hops, fingerprint)
-        except (QuorumUnavailable, QuorumTimeout) as error:
-            self.quorum_failures[_FAILURE_REASONS[error.type]] += len(ops)
-            raise
-        for result in results:
-            error_type = result.get("error", {}).get("type", "").rpartition("/")[2]
-            if error_type in _FAILURE_REASONS:
-                self.quorum_failures[_FAILURE_REASONS[error_type]] += 1
-        return results
-
-    async def _run(
-        self, ops: list[Op], consistency: str, hops: int, fingerprint: str
-    ) -> list[dict[str, Any]]:
+        identifies the request that carried the ops' idempotency keys. `hops` counts the
+        forwards so far; at 0 (a client's request) quorum failures are counted."""
         shard_of = self.cluster.shard_of
         shards = [shard_of(op.key) for op in ops]
         # An idempotent op always runs on the shard's first serving replica, which
@@ -120,7 +105,32 @@ class Coordinator:
         ]
         me = self.cluster.node_id
         if all(owner == me for owner in owners):  # the common case: no grouping needed
-            return await self._run_local(ops, shards, consistency, fingerprint)
+            try:
+                results = await self._run_local(ops, shards, consistency, fingerprint)
+            except (QuorumUnavailable, QuorumTimeout) as error:
+                if not hops:
+                    self.quorum_failures[_FAILURE_REASONS[error.type]] += len(ops)
+                raise
+        else:
+            results = await self._run_groups(ops, shards, owners, consistency, hops, fingerprint)
+        if not hops:
+            for result in results:
+                if "error" in result:
+                    error_type = result["error"].get("type", "").rpartition("/")[2]
+                    if error_type in _FAILURE_REASONS:
+                        self.quorum_failures[_FAILURE_REASONS[error_type]] += 1
+        return results
+
+    async def _run_groups(
+        self,
+        ops: list[Op],
+        shards: list[int],
+        owners: list[str | None],
+        consistency: str,
+        hops: int,
+        fingerprint: str,
+    ) -> list[dict[str, Any]]:
+        """Run each owner's ops on it, side by side; results in the order of ops."""
         groups: dict[str | None, list[int]] = {}
         for index, owner in enumerate(owners):
             groups.setdefault(owner, []).append(index)

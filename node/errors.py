@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
@@ -130,31 +129,26 @@ def problem_response(error: CountersError) -> web.Response:
     )
 
 
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-
-
-@web.middleware
-async def problem_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    try:
-        return await handler(request)
-    except CountersError as error:
+def problem_for(request: web.Request, error: Exception) -> web.Response:
+    """The problem+json answer to what a handler raised (node/edge.py calls it). An HTTP
+    exception below 400 (a redirect) is raised again, for aiohttp to send as it is."""
+    if isinstance(error, CountersError):
         if log.isEnabledFor(logging.DEBUG):
             fields = {"status": error.status, "type": error.type, "path": request.path}
             log.debug("request refused", extra=fields)
         return problem_response(error)
-    except web.HTTPException as http_error:
-        if http_error.status < 400:
-            raise
-        client_error = ClientError(http_error.reason)
-        client_error.status = http_error.status
+    if isinstance(error, web.HTTPException):
+        if error.status < 400:
+            raise error
+        client_error = ClientError(error.reason)
+        client_error.status = error.status
         client_error.type = {404: "not-found", 405: "method-not-allowed", 413: "too-large"}.get(
-            http_error.status, "bad-request"
+            error.status, "bad-request"
         )
-        client_error.title = http_error.reason
+        client_error.title = error.reason
         response = problem_response(client_error)
-        if "Allow" in http_error.headers:  # RFC 9110: a 405 says which methods would do
-            response.headers["Allow"] = http_error.headers["Allow"]
+        if "Allow" in error.headers:  # RFC 9110: a 405 says which methods would do
+            response.headers["Allow"] = error.headers["Allow"]
         return response
-    except Exception:
-        log.exception("unhandled error on %s %s", request.method, request.path)
-        return problem_response(CountersError())
+    log.exception("unhandled error on %s %s", request.method, request.path, exc_info=error)
+    return problem_response(CountersError())

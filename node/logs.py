@@ -11,11 +11,10 @@ from __future__ import annotations
 import contextvars
 import json
 import logging
+import random
 import re
-import secrets
 import sys
 import time
-from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
@@ -64,16 +63,8 @@ def setup(node_id: str, level: str) -> None:
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
 
 
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-
-
-@web.middleware
-async def trace_context(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Give the request a trace id for its log lines (tracing, when on, replaces it with its
-    span's) and answer it in X-Trace-Id."""
+def start_trace(request: web.Request) -> None:
+    """Give the request a trace id for its log lines: its traceparent's, or a new one
+    (tracing, when on, replaces it with its span's)."""
     found = TRACEPARENT.fullmatch(request.headers.get("traceparent", ""))
-    TRACE_ID.set(found.group(1) if found else secrets.token_hex(16))
-    response = await handler(request)
-    if not response.prepared:  # a WebSocket is already under way
-        response.headers[TRACE_HEADER] = TRACE_ID.get()
-    return response
+    TRACE_ID.set(found.group(1) if found else f"{random.getrandbits(128):032x}")

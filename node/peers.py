@@ -18,7 +18,7 @@ import contextvars
 import logging
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 import aiohttp
 
@@ -33,6 +33,10 @@ log = logging.getLogger("counters.peers")
 PEER_PATH = "/peer/ws"
 ReplyHandler = Callable[[bool, Any], None]
 ShareOf = Callable[[Key], int]
+
+
+class FrameObserver(Protocol):
+    def observe(self, seconds: float) -> None: ...
 
 
 def backoff(failures: int) -> float:
@@ -345,20 +349,20 @@ class PeerPool:
             timeout=aiohttp.ClientTimeout(total=None, connect=2.0, sock_connect=1.0),
         )
         self._links: dict[str, PeerLink] = {}
-        # set by metrics: (peer address, seconds from a frame to its reply)
-        self.observe_frame: Callable[[str, float], object] | None = None
+        # set by metrics: peer address -> what to call with seconds from a frame to its reply
+        self.frame_observer: Callable[[str], FrameObserver] | None = None
 
     def link(self, address: str) -> PeerLink:
         link = self._links.get(address)
         if link is None:
-            observe = self.observe_frame
+            observer = self.frame_observer
             link = PeerLink(
                 address,
                 self._session,
                 self._config,
                 self._share_of,
                 self._actor,
-                None if observe is None else lambda seconds: observe(address, seconds),
+                None if observer is None else observer(address).observe,
             )
             self._links[address] = link
         return link

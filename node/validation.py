@@ -9,7 +9,6 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
@@ -37,15 +36,11 @@ class HeadersTooLarge(ClientError):
     title = "Request header fields too large"
 
 
-@web.middleware
-async def header_limit(
-    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
-) -> web.StreamResponse:
+def headers(request: web.Request) -> None:
     """431 before anything else runs when the request's headers are too large."""
     size = sum(len(name) + len(value) for name, value in request.raw_headers)
     if size > MAX_HEADER_BYTES:
         raise HeadersTooLarge(f"request headers hold {size} bytes, at most {MAX_HEADER_BYTES}")
-    return await handler(request)
 
 
 def name(value: str, what: str = "name") -> str:

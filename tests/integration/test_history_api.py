@@ -8,14 +8,15 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
-from node import auth, history_api
+from node import edge, history_api
 from node.appkeys import CLUSTER, CONFIG, HISTORY, RATE_LIMITER
 from node.cluster import Cluster
 from node.config import Config
-from node.errors import InvalidBody, problem_middleware
+from node.errors import InvalidBody
 from node.history import Recorder
 from node.history_api import parse_time
 from node.history_pg import PgHistory
+from node.metrics import Metrics
 from node.ratelimit import RateLimiter
 from node.store import CounterStore
 from tests.integration.history_backends import DAY0
@@ -37,7 +38,7 @@ async def test_api_answers_503_while_postgres_is_unreachable(tmp_path: Path) -> 
     config = Config(
         node_id="solo", data_dir=str(tmp_path), postgres_url="postgresql://x@127.0.0.1:1/x"
     )
-    app = web.Application(middlewares=[problem_middleware, auth.middleware(None)])
+    app = web.Application(middlewares=[edge.middleware(Metrics(), None)])
     app[CONFIG] = config
     app[RATE_LIMITER] = RateLimiter(config)
     app[CLUSTER] = Cluster(config, 1)
