@@ -105,14 +105,20 @@ def run_wrk(
 
 
 def measure(
-    system: str, scenario: Scenario, urls: list[str], args: argparse.Namespace
+    system: str,
+    scenario: Scenario,
+    urls: list[str],
+    args: argparse.Namespace,
+    processes: Processes,
 ) -> dict[str, Any]:
     result: dict[str, Any] = {"system": system, "scenario": scenario.name}
     try:
         if args.warmup > 0:
             run_wrk(scenario, urls, args.warmup, args)
         result["load_avg_1m"] = os.getloadavg()[0]
+        cpu_before = processes.cpu_seconds()
         raw = run_wrk(scenario, urls, args.duration, args)
+        cpu_s = processes.cpu_seconds() - cpu_before
     except (RuntimeError, subprocess.TimeoutExpired) as error:
         result["failed"] = str(error)
         return result
@@ -124,6 +130,10 @@ def measure(
         p99_ms=raw["latency_ms"]["p99"],
         errors=raw["errors"],
         non2xx=raw["non2xx"],
+        # None against --target: those processes are not ours to read
+        cpu_us_per_request=cpu_s * 1e6 / raw["requests"]
+        if raw["requests"] and processes.children
+        else None,
         wrk=raw,
     )
     return result
@@ -153,7 +163,7 @@ def bench_system(
             preload(urls)
             for name in args.scenarios:
                 print(f"   {name} ...", file=sys.stderr, flush=True)
-                results.append(measure(system, SCENARIOS[name], urls, args))
+                results.append(measure(system, SCENARIOS[name], urls, args, processes))
                 processes.check_alive()
     except (RuntimeError, OSError) as error:
         print(f"   {system} failed: {error}", file=sys.stderr, flush=True)
@@ -206,7 +216,7 @@ def _fmt_ratio(value: float | None) -> str:
 
 def table(results: list[dict[str, Any]]) -> str:
     head = f"{'system':<9}{'scenario':<19}{'req/s':>10}{'ops/s':>11}{'p50 ms':>9}{'p99 ms':>9}"
-    head += f"{'errors':>8}{'non2xx':>8}{'vs base':>9}"
+    head += f"{'errors':>8}{'non2xx':>8}{'vs base':>9}{'CPU us/req':>11}"
     lines = [head, "-" * len(head)]
     for r in results:
         label = f"{r['system']:<9}{r['scenario']:<19}"
@@ -218,8 +228,13 @@ def table(results: list[dict[str, Any]]) -> str:
         lines.append(
             f"{label}{r['requests_per_s']:>10,.0f}{r['ops_per_s']:>11,.0f}{r['p50_ms']:>9.2f}"
             f"{r['p99_ms']:>9.2f}{r['errors']:>8}{r['non2xx']:>8}{vs_base:>9}"
+            f"{_fmt_cpu(r.get('cpu_us_per_request')):>11}"
         )
     return "\n".join(lines)
+
+
+def _fmt_cpu(us: float | None) -> str:
+    return "-" if us is None else f"{us:,.0f}"
 
 
 def _target_line(label: str, ok: bool | None, detail: str) -> str:
