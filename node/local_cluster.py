@@ -78,7 +78,8 @@ def main(argv: Sequence[str]) -> int:
         time.sleep(0.2)
     if not stop:
         ready = all(_ready(u) for u in urls)
-        print(f"counters: {args.nodes} nodes {'ready' if ready else 'started (not all ready)'}")
+        nodes = f"{args.nodes} node{'s' if args.nodes != 1 else ''}"
+        print(f"counters: {nodes} {'ready' if ready else 'started (not all ready)'}")
         for index, url in enumerate(urls):
             print(f"  n{index + 1}  {url}")
         body = json.dumps({"delta": 1})

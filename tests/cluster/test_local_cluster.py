@@ -118,7 +118,7 @@ def test_counters_up_takes_its_jwt_secret_from_the_environment_when_set(tmp_path
     base = _free_run(1)
     env = {**os.environ, "COUNTERS_JWT_SECRET": secret}
     with _counters_up(tmp_path, base, 1, env) as (_, output):
-        assert "1 nodes ready" in output and "came from COUNTERS_JWT_SECRET" in output, output
+        assert "1 node ready" in output and "came from COUNTERS_JWT_SECRET" in output, output
         token = mint(secret, "acme", [READ, WRITE], 60, None)
         views = f"http://127.0.0.1:{base}/v1/namespaces/web/counters/views"
         assert _call(views + "/increment", token, {"delta": 2})["value"] == 2
