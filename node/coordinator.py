@@ -304,8 +304,9 @@ class Coordinator:
             await self.persister.durable_now(self.timeout)
 
     def admit(self, op: Op) -> None:
-        """Refuse an increment that would create a counter past its tenant's quota."""
-        if op.delta and self.store.get(op.key) is None:
+        """Refuse an increment that would create a counter past its tenant's quota (a zero
+        delta creates one too)."""
+        if self.store.get(op.key) is None:
             self.quota.admit_new(op.key[0])
 
     def _check_writable(self, shard: int, consistency: str) -> None:

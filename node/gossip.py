@@ -146,9 +146,9 @@ class Gossip:
             raise ProtocolError(f"bad gossip: {error}") from None
         if state.current.shards != self.cluster.config.shards:
             raise ProtocolError("peer runs a different shard count")
-        self.quota.heard(sender, body.get("tenants"))
         self.cluster.absorb(view, state, marks)
         self.cluster.heard(sender)
+        self.quota.heard(sender, body.get("tenants"))
         return sender
 
     def _differing(self, body: dict[str, Any], sender: str) -> list[int]:

@@ -10,16 +10,19 @@ together: it is a soft limit, off by at most what a tenant creates in that time.
 
 from __future__ import annotations
 
+import logging
 import time
 from typing import Any
 
 from node.cluster import Cluster
 from node.config import Config
 from node.errors import ClientError
-from node.protocol import ProtocolError
 from node.store import CounterStore
 
-MAX_REPORTED_TENANTS = 100_000  # a peer's report beyond this is refused as hostile
+log = logging.getLogger("counters.quota")
+# Tenants one gossip message reports, nearest their quota first: enough for any tenant that
+# could reach one, and a bound on the message whatever the number of tenants.
+MAX_REPORTED_TENANTS = 10_000
 
 
 class QuotaExceeded(ClientError):
@@ -50,7 +53,9 @@ class CounterQuota:
         return self._coordinated_in[1]
 
     def own_counts(self, max_age_s: float = 0.0) -> dict[str, int]:
-        """Counters per tenant in the shards this node coordinates (what it gossips)."""
+        """Counters per tenant in the shards this node coordinates, for the tenants that
+        have a quota, at most MAX_REPORTED_TENANTS of them, nearest their quota first
+        (what it gossips)."""
         now = time.monotonic()
         if max_age_s and now - self._own[0] < max_age_s:
             return self._own[1]
@@ -58,18 +63,25 @@ class CounterQuota:
         for shard in self._coordinated():
             for tenant, count in self.store.tenant_counts(shard).items():
                 counts[tenant] = counts.get(tenant, 0) + count
-        self._own = (now, counts)
-        return counts
+        limited = {t: c for t, c in counts.items() if self.limit_of(t)}
+        if len(limited) > MAX_REPORTED_TENANTS:
+            nearest = sorted(limited, key=lambda t: limited[t] / self.limit_of(t), reverse=True)
+            limited = {t: limited[t] for t in nearest[:MAX_REPORTED_TENANTS]}
+        self._own = (now, limited)
+        return limited
 
     def heard(self, peer: str, raw: Any) -> None:
-        """A peer's gossiped counts; checked whole before any is kept."""
+        """A peer's gossiped counts, checked whole before any is kept. A bad report is
+        dropped with a warning, not held against the rest of the peer's gossip."""
         if raw is None:
             return
-        if not isinstance(raw, dict) or len(raw) > MAX_REPORTED_TENANTS:
-            raise ProtocolError("tenant counts must be a map of at most 100000 tenants")
-        for tenant, count in raw.items():
-            if not isinstance(tenant, str) or type(count) is not int or count < 0:
-                raise ProtocolError("tenant counts map tenant names to counts")
+        if (
+            not isinstance(raw, dict)
+            or len(raw) > MAX_REPORTED_TENANTS
+            or not all(isinstance(t, str) and type(c) is int and c >= 0 for t, c in raw.items())
+        ):
+            log.warning("dropped the tenant counts %s gossiped: not a map of counts", peer)
+            return
         self._reports[peer] = raw
 
     def total(self, tenant: str) -> int:

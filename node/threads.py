@@ -19,14 +19,14 @@ async def in_thread(function: Callable[..., T], *args: Any) -> T:
     """function(*args) in a worker thread; returns (or raises) only once it has finished."""
     future = asyncio.ensure_future(asyncio.to_thread(function, *args))
     cancelled = False
-    while True:
+    while not future.done():
         try:
-            result = await asyncio.shield(future)
-            break
+            await asyncio.shield(future)
         except asyncio.CancelledError:
-            if future.cancelled():  # the worker itself was cancelled: nothing runs any more
-                raise
-            cancelled = True  # ours: wait for the thread, then pass the cancellation on
-    if cancelled:
-        raise asyncio.CancelledError
-    return result
+            cancelled = True  # wait for the thread all the same, then pass this on
+        except Exception:
+            break  # the thread's error: raised below, unless we were cancelled
+    if cancelled:  # the caller's cancellation wins over whatever the thread did
+        error = None if future.cancelled() else future.exception()
+        raise asyncio.CancelledError from error
+    return future.result()

@@ -14,9 +14,11 @@ def _bearer(tenant: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {mint(SECRET, tenant, [READ, WRITE], 600, None)}"}
 
 
-async def _increment(cluster: Cluster, node: Node, tenant: str, name: str) -> tuple[int, dict]:
+async def _increment(
+    cluster: Cluster, node: Node, tenant: str, name: str, delta: int = 1
+) -> tuple[int, dict]:
     path = f"/v1/namespaces/web/counters/{name}/increment"
-    return await cluster.request("POST", node, path, json={"delta": 1}, headers=_bearer(tenant))
+    return await cluster.request("POST", node, path, json={"delta": delta}, headers=_bearer(tenant))
 
 
 async def _names(cluster: Cluster, node: Node, tenant: str) -> list[str]:
@@ -59,6 +61,8 @@ async def test_a_tenant_past_its_quota_cannot_create_counters_anywhere(cluster: 
     for node in nodes:
         status, _ = await _increment(cluster, node, "acme", "one-more")
         assert status == 403
+        status, _ = await _increment(cluster, node, "acme", "zero-more", delta=0)
+        assert status == 403  # a zero increment would create the counter too
         status, body = await _increment(cluster, node, "acme", "c0")
         assert status == 200, body
     assert sorted(await _names(cluster, nodes[1], "acme")) == sorted(created)

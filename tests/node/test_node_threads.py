@@ -40,3 +40,20 @@ async def test_results_and_errors_come_back_as_they_are():
     assert await in_thread(sum, [1, 2, 3]) == 6
     with pytest.raises(ZeroDivisionError):
         await in_thread(lambda: 1 / 0)
+
+
+async def test_a_cancellation_is_not_lost_when_the_thread_fails():
+    started, release = threading.Event(), threading.Event()
+
+    def failing() -> None:
+        started.set()
+        release.wait(5)
+        raise OSError("disk full")
+
+    task = asyncio.create_task(in_thread(failing))
+    await asyncio.to_thread(started.wait, 5)
+    task.cancel()
+    await asyncio.sleep(0.05)
+    release.set()
+    with pytest.raises(asyncio.CancelledError):  # not the OSError: the stop must go on
+        await task

@@ -1,0 +1,66 @@
+"""CounterQuota on one node: what it counts and gossips, what it refuses, and that a bad
+report from a peer is dropped without refusing the peer's gossip."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from node import quota as quota_module
+from node.cluster import Cluster
+from node.config import Config
+from node.quota import CounterQuota, QuotaExceeded
+from node.store import CounterStore
+
+
+def _node(tmp_path: Path, overrides: str) -> tuple[CounterQuota, CounterStore]:
+    config = Config(
+        node_id="n1",
+        data_dir=str(tmp_path),
+        auth="none",
+        max_counters_per_tenant=0,
+        counter_quota_overrides=overrides,
+    )
+    cluster = Cluster(config, 1)
+    cluster.step()
+    cluster.step()  # a ring of one: n1 coordinates every shard
+    assert cluster.state.current.nodes == ("n1",)
+    store = CounterStore(cluster.shard_of)
+    return CounterQuota(config, cluster, store), store
+
+
+def _create(store: CounterStore, tenant: str, count: int) -> None:
+    for i in range(count):
+        store.increment((tenant, "ns", f"c{i}"), "n1:1", 1)
+
+
+def test_counts_only_tenants_with_a_quota_and_refuses_past_it(tmp_path: Path):
+    quota, store = _node(tmp_path, "acme=3,globex=10")
+    _create(store, "acme", 3)
+    _create(store, "globex", 2)
+    _create(store, "free", 5)  # no quota: never reported, never refused
+    assert quota.own_counts() == {"acme": 3, "globex": 2}
+    with pytest.raises(QuotaExceeded):
+        quota.admit_new("acme")
+    quota.admit_new("globex")
+    quota.admit_new("free")
+
+
+def test_a_bad_report_is_dropped_and_strangers_do_not_count(tmp_path: Path):
+    quota, store = _node(tmp_path, "acme=5")
+    _create(store, "acme", 2)
+    quota.heard("n2", {"acme": "lots"})  # no exception: the rest of the gossip goes on
+    quota.heard("n2", ["acme", 3])
+    assert quota._reports == {}
+    quota.heard("n9", {"acme": 100})  # n9 is not in the ring: its word does not count
+    assert quota.total("acme") == 2
+
+
+def test_reports_are_bounded_nearest_their_quota_first(tmp_path: Path, monkeypatch):
+    monkeypatch.setattr(quota_module, "MAX_REPORTED_TENANTS", 2)
+    quota, store = _node(tmp_path, "a=100,b=4,c=10")
+    _create(store, "a", 3)  # 3% of its quota
+    _create(store, "b", 3)  # 75%
+    _create(store, "c", 3)  # 30%
+    assert quota.own_counts() == {"b": 3, "c": 3}
