@@ -128,7 +128,7 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
     await persister.close()
     await history.close()
     await pool.close()
-    traces.shutdown()
+    await traces.shutdown()
 
 
 async def _close_peer_links(app: web.Application) -> None:

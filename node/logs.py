@@ -63,8 +63,14 @@ def setup(node_id: str, level: str) -> None:
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
 
 
+def trace_id_of(traceparent: str) -> str:
+    """The trace id of a W3C traceparent, or "" if it is not one."""
+    found = TRACEPARENT.fullmatch(traceparent)
+    return found.group(1) if found else ""
+
+
 def start_trace(request: web.Request) -> None:
     """Give the request a trace id for its log lines: its traceparent's, or a new one
     (tracing, when on, replaces it with its span's)."""
-    found = TRACEPARENT.fullmatch(request.headers.get("traceparent", ""))
-    TRACE_ID.set(found.group(1) if found else f"{random.getrandbits(128):032x}")
+    trace_id = trace_id_of(request.headers.get("traceparent", ""))
+    TRACE_ID.set(trace_id or f"{random.getrandbits(128):032x}")

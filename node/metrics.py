@@ -58,7 +58,7 @@ class Metrics:
         self.registry = CollectorRegistry(auto_describe=True)
         self.requests: dict[tuple[str, str, int, str], int] = {}  # (route, method, status, tenant)
         self.request_seconds: dict[tuple[str, str, str], Histogram] = {}  # (route, method, tenant)
-        self.frame_seconds: dict[str, Histogram] = {}  # per peer address
+        self.frame_seconds: dict[str, Histogram] = {}  # replication frames, per peer address
         self.flush_seconds = Histogram()
 
     def watch(self, app: web.Application) -> None:
@@ -83,8 +83,9 @@ class Metrics:
             latency = self.request_seconds[(route, method, tenant)] = Histogram()
         latency.observe(seconds)
 
-    def families(self) -> Iterator[Metric]:
-        """What was tallied here, as metric families."""
+    def families(self, peer_names: dict[str, str]) -> Iterator[Metric]:
+        """What was tallied here, as metric families; peers named by node id where known
+        (peer_names: address -> node id)."""
         requests = CounterMetricFamily(
             "counters_http_requests",
             "HTTP requests answered, by route template, method, status and tenant.",
@@ -103,11 +104,11 @@ class Metrics:
         yield latency
         frames = HistogramMetricFamily(
             "counters_replication_frame_seconds",
-            "Seconds from sending a peer frame to its reply, per peer address.",
+            "Seconds from writing a replication frame (slots, states, reads) to its reply.",
             labels=["peer"],
         )
         for peer, histogram in self.frame_seconds.items():
-            histogram.add_to(frames, [peer])
+            histogram.add_to(frames, [peer_names.get(peer, peer)])
         yield frames
         flushes = HistogramMetricFamily(
             "counters_persistence_flush_seconds",
@@ -147,9 +148,10 @@ class _NodeCollector:
         self._checksum: tuple[object, int] = (None, 0)
 
     def collect(self) -> Iterator[Metric]:
-        yield from self.metrics.families()
         app = self.app
         cluster, coordinator = app[appkeys.CLUSTER], app[appkeys.COORDINATOR]
+        peer_names = {m.address: m.node_id for m in cluster.view.members.values()}
+        yield from self.metrics.families(peer_names)
         gossip, persister = app[appkeys.GOSSIP], app[appkeys.PERSISTER]
 
         operations = CounterMetricFamily(
@@ -181,10 +183,12 @@ class _NodeCollector:
         yield limited
 
         frames = CounterMetricFamily(
-            "counters_replication_frames", "Peer frames sent, per peer address.", labels=["peer"]
+            "counters_replication_frames",
+            "Replication frames (slots, states, reads) written, per peer.",
+            labels=["peer"],
         )
         for link in app[appkeys.POOL].links():
-            frames.add_metric([link.address], link.frames_sent)
+            frames.add_metric([peer_names.get(link.address, link.address)], link.frames_sent)
         yield frames
         heard = GaugeMetricFamily(
             "counters_peer_last_heard_seconds",

@@ -148,7 +148,7 @@ class PeerServer:
             if trace is None:  # gossip and other background work: no trace of its own
                 reply: Any = await self._dispatch(kind, body)
             else:
-                logs.TRACE_ID.set(trace.split("-")[1] if trace.count("-") == 3 else "")
+                logs.TRACE_ID.set(logs.trace_id_of(trace))
                 with self.tracing.span(f"peer {KIND_NAMES[kind]}", trace, SpanKind.SERVER):
                     reply = await self._dispatch(kind, body)
             frame = protocol.encode(protocol.REPLY, request_id, [True, reply])
@@ -199,6 +199,8 @@ class PeerServer:
                 raise ProtocolError("bad forwarded op")
             if type(raw[2]) is not int or type(raw[3]) is not str:
                 raise ProtocolError("bad forwarded delta or idempotency key")
+            if raw[0] == "claim" and not raw[3]:
+                raise ProtocolError("a forwarded claim needs its idempotency key")
             ops.append(Op(raw[0], protocol.key_from_wire(raw[1]), raw[2], raw[3]))
         fingerprint = body.get("fingerprint", "")
         if type(fingerprint) is not str:

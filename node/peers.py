@@ -33,6 +33,7 @@ log = logging.getLogger("counters.peers")
 PEER_PATH = "/peer/ws"
 ReplyHandler = Callable[[bool, Any], None]
 ShareOf = Callable[[Key], int]
+REPLICATION_KINDS = frozenset({protocol.SLOTS, protocol.REPLICATE, protocol.READ})
 
 
 class FrameObserver(Protocol):
@@ -61,8 +62,8 @@ class PeerLink:
         observe_frame: Callable[[float], object] | None = None,
     ) -> None:
         self.address = address
-        self.frames_sent = 0
-        self._observe_frame = observe_frame  # seconds from sending a frame to its reply
+        self.frames_sent = 0  # replication frames (SLOTS, REPLICATE, READ) written
+        self._observe_frame = observe_frame  # seconds from writing such a frame to its reply
         self._share_of = share_of
         self._session = session
         self._config = config
@@ -72,7 +73,8 @@ class PeerLink:
         self._failures = 0
         self._retry_at = 0.0
         self._next_id = 1
-        self._waiting: dict[int, tuple[ReplyHandler, asyncio.TimerHandle, float]] = {}
+        # request id -> (reply handler, its deadline, when a replication frame was written)
+        self._waiting: dict[int, tuple[ReplyHandler, asyncio.TimerHandle, float | None]] = {}
         self._sent_on: dict[int, aiohttp.ClientWebSocketResponse] = {}  # request -> connection
         self._writes: dict[Key, tuple[PNCounter, list[asyncio.Future[PNCounter | None]]]] = {}
         self._reads: dict[Key, list[asyncio.Future[PNCounter | None]]] = {}
@@ -224,8 +226,7 @@ class PeerLink:
         self._next_id += 1
         loop = asyncio.get_running_loop()
         timer = loop.call_later(timeout or self._config.request_timeout_s, self._expire, request_id)
-        self._waiting[request_id] = (on_reply, timer, loop.time())
-        self.frames_sent += 1
+        self._waiting[request_id] = (on_reply, timer, None)
         ws = None
         try:
             # A peer that stopped reading (SIGSTOP, a full socket) must not hold the sender.
@@ -236,6 +237,9 @@ class PeerLink:
                 if seal is None:
                     raise ConnectionError("connection lost")
                 await ws.send_bytes(seal.seal(protocol.encode(kind, request_id, body, trace)))
+            if kind in REPLICATION_KINDS and request_id in self._waiting:
+                self.frames_sent += 1
+                self._waiting[request_id] = (on_reply, timer, loop.time())
         except Exception as error:
             if isinstance(error, TimeoutError) and ws is not None and self._ws is ws:
                 self._ws = None  # a half-written frame leaves the stream unusable
@@ -252,7 +256,7 @@ class PeerLink:
         on_reply, timer, sent_at = entry
         timer.cancel()
         self._inflight.release()
-        if ok and self._observe_frame is not None:
+        if ok and sent_at is not None and self._observe_frame is not None:
             self._observe_frame(asyncio.get_running_loop().time() - sent_at)
         on_reply(ok, payload)
 
@@ -280,6 +284,9 @@ class PeerLink:
                     headers=headers,
                     max_msg_size=protocol.MAX_FRAME_BYTES,
                     timeout=aiohttp.ClientWSTimeout(ws_close=1.0),
+                    # Uncompressed frames are written at once, in the order they are
+                    # sealed; compressed large ones may be written later (FrameSeal).
+                    compress=0,
                 )
             except Exception:
                 self._failures += 1

@@ -1,9 +1,11 @@
 """The peer protocol: msgpack messages over one persistent WebSocket per peer and direction.
 
-Every message is a msgpack array `[kind, request_id, body]`. Requests carry a positive id that
-the reply (kind REPLY) echoes, so many requests share a connection without waiting for each
-other. Counter states inside bodies use the crdt codec's wire form, so a state is validated
-exactly like a codec frame; anything malformed raises ProtocolError before it touches state.
+Every message is a msgpack array `[kind, request_id, body]`, or `[kind, request_id, body,
+traceparent]` when the sender traces it; on the wire it follows the frame's MAC
+(node/peer_auth.py). Requests carry a positive id that the reply (kind REPLY) echoes, so many
+requests share a connection without waiting for each other. Counter states inside bodies use
+the crdt codec's wire form, so a state is validated exactly like a codec frame; anything
+malformed raises ProtocolError before it touches state.
 """
 
 from __future__ import annotations

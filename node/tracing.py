@@ -28,6 +28,7 @@ from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapProp
 from node import logs
 
 _PROPAGATOR = TraceContextTextMapPropagator()
+EXPORT_TIMEOUT_S = 2.0  # per export: a collector that is down must not hold a node up
 
 
 class Tracing:
@@ -43,7 +44,8 @@ class Tracing:
         if exporter is None:
             from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 
-            exporter = OTLPSpanExporter(endpoint=endpoint.rstrip("/") + "/v1/traces")
+            url = endpoint.rstrip("/") + "/v1/traces"
+            exporter = OTLPSpanExporter(endpoint=url, timeout=EXPORT_TIMEOUT_S)
         resource = Resource.create({"service.name": "counters", "service.instance.id": node_id})
         provider = TracerProvider(resource=resource)
         provider.add_span_processor(BatchSpanProcessor(exporter))
@@ -84,9 +86,11 @@ class Tracing:
         _PROPAGATOR.inject(carrier, context=context)
         return carrier.get("traceparent")
 
-    def shutdown(self) -> None:
+    async def shutdown(self) -> None:
+        """Export what is still buffered, in a thread: a collector that is down costs the
+        stop at most EXPORT_TIMEOUT_S and never blocks the event loop."""
         if self._provider is not None:
-            self._provider.shutdown()  # exports what is still buffered
+            await asyncio.to_thread(self._provider.shutdown)
 
 
 OFF = Tracing()
