@@ -68,6 +68,9 @@ class Config:
     cluster_secret: str = field(default="counters-dev-cluster-secret", repr=False)
     # Log level: debug, info, warning, error. Default info.
     log_level: str = "info"
+    # Bearer token GET /metrics requires (Prometheus's `authorization` setting). Empty:
+    # /metrics is open, and since it names tenants, it belongs on the operators' network.
+    metrics_token: str = field(default="", repr=False)
     # OTLP/HTTP endpoint that receives traces, e.g. http://jaeger:4318. Empty: tracing off.
     otlp_endpoint: str = ""
     # Redis (standalone) URL of the durable replica, e.g. redis://127.0.0.1:6379/0. With

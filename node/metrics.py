@@ -12,6 +12,7 @@ prometheus-client writes the exposition. Each app has its own registry.
 from __future__ import annotations
 
 import bisect
+import hmac
 import time
 from collections.abc import Iterator
 
@@ -26,7 +27,7 @@ from prometheus_client.core import (
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from node import appkeys
-from node.auth import PRINCIPAL
+from node.auth import PRINCIPAL, Unauthorized
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 UNMATCHED = "unmatched"  # the route label of requests that matched no route (404s)
@@ -125,6 +126,11 @@ METRICS = web.AppKey("metrics", Metrics)
 
 
 async def handle_metrics(request: web.Request) -> web.Response:
+    token = request.app[appkeys.CONFIG].metrics_token
+    if token:
+        offered = request.headers.get("Authorization", "").removeprefix("Bearer ").strip()
+        if not hmac.compare_digest(offered.encode(), token.encode()):
+            raise Unauthorized("/metrics needs Authorization: Bearer <the --metrics-token>")
     body = request.app[METRICS].exposition()
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 

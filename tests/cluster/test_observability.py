@@ -18,6 +18,7 @@ from ring import key_hash
 from tests.cluster.harness import Cluster, Node, eventually, free_port
 
 SECRET = "observability-secret-" * 4
+METRICS_TOKEN = "scrape-token-" * 3
 NS = "obs"
 INCREMENT = "/v1/namespaces/{namespace}/counters/{name}/increment"
 
@@ -28,7 +29,8 @@ def _bearer(tenant: str) -> dict[str, str]:
 
 async def _scrape(cluster: Cluster, node: Node) -> dict[tuple[str, tuple[Any, ...]], float]:
     """{(sample name, sorted labels): value} of a node's /metrics."""
-    async with cluster.session.get(node.url + "/metrics") as response:
+    headers = {"Authorization": f"Bearer {METRICS_TOKEN}"}
+    async with cluster.session.get(node.url + "/metrics", headers=headers) as response:
         assert response.status == 200
         text = await response.text()
     samples = {}
@@ -54,8 +56,12 @@ async def test_metrics_count_what_clients_did(cluster: Cluster):
         COUNTERS_AUTH="jwt",
         COUNTERS_JWT_SECRET=SECRET,
         COUNTERS_RATE_LIMIT_OVERRIDES="noisy=1:1",
+        COUNTERS_METRICS_TOKEN=METRICS_TOKEN,
     )
     nodes = await cluster.start(3)
+    for headers in ({}, {"Authorization": "Bearer guess"}, _bearer("acme")):
+        async with cluster.session.get(nodes[0].url + "/metrics", headers=headers) as response:
+            assert response.status == 401  # tenants' names and traffic are not for everyone
     acme = _bearer("acme")
     path = f"/v1/namespaces/{NS}/counters"
     for i in range(5):

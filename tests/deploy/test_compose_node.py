@@ -224,8 +224,12 @@ async def test_node_exports_every_metric_the_dashboard_and_alerts_query(compose_
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as session:
         await _ready(session, compose_node)
         await _exercise(session, compose_node)
-        # As Prometheus scrapes it: no token.
         async with session.get(f"{compose_node.url}/metrics") as response:
+            assert response.status == 401  # without the token: tenants are not for everyone
+        # As Prometheus scrapes it: with the token compose gives both sides.
+        token = compose_node.env["COUNTERS_METRICS_TOKEN"]
+        headers = {"Authorization": f"Bearer {token}"}
+        async with session.get(f"{compose_node.url}/metrics", headers=headers) as response:
             text = await response.text()
             assert response.status == 200, (
                 f"GET /metrics answered {response.status}, so Prometheus could scrape nothing: "
