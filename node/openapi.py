@@ -246,14 +246,15 @@ PATHS: dict[str, Any] = {
     },
     "/metrics": {
         "get": {
-            "summary": "Prometheus metrics, every family named counters_*",
+            "summary": "Prometheus metrics, every family named counters_*; with --metrics-token "
+            "set, it needs Authorization: Bearer <that token>",
             "security": [],
             "responses": {
                 "200": {
                     "description": "Prometheus text exposition format",
                     "content": {"text/plain": {"schema": {"type": "string"}}},
                 },
-                **_errors(431),
+                **_errors(401, 431),
             },
         }
     },
