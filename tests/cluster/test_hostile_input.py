@@ -12,7 +12,6 @@ from __future__ import annotations
 import http.client
 import itertools
 import json
-import os
 import string
 import time
 import unicodedata
@@ -469,7 +468,6 @@ def rss_bytes(node: Node) -> int:
     return int(line.split()[1]) * 1024
 
 
-@pytest.mark.skipif(not os.path.exists("/proc/self/status"), reason="needs Linux /proc")
 def test_oversized_and_deep_bodies_answer_fast_without_growing_memory(node: Node):
     client = Client(node, "limits")
     path = "/v1/namespaces/limits/counters/c/increment"
