@@ -35,6 +35,7 @@ class Handoff:
         self.store = store
         self.pool = pool
         self.persister = persister
+        self._load_failing = False  # so an outage is logged when it starts, not every round
 
     def pending_moves(self) -> list[tuple[int, str | None, str]]:
         state = self.cluster.state
@@ -80,8 +81,11 @@ class Handoff:
         try:
             count = await self.persister.load(shards)
         except DurableError as error:
-            log.warning("cannot recover from the durable replica yet: %s", error)
+            if not self._load_failing:
+                log.warning("cannot recover from the durable replica yet (retrying): %s", error)
+            self._load_failing = True
             return False
+        self._load_failing = False
         log.info("loaded %d counters from the durable replica", count)
         return True
 
