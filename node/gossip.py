@@ -23,7 +23,7 @@ from node.peers import PeerPool
 from node.protocol import Key, ProtocolError
 from node.quota import CounterQuota
 from node.store import CounterStore
-from ring import View
+from ring import Status, View
 from ring.claimant import RingState
 
 log = logging.getLogger("counters.gossip")
@@ -73,9 +73,9 @@ class Gossip:
         cluster = self.cluster
         cluster.refresh_down()
         known = {m.address for m in cluster.peers()}
+        seeds = self._seeds()
         targets: list[tuple[str | None, str]] = [(m.node_id, m.address) for m in cluster.peers()]
-        targets += [(None, s) for s in cluster.config.seeds if s != cluster.config.address]
-        targets = [(n, a) for n, a in targets if n is not None or a not in known]
+        targets += [(None, s) for s in seeds if s not in known]
         # One slow or frozen peer must not hold back the round: each exchange has a deadline.
         deadline = max(cluster.config.gossip_interval_s * 2, 1.0)
         await asyncio.gather(
@@ -86,11 +86,21 @@ class Gossip:
             return_exceptions=True,
         )
         cluster.step()
+        keep = {m.address for m in cluster.peers()} | set(self._seeds())  # as of now
+        for address in await self.pool.keep_only(keep):
+            log.info("closed the link to %s: no member there any more", address)
         if self._handoff is None or self._handoff.done():
             # Pulls may take long; they run beside the rounds, which keep heartbeats going.
             self._handoff = asyncio.create_task(self.handoff.step(), name="handoff")
             self._handoff.add_done_callback(_log_failure)
         self.rounds += 1
+
+    def _seeds(self) -> list[str]:
+        """Seeds to gossip with, but not this node nor one removed from the cluster: a
+        removed node's address is not called again (a new node there joins by itself)."""
+        cluster = self.cluster
+        removed = {m.address for m in cluster.view.members.values() if m.status is Status.REMOVED}
+        return [s for s in cluster.config.seeds if s != cluster.config.address and s not in removed]
 
     # -- messages ---------------------------------------------------------------------------
 

@@ -326,7 +326,7 @@ class PeerLink:
             for request_id in [r for r, sent_on in self._sent_on.items() if sent_on is ws]:
                 self._settle(request_id, False, "connection lost")
 
-    async def close(self) -> None:
+    async def close(self, reason: str = "node shutting down") -> None:
         self._sender.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await self._sender
@@ -335,7 +335,7 @@ class PeerLink:
         if self._reader is not None:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._reader
-        error = PeerError("node shutting down")
+        error = PeerError(reason)
         for state_futures in self._writes.values():
             _fail(list(state_futures[1]), error)
         for read_futures in self._reads.values():
@@ -379,6 +379,14 @@ class PeerPool:
 
     def backlog(self) -> int:
         return sum(link.backlog for link in self._links.values())
+
+    async def keep_only(self, addresses: set[str]) -> list[str]:
+        """Close the links to every other address (nodes removed from the cluster), so
+        their connections and tasks do not stay for the life of the node."""
+        gone = [address for address in self._links if address not in addresses]
+        links = [self._links.pop(address) for address in gone]
+        await asyncio.gather(*(link.close("peer left the cluster") for link in links))
+        return gone
 
     async def close(self) -> None:
         for link in list(self._links.values()):

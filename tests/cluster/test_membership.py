@@ -70,6 +70,13 @@ async def test_force_remove_of_a_dead_node_rebuilds_its_replicas(cluster: Cluste
     assert ring["shards_per_node"] == {"n1": 256, "n2": 256, "n3": 256}
     await cluster.converged(NS, expected, nodes[:3])
 
+    async def link_closed() -> bool:  # no connection to, nor gossip with, a removed node
+        async with cluster.session.get(nodes[0].url + "/metrics") as response:
+            text = await response.text()
+        return 'counters_replication_frames_total{peer="n4"}' not in text
+
+    await eventually(link_closed, "n1 to close its link to the removed n4", 10)
+
 
 async def test_admin_add_node_by_address_admits_an_empty_node(cluster: Cluster):
     nodes = await cluster.start(3)
