@@ -135,10 +135,8 @@ async def handle_metrics(request: web.Request) -> web.Response:
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 
-def _counter(name: str, doc: str, value: float, labels: dict[str, str] | None = None) -> Metric:
-    family = CounterMetricFamily(name, doc, labels=list(labels or {}))
-    family.add_metric(list((labels or {}).values()), value)
-    return family
+def _counter(name: str, doc: str, value: float) -> Metric:
+    return CounterMetricFamily(name, doc, value=value)
 
 
 def _gauge(name: str, doc: str, value: float) -> Metric:
