@@ -419,14 +419,29 @@ class Coordinator:
                 raise QuorumUnavailable(f"no live replica serves shard {shard}")
             by_node.setdefault(owner, set()).add(shard)
         found: list[tuple[str, int]] = []
-        for node_id, shards in by_node.items():
-            if node_id == self.cluster.node_id:
-                found += self.local_scan(tenant, namespace, prefix, after, limit, shards)
-                continue
-            body = {
-                "scan": [tenant, namespace, prefix, after, limit, sorted(shards)],
-            }
-            reply = await self._link(node_id).call(FORWARD, body, self.timeout)
+        mine = by_node.get(self.cluster.node_id)
+        if mine:
+            found += self.local_scan(tenant, namespace, prefix, after, limit, mine)
+        links = [
+            (self._link(node_id), sorted(shards))
+            for node_id, shards in by_node.items()
+            if node_id != self.cluster.node_id
+        ]
+        # The other nodes all at once: a page waits for the slowest, not for their sum.
+        replies = await asyncio.gather(
+            *(
+                link.call(
+                    FORWARD,
+                    {"scan": [tenant, namespace, prefix, after, limit, shards]},
+                    self.timeout,
+                )
+                for link, shards in links
+            ),
+            return_exceptions=True,
+        )
+        for reply in replies:
+            if isinstance(reply, BaseException):
+                raise reply
             found += [(str(name), int(value)) for name, value in reply]
         found.sort()
         return found[:limit]

@@ -9,6 +9,7 @@ The durable stores (Redis, PostgreSQL) arrive behind this same interface.
 
 from __future__ import annotations
 
+import heapq
 from collections.abc import Callable, Iterable, Mapping
 
 from crdt import PNCounter, receipts
@@ -33,6 +34,8 @@ class CounterStore:
         self._receipts: dict[Key, dict[str, Receipt]] = {}  # idempotency receipts per counter
         self._dirty_receipts: set[Key] = set()  # receipts not yet in the durable replica
         self._tenant_counts: dict[int, dict[str, int]] = {}  # per shard: counters per tenant
+        # (tenant, namespace) -> shard -> names: a listing reads its namespace, not every key
+        self._names: dict[tuple[str, str], dict[int, set[str]]] = {}
 
     def __len__(self) -> int:
         return len(self._states)
@@ -110,6 +113,7 @@ class CounterStore:
             self._shard_keys.setdefault(shard, set()).add(key)
             counts = self._tenant_counts.setdefault(shard, {})
             counts[key[0]] = counts.get(key[0], 0) + 1
+            self._names.setdefault(key[:2], {}).setdefault(shard, set()).add(key[2])
             old_share = 0
         else:
             shard, weight, old_share = meta
@@ -183,6 +187,7 @@ class CounterStore:
             del self._states[key]
             del self._meta[key]
             self._dirty.discard(key)
+            self._names[key[:2]].pop(shard, None)
         self._digests.pop(shard, None)
         self._tenant_counts.pop(shard, None)
         return len(keys)
@@ -190,15 +195,17 @@ class CounterStore:
     def scan(
         self, tenant: str, namespace: str, prefix: str, after: str, limit: int, shards: set[int]
     ) -> list[tuple[str, PNCounter]]:
-        """Names in (tenant, namespace) starting with prefix, sorted, greater than `after`."""
-        found = [
-            (key[2], self._states[key])
-            for shard in shards
-            for key in self._shard_keys.get(shard, ())
-            if key[0] == tenant
-            and key[1] == namespace
-            and key[2].startswith(prefix)
-            and key[2] > after
-        ]
-        found.sort(key=lambda item: item[0])
-        return found[:limit]
+        """Names in (tenant, namespace) starting with prefix, sorted, greater than `after`:
+        the first `limit` of them, from the namespace's own index."""
+        by_shard = self._names.get((tenant, namespace), {})
+        names = heapq.nsmallest(
+            limit,
+            (
+                name
+                for shard in shards
+                for name in by_shard.get(shard, ())
+                if name > after and name.startswith(prefix)
+            ),
+        )
+        states = self._states
+        return [(name, states[(tenant, namespace, name)]) for name in names]

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from crdt import CounterOverflowError, PNCounter
 from node.store import CounterStore
@@ -62,3 +64,33 @@ def test_drop_shard_forgets_its_keys():
     store.increment(KEY, "me:1", 1)
     assert store.drop_shard(1) == 1
     assert store.get(KEY) is None and len(store) == 0
+    assert store.scan("t", "ns", "", "", 10, {0, 1, 2, 3}) == []
+
+
+names = st.text(alphabet="abc", min_size=1, max_size=4)
+
+
+@given(
+    st.lists(st.tuples(st.sampled_from(["t", "u"]), st.sampled_from(["ns", "x"]), names)),
+    st.text(alphabet="abc", max_size=2),
+    st.text(alphabet="abc", max_size=3),
+    st.integers(1, 5),
+    st.sets(st.integers(0, 3)),
+)
+def test_scan_answers_what_a_scan_of_every_key_would(keys, prefix, after, limit, shards):
+    store = _store()
+    for key in keys:
+        store.increment(key, "me:1", 1)
+    expected = sorted(
+        {
+            name
+            for tenant, ns, name in keys
+            if (tenant, ns) == ("t", "ns")
+            and len(name) % 4 in shards
+            and name.startswith(prefix)
+            and name > after
+        }
+    )[:limit]
+    rows = store.scan("t", "ns", prefix, after, limit, shards)
+    assert [name for name, _ in rows] == expected
+    assert all(state == store.get(("t", "ns", name)) for name, state in rows)
