@@ -12,7 +12,7 @@ from typing import Any
 
 from aiohttp import web
 
-from node import auth, validation
+from node import auth, listing, validation
 from node.appkeys import CLUSTER, CONFIG, COORDINATOR, PERSISTER
 from node.coordinator import Op, RemoteError
 from node.errors import InvalidBody, InvalidName, NotReady
@@ -146,7 +146,7 @@ async def list_counters(request: web.Request) -> web.Response:
     limit = validation.limit(request)
     after = _cursor(request.query.get("cursor"))
     tenant = auth.principal(request, auth.READ, namespace).tenant
-    rows = await request.app[COORDINATOR].scan(tenant, namespace, prefix, after, limit)
+    rows = await listing.scan(request.app[COORDINATOR], tenant, namespace, prefix, after, limit)
     counters = [{"name": name, "value": value} for name, value in rows]
     next_cursor = None
     if len(rows) == limit:

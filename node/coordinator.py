@@ -80,7 +80,7 @@ class Coordinator:
             return replicas
         return min(quorum, replicas)
 
-    def _owner(self, shard: int) -> str | None:
+    def owner(self, shard: int) -> str | None:
         """Who runs an operation on this shard: this node if it is a ready replica."""
         cluster = self.cluster
         if cluster.ready and cluster.node_id in cluster.replicas(shard):
@@ -100,7 +100,7 @@ class Coordinator:
         # An idempotent op always runs on the shard's first serving replica, which
         # serialises the retries of one key; other ops run on any ready replica.
         owners = [
-            self.cluster.coordinator(shard) if op.idem else self._owner(shard)
+            self.cluster.coordinator(shard) if op.idem else self.owner(shard)
             for op, shard in zip(ops, shards, strict=True)
         ]
         me = self.cluster.node_id
@@ -344,7 +344,7 @@ class Coordinator:
         for node_id in cluster.write_targets(shard):
             if node_id == cluster.node_id or not cluster.alive(node_id):
                 continue
-            link = self._link(node_id)
+            link = self.link_to(node_id)
             span = self.tracing.start_peer_span("replica write", node_id)
             trace = None if span is None else self.tracing.traceparent(span)
             if own_slot:
@@ -377,7 +377,7 @@ class Coordinator:
             def start() -> Any:
                 span = self.tracing.start_peer_span("replica read", node_id)
                 trace = None if span is None else self.tracing.traceparent(span)
-                future = self._link(node_id).read(key, trace)
+                future = self.link_to(node_id).read(key, trace)
                 if span is not None:
                     end_with(span, future)
                 future.add_done_callback(lambda f: _record(answers, node_id, f))
@@ -397,60 +397,14 @@ class Coordinator:
             return
         for node_id, state in answers.items():
             if state is not None and state != merged:
-                future = self._link(node_id).replicate(key, merged.delta_since(state))
+                future = self.link_to(node_id).replicate(key, merged.delta_since(state))
                 future.add_done_callback(_ignore_failure)
 
-    def _link(self, node_id: str) -> Any:
+    def link_to(self, node_id: str) -> Any:
         address = self.cluster.address_of(node_id)
         if address is None:
             raise QuorumUnavailable(f"no address for {node_id}")
         return self.pool.link(address)
-
-    # -- listing ----------------------------------------------------------------------------
-
-    async def scan(
-        self, tenant: str, namespace: str, prefix: str, after: str, limit: int
-    ) -> list[tuple[str, int]]:
-        """Counters of a namespace in name order, read from one serving replica per shard."""
-        by_node: dict[str, set[int]] = {}
-        for shard in range(self.cluster.state.current.shards):
-            owner = self._owner(shard)
-            if owner is None:
-                raise QuorumUnavailable(f"no live replica serves shard {shard}")
-            by_node.setdefault(owner, set()).add(shard)
-        found: list[tuple[str, int]] = []
-        mine = by_node.get(self.cluster.node_id)
-        if mine:
-            found += self.local_scan(tenant, namespace, prefix, after, limit, mine)
-        links = [
-            (self._link(node_id), sorted(shards))
-            for node_id, shards in by_node.items()
-            if node_id != self.cluster.node_id
-        ]
-        # The other nodes all at once: a page waits for the slowest, not for their sum.
-        replies = await asyncio.gather(
-            *(
-                link.call(
-                    FORWARD,
-                    {"scan": [tenant, namespace, prefix, after, limit, shards]},
-                    self.timeout,
-                )
-                for link, shards in links
-            ),
-            return_exceptions=True,
-        )
-        for reply in replies:
-            if isinstance(reply, BaseException):
-                raise reply
-            found += [(str(name), int(value)) for name, value in reply]
-        found.sort()
-        return found[:limit]
-
-    def local_scan(
-        self, tenant: str, namespace: str, prefix: str, after: str, limit: int, shards: set[int]
-    ) -> list[tuple[str, int]]:
-        rows = self.store.scan(tenant, namespace, prefix, after, limit, shards)
-        return [(name, state.value()) for name, state in rows]
 
 
 def _record(answers: dict[str, PNCounter | None], node_id: str, future: Any) -> None:

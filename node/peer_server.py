@@ -17,7 +17,7 @@ from opentelemetry.trace import SpanKind
 
 from crdt import PNCounter
 from crdt.codec import pn_to_wire
-from node import logs, peer_auth, protocol
+from node import listing, logs, peer_auth, protocol
 from node.config import Config
 from node.coordinator import Coordinator, Op
 from node.errors import CountersError
@@ -219,7 +219,7 @@ class PeerServer:
         if type(limit) is not int or not 0 < limit <= 10_000:
             raise ProtocolError("bad scan limit")
         valid = set(protocol.shards_from_wire(shards, self.gossip.cluster.config.shards))
-        rows = self.coordinator.local_scan(tenant, namespace, prefix, after, limit, valid)
+        rows = listing.local_rows(self.store, tenant, namespace, prefix, after, limit, valid)
         return [[name, value] for name, value in rows]
 
     async def close_connections(self) -> None:
