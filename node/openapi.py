@@ -1,7 +1,8 @@
 """`/openapi.json`: the OpenAPI 3.1 description of the client and admin API.
 
-It lists every status an operation can answer, and the body of each; tests/cluster/
-test_openapi_fuzz.py runs schemathesis against a live node to keep it true.
+It lists every status an operation can answer, and the body of each (the bodies' schemas
+are in node/openapi_schemas.py); tests/cluster/test_openapi_fuzz.py runs schemathesis
+against a live node to keep it true.
 """
 
 from __future__ import annotations
@@ -11,20 +12,12 @@ from typing import Any
 from aiohttp import web
 
 from node import __version__
-from node.validation import (
-    IDEMPOTENCY_KEY,
-    MAX_BATCH_OPS,
-    MAX_LIST_LIMIT,
-    NAME_MAX_BYTES,
-    NAME_REGEX,
-)
+from node.openapi_schemas import NAME, SCHEMAS, ref
+from node.validation import IDEMPOTENCY_KEY, MAX_LIST_LIMIT
 
 routes = web.RouteTableDef()
 
-NAME = {"type": "string", "minLength": 1, "maxLength": NAME_MAX_BYTES, "pattern": NAME_REGEX}
-INT64 = {"type": "integer", "minimum": -(2**63), "maximum": 2**63 - 1}
 TIME = {"type": "string", "description": "ISO 8601 (no offset: UTC) or unix seconds"}
-ISO = {"type": "string", "description": "ISO 8601 in UTC"}
 CONSISTENCY = {
     "name": "consistency",
     "in": "query",
@@ -81,16 +74,12 @@ def _json(schema: dict[str, Any], description: str = "OK") -> dict[str, Any]:
     return {"description": description, "content": {"application/json": {"schema": schema}}}
 
 
-def _ref(name: str) -> dict[str, Any]:
-    return {"$ref": f"#/components/schemas/{name}"}
-
-
 def _errors(*codes: int) -> dict[str, Any]:
     responses: dict[str, Any] = {}
     for code in sorted(codes):
         response: dict[str, Any] = {
             "description": ERRORS[code],
-            "content": {"application/problem+json": {"schema": _ref("Problem")}},
+            "content": {"application/problem+json": {"schema": ref("Problem")}},
         }
         if code == 429:
             response["headers"] = RATE_LIMIT_HEADERS
@@ -110,9 +99,9 @@ PATHS: dict[str, Any] = {
         "post": {
             "summary": "Add delta (default 1, negative decrements) to a counter",
             "parameters": [*COUNTER_PARAMS, IDEMPOTENCY],
-            "requestBody": _body(_ref("Increment"), required=False),
+            "requestBody": _body(ref("Increment"), required=False),
             "responses": {
-                "200": _json(_ref("Counter")),
+                "200": _json(ref("Counter")),
                 **_errors(*CLIENT, 413, 422, 503, 504),
             },
         }
@@ -121,12 +110,12 @@ PATHS: dict[str, Any] = {
         "get": {
             "summary": "Read a counter (0 if never written)",
             "parameters": COUNTER_PARAMS,
-            "responses": {"200": _json(_ref("Counter")), **_errors(*CLIENT, 503, 504)},
+            "responses": {"200": _json(ref("Counter")), **_errors(*CLIENT, 503, 504)},
         },
         "delete": {
             "summary": "Reset: clear what the replicas observed; concurrent increments survive",
             "parameters": COUNTER_PARAMS,
-            "responses": {"200": _json(_ref("Counter")), **_errors(*CLIENT, 503, 504)},
+            "responses": {"200": _json(ref("Counter")), **_errors(*CLIENT, 503, 504)},
         },
     },
     "/v1/namespaces/{namespace}/batch": {
@@ -135,9 +124,9 @@ PATHS: dict[str, Any] = {
             "description": "An op that fails (overflow, no quorum) has an error in its result; "
             "the others still apply. A batch that is invalid as a whole changes nothing.",
             "parameters": [_path_param("namespace"), CONSISTENCY, IDEMPOTENCY],
-            "requestBody": _body(_ref("Batch"), required=True),
+            "requestBody": _body(ref("Batch"), required=True),
             "responses": {
-                "200": _json(_ref("BatchResult")),
+                "200": _json(ref("BatchResult")),
                 **_errors(*CLIENT, 413, 422, 503, 504),
             },
         }
@@ -151,7 +140,7 @@ PATHS: dict[str, Any] = {
                 _query("limit", {"type": "integer", "minimum": 1, "maximum": MAX_LIST_LIMIT}),
                 _query("cursor", {"type": "string", "description": "next_cursor of a listing"}),
             ],
-            "responses": {"200": _json(_ref("CounterList")), **_errors(*CLIENT, 502, 503)},
+            "responses": {"200": _json(ref("CounterList")), **_errors(*CLIENT, 502, 503)},
         }
     },
     "/v1/namespaces/{namespace}/counters/{name}/history": {
@@ -164,7 +153,7 @@ PATHS: dict[str, Any] = {
                 _query("to", TIME),
                 _query("step", {"type": "string", "enum": ["minute", "hour", "day"]}),
             ],
-            "responses": {"200": _json(_ref("Series")), **_errors(*CLIENT, 503)},
+            "responses": {"200": _json(ref("Series")), **_errors(*CLIENT, 503)},
         }
     },
     "/v1/namespaces/{namespace}/rollups": {
@@ -177,13 +166,13 @@ PATHS: dict[str, Any] = {
                 _query("to", TIME),
                 _query("top", {"type": "integer", "minimum": 1, "maximum": 100}),
             ],
-            "responses": {"200": _json(_ref("Rollups")), **_errors(*CLIENT, 503)},
+            "responses": {"200": _json(ref("Rollups")), **_errors(*CLIENT, 503)},
         }
     },
     "/admin/ring": {
         "get": {
             "summary": "Ring: members, placement, checksum, pending hand-offs",
-            "responses": {"200": _json(_ref("Ring")), **_errors(*ADMIN)},
+            "responses": {"200": _json(ref("Ring")), **_errors(*ADMIN)},
         }
     },
     "/admin/history": {
@@ -200,7 +189,7 @@ PATHS: dict[str, Any] = {
                     {
                         "type": "object",
                         "required": ["nodes"],
-                        "properties": {"nodes": {"type": "array", "items": _ref("Member")}},
+                        "properties": {"nodes": {"type": "array", "items": ref("Member")}},
                     }
                 ),
                 **_errors(*ADMIN),
@@ -218,7 +207,7 @@ PATHS: dict[str, Any] = {
                 required=True,
             ),
             "responses": {
-                "202": _json(_ref("MemberChange"), "Joining"),
+                "202": _json(ref("MemberChange"), "Joining"),
                 **_errors(*ADMIN, 400, 409, 413, 503),
             },
         },
@@ -232,7 +221,7 @@ PATHS: dict[str, Any] = {
                 _query("force", {"type": "boolean", "default": False}),
             ],
             "responses": {
-                "202": _json(_ref("MemberChange"), "Leaving or removed"),
+                "202": _json(ref("MemberChange"), "Leaving or removed"),
                 **_errors(*ADMIN, 400, 404, 409),
             },
         }
@@ -264,202 +253,6 @@ PATHS: dict[str, Any] = {
             "security": [],
             "responses": {"200": _json(OBJECT, "Ready"), **_errors(431, 503)},
         }
-    },
-}
-
-COUNTER_RESULT = {
-    "type": "object",
-    "required": ["op", "name"],
-    "properties": {
-        "op": {"type": "string", "enum": ["increment", "get"]},
-        "name": {"type": "string"},
-        "value": {"type": "integer"},
-        "replayed": {"type": "boolean"},
-        "error": _ref("Problem"),
-    },
-    "oneOf": [{"required": ["value"]}, {"required": ["error"]}],
-}
-
-SCHEMAS: dict[str, Any] = {
-    "Increment": {
-        "type": "object",
-        "description": 'delta is a JSON integer literal: 1.0, true and "1" are refused (400)',
-        "properties": {"delta": INT64},
-        "additionalProperties": False,
-    },
-    "Counter": {
-        "type": "object",
-        "required": ["namespace", "name", "value", "consistency"],
-        "additionalProperties": False,
-        "properties": {
-            "namespace": NAME,
-            "name": NAME,
-            "value": INT64,
-            "consistency": {"type": "string", "enum": ["one", "quorum", "all"]},
-            "durability": {"type": "string", "enum": ["async", "sync"]},
-        },
-    },
-    "Batch": {
-        "type": "object",
-        "required": ["ops"],
-        "additionalProperties": False,
-        "properties": {
-            "ops": {
-                "type": "array",
-                "minItems": 1,
-                "maxItems": MAX_BATCH_OPS,
-                "items": {
-                    "oneOf": [
-                        {
-                            "type": "object",
-                            "required": ["op", "name"],
-                            "properties": {
-                                "op": {"const": "increment"},
-                                "name": NAME,
-                                "delta": INT64,
-                            },
-                            "additionalProperties": False,
-                        },
-                        {
-                            "type": "object",
-                            "required": ["op", "name"],
-                            "properties": {"op": {"const": "get"}, "name": NAME},
-                            "additionalProperties": False,
-                        },
-                    ]
-                },
-            }
-        },
-    },
-    "BatchResult": {
-        "type": "object",
-        "required": ["namespace", "consistency", "results"],
-        "additionalProperties": False,
-        "properties": {
-            "namespace": NAME,
-            "consistency": {"type": "string", "enum": ["one", "quorum", "all"]},
-            "durability": {"type": "string", "enum": ["async", "sync"]},
-            "results": {"type": "array", "items": COUNTER_RESULT},
-        },
-    },
-    "CounterList": {
-        "type": "object",
-        "required": ["namespace", "counters", "next_cursor"],
-        "additionalProperties": False,
-        "properties": {
-            "namespace": NAME,
-            "counters": {
-                "type": "array",
-                "items": {
-                    "type": "object",
-                    "required": ["name", "value"],
-                    "properties": {"name": NAME, "value": INT64},
-                },
-            },
-            "next_cursor": {"type": ["string", "null"]},
-        },
-    },
-    "Series": {
-        "type": "object",
-        "required": ["namespace", "name", "step", "from", "to", "series"],
-        "properties": {
-            "namespace": NAME,
-            "name": NAME,
-            "step": {"type": "string", "enum": ["minute", "hour", "day"]},
-            "from": ISO,
-            "to": ISO,
-            "series": {
-                "type": "array",
-                "items": {
-                    "type": "object",
-                    "required": ["bucket", "value", "delta"],
-                    "properties": {"bucket": ISO, "value": INT64, "delta": {"type": "integer"}},
-                },
-            },
-            "unreachable_nodes": {"type": "array", "items": {"type": "string"}},
-        },
-    },
-    "Rollups": {
-        "type": "object",
-        "required": ["namespace", "period", "from", "to", "top", "rollups"],
-        "properties": {
-            "namespace": NAME,
-            "period": {"type": "string", "enum": ["hour", "day"]},
-            "from": ISO,
-            "to": ISO,
-            "top": {"type": "integer", "minimum": 1, "maximum": 100},
-            "rollups": {
-                "type": "array",
-                "items": {
-                    "type": "object",
-                    "required": ["period", "total", "top"],
-                    "properties": {
-                        "period": ISO,
-                        "total": {"type": "integer"},
-                        "top": {
-                            "type": "array",
-                            "items": {
-                                "type": "object",
-                                "required": ["name", "increase"],
-                                "properties": {
-                                    "name": NAME,
-                                    "increase": {"type": "integer", "minimum": 1},
-                                },
-                            },
-                        },
-                    },
-                },
-            },
-            "unreachable_nodes": {"type": "array", "items": {"type": "string"}},
-        },
-    },
-    "Member": {
-        "type": "object",
-        "required": ["node_id", "address", "status", "version", "shards"],
-        "properties": {
-            "node_id": {"type": "string"},
-            "address": {"type": "string"},
-            "status": {
-                "type": "string",
-                "enum": ["joining", "up", "leaving", "down", "removed", "unknown"],
-            },
-            "version": {"type": "integer"},
-            "shards": {"type": "integer", "minimum": 0},
-        },
-    },
-    "MemberChange": {
-        "type": "object",
-        "required": ["node_id", "status"],
-        "properties": {
-            "node_id": {"type": "string"},
-            "address": {"type": "string"},
-            "status": {"type": "string"},
-        },
-    },
-    "Ring": {
-        "type": "object",
-        "required": ["node", "epoch", "checksum", "shards", "replicas", "members", "pending"],
-        "properties": {
-            "node": {"type": "string"},
-            "epoch": {"type": "integer"},
-            "checksum": {"type": "string"},
-            "shards": {"type": "integer"},
-            "replicas": {"type": "integer"},
-            "members": {"type": "array", "items": _ref("Member")},
-            "pending": {"type": ["object", "null"]},
-        },
-    },
-    "Problem": {
-        "type": "object",
-        "description": "Problem details (RFC 9457); `type` is stable, clients may branch on it",
-        "required": ["type", "title", "status", "detail"],
-        "properties": {
-            "type": {"type": "string", "format": "uri"},
-            "title": {"type": "string"},
-            "status": {"type": "integer", "minimum": 400, "maximum": 599},
-            "detail": {"type": "string"},
-            "may_have_applied": {"type": "boolean"},
-        },
     },
 }
 
