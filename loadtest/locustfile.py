@@ -41,7 +41,7 @@ from locust import FastHttpUser, between, constant, events, task
 from locust.env import Environment
 from zipf import cumulative, rank
 
-from node.auth import READ, WRITE, mint
+from node.http.auth import READ, WRITE, mint
 
 INCREMENT = "/v1/namespaces/{namespace}/counters/{name}/increment"
 COUNTER = "/v1/namespaces/{namespace}/counters/{name}"

@@ -5,129 +5,189 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
 
 import uvloop
 from aiohttp import web
 
-from node import (
-    admin,
-    api,
-    auth,
-    edge,
-    history_api,
-    logs,
-    metrics,
-    openapi,
-    peer_auth,
-    tracing,
-    validation,
-)
-from node.appkeys import (
+from node.base.config import Config
+from node.base.keys import Key
+from node.cluster.gossip import Gossip
+from node.cluster.handoff import Handoff
+from node.cluster.links import PEER_PATH, PeerPool
+from node.cluster.membership import Cluster
+from node.cluster.peer_auth import ReplayGuard
+from node.coordination.coordinator import Coordinator
+from node.coordination.idempotency import Idempotent
+from node.coordination.quota import CounterQuota
+from node.coordination.replication import Replicator
+from node.history.backends import open_history
+from node.history.model import HistoryStore
+from node.history.recorder import Recorder
+from node.http import admin, auth, counters, health, history, middleware, openapi, validation
+from node.http.appkeys import (
     CLUSTER,
     CONFIG,
     COORDINATOR,
     GOSSIP,
     HANDOFF,
     HISTORY,
+    METRICS,
     PEER_GUARD,
+    PEER_SERVER,
     PERSISTER,
     POOL,
     RATE_LIMITER,
     STORE,
+    TRACING,
 )
-from node.cluster import Cluster
-from node.config import Config
-from node.coordinator import Coordinator
-from node.durable import DurableError, DurableReplica, open_durable
-from node.gossip import Gossip
-from node.handoff import Handoff
-from node.history import Recorder, open_history
-from node.incarnation import next_incarnation
-from node.peer_server import PeerServer
-from node.peers import PEER_PATH, PeerPool
-from node.persistence import Persister
-from node.ratelimit import RateLimiter
-from node.store import CounterStore
+from node.http.metrics import NodeCollector, handle_metrics
+from node.http.peer_endpoint import PeerServer
+from node.http.ratelimit import RateLimiter
+from node.obs import logs
+from node.obs.metrics import Metrics
+from node.obs.tracing import OFF, Tracing
+from node.storage.backends import open_durable
+from node.storage.durable import DurableReplica
+from node.storage.incarnation import start_incarnation
+from node.storage.store import CounterStore
+from node.storage.write_behind import Persister
 
-PEER_SERVER = web.AppKey("peer_server", PeerServer)
-TRACING = web.AppKey("tracing", tracing.Tracing)
 MAX_BODY_BYTES = 1024 * 1024
 log = logging.getLogger("counters.node")
 
 
-async def _incarnation(config: Config, durable: DurableReplica) -> int:
-    """The next incarnation: from the data dir, and above any the durable replica knows of."""
-    incarnation = next_incarnation(config.data_path)
-    try:
-        known = await durable.last_incarnation(config.node_id, incarnation)
-    except DurableError as error:
-        log.warning(
-            "durable replica unreachable at start, incarnation from the data dir: %s", error
-        )
-        return incarnation
-    if known >= incarnation:  # the data dir was lost or is older: never reuse an actor id
-        incarnation = next_incarnation(config.data_path, at_least=known + 1)
-        with contextlib.suppress(DurableError):  # the data dir has it; the store may lag
-            await durable.last_incarnation(config.node_id, incarnation)
-    return incarnation
+@dataclass(frozen=True)
+class NodeParts:
+    """A node's working parts, wired together by `assemble`."""
+
+    config: Config
+    cluster: Cluster
+    store: CounterStore
+    pool: PeerPool
+    persister: Persister
+    handoff: Handoff
+    replicator: Replicator
+    quota: CounterQuota
+    idempotent: Idempotent
+    coordinator: Coordinator
+    gossip: Gossip
+    guard: ReplayGuard
+    peer_server: PeerServer
+    history: Recorder
+
+    def tasks(self) -> list[asyncio.Task[None]]:
+        """Start the background loops: gossip (with hand-off), write-behind, history."""
+        return [
+            asyncio.create_task(self.gossip.run(), name="gossip"),
+            asyncio.create_task(self.persister.run(), name="persister"),
+            asyncio.create_task(self.history.run(), name="history"),
+        ]
+
+    async def close(self, tasks: list[asyncio.Task[None]]) -> None:
+        """Stop the loops, then flush and close, so a clean stop loses nothing."""
+        for task in tasks:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        await self.gossip.stop()
+        await self.peer_server.close()
+        await self.persister.close()
+        await self.history.close()
+        await self.pool.close()
 
 
-async def _resources(app: web.Application) -> AsyncIterator[None]:
-    config = app[CONFIG]
-    durable = open_durable(config)
-    incarnation = await _incarnation(config, durable)
+PoolFactory = Callable[[Config, Callable[[Key], int], str], PeerPool]
+
+
+def assemble(
+    config: Config,
+    incarnation: int,
+    durable: DurableReplica,
+    history_store: HistoryStore,
+    node_metrics: Metrics,
+    traces: Tracing = OFF,
+    make_pool: PoolFactory | None = None,
+) -> NodeParts:
+    """Wire a node's parts. `make_pool` makes its peer links (an in-memory transport in
+    tests); by default, WebSocket links that report their frames to the metrics."""
     cluster = Cluster(config, incarnation)
     store = CounterStore(cluster.shard_of)
-    pool = PeerPool(config, store.share, cluster.actor)
-    traces = app[TRACING]
+    if make_pool is None:
+        pool = PeerPool(config, store.share, cluster.actor, node_metrics.frame_observer)
+    else:
+        pool = make_pool(config, store.share, cluster.actor)
     persister = Persister(
-        store, durable, config.persist_interval_s, config.idempotency_window_s, traces
+        store,
+        durable,
+        config.persist_interval_s,
+        config.idempotency_window_s,
+        traces,
+        node_metrics.flush_seconds.observe,
     )
     handoff = Handoff(cluster, store, pool, persister)
-    coordinator = Coordinator(cluster, store, pool, persister, traces)
-    gossip = Gossip(cluster, store, pool, handoff, coordinator.quota)
-    app[CLUSTER], app[STORE], app[POOL], app[PERSISTER] = cluster, store, pool, persister
-    app[HANDOFF], app[GOSSIP], app[COORDINATOR] = handoff, gossip, coordinator
-    app[PEER_GUARD] = guard = peer_auth.ReplayGuard()
-    app[PEER_SERVER] = PeerServer(config, guard, store, coordinator, gossip, traces)
-    history = app[HISTORY] = Recorder(
+    replicator = Replicator(cluster, store, pool, persister, traces)
+    quota = CounterQuota(config, cluster, store)
+    idempotent = Idempotent(cluster, store, replicator, quota)
+    coordinator = Coordinator(cluster, store, replicator, quota, idempotent, traces)
+    gossip = Gossip(cluster, store, pool, handoff, quota)
+    guard = ReplayGuard()
+    peer_server = PeerServer(config, guard, store, coordinator, gossip, traces)
+    history = Recorder(
         store,
-        open_history(config),
+        history_store,
         lambda shard: cluster.coordinator(shard) == cluster.node_id,
         flush_interval_s=config.history_flush_interval_s,
         bucket_s=config.history_bucket_s,
         tracing=traces,
     )
-    await history.start()
-    app[metrics.METRICS].watch(app)
+    return NodeParts(
+        config, cluster, store, pool, persister, handoff, replicator, quota, idempotent,
+        coordinator, gossip, guard, peer_server, history,
+    )  # fmt: skip
+
+
+async def _resources(app: web.Application) -> AsyncIterator[None]:
+    config = app[CONFIG]
+    durable = open_durable(config)
+    incarnation = await start_incarnation(config.data_path, config.node_id, durable)
+    node_metrics, traces = app[METRICS], app[TRACING]
+    parts = assemble(config, incarnation, durable, open_history(config), node_metrics, traces)
+    app[CLUSTER], app[STORE], app[POOL] = parts.cluster, parts.store, parts.pool
+    app[PERSISTER], app[HANDOFF], app[GOSSIP] = parts.persister, parts.handoff, parts.gossip
+    app[COORDINATOR], app[PEER_GUARD] = parts.coordinator, parts.guard
+    app[PEER_SERVER], app[HISTORY] = parts.peer_server, parts.history
+    await parts.history.start()
+    node_metrics.register(
+        NodeCollector(
+            node_metrics,
+            parts.cluster,
+            parts.store,
+            parts.pool,
+            parts.coordinator,
+            parts.gossip,
+            parts.handoff,
+            parts.persister,
+            parts.history,
+            app[RATE_LIMITER],
+        )
+    )
     log.info(
         "node up",
         extra={
             "listen": config.listen,
             "address": config.address,
-            "actor": cluster.actor,
-            "durable": persister.durable.name,
+            "actor": parts.cluster.actor,
+            "durable": durable.name,
             "durability": config.durability,
-            "history": history.history.name,
+            "history": parts.history.history.name,
             "tracing": bool(config.otlp_endpoint),
         },
     )
-    tasks = [
-        asyncio.create_task(gossip.run(), name="gossip"),
-        asyncio.create_task(persister.run(), name="persister"),
-        asyncio.create_task(history.run(), name="history"),
-    ]
+    tasks = parts.tasks()
     yield
-    for task in tasks:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
-    await gossip.stop()
-    await app[PEER_SERVER].close()
-    await persister.close()
-    await history.close()
-    await pool.close()
+    await parts.close(tasks)
     await traces.shutdown()
 
 
@@ -141,27 +201,25 @@ async def _peer_ws(request: web.Request) -> web.StreamResponse:
 
 def build_app(config: Config) -> web.Application:
     authenticator = None if config.auth == "none" else auth.Authenticator(config)
-    node_metrics = metrics.Metrics()
-    node_tracing = tracing.Tracing.start(config.node_id, config.otlp_endpoint)
-    middlewares = [edge.middleware(node_metrics, authenticator)]
+    node_metrics = Metrics()
+    node_tracing = Tracing.start(config.node_id, config.otlp_endpoint)
+    middlewares = [middleware.edge(node_metrics, authenticator)]
     if node_tracing.tracer is not None:  # off: not even a middleware to pass through
-        middlewares.append(tracing.middleware(node_tracing))
+        middlewares.append(middleware.tracing(node_tracing))
     app = web.Application(
         middlewares=middlewares,
         client_max_size=MAX_BODY_BYTES,
         handler_args=validation.PARSER_LIMITS,
     )
     app[CONFIG] = config
-    app[metrics.METRICS] = node_metrics
+    app[METRICS] = node_metrics
     app[TRACING] = node_tracing
     app[RATE_LIMITER] = RateLimiter(config)
     app.cleanup_ctx.append(_resources)
     app.on_shutdown.append(_close_peer_links)
-    app.add_routes(api.routes)
-    app.add_routes(history_api.routes)
-    app.add_routes(admin.routes)
-    app.add_routes(openapi.routes)
-    app.router.add_get("/metrics", metrics.handle_metrics)
+    for module in (counters, health, history, admin, openapi):
+        app.add_routes(module.routes)
+    app.router.add_get("/metrics", handle_metrics)
     app.router.add_get(PEER_PATH, _peer_ws)
     return app
 

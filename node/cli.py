@@ -24,7 +24,7 @@ def _seconds(text: str) -> float:
 
 def token(argv: Sequence[str]) -> int:
     """`counters token`: an HS256 token for development, printed on stdout."""
-    from node import auth
+    from node.http import auth
 
     parser = argparse.ArgumentParser(prog="counters token")
     parser.add_argument("--tenant", required=True)
@@ -62,7 +62,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         return
     command, rest = args[0], args[1:]
     if command == "node":
-        from node import app, config
+        from node import app
+        from node.base import config
 
         try:
             settings = config.parse(rest, os.environ)

@@ -14,7 +14,7 @@ import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
 
-from node import auth
+from node.http import auth
 
 
 def _ready(url: str) -> bool:
@@ -25,7 +25,7 @@ def _ready(url: str) -> bool:
         return False
 
 
-def main(argv: Sequence[str]) -> int:
+def _arguments(argv: Sequence[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="counters up")
     parser.add_argument("--nodes", type=int, default=3, help="how many nodes (default 3)")
     parser.add_argument("--base-port", type=int, default=7000, help="first node's port")
@@ -35,35 +35,79 @@ def main(argv: Sequence[str]) -> int:
     args = parser.parse_args(list(argv))
     if not 1 <= args.nodes <= 64:
         parser.error("--nodes must be from 1 to 64")
+    return args
+
+
+def _start_nodes(
+    addresses: list[str], data_dir: str, environment: dict[str, str]
+) -> list[subprocess.Popen[bytes]]:
+    processes = []
+    for index, address in enumerate(addresses):
+        node_id = f"n{index + 1}"
+        command = [
+            sys.executable, "-m", "node", "node",
+            "--node-id", node_id,
+            "--listen", address,
+            "--seeds", ",".join(addresses),
+            "--data-dir", str(Path(data_dir) / node_id),
+        ]  # fmt: skip
+        processes.append(subprocess.Popen(command, env=environment))
+    return processes
+
+
+def _print_welcome(urls: list[str], ready: bool, jwt_secret: str, given_secret: bool) -> None:
+    """Where the nodes are, tokens for the demo tenant, and requests to try."""
+    count = len(urls)
+    nodes = f"{count} node{'s' if count != 1 else ''}"
+    print(f"counters: {nodes} {'ready' if ready else 'started (not all ready)'}")
+    for index, url in enumerate(urls):
+        print(f"  n{index + 1}  {url}")
+    body = json.dumps({"delta": 1})
+    day = 86400.0
+    admin = auth.mint(jwt_secret, "demo", list(auth.SCOPES), day, None)
+    rw = auth.mint(jwt_secret, "demo", [auth.READ, auth.WRITE], day, None)
+    print(f"admin token (tenant demo, 24 h):      {admin}")
+    print(f"read-write token (tenant demo, 24 h): {rw}")
+    print(f"more: COUNTERS_JWT_SECRET={jwt_secret} counters token --tenant T")
+    if given_secret:
+        print("  (the secret came from COUNTERS_JWT_SECRET)")
+    else:
+        print("  (a fresh secret for this run; export COUNTERS_JWT_SECRET to choose it)")
+    print("try:")
+    bearer = f"-H 'Authorization: Bearer {rw}'"
+    print(
+        f"  curl -s {bearer} -XPOST {urls[0]}/v1/namespaces/demo/counters/views/increment"
+        f" -d '{body}'"
+    )
+    print(f"  curl -s {bearer} {urls[-1]}/v1/namespaces/demo/counters/views")
+    print(f"  curl -s -H 'Authorization: Bearer {admin}' {urls[0]}/admin/ring | head -c 600")
+    print("Ctrl-C stops every node.", flush=True)
+
+
+def _stop(processes: list[subprocess.Popen[bytes]]) -> None:
+    for process in processes:
+        if process.poll() is None:
+            process.terminate()
+    for process in processes:
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+
+
+def main(argv: Sequence[str]) -> int:
+    args = _arguments(argv)
     addresses = [f"{args.host}:{args.base_port + i}" for i in range(args.nodes)]
     # Clients get tokens minted below, peers share the cluster secret. The JWT secret comes
     # from COUNTERS_JWT_SECRET when set, so other programs (Locust) can mint tokens too.
     given_secret = os.environ.get("COUNTERS_JWT_SECRET", "")
     jwt_secret = given_secret or secrets.token_urlsafe(32)
-    cluster_secret = secrets.token_urlsafe(32)
     environment = {
         **os.environ,
         "COUNTERS_JWT_SECRET": jwt_secret,
-        "COUNTERS_CLUSTER_SECRET": cluster_secret,
+        "COUNTERS_CLUSTER_SECRET": secrets.token_urlsafe(32),
     }
-    processes = []
-    for index, address in enumerate(addresses):
-        node_id = f"n{index + 1}"
-        command = [
-            sys.executable,
-            "-m",
-            "node",
-            "node",
-            "--node-id",
-            node_id,
-            "--listen",
-            address,
-            "--seeds",
-            ",".join(addresses),
-            "--data-dir",
-            str(Path(args.data_dir) / node_id),
-        ]
-        processes.append(subprocess.Popen(command, env=environment))
+    processes = _start_nodes(addresses, args.data_dir, environment)
     stop = False
 
     def request_stop(signum: int, frame: object) -> None:
@@ -77,39 +121,8 @@ def main(argv: Sequence[str]) -> int:
     while not stop and not all(_ready(u) for u in urls) and time.monotonic() < deadline:
         time.sleep(0.2)
     if not stop:
-        ready = all(_ready(u) for u in urls)
-        nodes = f"{args.nodes} node{'s' if args.nodes != 1 else ''}"
-        print(f"counters: {nodes} {'ready' if ready else 'started (not all ready)'}")
-        for index, url in enumerate(urls):
-            print(f"  n{index + 1}  {url}")
-        body = json.dumps({"delta": 1})
-        day = 86400.0
-        admin = auth.mint(jwt_secret, "demo", list(auth.SCOPES), day, None)
-        rw = auth.mint(jwt_secret, "demo", [auth.READ, auth.WRITE], day, None)
-        print(f"admin token (tenant demo, 24 h):      {admin}")
-        print(f"read-write token (tenant demo, 24 h): {rw}")
-        print(f"more: COUNTERS_JWT_SECRET={jwt_secret} counters token --tenant T")
-        if given_secret:
-            print("  (the secret came from COUNTERS_JWT_SECRET)")
-        else:
-            print("  (a fresh secret for this run; export COUNTERS_JWT_SECRET to choose it)")
-        print("try:")
-        bearer = f"-H 'Authorization: Bearer {rw}'"
-        print(
-            f"  curl -s {bearer} -XPOST {urls[0]}/v1/namespaces/demo/counters/views/increment"
-            f" -d '{body}'"
-        )
-        print(f"  curl -s {bearer} {urls[-1]}/v1/namespaces/demo/counters/views")
-        print(f"  curl -s -H 'Authorization: Bearer {admin}' {urls[0]}/admin/ring | head -c 600")
-        print("Ctrl-C stops every node.", flush=True)
+        _print_welcome(urls, all(_ready(u) for u in urls), jwt_secret, bool(given_secret))
     while not stop and all(p.poll() is None for p in processes):
         time.sleep(0.2)
-    for process in processes:
-        if process.poll() is None:
-            process.terminate()
-    for process in processes:
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
+    _stop(processes)
     return 0

@@ -188,7 +188,7 @@ class Cluster:
             return response.status, body
 
     def _admin_headers(self) -> dict[str, str]:
-        from node.auth import SCOPES, mint
+        from node.http.auth import SCOPES, mint
 
         token = mint(self.settings["COUNTERS_JWT_SECRET"], "default", list(SCOPES), 600, None)
         return {"Authorization": f"Bearer {token}"}

@@ -23,7 +23,7 @@ import pytest
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 
-from node.auth import ADMIN, READ, WRITE, mint
+from node.http.auth import ADMIN, READ, WRITE, mint
 from tests.cluster.harness import Node, one_node
 
 SECRET = "hostile-input-secret-" * 3

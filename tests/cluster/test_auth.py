@@ -3,8 +3,8 @@ counters, a token narrowed to namespaces stays in them, and client tokens never 
 
 from __future__ import annotations
 
-from node.auth import ADMIN, READ, WRITE, mint
-from node.peers import PEER_PATH
+from node.cluster.links import PEER_PATH
+from node.http.auth import ADMIN, READ, WRITE, mint
 from tests.cluster.harness import Cluster, Node
 
 SECRET = "cluster-test-secret-" * 4

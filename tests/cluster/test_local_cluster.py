@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from node.auth import READ, WRITE, mint
+from node.http.auth import READ, WRITE, mint
 from tests.cluster.harness import REPO
 
 

@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from node.auth import READ, mint
+from node.http.auth import READ, mint
 from tests.cluster.harness import REPO, Cluster, eventually
 
 SECRET = "locust-test-secret-" * 4

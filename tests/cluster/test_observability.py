@@ -13,7 +13,7 @@ from aiohttp import web
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from prometheus_client.parser import text_string_to_metric_families
 
-from node.auth import READ, WRITE, mint
+from node.http.auth import READ, WRITE, mint
 from ring import key_hash
 from tests.cluster.harness import Cluster, Node, eventually, free_port
 

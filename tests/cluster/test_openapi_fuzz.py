@@ -18,8 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from node.auth import ADMIN, READ, WRITE, mint
-from node.openapi import PATHS
+from node.http.auth import ADMIN, READ, WRITE, mint
+from node.http.openapi import PATHS
 from tests.cluster.harness import one_node
 
 SECRET = "openapi-fuzz-secret-" * 3

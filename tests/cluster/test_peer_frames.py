@@ -14,9 +14,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from crdt import PNCounter
-from node import peer_auth, protocol
-from node.config import Config
-from node.peers import PEER_PATH
+from node.base.config import Config
+from node.cluster import peer_auth, wire
+from node.cluster.links import PEER_PATH
 from tests.cluster.harness import Node, one_node
 
 NS = "frames"
@@ -54,7 +54,7 @@ async def _exchange(node: Node, frames: list[bytes], seal_them: bool = True) -> 
             if message.type != aiohttp.WSMsgType.BINARY:
                 answers.append("closed")
                 break
-            answers.append(protocol.decode(seal.open(message.data)))
+            answers.append(wire.decode(seal.open(message.data)))
     return answers
 
 
@@ -67,7 +67,7 @@ async def _victim(node: Node) -> int:
 
 
 def _push(key: tuple[str, str, str], state: PNCounter, request_id: int = 1) -> bytes:
-    return protocol.encode(protocol.PUSH, request_id, protocol.entries_to_wire([(key, state)]))
+    return wire.encode(wire.PUSH, request_id, wire.entries_to_wire([(key, state)]))
 
 
 def test_forged_and_replayed_frames_close_the_link_and_change_nothing(node: Node):
@@ -104,7 +104,7 @@ async def _replay_on_one_connection(node: Node, frame: bytes) -> list[Any]:
             if message.type != aiohttp.WSMsgType.BINARY:
                 answers.append("closed")
                 break
-            answers.append(protocol.decode(seal.open(message.data))[2])
+            answers.append(wire.decode(seal.open(message.data))[2])
     return answers
 
 
@@ -124,7 +124,7 @@ values = st.recursive(
     ),
     max_leaves=20,
 )
-kinds = st.sampled_from(sorted(protocol.KINDS)) | st.integers(-5, 300)
+kinds = st.sampled_from(sorted(wire.KINDS)) | st.integers(-5, 300)
 messages = st.tuples(kinds, st.integers(-1, 2**32), values).map(
     lambda m: msgpack.packb(list(m), use_bin_type=True)
 )
@@ -140,5 +140,5 @@ def test_generated_frames_from_an_authenticated_peer_never_break_the_node(node: 
     for answer in answers:
         if answer != "closed":
             kind, _, body = answer
-            assert kind == protocol.REPLY and isinstance(body, list) and len(body) == 2
+            assert kind == wire.REPLY and isinstance(body, list) and len(body) == 2
     assert asyncio.run(_victim(node)) == 5

@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from node.auth import READ, WRITE, mint
+from node.http.auth import READ, WRITE, mint
 from tests.cluster.harness import Cluster, Node, eventually
 
 SECRET = "quota-test-secret-" * 4

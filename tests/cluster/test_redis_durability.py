@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from node.persistence import PROBE_FRESH_S
+from node.storage.write_behind import PROBE_FRESH_S
 from tests.cluster.harness import Cluster, Node, WriteStream, eventually
 from tests.integration.redis_servers import RedisServer
 

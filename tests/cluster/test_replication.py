@@ -5,9 +5,9 @@ from __future__ import annotations
 import asyncio
 
 from crdt import PNCounter
-from node import peer_auth, protocol
-from node.config import Config
-from node.peers import PEER_PATH
+from node.base.config import Config
+from node.cluster import peer_auth, wire
+from node.cluster.links import PEER_PATH
 from tests.cluster.harness import Cluster, Node, WriteStream
 
 NS = "clustertest"
@@ -88,10 +88,10 @@ async def _push_to_one_node(cluster: Cluster, node: Node, name: str, state: PNCo
     headers = peer_auth.sign(Config.cluster_secret, "GET", PEER_PATH, "tester", node.address)
     seal = peer_auth.client_seal(Config.cluster_secret, headers, node.address)
     async with cluster.session.ws_connect(node.url + PEER_PATH, headers=headers) as ws:
-        entries = protocol.entries_to_wire([(("default", NS, name), state)])
-        await ws.send_bytes(seal.seal(protocol.encode(protocol.PUSH, 1, entries)))
+        entries = wire.entries_to_wire([(("default", NS, name), state)])
+        await ws.send_bytes(seal.seal(wire.encode(wire.PUSH, 1, entries)))
         reply = await ws.receive_bytes(timeout=5)
-        assert protocol.decode(seal.open(reply))[2] == [True, None]
+        assert wire.decode(seal.open(reply))[2] == [True, None]
 
 
 async def test_anti_entropy_spreads_a_lone_slot_while_other_writes_go_on(cluster: Cluster):

@@ -19,7 +19,7 @@ from typing import Any
 import jsonschema
 import pytest
 
-from node.config import parse_address
+from node.base.config import parse_address
 from tests.deploy import deployment as d
 
 ONE_SHOT = "redis-cluster-create"

@@ -25,8 +25,8 @@ import aiohttp
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from node import config
-from node.auth import SCOPES, mint
+from node.base import config
+from node.http.auth import SCOPES, mint
 from tests.cluster.harness import eventually, free_port
 from tests.deploy import deployment as d
 from tests.integration.postgres_server import PostgresServer

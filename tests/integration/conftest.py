@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from node.history import HistoryStore
+from node.history.model import HistoryStore
 from tests.integration.history_backends import BACKENDS, open_store
 from tests.integration.postgres_server import PostgresServer
 from tests.integration.redis_servers import RedisCluster, RedisServer

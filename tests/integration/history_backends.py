@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from node.history import HistoryStore
-from node.history_pg import PgHistory
-from node.history_sqlite import SqliteHistory
+from node.history.model import HistoryStore
+from node.history.postgres import PgHistory
+from node.history.sqlite import SqliteHistory
 from tests.integration.postgres_server import PostgresServer
 
 BACKENDS = ["sqlite", "postgres"]

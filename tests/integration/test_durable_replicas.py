@@ -14,9 +14,9 @@ import pytest
 
 from crdt import PNCounter
 from crdt.gcounter import UINT64_MAX
-from node.durable import DurableReplica
-from node.persist_redis import RedisReplica
-from node.persist_sqlite import SqliteReplica
+from node.storage.durable import DurableReplica
+from node.storage.durable_redis import RedisReplica
+from node.storage.durable_sqlite import SqliteReplica
 
 KINDS = ["sqlite", "redis", "redis-cluster"]
 
@@ -84,7 +84,7 @@ async def test_many_counters_of_one_shard_in_one_write(replica: DurableReplica, 
 
 
 async def test_an_unreachable_redis_raises_durable_error():
-    from node.durable import DurableError
+    from node.storage.durable import DurableError
     from tests.integration.servers import free_port
 
     unreachable = RedisReplica(f"redis://127.0.0.1:{free_port()}", cluster=False)

@@ -8,17 +8,18 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
-from node import edge, history_api
-from node.appkeys import CLUSTER, CONFIG, HISTORY, RATE_LIMITER
-from node.cluster import Cluster
-from node.config import Config
-from node.errors import InvalidBody
-from node.history import Recorder
-from node.history_api import parse_time
-from node.history_pg import PgHistory
-from node.metrics import Metrics
-from node.ratelimit import RateLimiter
-from node.store import CounterStore
+from node.base.config import Config
+from node.base.errors import InvalidBody
+from node.cluster.membership import Cluster
+from node.history.postgres import PgHistory
+from node.history.recorder import Recorder
+from node.http import history as history_api
+from node.http import middleware as edge
+from node.http.appkeys import CLUSTER, CONFIG, HISTORY, RATE_LIMITER
+from node.http.history import parse_time
+from node.http.ratelimit import RateLimiter
+from node.obs.metrics import Metrics
+from node.storage.store import CounterStore
 from tests.integration.history_backends import DAY0
 
 

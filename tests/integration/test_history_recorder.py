@@ -11,9 +11,10 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from node.history import HistoryBuffer, HistoryStore, Recorder, bucket_of, iso
-from node.history_pg import PgHistory
-from node.store import CounterStore
+from node.history.model import HistoryStore, bucket_of, iso
+from node.history.postgres import PgHistory
+from node.history.recorder import HistoryBuffer, Recorder
+from node.storage.store import CounterStore
 from tests.integration.history_backends import BACKENDS, DAY0, HOUR, TENANT, open_store
 from tests.integration.postgres_server import PostgresServer
 

@@ -15,9 +15,9 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from node.history import HistoryStore, Row, migrations
-from node.history_pg import PgHistory
-from node.history_sqlite import MEMORY, SqliteHistory
+from node.history.model import HistoryStore, Row, migrations
+from node.history.postgres import PgHistory
+from node.history.sqlite import MEMORY, SqliteHistory
 from tests.integration.history_backends import BACKENDS, DAY, DAY0, HOUR, TENANT, open_store
 from tests.integration.postgres_server import PostgresServer
 

@@ -13,8 +13,8 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-from node.auth import ADMIN, READ, WRITE, Authenticator, Forbidden, Unauthorized
-from node.config import Config
+from node.base.config import Config
+from node.http.auth import ADMIN, READ, WRITE, Authenticator, Forbidden, Unauthorized
 
 SECRET = "s" * 64
 
@@ -128,7 +128,7 @@ def test_es256_from_a_jwks_file_picks_the_key_by_kid(tmp_path: Path):
 
 
 def test_a_node_needs_keys_unless_auth_is_off():
-    from node.config import ConfigError
+    from node.base.config import ConfigError
 
     with pytest.raises(ConfigError, match="auth none"):
         Config(node_id="n1").validate()

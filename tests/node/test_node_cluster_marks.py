@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from node.cluster import VERSION_STRIDE, Cluster
-from node.config import Config
+from node.base.config import Config
+from node.cluster.membership import VERSION_STRIDE, Cluster
 from ring import View
 
 

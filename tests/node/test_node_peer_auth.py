@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from node import peer_auth
+from node.cluster import peer_auth
 
 ME = "127.0.0.1:7001"
 

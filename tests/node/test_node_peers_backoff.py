@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from node.peers import backoff
+from node.cluster.links import backoff
 
 
 def test_backoff_doubles_and_caps():

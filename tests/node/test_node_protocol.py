@@ -8,18 +8,16 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from crdt import PNCounter
-from node import protocol
-from node.protocol import ProtocolError
+from node.cluster import wire
+from node.cluster.wire import ProtocolError
 
 
 def test_replicate_frame_round_trips():
     state = PNCounter.empty().increment("n1:1", 5).increment("n2:3", -2)
-    frame = protocol.encode(
-        protocol.REPLICATE, 7, protocol.entries_to_wire([(("t", "ns", "c"), state)])
-    )
-    kind, request_id, body = protocol.decode(frame)
-    assert (kind, request_id) == (protocol.REPLICATE, 7)
-    assert protocol.entries_from_wire(body) == [(("t", "ns", "c"), state)]
+    frame = wire.encode(wire.REPLICATE, 7, wire.entries_to_wire([(("t", "ns", "c"), state)]))
+    kind, request_id, body = wire.decode(frame)
+    assert (kind, request_id) == (wire.REPLICATE, 7)
+    assert wire.entries_from_wire(body) == [(("t", "ns", "c"), state)]
 
 
 @pytest.mark.parametrize(
@@ -34,7 +32,7 @@ def test_replicate_frame_round_trips():
 )
 def test_bad_headers_are_rejected(message):
     with pytest.raises(ProtocolError):
-        protocol.decode(msgpack.packb(message))
+        wire.decode(msgpack.packb(message))
 
 
 @pytest.mark.parametrize(
@@ -52,24 +50,24 @@ def test_bad_headers_are_rejected(message):
 )
 def test_bad_entries_are_rejected(entries):
     with pytest.raises(ProtocolError):
-        protocol.entries_from_wire(entries)
+        wire.entries_from_wire(entries)
 
 
 @given(st.binary(max_size=200))
 def test_random_bytes_raise_only_protocol_error(data):
     try:
-        _, _, body = protocol.decode(data)
+        _, _, body = wire.decode(data)
     except ProtocolError:
         return
     try:
-        protocol.entries_from_wire(body)
+        wire.entries_from_wire(body)
     except ProtocolError:
         pass
 
 
 def test_slots_frame_round_trips_flat():
     body = ["n1:4", ["t", "ns", "a", 5, 0, 123, "t", "ns", "b", 0, 2, 0]]
-    actor, slots = protocol.slots_from_wire(body)
+    actor, slots = wire.slots_from_wire(body)
     assert actor == "n1:4"
     assert slots == [(("t", "ns", "a"), 5, 0, 123), (("t", "ns", "b"), 0, 2, 0)]
 
@@ -91,4 +89,4 @@ def test_slots_frame_round_trips_flat():
 )
 def test_bad_slots_are_rejected(body):
     with pytest.raises(ProtocolError):
-        protocol.slots_from_wire(body)
+        wire.slots_from_wire(body)

@@ -6,8 +6,8 @@ import asyncio
 
 import pytest
 
-from node.errors import QuorumTimeout, QuorumUnavailable
-from node.quorum import QuorumWait
+from node.base.errors import QuorumTimeout, QuorumUnavailable
+from node.coordination.quorum import QuorumWait
 
 
 def _futures(count: int) -> list[asyncio.Future[int]]:

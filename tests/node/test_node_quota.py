@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from node import quota as quota_module
-from node.cluster import Cluster
-from node.config import Config
-from node.quota import CounterQuota, QuotaExceeded
-from node.store import CounterStore
+from node.base.config import Config
+from node.cluster.membership import Cluster
+from node.coordination import quota as quota_module
+from node.coordination.quota import CounterQuota, QuotaExceeded
+from node.storage.store import CounterStore
 
 
 def _node(tmp_path: Path, overrides: str) -> tuple[CounterQuota, CounterStore]:

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from node.config import Config, ConfigError
-from node.errors import problem_response
-from node.ratelimit import RateLimited, RateLimiter, TokenBucket
+from node.base.config import Config, ConfigError
+from node.http.middleware import problem_response
+from node.http.ratelimit import RateLimited, RateLimiter, TokenBucket
 
 
 def test_a_bucket_spends_its_burst_then_refills_at_its_rate():

@@ -7,7 +7,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from crdt import CounterOverflowError, PNCounter
-from node.store import CounterStore
+from node.storage.store import CounterStore
 
 KEY = ("t", "ns", "c")
 

@@ -8,7 +8,7 @@ import threading
 
 import pytest
 
-from node.threads import in_thread
+from node.base.threads import in_thread
 
 
 async def test_a_cancelled_caller_waits_for_its_thread_before_releasing_the_lock():

@@ -7,9 +7,9 @@ import re
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from node import validation
-from node.errors import InvalidName
-from node.openapi import NAME
+from node.base.errors import InvalidName
+from node.http import validation
+from node.http.openapi import NAME
 
 
 def accepted(text: str) -> bool:

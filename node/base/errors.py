@@ -1,0 +1,116 @@
+"""One error root for the node, mapped to application/problem+json in one middleware.
+
+Client mistakes (4xx) and peer or store faults (5xx) are separate classes. Every error has a
+stable `type` that clients may branch on; the human text may change. The middleware in
+node/http/middleware.py turns them into application/problem+json answers.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+TYPE_BASE = "https://counters.dev/problems/"
+
+
+class CountersError(Exception):
+    status = 500
+    type = "internal"
+    title = "Internal error"
+
+    def __init__(self, detail: str = "", **extra: Any) -> None:
+        super().__init__(detail or self.title)
+        self.detail = detail or self.title
+        self.extra = extra
+
+    def headers(self) -> dict[str, str]:
+        """HTTP headers the answer needs besides the problem body."""
+        return {}
+
+    def to_problem(self) -> dict[str, Any]:
+        return {
+            "type": TYPE_BASE + self.type,
+            "title": self.title,
+            "status": self.status,
+            "detail": self.detail,
+            **self.extra,
+        }
+
+
+class ClientError(CountersError):
+    """The caller's mistake: nothing was changed."""
+
+    status = 400
+    type = "bad-request"
+    title = "Bad request"
+
+
+class InvalidName(ClientError):
+    type = "invalid-name"
+    title = "Invalid namespace or counter name"
+
+
+class InvalidDelta(ClientError):
+    type = "invalid-delta"
+    title = "Invalid delta"
+
+
+class InvalidConsistency(ClientError):
+    type = "invalid-consistency"
+    title = "Invalid consistency level"
+
+
+class InvalidBody(ClientError):
+    type = "invalid-body"
+    title = "Invalid request body"
+
+
+class Overflow(ClientError):
+    status = 422
+    type = "overflow"
+    title = "Counter would leave the 64-bit range"
+
+
+class IdempotencyKeyReused(ClientError):
+    status = 422
+    type = "idempotency-key-reused"
+    title = "Idempotency-Key already used for a different request"
+
+
+class NotFound(ClientError):
+    status = 404
+    type = "not-found"
+    title = "Not found"
+
+
+class Conflict(ClientError):
+    status = 409
+    type = "conflict"
+    title = "Conflict"
+
+
+class ServerError(CountersError):
+    """A peer or store fault; the request may or may not have had an effect (see detail)."""
+
+
+class QuorumUnavailable(ServerError):
+    status = 503
+    type = "quorum-unavailable"
+    title = "Not enough live replicas"
+
+
+class QuorumTimeout(ServerError):
+    status = 504
+    type = "quorum-timeout"
+    title = "Replicas did not answer in time"
+
+
+class NotReady(ServerError):
+    status = 503
+    type = "not-ready"
+    title = "Node not ready"
+
+
+class PeerError(ServerError):
+    status = 502
+    type = "peer-error"
+    title = "A peer failed"

@@ -1,0 +1,120 @@
+"""Hand-off and recovery: pulling shard state before this node serves or takes shards.
+
+- Recovery: a node that (re)starts holds nothing in memory, so before it counts toward read
+  quorums it pulls every shard it replicates from every other live replica, then moves
+  itself from joining to up.
+- Hand-off: while a pending ring exists, a node that receives shards in it pulls their state
+  from the current replicas, then announces the pending checksum it caught up with; the
+  claimant switches the ring once every receiving node has.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+
+from node.base.errors import PeerError
+from node.cluster import wire
+from node.cluster.links import PeerPool
+from node.cluster.membership import Cluster
+from node.storage.durable import DurableError
+from node.storage.store import CounterStore
+from node.storage.write_behind import Persister
+from ring import Status, plan
+from ring.claimant import handoff_mark
+
+log = logging.getLogger("counters.handoff")
+SHARDS_PER_PULL = 8
+
+
+class Handoff:
+    def __init__(
+        self, cluster: Cluster, store: CounterStore, pool: PeerPool, persister: Persister
+    ) -> None:
+        self.cluster = cluster
+        self.store = store
+        self.pool = pool
+        self.persister = persister
+        self._load_failing = False  # so an outage is logged when it starts, not every round
+
+    def pending_moves(self) -> list[tuple[int, str | None, str]]:
+        state = self.cluster.state
+        if state.pending is None:
+            return []
+        mark = handoff_mark(state.pending)
+        return [
+            (move.shard, move.source, move.target)
+            for move in plan(state.current, state.pending)
+            if self.cluster.synced.get(move.target) != mark
+        ]
+
+    async def step(self) -> None:
+        cluster = self.cluster
+        current = cluster.state.current
+        me = cluster.node_id
+        if not cluster.recovered and me in current.nodes and cluster.heard_peer:
+            if await self._load(current.shards_of(me)) and await self._pull(current.shards_of(me)):
+                cluster.recovered = True
+                log.info(
+                    "recovered %d counters for %d shards",
+                    len(self.store),
+                    len(current.shards_of(me)),
+                )
+        member = cluster.view.get(me)
+        if cluster.recovered and member is not None and member.status == Status.JOINING:
+            cluster.apply(me, "ready")
+        pending = cluster.state.pending
+        if pending is None:
+            return
+        mark = handoff_mark(pending)
+        if cluster.synced.get(me) == mark:
+            return
+        incoming = {m.shard for m in plan(current, pending) if m.target == me}
+        if await self._pull(incoming):
+            cluster.mark_synced(mark)
+            if me not in current.nodes:
+                cluster.recovered = True  # it has the state of every shard it will hold
+            log.info("caught up with pending ring %s (%d shards)", mark[:8], len(incoming))
+
+    async def _load(self, shards: frozenset[int]) -> bool:
+        """Merge the durable replica's copy of these shards; False if it could not answer."""
+        try:
+            count = await self.persister.load(shards)
+        except DurableError as error:
+            if not self._load_failing:
+                log.warning("cannot recover from the durable replica yet (retrying): %s", error)
+            self._load_failing = True
+            return False
+        self._load_failing = False
+        log.info("loaded %d counters from the durable replica", count)
+        return True
+
+    async def _pull(self, shards: Iterable[int]) -> bool:
+        """Merge every live replica's state of these shards; False if one could not answer."""
+        cluster = self.cluster
+        by_node: dict[str, list[int]] = {}
+        for shard in shards:
+            for node_id in cluster.state.current.preference_list(shard):
+                if node_id != cluster.node_id and cluster.alive(node_id):
+                    by_node.setdefault(node_id, []).append(shard)
+        complete = True
+        for node_id, node_shards in by_node.items():
+            address = cluster.address_of(node_id)
+            if address is None:
+                complete = False
+                continue
+            node_shards.sort()
+            # A few shards per call, so no reply outgrows a frame or holds the peer's loop.
+            for start in range(0, len(node_shards), SHARDS_PER_PULL):
+                try:
+                    raw = await self.pool.link(address).call(
+                        wire.PULL,
+                        node_shards[start : start + SHARDS_PER_PULL],
+                        cluster.config.request_timeout_s * 5,
+                    )
+                    self.store.merge_many(wire.entries_from_wire(raw))
+                except (PeerError, wire.ProtocolError) as error:
+                    log.warning("pull from %s failed: %s", node_id, error)
+                    complete = False
+                    break
+        return complete

@@ -1,0 +1,214 @@
+"""This node's picture of the cluster: membership view, ring state, hand-off progress, liveness.
+
+Everything here is in memory and changed only by gossip, admin operations and the node's own
+progress; the pure rules live in ring/ (View.merge, RingState.merge, claimant.next_state).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from collections.abc import Mapping
+from typing import Any
+
+from node.base.config import Config
+from node.base.keys import Key
+from ring import FailureDetector, Member, Ring, RingError, Status, View
+from ring.claimant import RingState, claimant, departed, next_state
+
+log = logging.getLogger("counters.cluster")
+
+# A member's version is incarnation * stride + changes since that start, so the entry a node
+# announces after a restart always outranks what others remember of its previous life.
+VERSION_STRIDE = 1_000_000
+RING_FILE = "ring.json"
+SERVING = frozenset({Status.UP, Status.LEAVING})
+SHARD_CACHE_SIZE = 1_000_000  # keys whose shard is remembered (the hash is the hot cost)
+
+
+class Cluster:
+    def __init__(self, config: Config, incarnation: int) -> None:
+        self.config = config
+        self.node_id = config.node_id
+        self.incarnation = incarnation
+        self.actor = f"{config.node_id}:{incarnation}"
+        me = Member(config.node_id, config.address, Status.JOINING, incarnation * VERSION_STRIDE)
+        self.view = View.empty().with_member(me)
+        self._ring_file = config.data_path / RING_FILE
+        self.state = self._load_ring()
+        # node -> the hand-off mark it announced, and the stamp that orders its announcements:
+        # stamps start at incarnation * stride, so a restarted node's empty mark outranks
+        # what it announced before it lost its memory.
+        self.synced: dict[str, str] = {config.node_id: ""}
+        self.synced_stamps: dict[str, int] = {config.node_id: incarnation * VERSION_STRIDE}
+        self.detector = FailureDetector(timeout_s=config.failure_timeout_s)
+        self.down: frozenset[str] = frozenset()
+        self.recovered = False
+        self.heard_peer = not [s for s in config.seeds if s != config.address]
+        self._replicas = config.replicas
+        self._shards: dict[Key, int] = {}
+
+    # -- placement --------------------------------------------------------------------------
+
+    def shard_of(self, key: Key) -> int:
+        shard = self._shards.get(key)
+        if shard is None:
+            if len(self._shards) >= SHARD_CACHE_SIZE:
+                self._shards.clear()  # Q never changes, so dropping the cache is only a cost
+            shard = self._shards[key] = self.state.current.shard_of(*key)
+        return shard
+
+    def replicas(self, shard: int) -> tuple[str, ...]:
+        """The shard's preference list (N nodes, fewer in a smaller cluster), coordinator first."""
+        return self.state.current.table[shard]
+
+    def write_targets(self, shard: int) -> tuple[str, ...]:
+        """Current replicas, then those about to receive the shard in a hand-off."""
+        pending = self.state.pending
+        current = self.replicas(shard)
+        if pending is None:
+            return current
+        extra = [n for n in pending.preference_list(shard, self._replicas) if n not in current]
+        return current + tuple(extra)
+
+    def coordinator(self, shard: int) -> str | None:
+        """The first replica that serves requests; else the first live other one (it may have
+        caught up already and our view not heard so yet), never this node while it is not
+        ready itself; None when there is none."""
+        replicas = self.replicas(shard)
+        for node_id in replicas:
+            if self.serving(node_id):
+                return node_id
+        for node_id in replicas:
+            if node_id != self.node_id and self.alive(node_id):
+                return node_id
+        return None
+
+    # -- liveness ---------------------------------------------------------------------------
+
+    def alive(self, node_id: str) -> bool:
+        if node_id == self.node_id:
+            return True
+        member = self.view.get(node_id)
+        return member is not None and member.status != Status.REMOVED and node_id not in self.down
+
+    def serving(self, node_id: str) -> bool:
+        """Alive and caught up, so its state counts toward a read quorum."""
+        if node_id == self.node_id:
+            return self.ready
+        member = self.view.get(node_id)
+        return member is not None and member.status in SERVING and node_id not in self.down
+
+    @property
+    def ready(self) -> bool:
+        me = self.view.get(self.node_id)
+        return self.recovered and me is not None and me.status in SERVING
+
+    def heard(self, node_id: str, now: float | None = None) -> None:
+        self.detector = self.detector.heard(node_id, time.monotonic() if now is None else now)
+        if node_id in self.down:
+            self.down = self.down - {node_id}
+            log.info("peer %s is back", node_id)
+
+    def refresh_down(self, now: float | None = None) -> None:
+        suspects = self.detector.suspects(time.monotonic() if now is None else now)
+        for node_id in suspects - self.down:
+            log.warning("peer %s not heard for %.1fs: down", node_id, self.config.failure_timeout_s)
+        self.down = frozenset(suspects)
+
+    def address_of(self, node_id: str) -> str | None:
+        member = self.view.get(node_id)
+        return None if member is None else member.address
+
+    def peers(self) -> list[Member]:
+        return [
+            m
+            for m in self.view.members.values()
+            if m.node_id != self.node_id and m.status != Status.REMOVED
+        ]
+
+    # -- changes ----------------------------------------------------------------------------
+
+    def absorb(self, view: View, state: RingState, synced: Mapping[str, tuple[int, str]]) -> None:
+        now = time.monotonic()
+        for node_id in view.members:
+            if self.view.get(node_id) is None and node_id != self.node_id:
+                self.detector = self.detector.heard(node_id, now)  # a grace period to be heard
+        self.view = self.view.merge(view)
+        merged = self.state.merge(state)
+        if merged is not self.state:
+            self._switch(merged)
+        for node_id, (stamp, mark) in synced.items():
+            if node_id != self.node_id and stamp > self.synced_stamps.get(node_id, -1):
+                self.synced[node_id], self.synced_stamps[node_id] = mark, stamp
+
+    def _load_ring(self) -> RingState:
+        """The ring this node last knew, so a restarted cluster keeps its placement."""
+        empty = RingState(Ring.build([], shards=self.config.shards, replicas=self.config.replicas))
+        try:
+            state = RingState.from_wire(json.loads(self._ring_file.read_text()))
+        except FileNotFoundError:
+            return empty
+        except (ValueError, RingError) as error:
+            log.warning("ignoring unreadable %s: %s", self._ring_file, error)
+            return empty
+        if state.current.shards != self.config.shards:
+            raise ValueError(
+                f"{self._ring_file} has {state.current.shards} shards, not "
+                f"{self.config.shards}: the shard count never changes"
+            )
+        return state
+
+    def _save_ring(self) -> None:
+        temporary = self._ring_file.with_suffix(".tmp")
+        temporary.write_text(json.dumps(self.state.to_wire()))
+        os.replace(temporary, self._ring_file)
+
+    def _switch(self, state: RingState) -> None:
+        old = self.state
+        self.state = state
+        self._save_ring()
+        if old.current.epoch != state.current.epoch:
+            log.info(
+                "ring epoch %d -> %d (%d nodes)",
+                old.current.epoch,
+                state.current.epoch,
+                len(state.current.nodes),
+            )
+
+    def apply(self, node_id: str, event: str) -> None:
+        self.view = self.view.apply(node_id, event)
+
+    def reset_for_admission(self) -> None:
+        """Drop this node's ring of one so the admitting cluster's ring replaces it."""
+        empty = Ring.build([], shards=self.config.shards, replicas=self.config.replicas)
+        self.state = RingState(empty)
+        self.mark_synced("")
+        self.recovered = False
+        self.heard_peer = True
+        me = self.view.members[self.node_id]
+        self.view = self.view.with_member(
+            Member(me.node_id, me.address, Status.JOINING, me.version + 1)
+        )
+
+    def step(self) -> None:
+        """Run the claimant's rule if this node is the claimant, then mark departed leavers."""
+        if not self.heard_peer:
+            return  # a node that has not met its seeds must not invent a ring of its own
+        alive = frozenset(n for n in self.view.members if self.alive(n))
+        if claimant(self.view, alive) != self.node_id:
+            return
+        state = next_state(self.state, self.view, self.synced)
+        if state is not self.state:
+            self._switch(state)
+        for node_id in departed(self.view, self.state):
+            self.apply(node_id, "remove")
+
+    def mark_synced(self, mark: str) -> None:
+        self.synced[self.node_id] = mark
+        self.synced_stamps[self.node_id] += 1
+
+    def synced_to_wire(self) -> dict[str, list[Any]]:
+        return {n: [self.synced_stamps[n], mark] for n, mark in self.synced.items()}

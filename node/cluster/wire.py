@@ -1,0 +1,200 @@
+"""The peer protocol: msgpack messages over one persistent WebSocket per peer and direction.
+
+Every message is a msgpack array `[kind, request_id, body]`, or `[kind, request_id, body,
+traceparent]` when the sender traces it; on the wire it follows the frame's MAC
+(node/peer_auth.py). Requests carry a positive id that the reply (kind REPLY) echoes, so many
+requests share a connection without waiting for each other. Counter states inside bodies use
+the crdt codec's wire form, so a state is validated exactly like a codec frame; anything
+malformed raises ProtocolError before it touches state.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+import msgpack
+
+from crdt import CodecError, PNCounter, codec, receipts
+from crdt.codec import MAX_KEY_PART_BYTES, pn_from_wire, pn_to_wire
+from crdt.receipts import Receipt
+from node.base.keys import Key
+
+REPLY = 0
+REPLICATE = 1  # body: [[key, state, share], ...]  reply: [merged state | None if same, ...]
+READ = 2  # body: [[key, share], ...]               reply: [state | None if same, ...]
+GOSSIP = 3  # body: map (see gossip.py)             reply: map
+PUSH = 4  # body: [[key, state], ...]             reply: None
+PULL = 5  # body: [shard, ...]                    reply: [[key, state], ...]
+FORWARD = 6  # body: map (see coordinator.py)     reply: map
+SLOTS = 7  # body: [actor, [tenant, ns, name, p, n, share, tenant, ...]]  reply: as REPLICATE
+RECEIPT = 8  # body: [key, idempotency key]       reply: [state, receipt | None]
+KINDS = frozenset({REPLY, REPLICATE, READ, GOSSIP, PUSH, PULL, FORWARD, SLOTS, RECEIPT})
+SLOT_FIELDS = 6
+
+MAX_FRAME_BYTES = 64 * 1024 * 1024
+MAX_TRACE_CHARS = 128
+
+
+class ProtocolError(ValueError):
+    """A peer message that does not follow the protocol."""
+
+
+def encode(kind: int, request_id: int, body: Any, trace: str | None = None) -> bytes:
+    """`trace`: the sender's W3C traceparent, sent as a fourth element when tracing is on."""
+    message = [kind, request_id, body] if trace is None else [kind, request_id, body, trace]
+    return msgpack.packb(message, use_bin_type=True)  # type: ignore[no-any-return]
+
+
+def decode(data: bytes) -> tuple[int, int, Any]:
+    kind, request_id, body, _ = decode_traced(data)
+    return kind, request_id, body
+
+
+def decode_traced(data: bytes) -> tuple[int, int, Any, str | None]:
+    """decode(), and the traceparent the message carried (None if none)."""
+    if len(data) > MAX_FRAME_BYTES:
+        raise ProtocolError("frame too large")
+    try:
+        # unpackb bounds every length by len(data), so a small hostile frame cannot
+        # make it allocate much; the frame size itself is bounded above.
+        message = msgpack.unpackb(data, raw=False, use_list=True, strict_map_key=True)
+    except Exception as error:  # msgpack raises many types; the peer is wrong either way
+        raise ProtocolError(f"undecodable frame: {type(error).__name__}") from None
+    if not isinstance(message, list) or len(message) not in (3, 4):
+        raise ProtocolError("a message is [kind, request_id, body] or [..., traceparent]")
+    kind, request_id, body = message[:3]
+    trace = message[3] if len(message) == 4 else None
+    if trace is not None and (not isinstance(trace, str) or len(trace) > MAX_TRACE_CHARS):
+        raise ProtocolError("a traceparent is a short string")
+    if type(kind) is not int or kind not in KINDS:
+        raise ProtocolError(f"unknown message kind {kind!r}")
+    if type(request_id) is not int or request_id < 0:
+        raise ProtocolError("bad request id")
+    return kind, request_id, body, trace
+
+
+def key_from_wire(obj: object) -> Key:
+    try:
+        return codec.key_from_wire(obj)
+    except CodecError as error:
+        raise ProtocolError(f"bad key: {error}") from None
+
+
+def state_from_wire(obj: object) -> PNCounter:
+    try:
+        return pn_from_wire(obj)
+    except CodecError as error:
+        raise ProtocolError(f"bad counter state: {error}") from None
+
+
+def entries_to_wire(entries: Iterable[tuple[Key, PNCounter]]) -> list[list[Any]]:
+    return [[list(key), pn_to_wire(state)] for key, state in entries]
+
+
+def entries_from_wire(obj: object) -> list[tuple[Key, PNCounter]]:
+    if not isinstance(obj, list):
+        raise ProtocolError("entries must be a list")
+    out: list[tuple[Key, PNCounter]] = []
+    for item in obj:
+        if not isinstance(item, list) or len(item) != 2:
+            raise ProtocolError("an entry is [key, state]")
+        out.append((key_from_wire(item[0]), state_from_wire(item[1])))
+    return out
+
+
+def _share(obj: object) -> int:
+    if type(obj) is not int or not 0 <= obj < 1 << 64:
+        raise ProtocolError("a share is an unsigned 64-bit integer")
+    return obj
+
+
+Update = tuple[Key, PNCounter, int, dict[str, Receipt]]
+
+
+def updates_from_wire(obj: object) -> list[Update]:
+    """REPLICATE entries: [key, state, sender's share of its whole state, receipts?]."""
+    if not isinstance(obj, list):
+        raise ProtocolError("entries must be a list")
+    out: list[Update] = []
+    for item in obj:
+        if not isinstance(item, list) or len(item) not in (3, 4):
+            raise ProtocolError("an update is [key, state, share, receipts?]")
+        found = receipts_from_wire(item[3]) if len(item) == 4 else {}
+        out.append((key_from_wire(item[0]), state_from_wire(item[1]), _share(item[2]), found))
+    return out
+
+
+def receipts_from_wire(obj: object) -> dict[str, Receipt]:
+    try:
+        return receipts.from_wire(obj)
+    except CodecError as error:
+        raise ProtocolError(f"bad receipts: {error}") from None
+
+
+def receipt_request_from_wire(obj: object) -> tuple[Key, str]:
+    if not isinstance(obj, list) or len(obj) != 2 or type(obj[1]) is not str or not obj[1]:
+        raise ProtocolError("a receipt request is [key, idempotency key]")
+    return key_from_wire(obj[0]), obj[1]
+
+
+def _part(obj: object) -> str:
+    # A character is at most 4 UTF-8 bytes, so short strings need no encoding to check.
+    if type(obj) is not str or not obj:
+        raise ProtocolError("bad key part")
+    if len(obj) > MAX_KEY_PART_BYTES // 4 and len(obj.encode()) > MAX_KEY_PART_BYTES:
+        raise ProtocolError("key part too long")
+    return obj
+
+
+def slots_from_wire(obj: object) -> tuple[str, list[tuple[Key, int, int, int]]]:
+    """SLOTS: one actor's new slot values for many keys, flat, so a frame of thousands of
+    writes decodes into few objects: [actor, [tenant, ns, name, p, n, share, ...]]."""
+    if not isinstance(obj, list) or len(obj) != 2 or not isinstance(obj[1], list):
+        raise ProtocolError("slots are [actor, flat list]")
+    actor, flat = obj
+    if type(actor) is not str or not actor or len(actor.encode()) > MAX_KEY_PART_BYTES:
+        raise ProtocolError("bad actor")
+    if len(flat) % SLOT_FIELDS:
+        raise ProtocolError("slot list length is not a multiple of 6")
+    out: list[tuple[Key, int, int, int]] = []
+    for i in range(0, len(flat), SLOT_FIELDS):
+        tenant, namespace, name, p, n, share = flat[i : i + SLOT_FIELDS]
+        for count in (p, n):
+            if type(count) is not int or not 0 <= count < 1 << 64:
+                raise ProtocolError("a slot count is a uint64")
+        if not p and not n:
+            raise ProtocolError("an empty slot")
+        out.append(((_part(tenant), _part(namespace), _part(name)), p, n, _share(share)))
+    return actor, out
+
+
+def reads_from_wire(obj: object) -> list[tuple[Key, int]]:
+    """READ entries: [key, sender's share]."""
+    if not isinstance(obj, list):
+        raise ProtocolError("reads must be a list")
+    out: list[tuple[Key, int]] = []
+    for item in obj:
+        if not isinstance(item, list) or len(item) != 2:
+            raise ProtocolError("a read is [key, share]")
+        out.append((key_from_wire(item[0]), _share(item[1])))
+    return out
+
+
+def states_to_wire(states: Iterable[PNCounter | None]) -> list[Any]:
+    return [None if s is None else pn_to_wire(s) for s in states]
+
+
+def states_from_wire(obj: object, expected: int) -> list[PNCounter | None]:
+    if not isinstance(obj, list) or len(obj) != expected:
+        raise ProtocolError("reply has the wrong number of states")
+    return [None if item is None else state_from_wire(item) for item in obj]
+
+
+def shards_from_wire(obj: object, shard_count: int) -> list[int]:
+    if not isinstance(obj, list):
+        raise ProtocolError("shards must be a list")
+    for shard in obj:
+        if type(shard) is not int or not 0 <= shard < shard_count:
+            raise ProtocolError("bad shard number")
+    return obj

@@ -1,0 +1,300 @@
+"""The coordinator: increments and reads against a shard's replicas, with quorums.
+
+A write bumps this node's own actor slot, sends the new slot value to every other replica
+(and to nodes receiving the shard in a hand-off) and answers once W replicas, itself
+included, hold it. A read merges R replicas' states and repairs the stale ones. A node that
+is not a ready replica of the shard forwards the work to the first serving replica.
+Batches take the same paths, many keys at a time, so their updates share peer frames; the
+paths to the other replicas are node/coordination/replication.py's.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import cast
+
+from crdt import CounterOverflowError, PNCounter
+from node.base.errors import CountersError, Overflow, PeerError, QuorumTimeout, QuorumUnavailable
+from node.base.keys import Key
+from node.cluster.links import PeerLink
+from node.cluster.membership import Cluster
+from node.cluster.wire import FORWARD, ProtocolError
+from node.coordination.idempotency import Idempotent
+from node.coordination.ops import (
+    Op,
+    OpKind,
+    OpResult,
+    forward_to_wire,
+    results_from_wire,
+)
+from node.coordination.quorum import QuorumWait
+from node.coordination.quota import CounterQuota
+from node.coordination.replication import Replicator
+from node.obs.tracing import OFF, Tracing
+from node.storage.store import CounterStore
+
+MAX_HOPS = 2
+_FAILURE_REASONS = {QuorumUnavailable.type: "unavailable", QuorumTimeout.type: "timeout"}
+Pending = list[OpResult | None]  # results in the order of ops; None: not decided yet
+
+
+class Coordinator:
+    def __init__(
+        self,
+        cluster: Cluster,
+        store: CounterStore,
+        replicator: Replicator,
+        quota: CounterQuota,
+        idempotent: Idempotent,
+        tracing: Tracing = OFF,
+    ) -> None:
+        self.cluster = cluster
+        self.store = store
+        self.replicator = replicator
+        self.quota = quota
+        self.idempotent = idempotent
+        self.tracing = tracing
+        self.timeout = cluster.config.request_timeout_s
+        # ops run here, for metrics
+        self.applied = {OpKind.INCREMENT: 0, OpKind.GET: 0, OpKind.RESET: 0}
+        self.quorum_failures = {"unavailable": 0, "timeout": 0}  # ops of requests from clients
+
+    def owner(self, shard: int) -> str | None:
+        """Who runs an operation on this shard: this node if it is a ready replica."""
+        cluster = self.cluster
+        if cluster.ready and cluster.node_id in cluster.replicas(shard):
+            return cluster.node_id
+        return cluster.coordinator(shard)
+
+    def link_to(self, node_id: str) -> PeerLink:
+        return self.replicator.link_to(node_id)
+
+    # -- entry point ------------------------------------------------------------------------
+
+    async def run(
+        self, ops: list[Op], consistency: str, hops: int = 0, fingerprint: str = ""
+    ) -> list[OpResult]:
+        """One result per op, in order. `fingerprint` identifies the request that carried the
+        ops' idempotency keys. `hops` counts the forwards so far; at 0 (a client's request)
+        quorum failures are counted."""
+        shard_of = self.cluster.shard_of
+        shards = [shard_of(op.key) for op in ops]
+        # An idempotent op always runs on the shard's first serving replica, which
+        # serialises the retries of one key; other ops run on any ready replica.
+        owners = [
+            self.cluster.coordinator(shard) if op.idem else self.owner(shard)
+            for op, shard in zip(ops, shards, strict=True)
+        ]
+        me = self.cluster.node_id
+        if all(owner == me for owner in owners):  # the common case: no grouping needed
+            try:
+                results = await self._run_local(ops, shards, consistency, fingerprint)
+            except (QuorumUnavailable, QuorumTimeout) as error:
+                if not hops:
+                    self.quorum_failures[_FAILURE_REASONS[error.type]] += len(ops)
+                raise
+        else:
+            results = await self._run_groups(ops, shards, owners, consistency, hops, fingerprint)
+        if not hops:
+            self._count_failures(results)
+        return results
+
+    def _count_failures(self, results: list[OpResult]) -> None:
+        for result in results:
+            if result.problem is not None:
+                error_type = str(result.problem.get("type", "")).rpartition("/")[2]
+                if error_type in _FAILURE_REASONS:
+                    self.quorum_failures[_FAILURE_REASONS[error_type]] += 1
+
+    async def _run_groups(
+        self,
+        ops: list[Op],
+        shards: list[int],
+        owners: list[str | None],
+        consistency: str,
+        hops: int,
+        fingerprint: str,
+    ) -> list[OpResult]:
+        """Run each owner's ops on it, side by side; results in the order of ops."""
+        groups: dict[str | None, list[int]] = {}
+        for index, owner in enumerate(owners):
+            groups.setdefault(owner, []).append(index)
+        # Groups run side by side, and one group's failure is that group's per-op errors:
+        # the others may have applied, so the batch as a whole must not fail.
+        outcomes = await asyncio.gather(
+            *(
+                self._run_group(
+                    owner,
+                    [ops[i] for i in idx],
+                    [shards[i] for i in idx],
+                    consistency,
+                    hops,
+                    fingerprint,
+                )
+                for owner, idx in groups.items()
+            )
+        )
+        results: Pending = [None] * len(ops)
+        for indexes, outcome in zip(groups.values(), outcomes, strict=True):
+            for index, result in zip(indexes, outcome, strict=True):
+                results[index] = result
+        return _decided(results)
+
+    async def _run_group(
+        self,
+        owner: str | None,
+        ops: list[Op],
+        shards: list[int],
+        consistency: str,
+        hops: int,
+        fingerprint: str,
+    ) -> list[OpResult]:
+        try:
+            if owner == self.cluster.node_id:
+                return await self._run_local(ops, shards, consistency, fingerprint)
+            if owner is None:
+                raise QuorumUnavailable(
+                    "no live replica serves this counter's shard", may_have_applied=False
+                )
+            return await self._forward(owner, ops, consistency, hops, fingerprint)
+        except PeerError as error:  # the forward failed: it may have run there
+            return [
+                OpResult.failed(
+                    QuorumUnavailable(
+                        f"forwarding to {owner} failed: {error}",
+                        may_have_applied=op.kind is OpKind.INCREMENT,
+                    )
+                )
+                for op in ops
+            ]
+        except CountersError as error:
+            return [OpResult.failed(error) for _ in ops]
+
+    async def _forward(
+        self, owner: str, ops: list[Op], consistency: str, hops: int, fingerprint: str
+    ) -> list[OpResult]:
+        if hops >= MAX_HOPS:
+            # Views disagree about who serves the shard; running here would count a node that
+            # is not a ready replica toward W and R, so refuse instead (nothing applied).
+            raise QuorumUnavailable(
+                f"no serving replica reached within {MAX_HOPS} forwards; nothing applied",
+                may_have_applied=False,
+            )
+        body = forward_to_wire(ops, consistency, hops + 1, fingerprint)
+        attributes = {"counters.peer": owner, "counters.ops": len(ops)}
+        with self.tracing.span("forward", attributes=attributes):
+            trace = self.tracing.traceparent()
+            link = self.replicator.link_to(owner)
+            reply = await link.call(FORWARD, body, self.timeout + 0.5, trace)
+        try:
+            return results_from_wire(reply, len(ops))
+        except ProtocolError as error:
+            writes = any(op.kind is not OpKind.GET for op in ops)
+            raise QuorumUnavailable(
+                f"bad forward reply from {owner}: {error}", may_have_applied=writes
+            ) from None
+
+    # -- local work -------------------------------------------------------------------------
+
+    async def _run_local(
+        self, ops: list[Op], shards: list[int], consistency: str, fingerprint: str = ""
+    ) -> list[OpResult]:
+        results: Pending = [None] * len(ops)
+        if any(op.kind is not OpKind.GET for op in ops):
+            await self.replicator.check_store()
+        for index, op in enumerate(ops):
+            if op.idem:
+                results[index] = await self.idempotent.run(
+                    op, shards[index], consistency, fingerprint
+                )
+        if any(op.kind is OpKind.RESET for op in ops):
+            await self._reset_local(ops, shards, consistency, results)
+        increments = any(op.kind is OpKind.INCREMENT for op in ops)
+        wait = QuorumWait("increment" if increments else "read")
+        wrote = self._increment_local(wait, ops, shards, consistency, results)
+        reads: dict[Key, dict[str, PNCounter | None]] = {}
+        for index, op in enumerate(ops):
+            if op.kind is OpKind.GET and op.key not in reads and results[index] is None:
+                reads[op.key] = self.replicator.read(wait, op.key, shards[index], consistency)
+        await self.replicator.settle(wait, wrote)
+        for key, answers in reads.items():
+            self.replicator.repair(key, answers)
+        return self._finish(ops, results)
+
+    def _increment_local(
+        self, wait: QuorumWait, ops: list[Op], shards: list[int], consistency: str, results: Pending
+    ) -> bool:
+        """Apply the increments still undecided to this node's slot and send each changed
+        key's new slot once; returns whether anything changed."""
+        deltas: dict[Key, tuple[int, PNCounter]] = {}
+        actor = self.cluster.actor
+        for index, op in enumerate(ops):
+            if op.kind is not OpKind.INCREMENT or results[index] is not None:
+                continue
+            try:
+                self.replicator.check_writable(shards[index], consistency)
+                self.quota.admit(op.key)
+                _, delta = self.store.increment(op.key, actor, op.delta)
+            except CountersError as error:
+                results[index] = OpResult.failed(error)
+                continue
+            except CounterOverflowError as error:
+                results[index] = OpResult.failed(Overflow(str(error)))
+                continue
+            if delta.is_empty():
+                continue  # a zero delta changed nothing, so there is nothing to send
+            previous = deltas.get(op.key)
+            if previous is not None:
+                delta = previous[1].merge(delta)
+            deltas[op.key] = (shards[index], delta)
+        for key, (shard, delta) in deltas.items():
+            self.replicator.write(wait, key, shard, delta, consistency)
+        return bool(deltas)
+
+    def _finish(self, ops: list[Op], results: Pending) -> list[OpResult]:
+        """Fill in the value of every op that ran here without an error, and count them."""
+        applied = self.applied
+        for index, op in enumerate(ops):
+            result = results[index]
+            if result is None:
+                state = self.store.get(op.key)
+                results[index] = OpResult(0 if state is None else state.value())
+                applied[op.kind] += 1
+            elif op.kind is not OpKind.CLAIM and result.ok and not result.replayed:
+                applied[op.kind] += 1  # an idempotent op or a reset that ran here
+        return _decided(results)
+
+    async def _reset_local(
+        self, ops: list[Op], shards: list[int], consistency: str, results: Pending
+    ) -> None:
+        """Reset: merge what a read quorum has seen, clear exactly that (an observed floor per
+        actor, see crdt.pncounter), and replicate the floor like any write."""
+        replicator = self.replicator
+        todo: dict[Key, int] = {}
+        for index, op in enumerate(ops):
+            if op.kind is not OpKind.RESET or results[index] is not None:
+                continue
+            try:
+                replicator.check_writable(shards[index], consistency)
+            except CountersError as error:
+                results[index] = OpResult.failed(error)
+                continue
+            todo[op.key] = shards[index]
+        seen = QuorumWait("read")
+        answers = {
+            key: replicator.read(seen, key, shard, consistency) for key, shard in todo.items()
+        }
+        await seen.wait(self.timeout)
+        for key, found in answers.items():
+            replicator.repair(key, found)
+        cleared = QuorumWait("reset")
+        for key, shard in todo.items():
+            _, floor = self.store.reset(key)
+            if not floor.is_empty():
+                replicator.write(cleared, key, shard, floor, consistency, own_slot=False)
+        await replicator.settle(cleared, wrote=bool(todo))
+
+
+def _decided(results: Pending) -> list[OpResult]:
+    """The results once every op has one (each path above fills in every op it is given)."""
+    return cast(list[OpResult], results)

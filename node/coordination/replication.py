@@ -1,0 +1,226 @@
+"""Replication: the one path by which the coordinator's writes and reads reach the other
+replicas of a shard, for plain and idempotent ops alike.
+
+A write sends the new value of this node's own slot (a SLOTS entry), or a partial state
+(reset floors, an idempotent op's slot with its receipts: a REPLICATE entry), to every
+other live replica and to nodes receiving the shard in a hand-off. Peer links group-commit
+what they are given into one frame per peer. Replies merge into the store as they come; a
+QuorumWait counts them. A read asks R-1 serving peers, with spares, and a repair sends a
+stale replica what it lacked.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from crdt import PNCounter
+from crdt.receipts import Receipt
+from node.base.errors import PeerError, QuorumUnavailable
+from node.base.keys import Key
+from node.cluster.links import PeerLink, PeerPool
+from node.cluster.membership import Cluster
+from node.coordination.quorum import QuorumWait, Starter
+from node.obs.tracing import OFF, Tracing, end_with
+from node.storage.store import CounterStore
+from node.storage.write_behind import Persister
+
+PeerFuture = asyncio.Future[Any]
+
+SYNC_STORE_DOWN = "sync durability needs the durable replica, which is unreachable; nothing applied"
+
+
+def needed(consistency: str, quorum: int, replicas: int) -> int:
+    """Replicas (this one included) that must answer at a consistency level."""
+    if consistency == "one":
+        return 1
+    if consistency == "all":
+        return replicas
+    return min(quorum, replicas)
+
+
+class Replicator:
+    def __init__(
+        self,
+        cluster: Cluster,
+        store: CounterStore,
+        pool: PeerPool,
+        persister: Persister,
+        tracing: Tracing = OFF,
+    ) -> None:
+        self.cluster = cluster
+        self.store = store
+        self.pool = pool
+        self.persister = persister
+        self.tracing = tracing
+        self.sync = cluster.config.durability == "sync"
+        self.timeout = cluster.config.request_timeout_s
+
+    def link_to(self, node_id: str) -> PeerLink:
+        address = self.cluster.address_of(node_id)
+        if address is None:
+            raise QuorumUnavailable(f"no address for {node_id}")
+        return self.pool.link(address)
+
+    # -- before applying --------------------------------------------------------------------
+
+    async def check_store(self) -> None:
+        """In sync mode, refuse a write before it applies when the durable replica is down."""
+        if self.sync and not await self.persister.reachable(self.timeout):
+            raise QuorumUnavailable(SYNC_STORE_DOWN, may_have_applied=False)
+
+    def check_writable(self, shard: int, consistency: str) -> None:
+        """Refuse before applying anything when the quorum is out of reach (nothing changes)."""
+        replicas = self.cluster.replicas(shard)
+        wanted = needed(consistency, self.cluster.config.write_quorum, len(replicas))
+        if self.sync and not self.persister.healthy:
+            raise QuorumUnavailable(SYNC_STORE_DOWN, may_have_applied=False)
+        live = sum(1 for n in replicas if self.cluster.alive(n))
+        if live < wanted:
+            raise QuorumUnavailable(
+                f"{live} of {len(replicas)} replicas are live, {wanted} needed; nothing applied",
+                may_have_applied=False,
+            )
+
+    # -- writes -----------------------------------------------------------------------------
+
+    def write(
+        self,
+        wait: QuorumWait,
+        key: Key,
+        shard: int,
+        delta: PNCounter,
+        consistency: str,
+        *,
+        own_slot: bool = True,
+        receipts: Mapping[str, Receipt] | None = None,
+    ) -> None:
+        """Send delta to the shard's other replicas, counted in `wait`. own_slot: delta is
+        only this node's slot (the compact SLOTS entry); receipts travel with the state."""
+        cluster = self.cluster
+        replicas = cluster.replicas(shard)
+        wanted = needed(consistency, cluster.config.write_quorum, len(replicas)) - 1
+        counted: list[PeerFuture] = []
+        incoming: list[PeerFuture] = []
+        slot_only = own_slot and not receipts
+        p, n = delta.slot(cluster.actor) if slot_only else (0, 0)
+        for node_id in cluster.write_targets(shard):
+            if node_id == cluster.node_id or not cluster.alive(node_id):
+                continue
+            link = self.link_to(node_id)
+            span = self.tracing.start_peer_span("replica write", node_id)
+            trace = None if span is None else self.tracing.traceparent(span)
+            if slot_only:
+                future = link.replicate_slot(key, p, n, trace)
+            else:
+                future = link.replicate(key, delta, trace, receipts)
+            if span is not None:
+                end_with(span, future)
+            (counted if node_id in replicas else incoming).append(future)
+        merge = self._merger(key)
+        wait.add(counted, wanted, merge)
+        # A node receiving the shard in a hand-off must hold the write too (as Cassandra does
+        # for pending ranges): it may already have pulled the shard, and once the ring
+        # switches it serves reads in place of a replica that may be leaving.
+        wait.add(incoming, len(incoming), merge)
+
+    async def settle(self, wait: QuorumWait, wrote: bool) -> None:
+        """Wait for the replicas `wait` counts; in sync mode also for the durable replica."""
+        await wait.wait(self.timeout)
+        if wrote and self.sync:
+            await self.persister.durable_now(self.timeout)
+
+    # -- reads ------------------------------------------------------------------------------
+
+    def read(
+        self, wait: QuorumWait, key: Key, shard: int, consistency: str
+    ) -> dict[str, PNCounter | None]:
+        """Ask R-1 serving peers (spares if one fails); returns their states as they come."""
+        answers: dict[str, PNCounter | None] = {}
+        peers, wanted = self._read_peers(shard, consistency)
+        if wanted <= 0:
+            return answers
+
+        def starter(node_id: str) -> Starter:
+            def start() -> PeerFuture:
+                span = self.tracing.start_peer_span("replica read", node_id)
+                trace = None if span is None else self.tracing.traceparent(span)
+                future = self.link_to(node_id).read(key, trace)
+                if span is not None:
+                    end_with(span, future)
+                future.add_done_callback(lambda f: _record(answers, node_id, f))
+                return future
+
+            return start
+
+        first = [starter(n)() for n in peers[:wanted]]
+        wait.add(first, wanted, self._merger(key), spares=[starter(n) for n in peers[wanted:]])
+        return answers
+
+    def ask(
+        self,
+        wait: QuorumWait,
+        shard: int,
+        consistency: str,
+        kind: int,
+        body: Any,
+        on_reply: Callable[[Any], object],
+    ) -> None:
+        """Send one request to R-1 serving peers (spares if one fails), for reads other than
+        a state (an idempotency receipt); on_reply gets each answer."""
+        peers, wanted = self._read_peers(shard, consistency)
+        if wanted <= 0:
+            return
+
+        def asker(node_id: str) -> Starter:
+            return lambda: self._call(node_id, kind, body)
+
+        first = [asker(n)() for n in peers[:wanted]]
+        wait.add(first, wanted, on_reply, spares=[asker(n) for n in peers[wanted:]])
+
+    def _read_peers(self, shard: int, consistency: str) -> tuple[list[str], int]:
+        """The serving peers to read from, and how many of them must answer."""
+        cluster = self.cluster
+        replicas = cluster.replicas(shard)
+        wanted = needed(consistency, cluster.config.read_quorum, len(replicas)) - 1
+        return [n for n in replicas if n != cluster.node_id and cluster.serving(n)], wanted
+
+    def repair(self, key: Key, answers: dict[str, PNCounter | None]) -> None:
+        """Send the merged state's missing slots to replicas that answered a stale state."""
+        merged = self.store.get(key)
+        if merged is None:
+            return
+        for node_id, state in answers.items():
+            if state is not None and state != merged:
+                future = self.link_to(node_id).replicate(key, merged.delta_since(state))
+                future.add_done_callback(_ignore_failure)
+
+    def _call(self, node_id: str, kind: int, body: Any) -> PeerFuture:
+        address = self.cluster.address_of(node_id)
+        if address is None:
+            failed: PeerFuture = asyncio.get_running_loop().create_future()
+            failed.set_exception(PeerError(f"no address for {node_id}"))
+            return failed
+        span = self.tracing.start_peer_span("replica read", node_id)
+        trace = None if span is None else self.tracing.traceparent(span)
+        future = asyncio.ensure_future(
+            self.pool.link(address).call(kind, body, self.timeout, trace)
+        )
+        if span is not None:
+            end_with(span, future)
+        return future
+
+    def _merger(self, key: Key) -> Callable[[PNCounter | None], object]:
+        store = self.store
+        return lambda state: state is None or store.merge(key, state)
+
+
+def _record(answers: dict[str, PNCounter | None], node_id: str, future: PeerFuture) -> None:
+    if not future.cancelled() and future.exception() is None:
+        answers[node_id] = future.result()
+
+
+def _ignore_failure(future: PeerFuture) -> None:
+    if not future.cancelled():
+        future.exception()  # retrieved, so a failed background write is not reported twice

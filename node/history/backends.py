@@ -1,0 +1,15 @@
+"""Picks the history store's backend from the configuration, apart from the interface."""
+
+from __future__ import annotations
+
+from node.base.config import Config
+from node.history.model import HistoryStore
+from node.history.postgres import PgHistory
+from node.history.sqlite import SqliteHistory
+
+
+def open_history(config: Config) -> HistoryStore:
+    """PostgreSQL when a URL is given, else SQLite in the data dir."""
+    if config.postgres_url:
+        return PgHistory(config.postgres_url)
+    return SqliteHistory(config.data_path / "history.sqlite3")

@@ -1,0 +1,231 @@
+"""The loop that records each changed counter's value per time bucket into the history.
+
+The first live replica of a shard (its coordinator) records the shard's counters: every
+`history_flush_interval_s` the recorder takes the counters changed since its last turn, drops
+those of shards this node does not coordinate, and files each value under the bucket of the
+flush time, `floor(now / bucket_s) * bucket_s`. Values wait in a bounded buffer keyed by
+(counter, bucket), so a counter that changes many times in a bucket costs one entry, and an
+outage of the history store costs memory bounded by counters x buckets (capped; the oldest
+buckets go first). Every flush retries what waits. The store and its rules: model.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from node.base.keys import Key
+from node.history.model import HistoryError, HistoryStore, Row, bucket_of
+from node.obs.tracing import OFF, Tracing
+from node.storage.store import CounterStore
+
+log = logging.getLogger("counters.history")
+MAX_BUFFERED = 1_000_000  # (counter, bucket) values kept while the store is unreachable
+WRITE_BATCH = 5000  # rows per write (one transaction), so a long backlog drains in pieces
+
+
+class HistoryBuffer:
+    """Values recorded but not yet written: (counter, bucket) -> (value, recorded_at).
+
+    Bounded by `capacity` entries; past it the oldest buckets are dropped first, since a
+    bucket's value is worth less the older it is and newer buckets hold the latest values.
+    """
+
+    def __init__(self, capacity: int = MAX_BUFFERED) -> None:
+        self.capacity = capacity
+        self.dropped = 0  # entries lost to the cap since the start
+        self._buckets: dict[int, dict[Key, tuple[int, float]]] = {}
+        self._since: dict[int, float] = {}  # per bucket: when it first got a waiting value
+        self._size = 0
+
+    def __len__(self) -> int:
+        return self._size
+
+    def put(self, key: Key, bucket: int, value: int, recorded_at: float) -> None:
+        entries = self._buckets.get(bucket)
+        if entries is None:
+            entries = self._buckets[bucket] = {}
+            self._since[bucket] = recorded_at
+        if key not in entries:
+            self._size += 1
+        entries[key] = (value, recorded_at)
+
+    def trim(self) -> int:
+        """Drop entries of the oldest buckets until the buffer fits; returns how many."""
+        dropped = 0
+        while self._size > self.capacity:
+            oldest = min(self._buckets)
+            entries = self._buckets[oldest]
+            excess = self._size - self.capacity
+            if len(entries) <= excess:
+                del self._buckets[oldest], self._since[oldest]
+                gone = len(entries)
+            else:
+                for key in list(entries)[:excess]:
+                    del entries[key]
+                gone = excess
+            self._size -= gone
+            dropped += gone
+        self.dropped += dropped
+        return dropped
+
+    def batch(self, limit: int) -> list[Row]:
+        """Up to `limit` waiting rows, oldest buckets first."""
+        rows: list[Row] = []
+        for bucket in sorted(self._buckets):
+            for (tenant, namespace, name), (value, at) in self._buckets[bucket].items():
+                rows.append((tenant, namespace, name, bucket, value, at))
+                if len(rows) == limit:
+                    return rows
+        return rows
+
+    def remove(self, rows: Sequence[Row]) -> None:
+        """Forget written rows, unless a newer value for the same bucket arrived meanwhile."""
+        for tenant, namespace, name, bucket, value, at in rows:
+            entries = self._buckets.get(bucket)
+            key = (tenant, namespace, name)
+            if entries is None or entries.get(key) != (value, at):
+                continue
+            del entries[key]
+            self._size -= 1
+            if not entries:
+                del self._buckets[bucket], self._since[bucket]
+
+    def oldest(self) -> float | None:
+        """When the oldest bucket still waiting first got a value (unix s); None if empty."""
+        return self._since[min(self._since)] if self._since else None
+
+
+class Recorder:
+    """Takes changed counters from the node's store into history buckets and writes them."""
+
+    def __init__(
+        self,
+        counters: CounterStore,
+        history: HistoryStore,
+        owns: Callable[[int], bool],
+        *,
+        flush_interval_s: float,
+        bucket_s: int,
+        capacity: int = MAX_BUFFERED,
+        tracing: Tracing = OFF,
+    ) -> None:
+        self.counters = counters
+        self.tracing = tracing
+        self.history = history
+        self.owns = owns  # shard -> whether this node records it (it is the coordinator)
+        self.flush_interval_s = flush_interval_s
+        self.bucket_s = bucket_s
+        self.buffer = HistoryBuffer(capacity)
+        self.healthy = True
+        self.last_error = ""
+        self.last_flush_s = 0.0
+        self.flushes = 0
+        self.written = 0  # rows written since the start
+        self._migrated = False
+        self._lock = asyncio.Lock()
+
+    async def start(self) -> None:
+        """Run the migrations; if the store is down, the first flush that reaches it will."""
+        async with self._lock:
+            try:
+                await self._migrate()
+            except HistoryError as error:
+                self._failed(error, "migrations wait")
+
+    async def run(self) -> None:
+        while True:
+            await asyncio.sleep(self.flush_interval_s)
+            try:
+                await self.flush()
+            except Exception:  # a bug here must not end history recording for good
+                log.exception("history flush failed")
+
+    def record(self, now: float) -> int:
+        """Buffer the value of every changed counter this node records, under now's bucket;
+        returns how many."""
+        bucket = bucket_of(now, self.bucket_s)
+        recorded = 0
+        owned: dict[int, bool] = {}
+        for key, shard, state in self.counters.take_history_dirty():
+            mine = owned.get(shard)
+            if mine is None:
+                mine = owned[shard] = self.owns(shard)
+            if mine:
+                self.buffer.put(key, bucket, state.value(), now)
+                recorded += 1
+        dropped = self.buffer.trim()
+        if dropped:
+            log.warning(
+                "history buffer full (%d entries): dropped %d values of the oldest buckets",
+                self.buffer.capacity,
+                dropped,
+            )
+        return recorded
+
+    async def flush(self, now: float | None = None) -> None:
+        """Record what changed, then write everything waiting (oldest first)."""
+        async with self._lock:
+            self.record(time.time() if now is None else now)
+            started = time.monotonic()
+            written = 0
+            try:
+                await self._migrate()
+                if len(self.buffer):
+                    attributes = {
+                        "counters.values": len(self.buffer),
+                        "counters.store": self.history.name,
+                    }
+                    with self.tracing.span("history write", attributes=attributes):
+                        while rows := self.buffer.batch(WRITE_BATCH):
+                            await self.history.write(rows)
+                            self.buffer.remove(rows)
+                            written += len(rows)
+                if not written:
+                    await self.history.ping()  # so an idle node notices an outage too
+            except HistoryError as error:
+                self.written += written
+                self._failed(error, f"{len(self.buffer)} values wait")
+                return
+            if not self.healthy:
+                log.info("history store back; wrote %d values", written)
+            self.healthy, self.last_error = True, ""
+            self.written += written
+            self.last_flush_s = time.monotonic() - started
+            self.flushes += 1
+
+    async def _migrate(self) -> None:
+        if not self._migrated:
+            applied = await self.history.migrate()
+            if applied:
+                log.info("history %s: applied migrations %s", self.history.name, applied)
+            self._migrated = True
+
+    def _failed(self, error: HistoryError, waiting: str) -> None:
+        if self.healthy:
+            log.warning("history store %s unreachable, %s: %s", self.history.name, waiting, error)
+        self.healthy, self.last_error = False, str(error)
+
+    def status(self, now: float | None = None) -> dict[str, Any]:
+        oldest = self.buffer.oldest()
+        now = time.time() if now is None else now
+        return {
+            "store": self.history.name,
+            "healthy": self.healthy,
+            "buffered": len(self.buffer),
+            "write_lag_s": 0.0 if oldest is None else round(max(0.0, now - oldest), 3),
+            "dropped": self.buffer.dropped,
+            "written": self.written,
+            "flushes": self.flushes,
+            "last_flush_s": round(self.last_flush_s, 6),
+            "last_error": self.last_error,
+        }
+
+    async def close(self) -> None:
+        try:
+            await self.flush()  # a clean stop records the last changes
+        finally:
+            await self.history.close()

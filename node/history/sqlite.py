@@ -1,0 +1,217 @@
+"""SQLite in the data dir as the history store: the embedded default, nothing to install.
+
+The same table and answers as PostgreSQL (history_pg.py), with times as unix seconds;
+periods are cut in UTC by strftime. Each node's file holds only what that node recorded, so
+in a cluster history_api.py asks every node for the rows that decide an answer (`compact`),
+merges them into an in-memory SqliteHistory and asks that. The sqlite3 module blocks, so
+each call runs in a worker thread, one at a time. Migrations run in BEGIN IMMEDIATE
+transactions, one per migration, so two processes opening one file apply each once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, TypeVar
+
+from node.base.threads import in_thread
+from node.history.model import HistoryError, Point, Rollup, Row, migrations, rollups_of
+
+T = TypeVar("T")
+BUSY_TIMEOUT_S = 10.0  # how long a writer waits for another process's transaction
+MEMORY = ":memory:"
+# strftime formats that cut a unix time down to the start of its minute, hour or day (UTC)
+TRUNCATE = {"minute": "%Y-%m-%d %H:%M:00", "hour": "%Y-%m-%d %H:00:00", "day": "%Y-%m-%d 00:00:00"}
+PERIOD_OF_BUCKET = "CAST(strftime('%s', strftime(:format, bucket, 'unixepoch')) AS INTEGER)"
+
+MIGRATIONS_TABLE = """
+CREATE TABLE IF NOT EXISTS schema_migrations (
+    version INTEGER PRIMARY KEY,
+    name TEXT NOT NULL,
+    applied_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))
+)
+"""
+UPSERT = """
+INSERT INTO counter_history (tenant, namespace, name, bucket, value, recorded_at)
+VALUES (?, ?, ?, ?, ?, ?)
+ON CONFLICT (tenant, namespace, name, bucket) DO UPDATE
+SET value = excluded.value, recorded_at = excluded.recorded_at
+WHERE excluded.recorded_at >= counter_history.recorded_at
+"""
+SERIES = f"""
+WITH steps AS (
+    SELECT step, value FROM (
+        SELECT {PERIOD_OF_BUCKET} AS step, value,
+               row_number() OVER (PARTITION BY {PERIOD_OF_BUCKET} ORDER BY bucket DESC) AS newest
+        FROM counter_history
+        WHERE tenant = :tenant AND namespace = :namespace AND name = :name
+          AND bucket >= :start AND bucket < :end
+    ) WHERE newest = 1
+)
+SELECT step, value,
+       value - coalesce(lag(value) OVER (ORDER BY step), (
+           SELECT value FROM counter_history
+           WHERE tenant = :tenant AND namespace = :namespace AND name = :name
+             AND bucket < :start
+           ORDER BY bucket DESC LIMIT 1
+       ), 0) AS delta
+FROM steps ORDER BY step
+"""
+ROLLUPS = f"""
+WITH periods AS (
+    SELECT name, period, value FROM (
+        SELECT name, {PERIOD_OF_BUCKET} AS period, value,
+               row_number() OVER (
+                   PARTITION BY name, {PERIOD_OF_BUCKET} ORDER BY bucket DESC
+               ) AS newest
+        FROM counter_history
+        WHERE tenant = :tenant AND namespace = :namespace AND bucket >= :start AND bucket < :end
+    ) WHERE newest = 1
+), deltas AS (
+    SELECT period, name,
+           value - coalesce(lag(value) OVER (PARTITION BY name ORDER BY period), (
+               SELECT h.value FROM counter_history AS h
+               WHERE h.tenant = :tenant AND h.namespace = :namespace AND h.name = periods.name
+                 AND h.bucket < :start
+               ORDER BY h.bucket DESC LIMIT 1
+           ), 0) AS delta
+    FROM periods
+), ranked AS (
+    SELECT period, name, delta,
+           sum(delta) OVER (PARTITION BY period) AS total,
+           row_number() OVER (PARTITION BY period ORDER BY delta DESC, name) AS rank
+    FROM deltas
+)
+SELECT period, total, name, delta FROM ranked WHERE rank <= :top ORDER BY period, rank
+"""
+# The rows an answer depends on: the newest per (counter, period) in range, and the newest
+# before it per counter. Merging these from every node answers like merging every row.
+COMPACT = f"""
+SELECT name, bucket, value, recorded_at FROM (
+    SELECT name, bucket, value, recorded_at,
+           row_number() OVER (PARTITION BY name, {PERIOD_OF_BUCKET} ORDER BY bucket DESC) AS newest
+    FROM counter_history
+    WHERE tenant = :tenant AND namespace = :namespace {{name_filter}}
+      AND bucket >= :start AND bucket < :end
+) WHERE newest = 1
+UNION ALL
+SELECT name, max(bucket), value, recorded_at
+FROM counter_history
+WHERE tenant = :tenant AND namespace = :namespace {{name_filter}} AND bucket < :start
+GROUP BY name
+"""
+
+
+def _statements(sql: str) -> list[str]:
+    """A migration script as single statements (executescript would commit our transaction)."""
+    statements, current = [], ""
+    for line in sql.splitlines(keepends=True):
+        current += line
+        if sqlite3.complete_statement(current):
+            statements.append(current)
+            current = ""
+    if any(line.strip() and not line.strip().startswith("--") for line in current.splitlines()):
+        raise ValueError(f"unterminated statement in a migration: {current.strip()[:80]!r}")
+    return statements
+
+
+class SqliteHistory:
+    def __init__(self, path: Path | str) -> None:
+        self.name = "sqlite"
+        if str(path) != MEMORY:
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(
+            path, check_same_thread=False, isolation_level=None, timeout=BUSY_TIMEOUT_S
+        )
+        if str(path) != MEMORY:
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=NORMAL")
+        self._lock = asyncio.Lock()
+        self._migrated = False
+
+    async def _call(
+        self, what: str, function: Callable[..., T], *args: Any, migrated: bool = True
+    ) -> T:
+        async with self._lock:
+            try:
+                if migrated and not self._migrated:
+                    await in_thread(self._apply_all)
+                return await in_thread(function, *args)
+            except sqlite3.Error as error:
+                raise HistoryError(f"sqlite {what} failed: {error}") from error
+
+    async def migrate(self) -> list[int]:
+        return await self._call("migration", self._apply_all, migrated=False)
+
+    def _apply_all(self) -> list[int]:
+        applied = []
+        for migration in migrations("sqlite"):
+            self._db.execute("BEGIN IMMEDIATE")  # the write lock, before reading what is done
+            try:
+                self._db.execute(MIGRATIONS_TABLE)
+                done = self._db.execute(
+                    "SELECT 1 FROM schema_migrations WHERE version = ?", (migration.version,)
+                ).fetchone()
+                if done is None:
+                    for statement in _statements(migration.sql):
+                        self._db.execute(statement)
+                    self._db.execute(
+                        "INSERT INTO schema_migrations (version, name) VALUES (?, ?)",
+                        (migration.version, migration.name),
+                    )
+                    applied.append(migration.version)
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+        self._migrated = True
+        return applied
+
+    def _write(self, rows: Sequence[Row]) -> None:
+        with self._db:
+            self._db.execute("BEGIN")
+            self._db.executemany(UPSERT, rows)
+
+    async def write(self, rows: Sequence[Row]) -> None:
+        if rows:
+            await self._call("write", self._write, rows)
+
+    def _fetch(self, query: str, parameters: dict[str, Any]) -> list[Any]:
+        return self._db.execute(query, parameters).fetchall()
+
+    async def series(
+        self, tenant: str, namespace: str, name: str, step: str, start: int, end: int
+    ) -> list[Point]:
+        parameters: dict[str, Any] = {"tenant": tenant, "namespace": namespace, "name": name}
+        parameters.update(format=TRUNCATE[step], start=start, end=end)
+        rows = await self._call("history query", self._fetch, SERIES, parameters)
+        return [(step_at, value, delta) for step_at, value, delta in rows]
+
+    async def rollups(
+        self, tenant: str, namespace: str, period: str, start: int, end: int, top: int
+    ) -> list[Rollup]:
+        parameters: dict[str, Any] = {"tenant": tenant, "namespace": namespace}
+        parameters["format"] = TRUNCATE[period]
+        parameters.update(start=start, end=end, top=top)
+        rows = await self._call("rollup query", self._fetch, ROLLUPS, parameters)
+        return rollups_of(rows)
+
+    async def compact(
+        self, tenant: str, namespace: str, name: str | None, step: str, start: int, end: int
+    ) -> list[tuple[str, int, int, float]]:
+        """(name, bucket, value, recorded_at) of the rows that decide series and rollups of
+        this step over [start, end): see COMPACT."""
+        query = COMPACT.format(name_filter="AND name = :name" if name is not None else "")
+        parameters: dict[str, Any] = {"tenant": tenant, "namespace": namespace, "name": name}
+        parameters.update(format=TRUNCATE[step], start=start, end=end)
+        rows = await self._call("history query", self._fetch, query, parameters)
+        return [(row[0], row[1], row[2], row[3]) for row in rows]
+
+    async def ping(self) -> None:
+        """A local file is there as long as the node is."""
+
+    async def close(self) -> None:
+        async with self._lock:
+            await in_thread(self._db.close)

@@ -1,0 +1,157 @@
+"""The client HTTP API (JSON): increments, reads, batches, listings, health.
+
+Handlers only parse and validate; the coordinator does the work. The tenant of every
+counter comes from the caller's token (node/auth.py), never from the URL.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from typing import Any
+
+from aiohttp import web
+
+from node.base.errors import InvalidBody, InvalidName
+from node.coordination import listing
+from node.coordination.idempotency import claim_key
+from node.coordination.ops import Op, OpKind, OpResult, RemoteError
+from node.http import auth, validation
+from node.http.appkeys import CONFIG, COORDINATOR
+
+routes = web.RouteTableDef()
+# Name segments match [^/]+ rather than aiohttp's default [^{}/]+, so a name holding { or }
+# reaches validation and answers 400 invalid-name, not 404.
+
+
+def _reply(
+    namespace: str, name: str, result: OpResult, consistency: str, durability: str = ""
+) -> web.Response:
+    if result.problem is not None:
+        raise RemoteError(result.problem)
+    body: dict[str, Any] = {"namespace": namespace, "name": name, "value": result.value}
+    body["consistency"] = consistency
+    if durability:
+        body["durability"] = durability
+    return web.json_response(body)
+
+
+def _counter(request: web.Request, kind: OpKind) -> tuple[Op, str]:
+    namespace = validation.name(request.match_info["namespace"], "namespace")
+    name = validation.name(request.match_info["name"])
+    consistency = validation.consistency(request)
+    scope = auth.READ if kind is OpKind.GET else auth.WRITE
+    tenant = auth.principal(request, scope, namespace).tenant
+    return Op(kind, (tenant, namespace, name)), consistency
+
+
+async def _run_one(
+    request: web.Request, op: Op, consistency: str, fingerprint: str = ""
+) -> web.Response:
+    [result] = await request.app[COORDINATOR].run([op], consistency, fingerprint=fingerprint)
+    durability = "" if op.kind is OpKind.GET else request.app[CONFIG].durability
+    return _reply(op.key[1], op.key[2], result, consistency, durability)
+
+
+@routes.post("/v1/namespaces/{namespace:[^/]+}/counters/{name:[^/]+}/increment")
+async def increment(request: web.Request) -> web.Response:
+    op, consistency = _counter(request, OpKind.INCREMENT)
+    body = await validation.json_object(request, empty_ok=True)
+    validation.only_fields(body, {"delta"})
+    delta = validation.delta(body.get("delta", 1))
+    idem, fingerprint = validation.idempotency(request, {"delta": delta})
+    op = Op(OpKind.INCREMENT, op.key, delta, idem)
+    return await _run_one(request, op, consistency, fingerprint)
+
+
+@routes.delete("/v1/namespaces/{namespace:[^/]+}/counters/{name:[^/]+}")
+async def reset_counter(request: web.Request) -> web.Response:
+    """Clear what the replicas have observed; increments concurrent with it stay counted."""
+    return await _run_one(request, *_counter(request, OpKind.RESET))
+
+
+@routes.get("/v1/namespaces/{namespace:[^/]+}/counters/{name:[^/]+}")
+async def get_counter(request: web.Request) -> web.Response:
+    return await _run_one(request, *_counter(request, OpKind.GET))
+
+
+def _batch_ops(tenant: str, namespace: str, body: dict[str, Any]) -> list[Op]:
+    validation.only_fields(body, {"ops"})
+    raw_ops = body.get("ops")
+    if not isinstance(raw_ops, list) or not raw_ops:
+        raise InvalidBody("ops must be a non-empty list")
+    if len(raw_ops) > validation.MAX_BATCH_OPS:
+        raise InvalidBody(f"a batch holds at most {validation.MAX_BATCH_OPS} ops")
+    ops = []
+    for index, raw in enumerate(raw_ops):
+        if not isinstance(raw, dict):
+            raise InvalidBody(f"ops[{index}] must be an object")
+        kind = raw.get("op")
+        if kind not in ("increment", "get"):
+            raise InvalidBody(f"ops[{index}].op must be increment or get")
+        allowed = {"op", "name", "delta"} if kind == "increment" else {"op", "name"}
+        validation.only_fields(raw, allowed)
+        if not isinstance(raw.get("name"), str):
+            raise InvalidBody(f"ops[{index}].name must be a string")
+        name = validation.name(raw["name"])
+        delta = validation.delta(raw.get("delta", 1)) if kind == "increment" else 0
+        ops.append(Op(OpKind(kind), (tenant, namespace, name), delta))
+    return ops
+
+
+@routes.post("/v1/namespaces/{namespace:[^/]+}/batch")
+async def batch(request: web.Request) -> web.Response:
+    namespace = validation.name(request.match_info["namespace"], "namespace")
+    consistency = validation.consistency(request)
+    body = await validation.json_object(request, empty_ok=False)
+    tenant = request[auth.PRINCIPAL].tenant
+    ops = _batch_ops(tenant, namespace, body)
+    writes = any(op.kind is OpKind.INCREMENT for op in ops)
+    principal = auth.principal(request, auth.WRITE if writes else auth.READ, namespace, len(ops))
+    coordinator = request.app[COORDINATOR]
+    idem, fingerprint = validation.idempotency(request, body)
+    if idem:
+        # Claim the key for this batch first: a different batch under it changes nothing.
+        claim = Op(OpKind.CLAIM, claim_key(principal.tenant, idem), 0, idem)
+        [claimed] = await coordinator.run([claim], consistency, fingerprint=fingerprint)
+        if claimed.problem is not None:
+            raise RemoteError(claimed.problem)
+        ops = [Op(op.kind, op.key, op.delta, f"{idem}#{i}") for i, op in enumerate(ops)]
+    results = await coordinator.run(ops, consistency, fingerprint=fingerprint)
+    out = []
+    for op, result in zip(ops, results, strict=True):
+        item: dict[str, Any] = {"op": op.kind.value, "name": op.key[2]}
+        item.update(result.to_json())
+        out.append(item)
+    reply = {"namespace": namespace, "consistency": consistency, "results": out}
+    if writes:
+        reply["durability"] = request.app[CONFIG].durability
+    return web.json_response(reply)
+
+
+def _cursor(raw: str | None) -> str:
+    if not raw:
+        return ""
+    try:
+        return validation.name(base64.urlsafe_b64decode(raw.encode()).decode(), "cursor")
+    except (binascii.Error, UnicodeDecodeError, ValueError, InvalidName):
+        raise InvalidBody("cursor is not one this API returned") from None
+
+
+@routes.get("/v1/namespaces/{namespace:[^/]+}/counters")
+async def list_counters(request: web.Request) -> web.Response:
+    namespace = validation.name(request.match_info["namespace"], "namespace")
+    prefix = request.query.get("prefix", "")
+    if prefix:
+        validation.name(prefix, "prefix")
+    limit = validation.limit(request)
+    after = _cursor(request.query.get("cursor"))
+    tenant = auth.principal(request, auth.READ, namespace).tenant
+    rows = await listing.scan(request.app[COORDINATOR], tenant, namespace, prefix, after, limit)
+    counters = [{"name": name, "value": value} for name, value in rows]
+    next_cursor = None
+    if len(rows) == limit:
+        next_cursor = base64.urlsafe_b64encode(rows[-1][0].encode()).decode()
+    return web.json_response(
+        {"namespace": namespace, "counters": counters, "next_cursor": next_cursor}
+    )

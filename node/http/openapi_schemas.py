@@ -1,0 +1,212 @@
+"""The schemas of /openapi.json's bodies: what the node answers, field by field."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from node.http.validation import MAX_BATCH_OPS, NAME_MAX_BYTES, NAME_REGEX
+
+NAME = {"type": "string", "minLength": 1, "maxLength": NAME_MAX_BYTES, "pattern": NAME_REGEX}
+INT64 = {"type": "integer", "minimum": -(2**63), "maximum": 2**63 - 1}
+ISO = {"type": "string", "description": "ISO 8601 in UTC"}
+
+
+def ref(name: str) -> dict[str, Any]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+COUNTER_RESULT = {
+    "type": "object",
+    "required": ["op", "name"],
+    "properties": {
+        "op": {"type": "string", "enum": ["increment", "get"]},
+        "name": {"type": "string"},
+        "value": {"type": "integer"},
+        "replayed": {"type": "boolean"},
+        "error": ref("Problem"),
+    },
+    "oneOf": [{"required": ["value"]}, {"required": ["error"]}],
+}
+
+SCHEMAS: dict[str, Any] = {
+    "Increment": {
+        "type": "object",
+        "description": 'delta is a JSON integer literal: 1.0, true and "1" are refused (400)',
+        "properties": {"delta": INT64},
+        "additionalProperties": False,
+    },
+    "Counter": {
+        "type": "object",
+        "required": ["namespace", "name", "value", "consistency"],
+        "additionalProperties": False,
+        "properties": {
+            "namespace": NAME,
+            "name": NAME,
+            "value": INT64,
+            "consistency": {"type": "string", "enum": ["one", "quorum", "all"]},
+            "durability": {"type": "string", "enum": ["async", "sync"]},
+        },
+    },
+    "Batch": {
+        "type": "object",
+        "required": ["ops"],
+        "additionalProperties": False,
+        "properties": {
+            "ops": {
+                "type": "array",
+                "minItems": 1,
+                "maxItems": MAX_BATCH_OPS,
+                "items": {
+                    "oneOf": [
+                        {
+                            "type": "object",
+                            "required": ["op", "name"],
+                            "properties": {
+                                "op": {"const": "increment"},
+                                "name": NAME,
+                                "delta": INT64,
+                            },
+                            "additionalProperties": False,
+                        },
+                        {
+                            "type": "object",
+                            "required": ["op", "name"],
+                            "properties": {"op": {"const": "get"}, "name": NAME},
+                            "additionalProperties": False,
+                        },
+                    ]
+                },
+            }
+        },
+    },
+    "BatchResult": {
+        "type": "object",
+        "required": ["namespace", "consistency", "results"],
+        "additionalProperties": False,
+        "properties": {
+            "namespace": NAME,
+            "consistency": {"type": "string", "enum": ["one", "quorum", "all"]},
+            "durability": {"type": "string", "enum": ["async", "sync"]},
+            "results": {"type": "array", "items": COUNTER_RESULT},
+        },
+    },
+    "CounterList": {
+        "type": "object",
+        "required": ["namespace", "counters", "next_cursor"],
+        "additionalProperties": False,
+        "properties": {
+            "namespace": NAME,
+            "counters": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "required": ["name", "value"],
+                    "properties": {"name": NAME, "value": INT64},
+                },
+            },
+            "next_cursor": {"type": ["string", "null"]},
+        },
+    },
+    "Series": {
+        "type": "object",
+        "required": ["namespace", "name", "step", "from", "to", "series"],
+        "properties": {
+            "namespace": NAME,
+            "name": NAME,
+            "step": {"type": "string", "enum": ["minute", "hour", "day"]},
+            "from": ISO,
+            "to": ISO,
+            "series": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "required": ["bucket", "value", "delta"],
+                    "properties": {"bucket": ISO, "value": INT64, "delta": {"type": "integer"}},
+                },
+            },
+            "unreachable_nodes": {"type": "array", "items": {"type": "string"}},
+        },
+    },
+    "Rollups": {
+        "type": "object",
+        "required": ["namespace", "period", "from", "to", "top", "rollups"],
+        "properties": {
+            "namespace": NAME,
+            "period": {"type": "string", "enum": ["hour", "day"]},
+            "from": ISO,
+            "to": ISO,
+            "top": {"type": "integer", "minimum": 1, "maximum": 100},
+            "rollups": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "required": ["period", "total", "top"],
+                    "properties": {
+                        "period": ISO,
+                        "total": {"type": "integer"},
+                        "top": {
+                            "type": "array",
+                            "items": {
+                                "type": "object",
+                                "required": ["name", "increase"],
+                                "properties": {
+                                    "name": NAME,
+                                    "increase": {"type": "integer", "minimum": 1},
+                                },
+                            },
+                        },
+                    },
+                },
+            },
+            "unreachable_nodes": {"type": "array", "items": {"type": "string"}},
+        },
+    },
+    "Member": {
+        "type": "object",
+        "required": ["node_id", "address", "status", "version", "shards"],
+        "properties": {
+            "node_id": {"type": "string"},
+            "address": {"type": "string"},
+            "status": {
+                "type": "string",
+                "enum": ["joining", "up", "leaving", "down", "removed", "unknown"],
+            },
+            "version": {"type": "integer"},
+            "shards": {"type": "integer", "minimum": 0},
+        },
+    },
+    "MemberChange": {
+        "type": "object",
+        "required": ["node_id", "status"],
+        "properties": {
+            "node_id": {"type": "string"},
+            "address": {"type": "string"},
+            "status": {"type": "string"},
+        },
+    },
+    "Ring": {
+        "type": "object",
+        "required": ["node", "epoch", "checksum", "shards", "replicas", "members", "pending"],
+        "properties": {
+            "node": {"type": "string"},
+            "epoch": {"type": "integer"},
+            "checksum": {"type": "string"},
+            "shards": {"type": "integer"},
+            "replicas": {"type": "integer"},
+            "members": {"type": "array", "items": ref("Member")},
+            "pending": {"type": ["object", "null"]},
+        },
+    },
+    "Problem": {
+        "type": "object",
+        "description": "Problem details (RFC 9457); `type` is stable, clients may branch on it",
+        "required": ["type", "title", "status", "detail"],
+        "properties": {
+            "type": {"type": "string", "format": "uri"},
+            "title": {"type": "string"},
+            "status": {"type": "integer", "minimum": 400, "maximum": 599},
+            "detail": {"type": "string"},
+            "may_have_applied": {"type": "boolean"},
+        },
+    },
+}

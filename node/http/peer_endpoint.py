@@ -1,0 +1,223 @@
+"""The peer endpoint: authenticated WebSocket, one frame in, one reply out.
+
+REPLICATE and READ are answered inline (pure in-memory work, no awaits), so a frame of many
+keys costs one loop turn. GOSSIP, PULL, PUSH and FORWARD may wait on other peers and run as
+tasks. A malformed frame closes the connection before it touches any state.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any
+
+from aiohttp import WSMsgType, web
+from opentelemetry.trace import SpanKind
+
+from crdt import PNCounter
+from crdt.codec import pn_to_wire
+from node.base.config import Config
+from node.base.errors import CountersError
+from node.cluster import peer_auth, wire
+from node.cluster.gossip import Gossip
+from node.cluster.wire import ProtocolError
+from node.coordination import listing
+from node.coordination.coordinator import Coordinator
+from node.coordination.ops import OpResult, forward_from_wire
+from node.obs import logs
+from node.obs.tracing import OFF, Tracing
+from node.storage.store import CounterStore
+
+log = logging.getLogger("counters.peer_server")
+EMPTY = PNCounter.empty()
+INLINE = frozenset({wire.SLOTS, wire.REPLICATE, wire.READ})
+KIND_NAMES = {
+    wire.REPLY: "reply",
+    wire.REPLICATE: "replicate",
+    wire.READ: "read",
+    wire.GOSSIP: "gossip",
+    wire.PUSH: "push",
+    wire.PULL: "pull",
+    wire.FORWARD: "forward",
+    wire.SLOTS: "slots",
+    wire.RECEIPT: "receipt",
+}
+
+
+class PeerServer:
+    def __init__(
+        self,
+        config: Config,
+        guard: peer_auth.ReplayGuard,
+        store: CounterStore,
+        coordinator: Coordinator,
+        gossip: Gossip,
+        tracing: Tracing = OFF,
+    ) -> None:
+        self.tracing = tracing
+        self.secret = config.cluster_secret
+        self.listen = config.address
+        self.guard = guard
+        self.store = store
+        self.coordinator = coordinator
+        self.gossip = gossip
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._sockets: set[web.WebSocketResponse] = set()
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        peer = peer_auth.verify(
+            self.secret,
+            request.method,
+            request.path,
+            request.headers,
+            time.time(),
+            target=self.listen,
+            guard=self.guard,
+        )
+        if peer is None:
+            raise web.HTTPUnauthorized(reason="peer endpoint needs the cluster secret")
+        seal = peer_auth.server_seal(self.secret, request.headers, self.listen)
+        ws = web.WebSocketResponse(max_msg_size=wire.MAX_FRAME_BYTES, compress=False)
+        await ws.prepare(request)
+        self._sockets.add(ws)
+        try:
+            await self._serve(ws, seal, peer)
+        finally:
+            self._sockets.discard(ws)
+        return ws
+
+    async def _serve(self, ws: web.WebSocketResponse, seal: peer_auth.FrameSeal, peer: str) -> None:
+        async for message in ws:
+            if message.type != WSMsgType.BINARY:
+                continue
+            try:
+                kind, request_id, body, trace = wire.decode_traced(seal.open(message.data))
+                if kind in INLINE:
+                    if trace is None or self.tracing.tracer is None:
+                        reply = self._inline(kind, body)
+                    else:
+                        with self.tracing.span(f"peer {KIND_NAMES[kind]}", trace, SpanKind.SERVER):
+                            reply = self._inline(kind, body)
+                    frame = wire.encode(wire.REPLY, request_id, [True, reply])
+                    await ws.send_bytes(seal.seal(frame))
+                else:
+                    answer = self._answer(ws, seal, kind, request_id, body, trace)
+                    task = asyncio.create_task(answer)
+                    self._tasks.add(task)
+                    task.add_done_callback(self._tasks.discard)
+            except (ProtocolError, peer_auth.FrameRejected) as error:
+                log.warning("closing peer link from %s: %s", peer, error)
+                await ws.close(code=1002, message=b"protocol error")
+                break
+
+    async def answer(self, kind: int, body: Any) -> Any:
+        """The reply to one request, whatever carried it (the WebSocket here, an in-memory
+        transport in tests); raises ProtocolError or CountersError for an error reply."""
+        if kind in INLINE:
+            return self._inline(kind, body)
+        return await self._dispatch(kind, body)
+
+    def _inline(self, kind: int, body: Any) -> list[Any]:
+        """Merge or read; answer None for a key whose state equals the sender's (same share)."""
+        store = self.store
+        if kind == wire.SLOTS:
+            actor, slots = wire.slots_from_wire(body)  # validate all before merging any
+            answer: list[Any] = []
+            for key, p, n, share in slots:
+                merged = store.merge(key, PNCounter.from_slot(actor, p, n))
+                answer.append(None if store.share(key) == share else pn_to_wire(merged))
+            return answer
+        if kind == wire.REPLICATE:
+            updates = wire.updates_from_wire(body)  # validate all before merging any
+            reply: list[Any] = []
+            for key, state, share, found in updates:
+                if found:
+                    store.add_receipts(key, found)
+                merged = store.merge(key, state)
+                reply.append(None if store.share(key) == share else pn_to_wire(merged))
+            return reply
+        reads = wire.reads_from_wire(body)
+        return [
+            None if store.share(key) == share else pn_to_wire(store.get(key) or EMPTY)
+            for key, share in reads
+        ]
+
+    async def _answer(
+        self,
+        ws: web.WebSocketResponse,
+        seal: peer_auth.FrameSeal,
+        kind: int,
+        request_id: int,
+        body: Any,
+        trace: str | None,
+    ) -> None:
+        try:
+            if trace is None:  # gossip and other background work: no trace of its own
+                reply: Any = await self._dispatch(kind, body)
+            else:
+                logs.TRACE_ID.set(logs.trace_id_of(trace))
+                with self.tracing.span(f"peer {KIND_NAMES[kind]}", trace, SpanKind.SERVER):
+                    reply = await self._dispatch(kind, body)
+            frame = wire.encode(wire.REPLY, request_id, [True, reply])
+        except (ProtocolError, CountersError) as error:
+            frame = wire.encode(wire.REPLY, request_id, [False, str(error)])
+        except Exception as error:
+            log.exception("peer request kind %d failed", kind)
+            frame = wire.encode(wire.REPLY, request_id, [False, repr(error)])
+        if not ws.closed:
+            try:
+                await ws.send_bytes(seal.seal(frame))
+            except ConnectionError:
+                pass
+
+    async def _dispatch(self, kind: int, body: Any) -> Any:
+        if kind == wire.GOSSIP:
+            return self.gossip.answer(body)
+        if kind == wire.RECEIPT:
+            key, idem = wire.receipt_request_from_wire(body)
+            receipt = self.store.receipt(key, idem)
+            state = self.store.get(key) or EMPTY
+            return [pn_to_wire(state), None if receipt is None else receipt.to_wire()]
+        if kind == wire.PUSH:
+            self.store.merge_many(wire.entries_from_wire(body))
+            return None
+        if kind == wire.PULL:
+            shards = wire.shards_from_wire(body, self.gossip.cluster.config.shards)
+            return wire.entries_to_wire(
+                entry for shard in shards for entry in self.store.shard_entries(shard)
+            )
+        if kind == wire.FORWARD:
+            return await self._forwarded(body)
+        raise ProtocolError(f"kind {kind} is not a request")
+
+    async def _forwarded(self, body: Any) -> Any:
+        if isinstance(body, dict) and "scan" in body:
+            return self._scan(body["scan"])
+        ops, consistency, hops, fingerprint = forward_from_wire(body)
+        try:
+            results = await self.coordinator.run(ops, consistency, hops, fingerprint)
+        except CountersError as error:
+            results = [OpResult.failed(error) for _ in ops]
+        return [result.to_json() for result in results]
+
+    def _scan(self, raw: Any) -> list[list[Any]]:
+        if not isinstance(raw, list) or len(raw) != 6:
+            raise ProtocolError("bad scan")
+        tenant, namespace, prefix, after, limit, shards = raw
+        if not all(isinstance(x, str) for x in (tenant, namespace, prefix, after)):
+            raise ProtocolError("bad scan strings")
+        if type(limit) is not int or not 0 < limit <= 10_000:
+            raise ProtocolError("bad scan limit")
+        valid = set(wire.shards_from_wire(shards, self.gossip.cluster.config.shards))
+        rows = listing.local_rows(self.store, tenant, namespace, prefix, after, limit, valid)
+        return [[name, value] for name, value in rows]
+
+    async def close_connections(self) -> None:
+        for ws in list(self._sockets):
+            await ws.close(code=1001, message=b"node shutting down")
+
+    async def close(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)

@@ -1,0 +1,18 @@
+"""Picks the durable replica's backend from the configuration (apart from the interface,
+so that the backends import the interface and nothing imports them but this)."""
+
+from __future__ import annotations
+
+from node.base.config import Config
+from node.storage.durable import DurableReplica
+from node.storage.durable_redis import RedisReplica
+from node.storage.durable_sqlite import SqliteReplica
+
+
+def open_durable(config: Config) -> DurableReplica:
+    """Redis (standalone or Cluster) when a URL is given, else SQLite in the data dir."""
+    if config.redis_url or config.redis_cluster_url:
+        return RedisReplica(
+            config.redis_url or config.redis_cluster_url, cluster=bool(config.redis_cluster_url)
+        )
+    return SqliteReplica(config.data_path / "counters.sqlite3")

@@ -1,0 +1,76 @@
+"""The durable replica: where counter slots outlive a node, or the whole cluster.
+
+Two implementations share this interface: Redis, standalone or Cluster (durable_redis.py),
+and SQLite in the node's data dir (durable_sqlite.py), the embedded default that needs
+nothing installed; backends.open_durable picks one. Every write is a per-slot maximum, so
+writes are idempotent and commutative: any node may write any state of any counter at any
+time, in any order.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Collection, Sequence
+from typing import Protocol
+
+from crdt import CodecError, PNCounter, codec
+from crdt.codec import MAX_ACTOR_BYTES
+from crdt.gcounter import UINT64_MAX
+from crdt.receipts import Receipt
+from node.base.keys import Key
+
+Entry = tuple[Key, int, PNCounter]  # key, shard, state
+ReceiptEntry = tuple[Key, int, dict[str, Receipt]]  # key, shard, idempotency receipts
+
+
+class DurableError(Exception):
+    """The durable replica could not be reached or answered wrongly."""
+
+
+class DurableReplica(Protocol):
+    name: str
+
+    async def write(self, entries: Sequence[Entry]) -> None:
+        """Merge these states into the durable copy, slot by slot (max)."""
+
+    async def load(self, shards: Collection[int]) -> list[tuple[Key, PNCounter]]:
+        """Every counter of these shards, as stored."""
+
+    async def write_receipts(self, entries: Sequence[ReceiptEntry], window_ms: int) -> None:
+        """Keep these idempotency receipts for the window (the first one stored wins)."""
+
+    async def load_receipts(self, shards: Collection[int]) -> list[ReceiptEntry]:
+        """The unexpired receipts of these shards' counters."""
+
+    async def last_incarnation(self, node_id: str, current: int) -> int:
+        """Record `current` as node_id's incarnation unless a higher one is known; return the
+        highest known before this call (0 if none), so a node whose data dir was lost still
+        takes a new actor id."""
+
+    async def ping(self) -> None:
+        """Raise DurableError unless the replica answers."""
+
+    async def close(self) -> None: ...
+
+
+def member(key: Key) -> str:
+    """A key as one unambiguous string (names cannot hold every separator; JSON can)."""
+    return json.dumps(key, separators=(",", ":"), ensure_ascii=False)
+
+
+def key_of(text: str) -> Key:
+    try:
+        return codec.key_from_wire(json.loads(text))
+    except (ValueError, CodecError) as error:
+        raise DurableError(f"corrupt key {text[:80]!r} in the durable replica") from error
+
+
+def state_of(slots: dict[str, tuple[int, int]]) -> PNCounter:
+    """A state from stored (actor -> (p, n)) slots, checked like any input."""
+    state = PNCounter.empty()
+    for actor, (p, n) in slots.items():
+        bad = not actor or len(actor.encode()) > MAX_ACTOR_BYTES
+        if bad or not (0 <= p <= UINT64_MAX and 0 <= n <= UINT64_MAX):
+            raise DurableError(f"corrupt slot {actor!r} in the durable replica")
+        state = state.merge(PNCounter.from_slot(actor, p, n))
+    return state

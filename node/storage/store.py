@@ -1,0 +1,211 @@
+"""The node's in-memory replica: one PN-counter per key, indexed by shard.
+
+Every change goes through `increment` or `merge`, which also keep each shard's digest for
+anti-entropy up to date in O(actors): a shard's digest is the sum, modulo 2**64, of each
+key's slots weighted by a hash of the key and of the actor. Equal shard states give equal
+digests whatever order they were reached in, and comparing two shards costs one integer.
+The durable stores (Redis, PostgreSQL) arrive behind this same interface.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Callable, Iterable, Mapping
+
+from crdt import PNCounter, receipts
+from crdt.receipts import Receipt
+from node.base.keys import Key
+from ring import hash64
+
+MASK64 = (1 << 64) - 1
+
+
+class CounterStore:
+    def __init__(self, shard_of: Callable[[Key], int]) -> None:
+        self._shard_of = shard_of
+        self._states: dict[Key, PNCounter] = {}
+        self._shard_keys: dict[int, set[Key]] = {}
+        # per key: (shard, key weight, the key's current share of its shard digest)
+        self._meta: dict[Key, tuple[int, int, int]] = {}
+        self._digests: dict[int, int] = {}
+        self._actor_weights: dict[str, tuple[int, int]] = {}
+        self._dirty: set[Key] = set()  # changed since the last write to the durable replica
+        self._history_dirty: set[Key] = set()  # changed since history last recorded them
+        self._receipts: dict[Key, dict[str, Receipt]] = {}  # idempotency receipts per counter
+        self._dirty_receipts: set[Key] = set()  # receipts not yet in the durable replica
+        self._tenant_counts: dict[int, dict[str, int]] = {}  # per shard: counters per tenant
+        # (tenant, namespace) -> shard -> names: a listing reads its namespace, not every key
+        self._names: dict[tuple[str, str], dict[int, set[str]]] = {}
+
+    def __len__(self) -> int:
+        return len(self._states)
+
+    def get(self, key: Key) -> PNCounter | None:
+        return self._states.get(key)
+
+    def increment(self, key: Key, actor: str, delta: int) -> tuple[PNCounter, PNCounter]:
+        """Apply delta under actor; return the new state and the changed slot (the delta)."""
+        old = self._states.get(key)
+        if old is None:
+            old = PNCounter.empty()
+        new = old.increment(actor, delta)  # raises before anything is stored
+        self._put(key, new)
+        return new, new.delta_since(old)
+
+    def receipt(self, key: Key, idempotency_key: str) -> Receipt | None:
+        found = self._receipts.get(key)
+        return None if found is None else found.get(idempotency_key)
+
+    def add_receipts(self, key: Key, incoming: Mapping[str, Receipt]) -> None:
+        current = self._receipts.get(key, {})
+        merged = receipts.merge(current, incoming)
+        if merged != current:
+            self._receipts[key] = merged
+            self._dirty_receipts.add(key)
+
+    def take_dirty_receipts(self) -> list[tuple[Key, int, dict[str, Receipt]]]:
+        """Counters whose receipts changed: (key, shard, all its receipts)."""
+        dirty, self._dirty_receipts = self._dirty_receipts, set()
+        return [(key, self._shard_of(key), dict(self._receipts[key])) for key in dirty]
+
+    def mark_receipts_dirty(
+        self, entries: Iterable[tuple[Key, int, Mapping[str, Receipt]]]
+    ) -> None:
+        self._dirty_receipts.update(key for key, _, _ in entries)
+
+    def prune_receipts(self, key: Key, now_ms: int, window_ms: int) -> None:
+        found = self._receipts.get(key)
+        if found:
+            self._receipts[key] = receipts.prune(found, now_ms, window_ms)
+
+    def reset(self, key: Key) -> tuple[PNCounter, PNCounter]:
+        """Clear what this replica has observed of key; return the new state and the floor
+        slots that changed (the delta to replicate)."""
+        old = self._states.get(key)
+        if old is None:
+            return PNCounter.empty(), PNCounter.empty()
+        new = old.reset()
+        if new is not old:
+            self._put(key, new)
+        return new, new.delta_since(old)
+
+    def merge(self, key: Key, incoming: PNCounter) -> PNCounter:
+        old = self._states.get(key)
+        if old is None:
+            if incoming.is_empty():
+                return incoming
+            self._put(key, incoming)
+            return incoming
+        merged = old.merge(incoming)
+        if merged is not old:
+            self._put(key, merged)
+        return merged
+
+    def merge_many(self, entries: Iterable[tuple[Key, PNCounter]]) -> None:
+        for key, state in entries:
+            self.merge(key, state)
+
+    def _put(self, key: Key, state: PNCounter) -> None:
+        meta = self._meta.get(key)
+        if meta is None:
+            shard = self._shard_of(key)
+            weight = hash64("/".join(key).encode()) | 1
+            self._shard_keys.setdefault(shard, set()).add(key)
+            counts = self._tenant_counts.setdefault(shard, {})
+            counts[key[0]] = counts.get(key[0], 0) + 1
+            self._names.setdefault(key[:2], {}).setdefault(shard, set()).add(key[2])
+            old_share = 0
+        else:
+            shard, weight, old_share = meta
+        share = self._share(state, weight)
+        self._states[key] = state
+        self._meta[key] = (shard, weight, share)
+        self._digests[shard] = (self._digests.get(shard, 0) + share - old_share) & MASK64
+        self._dirty.add(key)
+        self._history_dirty.add(key)
+
+    def _share(self, state: PNCounter, weight: int) -> int:
+        total = 0
+        weights = self._actor_weights
+        for actor, count in state.p.slots.items():
+            pair = weights.get(actor) or self._weigh(actor)
+            total += count * pair[0]
+        for actor, count in state.n.slots.items():
+            pair = weights.get(actor) or self._weigh(actor)
+            total += count * pair[1]
+        return (total * weight) & MASK64
+
+    def _weigh(self, actor: str) -> tuple[int, int]:
+        pair = (hash64(b"p" + actor.encode()) | 1, hash64(b"n" + actor.encode()) | 1)
+        self._actor_weights[actor] = pair
+        return pair
+
+    def take_dirty(self) -> list[tuple[Key, int, PNCounter]]:
+        """The changed counters (key, shard, current state); they count as clean from now."""
+        dirty, self._dirty = self._dirty, set()
+        meta, states = self._meta, self._states
+        return [(key, meta[key][0], states[key]) for key in dirty if key in states]
+
+    def mark_dirty(self, entries: Iterable[tuple[Key, int, PNCounter]]) -> None:
+        """Put back counters whose write failed; their latest state goes next time."""
+        self._dirty.update(key for key, _, _ in entries)
+
+    def take_history_dirty(self) -> list[tuple[Key, int, PNCounter]]:
+        """Counters changed since the history last took them: (key, shard, state)."""
+        dirty, self._history_dirty = self._history_dirty, set()
+        meta, states = self._meta, self._states
+        return [(key, meta[key][0], states[key]) for key in dirty if key in states]
+
+    def dirty_count(self) -> int:
+        return len(self._dirty)
+
+    def shard_shares(self, shard: int) -> list[tuple[Key, int, int]]:
+        """(key, key weight, share) for each key of a shard: its anti-entropy fingerprint."""
+        meta = self._meta
+        return [(key, *meta[key][1:]) for key in self._shard_keys.get(shard, ())]
+
+    def shard_entries(self, shard: int) -> list[tuple[Key, PNCounter]]:
+        return [(key, self._states[key]) for key in self._shard_keys.get(shard, ())]
+
+    def share(self, key: Key) -> int:
+        """The key's share of its shard digest: equal states of a key have equal shares."""
+        meta = self._meta.get(key)
+        return 0 if meta is None else meta[2]
+
+    def tenant_counts(self, shard: int) -> dict[str, int]:
+        """How many counters each tenant has in a shard (read-only)."""
+        return self._tenant_counts.get(shard, {})
+
+    def digest(self, shard: int) -> int:
+        """Order-independent hash of a shard's keys and states (0 when empty)."""
+        return self._digests.get(shard, 0)
+
+    def drop_shard(self, shard: int) -> int:
+        """Forget a shard this node no longer replicates; returns how many keys went."""
+        keys = self._shard_keys.pop(shard, set())
+        for key in keys:
+            del self._states[key]
+            del self._meta[key]
+            self._dirty.discard(key)
+            self._names[key[:2]].pop(shard, None)
+        self._digests.pop(shard, None)
+        self._tenant_counts.pop(shard, None)
+        return len(keys)
+
+    def scan(
+        self, tenant: str, namespace: str, prefix: str, after: str, limit: int, shards: set[int]
+    ) -> list[tuple[str, PNCounter]]:
+        """Names in (tenant, namespace) starting with prefix, sorted, greater than `after`:
+        the first `limit` of them, from the namespace's own index."""
+        by_shard = self._names.get((tenant, namespace), {})
+        names = heapq.nsmallest(
+            limit,
+            (
+                name
+                for shard in shards
+                for name in by_shard.get(shard, ())
+                if name > after and name.startswith(prefix)
+            ),
+        )
+        states = self._states
+        return [(name, states[(tenant, namespace, name)]) for name in names]

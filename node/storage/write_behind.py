@@ -1,0 +1,191 @@
+"""Write-behind to the durable replica, and the wait that sync durability needs.
+
+Every `persist_interval_s` the persister takes the counters changed since the last flush
+(their whole current state: slots only grow, so the latest state covers every change) and
+writes them in one batch. A failed flush puts its counters back, so the backlog is at most
+the number of counters held in memory, and it drains when the store returns.
+
+`durable()` is group commit for sync writes: a write waits for the first flush that starts
+after it was applied, and a waiting write starts that flush at once, so concurrent writes
+share one round trip instead of each paying its own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+from node.base.errors import QuorumTimeout, QuorumUnavailable
+from node.obs.tracing import OFF, Tracing
+from node.storage.durable import DurableError, DurableReplica
+from node.storage.store import CounterStore
+
+log = logging.getLogger("counters.persistence")
+PING_INTERVAL_S = 1.0  # how often an idle node checks that its durable replica answers
+PROBE_FRESH_S = 0.05  # how old a sync write's reachability check may be
+
+
+class Persister:
+    def __init__(
+        self,
+        store: CounterStore,
+        durable: DurableReplica,
+        interval_s: float,
+        receipt_window_s: float = 86400.0,
+        tracing: Tracing = OFF,
+        observe_flush: Callable[[float], object] | None = None,
+    ) -> None:
+        self.store = store
+        self.tracing = tracing
+        self.receipt_window_ms = int(receipt_window_s * 1000)
+        self.durable = durable
+        self.interval_s = interval_s
+        self.healthy = True
+        self.last_error = ""
+        self.last_flush_s = 0.0
+        self.flushes = 0
+        self.flush_failures = 0
+        self.observe_flush = observe_flush  # seconds each flush took, for metrics
+        self._waiters: list[asyncio.Future[None]] = []
+        self._wakeup = asyncio.Event()
+        self._lock = asyncio.Lock()
+        self._checked_at = 0.0
+        self._probe: asyncio.Future[bool] | None = None
+        self._probed_at = 0.0
+
+    @property
+    def backlog(self) -> int:
+        return self.store.dirty_count()
+
+    async def run(self) -> None:
+        while True:
+            try:
+                await asyncio.wait_for(self._wakeup.wait(), self.interval_s)
+            except TimeoutError:
+                pass
+            self._wakeup.clear()
+            await self.flush()
+
+    async def flush(self) -> None:
+        async with self._lock:
+            waiters, self._waiters = self._waiters, []
+            entries = self.store.take_dirty()
+            receipts = self.store.take_dirty_receipts()
+            started = time.monotonic()
+            try:
+                if entries or receipts:
+                    attributes = {
+                        "counters.counters": len(entries),
+                        "counters.durable": self.durable.name,
+                    }
+                    with self.tracing.span("persist flush", attributes=attributes):
+                        await self.durable.write(entries)
+                        await self.durable.write_receipts(receipts, self.receipt_window_ms)
+                    self._checked_at = started
+                elif started - self._checked_at >= PING_INTERVAL_S or not self.healthy:
+                    await self.durable.ping()  # so an idle node notices an outage too
+                    self._checked_at = started
+            except DurableError as error:
+                self.flush_failures += 1
+                self.store.mark_dirty(entries)
+                self.store.mark_receipts_dirty(receipts)
+                if self.healthy:
+                    log.warning(
+                        "durable replica unreachable, %d counters wait: %s", len(entries), error
+                    )
+                self.healthy, self.last_error = False, str(error)
+                _settle(waiters, error)
+                return
+            if not self.healthy:
+                log.info("durable replica back; flushed %d counters", len(entries))
+            self.healthy, self.last_error = True, ""
+            self.last_flush_s = time.monotonic() - started
+            self.flushes += 1
+            if self.observe_flush is not None and (entries or receipts):
+                self.observe_flush(self.last_flush_s)
+            _settle(waiters, None)
+
+    async def reachable(self, timeout: float) -> bool:
+        """Whether the durable replica answers now, asked at most every PROBE_FRESH_S.
+
+        Sync writes ask before applying anything, so an outage refuses them with nothing
+        applied; only one that begins within PROBE_FRESH_S of the check can still apply in
+        memory and then fail (its 503 says so). Concurrent writes share one probe.
+        """
+        now = time.monotonic()
+        if self._probe is None or (self._probe.done() and now - self._probed_at > PROBE_FRESH_S):
+            self._probed_at = now
+            self._probe = asyncio.ensure_future(self._ping())
+        try:
+            return await asyncio.wait_for(asyncio.shield(self._probe), timeout)
+        except TimeoutError:
+            return False
+
+    async def _ping(self) -> bool:
+        try:
+            await self.durable.ping()
+        except DurableError as error:
+            self.healthy, self.last_error = False, str(error)
+            return False
+        return True
+
+    async def durable_now(self, timeout: float) -> None:
+        """Return once everything applied before this call is in the durable replica."""
+        if not self.healthy:
+            raise QuorumUnavailable(
+                f"the durable replica is unreachable ({self.last_error}); the write applied in "
+                "memory and will persist when it returns",
+                may_have_applied=True,
+            )
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters.append(future)
+        self._wakeup.set()
+        try:
+            await asyncio.wait_for(future, timeout)
+        except TimeoutError:
+            raise QuorumTimeout(
+                "the durable replica did not confirm in time; the write may still apply",
+                may_have_applied=True,
+            ) from None
+        except DurableError as error:
+            raise QuorumUnavailable(
+                f"the durable replica failed ({error}); the write applied in memory and "
+                "will persist when it returns",
+                may_have_applied=True,
+            ) from None
+
+    async def load(self, shards: set[int] | frozenset[int]) -> int:
+        """Merge the durable copy of these shards into memory; returns how many counters."""
+        entries = await self.durable.load(shards)
+        self.store.merge_many(entries)
+        for key, _, found in await self.durable.load_receipts(shards):
+            self.store.add_receipts(key, found)
+        return len(entries)
+
+    def status(self) -> dict[str, Any]:
+        return {
+            "durable": self.durable.name,
+            "healthy": self.healthy,
+            "backlog": self.backlog,
+            "last_flush_s": round(self.last_flush_s, 6),
+            "flushes": self.flushes,
+            "last_error": self.last_error,
+        }
+
+    async def close(self) -> None:
+        try:
+            await self.flush()  # a clean stop loses nothing
+        finally:
+            await self.durable.close()
+
+
+def _settle(waiters: list[asyncio.Future[None]], error: Exception | None) -> None:
+    for waiter in waiters:
+        if not waiter.done():
+            if error is None:
+                waiter.set_result(None)
+            else:
+                waiter.set_exception(error)
