@@ -14,7 +14,7 @@ from node.cluster.membership import Cluster
 from node.history.postgres import PgHistory
 from node.history.recorder import Recorder
 from node.http import history as history_api
-from node.http import middleware as edge
+from node.http import middleware
 from node.http.appkeys import CLUSTER, CONFIG, HISTORY, RATE_LIMITER
 from node.http.history import parse_time
 from node.http.ratelimit import RateLimiter
@@ -39,7 +39,7 @@ async def test_api_answers_503_while_postgres_is_unreachable(tmp_path: Path) -> 
     config = Config(
         node_id="solo", data_dir=str(tmp_path), postgres_url="postgresql://x@127.0.0.1:1/x"
     )
-    app = web.Application(middlewares=[edge.middleware(Metrics(), None)])
+    app = web.Application(middlewares=[middleware.edge(Metrics(), None)])
     app[CONFIG] = config
     app[RATE_LIMITER] = RateLimiter(config)
     app[CLUSTER] = Cluster(config, 1)
