@@ -22,6 +22,8 @@ from typing import Any
 
 import aiohttp
 
+from tests.cluster import node_logs
+
 REPO = Path(__file__).resolve().parents[2]
 # Fast timings so faults are noticed and healed within seconds.
 FAST = {
@@ -67,8 +69,13 @@ class Node:
         self.url = f"http://{self.address}"
         self.process: subprocess.Popen[bytes] | None = None
         self.log_path = cluster.root / f"{node_id}.log"
+        # The test killed (kill -9) or paused the current process: how it ends is its doing.
+        self.faulted = False
+        self.ever_faulted = False
+        self.exit_problems: list[str] = []  # how earlier processes of this node ended badly
 
     def start(self, seeds: list[str], **settings: str) -> None:
+        self._retire()
         env = {**os.environ, **FAST, **self.cluster.settings, **settings}
         command = [
             sys.executable, "-m", "node", "node",
@@ -86,14 +93,27 @@ class Node:
     def running(self) -> bool:
         return self.process is not None and self.process.poll() is None
 
+    def _retire(self) -> None:
+        """Note how the previous process ended, before another one takes its place."""
+        if self.process is None:
+            return
+        assert not self.running, f"{self.node_id} is still running"
+        code = self.process.returncode
+        if code != 0 and not self.faulted:
+            self.exit_problems.append(f"process {self.process.pid} exited with {code}")
+        self.process = None
+        self.faulted = False
+
     def kill(self) -> None:
         """kill -9: no chance to flush or say goodbye."""
         assert self.process is not None
+        self.faulted = self.ever_faulted = True
         self.process.kill()
         self.process.wait(timeout=10)
 
     def pause(self) -> None:
         assert self.process is not None
+        self.faulted = self.ever_faulted = True
         self.process.send_signal(signal.SIGSTOP)
 
     def resume(self) -> None:
@@ -101,6 +121,8 @@ class Node:
         self.process.send_signal(signal.SIGCONT)
 
     def terminate(self) -> int | None:
+        """SIGTERM, as an operator stops a node; its exit code (0 for a clean stop: aiohttp's
+        run_app turns SIGTERM into a graceful shutdown), or None if it had to be killed."""
         if self.process is None or self.process.poll() is not None:
             return None if self.process is None else self.process.returncode
         self.process.send_signal(signal.SIGCONT)
@@ -110,7 +132,23 @@ class Node:
         except subprocess.TimeoutExpired:
             self.process.kill()
             self.process.wait(timeout=10)
+            if not self.faulted:
+                self.exit_problems.append(
+                    f"process {self.process.pid} did not stop within 10s of SIGTERM"
+                )
             return None
+
+    def problems(self, faulted: bool) -> list[str]:
+        """How this node's processes ended badly and what its log holds that it should not;
+        `faulted`: the test killed or paused some node of the cluster. Call once stopped."""
+        self._retire()
+        try:
+            text = self.log_path.read_text(errors="replace")
+        except FileNotFoundError:
+            text = ""
+        found = self.exit_problems + [str(p) for p in node_logs.problems(text, faulted)]
+        self.exit_problems = []
+        return found
 
     def log_tail(self, lines: int = 20) -> str:
         try:
@@ -252,6 +290,20 @@ class Cluster:
         for node in self.nodes.values():
             node.terminate()
 
+    def assert_clean(self) -> None:
+        """Fail if a node exited non-zero (unless the test killed or paused it) or logged an
+        error or a traceback that tests/cluster/node_logs.py does not expect. After close()."""
+        faulted = any(node.ever_faulted for node in self.nodes.values())
+        report = []
+        for node in self.nodes.values():
+            found = node.problems(faulted)
+            if found:
+                listed = "\n".join(f"  {problem}" for problem in found[:10])
+                more = f"\n  ... and {len(found) - 10} more" if len(found) > 10 else ""
+                report.append(f"{node.node_id} ({node.log_path}):\n{listed}{more}")
+        if report:
+            raise AssertionError("nodes went wrong:\n" + "\n".join(report))
+
 
 @contextlib.contextmanager
 def one_node(root: Path, timeout: float = 30.0, **settings: str) -> Iterator[Node]:
@@ -279,6 +331,7 @@ def one_node(root: Path, timeout: float = 30.0, **settings: str) -> Iterator[Nod
         yield node
     finally:
         cluster.close()
+    cluster.assert_clean()  # only when the body passed: its own failure says more
 
 
 class WriteStream:
