@@ -177,9 +177,45 @@ class Cluster:
             node.start(self.seeds())
         for node in nodes:
             await self.wait_ready(node)
-        for node in nodes:
-            await self.wait_all_up(node, len(nodes))
+        await self.settled_ring(nodes, {node.node_id for node in nodes})
         return nodes
+
+    async def settled_ring(
+        self, nodes: list[Node], owners: set[str] | None = None, timeout: float = 40.0
+    ) -> dict[str, Any]:
+        """Wait until every one of `nodes` reports one settled ring (the same epoch and checksum,
+        no hand-off pending) whose shards are held by exactly `owners`, when given, each of
+        them up in every node's view; return that ring as the first node reports it."""
+        seen: dict[str, Any] = {}
+
+        async def settled() -> dict[str, Any] | None:
+            seen.clear()
+            rings = {node.node_id: await self.ring(node) for node in nodes}
+            seen.update(
+                (node_id, (ring["epoch"], ring["checksum"][:12], ring["pending"] is not None))
+                for node_id, ring in rings.items()
+            )
+            if len({(ring["epoch"], ring["checksum"]) for ring in rings.values()}) != 1:
+                return None
+            for ring in rings.values():
+                if ring["pending"] is not None:
+                    return None
+                if owners is not None:
+                    statuses = {m["node_id"]: m["status"] for m in ring["members"]}
+                    if set(ring["shards_per_node"]) != owners:
+                        return None
+                    if any(statuses.get(owner) != "up" for owner in owners):
+                        return None
+            return rings[nodes[0].node_id]
+
+        try:
+            ring: dict[str, Any] = await eventually(settled, "one settled ring", timeout)
+        except AssertionError:
+            raise AssertionError(
+                f"no settled ring of {sorted(owners or [])} within {timeout}s; "
+                f"last saw (epoch, checksum, pending) {seen}"
+            ) from None
+        return ring
 
     async def wait_all_up(self, observer: Node, count: int) -> None:
         """Wait until the observer sees `count` members, every one up."""

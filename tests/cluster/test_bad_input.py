@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from tests.cluster.harness import Cluster, Node, eventually
+from tests.cluster.harness import Cluster
 
 NS = "badinput"
 GOOD = f"/v1/namespaces/{NS}/counters/good"
@@ -63,25 +63,11 @@ CASES: list[tuple[str, str, Any, int, str]] = [
 ]
 
 
-async def _settled_ring(cluster: Cluster, nodes: list[Node]) -> str:
-    """The ring's checksum once every node reports the same one (just after start, one may
-    not have heard the last switch yet)."""
-    seen: set[str] = set()
-
-    async def agreed() -> bool:
-        seen.clear()
-        seen.update([(await cluster.ring(node))["checksum"] for node in nodes])
-        return len(seen) == 1
-
-    await eventually(agreed, "every node to report the same ring", 10)
-    return seen.pop()
-
-
 async def test_bad_requests_answer_4xx_and_change_nothing(cluster: Cluster):
     nodes = await cluster.start(3)
     status, _ = await cluster.increment(nodes[0], NS, "good", 10)
     assert status == 200
-    ring_before = await _settled_ring(cluster, nodes)
+    ring_before = (await cluster.settled_ring(nodes))["checksum"]
     for index, (method, path, body, expected_status, problem) in enumerate(CASES):
         node = nodes[index % 3]
         status, reply = await cluster.request(method, node, path, data=body)
