@@ -373,8 +373,11 @@ def one_node(root: Path, timeout: float = 30.0, **settings: str) -> Iterator[Nod
 class WriteStream:
     """Concurrent increments spread over nodes, with exact bookkeeping of what was acknowledged.
 
-    A 2xx is acknowledged; a connection error, 503 or 504 is ambiguous (it may have applied),
-    any other status is a failure the test should look at.
+    A 2xx is acknowledged; a connection error, a 504 or a 503 that may have applied is
+    ambiguous (it widens the upper bound of the totals); a 503 whose problem says
+    `"may_have_applied": false` is refused (nothing applied), counted in `refused` so a test
+    can tell a cluster that turned writes away from one that took them; any other status is
+    a failure the test should look at.
     """
 
     def __init__(self, cluster: Cluster, ns: str, names: list[str], workers: int = 6) -> None:
@@ -386,6 +389,8 @@ class WriteStream:
         self.acked: dict[str, int] = dict.fromkeys(names, 0)
         self.ambiguous: dict[str, int] = dict.fromkeys(names, 0)
         self.ok = 0
+        self.refused = 0  # requests answered 503 with may_have_applied: false
+        self.refusals: list[Any] = []  # the first few of their bodies, to show
         self.errors: list[Any] = []
         self.totals: dict[str, int] = {}
         self.acked_at: list[tuple[float, int]] = []
@@ -419,11 +424,23 @@ class WriteStream:
                 self.acked_at.append((time.monotonic(), delta))
                 self.events.append((sent, time.monotonic(), name, delta))
                 self.ok += 1
+            elif status == 503 and isinstance(body, dict) and body.get("may_have_applied") is False:
+                self.refused += 1
+                if len(self.refusals) < 5:
+                    self.refusals.append(body)
+                await asyncio.sleep(0.05)
             elif status in (503, 504):
                 self.ambiguous[name] += delta
                 await asyncio.sleep(0.05)
             else:
                 self.errors.append((status, body))
+
+    def assert_mostly_acknowledged(self, share: float = 0.1) -> None:
+        """At most `share` of the answered writes were refused (503, nothing applied)."""
+        answered = self.ok + self.refused
+        assert self.refused <= share * answered, (
+            f"{self.refused} of {answered} writes refused; first: {self.refusals}"
+        )
 
     async def run_until(self, count: int, timeout: float = 30.0) -> None:
         """Wait until `count` more increments have been acknowledged."""
@@ -432,7 +449,13 @@ class WriteStream:
         async def reached() -> bool:
             return self.ok >= goal
 
-        await eventually(reached, f"{count} acknowledged increments", timeout, every=0.02)
+        try:
+            await eventually(reached, f"{count} acknowledged increments", timeout, every=0.02)
+        except AssertionError as error:
+            raise AssertionError(
+                f"{error}; {self.refused} refused (first: {self.refusals}), "
+                f"errors: {self.errors[:3]}"
+            ) from None
 
     async def run_for(self, seconds: float) -> None:
         """Let the stream run this long; it must acknowledge something meanwhile."""
