@@ -21,5 +21,5 @@ async def cluster(tmp_path: Path) -> AsyncIterator[Cluster]:
         try:
             yield harness
         finally:
-            harness.close()
+            await harness.stop()
         harness.assert_clean()

@@ -326,6 +326,11 @@ class Cluster:
         for node in self.nodes.values():
             node.terminate()
 
+    async def stop(self) -> None:
+        """SIGTERM every node at once and wait in threads: the event loop keeps serving
+        what the test runs beside the nodes (a trace collector they flush to as they stop)."""
+        await asyncio.gather(*(asyncio.to_thread(n.terminate) for n in self.nodes.values()))
+
     def assert_clean(self) -> None:
         """Fail if a node exited non-zero (unless the test killed or paused it) or logged an
         error or a traceback that tests/cluster/node_logs.py does not expect. After close()."""
