@@ -219,7 +219,13 @@ class PeerLink:
                 future.set_exception(PeerError(f"{self.address}: {payload}"))
 
         await self._inflight.acquire()
-        await self._send_frame(kind, body, on_reply, timeout, trace)
+        try:
+            await self._send_frame(kind, body, on_reply, timeout, trace)
+        except asyncio.CancelledError:
+            # The caller gave up (a gossip exchange's deadline) while the frame was on its
+            # way, and _send_frame forgot the request: nobody awaits the future any more.
+            future.cancel()
+            raise
         return await future
 
     # -- frames ----------------------------------------------------------------------------
@@ -251,6 +257,12 @@ class PeerLink:
             if kind in REPLICATION_KINDS and request_id in self._waiting:
                 self.frames_sent += 1
                 self._waiting[request_id] = (on_reply, timer, loop.time())
+        except asyncio.CancelledError:
+            # Whoever sends gave up on it: forget the request now rather than at its
+            # deadline, so the in-flight permit comes back and no one is told of a late
+            # reply (which finds no request and is dropped).
+            self._forget(request_id)
+            raise
         except Exception as error:
             if isinstance(error, TimeoutError) and ws is not None and self._ws is ws:
                 self._ws = None  # a half-written frame leaves the stream unusable
@@ -259,14 +271,23 @@ class PeerLink:
                 closing.add_done_callback(self._closing.discard)
             self._settle(request_id, False, f"unreachable: {type(error).__name__} {error}")
 
-    def _settle(self, request_id: int, ok: bool, payload: Any) -> None:
+    def _forget(self, request_id: int) -> tuple[ReplyHandler, float | None] | None:
+        """Drop a request's bookkeeping and give back its in-flight permit; its reply
+        handler and when it was written, or None if it was already settled."""
         entry = self._waiting.pop(request_id, None)
         self._sent_on.pop(request_id, None)
         if entry is None:
-            return
+            return None
         on_reply, timer, sent_at = entry
         timer.cancel()
         self._inflight.release()
+        return on_reply, sent_at
+
+    def _settle(self, request_id: int, ok: bool, payload: Any) -> None:
+        entry = self._forget(request_id)
+        if entry is None:
+            return
+        on_reply, sent_at = entry
         if ok and sent_at is not None and self._observe_frame is not None:
             self._observe_frame(asyncio.get_running_loop().time() - sent_at)
         on_reply(ok, payload)

@@ -100,7 +100,13 @@ class PeerServer:
                         with self.tracing.span(f"peer {KIND_NAMES[kind]}", trace, SpanKind.SERVER):
                             reply = self._inline(kind, body)
                     frame = wire.encode(wire.REPLY, request_id, [True, reply])
-                    await ws.send_bytes(seal.seal(frame))
+                    try:
+                        await ws.send_bytes(seal.seal(frame))
+                    except ConnectionError:
+                        # The peer went away (killed, restarted) with requests in flight:
+                        # they time out at its end, and there is no one left to answer.
+                        log.info("peer link from %s lost while replying", peer)
+                        break
                 else:
                     answer = self._answer(ws, seal, kind, request_id, body, trace)
                     task = asyncio.create_task(answer)

@@ -17,6 +17,7 @@ import sys
 import time
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 
 TRACE_ID: contextvars.ContextVar[str] = contextvars.ContextVar("trace_id", default="")
 TRACE_HEADER = "X-Trace-Id"
@@ -54,6 +55,23 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, default=str)
 
 
+class ClientFaultsAsWarnings(logging.Filter):
+    """aiohttp's server logs a request its HTTP parser refuses (a header line over the limit,
+    a bad method, broken framing) as an error with a traceback, though it answers the client
+    4xx and nothing in the node went wrong. Such a record becomes one warning line that names
+    the fault, so the error level stays for what an operator must look at."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        fault = record.exc_info[1] if record.exc_info else None
+        if isinstance(fault, HttpProcessingError) and 400 <= fault.code < 500:
+            record.levelno, record.levelname = logging.WARNING, "WARNING"
+            remote = record.args[0] if isinstance(record.args, tuple) and record.args else None
+            record.msg = "refused a malformed HTTP request from %s: %s"
+            record.args = (remote, f"{type(fault).__name__}: {fault.message}"[:200])
+            record.exc_info = record.exc_text = None
+        return True
+
+
 def setup(node_id: str, level: str) -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter(node_id))
@@ -61,6 +79,7 @@ def setup(node_id: str, level: str) -> None:
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+    logging.getLogger("aiohttp.server").addFilter(ClientFaultsAsWarnings())
 
 
 def trace_id_of(traceparent: str) -> str:

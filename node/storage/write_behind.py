@@ -46,6 +46,9 @@ class Persister:
         self.healthy = True
         self.last_error = ""
         self.last_flush_s = 0.0
+        # Unix time: everything this node applied before it is in the durable replica (the
+        # start of the last flush that succeeded); what a crash now could lose came after.
+        self.durable_through = 0.0
         self.flushes = 0
         self.flush_failures = 0
         self.observe_flush = observe_flush  # seconds each flush took, for metrics
@@ -72,6 +75,7 @@ class Persister:
     async def flush(self) -> None:
         async with self._lock:
             waiters, self._waiters = self._waiters, []
+            began_at = time.time()  # before taking: a write applied later is not in this flush
             entries = self.store.take_dirty()
             receipts = self.store.take_dirty_receipts()
             started = time.monotonic()
@@ -103,6 +107,7 @@ class Persister:
                 log.info("durable replica back; flushed %d counters", len(entries))
             self.healthy, self.last_error = True, ""
             self.last_flush_s = time.monotonic() - started
+            self.durable_through = began_at
             self.flushes += 1
             if self.observe_flush is not None and (entries or receipts):
                 self.observe_flush(self.last_flush_s)
@@ -171,6 +176,7 @@ class Persister:
             "healthy": self.healthy,
             "backlog": self.backlog,
             "last_flush_s": round(self.last_flush_s, 6),
+            "durable_through": round(self.durable_through, 6),
             "flushes": self.flushes,
             "last_error": self.last_error,
         }

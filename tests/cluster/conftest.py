@@ -1,4 +1,7 @@
-"""Fixtures for cluster tests: a Cluster of real node processes, torn down after each test."""
+"""Fixtures for cluster tests: a Cluster of real node processes, torn down after each test.
+
+Teardown fails the test when a node exited non-zero or logged an error or a traceback
+(see Cluster.assert_clean and tests/cluster/node_logs.py)."""
 
 from __future__ import annotations
 
@@ -18,4 +21,5 @@ async def cluster(tmp_path: Path) -> AsyncIterator[Cluster]:
         try:
             yield harness
         finally:
-            harness.close()
+            await harness.stop()
+        harness.assert_clean()

@@ -22,6 +22,8 @@ from typing import Any
 
 import aiohttp
 
+from tests.cluster import node_logs
+
 REPO = Path(__file__).resolve().parents[2]
 # Fast timings so faults are noticed and healed within seconds.
 FAST = {
@@ -67,8 +69,13 @@ class Node:
         self.url = f"http://{self.address}"
         self.process: subprocess.Popen[bytes] | None = None
         self.log_path = cluster.root / f"{node_id}.log"
+        # The test killed (kill -9) or paused the current process: how it ends is its doing.
+        self.faulted = False
+        self.ever_faulted = False
+        self.exit_problems: list[str] = []  # how earlier processes of this node ended badly
 
     def start(self, seeds: list[str], **settings: str) -> None:
+        self._retire()
         env = {**os.environ, **FAST, **self.cluster.settings, **settings}
         command = [
             sys.executable, "-m", "node", "node",
@@ -86,14 +93,27 @@ class Node:
     def running(self) -> bool:
         return self.process is not None and self.process.poll() is None
 
+    def _retire(self) -> None:
+        """Note how the previous process ended, before another one takes its place."""
+        if self.process is None:
+            return
+        assert not self.running, f"{self.node_id} is still running"
+        code = self.process.returncode
+        if code != 0 and not self.faulted:
+            self.exit_problems.append(f"process {self.process.pid} exited with {code}")
+        self.process = None
+        self.faulted = False
+
     def kill(self) -> None:
         """kill -9: no chance to flush or say goodbye."""
         assert self.process is not None
+        self.faulted = self.ever_faulted = True
         self.process.kill()
         self.process.wait(timeout=10)
 
     def pause(self) -> None:
         assert self.process is not None
+        self.faulted = self.ever_faulted = True
         self.process.send_signal(signal.SIGSTOP)
 
     def resume(self) -> None:
@@ -101,6 +121,8 @@ class Node:
         self.process.send_signal(signal.SIGCONT)
 
     def terminate(self) -> int | None:
+        """SIGTERM, as an operator stops a node; its exit code (0 for a clean stop: aiohttp's
+        run_app turns SIGTERM into a graceful shutdown), or None if it had to be killed."""
         if self.process is None or self.process.poll() is not None:
             return None if self.process is None else self.process.returncode
         self.process.send_signal(signal.SIGCONT)
@@ -110,7 +132,23 @@ class Node:
         except subprocess.TimeoutExpired:
             self.process.kill()
             self.process.wait(timeout=10)
+            if not self.faulted:
+                self.exit_problems.append(
+                    f"process {self.process.pid} did not stop within 10s of SIGTERM"
+                )
             return None
+
+    def problems(self, faulted: bool) -> list[str]:
+        """How this node's processes ended badly and what its log holds that it should not;
+        `faulted`: the test killed or paused some node of the cluster. Call once stopped."""
+        self._retire()
+        try:
+            text = self.log_path.read_text(errors="replace")
+        except FileNotFoundError:
+            text = ""
+        found = self.exit_problems + [str(p) for p in node_logs.problems(text, faulted)]
+        self.exit_problems = []
+        return found
 
     def log_tail(self, lines: int = 20) -> str:
         try:
@@ -139,9 +177,45 @@ class Cluster:
             node.start(self.seeds())
         for node in nodes:
             await self.wait_ready(node)
-        for node in nodes:
-            await self.wait_all_up(node, len(nodes))
+        await self.settled_ring(nodes, {node.node_id for node in nodes})
         return nodes
+
+    async def settled_ring(
+        self, nodes: list[Node], owners: set[str] | None = None, timeout: float = 40.0
+    ) -> dict[str, Any]:
+        """Wait until every one of `nodes` reports one settled ring (the same epoch and checksum,
+        no hand-off pending) whose shards are held by exactly `owners`, when given, each of
+        them up in every node's view; return that ring as the first node reports it."""
+        seen: dict[str, Any] = {}
+
+        async def settled() -> dict[str, Any] | None:
+            seen.clear()
+            rings = {node.node_id: await self.ring(node) for node in nodes}
+            seen.update(
+                (node_id, (ring["epoch"], ring["checksum"][:12], ring["pending"] is not None))
+                for node_id, ring in rings.items()
+            )
+            if len({(ring["epoch"], ring["checksum"]) for ring in rings.values()}) != 1:
+                return None
+            for ring in rings.values():
+                if ring["pending"] is not None:
+                    return None
+                if owners is not None:
+                    statuses = {m["node_id"]: m["status"] for m in ring["members"]}
+                    if set(ring["shards_per_node"]) != owners:
+                        return None
+                    if any(statuses.get(owner) != "up" for owner in owners):
+                        return None
+            return rings[nodes[0].node_id]
+
+        try:
+            ring: dict[str, Any] = await eventually(settled, "one settled ring", timeout)
+        except AssertionError:
+            raise AssertionError(
+                f"no settled ring of {sorted(owners or [])} within {timeout}s; "
+                f"last saw (epoch, checksum, pending) {seen}"
+            ) from None
+        return ring
 
     async def wait_all_up(self, observer: Node, count: int) -> None:
         """Wait until the observer sees `count` members, every one up."""
@@ -252,6 +326,25 @@ class Cluster:
         for node in self.nodes.values():
             node.terminate()
 
+    async def stop(self) -> None:
+        """SIGTERM every node at once and wait in threads: the event loop keeps serving
+        what the test runs beside the nodes (a trace collector they flush to as they stop)."""
+        await asyncio.gather(*(asyncio.to_thread(n.terminate) for n in self.nodes.values()))
+
+    def assert_clean(self) -> None:
+        """Fail if a node exited non-zero (unless the test killed or paused it) or logged an
+        error or a traceback that tests/cluster/node_logs.py does not expect. After close()."""
+        faulted = any(node.ever_faulted for node in self.nodes.values())
+        report = []
+        for node in self.nodes.values():
+            found = node.problems(faulted)
+            if found:
+                listed = "\n".join(f"  {problem}" for problem in found[:10])
+                more = f"\n  ... and {len(found) - 10} more" if len(found) > 10 else ""
+                report.append(f"{node.node_id} ({node.log_path}):\n{listed}{more}")
+        if report:
+            raise AssertionError("nodes went wrong:\n" + "\n".join(report))
+
 
 @contextlib.contextmanager
 def one_node(root: Path, timeout: float = 30.0, **settings: str) -> Iterator[Node]:
@@ -279,13 +372,17 @@ def one_node(root: Path, timeout: float = 30.0, **settings: str) -> Iterator[Nod
         yield node
     finally:
         cluster.close()
+    cluster.assert_clean()  # only when the body passed: its own failure says more
 
 
 class WriteStream:
     """Concurrent increments spread over nodes, with exact bookkeeping of what was acknowledged.
 
-    A 2xx is acknowledged; a connection error, 503 or 504 is ambiguous (it may have applied),
-    any other status is a failure the test should look at.
+    A 2xx is acknowledged; a connection error, a 504 or a 503 that may have applied is
+    ambiguous (it widens the upper bound of the totals); a 503 whose problem says
+    `"may_have_applied": false` is refused (nothing applied), counted in `refused` so a test
+    can tell a cluster that turned writes away from one that took them; any other status is
+    a failure the test should look at.
     """
 
     def __init__(self, cluster: Cluster, ns: str, names: list[str], workers: int = 6) -> None:
@@ -297,6 +394,8 @@ class WriteStream:
         self.acked: dict[str, int] = dict.fromkeys(names, 0)
         self.ambiguous: dict[str, int] = dict.fromkeys(names, 0)
         self.ok = 0
+        self.refused = 0  # requests answered 503 with may_have_applied: false
+        self.refusals: list[Any] = []  # the first few of their bodies, to show
         self.errors: list[Any] = []
         self.totals: dict[str, int] = {}
         self.acked_at: list[tuple[float, int]] = []
@@ -330,11 +429,23 @@ class WriteStream:
                 self.acked_at.append((time.monotonic(), delta))
                 self.events.append((sent, time.monotonic(), name, delta))
                 self.ok += 1
+            elif status == 503 and isinstance(body, dict) and body.get("may_have_applied") is False:
+                self.refused += 1
+                if len(self.refusals) < 5:
+                    self.refusals.append(body)
+                await asyncio.sleep(0.05)
             elif status in (503, 504):
                 self.ambiguous[name] += delta
                 await asyncio.sleep(0.05)
             else:
                 self.errors.append((status, body))
+
+    def assert_mostly_acknowledged(self, share: float = 0.1) -> None:
+        """At most `share` of the answered writes were refused (503, nothing applied)."""
+        answered = self.ok + self.refused
+        assert self.refused <= share * answered, (
+            f"{self.refused} of {answered} writes refused; first: {self.refusals}"
+        )
 
     async def run_until(self, count: int, timeout: float = 30.0) -> None:
         """Wait until `count` more increments have been acknowledged."""
@@ -343,7 +454,13 @@ class WriteStream:
         async def reached() -> bool:
             return self.ok >= goal
 
-        await eventually(reached, f"{count} acknowledged increments", timeout, every=0.02)
+        try:
+            await eventually(reached, f"{count} acknowledged increments", timeout, every=0.02)
+        except AssertionError as error:
+            raise AssertionError(
+                f"{error}; {self.refused} refused (first: {self.refusals}), "
+                f"errors: {self.errors[:3]}"
+            ) from None
 
     async def run_for(self, seconds: float) -> None:
         """Let the stream run this long; it must acknowledge something meanwhile."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from tests.cluster.harness import Cluster, Node, eventually
+from tests.cluster.harness import Cluster
 
 NS = "badinput"
 GOOD = f"/v1/namespaces/{NS}/counters/good"
@@ -63,25 +63,11 @@ CASES: list[tuple[str, str, Any, int, str]] = [
 ]
 
 
-async def _settled_ring(cluster: Cluster, nodes: list[Node]) -> str:
-    """The ring's checksum once every node reports the same one (just after start, one may
-    not have heard the last switch yet)."""
-    seen: set[str] = set()
-
-    async def agreed() -> bool:
-        seen.clear()
-        seen.update([(await cluster.ring(node))["checksum"] for node in nodes])
-        return len(seen) == 1
-
-    await eventually(agreed, "every node to report the same ring", 10)
-    return seen.pop()
-
-
 async def test_bad_requests_answer_4xx_and_change_nothing(cluster: Cluster):
     nodes = await cluster.start(3)
     status, _ = await cluster.increment(nodes[0], NS, "good", 10)
     assert status == 200
-    ring_before = await _settled_ring(cluster, nodes)
+    ring_before = (await cluster.settled_ring(nodes))["checksum"]
     for index, (method, path, body, expected_status, problem) in enumerate(CASES):
         node = nodes[index % 3]
         status, reply = await cluster.request(method, node, path, data=body)
@@ -89,8 +75,8 @@ async def test_bad_requests_answer_4xx_and_change_nothing(cluster: Cluster):
         assert isinstance(reply, dict) and reply["type"].endswith("/" + problem), (path, reply)
     for node in nodes:
         assert await cluster.value(node, NS, "good", "all") == 10
-    _, listing = await cluster.get(nodes[1], f"/v1/namespaces/{NS}/counters")
-    assert [c["name"] for c in listing["counters"]] == ["good"]
+    status, listing = await cluster.get(nodes[1], f"/v1/namespaces/{NS}/counters")
+    assert status == 200 and [c["name"] for c in listing["counters"]] == ["good"], listing
     assert (await cluster.ring(nodes[2]))["checksum"] == ring_before
 
 
@@ -98,7 +84,7 @@ async def test_overflow_answers_422_and_keeps_the_value(cluster: Cluster):
     nodes = await cluster.start(3)
     top = 2**63 - 1
     status, body = await cluster.increment(nodes[0], NS, "big", top)
-    assert (status, body["value"]) == (200, top)
+    assert status == 200 and body["value"] == top, (status, body)
     status, body = await cluster.increment(nodes[1], NS, "big", 1)
     assert status == 422 and body["type"].endswith("/overflow"), body
     status, body = await cluster.increment(nodes[2], NS, "low", -(2**63))

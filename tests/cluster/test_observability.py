@@ -4,6 +4,7 @@ follow a request across nodes."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator
 from typing import Any
@@ -80,11 +81,20 @@ async def test_metrics_count_what_clients_did(cluster: Cluster):
         "POST", nodes[1], f"/v1/namespaces/{NS}/batch", json={"ops": ops}, headers=acme
     )
     assert status == 200
-    statuses = [
-        (await cluster.request("GET", nodes[2], f"{path}/c1", headers=_bearer("noisy")))[0]
-        for _ in range(3)
-    ]
-    assert statuses[0] == 200 and 429 in statuses
+    # noisy may read once a second: reads at once until one is limited, however slow the box
+    statuses: list[int] = []
+    for _ in range(10):
+        replies = await asyncio.gather(
+            *(
+                cluster.request("GET", nodes[2], f"{path}/c1", headers=_bearer("noisy"))
+                for _ in "ab"
+            )
+        )
+        statuses += [status for status, _ in replies]
+        if 429 in statuses:
+            break
+    assert statuses[0] == 200 and 429 in statuses and set(statuses) <= {200, 429}, statuses
+    limited = statuses.count(429)
 
     async def flushed() -> bool:
         scrapes = [await _scrape(cluster, node) for node in nodes]
@@ -102,8 +112,8 @@ async def test_metrics_count_what_clients_did(cluster: Cluster):
         )
         == 7
     )
-    assert _total(scrapes, "counters_http_requests_total", status="429", tenant="noisy") == 2
-    assert _total(scrapes, "counters_rate_limited_total", tenant="noisy") == 2
+    assert _total(scrapes, "counters_http_requests_total", status="429", tenant="noisy") == limited
+    assert _total(scrapes, "counters_rate_limited_total", tenant="noisy") == limited
     assert _total(scrapes, "counters_http_request_duration_seconds_count", tenant="acme") == 8
     assert _total(scrapes, "counters_replication_frames_total") > 0
     assert _total(scrapes, "counters_replication_frame_seconds_count") > 0
@@ -112,11 +122,30 @@ async def test_metrics_count_what_clients_did(cluster: Cluster):
         assert samples[("counters_node_ready", ())] == 1
         assert samples[("counters_ring_members", (("status", "up"),))] == 3
         assert samples[("counters_store_counters", ())] >= 8  # N=3 of 3: every node holds all
-        for peer in ("n1", "n2", "n3"):
-            heard = samples.get(("counters_peer_last_heard_seconds", (("peer", peer),)))
-            assert heard is None or heard < 1.5  # none for itself; peers heard recently
     assert len({s[("counters_ring_checksum", ())] for s in scrapes}) == 1
     assert len({s[("counters_ring_epoch", ())] for s in scrapes}) == 1
+
+    async def peers_heard_recently() -> bool:
+        """Each node exports how long ago it heard each peer (not itself), and under
+        gossip every 0.2 s that is soon well under a second everywhere."""
+        for node in nodes:
+            samples = await _scrape(cluster, node)
+            heard[node.node_id] = {
+                peer: samples.get(("counters_peer_last_heard_seconds", (("peer", peer),)))
+                for peer in ("n1", "n2", "n3")
+            }
+        return all(
+            (ages[peer] is None) == (peer == node_id)
+            and (ages[peer] is None or 0 <= ages[peer] < 1.0)
+            for node_id, ages in heard.items()
+            for peer in ages
+        )
+
+    heard: dict[str, dict[str, float | None]] = {}
+    try:
+        await eventually(peers_heard_recently, "every peer heard within 1 s", 10)
+    except AssertionError:
+        raise AssertionError(f"peers not heard recently; last saw {heard}") from None
 
     # Two replicas gone: a write that needs all three is refused, and counted as such
     nodes[1].kill()
@@ -192,7 +221,9 @@ async def collector() -> AsyncIterator[tuple[str, list[dict[str, Any]]]]:
         await runner.cleanup()
 
 
-async def test_a_request_is_traced_across_nodes(cluster: Cluster, collector):
+async def test_a_request_is_traced_across_nodes(collector, cluster: Cluster):
+    # collector before cluster: it is set up first and torn down last, so the nodes never
+    # outlive it (a node that cannot export its spans rightly logs an error)
     url, spans = collector
     cluster.settings.update(COUNTERS_OTLP_ENDPOINT=url, OTEL_BSP_SCHEDULE_DELAY="100")
     nodes = await cluster.start(3)

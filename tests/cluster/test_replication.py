@@ -33,16 +33,16 @@ async def test_increments_spread_over_nodes_read_back_exactly_everywhere(cluster
 async def test_consistency_levels_are_reported_and_all_needs_every_replica(cluster: Cluster):
     nodes = await cluster.start(3)
     status, body = await cluster.increment(nodes[0], NS, "c", 4, consistency="all")
-    assert (status, body["value"], body["consistency"]) == (200, 4, "all")
+    assert status == 200 and (body["value"], body["consistency"]) == (4, "all"), (status, body)
     status, body = await cluster.get(nodes[1], f"/v1/namespaces/{NS}/counters/c?consistency=one")
-    assert (status, body["consistency"]) == (200, "one")
+    assert status == 200 and body["consistency"] == "one", (status, body)
     nodes[2].kill()
     await cluster.wait_marked_down(nodes[0], nodes[2])
     status, body = await cluster.increment(nodes[0], NS, "c", 1, consistency="all")
-    assert (status, body["may_have_applied"]) == (503, False), body
+    assert status == 503 and body["may_have_applied"] is False, (status, body)
     assert await cluster.value(nodes[0], NS, "c", "quorum") == 4  # the refusal changed nothing
     status, body = await cluster.increment(nodes[0], NS, "c", 1, consistency="quorum")
-    assert (status, body["value"]) == (200, 5)
+    assert status == 200 and body["value"] == 5, (status, body)
 
 
 async def test_kill_9_mid_stream_loses_no_acknowledged_write(cluster: Cluster):
@@ -113,8 +113,8 @@ async def test_a_batch_spanning_several_coordinators_answers_every_op_in_order(c
         "POST", nodes[0], f"/v1/namespaces/{NS}/batch", json={"ops": ops}
     )
     assert status == 200, body
-    assert [r["name"] for r in body["results"]] == [op["name"] for op in ops]
-    assert [r["value"] for r in body["results"]] == [*(i + 1 for i in range(40)), 4]
+    assert [r["name"] for r in body["results"]] == [op["name"] for op in ops], body
+    assert [r.get("value") for r in body["results"]] == [*(i + 1 for i in range(40)), 4], body
     ring = await cluster.ring(nodes[0])
     assert any("n1" not in entry for entry in ring["preference_lists"])  # it did forward
     for i in (0, 17, 39):
