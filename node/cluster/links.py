@@ -219,8 +219,14 @@ class PeerLink:
                 future.set_exception(PeerError(f"{self.address}: {payload}"))
 
         await self._inflight.acquire()
-        await self._send_frame(kind, body, on_reply, timeout, trace)
-        return await future
+        try:
+            await self._send_frame(kind, body, on_reply, timeout, trace)
+            return await future
+        except asyncio.CancelledError:
+            # The caller gave up (a wait_for around a gossip exchange), maybe while the frame
+            # was still connecting: its reply or timeout, when it comes, has no one to tell.
+            future.cancel()
+            raise
 
     # -- frames ----------------------------------------------------------------------------
 

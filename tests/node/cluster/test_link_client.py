@@ -8,6 +8,7 @@ the link reconnects and works afterwards.
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -41,6 +42,7 @@ class FakePeer:
 
     def __init__(self) -> None:
         self.mode = "answer"
+        self.handshake_delay = 0.0  # seconds before accepting a connection
         self.connections = 0
         self.received: list[tuple[int, int, Any]] = []  # (kind, request id, body) in order
         self.held: list[tuple[web.WebSocketResponse, peer_auth.FrameSeal, int, int, Any]] = []
@@ -67,6 +69,7 @@ class FakePeer:
             SECRET, request.method, request.path, request.headers, time.time(), self.address
         )
         assert peer == "caller", "the link's handshake must verify"
+        await asyncio.sleep(self.handshake_delay)
         seal = peer_auth.server_seal(SECRET, request.headers, self.address)
         ws = web.WebSocketResponse(max_msg_size=wire.MAX_FRAME_BYTES, compress=False)
         await ws.prepare(request)
@@ -267,4 +270,25 @@ async def test_a_reply_with_the_wrong_number_of_states_fails_those_writes_only(
         assert await link.replicate_slot(KEY_A, 2, 0) is None
         assert peer.connections == 1  # a well-framed reply keeps the stream in step
     finally:
+        await pool.close()
+
+
+async def test_a_call_cancelled_while_connecting_leaves_no_unretrieved_error(peer: FakePeer):
+    pool, link = await _link(peer, request_timeout_s=10.0)
+    errors: list[dict[str, Any]] = []
+    loop = asyncio.get_running_loop()
+    previous = loop.get_exception_handler()
+    loop.set_exception_handler(lambda _, context: errors.append(context))
+    try:
+        peer.handshake_delay = 0.6  # the call is cancelled before its frame is even sent
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(link.call(wire.GOSSIP, "late", 0.3), 0.1)
+        await asyncio.sleep(0.4)  # past the call's own 0.3 s deadline, which then fires
+        gc.collect()  # an orphaned future reports its unretrieved error when collected
+        assert errors == []
+        peer.handshake_delay = 0.0
+        reply, _ = await _call(link, "after", 5.0)
+        assert reply == ["echo", "after"]
+    finally:
+        loop.set_exception_handler(previous)
         await pool.close()
