@@ -64,12 +64,16 @@ def main(argv: Sequence[str] | None = None) -> None:
     if command == "node":
         from node import app
         from node.base import config
+        from node.base.errors import RefusedToStart
 
         try:
             settings = config.parse(rest, os.environ)
         except config.ConfigError as error:
             sys.exit(f"counters node: {error}")
-        app.run(settings)
+        try:
+            app.run(settings)
+        except RefusedToStart as error:  # a message for the operator, not a traceback
+            sys.exit(f"counters node: {error}")
     elif command == "up":
         from node import local_cluster
 

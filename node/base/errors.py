@@ -12,6 +12,12 @@ from typing import Any
 TYPE_BASE = "https://counters.dev/problems/"
 
 
+class RefusedToStart(Exception):
+    """The node's own files say it must not run as configured (a corrupt incarnation, a ring
+    of another shard count). Not an HTTP error: `counters node` prints it and exits 1, since
+    guessing would risk reusing an actor id or misplacing every counter."""
+
+
 class CountersError(Exception):
     status = 500
     type = "internal"

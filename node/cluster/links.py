@@ -221,12 +221,13 @@ class PeerLink:
         await self._inflight.acquire()
         try:
             await self._send_frame(kind, body, on_reply, timeout, trace)
+            return await future
         except asyncio.CancelledError:
-            # The caller gave up (a gossip exchange's deadline) while the frame was on its
-            # way, and _send_frame forgot the request: nobody awaits the future any more.
+            # The caller gave up (a gossip exchange's deadline), maybe while the frame was
+            # still connecting, and _send_frame forgot the request: its reply or timeout, when
+            # it comes, has no one to tell.
             future.cancel()
             raise
-        return await future
 
     # -- frames ----------------------------------------------------------------------------
 

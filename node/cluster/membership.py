@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from node.base.config import Config
+from node.base.errors import RefusedToStart
 from node.base.keys import Key
 from ring import FailureDetector, Member, Ring, RingError, Status, View
 from ring.claimant import RingState, claimant, departed, next_state
@@ -155,7 +156,7 @@ class Cluster:
             log.warning("ignoring unreadable %s: %s", self._ring_file, error)
             return empty
         if state.current.shards != self.config.shards:
-            raise ValueError(
+            raise RefusedToStart(
                 f"{self._ring_file} has {state.current.shards} shards, not "
                 f"{self.config.shards}: the shard count never changes"
             )

@@ -50,6 +50,10 @@ if tonumber(ARGV[1]) > known then redis.call('SET', KEYS[1], ARGV[1]) end
 return known
 """
 KEYS_PER_CALL = 200  # bounds one script's run time, so Redis never stalls long on us
+# Seconds a Redis that stops answering (paused, partitioned, overloaded) may hold a call before
+# it fails; without it (redis-py 5's default) a silent Redis hangs the write-behind forever and
+# /readyz never reports it. A URL's own socket_timeout option overrides it.
+SOCKET_TIMEOUT_S = 5.0
 
 
 def _counter_key(shard: int, name: str) -> str:
@@ -91,7 +95,12 @@ class RedisReplica:
     def __init__(self, url: str, cluster: bool) -> None:
         self.name = "redis-cluster" if cluster else "redis"
         self._cluster = cluster
-        self._client: Any = RedisCluster.from_url(url) if cluster else redis.Redis.from_url(url)
+        timeout = SOCKET_TIMEOUT_S
+        self._client: Any = (
+            RedisCluster.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout)
+            if cluster
+            else redis.Redis.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout)
+        )
         self._merge = self._client.register_script(MERGE_SCRIPT)
         self._incarnation = self._client.register_script(INCARNATION_SCRIPT)
 

@@ -11,6 +11,7 @@ import logging
 import os
 from pathlib import Path
 
+from node.base.errors import RefusedToStart
 from node.storage.durable import DurableError, DurableReplica
 
 FILE_NAME = "incarnation"
@@ -41,11 +42,16 @@ def next_incarnation(data_dir: Path, at_least: int = 0) -> int:
     data_dir.mkdir(parents=True, exist_ok=True)
     path = data_dir / FILE_NAME
     try:
-        last = int(path.read_text().strip() or "0")
+        text = path.read_text().strip()
     except FileNotFoundError:
-        last = 0
-    except ValueError:
-        raise ValueError(f"{path} is corrupt; refusing to guess an incarnation") from None
+        text = "0"
+    except UnicodeDecodeError:
+        text = ""
+    # Plain decimal digits only (int() also takes "-3", "+3", "1_0"); the file is replaced
+    # atomically, so even an empty one is damage, not a fresh start.
+    if not (text.isascii() and text.isdigit()):
+        raise RefusedToStart(f"{path} is corrupt; refusing to guess an incarnation")
+    last = int(text)
     current = max(last + 1, at_least)
     temporary = path.with_suffix(".tmp")
     with open(temporary, "w") as handle:

@@ -133,6 +133,8 @@ class Persister:
         try:
             await self.durable.ping()
         except DurableError as error:
+            if self.healthy:  # the flush logs an outage it notices first; this one, here
+                log.warning("durable replica unreachable: %s", error)
             self.healthy, self.last_error = False, str(error)
             return False
         return True
