@@ -240,6 +240,11 @@ class InProcessCluster:
             await node.parts.gossip.stop()
             node.tasks = [task for task in node.tasks if task not in gossip]
 
+    def resume_gossip(self, nodes: Iterable[Node] | None = None) -> None:
+        for node in self.live() if nodes is None else nodes:
+            if not any(task.get_name() == "gossip" for task in node.tasks):
+                node.tasks.append(asyncio.create_task(node.parts.gossip.run(), name="gossip"))
+
     # -- placement and state -------------------------------------------------------------------
 
     def key_where(

@@ -179,6 +179,14 @@ class Network:
         self._duplicates.clear()
         self._tampers.clear()
 
+    def pending(self, kinds: Collection[int] | None = None) -> int:
+        """Requests (of these kinds) whose callers still wait, lost ones included."""
+        return sum(
+            count
+            for (_, _, kind), count in self.in_flight.items()
+            if kinds is None or kind in kinds
+        )
+
     def reachable(self, src: str, dst: str) -> bool:
         return dst in self._servers and (src, dst) not in self._cut
 
