@@ -279,6 +279,8 @@ class InMemoryLink:
         self._pool = pool
         self._tasks: set[asyncio.Task[None]] = set()
         self._pending: set[asyncio.Future[PNCounter | None]] = set()
+        self._calls: set[asyncio.Future[Any]] = set()  # requests under way by call()
+        self._closed_because: str | None = None
 
     @property
     def connected(self) -> bool:
@@ -340,8 +342,19 @@ class InMemoryLink:
         return future
 
     async def call(self, kind: int, body: Any, timeout: float, trace: str | None = None) -> Any:
+        """One request, one reply; PeerError on failure, timeout, or when the link closes."""
         pool = self._pool
-        return await pool.network.call(pool.address, self.address, kind, body, timeout)
+        request = asyncio.ensure_future(
+            pool.network.call(pool.address, self.address, kind, body, timeout)
+        )
+        self._calls.add(request)
+        request.add_done_callback(self._calls.discard)
+        try:
+            return await request
+        except asyncio.CancelledError:
+            if self._closed_because is None:
+                raise  # the caller gave up
+            raise PeerError(self._closed_because) from None
 
     def _start(self, work: Awaitable[None]) -> None:
         task = asyncio.ensure_future(work)
@@ -349,9 +362,12 @@ class InMemoryLink:
         task.add_done_callback(self._tasks.discard)
 
     async def close(self, reason: str = "node shutting down") -> None:
-        for task in list(self._tasks):
+        """Fail what is still waiting, as a closed connection does; nothing outlives it."""
+        self._closed_because = reason
+        work = [*self._tasks, *self._calls]
+        for task in work:
             task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await asyncio.gather(*work, return_exceptions=True)
         for future in list(self._pending):
             if not future.done():
                 future.set_exception(PeerError(reason))
