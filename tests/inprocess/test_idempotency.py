@@ -8,6 +8,7 @@ once, and both must answer the value after that one increment (one of them as a 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 
 from node.cluster import wire
 from node.coordination.ops import Op, OpKind, OpResult
@@ -21,7 +22,7 @@ def _attempt(node: Node, key: tuple[str, str, str]) -> asyncio.Future[list[OpRes
     return asyncio.ensure_future(node.coordinator.run([op], "quorum", fingerprint=FINGERPRINT))
 
 
-def _applied_once(results: list[list[OpResult]]) -> None:
+def _applied_once(results: Sequence[list[OpResult]]) -> None:
     flat = [result for answer in results for result in answer]
     assert [result.value for result in flat] == [5] * len(flat), flat
     assert sorted(result.replayed for result in flat) == [False] + [True] * (len(flat) - 1)
