@@ -158,11 +158,12 @@ class Coordinator:
                 )
             return await self._forward(owner, ops, consistency, hops, fingerprint)
         except PeerError as error:  # the forward failed: it may have run there
+            # Every op but a read changes state there: an increment, a reset, a claim.
             return [
                 OpResult.failed(
                     QuorumUnavailable(
                         f"forwarding to {owner} failed: {error}",
-                        may_have_applied=op.kind is OpKind.INCREMENT,
+                        may_have_applied=op.kind is not OpKind.GET,
                     )
                 )
                 for op in ops
