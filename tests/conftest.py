@@ -56,7 +56,7 @@ def postgres_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Postgr
 
 @pytest.fixture
 def postgres_database(postgres_server: PostgresServer) -> str:
-    """The DSN of a database of this test's own in the session's PostgreSQL, for tests whose
-    nodes migrate and write a whole schema (their namespaces are fixed, or nodes run migrations
-    at once)."""
+    """The DSN of a new, empty database of this test's own in the session's PostgreSQL, for
+    tests that migrate a schema or write fixed namespaces. It is left in place: dropping it
+    at teardown would cut off nodes that a later-torn-down fixture still runs."""
     return postgres_server.create_database("test_" + uuid.uuid4().hex[:12])
