@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint typecheck unit bench clean
+.PHONY: run check test lint typecheck unit bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -27,6 +27,15 @@ unit: $(STAMP)
 	$(BIN)/pytest -q
 
 test: lint typecheck unit
+
+# The fast inner loop: lint, then every test that needs no real server and no node process
+# (crdt, ring, node, loadtest, in-process), in under 30 s. `make test` runs them all.
+# None of these tests uses the schemathesis or locust pytest plugins, which take a second
+# to import.
+CHECK_SKIPS := --ignore=tests/cluster --ignore=tests/integration \
+	--ignore=tests/deploy/test_compose_node.py -p no:schemathesis -p no:locust
+check: lint
+	$(BIN)/pytest -q $(CHECK_SKIPS) tests tests/integration/test_history_api.py
 
 bench: $(STAMP)
 	$(BIN)/python loadtest/bench_crdt.py

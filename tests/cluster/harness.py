@@ -10,19 +10,19 @@ import contextlib
 import io
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 
 from tests.cluster import node_logs
+from tests.support import bearer, eventually, free_port, spawn
 
 REPO = Path(__file__).resolve().parents[2]
 # Fast timings so faults are noticed and healed within seconds.
@@ -34,30 +34,6 @@ FAST = {
     # Most cluster tests are about replication, not tokens; test_auth.py turns auth on.
     "COUNTERS_AUTH": "none",
 }
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-async def eventually(
-    check: Callable[[], Awaitable[Any]], what: str, timeout: float = 30.0, every: float = 0.1
-) -> Any:
-    """Poll check() until it returns a truthy value; fail with the last value after timeout."""
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        try:
-            last = await check()
-        except (TimeoutError, aiohttp.ClientError, OSError) as error:
-            last = error
-        else:
-            if last:
-                return last
-        await asyncio.sleep(every)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}; last saw {last!r}")
 
 
 class Node:
@@ -86,7 +62,7 @@ class Node:
         if seeds:
             command += ["--seeds", ",".join(seeds)]
         log = open(self.log_path, "ab")
-        self.process = subprocess.Popen(command, cwd=REPO, env=env, stdout=log, stderr=log)
+        self.process = spawn(command, cwd=REPO, env=env, stdout=log, stderr=log)
         log.close()
 
     @property
@@ -262,10 +238,9 @@ class Cluster:
             return response.status, body
 
     def _admin_headers(self) -> dict[str, str]:
-        from node.http.auth import SCOPES, mint
+        from node.http.auth import SCOPES
 
-        token = mint(self.settings["COUNTERS_JWT_SECRET"], "default", list(SCOPES), 600, None)
-        return {"Authorization": f"Bearer {token}"}
+        return bearer(self.settings["COUNTERS_JWT_SECRET"], "default", SCOPES)
 
     async def get(self, node: Node, path: str) -> tuple[int, Any]:
         return await self.request("GET", node, path)

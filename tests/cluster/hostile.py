@@ -23,8 +23,9 @@ import pytest
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 
-from node.http.auth import ADMIN, READ, WRITE, mint
+from node.http.auth import ADMIN, READ, WRITE
 from tests.cluster.harness import Node, one_node
+from tests.support import client_token
 
 SECRET = "hostile-input-secret-" * 3
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
@@ -59,7 +60,7 @@ class Client:
 
     def __init__(self, node: Node, tenant: str) -> None:
         self.node = node
-        token = mint(SECRET, tenant, [READ, WRITE, ADMIN], 3600, None)
+        token = client_token(SECRET, tenant, [READ, WRITE, ADMIN], ttl_s=3600)
         self.headers = {"Authorization": f"Bearer {token}"}
 
     def call(self, method: str, path: str, body: bytes | None = None, **extra: str) -> Reply:

@@ -7,14 +7,15 @@ import asyncio
 import time
 
 from node.cluster.links import PEER_PATH
-from node.http.auth import ADMIN, READ, WRITE, mint
+from node.http.auth import ADMIN, READ, WRITE
 from tests.cluster.harness import Cluster, Node
+from tests.support import bearer
 
 SECRET = "cluster-test-secret-" * 4
 
 
 def _bearer(tenant: str, *scopes: str, namespaces: list[str] | None = None) -> dict[str, str]:
-    return {"Authorization": f"Bearer {mint(SECRET, tenant, list(scopes), 600, namespaces)}"}
+    return bearer(SECRET, tenant, scopes, namespaces=namespaces)
 
 
 async def _start(cluster: Cluster) -> list[Node]:

@@ -7,24 +7,14 @@ namespace's rollups, from the shared PostgreSQL table or, embedded, by asking it
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 from tests.cluster.harness import Cluster, Node, eventually
-from tests.integration.postgres_server import PostgresServer
 
 NS = "history"
 EXPECTED = {"views": 12, "likes": 7, "shares": -3, "downloads": 30}
 FAST_HISTORY = {"COUNTERS_HISTORY_FLUSH_INTERVAL_S": "0.2"}
-
-
-@pytest.fixture(scope="module")
-def postgres(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PostgresServer]:
-    with PostgresServer(tmp_path_factory.mktemp("postgres")) as server:
-        yield server
 
 
 async def _write(cluster: Cluster, nodes: list[Node]) -> None:
@@ -107,8 +97,9 @@ async def _bad_queries_answer_400(cluster: Cluster, node: Node) -> None:
     assert status == 403  # peers only
 
 
-async def test_history_with_postgres(cluster: Cluster, postgres: PostgresServer) -> None:
-    cluster.settings.update(COUNTERS_POSTGRES_URL=postgres.dsn, **FAST_HISTORY)
+async def test_history_with_postgres(cluster: Cluster, postgres_database: str) -> None:
+    # a database of this test's own in the session's PostgreSQL: no other test sees NS
+    cluster.settings.update(COUNTERS_POSTGRES_URL=postgres_database, **FAST_HISTORY)
     nodes = await cluster.start(3)  # three nodes migrating one database at once
     await _write(cluster, nodes)
     await _history_everywhere(cluster, nodes)

@@ -18,8 +18,9 @@ from pathlib import Path
 
 import pytest
 
-from node.http.auth import READ, WRITE, mint
+from node.http.auth import READ, WRITE
 from tests.cluster.harness import REPO
+from tests.support import client_token, spawn
 
 
 def _free_run(count: int) -> int:
@@ -60,10 +61,9 @@ def _counters_up(
     """`counters up` running, and what it printed up to "Ctrl-C"; every node stopped after."""
     command = [sys.executable, "-m", "node", "up", "--nodes", str(nodes), "--base-port", str(base),
                "--data-dir", str(data_dir)]  # fmt: skip
-    # Its own process group, so a failing test can stop the nodes too, not only `up`.
-    up = subprocess.Popen(
-        command, cwd=REPO, env=env, stdout=subprocess.PIPE, text=True, start_new_session=True
-    )
+    # Its own session and process group (spawn), so a failing test can stop the nodes too,
+    # not only `up`.
+    up = spawn(command, cwd=REPO, env=env, stdout=subprocess.PIPE, text=True)
     try:
         assert up.stdout is not None
         lines = []
@@ -119,6 +119,6 @@ def test_counters_up_takes_its_jwt_secret_from_the_environment_when_set(tmp_path
     env = {**os.environ, "COUNTERS_JWT_SECRET": secret}
     with _counters_up(tmp_path, base, 1, env) as (_, output):
         assert "1 node ready" in output and "came from COUNTERS_JWT_SECRET" in output, output
-        token = mint(secret, "acme", [READ, WRITE], 60, None)
+        token = client_token(secret, "acme", [READ, WRITE], ttl_s=60)
         views = f"http://127.0.0.1:{base}/v1/namespaces/web/counters/views"
         assert _call(views + "/increment", token, {"delta": 2})["value"] == 2

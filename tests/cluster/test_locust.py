@@ -14,8 +14,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from node.http.auth import READ, mint
-from tests.cluster.harness import REPO, Cluster, eventually
+from node.http.auth import READ
+from tests.cluster.harness import REPO, Cluster
+from tests.support import bearer, eventually
 
 SECRET = "locust-test-secret-" * 4
 TENANTS = ("acme", "globex")
@@ -55,7 +56,7 @@ def _run_locust(host: str, workdir: Path) -> tuple[dict[str, dict[str, Any]], st
 
 
 def _bearer(tenant: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {mint(SECRET, tenant, [READ], 600, None)}"}
+    return bearer(SECRET, tenant, [READ])
 
 
 async def test_a_headless_locust_run_is_served_and_counted_exactly(cluster: Cluster, tmp_path):

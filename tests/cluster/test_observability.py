@@ -14,9 +14,10 @@ from aiohttp import web
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from prometheus_client.parser import text_string_to_metric_families
 
-from node.http.auth import READ, WRITE, mint
+from node.http.auth import READ, WRITE
 from ring import key_hash
-from tests.cluster.harness import Cluster, Node, eventually, free_port
+from tests.cluster.harness import Cluster, Node
+from tests.support import bearer, eventually, free_port
 
 SECRET = "observability-secret-" * 4
 METRICS_TOKEN = "scrape-token-" * 3
@@ -25,7 +26,7 @@ INCREMENT = "/v1/namespaces/{namespace}/counters/{name}/increment"
 
 
 def _bearer(tenant: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {mint(SECRET, tenant, [READ, WRITE], 600, None)}"}
+    return bearer(SECRET, tenant, [READ, WRITE])
 
 
 async def _scrape(cluster: Cluster, node: Node) -> dict[tuple[str, tuple[Any, ...]], float]:

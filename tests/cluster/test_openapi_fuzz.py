@@ -18,9 +18,10 @@ from pathlib import Path
 
 import pytest
 
-from node.http.auth import ADMIN, READ, WRITE, mint
+from node.http.auth import ADMIN, READ, WRITE
 from node.http.openapi import PATHS
 from tests.cluster.harness import one_node
+from tests.support import client_token
 
 SECRET = "openapi-fuzz-secret-" * 3
 MAX_EXAMPLES = 25  # per operation and phase; the whole run takes ~10 s on two cores
@@ -52,7 +53,7 @@ RUN_CLI = "import sys; from schemathesis.cli import schemathesis; sys.exit(schem
 
 
 def test_schemathesis_finds_no_5xx_and_nothing_outside_the_document(tmp_path: Path):
-    token = mint(SECRET, "fuzz", [READ, WRITE, ADMIN], 3600, None)
+    token = client_token(SECRET, "fuzz", [READ, WRITE, ADMIN], ttl_s=3600)
     config = tmp_path / "schemathesis.toml"
     config.write_text(CONFIG)
     operations = sum(len(methods) for methods in PATHS.values()) - len(EXCLUDED)

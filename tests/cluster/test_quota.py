@@ -3,15 +3,16 @@
 
 from __future__ import annotations
 
-from node.http.auth import READ, WRITE, mint
-from tests.cluster.harness import Cluster, Node, eventually
+from node.http.auth import READ, WRITE
+from tests.cluster.harness import Cluster, Node
+from tests.support import bearer, eventually
 
 SECRET = "quota-test-secret-" * 4
 QUOTA = 6
 
 
 def _bearer(tenant: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {mint(SECRET, tenant, [READ, WRITE], 600, None)}"}
+    return bearer(SECRET, tenant, [READ, WRITE])
 
 
 async def _increment(

@@ -26,11 +26,11 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from node.base import config
-from node.http.auth import SCOPES, mint
-from tests.cluster.harness import eventually, free_port
+from node.http.auth import SCOPES
 from tests.deploy import deployment as d
 from tests.integration.postgres_server import PostgresServer
 from tests.integration.redis_servers import RedisCluster
+from tests.support import bearer, eventually, free_port, spawn
 
 # The only settings that differ from the compose file's node1, each for a reason:
 OVERRIDDEN = {
@@ -39,7 +39,7 @@ OVERRIDDEN = {
     "COUNTERS_SEEDS",  # itself, a cluster of one: node2 and node3 do not run here
     "COUNTERS_DATA_DIR",  # a fresh directory instead of the node1-data volume
     "COUNTERS_REDIS_CLUSTER_URL",  # this session's Redis Cluster instead of redis-1
-    "COUNTERS_POSTGRES_URL",  # this session's PostgreSQL instead of postgres
+    "COUNTERS_POSTGRES_URL",  # a database of its own in this session's PostgreSQL
 }
 DROPPED = {"COUNTERS_OTLP_ENDPOINT"}  # no Jaeger here; a node exports no traces without it
 # A node ignores unknown COUNTERS_* variables, so a misspelt one would go unnoticed: every
@@ -73,7 +73,7 @@ def compose_node(
         "COUNTERS_SEEDS": address,
         "COUNTERS_DATA_DIR": str(data_dir),
         "COUNTERS_REDIS_CLUSTER_URL": redis_cluster.url,
-        "COUNTERS_POSTGRES_URL": postgres_server.dsn,
+        "COUNTERS_POSTGRES_URL": postgres_server.create_database(f"deploy_{uuid.uuid4().hex[:12]}"),
     }
     assert here.keys() == OVERRIDDEN
     assert OVERRIDDEN | DROPPED <= compose_env.keys(), "the compose file changed: update here"
@@ -87,13 +87,12 @@ def compose_node(
     assert executable.is_file(), f"{command[0]} is not installed in {bin_dir}"
     log_path = data_dir.parent / "node1.log"
     with log_path.open("wb") as log:
-        process = subprocess.Popen(
+        process = spawn(
             [str(executable), *command[1:]],
             cwd=data_dir,  # the image's WORKDIR is its data dir
             env=env,
             stdout=log,
             stderr=subprocess.STDOUT,
-            start_new_session=True,
         )
     try:
         yield ComposeNode(f"http://{address}", env, process, log_path)
@@ -119,8 +118,7 @@ async def _ready(session: aiohttp.ClientSession, node: ComposeNode) -> None:
 
 
 def _bearer(node: ComposeNode) -> dict[str, str]:
-    token = mint(node.env["COUNTERS_JWT_SECRET"], "deploy-test", list(SCOPES), 600, None)
-    return {"Authorization": f"Bearer {token}"}
+    return bearer(node.env["COUNTERS_JWT_SECRET"], "deploy-test", SCOPES)
 
 
 async def _call(

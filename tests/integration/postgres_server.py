@@ -20,20 +20,18 @@ import time
 from pathlib import Path
 from typing import Self
 
-# Imported as `postgres_server` where tests/integration is on sys.path (its tests and conftest),
-# as `tests.integration.postgres_server` elsewhere (tests/cluster): the helpers come along.
 from tests.integration.servers import (
     START_TIMEOUT_S,
     ManagedServer,
     ProcessGroup,
     ServerError,
-    free_port,
     launch_on_a_free_port,
     require_binary,
     run_command,
     run_command_checked,
     wait_until,
 )
+from tests.support.net import free_port
 
 INITDB_TIMEOUT_S = 60.0  # seconds initdb may take to write a fresh PostgreSQL cluster
 POSTGRES_VERSIONS_DIR = Path("/usr/lib/postgresql")  # Debian: <version>/bin/{initdb,postgres}
@@ -133,6 +131,11 @@ class PostgresServer(ManagedServer):
             raise
         self.startup_s = time.monotonic() - started
         return self
+
+    def create_database(self, name: str) -> str:
+        """Create database `name` (owned by postgres) in the running server; its DSN."""
+        self._run_client("createdb", name)
+        return f"postgresql://postgres@127.0.0.1:{self.port}/{name}"
 
     def stop(self) -> None:
         """Fast shutdown (SIGINT to the postmaster), then SIGKILL what is left of the group."""

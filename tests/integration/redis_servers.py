@@ -20,19 +20,17 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-# Imported as `redis_servers` where tests/integration is on sys.path (its tests and conftest),
-# as `tests.integration.redis_servers` elsewhere (tests/cluster): the helpers come along.
 from tests.integration.servers import (
     START_TIMEOUT_S,
     ManagedServer,
     ProcessGroup,
     ServerError,
-    free_port,
     launch_on_a_free_port,
     require_binary,
     run_command_checked,
     wait_until,
 )
+from tests.support.net import free_port
 
 
 class RedisServer(ManagedServer):

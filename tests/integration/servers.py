@@ -1,4 +1,4 @@
-"""What the throwaway test servers share: free ports, ServerError, process groups, bounded waits.
+"""What the throwaway test servers share: ServerError, process groups, bounded waits.
 
 The servers themselves live next door: RedisServer and RedisCluster in redis_servers.py,
 PostgresServer in postgres_server.py. Every server listens on a free port bound to 127.0.0.1
@@ -18,7 +18,6 @@ import os
 import shlex
 import shutil
 import signal
-import socket
 import subprocess
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -33,22 +32,10 @@ STOP_TIMEOUT_S = 15.0  # seconds a graceful stop may take before the group is SI
 POLL_INTERVAL_S = 0.02  # seconds between readiness probes
 PORT_ATTEMPTS = 3  # launches tried on fresh ports when another process took the chosen one
 LOG_TAIL_LINES = 30  # lines of server log quoted in a ServerError
-_SHARED_PORTS = frozenset({5432, 6379, 16379})  # the machine's own instances: never ours
 
 
 class ServerError(RuntimeError):
     """A test server is missing, cannot start, or did not answer in time."""
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 nobody listens on now; the caller must still win the bind."""
-    for _ in range(100):
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-            probe.bind(("127.0.0.1", 0))
-            port: int = probe.getsockname()[1]
-        if port not in _SHARED_PORTS:
-            return port
-    raise ServerError("found no free TCP port on 127.0.0.1")
 
 
 class ProcessGroup:

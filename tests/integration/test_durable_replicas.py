@@ -85,7 +85,7 @@ async def test_many_counters_of_one_shard_in_one_write(replica: DurableReplica, 
 
 async def test_an_unreachable_redis_raises_durable_error():
     from node.storage.durable import DurableError
-    from tests.integration.servers import free_port
+    from tests.support import free_port
 
     unreachable = RedisReplica(f"redis://127.0.0.1:{free_port()}", cluster=False)
     try:

@@ -8,18 +8,15 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-import asyncpg
 import pytest
 
 from node.history.model import HistoryStore, Row, migrations
 from node.history.postgres import PgHistory
 from node.history.sqlite import MEMORY, SqliteHistory
 from tests.integration.history_backends import BACKENDS, DAY, DAY0, HOUR, TENANT, open_store
-from tests.integration.postgres_server import PostgresServer
 
 
 def rows(ns: str, name: str, values: dict[int, int], at: float = 0.0) -> list[Row]:
@@ -46,15 +43,7 @@ async def fresh_schema(
     if request.param == "sqlite":
         yield "sqlite", str(tmp_path / "shared.sqlite3")
         return
-    server: PostgresServer = request.getfixturevalue("postgres_server")
-    name = "migrate_" + uuid.uuid4().hex[:12]
-    admin = await asyncpg.connect(server.dsn)
-    try:
-        await admin.execute(f"CREATE DATABASE {name}")
-        yield "postgres", server.dsn.rsplit("/", 1)[0] + "/" + name
-        await admin.execute(f"DROP DATABASE {name} WITH (FORCE)")
-    finally:
-        await admin.close()
+    yield "postgres", request.getfixturevalue("postgres_database")
 
 
 async def test_migrations_are_idempotent_and_concurrent_migrators_apply_each_once(

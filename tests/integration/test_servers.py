@@ -8,8 +8,6 @@ import signal
 import socket
 import subprocess
 import sys
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import asyncpg
@@ -20,7 +18,8 @@ import redis.asyncio
 from tests.integration import redis_servers
 from tests.integration.postgres_server import PostgresServer
 from tests.integration.redis_servers import RedisCluster, RedisServer
-from tests.integration.servers import ServerError, free_port
+from tests.integration.servers import ServerError, wait_until
+from tests.support import free_port
 
 INCREMENT_SCRIPT = "return redis.call('INCRBY', KEYS[1], ARGV[1])"
 
@@ -173,7 +172,7 @@ def test_a_server_dies_with_the_process_that_started_it(tmp_path: Path) -> None:
             owner.send_signal(signal.SIGKILL)  # no teardown, no atexit: only the watchdog
         finally:
             owner.kill()
-    assert _eventually(lambda: _refused(port), timeout_s=10), f"Redis on {port} outlived its owner"
+    assert wait_until(lambda: _refused(port), 10), f"Redis on {port} outlived its owner"
 
 
 def _refused(port: int) -> bool:
@@ -182,15 +181,6 @@ def _refused(port: int) -> bool:
     except ConnectionRefusedError:
         return True
     return False
-
-
-def _eventually(condition: Callable[[], bool], timeout_s: float) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        if time.monotonic() >= deadline:
-            return False
-        time.sleep(0.02)
-    return True
 
 
 def test_start_fails_loudly_when_a_binary_is_missing(

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from crdt_strategies import gcounters, pncounters
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from crdt.gcounter import GCounter
 from crdt.pncounter import PNCounter
+from tests.crdt.strategies import gcounters, pncounters
 
 LAWS = settings(max_examples=200, deadline=None)
 

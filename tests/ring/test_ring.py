@@ -9,9 +9,9 @@ import msgpack
 import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
-from ring_strategies import assert_well_formed, memberships, replication
 
 from ring.ring import DEFAULT_REPLICAS, DEFAULT_SHARDS, Ring, RingError
+from tests.ring.strategies import assert_well_formed, memberships, replication
 
 ABC = Ring.build(["a", "b", "c", "d"], shards=8, replicas=2)
 

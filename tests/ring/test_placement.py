@@ -11,7 +11,11 @@ import time
 
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
-from ring_strategies import (
+
+from ring.hashing import hash64
+from ring.plan import plan
+from ring.ring import Ring
+from tests.ring.strategies import (
     SHARDS,
     assert_balanced,
     assert_well_formed,
@@ -20,10 +24,6 @@ from ring_strategies import (
     node_ids,
     replication,
 )
-
-from ring.hashing import hash64
-from ring.plan import plan
-from ring.ring import Ring
 
 PLACEMENT = settings(max_examples=60, deadline=None)
 

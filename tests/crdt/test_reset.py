@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from crdt_strategies import actors, pncounters
 from hypothesis import given
 from hypothesis import strategies as st
 
 from crdt.pncounter import FLOOR_SUFFIX, PNCounter
+from tests.crdt.strategies import actors, pncounters
 
 increments = st.lists(st.tuples(actors, st.integers(-1000, 1000)), max_size=8)
 

@@ -7,7 +7,6 @@ from collections.abc import Callable
 
 import msgpack
 import pytest
-from crdt_strategies import batches, counter_keys, gcounters, pncounters, wire_actors
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
@@ -33,6 +32,7 @@ from crdt.codec import (
 from crdt.errors import CodecError
 from crdt.gcounter import UINT64_MAX, GCounter
 from crdt.pncounter import PNCounter
+from tests.crdt.strategies import batches, counter_keys, gcounters, pncounters, wire_actors
 
 Batch = list[tuple[tuple[str, str, str], PNCounter]]
 

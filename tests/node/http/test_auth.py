@@ -14,17 +14,15 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from node.base.config import Config
-from node.http.auth import ADMIN, READ, WRITE, Authenticator, Forbidden, Unauthorized
+from node.http.auth import ADMIN, READ, WRITE, Authenticator, Forbidden, Unauthorized, mint
+from tests.support import claims, client_token
 
 SECRET = "s" * 64
 
 
-def _claims(**extra: Any) -> dict[str, Any]:
-    return {"tenant": "acme", "scope": f"{READ} {WRITE}", "exp": int(time.time()) + 60, **extra}
-
-
-def _hs(**extra: Any) -> str:
-    return "Bearer " + jwt.encode(_claims(**extra), SECRET, algorithm="HS256")
+def _hs(**options: Any) -> str:
+    """An Authorization header for tenant acme with read and write; options as client_token's."""
+    return "Bearer " + client_token(SECRET, **options)
 
 
 def _auth(**settings: Any) -> Authenticator:
@@ -42,6 +40,19 @@ def test_a_good_hs256_token_names_tenant_scopes_and_namespaces():
         principal.require(ADMIN)
 
 
+def test_counters_token_mints_what_a_node_accepts():
+    """`counters token` and `counters up` hand out mint()'s tokens: a node must take them."""
+    minted = mint(SECRET, "acme", [READ], 60, ["web"])
+    principal = _auth(jwt_secret=SECRET).authenticate(f"Bearer {minted}")
+    assert (principal.tenant, principal.scopes) == ("acme", {READ})
+    principal.require(READ, "web")
+    for scope, namespace in [(READ, "billing"), (WRITE, "web")]:
+        with pytest.raises(Forbidden):
+            principal.require(scope, namespace)
+    decoded = jwt.decode(minted, SECRET, algorithms=["HS256"])
+    assert decoded["exp"] - decoded["iat"] == 60
+
+
 @pytest.mark.parametrize(
     "header",
     [
@@ -52,9 +63,9 @@ def test_a_good_hs256_token_names_tenant_scopes_and_namespaces():
         "Bearer not.a.jwt",
         _hs(exp=int(time.time()) - 120),  # expired beyond the leeway
         _hs(nbf=int(time.time()) + 600),  # not yet valid
-        "Bearer " + jwt.encode({"tenant": "acme", "scope": READ}, SECRET, algorithm="HS256"),
-        "Bearer " + jwt.encode(_claims(), "another secret entirely, " * 4, algorithm="HS256"),
-        "Bearer " + jwt.encode(_claims(), SECRET, algorithm="HS512"),  # not configured
+        _hs(ttl_s=None),  # no exp
+        "Bearer " + client_token("another secret entirely, " * 4),
+        _hs(algorithm="HS512"),  # not configured
         _hs(tenant=""),
         _hs(tenant="a/b"),
         _hs(tenant=7),
@@ -99,11 +110,11 @@ def test_rs256_with_a_public_key_and_no_hmac_confusion(tmp_path: Path):
     path = tmp_path / "public.pem"
     path.write_bytes(_pem(private))
     auth = _auth(jwt_public_key=str(path))
-    token = jwt.encode(_claims(), private, algorithm="RS256")
+    token = client_token(private, algorithm="RS256")
     assert auth.authenticate(f"Bearer {token}").tenant == "acme"
     # HS256 "signed" with the public key as its secret: the classic confusion attack
     header = base64.urlsafe_b64encode(b'{"alg":"HS256","typ":"JWT"}').rstrip(b"=").decode()
-    payload = base64.urlsafe_b64encode(json.dumps(_claims()).encode()).rstrip(b"=").decode()
+    payload = base64.urlsafe_b64encode(json.dumps(claims()).encode()).rstrip(b"=").decode()
     import hashlib
     import hmac
 
@@ -120,9 +131,9 @@ def test_es256_from_a_jwks_file_picks_the_key_by_kid(tmp_path: Path):
     path = tmp_path / "jwks.json"
     path.write_text(json.dumps({"keys": [jwk]}))
     auth = _auth(jwt_jwks_file=str(path))
-    good = jwt.encode(_claims(), private, algorithm="ES256", headers={"kid": "k1"})
+    good = client_token(private, algorithm="ES256", headers={"kid": "k1"})
     assert auth.authenticate(f"Bearer {good}").tenant == "acme"
-    unknown = jwt.encode(_claims(), private, algorithm="ES256", headers={"kid": "k9"})
+    unknown = client_token(private, algorithm="ES256", headers={"kid": "k9"})
     with pytest.raises(Unauthorized):
         auth.authenticate(f"Bearer {unknown}")
 
