@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
-import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,6 +34,7 @@ from node.storage.incarnation import start_incarnation
 from node.storage.store import CounterStore
 from ring import Status
 from tests.inprocess.network import Network
+from tests.support import eventually as support_eventually
 
 # Small and quick: a few shards, gossip every 50 ms, a peer silent for 0.6 s is down, a
 # quorum that does not answer in 0.3 s is a 504.
@@ -56,13 +56,9 @@ POLL_S = 0.01
 async def eventually(
     check: Callable[[], bool], what: str, timeout: float = 5.0, show: Callable[[], object] = str
 ) -> None:
-    """Wait until check() holds, at most `timeout` seconds; else fail saying what was awaited
-    and what show() returns then."""
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not within {timeout}s: {what}; {show()}")
-        await asyncio.sleep(POLL_S)
+    """Wait until check() holds, at most `timeout` seconds (tests.support.eventually, polled
+    at this cluster's pace); else fail saying what was awaited and what show() returns."""
+    await support_eventually(check, what, timeout, POLL_S, show)
 
 
 @dataclass
