@@ -5,13 +5,14 @@ Teardown fails the test when a node exited non-zero or logged an error or a trac
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import aiohttp
 import pytest
 
 from tests.cluster.harness import Cluster
+from tests.integration.redis_servers import RedisServer
 
 
 @pytest.fixture
@@ -23,3 +24,13 @@ async def cluster(tmp_path: Path) -> AsyncIterator[Cluster]:
         finally:
             await harness.stop()
         harness.assert_clean()
+
+
+@pytest.fixture
+def private_redis(tmp_path: Path) -> Iterator[RedisServer]:
+    """A Redis of the test's own that keeps what it acknowledged across kill -9 and restarts
+    (AOF, fsync always), for tests that stop, pause or kill it. Take it before `cluster` in
+    the test's arguments, so the nodes stop before it does."""
+    options = {"appendonly": "yes", "appendfsync": "always"}
+    with RedisServer(tmp_path / "redis", options=options) as server:
+        yield server

@@ -4,11 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import shutil
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
-
-import pytest
 
 from node.storage.write_behind import PROBE_FRESH_S
 from tests.cluster.harness import Cluster, Node, WriteStream, eventually
@@ -17,23 +13,15 @@ from tests.integration.redis_servers import RedisServer
 NS = "redisdurable"
 
 
-@pytest.fixture
-def redis(tmp_path: Path) -> Iterator[RedisServer]:
-    """A private Redis that survives kill -9 (AOF, fsync always), stopped after the test."""
-    options = {"appendonly": "yes", "appendfsync": "always"}
-    with RedisServer(tmp_path / "redis", options=options) as server:
-        yield server
-
-
 async def _persistence(cluster: Cluster, node: Node) -> dict[str, Any]:
     ring = await cluster.ring(node)
     return dict(ring["persistence"])
 
 
 async def test_whole_cluster_restarts_from_redis_with_exact_totals(
-    cluster: Cluster, redis: RedisServer
+    private_redis: RedisServer, cluster: Cluster
 ):
-    cluster.settings.update(COUNTERS_REDIS_URL=redis.url, COUNTERS_DURABILITY="sync")
+    cluster.settings.update(COUNTERS_REDIS_URL=private_redis.url, COUNTERS_DURABILITY="sync")
     nodes = await cluster.start(3)
     assert (await _persistence(cluster, nodes[0]))["durable"] == "redis"
     stream = WriteStream(cluster, NS, [f"r{i}" for i in range(8)])
@@ -69,11 +57,11 @@ async def _wait_drained(cluster: Cluster, nodes: list[Node]) -> None:
 
 
 async def test_redis_outage_async_writes_go_on_and_the_backlog_drains(
-    cluster: Cluster, redis: RedisServer
+    private_redis: RedisServer, cluster: Cluster
 ):
-    cluster.settings.update(COUNTERS_REDIS_URL=redis.url)
+    cluster.settings.update(COUNTERS_REDIS_URL=private_redis.url)
     nodes = await cluster.start(3)
-    redis.stop()
+    private_redis.stop()
     await _wait_store_down(cluster, nodes)
     status, ready = await cluster.get(nodes[0], "/readyz")
     assert status == 503 and any("store unreachable" in r for r in ready["reasons"]), ready
@@ -81,7 +69,7 @@ async def test_redis_outage_async_writes_go_on_and_the_backlog_drains(
         status, body = await cluster.increment(nodes[i % 3], NS, "outage", 2)
         assert status == 200 and body["durability"] == "async", body
     assert (await _persistence(cluster, nodes[0]))["backlog"] > 0
-    redis.restart()
+    private_redis.restart()
     await _wait_drained(cluster, nodes)
     for node in nodes:
         node.kill()
@@ -94,13 +82,13 @@ async def test_redis_outage_async_writes_go_on_and_the_backlog_drains(
 
 
 async def test_redis_outage_sync_writes_refused_without_effect(
-    cluster: Cluster, redis: RedisServer
+    private_redis: RedisServer, cluster: Cluster
 ):
-    cluster.settings.update(COUNTERS_REDIS_URL=redis.url, COUNTERS_DURABILITY="sync")
+    cluster.settings.update(COUNTERS_REDIS_URL=private_redis.url, COUNTERS_DURABILITY="sync")
     nodes = await cluster.start(3)
     status, body = await cluster.increment(nodes[0], NS, "refused", 4)
     assert status == 200 and body["durability"] == "sync", body
-    redis.stop()
+    private_redis.stop()
     # Without waiting for the nodes to notice: a sync write checks the store before applying
     # anything (a check at most PROBE_FRESH_S old), so each is refused with nothing applied.
     await asyncio.sleep(PROBE_FRESH_S * 2)  # let the last successful check grow stale
@@ -109,16 +97,16 @@ async def test_redis_outage_sync_writes_refused_without_effect(
         assert status == 503 and body["may_have_applied"] is False, body
     await _wait_store_down(cluster, nodes)
     assert await cluster.value(nodes[1], NS, "refused", "all") == 4  # nothing applied
-    redis.restart()
+    private_redis.restart()
     await _wait_drained(cluster, nodes)
     status, body = await cluster.increment(nodes[2], NS, "refused", 5)
     assert status == 200 and body["value"] == 9, (status, body)
 
 
 async def test_a_node_whose_data_dir_was_lost_takes_a_new_actor_id_from_redis(
-    cluster: Cluster, redis: RedisServer
+    private_redis: RedisServer, cluster: Cluster
 ):
-    cluster.settings.update(COUNTERS_REDIS_URL=redis.url, COUNTERS_DURABILITY="sync")
+    cluster.settings.update(COUNTERS_REDIS_URL=private_redis.url, COUNTERS_DURABILITY="sync")
     nodes = await cluster.start(3)
     for node in nodes:
         status, _ = await cluster.increment(node, NS, "lost-dir", 5, consistency="all")

@@ -9,26 +9,13 @@ becomes ready with every acknowledged increment.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
-
-import pytest
 
 from tests.cluster.harness import Cluster, Node, eventually
 from tests.integration.redis_servers import RedisServer
 
 NS = "noredis"
 NAMES = ["a", "b", "c"]
-
-
-@pytest.fixture
-def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
-    """A private Redis that keeps what it acknowledged when stopped (AOF, fsync always).
-    Tests take it before `cluster`, so the nodes stop before it does."""
-    options = {"appendonly": "yes", "appendfsync": "always"}
-    with RedisServer(tmp_path / "redis", options=options) as server:
-        yield server
 
 
 async def _write(cluster: Cluster, nodes: list[Node], acked: dict[str, int], rounds: int) -> None:
@@ -78,9 +65,9 @@ async def _reads_refused(cluster: Cluster, node: Node) -> None:
 
 
 async def test_a_cluster_restarted_while_redis_is_down_waits_for_redis_then_has_every_count(
-    redis_server: RedisServer, cluster: Cluster
+    private_redis: RedisServer, cluster: Cluster
 ):
-    cluster.settings.update(COUNTERS_REDIS_URL=redis_server.url)
+    cluster.settings.update(COUNTERS_REDIS_URL=private_redis.url)
     nodes = await cluster.start(3)
     n1, n2, n3 = nodes
     acked = dict.fromkeys(NAMES, 0)
@@ -88,7 +75,7 @@ async def test_a_cluster_restarted_while_redis_is_down_waits_for_redis_then_has_
     await _wait_drained(cluster, nodes)
     for node in nodes:
         node.kill()
-    redis_server.stop()
+    private_redis.stop()
 
     n1.start(cluster.seeds())  # alone: its peers are dead too
     await _reasons_include(cluster, n1, "recovering", "store unreachable")
@@ -102,23 +89,23 @@ async def test_a_cluster_restarted_while_redis_is_down_waits_for_redis_then_has_
     for node in nodes:
         await _reads_refused(cluster, node)
 
-    redis_server.start()
+    private_redis.start()
     for node in nodes:
         await cluster.wait_ready(node)
     await cluster.converged(NS, acked, nodes)
 
 
 async def test_a_node_restarted_while_redis_is_down_waits_for_redis_though_peers_are_up(
-    redis_server: RedisServer, cluster: Cluster
+    private_redis: RedisServer, cluster: Cluster
 ):
-    cluster.settings.update(COUNTERS_REDIS_URL=redis_server.url)
+    cluster.settings.update(COUNTERS_REDIS_URL=private_redis.url)
     nodes = await cluster.start(3)
     n1, n2, n3 = nodes
     acked = dict.fromkeys(NAMES, 0)
     await _write(cluster, nodes, acked, 12)
     await _wait_drained(cluster, nodes)
     n1.kill()
-    redis_server.stop()
+    private_redis.stop()
     await _write(cluster, [n2, n3], acked, 12)  # async writes go on without Redis
 
     n1.start(cluster.seeds())
@@ -129,7 +116,7 @@ async def test_a_node_restarted_while_redis_is_down_waits_for_redis_though_peers
         assert await cluster.value(n1, NS, name, "quorum") == acked[name]
     await _write(cluster, [n1, n2, n3], acked, 6)
 
-    redis_server.start()
+    private_redis.start()
     await cluster.wait_ready(n1)
     for node in nodes:
         await cluster.wait_all_up(node, 3)

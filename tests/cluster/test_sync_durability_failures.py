@@ -16,10 +16,7 @@ import json
 import os
 import signal
 import time
-from collections.abc import Iterator
-from pathlib import Path
 
-import pytest
 import redis
 
 from node.storage.write_behind import PROBE_FRESH_S
@@ -31,15 +28,6 @@ TENANT = "default"  # every caller's tenant with --auth none
 REQUEST_TIMEOUT_S = 2.0
 MARGIN_S = 2.5  # a loaded 2-core machine answers late, never early
 PROBLEMS = "https://counters.dev/problems/"
-
-
-@pytest.fixture
-def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
-    """A private Redis that keeps what it acknowledged across kill -9 (AOF, fsync always).
-    Tests take it before `cluster`, so the nodes stop before it does."""
-    options = {"appendonly": "yes", "appendfsync": "always"}
-    with RedisServer(tmp_path / "redis", options=options) as server:
-        yield server
 
 
 def _client(server: RedisServer) -> redis.Redis:
@@ -92,10 +80,10 @@ async def _redis_holds(server: RedisServer, value: int) -> None:
 
 
 async def test_a_flush_that_hangs_after_the_write_applied_answers_504_that_may_apply(
-    redis_server: RedisServer, cluster: Cluster
+    private_redis: RedisServer, cluster: Cluster
 ):
-    nodes = await _start(cluster, redis_server)
-    with _client(redis_server) as client:
+    nodes = await _start(cluster, private_redis)
+    with _client(private_redis) as client:
         client.execute_command("CLIENT", "PAUSE", "60000", "WRITE")
     try:
         started = time.monotonic()
@@ -108,20 +96,20 @@ async def test_a_flush_that_hangs_after_the_write_applied_answers_504_that_may_a
         assert REQUEST_TIMEOUT_S <= elapsed < 2 * REQUEST_TIMEOUT_S + MARGIN_S, elapsed
         # The window itself: the replicas hold it, Redis does not yet.
         assert await cluster.value(nodes[1], NS, "c", "all") == 8
-        assert redis_total(redis_server, "c") == 5
+        assert redis_total(private_redis, "c") == 5
     finally:
-        with _client(redis_server) as client:
+        with _client(private_redis) as client:
             client.execute_command("CLIENT", "UNPAUSE")
-    await _redis_holds(redis_server, 8)
+    await _redis_holds(private_redis, 8)
     await _restart_all_and_expect(cluster, nodes, 8)
 
 
 async def test_a_flush_that_fails_after_the_write_applied_answers_503_that_may_apply(
-    redis_server: RedisServer, cluster: Cluster
+    private_redis: RedisServer, cluster: Cluster
 ):
     # A longer request timeout, so the flush fails (Redis killed) before the wait times out.
-    nodes = await _start(cluster, redis_server, request_timeout_s=8)
-    with _client(redis_server) as client:
+    nodes = await _start(cluster, private_redis, request_timeout_s=8)
+    with _client(private_redis) as client:
         client.execute_command("CLIENT", "PAUSE", "60000", "WRITE")
     write = asyncio.create_task(cluster.increment(nodes[0], NS, "c", 3))
 
@@ -130,7 +118,7 @@ async def test_a_flush_that_fails_after_the_write_applied_answers_503_that_may_a
 
     await eventually(applied, "the write to apply in memory", 10)
     assert not write.done()  # it waits for the flush
-    redis_server.kill()  # the flush's connection drops, and reconnecting is refused
+    private_redis.kill()  # the flush's connection drops, and reconnecting is refused
     started = time.monotonic()
     status, body = await asyncio.wait_for(write, 8 + MARGIN_S)
     assert status == 503, body
@@ -138,16 +126,16 @@ async def test_a_flush_that_fails_after_the_write_applied_answers_503_that_may_a
     assert body["may_have_applied"] is True, body
     assert "will persist when it returns" in body["detail"], body
     assert time.monotonic() - started < 8, "failed by the flush, not the request timeout"
-    redis_server.start()  # the same port and AOF: c = 5 as acknowledged
-    await _redis_holds(redis_server, 8)
+    private_redis.start()  # the same port and AOF: c = 5 as acknowledged
+    await _redis_holds(private_redis, 8)
     await _restart_all_and_expect(cluster, nodes, 8)
 
 
 async def test_a_sync_write_to_a_paused_redis_answers_503_with_nothing_applied(
-    redis_server: RedisServer, cluster: Cluster
+    private_redis: RedisServer, cluster: Cluster
 ):
-    nodes = await _start(cluster, redis_server)
-    with _client(redis_server) as client:
+    nodes = await _start(cluster, private_redis)
+    with _client(private_redis) as client:
         pid = int(client.info("server")["process_id"])
     await asyncio.sleep(PROBE_FRESH_S * 2)  # the last reachability check is now stale
     os.kill(pid, signal.SIGSTOP)  # connected, silent: no refusal to notice, only time
@@ -174,4 +162,4 @@ async def test_a_sync_write_to_a_paused_redis_answers_503_with_nothing_applied(
         await cluster.wait_ready(node)
     status, body = await cluster.increment(nodes[2], NS, "c", 7)
     assert (status, body["value"]) == (200, 12), body
-    assert redis_total(redis_server, "c") == 12
+    assert redis_total(private_redis, "c") == 12
