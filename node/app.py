@@ -130,8 +130,10 @@ def assemble(
     replicator = Replicator(cluster, store, pool, persister, traces)
     quota = CounterQuota(config, cluster, store)
     idempotent = Idempotent(cluster, store, replicator, quota)
-    coordinator = Coordinator(cluster, store, replicator, quota, idempotent, traces)
     gossip = Gossip(cluster, store, pool, handoff, quota)
+    coordinator = Coordinator(
+        cluster, store, replicator, quota, idempotent, traces, refresh_view=gossip.refresh
+    )
     guard = ReplayGuard()
     peer_server = PeerServer(config, guard, store, coordinator, gossip, traces)
     history = Recorder(

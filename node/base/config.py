@@ -19,6 +19,8 @@ from ring import DEFAULT_REPLICAS, DEFAULT_SHARDS
 ENV_PREFIX = "COUNTERS_"
 FIELD_LINE = re.compile(r"    ([a-z_]+): ")  # a field of Config, at the class's own indent
 ALGORITHMS = frozenset({"HS256", "HS384", "HS512", "RS256", "RS384", "RS512", "ES256", "ES384"})
+# The shortest idempotency window, in request timeouts (see Config._validate_storage).
+IDEMPOTENCY_WINDOW_TIMEOUTS = 3
 
 
 class ConfigError(ValueError):
@@ -116,8 +118,8 @@ class Config:
     max_counters_per_tenant: int = 1_000_000
     # Per-tenant quotas: "acme=5000000,globex=1000". Default none.
     counter_quota_overrides: str = ""
-    # Seconds an Idempotency-Key is remembered: a retry within it applies nothing new.
-    # Default 86400 (24 h).
+    # Seconds an Idempotency-Key is remembered: a retry within it applies nothing new, one
+    # after it applies again. Default 86400 (24 h); at least 3 x request-timeout-s.
     idempotency_window_s: float = 86400.0
     # PostgreSQL DSN of the history (postgresql://...). Empty: history in SQLite in the data dir.
     postgres_url: str = ""
@@ -243,6 +245,18 @@ class Config:
             raise ConfigError("history-bucket-s must divide a day (1 to 86400)")
         if not 1 <= self.idempotency_window_s <= 30 * 86400:
             raise ConfigError("idempotency-window-s must be between 1 and 2592000 (30 days)")
+        # A receipt is stamped when its attempt applies; that attempt may then wait for its
+        # replicas (request-timeout-s), in sync mode for the durable replica as long again,
+        # and the client hears a 504 through a forward. A retry sent on that 504 must still
+        # find the receipt, or it applies a second time inside what the client took for
+        # the window.
+        shortest = IDEMPOTENCY_WINDOW_TIMEOUTS * self.request_timeout_s
+        if self.idempotency_window_s < shortest:
+            raise ConfigError(
+                f"idempotency-window-s ({self.idempotency_window_s:g}) must be at least "
+                f"{IDEMPOTENCY_WINDOW_TIMEOUTS} x request-timeout-s ({shortest:g}): a retry "
+                "sent after a timed-out attempt must still find that attempt's receipt"
+            )
 
     def _validate_auth(self) -> None:
         if self.auth not in ("jwt", "none"):

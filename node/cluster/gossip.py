@@ -12,6 +12,7 @@ import asyncio
 import logging
 import random
 import time
+from collections.abc import Collection
 from typing import Any, Protocol
 
 from crdt import PNCounter
@@ -60,11 +61,47 @@ class Gossip:
         # per peer: key weight -> (our share, its share) for keys that differed last time
         self._last_seen: dict[str, dict[int, tuple[int, int]]] = {}
         self._handoff: asyncio.Task[None] | None = None
+        # peer -> the exchange a coordinator asked for out of turn (see refresh), and when
+        self._refreshing: dict[str, asyncio.Task[None]] = {}
+        self._refreshed_at: dict[str, float] = {}
 
     async def stop(self) -> None:
-        if self._handoff is not None:
-            self._handoff.cancel()
-            await asyncio.gather(self._handoff, return_exceptions=True)
+        tasks = [t for t in [self._handoff, *self._refreshing.values()] if t is not None]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def refresh(self, node_ids: Collection[str]) -> None:
+        """Exchange with these peers now, not at the next round: a coordinator whose view
+        still shows a replica joining learns at once whether it serves (node/cluster/
+        readiness.py says why). One exchange per peer at a time, shared by every request
+        that asks, and none within a quarter round of the last, so a peer that really is
+        still recovering costs the requests that need it nothing but a refusal."""
+        cluster = self.cluster
+        now = time.monotonic()
+        gap = cluster.config.gossip_interval_s / 4
+        waiting = []
+        for node_id in node_ids:
+            task = self._refreshing.get(node_id)
+            if task is None or task.done():
+                address = cluster.address_of(node_id)
+                if address is None or now - self._refreshed_at.get(node_id, -gap) < gap:
+                    continue
+                self._refreshed_at[node_id] = now
+                task = asyncio.create_task(self.exchange(node_id, address), name="refresh")
+                task.add_done_callback(self._refreshed)
+                self._refreshing[node_id] = task
+            waiting.append(task)
+        if waiting:
+            # wait, not gather: a cancelled request must not cancel an exchange others share
+            await asyncio.wait(waiting, timeout=max(cluster.config.gossip_interval_s * 2, 1.0))
+
+    def _refreshed(self, task: asyncio.Task[None]) -> None:
+        for node_id, running in list(self._refreshing.items()):
+            if running is task:
+                del self._refreshing[node_id]
+        if not task.cancelled() and task.exception() is not None:
+            log.error("view refresh failed", exc_info=task.exception())
 
     async def run(self) -> None:
         interval = self.cluster.config.gossip_interval_s

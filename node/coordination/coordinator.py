@@ -11,6 +11,7 @@ paths to the other replicas are node/coordination/replication.py's.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable, Collection
 from typing import cast
 
 from crdt import CounterOverflowError, PNCounter
@@ -29,13 +30,14 @@ from node.coordination.ops import (
 )
 from node.coordination.quorum import QuorumWait
 from node.coordination.quota import CounterQuota
-from node.coordination.replication import Replicator
+from node.coordination.replication import Replicator, needed
 from node.obs.tracing import OFF, Tracing
 from node.storage.store import CounterStore
 
 MAX_HOPS = 2
 _FAILURE_REASONS = {QuorumUnavailable.type: "unavailable", QuorumTimeout.type: "timeout"}
 Pending = list[OpResult | None]  # results in the order of ops; None: not decided yet
+ViewRefresh = Callable[[Collection[str]], Awaitable[None]]  # asks peers for their view now
 
 
 class Coordinator:
@@ -47,6 +49,7 @@ class Coordinator:
         quota: CounterQuota,
         idempotent: Idempotent,
         tracing: Tracing = OFF,
+        refresh_view: ViewRefresh | None = None,
     ) -> None:
         self.cluster = cluster
         self.store = store
@@ -54,6 +57,7 @@ class Coordinator:
         self.quota = quota
         self.idempotent = idempotent
         self.tracing = tracing
+        self.refresh_view = refresh_view  # Gossip.refresh: ask peers for their state now
         self.timeout = cluster.config.request_timeout_s
         # ops run here, for metrics
         self.applied = {OpKind.INCREMENT: 0, OpKind.GET: 0, OpKind.RESET: 0}
@@ -79,6 +83,7 @@ class Coordinator:
         quorum failures are counted."""
         shard_of = self.cluster.shard_of
         shards = [shard_of(op.key) for op in ops]
+        await self._catch_up_view(ops, shards, consistency)
         # An idempotent op always runs on the shard's first serving replica, which
         # serialises the retries of one key; other ops run on any ready replica.
         owners = [
@@ -98,6 +103,36 @@ class Coordinator:
         if not hops:
             self._count_failures(results)
         return results
+
+    async def _catch_up_view(self, ops: list[Op], shards: list[int], consistency: str) -> None:
+        """Before choosing who runs what: when a shard these ops must read (a read, a reset,
+        a keyed op) has too few serving replicas in this node's view while others are alive
+        but not yet serving in it, ask those for their state now. A peer turns itself up
+        when it has recovered and the others hear so a gossip round later; a request must
+        not be refused for that lag (node/cluster/readiness.py)."""
+        cluster = self.cluster
+        if self.refresh_view is None:
+            return
+        lagging = {
+            m.node_id
+            for m in cluster.peers()
+            if cluster.alive(m.node_id) and not cluster.serving(m.node_id)
+        }
+        if not lagging:
+            return  # the common case, a few dict lookups per request
+        ask: set[str] = set()
+        checked: set[int] = set()
+        for op, shard in zip(ops, shards, strict=True):
+            if (op.kind is OpKind.INCREMENT and not op.idem) or shard in checked:
+                continue  # a plain increment needs live replicas, not serving ones
+            checked.add(shard)
+            replicas = cluster.replicas(shard)
+            behind = [n for n in replicas if n in lagging]
+            serving = sum(1 for n in replicas if cluster.serving(n))
+            if behind and serving < needed(consistency, cluster.config.read_quorum, len(replicas)):
+                ask.update(behind)
+        if ask:
+            await self.refresh_view(ask)
 
     def _count_failures(self, results: list[OpResult]) -> None:
         for result in results:

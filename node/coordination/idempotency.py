@@ -18,7 +18,7 @@ import logging
 import time
 from typing import Any
 
-from crdt import CounterOverflowError, PNCounter
+from crdt import CounterOverflowError, PNCounter, receipts
 from crdt.receipts import Receipt
 from node.base.errors import CountersError, IdempotencyKeyReused, Overflow
 from node.base.keys import Key
@@ -105,6 +105,7 @@ class Idempotent:
     async def _read(self, op: Op, shard: int, consistency: str) -> Receipt | None:
         """Merge the states and receipts of a read quorum; the receipt, if any has one."""
         store = self.store
+        now_ms = int(time.time() * 1000)
 
         def on_reply(reply: Any) -> None:
             try:
@@ -116,7 +117,8 @@ class Idempotent:
                 log.warning("bad receipt reply: %s", error)
                 return
             store.merge(op.key, state)
-            store.add_receipts(op.key, found)
+            # A peer may not have pruned yet: a receipt past the window no longer counts.
+            store.add_receipts(op.key, receipts.prune(found, now_ms, self.window_ms))
 
         wait = QuorumWait("read")
         body = [list(op.key), op.idem]

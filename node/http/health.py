@@ -5,6 +5,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from node.base.errors import NotReady
+from node.cluster import readiness
 from node.http.appkeys import CLUSTER, PERSISTER
 
 routes = web.RouteTableDef()
@@ -18,14 +19,7 @@ async def healthz(request: web.Request) -> web.Response:
 @routes.get("/readyz")
 async def readyz(request: web.Request) -> web.Response:
     cluster, persister = request.app[CLUSTER], request.app[PERSISTER]
-    me = cluster.view.get(cluster.node_id)
-    reasons = []
-    if cluster.node_id not in cluster.state.nodes():
-        reasons.append("joining: not yet in the ring")
-    if not cluster.recovered:
-        reasons.append("recovering: loading shard state from the durable replica and peers")
-    if me is None or me.status.value not in ("up", "leaving"):
-        reasons.append(f"status is {me.status.value if me else 'unknown'}")
+    reasons = readiness.reasons(cluster)  # the rule and what it promises: see that module
     if not persister.healthy:
         reasons.append(f"store unreachable: {persister.last_error}")
     if reasons:
