@@ -13,23 +13,13 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
-
-import pytest
 
 from tests.cluster.harness import REPO, Cluster, Node, eventually, free_port
 from tests.integration.redis_servers import RedisServer
 
 NAMES = [f"c{i}" for i in range(6)]  # spread over shards, so some are coordinated elsewhere
-
-
-@pytest.fixture
-def redis(tmp_path: Path) -> Iterator[RedisServer]:
-    """A private Redis: a fresh cluster must find nothing of other tests in it."""
-    with RedisServer(tmp_path / "redis") as server:
-        yield server
 
 
 async def _the_moment_ready(cluster: Cluster, node: Node, ns: str, tag: str) -> list[Any]:
@@ -84,17 +74,17 @@ async def _all_at_once(cluster: Cluster, nodes: list[Node], ns: str, tag: str) -
 
 
 async def test_a_fresh_cluster_with_redis_serves_keyed_ops_and_resets_once_ready(
-    cluster: Cluster, redis: RedisServer
+    private_redis: RedisServer, cluster: Cluster
 ):
-    cluster.settings.update(COUNTERS_REDIS_URL=redis.url)
+    cluster.settings.update(COUNTERS_REDIS_URL=private_redis.url)
     nodes = [cluster.add(f"n{i + 1}") for i in range(3)]
     await _all_at_once(cluster, nodes, "ready-" + uuid.uuid4().hex[:8], "fresh")
 
 
 async def test_a_whole_cluster_restart_serves_keyed_ops_and_resets_once_ready(
-    cluster: Cluster, redis: RedisServer
+    private_redis: RedisServer, cluster: Cluster
 ):
-    cluster.settings.update(COUNTERS_REDIS_URL=redis.url, COUNTERS_DURABILITY="sync")
+    cluster.settings.update(COUNTERS_REDIS_URL=private_redis.url, COUNTERS_DURABILITY="sync")
     ns = "ready-" + uuid.uuid4().hex[:8]
     nodes = await cluster.start(3)
     for index, node in enumerate(nodes):
