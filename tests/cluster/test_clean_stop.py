@@ -67,3 +67,14 @@ async def test_sigterm_under_load_exits_cleanly_and_keeps_every_acknowledged_inc
     assert all(values[name] >= acked[name] for name in NAMES), [
         (name, values[name], acked[name]) for name in NAMES if values[name] < acked[name]
     ][:5]
+
+
+async def test_sigterm_with_its_peers_paused_still_exits_cleanly(cluster: Cluster):
+    """A node whose peers stopped answering (paused, or stopping themselves) must not wait
+    out a long close handshake on each peer link: terminate() gives it 10 s."""
+    nodes = await cluster.start(3)
+    status, body = await cluster.increment(nodes[0], NS, "paused-peers", 3)
+    assert status == 200, body
+    for peer in nodes[1:]:
+        peer.pause()
+    assert nodes[0].terminate() == 0, nodes[0].log_tail()
