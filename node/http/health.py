@@ -24,6 +24,8 @@ async def readyz(request: web.Request) -> web.Response:
         reasons.append("joining: not yet in the ring")
     if not cluster.recovered:
         reasons.append("recovering: loading shard state from the durable replica and peers")
+    elif not cluster.proven:
+        reasons.append(f"identity: {cluster.identity_reason or 'proving its incarnation new'}")
     if me is None or me.status.value not in ("up", "leaving"):
         reasons.append(f"status is {me.status.value if me else 'unknown'}")
     if not persister.healthy:
