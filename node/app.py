@@ -15,6 +15,7 @@ from node.base.config import Config
 from node.base.keys import Key
 from node.cluster.gossip import Gossip
 from node.cluster.handoff import Handoff
+from node.cluster.identity import Identity
 from node.cluster.links import PEER_PATH, PeerPool
 from node.cluster.membership import Cluster
 from node.cluster.peer_auth import ReplayGuard
@@ -48,9 +49,9 @@ from node.http.ratelimit import RateLimiter
 from node.obs import logs
 from node.obs.metrics import Metrics
 from node.obs.tracing import OFF, Tracing
-from node.storage.backends import open_durable
+from node.storage.backends import open_durable, outlives_data_dir
 from node.storage.durable import DurableReplica
-from node.storage.incarnation import start_incarnation
+from node.storage.incarnation import Start, start_incarnation
 from node.storage.store import CounterStore
 from node.storage.write_behind import Persister
 
@@ -98,12 +99,12 @@ class NodeParts:
         await self.pool.close()
 
 
-PoolFactory = Callable[[Config, Callable[[Key], int], str], PeerPool]
+PoolFactory = Callable[[Config, Callable[[Key], int]], PeerPool]
 
 
 def assemble(
     config: Config,
-    incarnation: int,
+    start: Start,
     durable: DurableReplica,
     history_store: HistoryStore,
     node_metrics: Metrics,
@@ -112,12 +113,12 @@ def assemble(
 ) -> NodeParts:
     """Wire a node's parts. `make_pool` makes its peer links (an in-memory transport in
     tests); by default, WebSocket links that report their frames to the metrics."""
-    cluster = Cluster(config, incarnation)
+    cluster = Cluster(config, start.incarnation)
     store = CounterStore(cluster.shard_of)
     if make_pool is None:
-        pool = PeerPool(config, store.share, cluster.actor, node_metrics.frame_observer)
+        pool = PeerPool(config, store.share, node_metrics.frame_observer)
     else:
-        pool = make_pool(config, store.share, cluster.actor)
+        pool = make_pool(config, store.share)
     persister = Persister(
         store,
         durable,
@@ -126,7 +127,8 @@ def assemble(
         traces,
         node_metrics.flush_seconds.observe,
     )
-    handoff = Handoff(cluster, store, pool, persister)
+    identity = Identity(cluster, store, durable, start)
+    handoff = Handoff(cluster, store, pool, persister, identity)
     replicator = Replicator(cluster, store, pool, persister, traces)
     quota = CounterQuota(config, cluster, store)
     idempotent = Idempotent(cluster, store, replicator, quota)
@@ -153,9 +155,11 @@ def assemble(
 async def _resources(app: web.Application) -> AsyncIterator[None]:
     config = app[CONFIG]
     durable = open_durable(config)
-    incarnation = await start_incarnation(config.data_path, config.node_id, durable)
+    start = await start_incarnation(
+        config.data_path, config.node_id, durable, outlives_data_dir(config)
+    )
     node_metrics, traces = app[METRICS], app[TRACING]
-    parts = assemble(config, incarnation, durable, open_history(config), node_metrics, traces)
+    parts = assemble(config, start, durable, open_history(config), node_metrics, traces)
     app[CLUSTER], app[STORE], app[POOL] = parts.cluster, parts.store, parts.pool
     app[PERSISTER], app[HANDOFF], app[GOSSIP] = parts.persister, parts.handoff, parts.gossip
     app[COORDINATOR], app[PEER_GUARD] = parts.coordinator, parts.guard

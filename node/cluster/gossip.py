@@ -171,7 +171,7 @@ class Gossip:
 
     def message(self, peer: str | None) -> dict[str, Any]:
         cluster = self.cluster
-        return {
+        message: dict[str, Any] = {
             "from": cluster.node_id,
             "view": cluster.view.to_wire(),
             "ring": self._ring_to_wire(),
@@ -179,6 +179,9 @@ class Gossip:
             "digests": [[s, self.store.digest(s)] for s in self._shared_shards(peer)],
             "tenants": self.quota.own_counts(max_age_s=cluster.config.gossip_interval_s / 2),
         }
+        if cluster.recovered:  # the slots it holds are all loaded: what identity.py trusts
+            message["incarnations"] = self.store.incarnations()
+        return message
 
     def absorb(self, body: Any) -> str:
         if not isinstance(body, dict):
@@ -202,7 +205,15 @@ class Gossip:
             raise ProtocolError(f"bad gossip: {error}") from None
         if state.current.shards != self.cluster.config.shards:
             raise ProtocolError("peer runs a different shard count")
+        incarnations = body.get("incarnations")
+        if incarnations is not None:
+            if not isinstance(incarnations, dict) or not all(
+                isinstance(k, str) and type(v) is int for k, v in incarnations.items()
+            ):
+                raise ProtocolError("incarnations are {node id: int}")
         self.cluster.absorb(view, state, marks)
+        if incarnations is not None:
+            self.cluster.report(sender, incarnations)
         self.cluster.heard(sender)
         self.quota.heard(sender, body.get("tenants"))
         return sender
@@ -292,10 +303,12 @@ class Gossip:
     async def exchange(self, node_id: str | None, address: str) -> None:
         link = self.pool.link(address)
         timeout = max(self.cluster.config.gossip_interval_s * 2, 1.0)
+        incarnation = self.cluster.incarnation  # what the message tells the peer
         try:
             reply = await link.call(wire.GOSSIP, self.message(node_id), timeout)
             sender = self.absorb(reply)
             self.cluster.heard_peer = True
+            self.cluster.announced = max(self.cluster.announced, incarnation)
             stale = self._stale_at_peer(sender, reply.get("shares", []))
             for start in range(0, len(stale), PUSH_BATCH):
                 self.repaired_keys += len(stale[start : start + PUSH_BATCH])

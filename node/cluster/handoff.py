@@ -1,8 +1,8 @@
 """Hand-off and recovery: pulling shard state before this node serves or takes shards.
 
 - Recovery: a node that (re)starts holds nothing in memory, so before it counts toward read
-  quorums it pulls every shard it replicates from every other live replica, then moves
-  itself from joining to up.
+  quorums it pulls every shard it replicates from every other live replica, proves its
+  incarnation new (identity.py), then moves itself from joining to up.
 - Hand-off: while a pending ring exists, a node that receives shards in it pulls their state
   from the current replicas, then announces the pending checksum it caught up with; the
   claimant switches the ring once every receiving node has.
@@ -15,6 +15,7 @@ from collections.abc import Iterable
 
 from node.base.errors import PeerError
 from node.cluster import wire
+from node.cluster.identity import Identity
 from node.cluster.links import PeerPool
 from node.cluster.membership import Cluster
 from node.storage.durable import DurableError
@@ -29,9 +30,15 @@ SHARDS_PER_PULL = 8
 
 class Handoff:
     def __init__(
-        self, cluster: Cluster, store: CounterStore, pool: PeerPool, persister: Persister
+        self,
+        cluster: Cluster,
+        store: CounterStore,
+        pool: PeerPool,
+        persister: Persister,
+        identity: Identity,
     ) -> None:
         self.cluster = cluster
+        self.identity = identity
         self.store = store
         self.pool = pool
         self.persister = persister
@@ -60,8 +67,11 @@ class Handoff:
                     len(self.store),
                     len(current.shards_of(me)),
                 )
+        if cluster.recovered and not cluster.proven:
+            await self.identity.settle()  # before it takes a write: a new actor id
         member = cluster.view.get(me)
-        if cluster.recovered and member is not None and member.status == Status.JOINING:
+        ready_to_serve = cluster.recovered and cluster.proven
+        if ready_to_serve and member is not None and member.status == Status.JOINING:
             cluster.apply(me, "ready")
         pending = cluster.state.pending
         if pending is None:

@@ -57,7 +57,6 @@ class PeerLink:
         session: aiohttp.ClientSession,
         config: Config,
         share_of: ShareOf,
-        actor: str,
         observe_frame: Callable[[float], object] | None = None,
     ) -> None:
         self.address = address
@@ -78,10 +77,11 @@ class PeerLink:
         # per key: the state to send, the futures waiting for it, its receipts
         self._writes: dict[Key, tuple[PNCounter, list[StateFuture], dict[str, Receipt]]] = {}
         self._reads: dict[Key, list[asyncio.Future[PNCounter | None]]] = {}
-        self._slots: dict[Key, tuple[int, int, list[asyncio.Future[PNCounter | None]]]] = {}
+        # per actor (the node's current one, or its previous one across a rotation), per
+        # key: the slot values to send and the futures waiting for them
+        self._slots: dict[str, dict[Key, tuple[int, int, list[StateFuture]]]] = {}
         # per frame kind: the traceparent the next frame carries (one of its writes' contexts)
         self._traces: dict[int, str] = {}
-        self._actor = actor
         self._wakeup = asyncio.Event()
         self._inflight = asyncio.Semaphore(config.max_inflight_frames)
         # A fresh context: the link outlives the request that happened to open it, and must
@@ -98,7 +98,7 @@ class PeerLink:
 
     @property
     def backlog(self) -> int:
-        return len(self._writes) + len(self._reads) + len(self._slots)
+        return len(self._writes) + len(self._reads) + sum(map(len, self._slots.values()))
 
     # -- queued, group-committed operations ------------------------------------------------
 
@@ -126,19 +126,21 @@ class PeerLink:
         return future
 
     def replicate_slot(
-        self, key: Key, p: int, n: int, trace: str | None = None
+        self, key: Key, actor: str, p: int, n: int, trace: str | None = None
     ) -> asyncio.Future[PNCounter | None]:
         """replicate() of this node's own actor slot (p, n), the common write, which travels
-        in the compact SLOTS frame."""
+        in the compact SLOTS frame. The caller names the actor (the cluster's current one):
+        slots queued before the node moved to a new incarnation still go out under theirs."""
         if trace is not None:
             self._traces.setdefault(wire.SLOTS, trace)
         future: asyncio.Future[PNCounter | None] = asyncio.get_running_loop().create_future()
-        queued = self._slots.get(key)
+        slots = self._slots.setdefault(actor, {})
+        queued = slots.get(key)
         if queued is None:
-            self._slots[key] = (p, n, [future])
+            slots[key] = (p, n, [future])
         else:
             queued[2].append(future)
-            self._slots[key] = (max(p, queued[0]), max(n, queued[1]), queued[2])
+            slots[key] = (max(p, queued[0]), max(n, queued[1]), queued[2])
         self._wakeup.set()
         return future
 
@@ -161,12 +163,13 @@ class PeerLink:
                 await self._inflight.acquire()
                 share_of = self._share_of
                 if self._slots:
-                    slots, self._slots = self._slots, {}
+                    actor = next(iter(self._slots))
+                    slots = self._slots.pop(actor)
                     flat: list[Any] = []
                     for key, (p, n, _) in slots.items():
                         flat += (*key, p, n, share_of(key))
                     waiting = [futures for _, _, futures in slots.values()]
-                    body: Any = [self._actor, flat]
+                    body: Any = [actor, flat]
                     kind = wire.SLOTS
                 elif self._writes:
                     writes, self._writes = self._writes, {}
@@ -373,8 +376,9 @@ class PeerLink:
             _fail(list(write_futures), error)
         for read_futures in self._reads.values():
             _fail(list(read_futures), error)
-        for _, _, slot_futures in self._slots.values():
-            _fail(list(slot_futures), error)
+        for slots in self._slots.values():
+            for _, _, slot_futures in slots.values():
+                _fail(list(slot_futures), error)
 
 
 class PeerPool:
@@ -384,12 +388,10 @@ class PeerPool:
         self,
         config: Config,
         share_of: ShareOf,
-        actor: str,
         frame_observer: Callable[[str], Callable[[float], object]] | None = None,
     ) -> None:
         self._config = config
         self._share_of = share_of
-        self._actor = actor
         self._session = aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(limit=0, enable_cleanup_closed=True),
             timeout=aiohttp.ClientTimeout(total=None, connect=2.0, sock_connect=1.0),
@@ -407,7 +409,6 @@ class PeerPool:
                 self._session,
                 self._config,
                 self._share_of,
-                self._actor,
                 None if observer is None else observer(address),
             )
             self._links[address] = link

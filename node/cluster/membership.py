@@ -47,6 +47,13 @@ class Cluster:
         self.detector = FailureDetector(timeout_s=config.failure_timeout_s)
         self.down: frozenset[str] = frozenset()
         self.recovered = False
+        # Identity (node/cluster/identity.py): the node serves only once its incarnation is
+        # proven new; what it learned toward that, and why it is not proven yet.
+        self.proven = False
+        self.identity_reason = ""
+        self.seen_incarnation = 0  # the highest of ours in peers' views, above what we announce
+        self.reports: dict[str, int] = {}  # peer -> highest incarnation of ours in its slots
+        self.announced = 0  # the highest incarnation of ours a peer acknowledged hearing
         self.heard_peer = not [s for s in config.seeds if s != config.address]
         self._replicas = config.replicas
         self._shards: dict[Key, int] = {}
@@ -105,7 +112,7 @@ class Cluster:
     @property
     def ready(self) -> bool:
         me = self.view.get(self.node_id)
-        return self.recovered and me is not None and me.status in SERVING
+        return self.recovered and self.proven and me is not None and me.status in SERVING
 
     def heard(self, node_id: str, now: float | None = None) -> None:
         self.detector = self.detector.heard(node_id, time.monotonic() if now is None else now)
@@ -134,6 +141,10 @@ class Cluster:
 
     def absorb(self, view: View, state: RingState, synced: Mapping[str, tuple[int, str]]) -> None:
         now = time.monotonic()
+        theirs, mine = view.get(self.node_id), self.view.get(self.node_id)
+        if theirs is not None and mine is not None and theirs.version > mine.version:
+            # a life of ours that we do not remember (or events applied to it by others)
+            self.seen_incarnation = max(self.seen_incarnation, theirs.version // VERSION_STRIDE)
         for node_id in view.members:
             if self.view.get(node_id) is None and node_id != self.node_id:
                 self.detector = self.detector.heard(node_id, now)  # a grace period to be heard
@@ -182,12 +193,31 @@ class Cluster:
     def apply(self, node_id: str, event: str) -> None:
         self.view = self.view.apply(node_id, event)
 
+    def report(self, node_id: str, incarnations: Mapping[str, int]) -> None:
+        """A recovered peer's highest incarnation of each node id among its slots."""
+        if node_id != self.node_id:
+            self.reports[node_id] = incarnations.get(self.node_id, 0)
+
+    def rotate(self, incarnation: int) -> None:
+        """Take a higher incarnation (already persisted): a new actor, and a member entry
+        and hand-off stamp that outrank everything announced under the old one."""
+        assert incarnation > self.incarnation
+        self.incarnation = incarnation
+        self.actor = f"{self.node_id}:{incarnation}"
+        me = self.view.members[self.node_id]
+        status = me.status if self.proven else Status.JOINING
+        version = max(incarnation * VERSION_STRIDE, me.version + 1)
+        self.view = self.view.with_member(Member(me.node_id, me.address, status, version))
+        stamp = self.synced_stamps[self.node_id]
+        self.synced_stamps[self.node_id] = max(incarnation * VERSION_STRIDE, stamp + 1)
+
     def reset_for_admission(self) -> None:
         """Drop this node's ring of one so the admitting cluster's ring replaces it."""
         empty = Ring.build([], shards=self.config.shards, replicas=self.config.replicas)
         self.state = RingState(empty)
         self.mark_synced("")
         self.recovered = False
+        self.proven = False  # prove the incarnation again, against the admitting cluster
         self.heard_peer = True
         me = self.view.members[self.node_id]
         self.view = self.view.with_member(

@@ -5,8 +5,9 @@ and answer it from caught-up state. A load balancer that sends a keyed increment
 or a reset to a node the moment it says ready must not get a 503 for a quorum it was told
 exists. So a node is ready when, in its own view:
 
-1. it is in the ring, has recovered its shards (durable replica and peers), and its own
-   status is up or leaving: its state counts toward quorums (`Cluster.ready`);
+1. it is in the ring, has recovered its shards (durable replica and peers), has proven its
+   incarnation new (node/cluster/identity.py), and its own status is up or leaving: its
+   state counts toward quorums (`Cluster.ready`);
 2. every shard has at least R replicas that serve (up or leaving, not down; this node
    counts when 1. holds) and at least W that are alive. Keyed ops and resets read R serving
    replicas before they write, plain reads read R, plain writes need W alive; a shard this
@@ -64,6 +65,8 @@ def reasons(cluster: Cluster) -> list[str]:
         found.append("joining: not yet in the ring")
     if not cluster.recovered:
         found.append("recovering: loading shard state from the durable replica and peers")
+    elif not cluster.proven:
+        found.append(f"identity: {cluster.identity_reason or 'proving its incarnation new'}")
     if me is None or me.status.value not in ("up", "leaving"):
         found.append(f"status is {me.status.value if me else 'unknown'}")
     if found:

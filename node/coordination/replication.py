@@ -104,7 +104,8 @@ class Replicator:
         counted: list[PeerFuture] = []
         incoming: list[PeerFuture] = []
         slot_only = own_slot and not receipts
-        p, n = delta.slot(cluster.actor) if slot_only else (0, 0)
+        actor = cluster.actor
+        p, n = delta.slot(actor) if slot_only else (0, 0)
         for node_id in cluster.write_targets(shard):
             if node_id == cluster.node_id or not cluster.alive(node_id):
                 continue
@@ -112,7 +113,7 @@ class Replicator:
             span = self.tracing.start_peer_span("replica write", node_id)
             trace = None if span is None else self.tracing.traceparent(span)
             if slot_only:
-                future = link.replicate_slot(key, p, n, trace)
+                future = link.replicate_slot(key, actor, p, n, trace)
             else:
                 future = link.replicate(key, delta, trace, receipts)
             if span is not None:

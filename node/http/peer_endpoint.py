@@ -79,7 +79,13 @@ class PeerServer:
             raise web.HTTPUnauthorized(reason="peer endpoint needs the cluster secret")
         seal = peer_auth.server_seal(self.secret, request.headers, self.listen)
         ws = web.WebSocketResponse(max_msg_size=wire.MAX_FRAME_BYTES, compress=False)
-        await ws.prepare(request)
+        try:
+            await ws.prepare(request)
+        except ConnectionError:
+            # The peer gave up before we answered its handshake (we were paused, or it was
+            # killed): nothing is wrong here. aiohttp quietly drops a response it cannot send.
+            log.info("peer %s went away before its link was accepted", peer)
+            return web.Response(status=499)
         self._sockets.add(ws)
         try:
             await self._serve(ws, seal, peer)

@@ -16,3 +16,8 @@ def open_durable(config: Config) -> DurableReplica:
             config.redis_url or config.redis_cluster_url, cluster=bool(config.redis_cluster_url)
         )
     return SqliteReplica(config.data_path / "counters.sqlite3")
+
+
+def outlives_data_dir(config: Config) -> bool:
+    """Whether the durable replica open_durable picks survives the loss of the data dir."""
+    return bool(config.redis_url or config.redis_cluster_url)

@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterable, Mapping
 from crdt import PNCounter, receipts
 from crdt.receipts import Receipt
 from node.base.keys import Key
+from node.storage.incarnation import incarnation_of
 from ring import hash64
 
 MASK64 = (1 << 64) - 1
@@ -29,6 +30,9 @@ class CounterStore:
         self._meta: dict[Key, tuple[int, int, int]] = {}
         self._digests: dict[int, int] = {}
         self._actor_weights: dict[str, tuple[int, int]] = {}
+        # node id -> the highest incarnation of it in any slot this store ever held: what a
+        # node that lost its data dir must learn before it takes writes (cluster/identity.py)
+        self._incarnations: dict[str, int] = {}
         self._dirty: set[Key] = set()  # changed since the last write to the durable replica
         self._history_dirty: set[Key] = set()  # changed since history last recorded them
         self._receipts: dict[Key, dict[str, Receipt]] = {}  # idempotency receipts per counter
@@ -39,6 +43,10 @@ class CounterStore:
 
     def __len__(self) -> int:
         return len(self._states)
+
+    def incarnations(self) -> dict[str, int]:
+        """Node id -> the highest incarnation of it in any slot this store has held."""
+        return dict(self._incarnations)
 
     def get(self, key: Key) -> PNCounter | None:
         return self._states.get(key)
@@ -138,6 +146,9 @@ class CounterStore:
     def _weigh(self, actor: str) -> tuple[int, int]:
         pair = (hash64(b"p" + actor.encode()) | 1, hash64(b"n" + actor.encode()) | 1)
         self._actor_weights[actor] = pair
+        parsed = incarnation_of(actor)
+        if parsed is not None and parsed[1] > self._incarnations.get(parsed[0], 0):
+            self._incarnations[parsed[0]] = parsed[1]
         return pair
 
     def take_dirty(self) -> list[tuple[Key, int, PNCounter]]:

@@ -148,15 +148,15 @@ class InProcessCluster:
         config = self.config(node_id, self._seeds if seeds is None else seeds)
         durable = SqliteReplica(config.data_path / "counters.sqlite3")
         history = SqliteHistory(config.data_path / "history.sqlite3")
-        incarnation = await start_incarnation(config.data_path, node_id, durable)
+        start = await start_incarnation(config.data_path, node_id, durable)
         make_pool = self.network.pool_factory(config.address)
         parts = assemble(
             config,
-            incarnation,
+            start,
             durable,
             history,
             Metrics(),
-            make_pool=cast(Callable[[Config, Callable[[Key], int], str], PeerPool], make_pool),
+            make_pool=cast(Callable[[Config, Callable[[Key], int]], PeerPool], make_pool),
         )
         await parts.history.start()
         node = Node(node_id, config.address, parts, durable, history)

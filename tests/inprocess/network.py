@@ -113,11 +113,11 @@ class Network:
     def attached(self) -> list[str]:
         return sorted(self._servers)
 
-    def pool_factory(self, address: str) -> Callable[[Config, ShareOf, str], InMemoryPool]:
+    def pool_factory(self, address: str) -> Callable[[Config, ShareOf], InMemoryPool]:
         """What assemble() takes as make_pool for the node at `address`."""
 
-        def make_pool(config: Config, share_of: ShareOf, actor: str) -> InMemoryPool:
-            return InMemoryPool(self, address, config, share_of, actor)
+        def make_pool(config: Config, share_of: ShareOf) -> InMemoryPool:
+            return InMemoryPool(self, address, config, share_of)
 
         return make_pool
 
@@ -306,12 +306,10 @@ class InMemoryLink:
         return self._state_request(wire.REPLICATE, body)
 
     def replicate_slot(
-        self, key: Key, p: int, n: int, trace: str | None = None
+        self, key: Key, actor: str, p: int, n: int, trace: str | None = None
     ) -> asyncio.Future[PNCounter | None]:
         share_of = self._pool.share_of
-        return self._state_request(
-            wire.SLOTS, lambda: [self._pool.actor, [*key, p, n, share_of(key)]]
-        )
+        return self._state_request(wire.SLOTS, lambda: [actor, [*key, p, n, share_of(key)]])
 
     def read(self, key: Key, trace: str | None = None) -> asyncio.Future[PNCounter | None]:
         return self._state_request(wire.READ, lambda: [[list(key), self._pool.share_of(key)]])
@@ -376,14 +374,11 @@ class InMemoryLink:
 class InMemoryPool:
     """What node/cluster/links.py PeerPool offers, over a Network, for the node at `address`."""
 
-    def __init__(
-        self, network: Network, address: str, config: Config, share_of: ShareOf, actor: str
-    ) -> None:
+    def __init__(self, network: Network, address: str, config: Config, share_of: ShareOf) -> None:
         self.network = network
         self.address = address
         self.config = config
         self.share_of = share_of
-        self.actor = actor
         self._links: dict[str, InMemoryLink] = {}
 
     def link(self, address: str) -> InMemoryLink:

@@ -138,7 +138,7 @@ async def peer() -> AsyncIterator[FakePeer]:
 
 async def _link(peer: FakePeer, **settings: Any) -> tuple[PeerPool, PeerLink]:
     config = Config(node_id="caller", auth="none", **settings).validate()
-    pool = PeerPool(config, lambda key: 0, ACTOR)
+    pool = PeerPool(config, lambda key: 0)
     return pool, pool.link(peer.address)
 
 
@@ -182,14 +182,14 @@ async def test_a_peer_that_drops_the_connection_fails_pending_work_and_the_next_
     try:
         await _call(link, "hello", 1.0)
         peer.mode = "close"
-        write = link.replicate_slot(KEY_A, 3, 0)
+        write = link.replicate_slot(KEY_A, ACTOR, 3, 0)
         started = time.monotonic()
         with pytest.raises(PeerError, match="connection lost"):
             async with asyncio.timeout(5):
                 await write
         assert time.monotonic() - started < 5.0  # failed by the close, not the 10 s timeout
         peer.mode = "answer"
-        assert await link.replicate_slot(KEY_A, 4, 0) is None
+        assert await link.replicate_slot(KEY_A, ACTOR, 4, 0) is None
         reply, _ = await _call(link, "again", 5.0)
         assert reply == ["echo", "again"]
         assert peer.connections == 2
@@ -205,12 +205,12 @@ async def test_frames_in_flight_stay_within_the_limit_and_queued_updates_share_t
     try:
         await _call(link, "connect", 1.0)
         peer.mode = "hold"
-        first = link.replicate_slot(("t", "ns", "k0"), 1, 0)
+        first = link.replicate_slot(("t", "ns", "k0"), ACTOR, 1, 0)
         await peer.wait_received(2)
-        second = link.replicate_slot(("t", "ns", "k1"), 1, 0)
+        second = link.replicate_slot(("t", "ns", "k1"), ACTOR, 1, 0)
         await peer.wait_received(3)
-        queued = [link.replicate_slot(("t", "ns", f"k{i}"), i, 0) for i in (2, 3, 4)]
-        queued.append(link.replicate_slot(("t", "ns", "k2"), 7, 0))  # merged with k2's first
+        queued = [link.replicate_slot(("t", "ns", f"k{i}"), ACTOR, i, 0) for i in (2, 3, 4)]
+        queued.append(link.replicate_slot(("t", "ns", "k2"), ACTOR, 7, 0))  # merged with k2's first
         for _ in range(20):  # turns of the loop for the sender, which must not send them
             await asyncio.sleep(0)
         assert link.frames_sent == 2
@@ -259,7 +259,7 @@ async def test_a_reply_with_the_wrong_number_of_states_fails_those_writes_only(
     try:
         await _call(link, "connect", 1.0)
         peer.mode = "hold"
-        write = link.replicate_slot(KEY_A, 1, 0)
+        write = link.replicate_slot(KEY_A, ACTOR, 1, 0)
         await peer.wait_received(2)
         ws, seal, _, request_id, _ = peer.held.pop()
         await ws.send_bytes(seal.seal(wire.encode(wire.REPLY, request_id, [True, [None, None]])))
@@ -267,7 +267,7 @@ async def test_a_reply_with_the_wrong_number_of_states_fails_those_writes_only(
             async with asyncio.timeout(5):
                 await write
         peer.mode = "answer"
-        assert await link.replicate_slot(KEY_A, 2, 0) is None
+        assert await link.replicate_slot(KEY_A, ACTOR, 2, 0) is None
         assert peer.connections == 1  # a well-framed reply keeps the stream in step
     finally:
         await pool.close()
