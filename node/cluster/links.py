@@ -36,7 +36,8 @@ PEER_PATH = "/peer/ws"
 ReplyHandler = Callable[[bool, Any], None]
 StateFuture = asyncio.Future[PNCounter | None]
 ShareOf = Callable[[Key], int]
-REPLICATION_KINDS = frozenset({wire.SLOTS, wire.REPLICATE, wire.READ})
+FRAME_KINDS = (wire.SLOTS, wire.REPLICATE, wire.READ)  # group-committed, in turn
+REPLICATION_KINDS = frozenset(FRAME_KINDS)
 
 
 def backoff(failures: int) -> float:
@@ -83,6 +84,7 @@ class PeerLink:
         # per frame kind: the traceparent the next frame carries (one of its writes' contexts)
         self._traces: dict[int, str] = {}
         self._wakeup = asyncio.Event()
+        self._turn = 0  # index into FRAME_KINDS: whose turn the next frame is
         self._inflight = asyncio.Semaphore(config.max_inflight_frames)
         # A fresh context: the link outlives the request that happened to open it, and must
         # not log under that request's trace id.
@@ -161,33 +163,47 @@ class PeerLink:
                 await asyncio.sleep(self._config.replication_window_s)
             while self._slots or self._writes or self._reads:
                 await self._inflight.acquire()
-                share_of = self._share_of
-                if self._slots:
-                    actor = next(iter(self._slots))
-                    slots = self._slots.pop(actor)
-                    flat: list[Any] = []
-                    for key, (p, n, _) in slots.items():
-                        flat += (*key, p, n, share_of(key))
-                    waiting = [futures for _, _, futures in slots.values()]
-                    body: Any = [actor, flat]
-                    kind = wire.SLOTS
-                elif self._writes:
-                    writes, self._writes = self._writes, {}
-                    body = [
-                        [list(k), pn_to_wire(s), share_of(k), crdt_receipts.to_wire(r)]
-                        if r
-                        else [list(k), pn_to_wire(s), share_of(k)]
-                        for k, (s, _, r) in writes.items()
-                    ]
-                    waiting = [futures for _, futures, _ in writes.values()]
-                    kind = wire.REPLICATE
-                else:
-                    reads, self._reads = self._reads, {}
-                    body = [[list(key), share_of(key)] for key in reads]
-                    waiting = list(reads.values())
-                    kind = wire.READ
+                kind, body, waiting = self._next_frame()
                 trace = self._traces.pop(kind, None)
-                await self._send_frame(kind, body, self._states_reply(waiting), trace=trace)
+                try:
+                    await self._send_frame(kind, body, self._states_reply(waiting), trace=trace)
+                except asyncio.CancelledError:
+                    # The link is closing with this frame in hand: its writers must hear so
+                    # now, not wait for a reply that will never be read.
+                    _fail([f for futures in waiting for f in futures], PeerError("link closed"))
+                    raise
+
+    def _next_frame(self) -> tuple[int, Any, list[list[StateFuture]]]:
+        """The next frame to send: its kind, body, and the futures of each of its keys.
+
+        Kinds take turns (own slots, states, reads), so a steady stream of one kind cannot
+        hold another back: under load a keyed write's receipt (a REPLICATE entry) would
+        otherwise wait for as long as plain increments (SLOTS) keep coming."""
+        for _ in range(len(FRAME_KINDS)):
+            kind = FRAME_KINDS[self._turn]
+            self._turn = (self._turn + 1) % len(FRAME_KINDS)
+            share_of = self._share_of
+            if kind == wire.SLOTS and self._slots:
+                actor = next(iter(self._slots))
+                slots = self._slots.pop(actor)
+                flat: list[Any] = []
+                for key, (p, n, _) in slots.items():
+                    flat += (*key, p, n, share_of(key))
+                return kind, [actor, flat], [futures for _, _, futures in slots.values()]
+            if kind == wire.REPLICATE and self._writes:
+                writes, self._writes = self._writes, {}
+                body = [
+                    [list(k), pn_to_wire(s), share_of(k), crdt_receipts.to_wire(r)]
+                    if r
+                    else [list(k), pn_to_wire(s), share_of(k)]
+                    for k, (s, _, r) in writes.items()
+                ]
+                return kind, body, [futures for _, futures, _ in writes.values()]
+            if kind == wire.READ and self._reads:
+                reads, self._reads = self._reads, {}
+                body = [[list(key), share_of(key)] for key in reads]
+                return kind, body, list(reads.values())
+        raise AssertionError("_next_frame called with nothing queued")
 
     def _states_reply(self, waiting: list[list[asyncio.Future[PNCounter | None]]]) -> ReplyHandler:
         """A reply handler that hands the i-th state (or None) to the i-th key's futures."""

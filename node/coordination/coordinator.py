@@ -224,11 +224,8 @@ class Coordinator:
             reply = await link.call(FORWARD, body, self.timeout + 0.5, trace)
         try:
             return results_from_wire(reply, len(ops))
-        except ProtocolError as error:
-            writes = any(op.kind is not OpKind.GET for op in ops)
-            raise QuorumUnavailable(
-                f"bad forward reply from {owner}: {error}", may_have_applied=writes
-            ) from None
+        except ProtocolError as error:  # it ran there, maybe: a failed forward, op by op
+            raise PeerError(f"bad forward reply from {owner}: {error}") from None
 
     # -- local work -------------------------------------------------------------------------
 

@@ -89,9 +89,12 @@ async def test_a_malformed_forward_reply_is_a_503_that_may_have_applied_writes(
     assert "bad forward reply" in _problem(increment, 503)["detail"]
     assert _problem(increment, 503)["may_have_applied"] is True
     assert _problem(get, 503)["may_have_applied"] is False
+    # In one forward, each op says for itself whether it may have applied.
+    mixed = await entry.coordinator.run([Op(OpKind.INCREMENT, key, 7), Op(OpKind.GET, key)], "all")
+    assert [_problem(r, 503)["may_have_applied"] for r in mixed] == [True, False]
     inproc.network.heal()
-    await inproc.converged(key, 7)
-    assert (await entry.coordinator.run([Op(OpKind.GET, key)], "quorum"))[0].value == 7
+    await inproc.converged(key, 14)
+    assert (await entry.coordinator.run([Op(OpKind.GET, key)], "quorum"))[0].value == 14
 
 
 async def test_replicas_that_stay_silent_give_a_504_through_the_forward(

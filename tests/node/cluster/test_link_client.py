@@ -18,6 +18,8 @@ import pytest
 from aiohttp import WSMsgType, web
 from aiohttp.test_utils import TestServer
 
+from crdt import PNCounter
+from crdt.receipts import Receipt
 from node.base.config import Config
 from node.base.errors import PeerError
 from node.cluster import peer_auth, wire
@@ -118,6 +120,8 @@ class FakePeer:
 def _answer(kind: int, body: Any) -> list[Any]:
     if kind == wire.SLOTS:
         return [True, [None] * (len(body[1]) // wire.SLOT_FIELDS)]
+    if kind in (wire.REPLICATE, wire.READ):
+        return [True, [None] * len(body)]
     return [True, ["echo", body]]
 
 
@@ -292,3 +296,45 @@ async def test_a_call_cancelled_while_connecting_leaves_no_unretrieved_error(pee
     finally:
         loop.set_exception_handler(previous)
         await pool.close()
+
+
+async def test_a_keyed_write_is_not_held_back_by_a_steady_stream_of_plain_ones(peer: FakePeer):
+    """Frame kinds take turns: with every permit in use and one plain increment arriving per
+    reply, a queued state with its receipt (a keyed write) still goes out within a turn."""
+    pool, link = await _link(peer, request_timeout_s=10.0, max_inflight_frames=2)
+    try:
+        peer.mode = "hold"
+        first = []
+        for i in range(2):  # one frame each, so both permits are in use
+            first.append(link.replicate_slot(("t", "ns", f"warm{i}"), ACTOR, 1, 0))
+            await peer.wait_received(i + 1)
+        receipt = Receipt(1, ACTOR, "fingerprint", 5)
+        keyed = link.replicate(KEY_A, PNCounter.from_slot(ACTOR, 5, 0), receipts={"k": receipt})
+        plain = []
+        for i in range(6):  # a plain update queued before each reply frees a permit
+            plain.append(link.replicate_slot(("t", "ns", f"plain{i}"), ACTOR, 1, 0))
+            await peer.release(1)
+            await peer.wait_received(3 + i)
+        kinds = [kind for kind, _, _ in peer.received]
+        assert wire.REPLICATE in kinds[2:4], kinds
+        replicate = next(body for kind, _, body in peer.received if kind == wire.REPLICATE)
+        assert replicate[0][3] == [["k", receipt.to_wire()]]  # the receipt rode with the state
+        peer.mode = "answer"
+        await peer.release(len(peer.held))
+        async with asyncio.timeout(5):
+            await asyncio.gather(*first, keyed, *plain)
+    finally:
+        await pool.close()
+
+
+async def test_closing_a_link_fails_the_frame_it_was_still_sending(peer: FakePeer):
+    """A link closed while a frame is on its way (the peer never finished the handshake)
+    fails that frame's writes at once, rather than leaving them pending forever."""
+    peer.handshake_delay = 30.0
+    pool, link = await _link(peer, request_timeout_s=10.0)
+    write = link.replicate_slot(KEY_A, ACTOR, 3, 0)
+    await asyncio.sleep(0.2)  # let the sender take the frame and start connecting
+    await pool.close()
+    with pytest.raises(PeerError):
+        async with asyncio.timeout(2):
+            await write
