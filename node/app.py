@@ -113,7 +113,7 @@ def assemble(
     """Wire a node's parts. `make_pool` makes its peer links (an in-memory transport in
     tests); by default, WebSocket links that report their frames to the metrics."""
     cluster = Cluster(config, incarnation)
-    store = CounterStore(cluster.shard_of)
+    store = CounterStore(cluster.shard_of, int(config.idempotency_window_s * 1000))
     if make_pool is None:
         pool = PeerPool(config, store.share, cluster.actor, node_metrics.frame_observer)
     else:

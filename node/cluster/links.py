@@ -120,8 +120,9 @@ class PeerLink:
             self._writes[key] = (state, [future], dict(receipts or {}))
         else:
             queued[1].append(future)
-            merged = crdt_receipts.merge(queued[2], receipts) if receipts else queued[2]
-            self._writes[key] = (queued[0].merge(state), queued[1], merged)
+            if receipts:  # in place: a hot key's queued receipts are never copied
+                crdt_receipts.merge_into(queued[2], receipts)
+            self._writes[key] = (queued[0].merge(state), queued[1], queued[2])
         self._wakeup.set()
         return future
 

@@ -167,6 +167,11 @@ class NodeCollector:
             history["buffered"],
         )
         yield _gauge("counters_store_counters", "Counters held in memory.", len(self.store))
+        yield _gauge(
+            "counters_idempotency_receipts",
+            "Idempotency receipts held in memory (those of the window).",
+            self.store.receipt_count(),
+        )
 
     def _ring(self) -> Iterator[Metric]:
         cluster = self.cluster
