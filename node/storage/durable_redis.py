@@ -230,24 +230,33 @@ class RedisReplica:
         by_shard: dict[int, list[ReceiptEntry]] = defaultdict(list)
         for entry in entries:
             by_shard[entry[1]].append(entry)
-        calls = [
-            _receipt_args(shard, found[start : start + RECEIPTS_PER_CALL], window_ms, now_ms)
+        calls = {
+            shard: [
+                _receipt_args(shard, found[start : start + RECEIPTS_PER_CALL], window_ms, now_ms)
+                for start in range(0, len(found), RECEIPTS_PER_CALL)
+            ]
             for shard, found in by_shard.items()
-            for start in range(0, len(found), RECEIPTS_PER_CALL)
-        ]
+        }
         try:
             if self._cluster:
-                trimmed = await asyncio.gather(*(self._receipts(keys=k, args=a) for k, a in calls))
+                # Shards side by side, one shard's calls in turn: they all go to one node, and
+                # redis-py's cluster client fails many concurrent first calls on one connection.
+                per_shard = await asyncio.gather(*(self._in_turn(c) for c in calls.values()))
+                trimmed = [count for counts in per_shard for count in counts]
             elif calls:
                 async with self._client.pipeline(transaction=False) as pipe:
-                    for keys, args in calls:
-                        await self._receipts(keys=keys, args=args, client=pipe)
+                    for shard_calls in calls.values():
+                        for keys, args in shard_calls:
+                            await self._receipts(keys=keys, args=args, client=pipe)
                     trimmed = await pipe.execute()
             else:
                 trimmed = []
         except (RedisError, OSError) as error:
             raise DurableError(f"redis receipt write failed: {error}") from error
         return sum(int(count) for count in trimmed)
+
+    async def _in_turn(self, calls: list[tuple[list[str], list[Any]]]) -> list[Any]:
+        return [await self._receipts(keys=keys, args=args) for keys, args in calls]
 
     async def load_receipts(
         self, shards: Collection[int], now_ms: int
