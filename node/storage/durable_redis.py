@@ -120,8 +120,11 @@ def _receipt_args(
     keys: list[str] = [_receipt_index(shard)]
     args: list[Any] = [now_ms, 0]
     latest = 0
+    names: dict[Key, str] = {}  # a batch's receipts share a counter: one dump each
     for key, _, idem, receipt in entries:
-        name = member(key)
+        name = names.get(key)
+        if name is None:
+            name = names[key] = member(key)
         expiry = receipt.at_ms + window_ms
         latest = max(latest, expiry)
         keys.append(f"rct:{{{shard}}}:" + json.dumps([name, idem], ensure_ascii=False))

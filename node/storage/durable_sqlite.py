@@ -144,11 +144,14 @@ class SqliteReplica:
                 raise DurableError(f"sqlite load failed: {error}") from error
 
     def _write_receipts(self, entries: Sequence[ReceiptEntry], window_ms: int, now_ms: int) -> int:
-        rows = [
-            (member(key), idem, shard, r.at_ms + window_ms, *r.to_wire())
-            for key, shard, idem, r in entries
-            if r.at_ms + window_ms >= now_ms
-        ]
+        names: dict[Key, str] = {}  # a batch's receipts share a counter: one dump each
+        rows = []
+        for key, shard, idem, r in entries:
+            if r.at_ms + window_ms >= now_ms:
+                name = names.get(key)
+                if name is None:
+                    name = names[key] = member(key)
+                rows.append((name, idem, shard, r.at_ms + window_ms, *r.to_wire()))
         with self._db:
             self._db.execute("BEGIN")
             self._db.executemany(INSERT_RECEIPT, rows)
