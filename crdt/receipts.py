@@ -9,6 +9,10 @@ merge(a, b): the union of both maps; where both hold a key, the receipt first in
 and replicas that saw two racing first attempts agree on one winner.
 
 prune(now_ms, window_ms): drops receipts older than the window; time is an argument.
+
+merge_into(target, incoming) is merge() written into `target` in place, in O(len(incoming)):
+what a store or a queue that already holds many receipts uses, so adding a few never copies
+all of them.
 """
 
 from __future__ import annotations
@@ -61,6 +65,17 @@ def merge(a: Receipts, b: Receipts) -> dict[str, Receipt]:
     return merged
 
 
+def merge_into(target: dict[str, Receipt], incoming: Receipts) -> bool:
+    """target = merge(target, incoming), in place; returns whether target changed."""
+    changed = False
+    for key, receipt in incoming.items():
+        mine = target.get(key)
+        if mine is None or receipt < mine:
+            target[key] = receipt
+            changed = True
+    return changed
+
+
 def prune(receipts: Receipts, now_ms: int, window_ms: int) -> dict[str, Receipt]:
     return {k: r for k, r in receipts.items() if r.at_ms + window_ms >= now_ms}
 
@@ -70,7 +85,8 @@ def to_wire(receipts: Receipts) -> list[list[Any]]:
 
 
 def from_wire(obj: object) -> dict[str, Receipt]:
-    if not isinstance(obj, list | tuple) or len(obj) > 100_000:
+    """The receipts of a wire list; how many is bounded by the frame that carried them."""
+    if not isinstance(obj, list | tuple):
         raise CodecError("receipts are a list of [key, receipt]")
     out: dict[str, Receipt] = {}
     for item in obj:
@@ -79,5 +95,8 @@ def from_wire(obj: object) -> dict[str, Receipt]:
         key = item[0]
         if type(key) is not str or not 0 < len(key) <= MAX_IDEMPOTENCY_KEY_CHARS * 2:
             raise CodecError("an idempotency key is a short string")
-        out = merge(out, {key: Receipt.from_wire(item[1])})
+        receipt = Receipt.from_wire(item[1])
+        mine = out.get(key)
+        if mine is None or receipt < mine:
+            out[key] = receipt
     return out

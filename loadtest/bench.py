@@ -54,6 +54,13 @@ SCENARIOS = {
         Scenario("batch_uniform", "batch.lua", "uniform", BATCH_SIZE, "100 increments, uniform"),
         Scenario("batch_zipf", "batch.lua", "zipf", BATCH_SIZE, "100 increments, Zipf"),
         Scenario("hot_key", "increment.lua", "hot", 1, "1 increment, all on one counter"),
+        Scenario(
+            "keyed_batch_uniform",
+            "keyed_batch.lua",
+            "uniform",
+            BATCH_SIZE,
+            "batch_uniform, each under a fresh Idempotency-Key",
+        ),
     )
 }
 
@@ -207,7 +214,26 @@ def ratios(results: list[dict[str, Any]], counters: str) -> dict[str, Any]:
             )
             for system in systems
         },
+        # CPU per op of a keyed batch over a plain one (issue 11: at most 1.5x)
+        "keyed_vs_unkeyed_cpu": {
+            system: _cpu_ratio(
+                _find(results, system, "keyed_batch_uniform"),
+                _find(results, system, "batch_uniform"),
+            )
+            for system in systems
+            if system != "baseline"  # the baseline has no idempotency
+        },
     }
+
+
+def _cpu_ratio(
+    numerator: dict[str, Any] | None, denominator: dict[str, Any] | None
+) -> float | None:
+    """CPU µs per request of one scenario over another's (same ops per request)."""
+    if numerator is None or denominator is None:
+        return None
+    top, bottom = numerator.get("cpu_us_per_request"), denominator.get("cpu_us_per_request")
+    return None if not top or not bottom else float(top / bottom)
 
 
 def _fmt_ratio(value: float | None) -> str:
@@ -268,6 +294,10 @@ def targets(results: list[dict[str, Any]], counters: str, summary: dict[str, Any
         detail = f"{_fmt_ratio(ratio)} of increment_uniform"
         detail += " (want >= 1.00x)" if system == counters else " (context)"
         lines.append(_target_line(f"hot key vs uniform, {system}", ok, detail))
+    for system, ratio in summary["keyed_vs_unkeyed_cpu"].items():
+        ok = None if ratio is None else ratio <= 1.5
+        detail = f"{_fmt_ratio(ratio)} CPU per op of batch_uniform (want <= 1.50x)"
+        lines.append(_target_line(f"keyed vs unkeyed batch, {system}", ok, detail))
     return lines
 
 

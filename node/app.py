@@ -16,9 +16,10 @@ from node.base.keys import Key
 from node.cluster.gossip import Gossip
 from node.cluster.handoff import Handoff
 from node.cluster.identity import Identity
-from node.cluster.links import PEER_PATH, PeerPool
+from node.cluster.links import PEER_PATH
 from node.cluster.membership import Cluster
 from node.cluster.peer_auth import ReplayGuard
+from node.cluster.pool import PeerPool
 from node.coordination.coordinator import Coordinator
 from node.coordination.idempotency import Idempotent
 from node.coordination.quota import CounterQuota
@@ -114,7 +115,7 @@ def assemble(
     """Wire a node's parts. `make_pool` makes its peer links (an in-memory transport in
     tests); by default, WebSocket links that report their frames to the metrics."""
     cluster = Cluster(config, start.incarnation)
-    store = CounterStore(cluster.shard_of)
+    store = CounterStore(cluster.shard_of, int(config.idempotency_window_s * 1000))
     if make_pool is None:
         pool = PeerPool(config, store.share, node_metrics.frame_observer)
     else:

@@ -20,8 +20,8 @@ from node.base.errors import PeerError
 from node.base.keys import Key
 from node.cluster import wire
 from node.cluster.handoff import Handoff
-from node.cluster.links import PeerPool
 from node.cluster.membership import Cluster
+from node.cluster.pool import PeerPool
 from node.cluster.wire import ProtocolError
 from node.storage.store import CounterStore
 from ring import Status, View

@@ -16,8 +16,8 @@ from collections.abc import Iterable
 from node.base.errors import PeerError
 from node.cluster import wire
 from node.cluster.identity import Identity
-from node.cluster.links import PeerPool
 from node.cluster.membership import Cluster
+from node.cluster.pool import PeerPool
 from node.storage.durable import DurableError
 from node.storage.store import CounterStore
 from node.storage.write_behind import Persister

@@ -122,8 +122,9 @@ class PeerLink:
             self._writes[key] = (state, [future], dict(receipts or {}))
         else:
             queued[1].append(future)
-            merged = crdt_receipts.merge(queued[2], receipts) if receipts else queued[2]
-            self._writes[key] = (queued[0].merge(state), queued[1], merged)
+            if receipts:  # in place: a hot key's queued receipts are never copied
+                crdt_receipts.merge_into(queued[2], receipts)
+            self._writes[key] = (queued[0].merge(state), queued[1], queued[2])
         self._wakeup.set()
         return future
 
@@ -395,56 +396,3 @@ class PeerLink:
         for slots in self._slots.values():
             for _, _, slot_futures in slots.values():
                 _fail(list(slot_futures), error)
-
-
-class PeerPool:
-    """One link per peer address, created on first use."""
-
-    def __init__(
-        self,
-        config: Config,
-        share_of: ShareOf,
-        frame_observer: Callable[[str], Callable[[float], object]] | None = None,
-    ) -> None:
-        self._config = config
-        self._share_of = share_of
-        self._session = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(limit=0, enable_cleanup_closed=True),
-            timeout=aiohttp.ClientTimeout(total=None, connect=2.0, sock_connect=1.0),
-        )
-        self._links: dict[str, PeerLink] = {}
-        # peer address -> what to call with the seconds from a frame to its reply (metrics)
-        self._frame_observer = frame_observer
-
-    def link(self, address: str) -> PeerLink:
-        link = self._links.get(address)
-        if link is None:
-            observer = self._frame_observer
-            link = PeerLink(
-                address,
-                self._session,
-                self._config,
-                self._share_of,
-                None if observer is None else observer(address),
-            )
-            self._links[address] = link
-        return link
-
-    def links(self) -> list[PeerLink]:
-        return list(self._links.values())
-
-    def backlog(self) -> int:
-        return sum(link.backlog for link in self._links.values())
-
-    async def keep_only(self, addresses: set[str]) -> list[str]:
-        """Close the links to every other address (nodes removed from the cluster), so
-        their connections and tasks do not stay for the life of the node."""
-        gone = [address for address in self._links if address not in addresses]
-        links = [self._links.pop(address) for address in gone]
-        await asyncio.gather(*(link.close("peer left the cluster") for link in links))
-        return gone
-
-    async def close(self) -> None:
-        for link in list(self._links.values()):
-            await link.close()
-        await self._session.close()

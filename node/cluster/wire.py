@@ -17,7 +17,7 @@ import msgpack
 
 from crdt import CodecError, PNCounter, codec, receipts
 from crdt.codec import MAX_KEY_PART_BYTES, pn_from_wire, pn_to_wire
-from crdt.receipts import Receipt
+from crdt.receipts import MAX_IDEMPOTENCY_KEY_CHARS, Receipt
 from node.base.keys import Key
 
 REPLY = 0
@@ -29,7 +29,10 @@ PULL = 5  # body: [shard, ...]                    reply: [[key, state], ...]
 FORWARD = 6  # body: map (see coordinator.py)     reply: map
 SLOTS = 7  # body: [actor, [tenant, ns, name, p, n, share, tenant, ...]]  reply: as REPLICATE
 RECEIPT = 8  # body: [key, idempotency key]       reply: [state, receipt | None]
-KINDS = frozenset({REPLY, REPLICATE, READ, GOSSIP, PUSH, PULL, FORWARD, SLOTS, RECEIPT})
+# body: [[key, share, [idempotency key, ...]], ...]
+# reply: [[state | None if same share, [receipt | None, ...]], ...]
+RECEIPTS = 9
+KINDS = frozenset({REPLY, REPLICATE, READ, GOSSIP, PUSH, PULL, FORWARD, SLOTS, RECEIPT, RECEIPTS})
 SLOT_FIELDS = 6
 
 MAX_FRAME_BYTES = 64 * 1024 * 1024
@@ -136,6 +139,53 @@ def receipt_request_from_wire(obj: object) -> tuple[Key, str]:
     if not isinstance(obj, list) or len(obj) != 2 or type(obj[1]) is not str or not obj[1]:
         raise ProtocolError("a receipt request is [key, idempotency key]")
     return key_from_wire(obj[0]), obj[1]
+
+
+def _idem(obj: object) -> str:
+    if type(obj) is not str or not 0 < len(obj) <= MAX_IDEMPOTENCY_KEY_CHARS * 2:
+        raise ProtocolError("an idempotency key is a short string")
+    return obj
+
+
+ReceiptRead = tuple[Key, int, list[str]]  # key, sender's share, idempotency keys
+
+
+def receipt_reads_from_wire(obj: object) -> list[ReceiptRead]:
+    """RECEIPTS: [[key, share, [idempotency key, ...]], ...]."""
+    if not isinstance(obj, list):
+        raise ProtocolError("receipt reads must be a list")
+    out: list[ReceiptRead] = []
+    for item in obj:
+        if not isinstance(item, list) or len(item) != 3 or not isinstance(item[2], list):
+            raise ProtocolError("a receipt read is [key, share, [idempotency key, ...]]")
+        out.append((key_from_wire(item[0]), _share(item[1]), [_idem(i) for i in item[2]]))
+    return out
+
+
+def receipt_reads_to_wire(reads: Iterable[ReceiptRead]) -> list[list[Any]]:
+    return [[list(key), share, idems] for key, share, idems in reads]
+
+
+def receipt_answers_from_wire(
+    obj: object, expected: list[int]
+) -> list[tuple[PNCounter | None, list[Receipt | None]]]:
+    """A RECEIPTS reply to reads of `expected[i]` idempotency keys of the i-th key: per key,
+    the peer's state (None: equal to the sender's) and a receipt or None per idempotency key."""
+    if not isinstance(obj, list) or len(obj) != len(expected):
+        raise ProtocolError("a receipts reply has one entry per key")
+    out: list[tuple[PNCounter | None, list[Receipt | None]]] = []
+    for item, count in zip(obj, expected, strict=True):
+        if not isinstance(item, list) or len(item) != 2 or not isinstance(item[1], list):
+            raise ProtocolError("a receipts answer is [state | None, [receipt | None, ...]]")
+        if len(item[1]) != count:
+            raise ProtocolError("a receipts answer has one receipt or None per key asked")
+        state = None if item[0] is None else state_from_wire(item[0])
+        try:
+            found = [None if raw is None else Receipt.from_wire(raw) for raw in item[1]]
+        except CodecError as error:
+            raise ProtocolError(f"bad receipt: {error}") from None
+        out.append((state, found))
+    return out
 
 
 def _part(obj: object) -> str:

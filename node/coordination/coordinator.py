@@ -235,11 +235,13 @@ class Coordinator:
         results: Pending = [None] * len(ops)
         if any(op.kind is not OpKind.GET for op in ops):
             await self.replicator.check_store()
-        for index, op in enumerate(ops):
-            if op.idem:
-                results[index] = await self.idempotent.run(
-                    op, shards[index], consistency, fingerprint
-                )
+        keyed = [index for index, op in enumerate(ops) if op.idem]
+        if keyed:  # as one group: a keyed batch costs a few round trips, not two per op
+            outcomes = await self.idempotent.run_many(
+                [ops[i] for i in keyed], [shards[i] for i in keyed], consistency, fingerprint
+            )
+            for index, outcome in zip(keyed, outcomes, strict=True):
+                results[index] = outcome
         if any(op.kind is OpKind.RESET for op in ops):
             await self._reset_local(ops, shards, consistency, results)
         increments = any(op.kind is OpKind.INCREMENT for op in ops)

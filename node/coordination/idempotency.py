@@ -9,6 +9,14 @@ wherever the increment does and outlives the node that wrote it.
 
 A batch first claims its key on a counter of its own, so a different batch under a used key
 is refused before any op applies; then each op runs under the key plus its index.
+
+The keyed ops of one request run as a group, so a batch of 1,000 costs a few round trips,
+not two per op: one RECEIPTS request per set of read peers for every receipt not held here
+(shards with the same read peers share it), then every op applies in order, and each
+counter's new slot travels with all its new receipts in one REPLICATE entry through the
+group-committed links. Attempts that share an (counter, idempotency key) still run one at a
+time: a group takes all its names or none (so two groups never wait on each other), and
+waits for a holder to finish before trying again.
 """
 
 from __future__ import annotations
@@ -16,9 +24,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, cast
 
-from crdt import CounterOverflowError, PNCounter, receipts
+from crdt import CounterOverflowError, PNCounter
 from crdt.receipts import Receipt
 from node.base.errors import CountersError, IdempotencyKeyReused, Overflow
 from node.base.keys import Key
@@ -38,6 +47,9 @@ def claim_key(tenant: str, idempotency_key: str) -> Key:
     return (tenant, CLAIMS_NAMESPACE, idempotency_key)
 
 
+Name = tuple[Key, str]  # (counter, idempotency key)
+
+
 class Idempotent:
     def __init__(
         self,
@@ -50,78 +62,176 @@ class Idempotent:
         self.store = store
         self.replicator = replicator
         self.quota = quota
-        self.window_ms = int(cluster.config.idempotency_window_s * 1000)
         self.hits = 0  # retries answered from a receipt, for metrics
-        # (counter, idempotency key) -> [lock, attempts holding or waiting for it]
-        self._locks: dict[tuple[Key, str], list[Any]] = {}
+        # (counter, idempotency key) -> the future its holder resolves when it is done
+        self._holders: dict[Name, asyncio.Future[None]] = {}
 
     async def run(self, op: Op, shard: int, consistency: str, fingerprint: str) -> OpResult:
-        name = (op.key, op.idem)
-        entry = self._locks.setdefault(name, [asyncio.Lock(), 0])
-        entry[1] += 1
-        try:
-            async with entry[0]:
-                return await self._run(op, shard, consistency, fingerprint)
-        except CountersError as error:
-            return OpResult.failed(error)
-        finally:
-            entry[1] -= 1
-            if entry[1] == 0:
-                del self._locks[name]
+        [result] = await self.run_many([op], [shard], consistency, fingerprint)
+        return result
 
-    async def _run(self, op: Op, shard: int, consistency: str, fingerprint: str) -> OpResult:
-        store, replicator = self.store, self.replicator
+    async def run_many(
+        self, ops: Sequence[Op], shards: Sequence[int], consistency: str, fingerprint: str
+    ) -> list[OpResult]:
+        """One result per keyed op, in order, as if they ran one after another."""
+        names = {(op.key, op.idem) for op in ops}
+        mine = await self._acquire(names)
+        try:
+            return await self._run(ops, shards, consistency, fingerprint)
+        finally:
+            for name in names:
+                if self._holders.get(name) is mine:
+                    del self._holders[name]
+            mine.set_result(None)
+
+    async def _acquire(self, names: set[Name]) -> asyncio.Future[None]:
+        """Take every name or none; without awaits in between, so it is atomic."""
+        holders = self._holders
+        mine: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        while True:
+            busy = next((holders[name] for name in names if name in holders), None)
+            if busy is None:
+                for name in names:
+                    holders[name] = mine
+                return mine
+            await asyncio.wait([busy])  # not `await busy`: a cancelled waiter must not cancel it
+
+    async def _run(
+        self, ops: Sequence[Op], shards: Sequence[int], consistency: str, fingerprint: str
+    ) -> list[OpResult]:
+        store = self.store
         now_ms = int(time.time() * 1000)
-        store.prune_receipts(op.key, now_ms, self.window_ms)
-        receipt = store.receipt(op.key, op.idem) or await self._read(op, shard, consistency)
-        if receipt is not None:
-            if receipt.fingerprint != fingerprint:
-                raise IdempotencyKeyReused(
+        results: list[OpResult | None] = [None] * len(ops)
+        unknown = [i for i, op in enumerate(ops) if store.receipt(op.key, op.idem, now_ms) is None]
+        if unknown:
+            try:
+                await self._read(ops, shards, unknown, consistency, now_ms)
+            except CountersError as error:
+                for index in unknown:
+                    results[index] = OpResult.failed(error)
+        # per counter: its shard, this node's new slot, the receipts that travel with it
+        writes: dict[Key, tuple[int, PNCounter, dict[str, Receipt]]] = {}
+        applied: list[int] = []
+        for index, op in enumerate(ops):
+            if results[index] is not None:
+                continue
+            receipt = store.receipt(op.key, op.idem, now_ms)
+            if receipt is not None:
+                results[index] = self._replay(receipt, fingerprint)
+                continue
+            try:
+                value, delta = self._apply(op, shards[index], consistency)
+            except CountersError as error:
+                results[index] = OpResult.failed(error)
+                continue
+            receipt = Receipt(now_ms, self.cluster.actor, fingerprint, value)
+            store.add_receipt(op.key, op.idem, receipt)
+            found = writes.get(op.key)
+            if found is None:
+                writes[op.key] = (shards[index], delta, {op.idem: receipt})
+            else:
+                found[2][op.idem] = receipt
+                # this node's slot only grows, so the latest delta covers the earlier ones
+                writes[op.key] = (found[0], found[1] if delta.is_empty() else delta, found[2])
+            results[index] = OpResult(value)
+            applied.append(index)
+        if writes:
+            await self._replicate(writes, consistency, applied, results)
+        return cast(list[OpResult], results)  # every op got one above
+
+    def _replay(self, receipt: Receipt, fingerprint: str) -> OpResult:
+        if receipt.fingerprint != fingerprint:
+            return OpResult.failed(
+                IdempotencyKeyReused(
                     "this Idempotency-Key was used for a different request; nothing applied",
                     may_have_applied=False,
                 )
-            self.hits += 1
-            return OpResult(receipt.value, replayed=True)
-        replicator.check_writable(shard, consistency)
-        delta = PNCounter.empty()
-        if op.kind is OpKind.INCREMENT:
-            self.quota.admit(op.key)
-            try:
-                _, delta = store.increment(op.key, self.cluster.actor, op.delta)
-            except CounterOverflowError as error:
-                raise Overflow(str(error)) from None
-        state = store.get(op.key) or PNCounter.empty()
-        receipt = Receipt(now_ms, self.cluster.actor, fingerprint, state.value())
-        store.add_receipts(op.key, {op.idem: receipt})
-        # The new slot and the receipt travel in one entry, so a receipt exists wherever
-        # the increment does.
-        wait = QuorumWait("increment")
-        replicator.write(
-            wait, op.key, shard, delta, consistency, own_slot=False, receipts={op.idem: receipt}
-        )
-        await replicator.settle(wait, wrote=True)
-        return OpResult(receipt.value)
+            )
+        self.hits += 1
+        return OpResult(receipt.value, replayed=True)
 
-    async def _read(self, op: Op, shard: int, consistency: str) -> Receipt | None:
-        """Merge the states and receipts of a read quorum; the receipt, if any has one."""
+    def _apply(self, op: Op, shard: int, consistency: str) -> tuple[int, PNCounter]:
+        """Apply op here; (the counter's value after it, this node's new slot)."""
+        self.replicator.check_writable(shard, consistency)
+        if op.kind is not OpKind.INCREMENT:  # a claim (or a keyed read) records a receipt only
+            state = self.store.get(op.key)
+            return (0 if state is None else state.value()), PNCounter.empty()
+        self.quota.admit(op.key)
+        try:
+            state, delta = self.store.increment(op.key, self.cluster.actor, op.delta)
+        except CounterOverflowError as error:
+            raise Overflow(str(error)) from None
+        return state.value(), delta
+
+    async def _replicate(
+        self,
+        writes: dict[Key, tuple[int, PNCounter, dict[str, Receipt]]],
+        consistency: str,
+        applied: list[int],
+        results: list[OpResult | None],
+    ) -> None:
+        """Each counter's new slot and receipts in one entry, so a receipt exists wherever
+        the increment does; a quorum failure is the result of every op applied here."""
+        wait = QuorumWait("increment")
+        for key, (shard, delta, receipts) in writes.items():
+            self.replicator.write(
+                wait, key, shard, delta, consistency, own_slot=False, receipts=receipts
+            )
+        try:
+            await self.replicator.settle(wait, wrote=True)
+        except CountersError as error:
+            for index in applied:
+                results[index] = OpResult.failed(error)
+
+    async def _read(
+        self,
+        ops: Sequence[Op],
+        shards: Sequence[int],
+        unknown: list[int],
+        consistency: str,
+        now_ms: int,
+    ) -> None:
+        """Merge a read quorum's states and receipts of these ops' counters: one RECEIPTS
+        request per set of read peers, whatever the number of ops."""
+        replicator, store = self.replicator, self.store
+        # (read peers, how many must answer) -> counter -> idempotency keys to ask for
+        groups: dict[tuple[tuple[str, ...], int], dict[Key, list[str]]] = {}
+        by_shard: dict[int, dict[Key, list[str]] | None] = {}
+        for index in unknown:
+            shard = shards[index]
+            if shard not in by_shard:
+                peers, wanted = replicator.read_peers(shard, consistency)
+                group = (tuple(peers), wanted)
+                by_shard[shard] = groups.setdefault(group, {}) if wanted > 0 else None
+            asked = by_shard[shard]
+            if asked is not None:
+                asked.setdefault(ops[index].key, []).append(ops[index].idem)
+        wait = QuorumWait("read")
+        for (read_peers, wanted), asked in groups.items():
+            body = wire.receipt_reads_to_wire(
+                (key, store.share(key), idems) for key, idems in asked.items()
+            )
+            replicator.ask_peers(
+                wait, list(read_peers), wanted, wire.RECEIPTS, body, self._merger(asked)
+            )
+        await wait.wait(replicator.timeout)
+
+    def _merger(self, asked: dict[Key, list[str]]) -> Callable[[Any], None]:
         store = self.store
-        now_ms = int(time.time() * 1000)
+        keys = list(asked)
+        expected = [len(asked[key]) for key in keys]
 
         def on_reply(reply: Any) -> None:
             try:
-                if not isinstance(reply, list) or len(reply) != 2:
-                    raise wire.ProtocolError("a receipt reply is [state, receipt]")
-                state = wire.state_from_wire(reply[0])
-                found = {} if reply[1] is None else wire.receipts_from_wire([[op.idem, reply[1]]])
+                answers = wire.receipt_answers_from_wire(reply, expected)  # all, before any
             except wire.ProtocolError as error:
-                log.warning("bad receipt reply: %s", error)
+                log.warning("bad receipts reply: %s", error)
                 return
-            store.merge(op.key, state)
-            # A peer may not have pruned yet: a receipt past the window no longer counts.
-            store.add_receipts(op.key, receipts.prune(found, now_ms, self.window_ms))
+            for key, (state, found) in zip(keys, answers, strict=True):
+                if state is not None:
+                    store.merge(key, state)
+                for idem, receipt in zip(asked[key], found, strict=True):
+                    if receipt is not None:
+                        store.add_receipt(key, idem, receipt)
 
-        wait = QuorumWait("read")
-        body = [list(op.key), op.idem]
-        self.replicator.ask(wait, shard, consistency, wire.RECEIPT, body, on_reply)
-        await wait.wait(self.replicator.timeout)
-        return store.receipt(op.key, op.idem)
+        return on_reply

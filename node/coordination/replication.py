@@ -19,8 +19,9 @@ from crdt import PNCounter
 from crdt.receipts import Receipt
 from node.base.errors import PeerError, QuorumUnavailable
 from node.base.keys import Key
-from node.cluster.links import PeerLink, PeerPool
+from node.cluster.links import PeerLink
 from node.cluster.membership import Cluster
+from node.cluster.pool import PeerPool
 from node.coordination.quorum import QuorumWait, Starter
 from node.obs.tracing import OFF, Tracing, end_with
 from node.storage.store import CounterStore
@@ -139,7 +140,7 @@ class Replicator:
     ) -> dict[str, PNCounter | None]:
         """Ask R-1 serving peers (spares if one fails); returns their states as they come."""
         answers: dict[str, PNCounter | None] = {}
-        peers, wanted = self._read_peers(shard, consistency)
+        peers, wanted = self.read_peers(shard, consistency)
         if wanted <= 0:
             return answers
 
@@ -170,7 +171,20 @@ class Replicator:
     ) -> None:
         """Send one request to R-1 serving peers (spares if one fails), for reads other than
         a state (an idempotency receipt); on_reply gets each answer."""
-        peers, wanted = self._read_peers(shard, consistency)
+        peers, wanted = self.read_peers(shard, consistency)
+        self.ask_peers(wait, peers, wanted, kind, body, on_reply)
+
+    def ask_peers(
+        self,
+        wait: QuorumWait,
+        peers: list[str],
+        wanted: int,
+        kind: int,
+        body: Any,
+        on_reply: Callable[[Any], object],
+    ) -> None:
+        """ask() of the first `wanted` of these peers, the others spares: one request for
+        many shards whose read peers are the same (read_peers)."""
         if wanted <= 0:
             return
 
@@ -180,7 +194,7 @@ class Replicator:
         first = [asker(n)() for n in peers[:wanted]]
         wait.add(first, wanted, on_reply, spares=[asker(n) for n in peers[wanted:]])
 
-    def _read_peers(self, shard: int, consistency: str) -> tuple[list[str], int]:
+    def read_peers(self, shard: int, consistency: str) -> tuple[list[str], int]:
         """The serving peers to read from, and how many of them must answer."""
         cluster = self.cluster
         replicas = cluster.replicas(shard)

@@ -7,9 +7,9 @@ from aiohttp import web
 from node.base.config import Config
 from node.cluster.gossip import Gossip
 from node.cluster.handoff import Handoff
-from node.cluster.links import PeerPool
 from node.cluster.membership import Cluster
 from node.cluster.peer_auth import ReplayGuard
+from node.cluster.pool import PeerPool
 from node.coordination.coordinator import Coordinator
 from node.history.recorder import Recorder
 from node.http.peer_endpoint import PeerServer

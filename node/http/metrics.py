@@ -17,8 +17,8 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from node.cluster.gossip import Gossip
 from node.cluster.handoff import Handoff
-from node.cluster.links import PeerPool
 from node.cluster.membership import Cluster
+from node.cluster.pool import PeerPool
 from node.coordination.coordinator import Coordinator
 from node.history.recorder import Recorder
 from node.http.appkeys import CONFIG, METRICS
@@ -167,6 +167,11 @@ class NodeCollector:
             history["buffered"],
         )
         yield _gauge("counters_store_counters", "Counters held in memory.", len(self.store))
+        yield _gauge(
+            "counters_idempotency_receipts",
+            "Idempotency receipts held in memory (those of the window).",
+            self.store.receipt_count(),
+        )
 
     def _ring(self) -> Iterator[Metric]:
         cluster = self.cluster

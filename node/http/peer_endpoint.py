@@ -1,8 +1,8 @@
 """The peer endpoint: authenticated WebSocket, one frame in, one reply out.
 
-REPLICATE and READ are answered inline (pure in-memory work, no awaits), so a frame of many
-keys costs one loop turn. GOSSIP, PULL, PUSH and FORWARD may wait on other peers and run as
-tasks. A malformed frame closes the connection before it touches any state.
+SLOTS, REPLICATE, READ and RECEIPTS are answered inline (pure in-memory work, no awaits), so
+a frame of many keys costs one loop turn. GOSSIP, PULL, PUSH and FORWARD may wait on other
+peers and run as tasks. A malformed frame closes the connection before it touches any state.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from node.storage.store import CounterStore
 
 log = logging.getLogger("counters.peer_server")
 EMPTY = PNCounter.empty()
-INLINE = frozenset({wire.SLOTS, wire.REPLICATE, wire.READ})
+INLINE = frozenset({wire.SLOTS, wire.REPLICATE, wire.READ, wire.RECEIPTS})
 KIND_NAMES = {
     wire.REPLY: "reply",
     wire.REPLICATE: "replicate",
@@ -42,6 +42,7 @@ KIND_NAMES = {
     wire.FORWARD: "forward",
     wire.SLOTS: "slots",
     wire.RECEIPT: "receipt",
+    wire.RECEIPTS: "receipts",
 }
 
 
@@ -149,11 +150,24 @@ class PeerServer:
                 merged = store.merge(key, state)
                 reply.append(None if store.share(key) == share else pn_to_wire(merged))
             return reply
+        if kind == wire.RECEIPTS:
+            return self._receipts(wire.receipt_reads_from_wire(body))
         reads = wire.reads_from_wire(body)
         return [
             None if store.share(key) == share else pn_to_wire(store.get(key) or EMPTY)
             for key, share in reads
         ]
+
+    def _receipts(self, reads: list[wire.ReceiptRead]) -> list[Any]:
+        """Per key: its state (None when the sender's share says it is the same) and the
+        receipt or None of each idempotency key asked."""
+        store, now_ms = self.store, int(time.time() * 1000)
+        answer: list[Any] = []
+        for key, share, idems in reads:
+            state = None if store.share(key) == share else pn_to_wire(store.get(key) or EMPTY)
+            found = [store.receipt(key, idem, now_ms) for idem in idems]
+            answer.append([state, [None if r is None else r.to_wire() for r in found]])
+        return answer
 
     async def _answer(
         self,
@@ -188,7 +202,7 @@ class PeerServer:
             return self.gossip.answer(body)
         if kind == wire.RECEIPT:
             key, idem = wire.receipt_request_from_wire(body)
-            receipt = self.store.receipt(key, idem)
+            receipt = self.store.receipt(key, idem, int(time.time() * 1000))
             state = self.store.get(key) or EMPTY
             return [pn_to_wire(state), None if receipt is None else receipt.to_wire()]
         if kind == wire.PUSH:

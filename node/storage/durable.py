@@ -10,17 +10,18 @@ time, in any order.
 from __future__ import annotations
 
 import json
-from collections.abc import Collection, Sequence
+from collections.abc import AsyncIterator, Collection, Sequence
 from typing import Protocol
 
 from crdt import CodecError, PNCounter, codec
 from crdt.codec import MAX_ACTOR_BYTES
 from crdt.gcounter import UINT64_MAX
-from crdt.receipts import Receipt
 from node.base.keys import Key
+from node.storage.receipt_book import DirtyReceipt
 
 Entry = tuple[Key, int, PNCounter]  # key, shard, state
-ReceiptEntry = tuple[Key, int, dict[str, Receipt]]  # key, shard, idempotency receipts
+ReceiptEntry = DirtyReceipt  # key, shard, idempotency key, receipt
+RECEIPT_PAGE = 10_000  # receipts per page of a load: memory per step stays bounded
 
 
 class DurableError(Exception):
@@ -36,11 +37,19 @@ class DurableReplica(Protocol):
     async def load(self, shards: Collection[int]) -> list[tuple[Key, PNCounter]]:
         """Every counter of these shards, as stored."""
 
-    async def write_receipts(self, entries: Sequence[ReceiptEntry], window_ms: int) -> None:
-        """Keep these idempotency receipts for the window (the first one stored wins)."""
+    async def write_receipts(
+        self, entries: Sequence[ReceiptEntry], window_ms: int, now_ms: int
+    ) -> int:
+        """Keep these idempotency receipts until a window after their time (the first one
+        stored wins), and drop a bounded number of expired ones, so what is stored stays
+        bounded by the receipts of the window; returns how many expired ones it dropped
+        (0: none are left)."""
 
-    async def load_receipts(self, shards: Collection[int]) -> list[ReceiptEntry]:
-        """The unexpired receipts of these shards' counters."""
+    def load_receipts(
+        self, shards: Collection[int], now_ms: int
+    ) -> AsyncIterator[list[ReceiptEntry]]:
+        """The unexpired receipts of these shards' counters, in pages of at most
+        RECEIPT_PAGE, however many there are."""
 
     async def last_incarnation(self, node_id: str, current: int) -> int:
         """Record `current` as node_id's incarnation unless a higher one is known; return the

@@ -5,21 +5,32 @@ SQLite integers are signed 64-bit and slots are unsigned; padded text compares l
 numbers, so an upsert keeps max(p) and max(n) and writes stay idempotent. WAL with
 synchronous=NORMAL survives a killed process (not a power cut of the machine). The sqlite3
 module blocks, so each call runs in a worker thread, one at a time.
+
+Idempotency receipts: one row per (counter, idempotency key) with its expiry, indexed by
+expiry (each write deletes at most EXPIRE_BATCH expired rows) and by (shard, counter, key),
+which a load pages through; INSERT OR IGNORE keeps the first receipt stored.
 """
 
 from __future__ import annotations
 
 import asyncio
 import sqlite3
-import time
-from collections.abc import Collection, Sequence
+from collections.abc import AsyncIterator, Collection, Sequence
 from pathlib import Path
 
-from crdt import PNCounter
+from crdt import CodecError, PNCounter
 from crdt.receipts import Receipt
 from node.base.keys import Key
 from node.base.threads import in_thread
-from node.storage.durable import DurableError, Entry, ReceiptEntry, key_of, member, state_of
+from node.storage.durable import (
+    RECEIPT_PAGE,
+    DurableError,
+    Entry,
+    ReceiptEntry,
+    key_of,
+    member,
+    state_of,
+)
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS slots (
@@ -31,17 +42,33 @@ CREATE TABLE IF NOT EXISTS slots (
     PRIMARY KEY (counter, actor)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS slots_by_shard ON slots (shard);
-CREATE TABLE IF NOT EXISTS receipts (
+CREATE TABLE IF NOT EXISTS idempotency_receipts (
     counter TEXT NOT NULL,
-    shard INTEGER NOT NULL,
     idem TEXT NOT NULL,
+    shard INTEGER NOT NULL,
+    expires_ms INTEGER NOT NULL,
     at_ms INTEGER NOT NULL,
     actor TEXT NOT NULL,
     fingerprint TEXT NOT NULL,
     value INTEGER NOT NULL,
     PRIMARY KEY (counter, idem)
 ) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS receipts_by_shard ON receipts (shard);
+CREATE INDEX IF NOT EXISTS receipts_by_expiry ON idempotency_receipts (expires_ms);
+CREATE INDEX IF NOT EXISTS receipts_by_shard ON idempotency_receipts (shard, counter, idem);
+"""
+INSERT_RECEIPT = "INSERT OR IGNORE INTO idempotency_receipts VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+# Each write drops at most this many expired receipts, so a write never stalls on a backlog
+# (after a long stop, say); writes come at least every flush, so the backlog drains.
+EXPIRE_BATCH = 5_000
+EXPIRE = """
+DELETE FROM idempotency_receipts WHERE (counter, idem) IN (
+    SELECT counter, idem FROM idempotency_receipts WHERE expires_ms < ? LIMIT ?
+)
+"""
+LOAD_RECEIPTS = """
+SELECT counter, idem, shard, at_ms, actor, fingerprint, value FROM idempotency_receipts
+WHERE shard = ? AND (counter, idem) > (?, ?) AND expires_ms >= ?
+ORDER BY counter, idem LIMIT ?
 """
 UPSERT = """
 INSERT INTO slots (counter, shard, actor, p, n) VALUES (?, ?, ?, ?, ?)
@@ -61,7 +88,22 @@ class SqliteReplica:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.executescript(SCHEMA)
+        self._migrate_receipts()
         self._lock = asyncio.Lock()
+
+    def _migrate_receipts(self) -> None:
+        """Move receipts from the table before expiry was stored (kept for a day, the
+        default window) and drop it."""
+        found = "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'receipts'"
+        if self._db.execute(found).fetchone() is None:
+            return
+        with self._db:
+            self._db.execute("BEGIN")
+            self._db.execute(
+                "INSERT OR IGNORE INTO idempotency_receipts SELECT counter, idem, shard,"
+                " at_ms + 86400000, at_ms, actor, fingerprint, value FROM receipts"
+            )
+            self._db.execute("DROP TABLE receipts")
 
     def _write(self, entries: Sequence[Entry]) -> None:
         rows = []
@@ -101,50 +143,64 @@ class SqliteReplica:
             except sqlite3.Error as error:
                 raise DurableError(f"sqlite load failed: {error}") from error
 
-    def _write_receipts(self, entries: Sequence[ReceiptEntry], window_ms: int) -> None:
-        rows = [
-            (member(key), shard, idem, r.at_ms, r.actor, r.fingerprint, r.value)
-            for key, shard, found in entries
-            for idem, r in found.items()
-        ]
-        now_ms = int(time.time() * 1000)
+    def _write_receipts(self, entries: Sequence[ReceiptEntry], window_ms: int, now_ms: int) -> int:
+        names: dict[Key, str] = {}  # a batch's receipts share a counter: one dump each
+        rows = []
+        for key, shard, idem, r in entries:
+            if r.at_ms + window_ms >= now_ms:
+                name = names.get(key)
+                if name is None:
+                    name = names[key] = member(key)
+                rows.append((name, idem, shard, r.at_ms + window_ms, *r.to_wire()))
         with self._db:
             self._db.execute("BEGIN")
-            self._db.executemany("INSERT OR IGNORE INTO receipts VALUES (?,?,?,?,?,?,?)", rows)
-            self._db.execute("DELETE FROM receipts WHERE at_ms < ?", (now_ms - window_ms,))
+            self._db.executemany(INSERT_RECEIPT, rows)
+            return self._db.execute(EXPIRE, (now_ms, EXPIRE_BATCH)).rowcount
 
-    async def write_receipts(self, entries: Sequence[ReceiptEntry], window_ms: int) -> None:
-        if not entries:
-            return
+    async def write_receipts(
+        self, entries: Sequence[ReceiptEntry], window_ms: int, now_ms: int
+    ) -> int:
         async with self._lock:
             try:
-                await in_thread(self._write_receipts, entries, window_ms)
+                return await in_thread(self._write_receipts, entries, window_ms, now_ms)
             except sqlite3.Error as error:
                 raise DurableError(f"sqlite receipt write failed: {error}") from error
 
-    def _load_receipts(self, shards: Collection[int]) -> list[ReceiptEntry]:
-        found: dict[str, dict[str, Receipt]] = {}
-        marks = ",".join("?" * len(shards))
-        query = (
-            "SELECT counter, shard, idem, at_ms, actor, fingerprint, value FROM receipts"
-            f" WHERE shard IN ({marks})"
-        )
-        shard_of: dict[str, int] = {}
-        for counter, shard, idem, at_ms, actor, fingerprint, value in self._db.execute(
-            query, list(shards)
-        ):
-            found.setdefault(counter, {})[idem] = Receipt(at_ms, actor, fingerprint, value)
-            shard_of[counter] = shard
-        return [(key_of(name), shard_of[name], rows) for name, rows in found.items()]
-
-    async def load_receipts(self, shards: Collection[int]) -> list[ReceiptEntry]:
-        if not shards:
-            return []
-        async with self._lock:
+    def _receipt_page(
+        self, shard: int, after: tuple[str, str], now_ms: int, keys: dict[str, Key]
+    ) -> list[ReceiptEntry]:
+        page: list[ReceiptEntry] = []
+        rows = self._db.execute(LOAD_RECEIPTS, (shard, *after, now_ms, RECEIPT_PAGE))
+        for counter, idem, _, at_ms, actor, fingerprint, value in rows:
+            key = keys.get(counter)
+            if key is None:
+                key = keys[counter] = key_of(counter)
             try:
-                return await in_thread(self._load_receipts, shards)
-            except sqlite3.Error as error:
-                raise DurableError(f"sqlite receipt load failed: {error}") from error
+                receipt = Receipt.from_wire([at_ms, actor, fingerprint, value])
+            except CodecError as error:
+                raise DurableError(f"corrupt receipt in sqlite: {error}") from error
+            page.append((key, shard, idem, receipt))
+        return page
+
+    async def load_receipts(
+        self, shards: Collection[int], now_ms: int
+    ) -> AsyncIterator[list[ReceiptEntry]]:
+        """Pages each shard in (counter, idempotency key) order, from where the last page
+        ended, so each page costs the same however far into the shard it is."""
+        keys: dict[str, Key] = {}  # member -> key, parsed once per counter
+        for shard in sorted(shards):
+            after = ("", "")
+            while True:
+                async with self._lock:
+                    try:
+                        page = await in_thread(self._receipt_page, shard, after, now_ms, keys)
+                    except sqlite3.Error as error:
+                        raise DurableError(f"sqlite receipt load failed: {error}") from error
+                if page:
+                    yield page
+                if len(page) < RECEIPT_PAGE:
+                    break
+                after = (member(page[-1][0]), page[-1][2])
 
     async def last_incarnation(self, node_id: str, current: int) -> int:
         """The incarnation file sits in the same data dir as this file: nothing to add."""

@@ -12,17 +12,23 @@ from __future__ import annotations
 import heapq
 from collections.abc import Callable, Iterable, Mapping
 
-from crdt import PNCounter, receipts
+from crdt import PNCounter
 from crdt.receipts import Receipt
 from node.base.keys import Key
 from node.storage.incarnation import incarnation_of
+from node.storage.receipt_book import DirtyReceipt, ReceiptBook
 from ring import hash64
 
 MASK64 = (1 << 64) - 1
 
 
+DEFAULT_RECEIPT_WINDOW_MS = 86_400_000
+
+
 class CounterStore:
-    def __init__(self, shard_of: Callable[[Key], int]) -> None:
+    def __init__(
+        self, shard_of: Callable[[Key], int], receipt_window_ms: int = DEFAULT_RECEIPT_WINDOW_MS
+    ) -> None:
         self._shard_of = shard_of
         self._states: dict[Key, PNCounter] = {}
         self._shard_keys: dict[int, set[Key]] = {}
@@ -35,8 +41,7 @@ class CounterStore:
         self._incarnations: dict[str, int] = {}
         self._dirty: set[Key] = set()  # changed since the last write to the durable replica
         self._history_dirty: set[Key] = set()  # changed since history last recorded them
-        self._receipts: dict[Key, dict[str, Receipt]] = {}  # idempotency receipts per counter
-        self._dirty_receipts: set[Key] = set()  # receipts not yet in the durable replica
+        self._receipts = ReceiptBook(receipt_window_ms)  # idempotency receipts, one by one
         self._tenant_counts: dict[int, dict[str, int]] = {}  # per shard: counters per tenant
         # (tenant, namespace) -> shard -> names: a listing reads its namespace, not every key
         self._names: dict[tuple[str, str], dict[int, set[str]]] = {}
@@ -60,31 +65,36 @@ class CounterStore:
         self._put(key, new)
         return new, new.delta_since(old)
 
-    def receipt(self, key: Key, idempotency_key: str) -> Receipt | None:
-        found = self._receipts.get(key)
-        return None if found is None else found.get(idempotency_key)
+    def receipt(self, key: Key, idempotency_key: str, now_ms: int) -> Receipt | None:
+        """The receipt of an idempotency key on key, unless it is older than the window."""
+        return self._receipts.get(key, idempotency_key, now_ms)
+
+    def add_receipt(self, key: Key, idempotency_key: str, receipt: Receipt) -> bool:
+        return self._receipts.add(key, idempotency_key, receipt)
 
     def add_receipts(self, key: Key, incoming: Mapping[str, Receipt]) -> None:
-        current = self._receipts.get(key, {})
-        merged = receipts.merge(current, incoming)
-        if merged != current:
-            self._receipts[key] = merged
-            self._dirty_receipts.add(key)
+        """Merge receipts of key, one by one (O(len(incoming)), whatever key holds)."""
+        self._receipts.add_many(key, incoming)
 
-    def take_dirty_receipts(self) -> list[tuple[Key, int, dict[str, Receipt]]]:
-        """Counters whose receipts changed: (key, shard, all its receipts)."""
-        dirty, self._dirty_receipts = self._dirty_receipts, set()
-        return [(key, self._shard_of(key), dict(self._receipts[key])) for key in dirty]
+    def load_receipts(self, entries: Iterable[DirtyReceipt]) -> None:
+        """Receipts read from the durable replica: held, and not written back."""
+        add = self._receipts.add
+        for key, _, idempotency_key, receipt in entries:
+            add(key, idempotency_key, receipt, durable=True)
 
-    def mark_receipts_dirty(
-        self, entries: Iterable[tuple[Key, int, Mapping[str, Receipt]]]
-    ) -> None:
-        self._dirty_receipts.update(key for key, _, _ in entries)
+    def take_dirty_receipts(self) -> list[DirtyReceipt]:
+        """Receipts added since the last take: (key, shard, idempotency key, receipt)."""
+        return self._receipts.take_dirty(self._shard_of)
 
-    def prune_receipts(self, key: Key, now_ms: int, window_ms: int) -> None:
-        found = self._receipts.get(key)
-        if found:
-            self._receipts[key] = receipts.prune(found, now_ms, window_ms)
+    def mark_receipts_dirty(self, entries: Iterable[DirtyReceipt]) -> None:
+        self._receipts.mark_dirty(entries)
+
+    def expire_receipts(self, now_ms: int) -> int:
+        """Drop receipts older than the window (amortised O(1) per receipt)."""
+        return self._receipts.expire(now_ms)
+
+    def receipt_count(self) -> int:
+        return len(self._receipts)
 
     def reset(self, key: Key) -> tuple[PNCounter, PNCounter]:
         """Clear what this replica has observed of key; return the new state and the floor

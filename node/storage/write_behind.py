@@ -58,6 +58,7 @@ class Persister:
         self._checked_at = 0.0
         self._probe: asyncio.Future[bool] | None = None
         self._probed_at = 0.0
+        self._durable_expiring = True  # the durable replica may hold expired receipts
 
     @property
     def backlog(self) -> int:
@@ -76,18 +77,25 @@ class Persister:
         async with self._lock:
             waiters, self._waiters = self._waiters, []
             began_at = time.time()  # before taking: a write applied later is not in this flush
+            now_ms = int(began_at * 1000)
+            # Receipts also expire on an idle node; the durable replica drops its expired
+            # ones on a receipt write, so one goes out when some expired here.
+            expired = self.store.expire_receipts(now_ms) or self._durable_expiring
             entries = self.store.take_dirty()
             receipts = self.store.take_dirty_receipts()
             started = time.monotonic()
             try:
-                if entries or receipts:
+                if entries or receipts or expired:
                     attributes = {
                         "counters.counters": len(entries),
                         "counters.durable": self.durable.name,
                     }
                     with self.tracing.span("persist flush", attributes=attributes):
                         await self.durable.write(entries)
-                        await self.durable.write_receipts(receipts, self.receipt_window_ms)
+                        dropped = await self.durable.write_receipts(
+                            receipts, self.receipt_window_ms, now_ms
+                        )
+                    self._durable_expiring = dropped > 0  # more may be left: trim again
                     self._checked_at = started
                 elif started - self._checked_at >= PING_INTERVAL_S or not self.healthy:
                     await self.durable.ping()  # so an idle node notices an outage too
@@ -109,7 +117,7 @@ class Persister:
             self.last_flush_s = time.monotonic() - started
             self.durable_through = began_at
             self.flushes += 1
-            if self.observe_flush is not None and (entries or receipts):
+            if self.observe_flush is not None and (entries or receipts or expired):
                 self.observe_flush(self.last_flush_s)
             _settle(waiters, None)
 
@@ -168,8 +176,9 @@ class Persister:
         """Merge the durable copy of these shards into memory; returns how many counters."""
         entries = await self.durable.load(shards)
         self.store.merge_many(entries)
-        for key, _, found in await self.durable.load_receipts(shards):
-            self.store.add_receipts(key, found)
+        now_ms = int(time.time() * 1000)
+        async for page in self.durable.load_receipts(shards, now_ms):
+            self.store.load_receipts(page)
         return len(entries)
 
     def status(self) -> dict[str, Any]:

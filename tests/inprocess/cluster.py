@@ -24,8 +24,8 @@ from node.app import NodeParts, assemble
 from node.base.config import Config
 from node.base.keys import Key
 from node.cluster import wire
-from node.cluster.links import PeerPool
 from node.cluster.membership import Cluster
+from node.cluster.pool import PeerPool
 from node.coordination.coordinator import Coordinator
 from node.history.sqlite import SqliteHistory
 from node.obs.metrics import Metrics

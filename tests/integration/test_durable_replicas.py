@@ -107,11 +107,19 @@ async def test_receipts_are_kept_first_write_wins_and_load_by_shard(
     first = Receipt(now_ms, "n1:1", "fp-a", 15)
     later = Receipt(now_ms + 5, "n2:1", "fp-b", 99)
     window = 60_000
-    await replica.write_receipts([(_key("c", ns), 21, {"order-1": first})], window)
-    await replica.write_receipts([(_key("c", ns), 21, {"order-1": later, "o2": later})], window)
-    loaded = {key: found for key, _, found in await replica.load_receipts({21})}
-    assert loaded[_key("c", ns)] == {"order-1": first, "o2": later}
-    assert _key("c", ns) not in {key for key, _, _ in await replica.load_receipts({22})}
+    c = _key("c", ns)
+    await replica.write_receipts([(c, 21, "order-1", first)], window, now_ms)
+    await replica.write_receipts([(c, 21, "order-1", later), (c, 21, "o2", later)], window, now_ms)
+    loaded = {
+        (key, idem): receipt
+        async for page in replica.load_receipts({21}, now_ms)
+        for key, _, idem, receipt in page
+    }
+    assert {idem: r for (key, idem), r in loaded.items() if key == c} == {
+        "order-1": first,
+        "o2": later,
+    }
+    assert not [e async for page in replica.load_receipts({22}, now_ms) for e in page if e[0] == c]
 
 
 async def test_redis_remembers_the_highest_incarnation(redis_server, tmp_path: Path):

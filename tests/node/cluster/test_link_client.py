@@ -23,7 +23,8 @@ from crdt.receipts import Receipt
 from node.base.config import Config
 from node.base.errors import PeerError
 from node.cluster import peer_auth, wire
-from node.cluster.links import PEER_PATH, PeerLink, PeerPool
+from node.cluster.links import PEER_PATH, PeerLink
+from node.cluster.pool import PeerPool
 
 SECRET = Config(node_id="x").cluster_secret  # the default both ends share
 ACTOR = "caller:1"

@@ -8,6 +8,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from crdt import PNCounter
+from crdt.codec import pn_to_wire
+from crdt.receipts import Receipt
 from node.cluster import wire
 from node.cluster.wire import ProtocolError
 
@@ -90,3 +92,49 @@ def test_slots_frame_round_trips_flat():
 def test_bad_slots_are_rejected(body):
     with pytest.raises(ProtocolError):
         wire.slots_from_wire(body)
+
+
+def test_receipts_request_and_answer_round_trip():
+    reads = [(("t", "ns", "c"), 5, ["a#0", "a#1"]), (("t", "ns", "d"), 0, [])]
+    body = wire.decode(wire.encode(wire.RECEIPTS, 3, wire.receipt_reads_to_wire(reads)))[2]
+    assert wire.receipt_reads_from_wire(body) == reads
+    receipt = Receipt(10, "n1:1", "fp", 7)
+    answer = [[None, [receipt.to_wire(), None]], [pn_to_wire(PNCounter.empty()), []]]
+    decoded = wire.receipt_answers_from_wire(answer, [2, 0])
+    assert decoded == [(None, [receipt, None]), (PNCounter.empty(), [])]
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        "x",
+        [["t", "ns", "c"]],
+        [[["t", "ns", "c"], 5]],
+        [[["t", "ns", "c"], -1, ["a"]]],
+        [[["t", "ns", "c"], 5, "a"]],
+        [[["t", "ns", "c"], 5, [""]]],
+        [[["t", "ns", "c"], 5, [7]]],
+        [[["t", "ns", "c"], 5, ["x" * 513]]],
+        [[["t", "ns"], 5, ["a"]]],
+    ],
+)
+def test_bad_receipt_reads_are_rejected(body):
+    with pytest.raises(wire.ProtocolError):
+        wire.receipt_reads_from_wire(body)
+
+
+@pytest.mark.parametrize(
+    ("answer", "expected"),
+    [
+        ("x", [1]),
+        ([], [1]),
+        ([[None, []]], [1]),  # one receipt or None per key asked
+        ([[None, [[1, "a", "fp"]]]], [1]),
+        ([[None, [[1, "", "fp", 1]]]], [1]),
+        ([["state", [None]]], [1]),
+        ([[None]], [1]),
+    ],
+)
+def test_bad_receipt_answers_are_rejected(answer, expected):
+    with pytest.raises(wire.ProtocolError):
+        wire.receipt_answers_from_wire(answer, expected)
