@@ -122,13 +122,8 @@ class Gossip:
         seeds = self._seeds()
         targets: list[tuple[str | None, str]] = [(m.node_id, m.address) for m in cluster.peers()]
         targets += [(None, s) for s in seeds if s not in known]
-        # One slow or frozen peer must not hold back the round: each exchange has a deadline.
-        deadline = max(cluster.config.gossip_interval_s * 2, 1.0)
         await asyncio.gather(
-            *(
-                asyncio.wait_for(self.exchange(node_id, address), deadline)
-                for node_id, address in targets
-            ),
+            *(self._bounded_exchange(node_id, address) for node_id, address in targets),
             return_exceptions=True,
         )
         cluster.step()
@@ -140,6 +135,13 @@ class Gossip:
             self._handoff = asyncio.create_task(self.handoff.step(), name="handoff")
             self._handoff.add_done_callback(_log_failure)
         self.rounds += 1
+
+    async def _bounded_exchange(self, node_id: str | None, address: str) -> None:
+        """One exchange, with a deadline: one slow or frozen peer must not hold back the
+        round. The exchange is made here, when the task runs, so a round cancelled before
+        its tasks start leaves no coroutine that was never awaited."""
+        async with asyncio.timeout(max(self.cluster.config.gossip_interval_s * 2, 1.0)):
+            await self.exchange(node_id, address)
 
     def _seeds(self) -> list[str]:
         """Seeds to gossip with, but not this node nor one removed from the cluster: a
