@@ -339,6 +339,9 @@ def one_node(root: Path, timeout: float = 30.0, **settings: str) -> Iterator[Nod
                 with urllib.request.urlopen(node.url + "/readyz", timeout=2) as response:
                     if response.status == 200:
                         break
+            except urllib.error.HTTPError as error:  # a 503 while it starts
+                error.close()  # it holds the response, and with it the socket
+                last = error
             except (urllib.error.URLError, OSError) as error:
                 last = error
             if time.monotonic() > deadline:

@@ -96,7 +96,12 @@ async def test_receipts_leave_memory_and_the_durable_replica_after_the_window(
     cluster: Cluster, durable: str, request: pytest.FixtureRequest
 ):
     # 3 s: short enough to wait out, long enough for a batch to run within it.
-    cluster.settings.update(COUNTERS_IDEMPOTENCY_WINDOW_S="3", COUNTERS_RATE_LIMIT_PER_S="0")
+    # A window is at least 3 request timeouts (a retry after a 504 must find the receipt).
+    cluster.settings.update(
+        COUNTERS_IDEMPOTENCY_WINDOW_S="3",
+        COUNTERS_REQUEST_TIMEOUT_S="1",
+        COUNTERS_RATE_LIMIT_PER_S="0",
+    )
     server: RedisServer | None = None
     if durable == "redis":
         server = request.getfixturevalue("redis")
