@@ -62,6 +62,9 @@ class Coordinator:
         # ops run here, for metrics
         self.applied = {OpKind.INCREMENT: 0, OpKind.GET: 0, OpKind.RESET: 0}
         self.quorum_failures = {"unavailable": 0, "timeout": 0}  # ops of requests from clients
+        # (view, down set) -> peers alive but not serving in it: both are replaced, never
+        # changed in place, so the set is recomputed only when the view changes.
+        self._lagging: tuple[object, object, frozenset[str]] = (None, None, frozenset())
 
     def owner(self, shard: int) -> str | None:
         """Who runs an operation on this shard: this node if it is a ready replica."""
@@ -113,13 +116,9 @@ class Coordinator:
         cluster = self.cluster
         if self.refresh_view is None:
             return
-        lagging = {
-            m.node_id
-            for m in cluster.peers()
-            if cluster.alive(m.node_id) and not cluster.serving(m.node_id)
-        }
+        lagging = self._lagging_peers()
         if not lagging:
-            return  # the common case, a few dict lookups per request
+            return  # the common case: two identity checks per request
         ask: set[str] = set()
         checked: set[int] = set()
         for op, shard in zip(ops, shards, strict=True):
@@ -133,6 +132,18 @@ class Coordinator:
                 ask.update(behind)
         if ask:
             await self.refresh_view(ask)
+
+    def _lagging_peers(self) -> frozenset[str]:
+        cluster = self.cluster
+        view, down, lagging = self._lagging
+        if view is not cluster.view or down is not cluster.down:
+            lagging = frozenset(
+                m.node_id
+                for m in cluster.peers()
+                if cluster.alive(m.node_id) and not cluster.serving(m.node_id)
+            )
+            self._lagging = (cluster.view, cluster.down, lagging)
+        return lagging
 
     def _count_failures(self, results: list[OpResult]) -> None:
         for result in results:
