@@ -42,6 +42,7 @@ class Scenario:
     keys: str  # BENCH_KEYS: uniform, zipf or hot
     ops_per_request: int
     about: str
+    keyed: bool = False  # BENCH_KEYED: each request under a fresh Idempotency-Key
 
 
 SCENARIOS = {
@@ -56,10 +57,11 @@ SCENARIOS = {
         Scenario("hot_key", "increment.lua", "hot", 1, "1 increment, all on one counter"),
         Scenario(
             "keyed_batch_uniform",
-            "keyed_batch.lua",
+            "batch.lua",
             "uniform",
             BATCH_SIZE,
             "batch_uniform, each under a fresh Idempotency-Key",
+            keyed=True,
         ),
     )
 }
@@ -99,6 +101,7 @@ def run_wrk(
         BENCH_BATCH_SIZE=str(BATCH_SIZE),
         BENCH_NAMESPACE=NAMESPACE,
         BENCH_STATUS="1" if args.count_status else "0",
+        BENCH_KEYED="1" if scenario.keyed else "0",
     )
     argv = ["wrk", "-t", str(args.threads), "-c", str(args.connections)]
     argv += ["-d", f"{seconds:g}s", "--timeout", WRK_SOCKET_TIMEOUT]

@@ -11,6 +11,7 @@
 --   BENCH_BATCH_SIZE  increments per batch request (default 100)
 --   BENCH_SEED        base of the per-thread random seeds (default: the clock)
 --   BENCH_STATUS      1 (default): count responses per status code; 0: skip that cost
+--   BENCH_KEYED       1: batch.lua sends each batch under a fresh Idempotency-Key
 -- done() prints one line "WRK_JSON {...}" that loadtest/bench.py parses.
 
 local common = {}
@@ -30,6 +31,7 @@ common.zipf_s = tonumber(env("BENCH_ZIPF_S", "1.1"))
 common.hot_key = env("BENCH_HOT_KEY", "hot")
 common.batch_size = tonumber(env("BENCH_BATCH_SIZE", "100"))
 common.count_status = env("BENCH_STATUS", "1") ~= "0"
+common.keyed = env("BENCH_KEYED", "0") == "1"
 
 -- Key names are built once: formatting a string per request would cost more than the
 -- choice itself and would be charged to the server's latency.
