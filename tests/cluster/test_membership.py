@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from tests.cluster.harness import Cluster, WriteStream, eventually
+from tests.cluster.harness import Cluster, eventually
+from tests.cluster.write_stream import WriteStream
 
 NS = "membership"
 

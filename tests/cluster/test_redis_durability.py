@@ -7,7 +7,8 @@ import shutil
 from typing import Any
 
 from node.storage.write_behind import PROBE_FRESH_S
-from tests.cluster.harness import Cluster, Node, WriteStream, eventually
+from tests.cluster.harness import Cluster, Node, eventually
+from tests.cluster.write_stream import WriteStream
 from tests.integration.redis_servers import RedisServer
 
 NS = "redisdurable"

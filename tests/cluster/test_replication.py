@@ -8,7 +8,8 @@ from crdt import PNCounter
 from node.base.config import Config
 from node.cluster import peer_auth, wire
 from node.cluster.links import PEER_PATH
-from tests.cluster.harness import Cluster, Node, WriteStream
+from tests.cluster.harness import Cluster, Node
+from tests.cluster.write_stream import WriteStream
 
 NS = "clustertest"
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import time
 
-from tests.cluster.harness import Cluster, WriteStream
+from tests.cluster.harness import Cluster
+from tests.cluster.write_stream import WriteStream
 
 NS = "resets"
 
