@@ -10,9 +10,9 @@ from crdt.codec import (
     pn_from_wire,
     pn_to_wire,
 )
-from crdt.errors import CodecError, CounterOverflowError, CrdtError
+from crdt.errors import CodecError, CounterOverflowError, CrdtError, SlotFullError
 from crdt.gcounter import GCounter
-from crdt.pncounter import PNCounter
+from crdt.pncounter import PNCounter, saturate
 
 __all__ = [
     "CodecError",
@@ -20,6 +20,7 @@ __all__ = [
     "CrdtError",
     "GCounter",
     "PNCounter",
+    "SlotFullError",
     "decode",
     "decode_batch",
     "encode",
@@ -28,4 +29,5 @@ __all__ = [
     "key_to_wire",
     "pn_from_wire",
     "pn_to_wire",
+    "saturate",
 ]

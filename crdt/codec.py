@@ -20,9 +20,11 @@ slots), never more. Encoding trusts its input: states built by this library are 
 
 A PN-Counter's value is deliberately not range-checked here. A delta (or the single slot a
 coordinator replicates) can sum outside int64 while the full state it belongs to is in range:
-after +(2**63-1), -(2**63-1), +(2**63-1) the value is 2**63-1 but the p slot is 2**64-2.
-Refusing such frames would stall replication of every counter sharing the batch. int64 is
-enforced where values are made (`PNCounter.increment`) and is the reader's to check.
+after +(2**63-1), -(2**63-1), +(2**63-1) the value is 2**63-1 but the p slot is 2**64-2. And a
+full state can merge to a value outside int64 (crdt/pncounter.py: the state stays exact, what
+leaves it is saturated). Refusing such frames would stall replication of every counter
+sharing the batch and close the link. Only slots are bounded (uint64), and every reachable
+state's slots are.
 
 `pn_to_wire` / `pn_from_wire` and `key_to_wire` / `key_from_wire` let the node embed states and
 keys in its own msgpack messages without encoding twice; the `*_from_wire` functions validate.

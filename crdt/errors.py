@@ -7,7 +7,7 @@ acceptable", and code that only knows the standard hierarchy still handles them 
 
 from __future__ import annotations
 
-__all__ = ["CodecError", "CounterOverflowError", "CrdtError"]
+__all__ = ["CodecError", "CounterOverflowError", "CrdtError", "SlotFullError"]
 
 
 class CrdtError(Exception):
@@ -16,6 +16,11 @@ class CrdtError(Exception):
 
 class CounterOverflowError(CrdtError, ValueError):
     """An increment would push a slot past uint64 or a counter's value outside int64."""
+
+
+class SlotFullError(CounterOverflowError):
+    """An increment would push its actor's slot past uint64 although the value stays in
+    range: the same increment under a fresh actor (an empty slot) would be accepted."""
 
 
 class CodecError(CrdtError, ValueError):

@@ -25,7 +25,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from crdt.errors import CounterOverflowError
+from crdt.errors import SlotFullError
 
 __all__ = ["UINT64_MAX", "GCounter"]
 
@@ -67,7 +67,8 @@ class GCounter:
         return frozenset(self.slots)
 
     def increment(self, actor: str, amount: int) -> GCounter:
-        """Return this counter with `amount` (>= 0) added to `actor`'s slot."""
+        """Return this counter with `amount` (>= 0) added to `actor`'s slot; SlotFullError
+        if that slot would pass UINT64_MAX (nothing changes)."""
         if type(amount) is not int:
             amount = _exact_int(amount, "amount")
         if amount <= 0:
@@ -76,7 +77,7 @@ class GCounter:
             raise ValueError(f"a G-Counter cannot decrease (amount {amount})")
         count = self.slots.get(actor, 0) + amount
         if count > UINT64_MAX:
-            raise CounterOverflowError(f"slot {actor!r} would exceed uint64 ({count})")
+            raise SlotFullError(f"slot {actor!r} would exceed uint64 ({count})")
         slots = dict(self.slots)
         slots[actor] = count
         return _gcounter(slots)

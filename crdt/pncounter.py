@@ -3,8 +3,27 @@
 State: two G-Counters keyed by actor, `p` (the sum of each actor's increments) and `n` (the
 sum of each actor's decrements, as a positive number). Every slot is in 1..UINT64_MAX.
 
-value(): p.value() - n.value(). Increments that would take it outside int64 are refused with
-`CounterOverflowError`, never wrapped.
+value(): p.value() - n.value(), exact (a Python int, unbounded).
+
+int64 (the rule the API documents). The state keeps every slot exact; only what leaves it is
+bounded. `increment` refuses (CounterOverflowError) a delta that would move the value out of
+int64 or further out: the new value is above INT64_MAX with delta > 0, or below INT64_MIN
+with delta < 0. On a state in range that is just "the new value is an int64". It cannot be
+more: replicas that each accepted an increment without seeing the other (each checked the
+value it saw) merge to a value outside int64, and merge, a per-slot maximum, cannot refuse.
+Such a state is valid everywhere, because its slots are still uint64: the codec, peers and
+stores take it like any other, so it can never poison a link or a store. What leaves the
+state is `saturate(value)`: the value clamped to [INT64_MIN, INT64_MAX] and a flag saying it
+was clamped. Clients read that (marked `saturated`), and receipts and the history record the
+clamped number, so every number a node emits fits int64. A counter outside the range still
+takes deltas that move it back toward the range (else only a reset could free it).
+
+Slots. An actor's slot can fill (pass UINT64_MAX) while the value stays in range: alternating
++2**62 and -2**62 fills P after four increments. `increment` then raises SlotFullError (a
+CounterOverflowError), and the same delta under a fresh actor succeeds: a fresh slot is empty
+and one delta is at most 2**63 <= UINT64_MAX. The node moves to a new incarnation for that
+(node/coordination/rotation.py); the sums grow past uint64 harmlessly, since only slots are
+bounded.
 
 merge(a, b): (a.p.merge(b.p), a.n.merge(b.n)), the per-actor maximum of each half. As the
 product of two semilattices it is
@@ -23,10 +42,6 @@ n = a's P slot, so that actor's net contribution becomes zero. The floor grows o
 the same per-slot maximum, so a reset merges like any update: increments it did not observe
 (concurrent ones, on any replica) stay counted, a repeated reset is harmless, and the name
 stays usable. Real actor ids never contain FLOOR_SUFFIX's "#".
-
-Increments check the value their replica sees, so replicas that concurrently push a counter to
-the edge of int64 can merge to a value outside it; readers must check. Deltas, being partial,
-may sum to anything.
 """
 
 from __future__ import annotations
@@ -36,10 +51,20 @@ from dataclasses import dataclass
 from crdt.errors import CounterOverflowError
 from crdt.gcounter import UINT64_MAX, GCounter, _exact_int, _gcounter
 
-__all__ = ["INT64_MAX", "INT64_MIN", "PNCounter"]
+__all__ = ["INT64_MAX", "INT64_MIN", "PNCounter", "saturate"]
 
 INT64_MIN = -(2**63)
 INT64_MAX = 2**63 - 1
+
+
+def saturate(value: int) -> tuple[int, bool]:
+    """(value clamped to [INT64_MIN, INT64_MAX], whether it was clamped): what a value
+    outside int64 (reached only by merging concurrent increments) is reported as."""
+    if value > INT64_MAX:
+        return INT64_MAX, True
+    if value < INT64_MIN:
+        return INT64_MIN, True
+    return value, False
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,7 +79,12 @@ class PNCounter:
         return _EMPTY
 
     def value(self) -> int:
+        """The exact value; it may lie outside int64 after a merge (see saturate)."""
         return self.p.value() - self.n.value()
+
+    def saturated_value(self) -> tuple[int, bool]:
+        """saturate(self.value()): the int64 reported for this state, and whether clamped."""
+        return saturate(self.value())
 
     def slot(self, actor: str) -> tuple[int, int]:
         """`actor`'s (increments, decrements)."""
@@ -67,13 +97,17 @@ class PNCounter:
         return frozenset(self.p.slots.keys() | self.n.slots.keys())
 
     def increment(self, actor: str, delta: int) -> PNCounter:
-        """Return this counter with `delta` (any sign) added under `actor`."""
+        """Return this counter with `delta` (any sign) added under `actor`.
+
+        CounterOverflowError if the value would move out of int64 or further out of it;
+        SlotFullError (a subclass) if only `actor`'s slot would pass UINT64_MAX, when the
+        same delta under a fresh actor would be accepted. Nothing changes either way."""
         if type(delta) is not int:
             delta = _exact_int(delta, "delta")
         if delta == 0:
             return self
         value = sum(self.p.slots.values()) - sum(self.n.slots.values()) + delta
-        if value > INT64_MAX or value < INT64_MIN:
+        if (value > INT64_MAX and delta > 0) or (value < INT64_MIN and delta < 0):
             raise CounterOverflowError(f"value would leave int64 ({value})")
         if delta > 0:
             return _pncounter(self.p.increment(actor, delta), self.n)

@@ -1,7 +1,9 @@
 """Idempotency receipts: what the first attempt of a request answered, kept with its counter.
 
 State: a map idempotency key -> Receipt(fingerprint of the request, the value first
-answered, when it was applied in ms, the actor that applied it).
+answered, when it was applied in ms, the actor that applied it). The value is what the
+client was answered: the counter's value saturated to int64 (crdt/pncounter.py), so it is
+always an int64 however far concurrent increments pushed the merged state.
 
 merge(a, b): the union of both maps; where both hold a key, the receipt first in the order
 (at_ms, actor, fingerprint, value) wins. A per-key minimum in a total order, so merge is

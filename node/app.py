@@ -24,6 +24,7 @@ from node.coordination.coordinator import Coordinator
 from node.coordination.idempotency import Idempotent
 from node.coordination.quota import CounterQuota
 from node.coordination.replication import Replicator
+from node.coordination.rotation import ActorRotation
 from node.history.backends import open_history
 from node.history.model import HistoryStore
 from node.history.recorder import Recorder
@@ -132,10 +133,11 @@ def assemble(
     handoff = Handoff(cluster, store, pool, persister, identity)
     replicator = Replicator(cluster, store, pool, persister, traces)
     quota = CounterQuota(config, cluster, store)
-    idempotent = Idempotent(cluster, store, replicator, quota)
+    rotation = ActorRotation(cluster, durable)
+    idempotent = Idempotent(cluster, store, replicator, quota, rotation)
     gossip = Gossip(cluster, store, pool, handoff, quota)
     coordinator = Coordinator(
-        cluster, store, replicator, quota, idempotent, traces, refresh_view=gossip.refresh
+        cluster, store, replicator, quota, idempotent, rotation, traces, refresh_view=gossip.refresh
     )
     guard = ReplayGuard()
     peer_server = PeerServer(config, guard, store, coordinator, gossip, traces)

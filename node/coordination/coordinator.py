@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable, Collection
+from functools import partial
 from typing import cast
 
-from crdt import CounterOverflowError, PNCounter
+from crdt import CounterOverflowError, PNCounter, SlotFullError
 from node.base.errors import CountersError, Overflow, PeerError, QuorumTimeout, QuorumUnavailable
 from node.base.keys import Key
 from node.cluster.links import PeerLink
@@ -31,6 +32,7 @@ from node.coordination.ops import (
 from node.coordination.quorum import QuorumWait
 from node.coordination.quota import CounterQuota
 from node.coordination.replication import Replicator, needed
+from node.coordination.rotation import ActorRotation
 from node.obs.tracing import OFF, Tracing
 from node.storage.store import CounterStore
 
@@ -48,6 +50,7 @@ class Coordinator:
         replicator: Replicator,
         quota: CounterQuota,
         idempotent: Idempotent,
+        rotation: ActorRotation,
         tracing: Tracing = OFF,
         refresh_view: ViewRefresh | None = None,
     ) -> None:
@@ -56,6 +59,7 @@ class Coordinator:
         self.replicator = replicator
         self.quota = quota
         self.idempotent = idempotent
+        self.rotation = rotation  # a fresh actor when this node's slot of a counter fills
         self.tracing = tracing
         self.refresh_view = refresh_view  # Gossip.refresh: ask peers for their state now
         self.timeout = cluster.config.request_timeout_s
@@ -257,7 +261,10 @@ class Coordinator:
             await self._reset_local(ops, shards, consistency, results)
         increments = any(op.kind is OpKind.INCREMENT for op in ops)
         wait = QuorumWait("increment" if increments else "read")
-        wrote = self._increment_local(wait, ops, shards, consistency, results)
+        wrote, full = self._increment_local(wait, ops, shards, consistency, results)
+        if full:  # rare: this node's slot of a counter filled (rotation.py)
+            fresh = await self._increment_fresh(wait, ops, shards, consistency, results, full)
+            wrote = wrote or fresh
         reads: dict[Key, dict[str, PNCounter | None]] = {}
         for index, op in enumerate(ops):
             if op.kind is OpKind.GET and op.key not in reads and results[index] is None:
@@ -269,10 +276,12 @@ class Coordinator:
 
     def _increment_local(
         self, wait: QuorumWait, ops: list[Op], shards: list[int], consistency: str, results: Pending
-    ) -> bool:
+    ) -> tuple[bool, list[tuple[int, str]]]:
         """Apply the increments still undecided to this node's slot and send each changed
-        key's new slot once; returns whether anything changed."""
+        key's new slot once; returns whether anything changed, and the ops left undecided
+        because the slot filled, with the actor whose slot it was."""
         deltas: dict[Key, tuple[int, PNCounter]] = {}
+        full: list[tuple[int, str]] = []
         actor = self.cluster.actor
         for index, op in enumerate(ops):
             if op.kind is not OpKind.INCREMENT or results[index] is not None:
@@ -284,6 +293,9 @@ class Coordinator:
             except CountersError as error:
                 results[index] = OpResult.failed(error)
                 continue
+            except SlotFullError:
+                full.append((index, actor))
+                continue
             except CounterOverflowError as error:
                 results[index] = OpResult.failed(Overflow(str(error)))
                 continue
@@ -291,6 +303,38 @@ class Coordinator:
                 continue  # a zero delta changed nothing, so there is nothing to send
             previous = deltas.get(op.key)
             if previous is not None:
+                delta = previous[1].merge(delta)
+            deltas[op.key] = (shards[index], delta)
+        for key, (shard, delta) in deltas.items():
+            self.replicator.write(wait, key, shard, delta, consistency)
+        return bool(deltas), full
+
+    async def _increment_fresh(
+        self,
+        wait: QuorumWait,
+        ops: list[Op],
+        shards: list[int],
+        consistency: str,
+        results: Pending,
+        full: list[tuple[int, str]],
+    ) -> bool:
+        """The increments refused for a full slot, applied under a fresh actor (admitted
+        already) and sent like any; returns whether anything changed."""
+        deltas: dict[Key, tuple[int, PNCounter]] = {}
+        for index, full_actor in full:
+            op = ops[index]
+            try:
+                _, (_, delta) = await self.rotation.apply_fresh(
+                    full_actor, partial(self.store.increment, op.key, delta=op.delta)
+                )
+            except CountersError as error:
+                results[index] = OpResult.failed(error)
+                continue
+            except CounterOverflowError as error:  # others moved the value meanwhile
+                results[index] = OpResult.failed(Overflow(str(error)))
+                continue
+            previous = deltas.get(op.key)
+            if previous is not None:  # under another actor, after another move: merge
                 delta = previous[1].merge(delta)
             deltas[op.key] = (shards[index], delta)
         for key, (shard, delta) in deltas.items():
@@ -304,7 +348,8 @@ class Coordinator:
             result = results[index]
             if result is None:
                 state = self.store.get(op.key)
-                results[index] = OpResult(0 if state is None else state.value())
+                value, saturated = (0, False) if state is None else state.saturated_value()
+                results[index] = OpResult(value, saturated=saturated)
                 applied[op.kind] += 1
             elif op.kind is not OpKind.CLAIM and result.ok and not result.replayed:
                 applied[op.kind] += 1  # an idempotent op or a reset that ran here

@@ -25,9 +25,10 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable, Sequence
+from functools import partial
 from typing import Any, cast
 
-from crdt import CounterOverflowError, PNCounter
+from crdt import CounterOverflowError, PNCounter, SlotFullError
 from crdt.receipts import Receipt
 from node.base.errors import CountersError, IdempotencyKeyReused, Overflow
 from node.base.keys import Key
@@ -37,6 +38,7 @@ from node.coordination.ops import Op, OpKind, OpResult
 from node.coordination.quorum import QuorumWait
 from node.coordination.quota import CounterQuota
 from node.coordination.replication import Replicator
+from node.coordination.rotation import ActorRotation
 from node.storage.store import CounterStore
 
 log = logging.getLogger("counters.idempotency")
@@ -57,11 +59,13 @@ class Idempotent:
         store: CounterStore,
         replicator: Replicator,
         quota: CounterQuota,
+        rotation: ActorRotation,
     ) -> None:
         self.cluster = cluster
         self.store = store
         self.replicator = replicator
         self.quota = quota
+        self.rotation = rotation  # a fresh actor when this node's slot of a counter fills
         self.hits = 0  # retries answered from a receipt, for metrics
         # (counter, idempotency key) -> the future its holder resolves when it is done
         self._holders: dict[Name, asyncio.Future[None]] = {}
@@ -119,21 +123,29 @@ class Idempotent:
             if receipt is not None:
                 results[index] = self._replay(receipt, fingerprint)
                 continue
+            actor = self.cluster.actor
             try:
-                value, delta = self._apply(op, shards[index], consistency)
+                try:
+                    value, saturated, delta = self._apply(op, shards[index], consistency, actor)
+                except SlotFullError:  # rare: under a fresh actor (rotation.py)
+                    actor, (value, saturated, delta) = await self.rotation.apply_fresh(
+                        actor, partial(self._apply, op, shards[index], consistency)
+                    )
             except CountersError as error:
                 results[index] = OpResult.failed(error)
                 continue
-            receipt = Receipt(now_ms, self.cluster.actor, fingerprint, value)
+            # the value answered, saturated to int64: what a replay answers too
+            receipt = Receipt(now_ms, actor, fingerprint, value)
             store.add_receipt(op.key, op.idem, receipt)
             found = writes.get(op.key)
             if found is None:
                 writes[op.key] = (shards[index], delta, {op.idem: receipt})
             else:
                 found[2][op.idem] = receipt
-                # this node's slot only grows, so the latest delta covers the earlier ones
-                writes[op.key] = (found[0], found[1] if delta.is_empty() else delta, found[2])
-            results[index] = OpResult(value)
+                # per-slot maximum: this node's slots only grow, and after a rotation the
+                # counter's new slots are under another actor
+                writes[op.key] = (found[0], found[1].merge(delta), found[2])
+            results[index] = OpResult(value, saturated=saturated)
             applied.append(index)
         if writes:
             await self._replicate(writes, consistency, applied, results)
@@ -150,18 +162,25 @@ class Idempotent:
         self.hits += 1
         return OpResult(receipt.value, replayed=True)
 
-    def _apply(self, op: Op, shard: int, consistency: str) -> tuple[int, PNCounter]:
-        """Apply op here; (the counter's value after it, this node's new slot)."""
+    def _apply(
+        self, op: Op, shard: int, consistency: str, actor: str
+    ) -> tuple[int, bool, PNCounter]:
+        """Apply op here under actor; (the counter's value after it, saturated to int64;
+        whether it was; this node's new slot). SlotFullError: nothing applied, rotate."""
         self.replicator.check_writable(shard, consistency)
         if op.kind is not OpKind.INCREMENT:  # a claim (or a keyed read) records a receipt only
             state = self.store.get(op.key)
-            return (0 if state is None else state.value()), PNCounter.empty()
+            value, saturated = (0, False) if state is None else state.saturated_value()
+            return value, saturated, PNCounter.empty()
         self.quota.admit(op.key)
         try:
-            state, delta = self.store.increment(op.key, self.cluster.actor, op.delta)
+            state, delta = self.store.increment(op.key, actor, op.delta)
+        except SlotFullError:
+            raise
         except CounterOverflowError as error:
             raise Overflow(str(error)) from None
-        return state.value(), delta
+        value, saturated = state.saturated_value()
+        return value, saturated, delta
 
     async def _replicate(
         self,

@@ -62,4 +62,5 @@ def local_rows(
     if not shards:
         return []
     rows = store.scan(tenant, namespace, prefix, after, limit, shards)
-    return [(name, state.value()) for name, state in rows]
+    # saturated like every value a node emits (crdt/pncounter.py), so a row always packs
+    return [(name, state.saturated_value()[0]) for name, state in rows]

@@ -39,11 +39,13 @@ class Op:
 @dataclass(frozen=True, slots=True)
 class OpResult:
     """An op's outcome: the counter's value after it, or the error as problem+json.
-    `replayed`: answered from an idempotency receipt, applying nothing."""
+    `replayed`: answered from an idempotency receipt, applying nothing. `saturated`: the
+    exact value lies outside int64 and `value` is the nearest bound (crdt/pncounter.py)."""
 
     value: int | None = None
     problem: dict[str, Any] | None = None
     replayed: bool = False
+    saturated: bool = False
 
     @classmethod
     def failed(cls, error: CountersError) -> OpResult:
@@ -54,12 +56,16 @@ class OpResult:
         return self.problem is None
 
     def to_json(self) -> dict[str, Any]:
-        """The op's part of an answer: {"value": v} (and "replayed"), or {"error": problem}."""
+        """The op's part of an answer: {"value": v} (and "replayed", "saturated" when
+        true), or {"error": problem}."""
         if self.problem is not None:
             return {"error": self.problem}
+        answer: dict[str, Any] = {"value": self.value}
         if self.replayed:
-            return {"value": self.value, "replayed": True}
-        return {"value": self.value}
+            answer["replayed"] = True
+        if self.saturated:
+            answer["saturated"] = True
+        return answer
 
 
 class RemoteError(CountersError):
@@ -119,7 +125,8 @@ def results_from_wire(raw: Any, expected: int) -> list[OpResult]:
     results = []
     for item in raw:
         if isinstance(item, dict) and type(item.get("value")) is int:
-            results.append(OpResult(item["value"], replayed=item.get("replayed") is True))
+            replayed, saturated = item.get("replayed") is True, item.get("saturated") is True
+            results.append(OpResult(item["value"], replayed=replayed, saturated=saturated))
         elif isinstance(item, dict) and _is_problem(item.get("error")):
             results.append(OpResult(problem=item["error"]))
         else:

@@ -98,22 +98,23 @@ class Replicator:
         receipts: Mapping[str, Receipt] | None = None,
     ) -> None:
         """Send delta to the shard's other replicas, counted in `wait`. own_slot: delta is
-        only this node's slot (the compact SLOTS entry); receipts travel with the state."""
+        only this node's slot (the compact SLOTS entry), labelled with the delta's own actor,
+        never the node's current one, which a rotation (rotation.py) may have changed since
+        the delta was made; receipts travel with the state."""
         cluster = self.cluster
         replicas = cluster.replicas(shard)
         wanted = needed(consistency, cluster.config.write_quorum, len(replicas)) - 1
         counted: list[PeerFuture] = []
         incoming: list[PeerFuture] = []
-        slot_only = own_slot and not receipts
-        actor = cluster.actor
-        p, n = delta.slot(actor) if slot_only else (0, 0)
+        actor = _sole_actor(delta) if own_slot and not receipts else None
+        p, n = delta.slot(actor) if actor is not None else (0, 0)
         for node_id in cluster.write_targets(shard):
             if node_id == cluster.node_id or not cluster.alive(node_id):
                 continue
             link = self.link_to(node_id)
             span = self.tracing.start_peer_span("replica write", node_id)
             trace = None if span is None else self.tracing.traceparent(span)
-            if slot_only:
+            if actor is not None:
                 future = link.replicate_slot(key, actor, p, n, trace)
             else:
                 future = link.replicate(key, delta, trace, receipts)
@@ -229,6 +230,16 @@ class Replicator:
     def _merger(self, key: Key) -> Callable[[PNCounter | None], object]:
         store = self.store
         return lambda state: state is None or store.merge(key, state)
+
+
+def _sole_actor(delta: PNCounter) -> str | None:
+    """The one actor whose slot `delta` holds, or None if it holds others too (slots of two
+    actors of this node, around a rotation), when it must travel as a whole state."""
+    p, n = delta.p.slots, delta.n.slots
+    actor = next(iter(p or n), None)
+    if actor is None or len(p) > 1 or len(n) > 1 or (p and n and actor not in n):
+        return None
+    return actor
 
 
 def _record(answers: dict[str, PNCounter | None], node_id: str, future: PeerFuture) -> None:

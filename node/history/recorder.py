@@ -155,7 +155,8 @@ class Recorder:
             if mine is None:
                 mine = owned[shard] = self.owns(shard)
             if mine:
-                self.buffer.put(key, bucket, state.value(), now)
+                # saturated (crdt/pncounter.py): history columns are int64
+                self.buffer.put(key, bucket, state.saturated_value()[0], now)
                 recorded += 1
         dropped = self.buffer.trim()
         if dropped:

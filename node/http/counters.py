@@ -30,6 +30,8 @@ def _reply(
     if result.problem is not None:
         raise RemoteError(result.problem)
     body: dict[str, Any] = {"namespace": namespace, "name": name, "value": result.value}
+    if result.saturated:  # the exact value lies outside int64; value is the nearest bound
+        body["saturated"] = True
     body["consistency"] = consistency
     if durability:
         body["durability"] = durability

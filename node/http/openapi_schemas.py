@@ -9,6 +9,23 @@ from node.http.validation import MAX_BATCH_OPS, NAME_MAX_BYTES, NAME_REGEX
 NAME = {"type": "string", "minLength": 1, "maxLength": NAME_MAX_BYTES, "pattern": NAME_REGEX}
 INT64 = {"type": "integer", "minimum": -(2**63), "maximum": 2**63 - 1}
 ISO = {"type": "string", "description": "ISO 8601 in UTC"}
+# The int64 rule (crdt/pncounter.py): concurrent increments may merge past int64; the value
+# answered is then the nearest bound, marked saturated.
+VALUE = {
+    **INT64,
+    "description": (
+        "The counter's value. Increments that would move it out of int64 are refused (422), "
+        "but increments accepted concurrently on different replicas can merge to an exact "
+        "value outside int64: the counter keeps it exactly, and answers the nearest bound "
+        "(-2^63 or 2^63-1) with saturated: true. Such a counter accepts deltas that bring it "
+        "back toward the range; a replay answers the value first answered, unmarked."
+    ),
+}
+LISTED_VALUE = {**INT64, "description": "saturated to int64 like Counter.value, unmarked"}
+SATURATED = {
+    "type": "boolean",
+    "description": "present (true) when the exact value lies outside int64; value is its bound",
+}
 
 
 def ref(name: str) -> dict[str, Any]:
@@ -21,8 +38,9 @@ COUNTER_RESULT = {
     "properties": {
         "op": {"type": "string", "enum": ["increment", "get"]},
         "name": {"type": "string"},
-        "value": {"type": "integer"},
+        "value": VALUE,
         "replayed": {"type": "boolean"},
+        "saturated": SATURATED,
         "error": ref("Problem"),
     },
     "oneOf": [{"required": ["value"]}, {"required": ["error"]}],
@@ -42,7 +60,8 @@ SCHEMAS: dict[str, Any] = {
         "properties": {
             "namespace": NAME,
             "name": NAME,
-            "value": INT64,
+            "value": VALUE,
+            "saturated": SATURATED,
             "consistency": {"type": "string", "enum": ["one", "quorum", "all"]},
             "durability": {"type": "string", "enum": ["async", "sync"]},
         },
@@ -101,7 +120,7 @@ SCHEMAS: dict[str, Any] = {
                 "items": {
                     "type": "object",
                     "required": ["name", "value"],
-                    "properties": {"name": NAME, "value": INT64},
+                    "properties": {"name": NAME, "value": LISTED_VALUE},
                 },
             },
             "next_cursor": {"type": ["string", "null"]},

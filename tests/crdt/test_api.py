@@ -11,6 +11,8 @@ EXPORTS = {
     "CrdtError": errors.CrdtError,
     "CounterOverflowError": errors.CounterOverflowError,
     "CodecError": errors.CodecError,
+    "SlotFullError": errors.SlotFullError,
+    "saturate": pncounter.saturate,
     "encode": codec.encode,
     "decode": codec.decode,
     "encode_batch": codec.encode_batch,
@@ -34,6 +36,6 @@ def test_package_reexports_the_public_api() -> None:
 
 
 def test_errors_share_one_root_and_are_value_errors() -> None:
-    for error in (errors.CounterOverflowError, errors.CodecError):
+    for error in (errors.CounterOverflowError, errors.SlotFullError, errors.CodecError):
         assert issubclass(error, errors.CrdtError)
         assert issubclass(error, ValueError)
