@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import shutil
 
+from node.cluster import readiness
 from node.coordination.ops import Op, OpKind
 from tests.inprocess.cluster import InProcessCluster, Node, eventually
 
@@ -43,7 +44,12 @@ async def test_a_node_back_with_an_empty_data_dir_waits_then_takes_a_new_actor(
     assert n2.cluster.actor == "n2:2"  # n1 remembered n2:1
     assert n2.cluster.recovered and not n2.cluster.ready and n2.value(KEY) == 5
     inproc.network.heal()
-    await eventually(lambda: n2.cluster.ready, "n2 ready", show=lambda: n2.cluster.identity_reason)
+    # Ready as /readyz says it: proven, and a quorum of every shard in its view again.
+    await eventually(
+        lambda: not readiness.reasons(n2.cluster),
+        "n2 ready",
+        show=lambda: readiness.reasons(n2.cluster),
+    )
     assert n2.cluster.actor == "n2:2"
     await _increment(n2, 2, "quorum")
     await inproc.converged(KEY, 10, [n1, n2, n3])
