@@ -122,7 +122,8 @@ class Handoff:
                         node_shards[start : start + SHARDS_PER_PULL],
                         cluster.config.request_timeout_s * 5,
                     )
-                    self.store.merge_many(wire.entries_from_wire(raw))
+                    # each state with its receipts, so a retry on the new replicas replays
+                    self.store.merge_carried(wire.carried_from_wire(raw))
                 except (PeerError, wire.ProtocolError) as error:
                     log.warning("pull from %s failed: %s", node_id, error)
                     complete = False

@@ -206,12 +206,13 @@ class PeerServer:
             state = self.store.get(key) or EMPTY
             return [pn_to_wire(state), None if receipt is None else receipt.to_wire()]
         if kind == wire.PUSH:
-            self.store.merge_many(wire.entries_from_wire(body))
+            self.store.merge_carried(wire.carried_from_wire(body))  # validated, then merged
             return None
         if kind == wire.PULL:
             shards = wire.shards_from_wire(body, self.gossip.cluster.config.shards)
-            return wire.entries_to_wire(
-                entry for shard in shards for entry in self.store.shard_entries(shard)
+            now_ms = int(time.time() * 1000)
+            return wire.carried_to_wire(
+                entry for shard in shards for entry in self.store.shard_carried(shard, now_ms)
             )
         if kind == wire.FORWARD:
             return await self._forwarded(body)

@@ -1,0 +1,88 @@
+"""Receipts travel wherever state travels, and a replay answers 200 only once W hold it.
+
+A receipt that stays on the nodes that saw the write is lost with them: after the old
+replicas of a shard leave, or when a replica missed the write and the others go, a retry
+would apply the increment again. And a receipt records an attempt, not an acknowledgement:
+the first attempt may have reached fewer than W replicas, so its replay must not say 200
+before W hold the increment.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from node.base.keys import Key
+from node.cluster import wire
+from node.coordination.ops import Op, OpKind, OpResult
+from tests.inprocess.cluster import InProcessCluster, Node, eventually
+
+IDEM = "retry-1"
+FINGERPRINT = "POST /v1/counters/ns/k +5"
+
+
+async def _attempt(node: Node, key: Key) -> OpResult:
+    op = Op(OpKind.INCREMENT, key, 5, idem=IDEM)
+    (result,) = await node.coordinator.run([op], "quorum", fingerprint=FINGERPRINT)
+    return result
+
+
+def _holds_receipt(node: Node, key: Key) -> bool:
+    return node.store.receipt(key, IDEM, int(time.time() * 1000)) is not None
+
+
+async def test_a_replica_that_missed_a_keyed_write_gets_its_receipt_from_anti_entropy(
+    inproc: InProcessCluster,
+):
+    await inproc.start(3)
+    key = ("t", "ns", "k")
+    owner, _, missed = (inproc.nodes[n] for n in inproc.replicas(key))
+    inproc.network.drop(1.0, src=owner.address, dst=missed.address, kinds=[wire.REPLICATE])
+
+    first = await _attempt(owner, key)
+    assert (first.value, first.replayed) == (5, False)
+    assert not _holds_receipt(missed, key)
+    inproc.network.heal()
+
+    await inproc.converged(key, 5)  # anti-entropy brought the state...
+    await eventually(lambda: _holds_receipt(missed, key), "the receipt beside it on the replica")
+
+
+async def _join(inproc: InProcessCluster, via: Node, node_id: str) -> Node:
+    joiner = await inproc.launch(node_id, seeds=())
+    await eventually(lambda: joiner.cluster.ready, f"{node_id} up on its own")
+    await inproc.admit(via, joiner)
+    return joiner
+
+
+async def test_a_retry_after_every_old_replica_left_replays(inproc: InProcessCluster):
+    """Nodes join, then every node that saw the keyed write leaves: the shard's new replicas
+    hold it only by hand-off pulls, which must bring the receipt with the state."""
+    old = await inproc.start(3)
+    key = ("t", "ns", "k")
+    first = await _attempt(old[0], key)
+    assert (first.value, first.replayed) == (5, False)
+    await inproc.converged(key, 5)
+
+    new = [await _join(inproc, old[0], node_id) for node_id in ("n4", "n5", "n6")]
+    await inproc.settled(timeout=15.0)
+    for leaver in old:
+        new[0].cluster.apply(leaver.node_id, "leave")
+    new_ids = {node.node_id for node in new}
+
+    def switched() -> bool:
+        return all(
+            set(node.cluster.state.current.nodes) == new_ids and node.cluster.state.pending is None
+            for node in new
+        )
+
+    await eventually(switched, "a ring of n4, n5, n6 only", 15.0, inproc.describe)
+    for leaver in old:
+        await inproc.kill(leaver)
+    await inproc.converged(key, 5, nodes=new)
+
+    retry = await _attempt(new[0], key)
+
+    assert (retry.value, retry.replayed) == (5, True), retry
+    await asyncio.sleep(0.2)  # a double apply would show now; not a synchronisation
+    assert {node.value(key) for node in new} == {5}
