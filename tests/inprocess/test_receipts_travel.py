@@ -86,3 +86,31 @@ async def test_a_retry_after_every_old_replica_left_replays(inproc: InProcessClu
     assert (retry.value, retry.replayed) == (5, True), retry
     await asyncio.sleep(0.2)  # a double apply would show now; not a synchronisation
     assert {node.value(key) for node in new} == {5}
+
+
+async def test_a_replay_answers_200_only_once_a_write_quorum_holds_it(
+    inproc: InProcessCluster,
+):
+    await inproc.start(3)
+    key = ("t", "ns", "k")
+    owner, *others = (inproc.nodes[n] for n in inproc.replicas(key))
+    await inproc.pause_gossip()  # no anti-entropy: only the replay itself may spread it
+    inproc.network.drop(1.0, src=owner.address, kinds=[wire.REPLICATE])
+
+    first = await _attempt(owner, key)  # applied on the owner only
+    assert first.problem is not None and first.problem["may_have_applied"] is True
+    cut_off = await _attempt(owner, key)  # still only one replica holds it: not a 200
+
+    assert cut_off.problem is not None, cut_off
+    assert cut_off.problem["status"] in (503, 504) and cut_off.problem["may_have_applied"]
+    assert not any(_holds_receipt(node, key) for node in others)
+
+    inproc.network.heal()
+    replayed = await _attempt(owner, key)
+
+    assert (replayed.value, replayed.replayed) == (5, True), replayed
+    holders = [node for node in others if _holds_receipt(node, key) and node.value(key) == 5]
+    assert len(holders) >= 1  # with the owner, W = 2 held it when the 200 was sent
+    assert owner.value(key) == 5  # a replay never applies again
+    inproc.resume_gossip()
+    await inproc.converged(key, 5)
