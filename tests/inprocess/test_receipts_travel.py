@@ -51,7 +51,13 @@ async def test_a_replica_that_missed_a_keyed_write_gets_its_receipt_from_anti_en
 async def _join(inproc: InProcessCluster, via: Node, node_id: str) -> Node:
     joiner = await inproc.launch(node_id, seeds=())
     await eventually(lambda: joiner.cluster.ready, f"{node_id} up on its own")
-    await inproc.admit(via, joiner)
+    # via's gossip round closes links to addresses that are not members yet, which could
+    # cut the admitting call short; paused, it cannot until the joiner is in its view
+    await inproc.pause_gossip([via])
+    try:
+        await inproc.admit(via, joiner)
+    finally:
+        inproc.resume_gossip([via])
     return joiner
 
 
