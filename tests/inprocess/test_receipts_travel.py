@@ -14,6 +14,7 @@ import time
 
 from node.base.keys import Key
 from node.cluster import wire
+from node.coordination.idempotency import claim_key
 from node.coordination.ops import Op, OpKind, OpResult
 from tests.inprocess.cluster import InProcessCluster, Node, eventually
 
@@ -61,15 +62,9 @@ async def _join(inproc: InProcessCluster, via: Node, node_id: str) -> Node:
     return joiner
 
 
-async def test_a_retry_after_every_old_replica_left_replays(inproc: InProcessCluster):
-    """Nodes join, then every node that saw the keyed write leaves: the shard's new replicas
-    hold it only by hand-off pulls, which must bring the receipt with the state."""
-    old = await inproc.start(3)
-    key = ("t", "ns", "k")
-    first = await _attempt(old[0], key)
-    assert (first.value, first.replayed) == (5, False)
-    await inproc.converged(key, 5)
-
+async def _replace_every_node(inproc: InProcessCluster, old: list[Node]) -> list[Node]:
+    """n4, n5, n6 join, then every old node leaves and is killed once the ring has switched:
+    what the new nodes hold came to them only by hand-off pulls (and anti-entropy)."""
     new = [await _join(inproc, old[0], node_id) for node_id in ("n4", "n5", "n6")]
     await inproc.settled(timeout=15.0)
     for leaver in old:
@@ -85,13 +80,39 @@ async def test_a_retry_after_every_old_replica_left_replays(inproc: InProcessClu
     await eventually(switched, "a ring of n4, n5, n6 only", 15.0, inproc.describe)
     for leaver in old:
         await inproc.kill(leaver)
-    await inproc.converged(key, 5, nodes=new)
+    return new
 
+
+async def test_a_retry_after_every_old_replica_left_replays(inproc: InProcessCluster):
+    old = await inproc.start(3)
+    key = ("t", "ns", "k")
+    first = await _attempt(old[0], key)
+    assert (first.value, first.replayed) == (5, False)
+    await inproc.converged(key, 5)
+
+    new = await _replace_every_node(inproc, old)
+    await inproc.converged(key, 5, nodes=new)
     retry = await _attempt(new[0], key)
 
     assert (retry.value, retry.replayed) == (5, True), retry
     await asyncio.sleep(0.2)  # a double apply would show now; not a synchronisation
     assert {node.value(key) for node in new} == {5}
+
+
+async def test_a_batch_claim_without_state_moves_with_its_shard(inproc: InProcessCluster):
+    """A batch's claim is a receipt on a counter that has no state: a pull must carry it too,
+    or a different batch under the same key would apply on the new replicas."""
+    old = await inproc.start(3)
+    claim = Op(OpKind.CLAIM, claim_key("t", "batch-1"), 0, "batch-1")
+    (claimed,) = await old[0].coordinator.run([claim], "quorum", fingerprint="batch A")
+    assert claimed.ok and not claimed.replayed
+
+    new = await _replace_every_node(inproc, old)
+    (same,) = await new[1].coordinator.run([claim], "quorum", fingerprint="batch A")
+    (other,) = await new[2].coordinator.run([claim], "quorum", fingerprint="batch B")
+
+    assert same.ok and same.replayed, same
+    assert other.problem is not None and other.problem["status"] == 422, other
 
 
 async def test_a_replay_answers_200_only_once_a_write_quorum_holds_it(
