@@ -21,6 +21,7 @@ from node.base.config import Config
 from node.base.errors import CountersError
 from node.cluster import peer_auth, wire
 from node.cluster.gossip import Gossip
+from node.cluster.handoff import pull_reply
 from node.cluster.wire import ProtocolError
 from node.coordination import listing
 from node.coordination.coordinator import Coordinator
@@ -210,10 +211,7 @@ class PeerServer:
             return None
         if kind == wire.PULL:
             shards = wire.shards_from_wire(body, self.gossip.cluster.config.shards)
-            now_ms = int(time.time() * 1000)
-            return wire.carried_to_wire(
-                entry for shard in shards for entry in self.store.shard_carried(shard, now_ms)
-            )
+            return wire.carried_to_wire(pull_reply(self.store, shards, int(time.time() * 1000)))
         if kind == wire.FORWARD:
             return await self._forwarded(body)
         raise ProtocolError(f"kind {kind} is not a request")
