@@ -12,7 +12,7 @@ import asyncio
 import logging
 import random
 import time
-from collections.abc import Collection
+from collections.abc import Collection, Iterator
 from typing import Any, Protocol
 
 from crdt import PNCounter
@@ -29,6 +29,7 @@ from ring.claimant import RingState
 
 log = logging.getLogger("counters.gossip")
 PUSH_BATCH = 2000  # counters per repair frame
+PUSH_RECEIPTS = 20_000  # idempotency receipts per repair frame (about 100 bytes each)
 
 
 class TenantCounts(Protocol):
@@ -312,10 +313,9 @@ class Gossip:
             self.cluster.heard_peer = True
             self.cluster.announced = max(self.cluster.announced, incarnation)
             stale = self._stale_at_peer(sender, reply.get("shares", []))
-            for start in range(0, len(stale), PUSH_BATCH):
-                self.repaired_keys += len(stale[start : start + PUSH_BATCH])
-                body = wire.entries_to_wire(stale[start : start + PUSH_BATCH])
-                await link.call(wire.PUSH, body, timeout)
+            self.repaired_keys += len(stale)
+            for frame in push_frames(self.store, stale, int(time.time() * 1000)):
+                await link.call(wire.PUSH, wire.carried_to_wire(frame), timeout)
         except PeerError as error:
             log.debug("gossip with %s failed: %s", node_id or address, error)
         except ProtocolError as error:
@@ -323,6 +323,37 @@ class Gossip:
         else:
             if node_id is not None and sender != node_id:
                 log.warning("%s answered as %s", address, sender)
+
+
+def push_frames(
+    store: CounterStore,
+    stale: list[tuple[Key, PNCounter]],
+    now_ms: int,
+    counters: int = PUSH_BATCH,
+    receipts: int = PUSH_RECEIPTS,
+) -> Iterator[list[wire.Carried]]:
+    """The repair frames for these counters: each state with its receipts within the window
+    (a replica that missed a keyed write must also replay its retry), at most `counters`
+    entries and `receipts` receipts a frame. A counter with more receipts than a frame holds
+    goes in several entries, each with its state and a share of them; merge makes that
+    harmless."""
+    frame: list[wire.Carried] = []
+    room = receipts
+    for key, state in stale:
+        held = list(store.receipts_of(key, now_ms).items())
+        start = 0
+        while True:
+            if len(frame) >= counters or (room <= 0 and start < len(held)):
+                yield frame
+                frame, room = [], receipts
+            part = held[start : start + room]
+            frame.append((key, state, dict(part)))
+            room -= len(part)
+            start += len(part)
+            if start >= len(held):
+                break
+    if frame:
+        yield frame
 
 
 def _log_failure(task: asyncio.Task[None]) -> None:

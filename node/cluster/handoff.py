@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable
 
+from crdt.receipts import Receipt
 from node.base.errors import PeerError
 from node.cluster import wire
 from node.cluster.identity import Identity
@@ -26,6 +27,10 @@ from ring.claimant import handoff_mark
 
 log = logging.getLogger("counters.handoff")
 SHARDS_PER_PULL = 8
+# What the receipts of one pull reply may take on the wire: half a frame (wire.MAX_FRAME_BYTES),
+# the rest left to the states. Beyond it only the newest receipts go (see pull_reply).
+PULL_RECEIPT_BYTES = 32 * 1024 * 1024
+RECEIPT_OVERHEAD_BYTES = 32  # msgpack framing, time and value of one receipt, at most
 
 
 class Handoff:
@@ -122,9 +127,45 @@ class Handoff:
                         node_shards[start : start + SHARDS_PER_PULL],
                         cluster.config.request_timeout_s * 5,
                     )
-                    self.store.merge_many(wire.entries_from_wire(raw))
+                    # each state with its receipts, so a retry on the new replicas replays
+                    self.store.merge_carried(wire.carried_from_wire(raw))
                 except (PeerError, wire.ProtocolError) as error:
                     log.warning("pull from %s failed: %s", node_id, error)
                     complete = False
                     break
         return complete
+
+
+def pull_reply(
+    store: CounterStore, shards: Iterable[int], now_ms: int, budget: int = PULL_RECEIPT_BYTES
+) -> list[wire.Carried]:
+    """The answer to a PULL: every counter of these shards with its receipts in the window.
+
+    A reply must fit in a frame, or the pull fails every round and the hand-off never ends.
+    If the receipts would take more than `budget` bytes, the newest are kept (a client still
+    retrying is most likely retrying a recent request) and the others are left out, as
+    before receipts travelled at all: a retry of one of those may apply again. Paging the
+    receipts of a pull would remove the limit."""
+    entries = [entry for shard in shards for entry in store.shard_carried(shard, now_ms)]
+    sizes = [
+        (receipt.at_ms, index, idem, _receipt_bytes(idem, receipt))
+        for index, (_, _, found) in enumerate(entries)
+        for idem, receipt in found.items()
+    ]
+    if sum(size for *_, size in sizes) <= budget:
+        return entries
+    kept: list[dict[str, Receipt]] = [{} for _ in entries]
+    room, left_out = budget, 0
+    for _, index, idem, size in sorted(sizes, key=lambda item: item[0], reverse=True):
+        if size > room:
+            left_out += 1
+            continue
+        room -= size
+        kept[index][idem] = entries[index][2][idem]
+    log.warning("a pull reply leaves out %d old receipts that do not fit in a frame", left_out)
+    return [(key, state, kept[i]) for i, (key, state, _) in enumerate(entries)]
+
+
+def _receipt_bytes(idem: str, receipt: Receipt) -> int:
+    text = len(idem.encode()) + len(receipt.actor.encode()) + len(receipt.fingerprint.encode())
+    return text + RECEIPT_OVERHEAD_BYTES

@@ -24,8 +24,8 @@ REPLY = 0
 REPLICATE = 1  # body: [[key, state, share], ...]  reply: [merged state | None if same, ...]
 READ = 2  # body: [[key, share], ...]               reply: [state | None if same, ...]
 GOSSIP = 3  # body: map (see gossip.py)             reply: map
-PUSH = 4  # body: [[key, state], ...]             reply: None
-PULL = 5  # body: [shard, ...]                    reply: [[key, state], ...]
+PUSH = 4  # body: [[key, state, receipts?], ...]   reply: None
+PULL = 5  # body: [shard, ...]                    reply: [[key, state, receipts?], ...]
 FORWARD = 6  # body: map (see coordinator.py)     reply: map
 SLOTS = 7  # body: [actor, [tenant, ns, name, p, n, share, tenant, ...]]  reply: as REPLICATE
 RECEIPT = 8  # body: [key, idempotency key]       reply: [state, receipt | None]
@@ -103,6 +103,33 @@ def entries_from_wire(obj: object) -> list[tuple[Key, PNCounter]]:
         if not isinstance(item, list) or len(item) != 2:
             raise ProtocolError("an entry is [key, state]")
         out.append((key_from_wire(item[0]), state_from_wire(item[1])))
+    return out
+
+
+Carried = tuple[Key, PNCounter, dict[str, Receipt]]  # a counter's state and its receipts
+
+
+def carried_to_wire(entries: Iterable[Carried]) -> list[list[Any]]:
+    """PUSH and PULL entries: [key, state], or [key, state, receipts] when it has some (the
+    form older nodes sent, and still read when there are none)."""
+    return [
+        [list(key), pn_to_wire(state), receipts.to_wire(found)]
+        if found
+        else [list(key), pn_to_wire(state)]
+        for key, state, found in entries
+    ]
+
+
+def carried_from_wire(obj: object) -> list[Carried]:
+    """PUSH and PULL entries, all validated before the caller merges any."""
+    if not isinstance(obj, list):
+        raise ProtocolError("entries must be a list")
+    out: list[Carried] = []
+    for item in obj:
+        if not isinstance(item, list) or len(item) not in (2, 3):
+            raise ProtocolError("an entry is [key, state, receipts?]")
+        found = receipts_from_wire(item[2]) if len(item) == 3 else {}
+        out.append((key_from_wire(item[0]), state_from_wire(item[1]), found))
     return out
 
 

@@ -7,6 +7,26 @@ first result (or 422 if the request differs); without, it applies the op and rep
 new slot together with the receipt to a write quorum, in one frame, so a receipt exists
 wherever the increment does and outlives the node that wrote it.
 
+Receipts travel wherever state travels, always beside the slot they answer for: in the
+REPLICATE entry of the write, in hand-off pulls (a PULL reply carries each counter's receipts
+within the window, and counters that hold only receipts, such as batch claims), and in
+anti-entropy pushes (a PUSH entry carries the pushed counter's receipts). So after a join, a
+leave or a missed update every replica of a shard converges to the same receipts as to the
+same states, and a node that drops a shard drops its receipts with it: a receipt without its
+slot would replay an increment the node no longer holds.
+
+A replay reports what actually happened. A receipt records an attempt, not an acknowledged
+one: the first attempt may have applied here and reached fewer than W replicas (it answered
+504, or 503, saying the increment may have applied). So a replay is itself a write: before it
+answers 200 it sends the counter's state (which holds the slot that applied the op, since a
+receipt never arrives without it) with the receipt to the shard's other replicas, counted
+like a write at the retry's consistency. Its 200 therefore means what a first attempt's 200
+means, W replicas hold the increment and its receipt, whichever attempt got them there; if
+the quorum is out of reach it answers 504/503 "may have applied" again, which is the truth,
+and the next retry replays again. It never applies again: the receipt stays held here. A
+request whose fingerprint differs (422) sends nothing. The cost is one write round trip per
+replayed counter, paid only by retries.
+
 A batch first claims its key on a counter of its own, so a different batch under a used key
 is refused before any op applies; then each op runs under the key plus its index.
 
@@ -115,13 +135,20 @@ class Idempotent:
                     results[index] = OpResult.failed(error)
         # per counter: its shard, this node's new slot, the receipts that travel with it
         writes: dict[Key, tuple[int, PNCounter, dict[str, Receipt]]] = {}
-        applied: list[int] = []
+        replayed: set[Key] = set()  # counters whose whole state goes with a replay's receipt
+        applied: list[int] = []  # ops whose answer waits for the write quorum
         for index, op in enumerate(ops):
             if results[index] is not None:
                 continue
             receipt = store.receipt(op.key, op.idem, now_ms)
             if receipt is not None:
-                results[index] = self._replay(receipt, fingerprint)
+                replay = results[index] = self._replay(receipt, fingerprint)
+                if replay.ok:
+                    # a 200 only once W hold it again (the first attempt may not have)
+                    entry = writes.setdefault(op.key, (shards[index], PNCounter.empty(), {}))
+                    entry[2][op.idem] = receipt
+                    replayed.add(op.key)
+                    applied.append(index)
                 continue
             actor = self.cluster.actor
             try:
@@ -147,6 +174,9 @@ class Idempotent:
                 writes[op.key] = (found[0], found[1].merge(delta), found[2])
             results[index] = OpResult(value, saturated=saturated)
             applied.append(index)
+        for key in replayed:
+            shard, _, receipts = writes[key]
+            writes[key] = (shard, store.get(key) or PNCounter.empty(), receipts)
         if writes:
             await self._replicate(writes, consistency, applied, results)
         return cast(list[OpResult], results)  # every op got one above

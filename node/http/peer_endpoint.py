@@ -21,6 +21,7 @@ from node.base.config import Config
 from node.base.errors import CountersError
 from node.cluster import peer_auth, wire
 from node.cluster.gossip import Gossip
+from node.cluster.handoff import pull_reply
 from node.cluster.wire import ProtocolError
 from node.coordination import listing
 from node.coordination.coordinator import Coordinator
@@ -206,13 +207,11 @@ class PeerServer:
             state = self.store.get(key) or EMPTY
             return [pn_to_wire(state), None if receipt is None else receipt.to_wire()]
         if kind == wire.PUSH:
-            self.store.merge_many(wire.entries_from_wire(body))
+            self.store.merge_carried(wire.carried_from_wire(body))  # validated, then merged
             return None
         if kind == wire.PULL:
             shards = wire.shards_from_wire(body, self.gossip.cluster.config.shards)
-            return wire.entries_to_wire(
-                entry for shard in shards for entry in self.store.shard_entries(shard)
-            )
+            return wire.carried_to_wire(pull_reply(self.store, shards, int(time.time() * 1000)))
         if kind == wire.FORWARD:
             return await self._forwarded(body)
         raise ProtocolError(f"kind {kind} is not a request")

@@ -1,21 +1,25 @@
 """Idempotency receipts in memory: one entry per (counter, idempotency key), expiring in order.
 
-Each receipt is held once, in a flat map (counter, idempotency key) -> Receipt, so looking one
-up, adding one, or marking one for the durable replica costs O(1) however many the counter or
-the node holds; nothing ever copies a counter's whole set. Receipts also enter a FIFO of
-(expiry ms, name); `expire(now_ms)` pops from its head while the head has expired, so each
-receipt is dropped once, in amortised O(1), and the total held is bounded by the receipts
-applied or learned within the window (plus the clock skew between the nodes that stamped
-them: a receipt that arrives with an older stamp than the tail's waits behind it).
+Each receipt is held once, in a map counter -> idempotency key -> Receipt, with an index
+shard -> counters holding receipts, so looking one up, adding one, or marking one for the
+durable replica costs O(1) however many the counter or the node holds, and what travels with
+a shard's state (a hand-off pull, an anti-entropy push) or leaves with it (`drop_shard`) is
+found without scanning the others. Nothing ever copies a counter's whole set on a write.
+Receipts also enter a FIFO of (expiry ms, name); `expire(now_ms)` pops from its head while
+the head has expired, so each receipt is dropped once, in amortised O(1), and the total held
+is bounded by the receipts applied or learned within the window (plus the clock skew between
+the nodes that stamped them: a receipt that arrives with an older stamp than the tail's
+waits behind it).
 
 A receipt older than the window is never answered (`get` checks its age), whatever the FIFO
 holds, so expiry only bounds memory and never decides correctness.
 
-Memory: about 340 bytes per receipt held, plus its idempotency key string (83 bytes for
-a 38-character key): tracemalloc over 100,000 receipts of one counter, CPython 3.12, counting
-the map entry and its name tuple, the Receipt and its ints, and the FIFO entry; a receipt
-not yet flushed to the durable replica also has a dirty-map entry until the next flush. The
-actor, fingerprint and counter key are shared by all the receipts of one request.
+Memory: about 340 bytes per receipt held, plus its idempotency key string (83 bytes for a
+38-character key): tracemalloc over 100,000 receipts of one counter, CPython 3.12, counting
+the counter map entry, the Receipt and its ints, and the FIFO entry and its name tuple (327
+bytes on CPython 3.11 with the per-counter map); a receipt not yet flushed to the durable
+replica also has a dirty-map entry until the next flush. The actor, fingerprint and counter
+key are shared by all the receipts of one request.
 """
 
 from __future__ import annotations
@@ -31,30 +35,63 @@ DirtyReceipt = tuple[Key, int, str, Receipt]  # counter, shard, idempotency key,
 
 
 class ReceiptBook:
-    def __init__(self, window_ms: int) -> None:
+    def __init__(self, window_ms: int, shard_of: Callable[[Key], int]) -> None:
         self.window_ms = window_ms
-        self._held: dict[ReceiptName, Receipt] = {}
+        self._shard_of = shard_of
+        self._held: dict[Key, dict[str, Receipt]] = {}  # counter -> idempotency key -> receipt
+        self._shard_keys: dict[int, set[Key]] = {}  # shard -> counters with receipts held
+        self._count = 0
         self._expiry: deque[tuple[int, ReceiptName]] = deque()
         self._dirty: dict[ReceiptName, Receipt] = {}  # not yet in the durable replica
 
     def __len__(self) -> int:
-        return len(self._held)
+        return self._count
 
     def get(self, key: Key, idem: str, now_ms: int) -> Receipt | None:
         """The receipt of (key, idem), unless it is older than the window."""
-        receipt = self._held.get((key, idem))
+        held = self._held.get(key)
+        receipt = None if held is None else held.get(idem)
         if receipt is None or receipt.at_ms + self.window_ms < now_ms:
             return None
         return receipt
+
+    def of(self, key: Key, now_ms: int) -> dict[str, Receipt]:
+        """Every receipt of a counter within the window: what travels with its state."""
+        held = self._held.get(key)
+        if not held:
+            return {}
+        oldest = now_ms - self.window_ms
+        return {idem: r for idem, r in held.items() if r.at_ms >= oldest}
+
+    def keys_of_shard(self, shard: int) -> set[Key]:
+        """The counters of a shard that hold receipts (some may have no state: claims)."""
+        return self._shard_keys.get(shard, set())
+
+    def drop_shard(self, shard: int) -> int:
+        """Forget a shard's receipts (not written back to the durable replica); how many."""
+        dropped = 0
+        for key in self._shard_keys.pop(shard, ()):
+            held = self._held.pop(key, {})
+            dropped += len(held)
+            for idem in held:
+                self._dirty.pop((key, idem), None)
+        self._count -= dropped
+        return dropped
 
     def add(self, key: Key, idem: str, receipt: Receipt, durable: bool = False) -> bool:
         """Merge one receipt (the first in receipt order wins); returns whether it changed
         what is held. `durable`: it came from the durable replica, so it need not go back."""
         name = (key, idem)
-        held = self._held.get(name)
+        by_idem = self._held.get(key)
+        if by_idem is None:
+            by_idem = self._held[key] = {}
+            self._shard_keys.setdefault(self._shard_of(key), set()).add(key)
+        held = by_idem.get(idem)
         if held is not None and not receipt < held:
             return False
-        self._held[name] = receipt
+        if held is None:
+            self._count += 1
+        by_idem[idem] = receipt
         self._expiry.append((receipt.at_ms + self.window_ms, name))
         if not durable:
             self._dirty[name] = receipt
@@ -70,26 +107,42 @@ class ReceiptBook:
         dropped = 0
         while expiry and expiry[0][0] < now_ms:
             _, name = expiry.popleft()
-            receipt = held.get(name)
+            key, idem = name
+            by_idem = held.get(key)
+            receipt = None if by_idem is None else by_idem.get(idem)
             # A later, smaller receipt of the same name has its own (earlier) FIFO entry.
-            if receipt is not None and receipt.at_ms + self.window_ms < now_ms:
-                del held[name]
-                dirty.pop(name, None)
-                dropped += 1
+            if by_idem is not None and receipt is not None:
+                if receipt.at_ms + self.window_ms < now_ms:
+                    del by_idem[idem]
+                    dirty.pop(name, None)
+                    dropped += 1
+                    if not by_idem:
+                        del held[key]
+                        self._forget_key(key)
+        self._count -= dropped
         return dropped
 
-    def take_dirty(self, shard_of: Callable[[Key], int]) -> list[DirtyReceipt]:
+    def _forget_key(self, key: Key) -> None:
+        shard = self._shard_of(key)
+        keys = self._shard_keys.get(shard)
+        if keys is not None:
+            keys.discard(key)
+            if not keys:
+                del self._shard_keys[shard]
+
+    def take_dirty(self) -> list[DirtyReceipt]:
         """The receipts not yet written to the durable replica; they count as written now."""
         dirty, self._dirty = self._dirty, {}
+        shard_of = self._shard_of
         return [(key, shard_of(key), idem, receipt) for (key, idem), receipt in dirty.items()]
 
     def mark_dirty(self, entries: Iterable[DirtyReceipt]) -> None:
         """Put back receipts whose write failed (unless they expired meanwhile)."""
         held, dirty = self._held, self._dirty
         for key, _, idem, receipt in entries:
-            name = (key, idem)
-            if held.get(name) is receipt:
-                dirty.setdefault(name, receipt)
+            by_idem = held.get(key)
+            if by_idem is not None and by_idem.get(idem) is receipt:
+                dirty.setdefault((key, idem), receipt)
 
     def dirty_count(self) -> int:
         return len(self._dirty)

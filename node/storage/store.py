@@ -41,7 +41,7 @@ class CounterStore:
         self._incarnations: dict[str, int] = {}
         self._dirty: set[Key] = set()  # changed since the last write to the durable replica
         self._history_dirty: set[Key] = set()  # changed since history last recorded them
-        self._receipts = ReceiptBook(receipt_window_ms)  # idempotency receipts, one by one
+        self._receipts = ReceiptBook(receipt_window_ms, shard_of)  # idempotency receipts
         self._tenant_counts: dict[int, dict[str, int]] = {}  # per shard: counters per tenant
         # (tenant, namespace) -> shard -> names: a listing reads its namespace, not every key
         self._names: dict[tuple[str, str], dict[int, set[str]]] = {}
@@ -84,7 +84,7 @@ class CounterStore:
 
     def take_dirty_receipts(self) -> list[DirtyReceipt]:
         """Receipts added since the last take: (key, shard, idempotency key, receipt)."""
-        return self._receipts.take_dirty(self._shard_of)
+        return self._receipts.take_dirty()
 
     def mark_receipts_dirty(self, entries: Iterable[DirtyReceipt]) -> None:
         self._receipts.mark_dirty(entries)
@@ -92,6 +92,10 @@ class CounterStore:
     def expire_receipts(self, now_ms: int) -> int:
         """Drop receipts older than the window (amortised O(1) per receipt)."""
         return self._receipts.expire(now_ms)
+
+    def receipts_of(self, key: Key, now_ms: int) -> dict[str, Receipt]:
+        """A counter's receipts within the window: what travels beside its state."""
+        return self._receipts.of(key, now_ms)
 
     def receipt_count(self) -> int:
         return len(self._receipts)
@@ -121,6 +125,15 @@ class CounterStore:
 
     def merge_many(self, entries: Iterable[tuple[Key, PNCounter]]) -> None:
         for key, state in entries:
+            self.merge(key, state)
+
+    def merge_carried(
+        self, entries: Iterable[tuple[Key, PNCounter, Mapping[str, Receipt]]]
+    ) -> None:
+        """Merge states with the receipts that travel beside them (hand-off, anti-entropy)."""
+        for key, state, found in entries:
+            if found:
+                self._receipts.add_many(key, found)
             self.merge(key, state)
 
     def _put(self, key: Key, state: PNCounter) -> None:
@@ -188,6 +201,16 @@ class CounterStore:
     def shard_entries(self, shard: int) -> list[tuple[Key, PNCounter]]:
         return [(key, self._states[key]) for key in self._shard_keys.get(shard, ())]
 
+    def shard_carried(
+        self, shard: int, now_ms: int
+    ) -> list[tuple[Key, PNCounter, dict[str, Receipt]]]:
+        """A shard's counters as a hand-off ships them: each state with its receipts within
+        the window, and counters that hold receipts only (batch claims) with an empty state."""
+        states, book = self._states, self._receipts
+        keys = self._shard_keys.get(shard, set()) | book.keys_of_shard(shard)
+        empty = PNCounter.empty()
+        return [(key, states.get(key, empty), book.of(key, now_ms)) for key in keys]
+
     def share(self, key: Key) -> int:
         """The key's share of its shard digest: equal states of a key have equal shares."""
         meta = self._meta.get(key)
@@ -202,7 +225,10 @@ class CounterStore:
         return self._digests.get(shard, 0)
 
     def drop_shard(self, shard: int) -> int:
-        """Forget a shard this node no longer replicates; returns how many keys went."""
+        """Forget a shard this node no longer replicates, its receipts too (a receipt without
+        the slot it answers for would replay an increment this node no longer holds);
+        returns how many keys went."""
+        self._receipts.drop_shard(shard)
         keys = self._shard_keys.pop(shard, set())
         for key in keys:
             del self._states[key]

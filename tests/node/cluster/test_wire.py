@@ -138,3 +138,45 @@ def test_bad_receipt_reads_are_rejected(body):
 def test_bad_receipt_answers_are_rejected(answer, expected):
     with pytest.raises(wire.ProtocolError):
         wire.receipt_answers_from_wire(answer, expected)
+
+
+def test_push_and_pull_entries_carry_receipts_as_an_optional_third_element():
+    key, other = ("t", "ns", "c"), ("t", "#idempotency", "batch-1")
+    state = PNCounter.empty().increment("n1:1", 5)
+    receipt = Receipt(1_000, "n1:1", "fp", 5)
+    carried = [(key, state, {"k1": receipt}), (other, PNCounter.empty(), {"batch-1": receipt})]
+    body = wire.carried_to_wire([*carried, (("t", "ns", "d"), state, {})])
+    assert len(body[2]) == 2  # no receipts: the two-element form older nodes send
+    frame = wire.encode(wire.PUSH, 3, body)
+    _, _, decoded = wire.decode(frame)
+    assert wire.carried_from_wire(decoded) == [*carried, (("t", "ns", "d"), state, {})]
+
+
+def test_carried_entries_read_the_old_two_element_form():
+    state = PNCounter.empty().increment("n1:1", 5)
+    old = wire.entries_to_wire([(("t", "ns", "c"), state)])
+    assert wire.carried_from_wire(old) == [(("t", "ns", "c"), state, {})]
+
+
+GOOD_KEY, GOOD_STATE = ["t", "ns", "c"], [[["a", 1]], []]
+
+
+@pytest.mark.parametrize(
+    "entries",
+    [
+        "nope",
+        [[GOOD_KEY]],  # no state
+        [[GOOD_KEY, GOOD_STATE, [], "extra"]],  # too long
+        [[GOOD_KEY, GOOD_STATE, "receipts"]],  # receipts not a list
+        [[GOOD_KEY, GOOD_STATE, [["k1"]]]],  # receipt entry without a receipt
+        [[GOOD_KEY, GOOD_STATE, [["k1", [1, "n1:1", "fp"]]]]],  # receipt too short
+        [[GOOD_KEY, GOOD_STATE, [["k1", [-1, "n1:1", "fp", 5]]]]],  # negative time
+        [[GOOD_KEY, GOOD_STATE, [["k1", [1, "n1:1", "fp", 2**63]]]]],  # value past int64
+        [[GOOD_KEY, GOOD_STATE, [["", [1, "n1:1", "fp", 5]]]]],  # empty idempotency key
+        [[GOOD_KEY, GOOD_STATE, [[7, [1, "n1:1", "fp", 5]]]]],  # idempotency key not a string
+        [[GOOD_KEY, GOOD_STATE, []], [["t", "ns"], GOOD_STATE]],  # a bad entry after a good
+    ],
+)
+def test_bad_carried_entries_are_rejected_before_any_is_used(entries):
+    with pytest.raises(ProtocolError):
+        wire.carried_from_wire(entries)

@@ -25,7 +25,7 @@ def _shard(key: tuple[str, str, str]) -> int:
 
 
 def test_a_receipt_is_answered_within_the_window_and_not_after():
-    book = ReceiptBook(WINDOW)
+    book = ReceiptBook(WINDOW, _shard)
     book.add(KEY, "a", _receipt(100))
     assert book.get(KEY, "a", 100 + WINDOW) == _receipt(100)
     assert book.get(KEY, "a", 101 + WINDOW) is None  # even before expire() ran
@@ -33,7 +33,7 @@ def test_a_receipt_is_answered_within_the_window_and_not_after():
 
 
 def test_the_first_receipt_in_order_wins_whatever_the_order_of_arrival():
-    book = ReceiptBook(WINDOW)
+    book = ReceiptBook(WINDOW, _shard)
     assert book.add(KEY, "a", _receipt(200, 5))
     assert book.add(KEY, "a", _receipt(100, 9))  # earlier: replaces
     assert not book.add(KEY, "a", _receipt(300, 1))  # later: ignored
@@ -41,7 +41,7 @@ def test_the_first_receipt_in_order_wins_whatever_the_order_of_arrival():
 
 
 def test_expire_drops_exactly_the_receipts_past_the_window():
-    book = ReceiptBook(WINDOW)
+    book = ReceiptBook(WINDOW, _shard)
     for at in range(0, 100):
         book.add(KEY, f"k{at}", _receipt(at))
     assert book.expire(50 + WINDOW) == 50  # at_ms 0..49 are older than the window
@@ -52,7 +52,7 @@ def test_expire_drops_exactly_the_receipts_past_the_window():
 
 
 def test_a_replaced_receipt_expires_once_with_its_replacement():
-    book = ReceiptBook(WINDOW)
+    book = ReceiptBook(WINDOW, _shard)
     book.add(KEY, "a", _receipt(500))
     book.add(KEY, "a", _receipt(100))  # two FIFO entries, one receipt
     assert book.get(KEY, "a", 101 + WINDOW) is None
@@ -61,7 +61,7 @@ def test_a_replaced_receipt_expires_once_with_its_replacement():
 
 
 def test_receipts_out_of_time_order_never_answer_after_the_window():
-    book = ReceiptBook(WINDOW)
+    book = ReceiptBook(WINDOW, _shard)
     book.add(KEY, "late", _receipt(900))
     book.add(KEY, "early", _receipt(100))  # arrives after a later one: waits behind it
     assert book.expire(101 + WINDOW) == 0
@@ -70,27 +70,27 @@ def test_receipts_out_of_time_order_never_answer_after_the_window():
 
 
 def test_dirty_receipts_are_taken_one_by_one_and_put_back_on_failure():
-    book = ReceiptBook(WINDOW)
+    book = ReceiptBook(WINDOW, _shard)
     book.add(KEY, "a", _receipt(1))
     book.add(OTHER, "b", _receipt(2))
     book.add(KEY, "c", _receipt(3), durable=True)  # loaded from the durable replica
-    taken = book.take_dirty(_shard)
+    taken = book.take_dirty()
     assert sorted(taken) == [(KEY, 7, "a", _receipt(1)), (OTHER, 9, "b", _receipt(2))]
-    assert book.take_dirty(_shard) == []
+    assert book.take_dirty() == []
     book.add(KEY, "d", _receipt(4))
-    assert [idem for _, _, idem, _ in book.take_dirty(_shard)] == ["d"]  # not a, b, c again
+    assert [idem for _, _, idem, _ in book.take_dirty()] == ["d"]  # not a, b, c again
     book.mark_dirty(taken)
-    assert sorted(idem for _, _, idem, _ in book.take_dirty(_shard)) == ["a", "b"]
+    assert sorted(idem for _, _, idem, _ in book.take_dirty()) == ["a", "b"]
 
 
 def test_an_expired_receipt_is_neither_written_nor_put_back():
-    book = ReceiptBook(WINDOW)
+    book = ReceiptBook(WINDOW, _shard)
     book.add(KEY, "a", _receipt(1))
-    taken = book.take_dirty(_shard)
+    taken = book.take_dirty()
     book.add(KEY, "b", _receipt(2))
     book.expire(3 + WINDOW)
     book.mark_dirty(taken)
-    assert book.take_dirty(_shard) == []
+    assert book.take_dirty() == []
 
 
 names = st.sampled_from(["a", "b", "c"])
@@ -100,7 +100,7 @@ arrivals = st.lists(st.tuples(names, st.integers(0, 3_000), st.integers(0, 3)), 
 @given(arrivals, st.integers(0, 5_000))
 def test_the_book_agrees_with_a_merged_and_pruned_map(arrived, now_ms):
     """Model: crdt.receipts merge then prune; the book must answer the same."""
-    book = ReceiptBook(WINDOW)
+    book = ReceiptBook(WINDOW, _shard)
     model: dict[str, Receipt] = {}
     for idem, at_ms, value in arrived:
         receipt = _receipt(at_ms, value)
