@@ -289,11 +289,15 @@ class Coordinator:
             try:
                 self.replicator.check_writable(shards[index], consistency)
                 self.quota.admit(op.key)
+                if any(ops[i].key == op.key for i, _ in full):
+                    raise SlotFullError("an earlier op of this batch waits for a fresh slot")
                 _, delta = self.store.increment(op.key, actor, op.delta)
             except CountersError as error:
                 results[index] = OpResult.failed(error)
                 continue
             except SlotFullError:
+                # Later ops of the same counter wait too: ops apply in order, and whether
+                # one leaves int64 depends on those before it.
                 full.append((index, actor))
                 continue
             except CounterOverflowError as error:

@@ -18,7 +18,6 @@ from tests.cluster.hostile import (
     FUZZ,
     INT64_MAX,
     INT64_MIN,
-    UINT64_MAX,
     Client,
     assert_problem,
     encode,
@@ -90,24 +89,18 @@ def expected_delta(raw: bytes) -> int | None:
 
 @dataclass
 class Counter:
-    """What a counter written only through this node must hold. The node's one actor slot
-    keeps increments (p) and decrements (n) apart, each a uint64 (crdt/pncounter.py), so an
-    increment is refused (422) when the value would leave int64 or either sum pass 2**64-1:
-    +2**62 and -2**62 four times over leave the value at 0 and the slot full."""
+    """What a counter written only through this node must hold: an increment is refused
+    (422) exactly when the value would leave int64. A full slot is not a refusal: +2**62 and
+    -2**62 four times over fill the node's slot, and the node moves to a fresh actor slot
+    (node/coordination/rotation.py), so an in-range counter accepts increments forever."""
 
-    p: int = 0
-    n: int = 0
-
-    @property
-    def value(self) -> int:
-        return self.p - self.n
+    value: int = 0
 
     def add(self, delta: int) -> bool:
         """Apply delta as the node must, or return False if the node must refuse it."""
-        p, n = (self.p + delta, self.n) if delta >= 0 else (self.p, self.n - delta)
-        if not INT64_MIN <= p - n <= INT64_MAX or max(p, n) > UINT64_MAX:
+        if not INT64_MIN <= self.value + delta <= INT64_MAX:
             return False
-        self.p, self.n = p, n
+        self.value += delta
         return True
 
 
