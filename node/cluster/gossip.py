@@ -62,9 +62,8 @@ class Gossip:
         # per peer: key weight -> (our share, its share) for keys that differed last time
         self._last_seen: dict[str, dict[int, tuple[int, int]]] = {}
         self._handoff: asyncio.Task[None] | None = None
-        # peer -> the exchange a coordinator asked for out of turn (see refresh), and when
+        # peer -> the exchange a coordinator asked for out of turn (see refresh)
         self._refreshing: dict[str, asyncio.Task[None]] = {}
-        self._refreshed_at: dict[str, float] = {}
 
     async def stop(self) -> None:
         tasks = [t for t in [self._handoff, *self._refreshing.values()] if t is not None]
@@ -76,19 +75,17 @@ class Gossip:
         """Exchange with these peers now, not at the next round: a coordinator whose view
         still shows a replica joining learns at once whether it serves (node/cluster/
         readiness.py says why). One exchange per peer at a time, shared by every request
-        that asks, and none within a quarter round of the last, so a peer that really is
-        still recovering costs the requests that need it nothing but a refusal."""
+        that asks meanwhile. No pause between exchanges: a peer that turned up just after
+        the last one answered must not cost a request a refusal, and while a peer really is
+        still recovering this is one exchange in flight to it, however many requests wait."""
         cluster = self.cluster
-        now = time.monotonic()
-        gap = cluster.config.gossip_interval_s / 4
         waiting = []
         for node_id in node_ids:
             task = self._refreshing.get(node_id)
             if task is None or task.done():
                 address = cluster.address_of(node_id)
-                if address is None or now - self._refreshed_at.get(node_id, -gap) < gap:
+                if address is None:
                     continue
-                self._refreshed_at[node_id] = now
                 task = asyncio.create_task(self.exchange(node_id, address), name="refresh")
                 task.add_done_callback(self._refreshed)
                 self._refreshing[node_id] = task
