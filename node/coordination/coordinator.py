@@ -248,7 +248,8 @@ class Coordinator:
         self, ops: list[Op], shards: list[int], consistency: str, fingerprint: str = ""
     ) -> list[OpResult]:
         results: Pending = [None] * len(ops)
-        if any(op.kind is not OpKind.GET for op in ops):
+        kinds = {op.kind for op in ops}  # once: most requests are one op, or one kind
+        if kinds - {OpKind.GET}:  # a write of any kind
             await self.replicator.check_store()
         keyed = [index for index, op in enumerate(ops) if op.idem]
         if keyed:  # as one group: a keyed batch costs a few round trips, not two per op
@@ -257,14 +258,17 @@ class Coordinator:
             )
             for index, outcome in zip(keyed, outcomes, strict=True):
                 results[index] = outcome
-        if any(op.kind is OpKind.RESET for op in ops):
+        if OpKind.RESET in kinds:
             await self._reset_local(ops, shards, consistency, results)
-        increments = any(op.kind is OpKind.INCREMENT for op in ops)
-        wait = QuorumWait("increment" if increments else "read")
-        wrote, full = self._increment_local(wait, ops, shards, consistency, results)
-        if full:  # rare: this node's slot of a counter filled (rotation.py)
-            fresh = await self._increment_fresh(wait, ops, shards, consistency, results, full)
-            wrote = wrote or fresh
+        wrote = False
+        if OpKind.INCREMENT in kinds:
+            wait = QuorumWait("increment")
+            wrote, full = self._increment_local(wait, ops, shards, consistency, results)
+            if full:  # rare: this node's slot of a counter filled (rotation.py)
+                fresh = await self._increment_fresh(wait, ops, shards, consistency, results, full)
+                wrote = wrote or fresh
+        else:
+            wait = QuorumWait("read")
         reads: dict[Key, dict[str, PNCounter | None]] = {}
         for index, op in enumerate(ops):
             if op.kind is OpKind.GET and op.key not in reads and results[index] is None:
