@@ -91,13 +91,14 @@ class Coordinator:
         shard_of = self.cluster.shard_of
         shards = [shard_of(op.key) for op in ops]
         await self._catch_up_view(ops, shards, consistency)
-        # An idempotent op always runs on the shard's first serving replica, which
-        # serialises the retries of one key; other ops run on any ready replica.
-        owners = [
-            self.cluster.coordinator(shard) if op.idem else self.owner(shard)
-            for op, shard in zip(ops, shards, strict=True)
-        ]
+        owners = self._owners(ops, shards)
         me = self.cluster.node_id
+        if hops and self.refresh_view is not None and any(o != me for o in owners):
+            # Forwarded here, yet to be forwarded again: the sender's view and ours disagree
+            # about who serves (nodes turning up at start, or a ring change). Ask the peers
+            # for their views now rather than spend the last hop on a stale one.
+            await self.refresh_view([m.node_id for m in self.cluster.peers()])
+            owners = self._owners(ops, shards)
         if all(owner == me for owner in owners):  # the common case: no grouping needed
             try:
                 results = await self._run_local(ops, shards, consistency, fingerprint)
@@ -110,6 +111,14 @@ class Coordinator:
         if not hops:
             self._count_failures(results)
         return results
+
+    def _owners(self, ops: list[Op], shards: list[int]) -> list[str | None]:
+        """Who runs each op. An idempotent op always runs on the shard's first serving
+        replica, which serialises the retries of one key; other ops on any ready replica."""
+        return [
+            self.cluster.coordinator(shard) if op.idem else self.owner(shard)
+            for op, shard in zip(ops, shards, strict=True)
+        ]
 
     async def _catch_up_view(self, ops: list[Op], shards: list[int], consistency: str) -> None:
         """Before choosing who runs what: when a shard these ops must read (a read, a reset,
