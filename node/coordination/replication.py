@@ -161,20 +161,6 @@ class Replicator:
         wait.add(first, wanted, self._merger(key), spares=[starter(n) for n in peers[wanted:]])
         return answers
 
-    def ask(
-        self,
-        wait: QuorumWait,
-        shard: int,
-        consistency: str,
-        kind: int,
-        body: Any,
-        on_reply: Callable[[Any], object],
-    ) -> None:
-        """Send one request to R-1 serving peers (spares if one fails), for reads other than
-        a state (an idempotency receipt); on_reply gets each answer."""
-        peers, wanted = self.read_peers(shard, consistency)
-        self.ask_peers(wait, peers, wanted, kind, body, on_reply)
-
     def ask_peers(
         self,
         wait: QuorumWait,
@@ -184,8 +170,9 @@ class Replicator:
         body: Any,
         on_reply: Callable[[Any], object],
     ) -> None:
-        """ask() of the first `wanted` of these peers, the others spares: one request for
-        many shards whose read peers are the same (read_peers)."""
+        """Send one request (a read other than a state: idempotency receipts) to the first
+        `wanted` of these peers, the others spares; on_reply gets each answer. One request
+        serves many shards whose read peers are the same (read_peers)."""
         if wanted <= 0:
             return
 
