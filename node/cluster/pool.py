@@ -60,6 +60,7 @@ class PeerPool:
         return gone
 
     async def close(self) -> None:
-        for link in list(self._links.values()):
-            await link.close()
+        # All at once: each close may wait up to a second for a peer that is stopping too,
+        # and a node must exit well within its orchestrator's grace period.
+        await asyncio.gather(*(link.close() for link in list(self._links.values())))
         await self._session.close()
