@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import ctypes
 import json
 import os
 import secrets
@@ -11,10 +12,12 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from node.http import auth
+
+_PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
 
 
 def _ready(url: str) -> bool:
@@ -38,10 +41,28 @@ def _arguments(argv: Sequence[str]) -> argparse.Namespace:
     return args
 
 
+def _stop_with_us() -> Callable[[], None] | None:
+    """A preexec_fn that has the kernel send the node SIGTERM (a clean stop that flushes what
+    it holds) when `counters up` dies, even by kill -9: no orphan keeps its port. Linux only;
+    elsewhere orphans are possible, as with any supervisor killed by SIGKILL."""
+    if not sys.platform.startswith("linux"):
+        return None
+    prctl = ctypes.CDLL(None, use_errno=True).prctl  # looked up before the fork, not after
+    parent = os.getpid()
+
+    def in_child() -> None:
+        prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+        if os.getppid() != parent:  # `up` died before prctl: nobody would signal us
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    return in_child
+
+
 def _start_nodes(
     addresses: list[str], data_dir: str, environment: dict[str, str]
 ) -> list[subprocess.Popen[bytes]]:
     processes = []
+    stop_with_us = _stop_with_us()
     for index, address in enumerate(addresses):
         node_id = f"n{index + 1}"
         command = [
@@ -51,7 +72,7 @@ def _start_nodes(
             "--seeds", ",".join(addresses),
             "--data-dir", str(Path(data_dir) / node_id),
         ]  # fmt: skip
-        processes.append(subprocess.Popen(command, env=environment))
+        processes.append(subprocess.Popen(command, env=environment, preexec_fn=stop_with_us))
     return processes
 
 

@@ -122,3 +122,25 @@ def test_counters_up_takes_its_jwt_secret_from_the_environment_when_set(tmp_path
         token = client_token(secret, "acme", [READ, WRITE], ttl_s=60)
         views = f"http://127.0.0.1:{base}/v1/namespaces/web/counters/views"
         assert _call(views + "/increment", token, {"delta": 2})["value"] == 2
+
+
+def test_nodes_stop_when_counters_up_is_killed(tmp_path: Path):
+    """kill -9 of `counters up` (a closed terminal, an OOM kill) leaves no node holding its
+    port: the kernel sends each node SIGTERM, and it stops cleanly."""
+    base = _free_run(2)
+    env = {k: v for k, v in os.environ.items() if k != "COUNTERS_JWT_SECRET"}
+    with _counters_up(tmp_path, base, 2, env) as (up, output):
+        assert "2 nodes ready" in output, output
+        up.kill()  # only `up`, not its process group
+        up.wait(timeout=10)
+        deadline = time.monotonic() + 20
+        for port in range(base, base + 2):
+            while True:
+                with socket.socket() as sock:
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                    try:
+                        sock.bind(("127.0.0.1", port))
+                        break
+                    except OSError:
+                        assert time.monotonic() < deadline, f"a node still holds port {port}"
+                time.sleep(0.2)
