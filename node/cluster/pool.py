@@ -45,6 +45,12 @@ class PeerPool:
             self._links[address] = link
         return link
 
+    def reachable(self, address: str) -> bool:
+        """False while our link to `address` is dead (its peer stopped answering us), whatever
+        we hear from that peer: liveness is judged per direction."""
+        link = self._links.get(address)
+        return link is None or not link.dead
+
     def links(self) -> list[PeerLink]:
         return list(self._links.values())
 
