@@ -254,10 +254,10 @@ class PeerLink:
             return await future
         except asyncio.CancelledError:
             # The caller gave up (a gossip exchange's deadline), maybe while the frame was
-            # still connecting, and _send_frame forgot the request. Its own deadline may have
-            # failed the future in the same loop turn: retrieve that, no one else will.
-            if not future.cancel():
-                future.exception()
+            # still connecting, and _send_frame forgot the request: its reply or timeout, when
+            # it comes, has no one to tell. (cancel() silences an error its own deadline may
+            # have set in the same loop turn.)
+            future.cancel()
             raise
 
     # -- frames ----------------------------------------------------------------------------
