@@ -104,6 +104,10 @@ class PeerLink:
         return self._ws is not None and not self._ws.closed
 
     @property
+    def busy(self) -> bool:
+        return bool(self._waiting)  # requests sent or being sent, not yet answered
+
+    @property
     def dead(self) -> bool:
         """The peer stopped answering on this link and no redial has worked since."""
         return self._dead is not None
@@ -364,11 +368,8 @@ class PeerLink:
         )
         return ws
 
-    # -- liveness ----------------------------------------------------------------------------
-
     def _went_dead(self, why: str) -> None:
-        """The peer stopped answering: close the connection, fail everything the link holds
-        at once, and redial until a fresh connection works."""
+        """The peer stopped answering: close, fail all it holds, redial until a dial works."""
         if self._dead is not None or self._closed:
             return
         self._dead = why
@@ -397,7 +398,6 @@ class PeerLink:
                 continue
             log.info("link to %s is back after %s", self.address, self._dead)
             self._dead = None
-            self._redial = None
             self._wakeup.set()
             return
 

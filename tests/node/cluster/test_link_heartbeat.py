@@ -119,3 +119,21 @@ async def test_a_busy_peer_that_answers_pings_keeps_its_link(pausable: PausableP
         assert pausable.connections == 1
     finally:
         await pool.close()
+
+
+async def test_keep_only_leaves_a_link_with_a_call_in_flight(pausable: PausablePeer):
+    """An operator's admission calls a node that is not a member yet; a gossip round that
+    ends meanwhile closes links to non-members, and must not cut that call off."""
+    pool, link = await _link(pausable, request_timeout_s=10.0)
+    try:
+        await _call(link, "connect", 1.0)
+        pausable.mode = "hold"
+        call = asyncio.ensure_future(link.call(wire.GOSSIP, "admit", 5.0))
+        await pausable.wait_received(2)
+        assert await pool.keep_only(set()) == []  # busy: kept for now
+        await pausable.release(1)
+        async with asyncio.timeout(5):
+            assert await call == ["echo", "admit"]
+        assert await pool.keep_only(set()) == [pausable.address]
+    finally:
+        await pool.close()
