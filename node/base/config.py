@@ -69,6 +69,10 @@ class Config:
     replication_window_s: float = 0.0
     # Frames in flight per peer link; more updates wait and travel in the next frame. Default 4.
     max_inflight_frames: int = 4
+    # Seconds a peer link may hear nothing from its peer before it pings; a ping unanswered
+    # within half of it closes the link, fails its pending frames and redials, so a stalled
+    # peer's link dies within 1.5 x this. Default 1.
+    peer_heartbeat_s: float = 1.0
     # Secret shared by the cluster's nodes for peer traffic. Default: a fixed development value.
     cluster_secret: str = field(default="counters-dev-cluster-secret", repr=False)
     # Log level: debug, info, warning, error. Default info.
@@ -225,6 +229,8 @@ class Config:
             raise ConfigError("replication-window-s must be between 0 and 1")
         if self.max_inflight_frames < 1 or self.sync_shards_per_round < 1:
             raise ConfigError("max-inflight-frames and sync-shards-per-round must be at least 1")
+        if not 0.05 <= self.peer_heartbeat_s <= 60:
+            raise ConfigError("peer-heartbeat-s must be between 0.05 and 60")
 
     def _validate_storage(self) -> None:
         if self.redis_url and self.redis_cluster_url:

@@ -30,6 +30,7 @@ from ring.claimant import RingState
 log = logging.getLogger("counters.gossip")
 PUSH_BATCH = 2000  # counters per repair frame
 PUSH_RECEIPTS = 20_000  # idempotency receipts per repair frame (about 100 bytes each)
+EXCHANGE_BACKSTOP_S = 0.5  # past an exchange's deadline, before its round cancels it
 
 
 class TenantCounts(Protocol):
@@ -137,9 +138,14 @@ class Gossip:
     async def _bounded_exchange(self, node_id: str | None, address: str) -> None:
         """One exchange, with a deadline: one slow or frozen peer must not hold back the
         round. The exchange is made here, when the task runs, so a round cancelled before
-        its tasks start leaves no coroutine that was never awaited."""
-        async with asyncio.timeout(max(self.cluster.config.gossip_interval_s * 2, 1.0)):
+        its tasks start leaves no coroutine that was never awaited. Its calls time out by
+        themselves at the deadline (a peer that does not answer is a PeerError, which
+        tells its link too); cancelling them is only the backstop, a little later."""
+        async with asyncio.timeout(self._exchange_timeout() + EXCHANGE_BACKSTOP_S):
             await self.exchange(node_id, address)
+
+    def _exchange_timeout(self) -> float:
+        return max(self.cluster.config.gossip_interval_s * 2, 1.0)
 
     def _seeds(self) -> list[str]:
         """Seeds to gossip with, but not this node nor one removed from the cluster: a
@@ -302,17 +308,21 @@ class Gossip:
 
     async def exchange(self, node_id: str | None, address: str) -> None:
         link = self.pool.link(address)
-        timeout = max(self.cluster.config.gossip_interval_s * 2, 1.0)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._exchange_timeout()  # for all its calls together
         incarnation = self.cluster.incarnation  # what the message tells the peer
         try:
-            reply = await link.call(wire.GOSSIP, self.message(node_id), timeout)
+            reply = await link.call(wire.GOSSIP, self.message(node_id), deadline - loop.time())
             sender = self.absorb(reply)
             self.cluster.heard_peer = True
             self.cluster.announced = max(self.cluster.announced, incarnation)
             stale = self._stale_at_peer(sender, reply.get("shares", []))
             self.repaired_keys += len(stale)
             for frame in push_frames(self.store, stale, int(time.time() * 1000)):
-                await link.call(wire.PUSH, wire.carried_to_wire(frame), timeout)
+                left = deadline - loop.time()
+                if left <= 0:
+                    break  # the rest at the next exchange
+                await link.call(wire.PUSH, wire.carried_to_wire(frame), left)
         except PeerError as error:
             log.debug("gossip with %s failed: %s", node_id or address, error)
         except ProtocolError as error:

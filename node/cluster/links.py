@@ -8,6 +8,11 @@ are merged first, so a hot key costs one entry per frame, not one per request.
 Each entry carries this node's digest share of the key's whole state (store.share). A peer
 whose state ends up equal answers None instead of its state, so in the steady state a reply
 is a list of None and nothing needs decoding or merging; futures resolve to None then.
+
+A connection whose peer stops answering (no pong to the heartbeat, dial.py) makes the link
+dead: all it holds fails at once with PeerError, so coordinators count other replicas, and
+so do new frames until a redial on a fresh connection works. A peer that closes or refuses
+the connection (restarted, not listening yet) is reconnected by the next frame.
 """
 
 from __future__ import annotations
@@ -30,19 +35,16 @@ from node.base.config import Config
 from node.base.errors import PeerError
 from node.base.keys import Key
 from node.cluster import peer_auth, wire
+from node.cluster.dial import PEER_PATH, backoff, dial, timed_out
 
 log = logging.getLogger("counters.peers")
-PEER_PATH = "/peer/ws"
+__all__ = ["PEER_PATH", "PeerLink", "ShareOf", "backoff"]
 ReplyHandler = Callable[[bool, Any], None]
 StateFuture = asyncio.Future[PNCounter | None]
 ShareOf = Callable[[Key], int]
 FRAME_KINDS = (wire.SLOTS, wire.REPLICATE, wire.READ)  # group-committed, in turn
 REPLICATION_KINDS = frozenset(FRAME_KINDS)
-
-
-def backoff(failures: int) -> float:
-    """Seconds to wait before reconnecting after `failures` consecutive failed attempts."""
-    return 0.0 if failures <= 0 else min(0.05 * 2 ** (failures - 1), 1.0)
+REDIAL_BACKOFF_CAP_S = 0.5  # a dead link's redials: soon enough to be back within a second
 
 
 def _fail(futures: list[asyncio.Future[Any]], error: Exception) -> None:
@@ -93,10 +95,22 @@ class PeerLink:
         )
         self._reader: asyncio.Task[None] | None = None
         self._closing: set[asyncio.Task[bool]] = set()
+        self._dead: str | None = None  # why the link was judged dead, until a redial works
+        self._redial: asyncio.Task[None] | None = None
+        self._closed = False
 
     @property
     def connected(self) -> bool:
         return self._ws is not None and not self._ws.closed
+
+    @property
+    def busy(self) -> bool:
+        return bool(self._waiting)  # requests sent or being sent, not yet answered
+
+    @property
+    def dead(self) -> bool:
+        """The peer stopped answering on this link and no redial has worked since."""
+        return self._dead is not None
 
     @property
     def backlog(self) -> int:
@@ -245,7 +259,8 @@ class PeerLink:
         except asyncio.CancelledError:
             # The caller gave up (a gossip exchange's deadline), maybe while the frame was
             # still connecting, and _send_frame forgot the request: its reply or timeout, when
-            # it comes, has no one to tell.
+            # it comes, has no one to tell. (cancel() silences an error its own deadline may
+            # have set in the same loop turn.)
             future.cancel()
             raise
 
@@ -270,6 +285,8 @@ class PeerLink:
             # A peer that stopped reading (SIGSTOP, a full socket) must not hold the sender.
             async with asyncio.timeout(timeout or self._config.request_timeout_s):
                 ws = await self._connect()
+                if request_id not in self._waiting:
+                    return  # settled while connecting (its deadline, or the link died)
                 self._sent_on[request_id] = ws
                 seal = self._seals.get(ws)
                 if seal is None:
@@ -285,12 +302,11 @@ class PeerLink:
             self._forget(request_id)
             raise
         except Exception as error:
-            if isinstance(error, TimeoutError) and ws is not None and self._ws is ws:
-                self._ws = None  # a half-written frame leaves the stream unusable
-                closing = asyncio.create_task(ws.close())
-                self._closing.add(closing)
-                closing.add_done_callback(self._closing.discard)
             self._settle(request_id, False, f"unreachable: {type(error).__name__} {error}")
+            if isinstance(error, TimeoutError) and ws is not None and self._ws is ws:
+                # A frame the peer would not take in time, half-written maybe: the stream
+                # is unusable and the peer not reading.
+                self._went_dead("a frame could not be written in time")
 
     def _forget(self, request_id: int) -> tuple[ReplyHandler, float | None] | None:
         """Drop a request's bookkeeping and give back its in-flight permit; its reply
@@ -319,41 +335,79 @@ class PeerLink:
     async def _connect(self) -> aiohttp.ClientWebSocketResponse:
         if self._ws is not None and not self._ws.closed:
             return self._ws
+        if self._dead is not None:
+            raise ConnectionError(f"link down ({self._dead}), redialling")
         async with self._connect_lock:
             if self._ws is not None and not self._ws.closed:
                 return self._ws
+            if self._dead is not None:
+                raise ConnectionError(f"link down ({self._dead}), redialling")
             # Wait out the backoff rather than fail at once: a peer that was not listening
             # a moment ago (a node starting) is usually there now. The caller's deadline
             # bounds the wait, so a peer that stays away still fails the request in time.
             pause = self._retry_at - time.monotonic()
             if pause > 0:
                 await asyncio.sleep(pause)
-            headers = peer_auth.sign(
-                self._config.cluster_secret, "GET", PEER_PATH, self._config.node_id, self.address
-            )
             try:
-                ws = await self._session.ws_connect(
-                    f"http://{self.address}{PEER_PATH}",
-                    headers=headers,
-                    max_msg_size=wire.MAX_FRAME_BYTES,
-                    timeout=aiohttp.ClientWSTimeout(ws_close=1.0),
-                    # Uncompressed frames are written at once, in the order they are
-                    # sealed; compressed large ones may be written later (FrameSeal).
-                    compress=0,
-                )
-            except Exception:
+                return self._opened(*await dial(self._session, self._config, self.address))
+            except Exception as error:
                 self._failures += 1
                 self._retry_at = time.monotonic() + backoff(self._failures)
+                if timed_out(error):
+                    self._went_dead("the handshake was not answered")
                 raise
-            self._failures = 0
-            self._ws = ws
-            self._seals[ws] = peer_auth.client_seal(
-                self._config.cluster_secret, headers, self.address
-            )
-            self._reader = asyncio.create_task(
-                self._read_loop(ws), name=f"peer-read-{self.address}", context=contextvars.Context()
-            )
-            return ws
+
+    def _opened(
+        self, ws: aiohttp.ClientWebSocketResponse, seal: peer_auth.FrameSeal
+    ) -> aiohttp.ClientWebSocketResponse:
+        self._failures = 0
+        self._ws = ws
+        self._seals[ws] = seal
+        self._reader = asyncio.create_task(
+            self._read_loop(ws), name=f"peer-read-{self.address}", context=contextvars.Context()
+        )
+        return ws
+
+    def _went_dead(self, why: str) -> None:
+        """The peer stopped answering: close, fail all it holds, redial until a dial works."""
+        if self._dead is not None or self._closed:
+            return
+        self._dead = why
+        log.warning("link to %s is dead: %s; redialling", self.address, why)
+        ws, self._ws = self._ws, None
+        if ws is not None and not ws.closed:  # in the background: no close frame will come
+            self._closing.add(closing := asyncio.create_task(ws.close()))
+            closing.add_done_callback(self._closing.discard)
+        for request_id in list(self._waiting):
+            self._settle(request_id, False, f"link dead: {why}")
+        self._fail_queued(PeerError(f"{self.address}: link dead: {why}"))
+        self._redial = asyncio.create_task(
+            self._redial_loop(), name=f"peer-redial-{self.address}", context=contextvars.Context()
+        )
+
+    async def _redial_loop(self) -> None:
+        failures = 0
+        while True:
+            await asyncio.sleep(backoff(failures, REDIAL_BACKOFF_CAP_S))
+            try:
+                async with self._connect_lock:
+                    self._opened(*await dial(self._session, self._config, self.address))
+            except Exception as error:
+                failures += 1
+                log.debug("redialling %s failed: %s %s", self.address, type(error).__name__, error)
+                continue
+            log.info("link to %s is back after %s", self.address, self._dead)
+            self._dead = None
+            self._wakeup.set()
+            return
+
+    def _fail_queued(self, error: PeerError) -> None:
+        """Fail every update and read still waiting for a frame."""
+        futures = [f for _, fs, _ in self._writes.values() for f in fs]
+        futures += [f for fs in self._reads.values() for f in fs]
+        futures += [f for slots in self._slots.values() for *_, fs in slots.values() for f in fs]
+        self._writes, self._reads, self._slots = {}, {}, {}
+        _fail(futures, error)
 
     async def _read_loop(self, ws: aiohttp.ClientWebSocketResponse) -> None:
         seal = self._seals[ws]
@@ -374,25 +428,22 @@ class PeerLink:
             self._seals.pop(ws, None)
             if self._ws is ws:
                 self._ws = None
+                if timed_out(ws.exception()):
+                    self._went_dead(f"no pong within {self._config.peer_heartbeat_s * 1.5:g}s")
             # Only what went out on this connection is lost; a newer one may already carry
             # requests of its own.
             for request_id in [r for r, sent_on in self._sent_on.items() if sent_on is ws]:
                 self._settle(request_id, False, "connection lost")
 
     async def close(self, reason: str = "node shutting down") -> None:
-        self._sender.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self._sender
+        self._closed = True
+        tasks = [t for t in (self._sender, self._redial) if t is not None]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
         if self._ws is not None:
             await self._ws.close()
         if self._reader is not None:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._reader
-        error = PeerError(reason)
-        for _, write_futures, _ in self._writes.values():
-            _fail(list(write_futures), error)
-        for read_futures in self._reads.values():
-            _fail(list(read_futures), error)
-        for slots in self._slots.values():
-            for _, _, slot_futures in slots.values():
-                _fail(list(slot_futures), error)
+        self._fail_queued(PeerError(reason))

@@ -45,6 +45,12 @@ class PeerPool:
             self._links[address] = link
         return link
 
+    def reachable(self, address: str) -> bool:
+        """False while our link to `address` is dead (its peer stopped answering us), whatever
+        we hear from that peer: liveness is judged per direction."""
+        link = self._links.get(address)
+        return link is None or not link.dead
+
     def links(self) -> list[PeerLink]:
         return list(self._links.values())
 
@@ -53,8 +59,10 @@ class PeerPool:
 
     async def keep_only(self, addresses: set[str]) -> list[str]:
         """Close the links to every other address (nodes removed from the cluster), so
-        their connections and tasks do not stay for the life of the node."""
-        gone = [address for address in self._links if address not in addresses]
+        their connections and tasks do not stay for the life of the node. A link with a
+        request in flight is left for a later call: it may be an operator's admission of a
+        node that is not a member yet."""
+        gone = [a for a, link in self._links.items() if a not in addresses and not link.busy]
         links = [self._links.pop(address) for address in gone]
         await asyncio.gather(*(link.close("peer left the cluster") for link in links))
         return gone

@@ -1,9 +1,11 @@
 """Waiting for enough replicas: one waiter over many groups of peer futures.
 
 A group is one key's replies; it is satisfied with `needed` successes and lost when too many
-fail to ever get there. A read group may hold spare replicas, asked only when one fails, so a
-healthy read touches exactly R replicas. The waiter resolves once every group is satisfied,
-fails at once when one is lost, and times out after the request timeout (504).
+fail to ever get there. A read group may hold spare replicas, asked when one fails or has not
+answered within `hedge_after` seconds, so a healthy read touches exactly R replicas and a
+silent one costs a short delay, not the request timeout. The waiter resolves once every
+group is satisfied, fails at once when one is lost, and times out after the request timeout
+(504).
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ class QuorumWait:
         needed: int,
         on_success: Callable[[Any], object],
         spares: list[Starter] | None = None,
+        hedge_after: float | None = None,
     ) -> None:
         if needed <= 0:
             for future in futures:
@@ -40,6 +43,8 @@ class QuorumWait:
         group = _Group(self, needed, len(futures), on_success, spares or [])
         for future in futures:
             future.add_done_callback(group.done)
+        if spares and hedge_after is not None:
+            group.hedge = asyncio.get_running_loop().call_later(hedge_after, group.hedged)
 
     def _satisfied(self) -> None:
         self._open_groups -= 1
@@ -79,7 +84,7 @@ def _deliver(future: asyncio.Future[Any], on_success: Callable[[Any], object]) -
 
 
 class _Group:
-    __slots__ = ("failed", "needed", "ok", "on_success", "owner", "spares", "total")
+    __slots__ = ("failed", "hedge", "needed", "ok", "on_success", "owner", "spares", "total")
 
     def __init__(
         self,
@@ -92,6 +97,7 @@ class _Group:
         self.owner, self.needed, self.total = owner, needed, total
         self.on_success, self.spares = on_success, spares
         self.ok = self.failed = 0
+        self.hedge: asyncio.TimerHandle | None = None
         if total + len(spares) < needed:
             owner._lost()
 
@@ -99,6 +105,8 @@ class _Group:
         if _deliver(future, self.on_success):
             self.ok += 1
             if self.ok == self.needed:
+                if self.hedge is not None:
+                    self.hedge.cancel()
                 self.owner._satisfied()
             return
         self.failed += 1
@@ -107,3 +115,12 @@ class _Group:
             self.spares.pop(0)().add_done_callback(self.done)
         elif self.ok < self.needed and self.total - self.failed < self.needed:
             self.owner._lost()  # successes plus replies still due can no longer reach needed
+
+    def hedged(self) -> None:
+        """Too slow: ask a spare for each answer still missing, beside the silent peers."""
+        waiter = self.owner._waiter
+        if waiter is None or waiter.done():
+            return
+        for _ in range(min(self.needed - self.ok, len(self.spares))):
+            self.total += 1
+            self.spares.pop(0)().add_done_callback(self.done)

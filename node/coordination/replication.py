@@ -28,6 +28,7 @@ from node.storage.store import CounterStore
 from node.storage.write_behind import Persister
 
 PeerFuture = asyncio.Future[Any]
+HEDGE_FRACTION = 0.125  # of the request timeout: 0.25 s by default
 
 SYNC_STORE_DOWN = "sync durability needs the durable replica, which is unreachable; nothing applied"
 
@@ -57,6 +58,17 @@ class Replicator:
         self.tracing = tracing
         self.sync = cluster.config.durability == "sync"
         self.timeout = cluster.config.request_timeout_s
+        # A read asks a spare too when a peer has not answered in this long (a silent peer
+        # would otherwise cost the whole request timeout).
+        self.hedge_after = self.timeout * HEDGE_FRACTION
+
+    def reachable(self, node_id: str) -> bool:
+        """Alive (heard from, not marked down) and our own link to it not dead: a replica
+        whose gossip reaches us but which does not answer us cannot hold a write."""
+        if node_id == self.cluster.node_id or not self.cluster.alive(node_id):
+            return self.cluster.alive(node_id)
+        address = self.cluster.address_of(node_id)
+        return address is None or self.pool.reachable(address)
 
     def link_to(self, node_id: str) -> PeerLink:
         address = self.cluster.address_of(node_id)
@@ -77,7 +89,7 @@ class Replicator:
         wanted = needed(consistency, self.cluster.config.write_quorum, len(replicas))
         if self.sync and not self.persister.healthy:
             raise QuorumUnavailable(SYNC_STORE_DOWN, may_have_applied=False)
-        live = sum(1 for n in replicas if self.cluster.alive(n))
+        live = sum(1 for n in replicas if self.reachable(n))
         if live < wanted:
             raise QuorumUnavailable(
                 f"{live} of {len(replicas)} replicas are live, {wanted} needed; nothing applied",
@@ -109,7 +121,7 @@ class Replicator:
         actor = _sole_actor(delta) if own_slot and not receipts else None
         p, n = delta.slot(actor) if actor is not None else (0, 0)
         for node_id in cluster.write_targets(shard):
-            if node_id == cluster.node_id or not cluster.alive(node_id):
+            if node_id == cluster.node_id or not self.reachable(node_id):
                 continue
             link = self.link_to(node_id)
             span = self.tracing.start_peer_span("replica write", node_id)
@@ -158,7 +170,8 @@ class Replicator:
             return start
 
         first = [starter(n)() for n in peers[:wanted]]
-        wait.add(first, wanted, self._merger(key), spares=[starter(n) for n in peers[wanted:]])
+        spares = [starter(n) for n in peers[wanted:]]
+        wait.add(first, wanted, self._merger(key), spares, hedge_after=self.hedge_after)
         return answers
 
     def ask_peers(
@@ -183,11 +196,13 @@ class Replicator:
         wait.add(first, wanted, on_reply, spares=[asker(n) for n in peers[wanted:]])
 
     def read_peers(self, shard: int, consistency: str) -> tuple[list[str], int]:
-        """The serving peers to read from, and how many of them must answer."""
+        """The serving peers to read from, those our link reaches first (the others are
+        asked last, as spares), and how many of them must answer."""
         cluster = self.cluster
         replicas = cluster.replicas(shard)
         wanted = needed(consistency, cluster.config.read_quorum, len(replicas)) - 1
-        return [n for n in replicas if n != cluster.node_id and cluster.serving(n)], wanted
+        peers = [n for n in replicas if n != cluster.node_id and cluster.serving(n)]
+        return sorted(peers, key=lambda n: not self.reachable(n)), wanted
 
     def repair(self, key: Key, answers: dict[str, PNCounter | None]) -> None:
         """Send the merged state's missing slots to replicas that answered a stale state."""

@@ -91,6 +91,10 @@ class PeerServer:
         self._sockets.add(ws)
         try:
             await self._serve(ws, seal, peer)
+        except ConnectionError as error:
+            # The link's other end went away mid-frame: its heartbeat gave up on us while
+            # we were paused, or it was killed. Its requests fail at its end; nothing to do.
+            log.info("peer link from %s lost: %s %s", peer, type(error).__name__, error)
         finally:
             self._sockets.discard(ws)
         return ws

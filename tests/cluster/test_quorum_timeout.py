@@ -16,10 +16,14 @@ MARGIN_S = 2.5  # a loaded 2-core machine answers late, never early
 async def test_a_quorum_write_to_paused_replicas_answers_504_and_applies_once_after_they_resume(
     cluster: Cluster,
 ):
-    # Paused replicas stay "alive" for the failure timeout; long enough here that the write
-    # is sent to them rather than refused up front as unavailable (that is a 503).
+    # Paused replicas stay "alive" for the failure timeout, and their links for 1.5 peer
+    # heartbeats; long enough here that the write is sent to them rather than refused up
+    # front as unavailable, and times out before their links die (either is a 503;
+    # test_link_liveness.py shows the default heartbeat cutting them off).
     cluster.settings.update(
-        COUNTERS_REQUEST_TIMEOUT_S=str(REQUEST_TIMEOUT_S), COUNTERS_FAILURE_TIMEOUT_S="8"
+        COUNTERS_REQUEST_TIMEOUT_S=str(REQUEST_TIMEOUT_S),
+        COUNTERS_FAILURE_TIMEOUT_S="8",
+        COUNTERS_PEER_HEARTBEAT_S="4",
     )
     n1, n2, n3 = await cluster.start(3)
     status, body = await cluster.increment(n1, NS, "c", 5, consistency="all")

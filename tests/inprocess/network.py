@@ -281,10 +281,20 @@ class InMemoryLink:
         self._pending: set[asyncio.Future[PNCounter | None]] = set()
         self._calls: set[asyncio.Future[Any]] = set()  # requests under way by call()
         self._closed_because: str | None = None
+        self._timed_out = False  # a request timed out, and none was answered since
 
     @property
     def connected(self) -> bool:
         return self._pool.network.reachable(self._pool.address, self.address)
+
+    @property
+    def dead(self) -> bool:
+        """As a real link's heartbeat judges it: the path to the peer is cut one way or the
+        other (its pings would go unanswered), noticed once a request timed out; alive again
+        as soon as the path heals (a real link redials within a second)."""
+        network, me = self._pool.network, self._pool.address
+        cut = not (network.reachable(me, self.address) and network.reachable(self.address, me))
+        return self._timed_out and cut
 
     @property
     def backlog(self) -> int:
@@ -348,11 +358,16 @@ class InMemoryLink:
         self._calls.add(request)
         request.add_done_callback(self._calls.discard)
         try:
-            return await request
+            reply = await request
+        except PeerError as error:
+            self._timed_out = self._timed_out or str(error).endswith(": timed out")
+            raise
         except asyncio.CancelledError:
             if self._closed_because is None:
                 raise  # the caller gave up
             raise PeerError(self._closed_because) from None
+        self._timed_out = False
+        return reply
 
     def _start(self, work: Awaitable[None]) -> None:
         task = asyncio.ensure_future(work)
@@ -386,6 +401,10 @@ class InMemoryPool:
         if link is None:
             link = self._links[address] = InMemoryLink(self, address)
         return link
+
+    def reachable(self, address: str) -> bool:
+        link = self._links.get(address)
+        return link is None or not link.dead
 
     def links(self) -> list[InMemoryLink]:
         return list(self._links.values())
