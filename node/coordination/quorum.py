@@ -22,6 +22,8 @@ class QuorumWait:
         self._waiter: asyncio.Future[None] | None = None  # made on the first group to wait for
         self._open_groups = 0
         self._what = what
+        # consistency=one: per peer, whether the write's frame was handed to its connection
+        self.sends: list[asyncio.Future[bool]] = []
 
     def add(
         self,
@@ -66,6 +68,20 @@ class QuorumWait:
             await self._waiter
         finally:
             timer.cancel()
+
+    async def sent_on(self, timeout: float) -> None:
+        """For a write that waits for no peer (consistency=one): return once one peer's
+        connection took its frame, or every attempt failed, or after timeout. The write
+        stands either way (W=1); this only keeps the answer from overtaking the send."""
+        pending = set(self.sends)
+        deadline = asyncio.get_running_loop().time() + timeout
+        while pending:
+            left = deadline - asyncio.get_running_loop().time()
+            done, pending = await asyncio.wait(
+                pending, timeout=max(0.0, left), return_when=asyncio.FIRST_COMPLETED
+            )
+            if not done or any(future.result() for future in done):
+                return
 
     def _expire(self) -> None:
         self._fail(QuorumTimeout, "replicas did not answer in time")

@@ -121,6 +121,8 @@ class Replicator:
             if span is not None:
                 end_with(span, future)
             (counted if node_id in replicas else incoming).append(future)
+            if wanted == 0 and node_id in replicas:  # consistency=one: see QuorumWait.sent_on
+                wait.sends.append(link.written(future))
         merge = self._merger(key)
         wait.add(counted, wanted, merge)
         # A node receiving the shard in a hand-off must hold the write too (as Cassandra does
@@ -131,6 +133,8 @@ class Replicator:
     async def settle(self, wait: QuorumWait, wrote: bool) -> None:
         """Wait for the replicas `wait` counts; in sync mode also for the durable replica."""
         await wait.wait(self.timeout)
+        if wait.sends:
+            await wait.sent_on(self.timeout)
         if wrote and self.sync:
             await self.persister.durable_now(self.timeout)
 
