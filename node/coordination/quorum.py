@@ -9,6 +9,7 @@ fails at once when one is lost, and times out after the request timeout (504).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Callable
 from typing import Any
 
@@ -22,8 +23,8 @@ class QuorumWait:
         self._waiter: asyncio.Future[None] | None = None  # made on the first group to wait for
         self._open_groups = 0
         self._what = what
-        # consistency=one: per peer, whether the write's frame was handed to its connection
-        self.sends: list[asyncio.Future[bool]] = []
+        # consistency=one: per write, per peer, whether its frame was handed to the connection
+        self.sends: list[list[asyncio.Future[bool]]] = []
 
     def add(
         self,
@@ -70,18 +71,19 @@ class QuorumWait:
             timer.cancel()
 
     async def sent_on(self, timeout: float) -> None:
-        """For a write that waits for no peer (consistency=one): return once one peer's
-        connection took its frame, or every attempt failed, or after timeout. The write
-        stands either way (W=1); this only keeps the answer from overtaking the send."""
-        pending = set(self.sends)
-        deadline = asyncio.get_running_loop().time() + timeout
-        while pending:
-            left = deadline - asyncio.get_running_loop().time()
-            done, pending = await asyncio.wait(
-                pending, timeout=max(0.0, left), return_when=asyncio.FIRST_COMPLETED
-            )
-            if not done or any(future.result() for future in done):
-                return
+        """For writes that wait for no peer (consistency=one): return once, for each write,
+        one peer's connection took its frame or every attempt failed; or after timeout. The
+        writes stand either way (W=1); this only keeps the answer from overtaking them."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout):
+                for sends in self.sends:
+                    pending = set(sends)
+                    while pending:
+                        done, pending = await asyncio.wait(
+                            pending, return_when=asyncio.FIRST_COMPLETED
+                        )
+                        if any(future.result() for future in done):
+                            break
 
     def _expire(self) -> None:
         self._fail(QuorumTimeout, "replicas did not answer in time")

@@ -106,6 +106,7 @@ class Replicator:
         wanted = needed(consistency, cluster.config.write_quorum, len(replicas)) - 1
         counted: list[PeerFuture] = []
         incoming: list[PeerFuture] = []
+        sends: list[asyncio.Future[bool]] = []
         actor = _sole_actor(delta) if own_slot and not receipts else None
         p, n = delta.slot(actor) if actor is not None else (0, 0)
         for node_id in cluster.write_targets(shard):
@@ -122,7 +123,9 @@ class Replicator:
                 end_with(span, future)
             (counted if node_id in replicas else incoming).append(future)
             if wanted == 0 and node_id in replicas:  # consistency=one: see QuorumWait.sent_on
-                wait.sends.append(link.written(future))
+                sends.append(link.written(future))
+        if sends:
+            wait.sends.append(sends)
         merge = self._merger(key)
         wait.add(counted, wanted, merge)
         # A node receiving the shard in a hand-off must hold the write too (as Cassandra does
