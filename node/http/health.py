@@ -23,7 +23,11 @@ from aiohttp import web
 
 from node.base.errors import NotReady
 from node.cluster import readiness
-from node.http.appkeys import CLUSTER, CONFIG, HISTORY, PERSISTER, SUPERVISOR
+from node.cluster.membership import Cluster
+from node.history.recorder import Recorder
+from node.http.appkeys import CLUSTER, HISTORY, PERSISTER, SUPERVISOR
+from node.obs.supervision import Supervisor
+from node.storage.write_behind import Persister
 
 routes = web.RouteTableDef()
 
@@ -37,10 +41,10 @@ def _utc(unix_s: float | None) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(unix_s or 0))
 
 
-@routes.get("/readyz")
-async def readyz(request: web.Request) -> web.Response:
-    app = request.app
-    cluster, persister, history = app[CLUSTER], app[PERSISTER], app[HISTORY]
+def assess(
+    cluster: Cluster, persister: Persister, history: Recorder, supervisor: Supervisor
+) -> tuple[list[str], list[str]]:
+    """Why this node cannot serve (empty: ready), and what is degraded without stopping it."""
     reasons = readiness.reasons(cluster)  # the rule and what it promises: see that module
     degraded = []
     if not persister.healthy:
@@ -49,7 +53,7 @@ async def readyz(request: web.Request) -> web.Response:
                 "store unreachable: recovery needs the durable replica "
                 f"(since {_utc(persister.unhealthy_since)}: {persister.last_error})"
             )
-        elif app[CONFIG].durability == "sync":
+        elif cluster.config.durability == "sync":
             reasons.append(
                 "store unreachable: writes refused, since --durability sync answers a write "
                 "only once the durable replica holds it; reads still work "
@@ -62,11 +66,19 @@ async def readyz(request: web.Request) -> web.Response:
             f"history store degraded: {len(history.buffer)} values wait, since "
             f"{_utc(history.unhealthy_since)} ({history.last_error})"
         )
-    for loop in app[SUPERVISOR].failing():
+    for loop in supervisor.failing():
         degraded.append(
             f"background loop {loop.name} failing since {_utc(loop.since)}, "
             f"{loop.streak} turns in a row: {loop.last_error}"
         )
+    return reasons, degraded
+
+
+@routes.get("/readyz")
+async def readyz(request: web.Request) -> web.Response:
+    app = request.app
+    cluster, persister, history = app[CLUSTER], app[PERSISTER], app[HISTORY]
+    reasons, degraded = assess(cluster, persister, history, app[SUPERVISOR])
     details: dict[str, Any] = {
         "degraded": degraded,
         "persistence": persister.status(),

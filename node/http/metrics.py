@@ -21,6 +21,7 @@ from node.cluster.membership import Cluster
 from node.cluster.pool import PeerPool
 from node.coordination.coordinator import Coordinator
 from node.history.recorder import Recorder
+from node.http import health
 from node.http.appkeys import CONFIG, METRICS
 from node.http.auth import Unauthorized
 from node.http.ratelimit import RateLimiter
@@ -207,8 +208,11 @@ class NodeCollector:
         for status, count in sorted(statuses.items()):
             members.add_metric([status], count)
         yield members
+        reasons, _ = health.assess(cluster, self.persister, self.history, self.supervisor)
         yield _gauge(
-            "counters_node_ready", "1 when this node serves requests.", float(cluster.ready)
+            "counters_node_ready",
+            "1 when this node serves requests (/readyz answers 200).",
+            float(not reasons),
         )
 
     def _loops(self) -> Iterator[Metric]:
@@ -222,8 +226,8 @@ class NodeCollector:
             "1 while a background loop's turns keep failing, 0 once one succeeds.",
             labels=["loop"],
         )
-        for name, health in sorted(self.supervisor.loops.items()):
-            errors.add_metric([name], health.errors)
-            failing.add_metric([name], float(health.failing))
+        for name, loop in sorted(self.supervisor.loops.items()):
+            errors.add_metric([name], loop.errors)
+            failing.add_metric([name], float(loop.failing))
         yield errors
         yield failing

@@ -76,6 +76,7 @@ async def test_a_paused_redis_leaves_every_node_ready_in_async_mode(
         assert degraded_seen == {n.node_id for n in nodes}, degraded_seen
         for node in nodes:
             assert await _metric(cluster, node, "counters_durable_replica_up") == 0.0
+            assert await _metric(cluster, node, "counters_node_ready") == 1.0
             backlog = await _metric(cluster, node, "counters_persistence_backlog")
             assert backlog is not None and backlog > 0
     # Redis resumed: the backlog drains, the body says nothing is degraded any more.
@@ -127,6 +128,7 @@ async def test_a_paused_redis_refuses_writes_in_sync_mode_and_says_so_while_read
         status, body = await _readyz(cluster, nodes[1])
         assert any("reads still work" in r for r in body["reasons"]), body
         assert body["persistence"]["healthy"] is False, body
+        assert await _metric(cluster, nodes[1], "counters_node_ready") == 0.0  # as /readyz says
         for node in nodes:  # reads still work, at the default consistency too
             assert await cluster.value(node, NS, "s", "quorum") == 4
         status, body = await cluster.increment(nodes[2], NS, "s", 1)
