@@ -83,9 +83,6 @@ class PeerLink:
         self._slots: dict[str, dict[Key, tuple[int, int, list[StateFuture]]]] = {}
         # per frame kind: the traceparent the next frame carries (one of its writes' contexts)
         self._traces: dict[int, str] = {}
-        # reply future of a queued write -> resolves True once the frame carrying it is
-        # handed to the connection, False if it fails first (see written)
-        self._on_written: dict[asyncio.Future[Any], asyncio.Future[bool]] = {}
         self._wakeup = asyncio.Event()
         self._turn = 0  # index into FRAME_KINDS: whose turn the next frame is
         self._inflight = asyncio.Semaphore(config.max_inflight_frames)
@@ -159,28 +156,6 @@ class PeerLink:
         self._wakeup.set()
         return future
 
-    def written(self, reply: asyncio.Future[Any]) -> asyncio.Future[bool]:
-        """For a write just queued (its reply future): resolves True once the frame that
-        carries it has been handed to the connection, False if it fails before. A
-        consistency=one write answers then: sent on, not merely queued."""
-        sent: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
-        if reply.done():
-            sent.set_result(False)
-            return sent
-        self._on_written[reply] = sent
-        reply.add_done_callback(lambda done: self._mark_written([[done]], False))
-        return sent
-
-    def _mark_written(self, waiting: list[list[Any]], sent_frame: bool) -> None:
-        """sent_frame: the frame carrying these was sent, unless it failed (which fails
-        its futures at once) or they are done otherwise (closed, or replied to)."""
-        for futures in waiting:
-            for future in futures:
-                sent = self._on_written.pop(future, None)
-                if sent is not None and not sent.done():
-                    failed = future.done() and (future.cancelled() or future.exception())
-                    sent.set_result(sent_frame and not failed)
-
     async def _send_loop(self) -> None:
         while True:
             await self._wakeup.wait()
@@ -193,8 +168,6 @@ class PeerLink:
                 trace = self._traces.pop(kind, None)
                 try:
                     await self._send_frame(kind, body, self._states_reply(waiting), trace=trace)
-                    if self._on_written:
-                        self._mark_written(waiting, True)
                 except asyncio.CancelledError:
                     # The link is closing with this frame in hand: its writers must hear so
                     # now, not wait for a reply that will never be read.

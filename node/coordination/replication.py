@@ -19,9 +19,9 @@ from crdt import PNCounter
 from crdt.receipts import Receipt
 from node.base.errors import PeerError, QuorumUnavailable
 from node.base.keys import Key
-from node.cluster.links import PeerLink
 from node.cluster.membership import Cluster
 from node.cluster.pool import PeerPool
+from node.cluster.send_notices import NoticingLink
 from node.coordination.quorum import QuorumWait, Starter
 from node.obs.tracing import OFF, Tracing, end_with
 from node.storage.store import CounterStore
@@ -58,7 +58,7 @@ class Replicator:
         self.sync = cluster.config.durability == "sync"
         self.timeout = cluster.config.request_timeout_s
 
-    def link_to(self, node_id: str) -> PeerLink:
+    def link_to(self, node_id: str) -> NoticingLink:
         address = self.cluster.address_of(node_id)
         if address is None:
             raise QuorumUnavailable(f"no address for {node_id}")
