@@ -9,7 +9,7 @@ from collections.abc import Callable
 import aiohttp
 
 from node.base.config import Config
-from node.cluster.links import ShareOf
+from node.cluster.links import PeerLink, ShareOf
 from node.cluster.send_notices import NoticingLink
 
 
@@ -46,7 +46,7 @@ class PeerPool:
             self._links[address] = link
         return link
 
-    def links(self) -> list[NoticingLink]:
+    def links(self) -> list[PeerLink]:
         return list(self._links.values())
 
     def backlog(self) -> int:
