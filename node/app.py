@@ -43,6 +43,7 @@ from node.http.appkeys import (
     POOL,
     RATE_LIMITER,
     STORE,
+    SUPERVISOR,
     TRACING,
 )
 from node.http.metrics import NodeCollector, handle_metrics
@@ -50,6 +51,7 @@ from node.http.peer_endpoint import PeerServer
 from node.http.ratelimit import RateLimiter
 from node.obs import logs
 from node.obs.metrics import Metrics
+from node.obs.supervision import Supervisor, every
 from node.obs.tracing import OFF, Tracing
 from node.storage.backends import open_durable, outlives_data_dir
 from node.storage.durable import DurableReplica
@@ -58,6 +60,7 @@ from node.storage.store import CounterStore
 from node.storage.write_behind import Persister
 
 MAX_BODY_BYTES = 1024 * 1024
+GOSSIP_JITTER = 0.2  # keeps nodes started together from gossiping in lockstep
 log = logging.getLogger("counters.node")
 
 
@@ -79,13 +82,17 @@ class NodeParts:
     guard: ReplayGuard
     peer_server: PeerServer
     history: Recorder
+    supervisor: Supervisor
 
     def tasks(self) -> list[asyncio.Task[None]]:
-        """Start the background loops: gossip (with hand-off), write-behind, history."""
+        """Start the background loops, each supervised (node/obs/supervision.py): gossip
+        (with hand-off), write-behind, history."""
+        gossip_pause = every(self.config.gossip_interval_s, jitter=GOSSIP_JITTER)
+        supervisor = self.supervisor
         return [
-            asyncio.create_task(self.gossip.run(), name="gossip"),
-            asyncio.create_task(self.persister.run(), name="persister"),
-            asyncio.create_task(self.history.run(), name="history"),
+            supervisor.start("gossip", self.gossip.round, gossip_pause),
+            supervisor.start("persister", self.persister.flush, self.persister.next_turn),
+            supervisor.start("history", self.history.flush, self.history.next_turn),
         ]
 
     async def close(self, tasks: list[asyncio.Task[None]]) -> None:
@@ -135,7 +142,8 @@ def assemble(
     quota = CounterQuota(config, cluster, store)
     rotation = ActorRotation(cluster, durable)
     idempotent = Idempotent(cluster, store, replicator, quota, rotation)
-    gossip = Gossip(cluster, store, pool, handoff, quota)
+    supervisor = Supervisor()
+    gossip = Gossip(cluster, store, pool, handoff, quota, supervisor)
     coordinator = Coordinator(
         cluster, store, replicator, quota, idempotent, rotation, traces, refresh_view=gossip.refresh
     )
@@ -151,7 +159,7 @@ def assemble(
     )
     return NodeParts(
         config, cluster, store, pool, persister, handoff, replicator, quota, idempotent,
-        coordinator, gossip, guard, peer_server, history,
+        coordinator, gossip, guard, peer_server, history, supervisor,
     )  # fmt: skip
 
 
@@ -167,6 +175,7 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
     app[PERSISTER], app[HANDOFF], app[GOSSIP] = parts.persister, parts.handoff, parts.gossip
     app[COORDINATOR], app[PEER_GUARD] = parts.coordinator, parts.guard
     app[PEER_SERVER], app[HISTORY] = parts.peer_server, parts.history
+    app[SUPERVISOR] = parts.supervisor
     await parts.history.start()
     node_metrics.register(
         NodeCollector(
@@ -180,6 +189,7 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
             parts.persister,
             parts.history,
             app[RATE_LIMITER],
+            parts.supervisor,
         )
     )
     log.info(

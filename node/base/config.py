@@ -87,6 +87,10 @@ class Config:
     redis_url: str = ""
     # Redis Cluster URL (any one node) of the durable replica; excludes redis-url.
     redis_cluster_url: str = ""
+    # Seconds a Redis call may wait to connect and for each reply (a ping or an
+    # incarnation call as a whole) before the durable replica counts as unreachable.
+    # Default 5; 0.05 to 300.
+    redis_timeout_s: float = 5.0
     # Seconds between write-behind flushes of changed counters to the durable replica.
     # Default 0.2; at least 0.001.
     persist_interval_s: float = 0.2
@@ -127,6 +131,9 @@ class Config:
     idempotency_window_s: float = 86400.0
     # PostgreSQL DSN of the history (postgresql://...). Empty: history in SQLite in the data dir.
     postgres_url: str = ""
+    # Seconds a PostgreSQL connect, pool checkout or statement may take before the history
+    # store counts as unreachable (its values wait in the buffer). Default 10; 0.05 to 300.
+    postgres_timeout_s: float = 10.0
     # Seconds between history flushes. Default 10.
     history_flush_interval_s: float = 10.0
     # Seconds per history bucket. Default 60 (one minute).
@@ -239,6 +246,9 @@ class Config:
             url = getattr(self, name)
             if url and not url.startswith(("redis://", "rediss://")):
                 raise ConfigError(f"{name.replace('_', '-')} must start with redis:// or rediss://")
+        for name in ("redis_timeout_s", "postgres_timeout_s"):
+            if not 0.05 <= getattr(self, name) <= 300:  # also refuses NaN
+                raise ConfigError(f"{name.replace('_', '-')} must be between 0.05 and 300")
         if not 0.001 <= self.persist_interval_s <= 60:
             raise ConfigError("persist-interval-s must be between 0.001 and 60")
         if self.durability not in ("async", "sync"):

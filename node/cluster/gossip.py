@@ -23,6 +23,7 @@ from node.cluster.handoff import Handoff
 from node.cluster.membership import Cluster
 from node.cluster.pool import PeerPool
 from node.cluster.wire import ProtocolError
+from node.obs.supervision import Supervisor
 from node.storage.store import CounterStore
 from ring import Status, View
 from ring.claimant import RingState
@@ -50,8 +51,10 @@ class Gossip:
         pool: PeerPool,
         handoff: Handoff,
         quota: TenantCounts,
+        supervisor: Supervisor | None = None,
     ) -> None:
         self.cluster = cluster
+        self.supervisor = supervisor  # records the hand-off steps' errors (node/obs/)
         self.quota = quota
         self.store = store
         self.pool = pool
@@ -131,8 +134,12 @@ class Gossip:
             log.info("closed the link to %s: no member there any more", address)
         if self._handoff is None or self._handoff.done():
             # Pulls may take long; they run beside the rounds, which keep heartbeats going.
-            self._handoff = asyncio.create_task(self.handoff.step(), name="handoff")
-            self._handoff.add_done_callback(_log_failure)
+            if self.supervisor is None:
+                self._handoff = asyncio.create_task(self.handoff.step(), name="handoff")
+                self._handoff.add_done_callback(_log_failure)
+            else:
+                step = self.supervisor.run_once("handoff", self.handoff.step)
+                self._handoff = asyncio.create_task(step, name="handoff")
         self.rounds += 1
 
     async def _bounded_exchange(self, node_id: str | None, address: str) -> None:

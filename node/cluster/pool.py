@@ -10,6 +10,7 @@ import aiohttp
 
 from node.base.config import Config
 from node.cluster.links import PeerLink, ShareOf
+from node.cluster.send_notices import NoticingLink
 
 
 class PeerPool:
@@ -27,15 +28,15 @@ class PeerPool:
             connector=aiohttp.TCPConnector(limit=0, enable_cleanup_closed=True),
             timeout=aiohttp.ClientTimeout(total=None, connect=2.0, sock_connect=1.0),
         )
-        self._links: dict[str, PeerLink] = {}
+        self._links: dict[str, NoticingLink] = {}
         # peer address -> what to call with the seconds from a frame to its reply (metrics)
         self._frame_observer = frame_observer
 
-    def link(self, address: str) -> PeerLink:
+    def link(self, address: str) -> NoticingLink:
         link = self._links.get(address)
         if link is None:
             observer = self._frame_observer
-            link = PeerLink(
+            link = NoticingLink(
                 address,
                 self._session,
                 self._config,

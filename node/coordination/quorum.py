@@ -11,6 +11,7 @@ group is satisfied, fails at once when one is lost, and times out after the requ
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Callable
 from typing import Any
 
@@ -24,6 +25,8 @@ class QuorumWait:
         self._waiter: asyncio.Future[None] | None = None  # made on the first group to wait for
         self._open_groups = 0
         self._what = what
+        # consistency=one: per write, per peer, whether its frame was handed to the connection
+        self.sends: list[list[asyncio.Future[bool]]] = []
 
     def add(
         self,
@@ -71,6 +74,21 @@ class QuorumWait:
             await self._waiter
         finally:
             timer.cancel()
+
+    async def sent_on(self, timeout: float) -> None:
+        """For writes that wait for no peer (consistency=one): return once, for each write,
+        one peer's connection took its frame or every attempt failed; or after timeout. The
+        writes stand either way (W=1); this only keeps the answer from overtaking them."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout):
+                for sends in self.sends:
+                    pending = set(sends)
+                    while pending:
+                        done, pending = await asyncio.wait(
+                            pending, return_when=asyncio.FIRST_COMPLETED
+                        )
+                        if any(future.result() for future in done):
+                            break
 
     def _expire(self) -> None:
         self._fail(QuorumTimeout, "replicas did not answer in time")

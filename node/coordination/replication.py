@@ -19,9 +19,9 @@ from crdt import PNCounter
 from crdt.receipts import Receipt
 from node.base.errors import PeerError, QuorumUnavailable
 from node.base.keys import Key
-from node.cluster.links import PeerLink
 from node.cluster.membership import Cluster
 from node.cluster.pool import PeerPool
+from node.cluster.send_notices import NoticingLink
 from node.coordination.quorum import QuorumWait, Starter
 from node.obs.tracing import OFF, Tracing, end_with
 from node.storage.store import CounterStore
@@ -70,7 +70,7 @@ class Replicator:
         address = self.cluster.address_of(node_id)
         return address is None or self.pool.reachable(address)
 
-    def link_to(self, node_id: str) -> PeerLink:
+    def link_to(self, node_id: str) -> NoticingLink:
         address = self.cluster.address_of(node_id)
         if address is None:
             raise QuorumUnavailable(f"no address for {node_id}")
@@ -118,6 +118,7 @@ class Replicator:
         wanted = needed(consistency, cluster.config.write_quorum, len(replicas)) - 1
         counted: list[PeerFuture] = []
         incoming: list[PeerFuture] = []
+        sends: list[asyncio.Future[bool]] = []
         actor = _sole_actor(delta) if own_slot and not receipts else None
         p, n = delta.slot(actor) if actor is not None else (0, 0)
         for node_id in cluster.write_targets(shard):
@@ -133,6 +134,10 @@ class Replicator:
             if span is not None:
                 end_with(span, future)
             (counted if node_id in replicas else incoming).append(future)
+            if wanted == 0 and node_id in replicas:  # consistency=one: see QuorumWait.sent_on
+                sends.append(link.written(future))
+        if sends:
+            wait.sends.append(sends)
         merge = self._merger(key)
         wait.add(counted, wanted, merge)
         # A node receiving the shard in a hand-off must hold the write too (as Cassandra does
@@ -143,6 +148,8 @@ class Replicator:
     async def settle(self, wait: QuorumWait, wrote: bool) -> None:
         """Wait for the replicas `wait` counts; in sync mode also for the durable replica."""
         await wait.wait(self.timeout)
+        if wait.sends:
+            await wait.sent_on(self.timeout)
         if wrote and self.sync:
             await self.persister.durable_now(self.timeout)
 

@@ -11,5 +11,5 @@ from node.history.sqlite import SqliteHistory
 def open_history(config: Config) -> HistoryStore:
     """PostgreSQL when a URL is given, else SQLite in the data dir."""
     if config.postgres_url:
-        return PgHistory(config.postgres_url)
+        return PgHistory(config.postgres_url, timeout_s=config.postgres_timeout_s)
     return SqliteHistory(config.data_path / "history.sqlite3")

@@ -23,8 +23,10 @@ from node.history.model import HistoryError, Point, Rollup, Row, migrations, rol
 
 T = TypeVar("T")
 MIGRATION_LOCK = 0x636F756E74657273  # "counters": one migrator at a time, cluster-wide
-CONNECT_TIMEOUT_S = 5.0
-COMMAND_TIMEOUT_S = 30.0
+# Seconds a connect, a pool checkout, and each operation as a whole (a write's transaction,
+# a query, a ping) may take (--postgres-timeout-s): a PostgreSQL that stops answering fails
+# the call, so the recorder buffers and says so, instead of hanging on it.
+TIMEOUT_S = 10.0
 MAX_CONNECTIONS = 4
 ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError)
 
@@ -107,8 +109,11 @@ def _seconds(moment: datetime) -> int:
 
 
 class PgHistory:
-    def __init__(self, dsn: str, *, max_connections: int = MAX_CONNECTIONS) -> None:
+    def __init__(
+        self, dsn: str, *, max_connections: int = MAX_CONNECTIONS, timeout_s: float = TIMEOUT_S
+    ) -> None:
         self.name = "postgres"
+        self.timeout_s = timeout_s
         self._dsn = dsn
         self._max_connections = max_connections
         self._pool: Any = None
@@ -124,22 +129,25 @@ class PgHistory:
                     self._dsn,
                     min_size=0,
                     max_size=self._max_connections,
-                    timeout=CONNECT_TIMEOUT_S,
-                    command_timeout=COMMAND_TIMEOUT_S,
+                    timeout=self.timeout_s,
+                    command_timeout=self.timeout_s,
                 )
             if migrated and not self._migrated:
                 await self._migrate()
-            async with self._pool.acquire(timeout=CONNECT_TIMEOUT_S) as connection:
-                return await operation(connection)
+            async with self._pool.acquire(timeout=self.timeout_s) as connection:
+                async with asyncio.timeout(self.timeout_s):
+                    return await operation(connection)
         except ERRORS as error:
-            raise HistoryError(f"postgres {what} failed: {error}") from error
+            text = str(error) or type(error).__name__  # a timeout's own text is empty
+            raise HistoryError(f"postgres {what} failed: {text}") from error
 
     async def migrate(self) -> list[int]:
         return await self._with_connection("migration", self._apply_all, migrated=False)
 
     async def _migrate(self) -> None:
-        async with self._pool.acquire(timeout=CONNECT_TIMEOUT_S) as connection:
-            await self._apply_all(connection)
+        async with self._pool.acquire(timeout=self.timeout_s) as connection:
+            async with asyncio.timeout(self.timeout_s):
+                await self._apply_all(connection)
 
     async def _apply_all(self, connection: Any) -> list[int]:
         applied = []
@@ -213,6 +221,6 @@ class PgHistory:
         if pool is None:
             return
         try:
-            await asyncio.wait_for(pool.close(), CONNECT_TIMEOUT_S)
+            await asyncio.wait_for(pool.close(), self.timeout_s)
         except (*ERRORS, TimeoutError):
             pool.terminate()

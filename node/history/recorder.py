@@ -122,6 +122,7 @@ class Recorder:
         self.buffer = HistoryBuffer(capacity)
         self.healthy = True
         self.last_error = ""
+        self.unhealthy_since: float | None = None  # unix time the current outage began
         self.last_flush_s = 0.0
         self.flushes = 0
         self.written = 0  # rows written since the start
@@ -137,12 +138,14 @@ class Recorder:
                 self._failed(error, "migrations wait")
 
     async def run(self) -> None:
+        """Flush every interval; the node runs this loop's turns under its supervisor
+        (node/obs/supervision.py), which logs, counts and reports an unexpected error."""
         while True:
-            await asyncio.sleep(self.flush_interval_s)
-            try:
-                await self.flush()
-            except Exception:  # a bug here must not end history recording for good
-                log.exception("history flush failed")
+            await self.next_turn()
+            await self.flush()
+
+    async def next_turn(self) -> None:
+        await asyncio.sleep(self.flush_interval_s)
 
     def record(self, now: float) -> int:
         """Buffer the value of every changed counter this node records, under now's bucket;
@@ -193,7 +196,7 @@ class Recorder:
                 return
             if not self.healthy:
                 log.info("history store back; wrote %d values", written)
-            self.healthy, self.last_error = True, ""
+            self.healthy, self.last_error, self.unhealthy_since = True, "", None
             self.written += written
             self.last_flush_s = time.monotonic() - started
             self.flushes += 1
@@ -208,6 +211,7 @@ class Recorder:
     def _failed(self, error: HistoryError, waiting: str) -> None:
         if self.healthy:
             log.warning("history store %s unreachable, %s: %s", self.history.name, waiting, error)
+            self.unhealthy_since = time.time()
         self.healthy, self.last_error = False, str(error)
 
     def status(self, now: float | None = None) -> dict[str, Any]:
@@ -223,6 +227,7 @@ class Recorder:
             "flushes": self.flushes,
             "last_flush_s": round(self.last_flush_s, 6),
             "last_error": self.last_error,
+            "unhealthy_since": self.unhealthy_since and round(self.unhealthy_since, 3),
         }
 
     async def close(self) -> None:

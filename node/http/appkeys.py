@@ -15,6 +15,7 @@ from node.history.recorder import Recorder
 from node.http.peer_endpoint import PeerServer
 from node.http.ratelimit import RateLimiter
 from node.obs.metrics import Metrics
+from node.obs.supervision import Supervisor
 from node.obs.tracing import Tracing
 from node.storage.store import CounterStore
 from node.storage.write_behind import Persister
@@ -33,3 +34,4 @@ HISTORY = web.AppKey("history", Recorder)
 METRICS = web.AppKey("metrics", Metrics)
 TRACING = web.AppKey("tracing", Tracing)
 PEER_SERVER = web.AppKey("peer_server", PeerServer)
+SUPERVISOR = web.AppKey("supervisor", Supervisor)

@@ -16,8 +16,9 @@ from node.base.errors import InvalidBody, InvalidName
 from node.coordination import listing
 from node.coordination.idempotency import claim_key
 from node.coordination.ops import Op, OpKind, OpResult, RemoteError
+from node.coordination.replication import needed
 from node.http import auth, validation
-from node.http.appkeys import CONFIG, COORDINATOR
+from node.http.appkeys import CLUSTER, CONFIG, COORDINATOR
 
 routes = web.RouteTableDef()
 # Name segments match [^/]+ rather than aiohttp's default [^{}/]+, so a name holding { or }
@@ -25,7 +26,12 @@ routes = web.RouteTableDef()
 
 
 def _reply(
-    namespace: str, name: str, result: OpResult, consistency: str, durability: str = ""
+    namespace: str,
+    name: str,
+    result: OpResult,
+    consistency: str,
+    durability: str = "",
+    replicas: int = 0,
 ) -> web.Response:
     if result.problem is not None:
         raise RemoteError(result.problem)
@@ -35,6 +41,8 @@ def _reply(
     body["consistency"] = consistency
     if durability:
         body["durability"] = durability
+    if replicas:  # what the answer promised: replicas (this one included) that held it
+        body["replicas"] = replicas
     return web.json_response(body)
 
 
@@ -51,8 +59,11 @@ async def _run_one(
     request: web.Request, op: Op, consistency: str, fingerprint: str = ""
 ) -> web.Response:
     [result] = await request.app[COORDINATOR].run([op], consistency, fingerprint=fingerprint)
-    durability = "" if op.kind is OpKind.GET else request.app[CONFIG].durability
-    return _reply(op.key[1], op.key[2], result, consistency, durability)
+    if op.kind is OpKind.GET:
+        return _reply(op.key[1], op.key[2], result, consistency)
+    config, cluster = request.app[CONFIG], request.app[CLUSTER]
+    held = needed(consistency, config.write_quorum, len(cluster.replicas(cluster.shard_of(op.key))))
+    return _reply(op.key[1], op.key[2], result, consistency, config.durability, held)
 
 
 @routes.post("/v1/namespaces/{namespace:[^/]+}/counters/{name:[^/]+}/increment")

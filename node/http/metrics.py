@@ -21,10 +21,12 @@ from node.cluster.membership import Cluster
 from node.cluster.pool import PeerPool
 from node.coordination.coordinator import Coordinator
 from node.history.recorder import Recorder
+from node.http import health
 from node.http.appkeys import CONFIG, METRICS
 from node.http.auth import Unauthorized
 from node.http.ratelimit import RateLimiter
 from node.obs.metrics import Metrics
+from node.obs.supervision import Supervisor
 from node.storage.store import CounterStore
 from node.storage.write_behind import Persister
 
@@ -61,6 +63,7 @@ class NodeCollector:
     persister: Persister
     history: Recorder
     rate_limiter: RateLimiter
+    supervisor: Supervisor
 
     def __post_init__(self) -> None:
         self._checksum: tuple[object, int] = (None, 0)
@@ -73,6 +76,7 @@ class NodeCollector:
         yield from self._gossip()
         yield from self._storage()
         yield from self._ring()
+        yield from self._loops()
 
     def _operations(self) -> Iterator[Metric]:
         coordinator = self.coordinator
@@ -166,6 +170,17 @@ class NodeCollector:
             "Counter values waiting to be written to the history.",
             history["buffered"],
         )
+        yield _gauge(
+            "counters_durable_replica_up",
+            "1 while the durable replica answers; 0 during an outage (async writes go on, "
+            "the backlog grows; sync writes are refused).",
+            float(self.persister.healthy),
+        )
+        yield _gauge(
+            "counters_history_store_up",
+            "1 while the history store answers; 0 during an outage (values wait in a buffer).",
+            float(self.history.healthy),
+        )
         yield _gauge("counters_store_counters", "Counters held in memory.", len(self.store))
         yield _gauge(
             "counters_idempotency_receipts",
@@ -193,6 +208,26 @@ class NodeCollector:
         for status, count in sorted(statuses.items()):
             members.add_metric([status], count)
         yield members
+        reasons, _ = health.assess(cluster, self.persister, self.history, self.supervisor)
         yield _gauge(
-            "counters_node_ready", "1 when this node serves requests.", float(cluster.ready)
+            "counters_node_ready",
+            "1 when this node serves requests (/readyz answers 200).",
+            float(not reasons),
         )
+
+    def _loops(self) -> Iterator[Metric]:
+        errors = CounterMetricFamily(
+            "counters_loop_errors",
+            "Unexpected errors in a background loop's turns (it logs, backs off, carries on).",
+            labels=["loop"],
+        )
+        failing = GaugeMetricFamily(
+            "counters_loop_failing",
+            "1 while a background loop's turns keep failing, 0 once one succeeds.",
+            labels=["loop"],
+        )
+        for name, loop in sorted(self.supervisor.loops.items()):
+            errors.add_metric([name], loop.errors)
+            failing.add_metric([name], float(loop.failing))
+        yield errors
+        yield failing

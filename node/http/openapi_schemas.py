@@ -64,6 +64,13 @@ SCHEMAS: dict[str, Any] = {
             "saturated": SATURATED,
             "consistency": {"type": "string", "enum": ["one", "quorum", "all"]},
             "durability": {"type": "string", "enum": ["async", "sync"]},
+            "replicas": {
+                "type": "integer",
+                "minimum": 1,
+                "description": "writes: replicas (the coordinator included) that held the "
+                "write when it was answered, as its consistency promised; `one`: 1, the "
+                "others get it at once but were not waited for",
+            },
         },
     },
     "Batch": {

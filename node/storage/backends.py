@@ -13,7 +13,9 @@ def open_durable(config: Config) -> DurableReplica:
     """Redis (standalone or Cluster) when a URL is given, else SQLite in the data dir."""
     if config.redis_url or config.redis_cluster_url:
         return RedisReplica(
-            config.redis_url or config.redis_cluster_url, cluster=bool(config.redis_cluster_url)
+            config.redis_url or config.redis_cluster_url,
+            cluster=bool(config.redis_cluster_url),
+            timeout_s=config.redis_timeout_s,
         )
     return SqliteReplica(config.data_path / "counters.sqlite3")
 

@@ -24,7 +24,7 @@ from typing import Any
 
 import redis.asyncio as redis
 from redis.asyncio.cluster import RedisCluster
-from redis.exceptions import RedisError
+from redis.exceptions import RedisClusterException, RedisError
 
 from crdt import CodecError, PNCounter
 from crdt.receipts import Receipt
@@ -82,10 +82,20 @@ return #old
 """
 KEYS_PER_CALL = 200  # bounds one script's run time, so Redis never stalls long on us
 # Seconds a Redis that stops answering (paused, partitioned, overloaded) may hold a call before
-# it fails; without it (redis-py 5's default) a silent Redis hangs the write-behind forever and
-# /readyz never reports it. A URL's own socket_timeout option overrides it.
+# it fails (--redis-timeout-s); without it (redis-py's default) a silent Redis hangs the
+# write-behind forever and /readyz never reports it. It bounds the connect and each reply, so a
+# large flush is not cut short, and the whole of a ping or an incarnation call.
 SOCKET_TIMEOUT_S = 5.0
+# What redis-py raises when Redis fails: RedisError for both clients, and for Redis Cluster
+# also RedisClusterException ("cannot be connected", slots not covered), which is not a
+# RedisError; OSError and TimeoutError from the socket beneath. All of it is a DurableError.
+REDIS_ERRORS = (RedisError, RedisClusterException, OSError, TimeoutError)
 RECEIPTS_PER_CALL = 500  # receipts per script call, for the same reason as KEYS_PER_CALL
+
+
+def _text(error: BaseException) -> str:
+    """An error as a line of text; a timeout's own text is empty."""
+    return str(error) or f"{type(error).__name__} after the Redis timeout"
 
 
 def _counter_key(shard: int, name: str) -> str:
@@ -165,10 +175,10 @@ def _parse_hash(raw: dict[bytes, bytes]) -> PNCounter:
 
 
 class RedisReplica:
-    def __init__(self, url: str, cluster: bool) -> None:
+    def __init__(self, url: str, cluster: bool, timeout_s: float = SOCKET_TIMEOUT_S) -> None:
         self.name = "redis-cluster" if cluster else "redis"
         self._cluster = cluster
-        timeout = SOCKET_TIMEOUT_S
+        self.timeout_s = timeout = timeout_s
         self._client: Any = (
             RedisCluster.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout)
             if cluster
@@ -197,8 +207,8 @@ class RedisReplica:
                     for keys, args in calls:
                         await self._merge(keys=keys, args=args, client=pipe)
                     await pipe.execute()
-        except (RedisError, OSError) as error:
-            raise DurableError(f"redis write failed: {error}") from error
+        except REDIS_ERRORS as error:
+            raise DurableError(f"redis write failed: {_text(error)}") from error
 
     async def load(self, shards: Collection[int]) -> list[tuple[Key, PNCounter]]:
         shards = sorted(shards)
@@ -216,8 +226,8 @@ class RedisReplica:
                 for shard, name in names:
                     pipe.hgetall(_counter_key(shard, name))
                 hashes = await pipe.execute()
-        except (RedisError, OSError) as error:
-            raise DurableError(f"redis load failed: {error}") from error
+        except REDIS_ERRORS as error:
+            raise DurableError(f"redis load failed: {_text(error)}") from error
         return [
             (key_of(name), _parse_hash(raw))
             for (_, name), raw in zip(names, hashes, strict=True)
@@ -254,8 +264,8 @@ class RedisReplica:
                     trimmed = await pipe.execute()
             else:
                 trimmed = []
-        except (RedisError, OSError) as error:
-            raise DurableError(f"redis receipt write failed: {error}") from error
+        except REDIS_ERRORS as error:
+            raise DurableError(f"redis receipt write failed: {_text(error)}") from error
         return sum(int(count) for count in trimmed)
 
     async def _in_turn(self, calls: list[tuple[list[str], list[Any]]]) -> list[Any]:
@@ -278,8 +288,8 @@ class RedisReplica:
                             _receipt_index(shard), start, start + per_shard - 1, withscores=True
                         )
                     pages = await pipe.execute()
-            except (RedisError, OSError) as error:
-                raise DurableError(f"redis receipt load failed: {error}") from error
+            except REDIS_ERRORS as error:
+                raise DurableError(f"redis receipt load failed: {_text(error)}") from error
             page: list[ReceiptEntry] = []
             following: dict[int, int] = {}
             for (shard, start), rows in zip(starts.items(), pages, strict=True):
@@ -296,16 +306,22 @@ class RedisReplica:
 
     async def last_incarnation(self, node_id: str, current: int) -> int:
         try:
-            known = await self._incarnation(keys=[f"ctr:incarnation:{node_id}"], args=[current])
-        except (RedisError, OSError) as error:
-            raise DurableError(f"redis incarnation failed: {error}") from error
+            async with asyncio.timeout(self.timeout_s):
+                known = await self._incarnation(keys=[f"ctr:incarnation:{node_id}"], args=[current])
+        except REDIS_ERRORS as error:
+            raise DurableError(f"redis incarnation failed: {_text(error)}") from error
         return int(known)
 
     async def ping(self) -> None:
         try:
-            await self._client.ping()
-        except (RedisError, OSError) as error:
-            raise DurableError(f"redis unreachable: {error}") from error
+            async with asyncio.timeout(self.timeout_s):
+                await self._client.ping()
+        except REDIS_ERRORS as error:
+            raise DurableError(f"redis unreachable: {_text(error)}") from error
 
     async def close(self) -> None:
-        await self._client.aclose()
+        try:
+            async with asyncio.timeout(self.timeout_s):
+                await self._client.aclose()
+        except REDIS_ERRORS:
+            pass  # a Redis that is gone holds nothing of ours to close

@@ -45,6 +45,7 @@ class Persister:
         self.interval_s = interval_s
         self.healthy = True
         self.last_error = ""
+        self.unhealthy_since: float | None = None  # unix time the current outage began
         self.last_flush_s = 0.0
         # Unix time: everything this node applied before it is in the durable replica (the
         # start of the last flush that succeeded); what a crash now could lose came after.
@@ -65,13 +66,19 @@ class Persister:
         return self.store.dirty_count()
 
     async def run(self) -> None:
+        """Flush every interval, or at once for a sync write; the node runs this loop's
+        turns under its supervisor (node/obs/supervision.py) instead."""
         while True:
-            try:
-                await asyncio.wait_for(self._wakeup.wait(), self.interval_s)
-            except TimeoutError:
-                pass
-            self._wakeup.clear()
+            await self.next_turn()
             await self.flush()
+
+    async def next_turn(self) -> None:
+        """Wait until the next flush is due: the interval passed or a sync write waits."""
+        try:
+            await asyncio.wait_for(self._wakeup.wait(), self.interval_s)
+        except TimeoutError:
+            pass
+        self._wakeup.clear()
 
     async def flush(self) -> None:
         async with self._lock:
@@ -100,20 +107,24 @@ class Persister:
                 elif started - self._checked_at >= PING_INTERVAL_S or not self.healthy:
                     await self.durable.ping()  # so an idle node notices an outage too
                     self._checked_at = started
-            except DurableError as error:
+            except Exception as error:
+                # Whatever failed, nothing taken is lost: it waits for the next flush.
                 self.flush_failures += 1
                 self.store.mark_dirty(entries)
                 self.store.mark_receipts_dirty(receipts)
-                if self.healthy:
+                expected = isinstance(error, DurableError)
+                if self.healthy and expected:
                     log.warning(
                         "durable replica unreachable, %d counters wait: %s", len(entries), error
                     )
-                self.healthy, self.last_error = False, str(error)
-                _settle(waiters, error)
-                return
+                self._unhealthy(str(error) if expected else f"{type(error).__name__}: {error}")
+                _settle(waiters, error if expected else DurableError(self.last_error))
+                if expected:
+                    return
+                raise  # a bug or an unmapped error: the supervisor logs it and backs off
             if not self.healthy:
                 log.info("durable replica back; flushed %d counters", len(entries))
-            self.healthy, self.last_error = True, ""
+            self.healthy, self.last_error, self.unhealthy_since = True, "", None
             self.last_flush_s = time.monotonic() - started
             self.durable_through = began_at
             self.flushes += 1
@@ -143,9 +154,14 @@ class Persister:
         except DurableError as error:
             if self.healthy:  # the flush logs an outage it notices first; this one, here
                 log.warning("durable replica unreachable: %s", error)
-            self.healthy, self.last_error = False, str(error)
+            self._unhealthy(str(error))
             return False
         return True
+
+    def _unhealthy(self, error: str) -> None:
+        if self.healthy or self.unhealthy_since is None:
+            self.unhealthy_since = time.time()
+        self.healthy, self.last_error = False, error
 
     async def durable_now(self, timeout: float) -> None:
         """Return once everything applied before this call is in the durable replica."""
@@ -190,7 +206,17 @@ class Persister:
             "durable_through": round(self.durable_through, 6),
             "flushes": self.flushes,
             "last_error": self.last_error,
+            "unhealthy_since": self.unhealthy_since and round(self.unhealthy_since, 3),
         }
+
+    def degraded(self) -> str:
+        """What an outage of the durable replica means for this node now; "" when healthy."""
+        if self.healthy:
+            return ""
+        since = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.unhealthy_since or 0))
+        return (
+            f"durable replica degraded: backlog {self.backlog}, since {since} ({self.last_error})"
+        )
 
     async def close(self) -> None:
         try:

@@ -321,6 +321,12 @@ class InMemoryLink:
         share_of = self._pool.share_of
         return self._state_request(wire.SLOTS, lambda: [actor, [*key, p, n, share_of(key)]])
 
+    def written(self, reply: asyncio.Future[Any]) -> asyncio.Future[bool]:
+        """PeerLink.written: here each write is its own request, on its way at once."""
+        sent: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        sent.set_result(not reply.done())
+        return sent
+
     def read(self, key: Key, trace: str | None = None) -> asyncio.Future[PNCounter | None]:
         return self._state_request(wire.READ, lambda: [[list(key), self._pool.share_of(key)]])
 
