@@ -19,7 +19,7 @@ from crdt import PNCounter
 from node.base.errors import PeerError
 from node.base.keys import Key
 from node.cluster import wire
-from node.cluster.handoff import Handoff
+from node.cluster.handoff import Handoff, check_ring_shape
 from node.cluster.membership import Cluster
 from node.cluster.pool import PeerPool
 from node.cluster.wire import ProtocolError
@@ -203,8 +203,7 @@ class Gossip:
                 marks[node_id] = (stamp, mark)
         except (KeyError, ValueError) as error:
             raise ProtocolError(f"bad gossip: {error}") from None
-        if state.current.shards != self.cluster.config.shards:
-            raise ProtocolError("peer runs a different shard count")
+        check_ring_shape(state, self.cluster)  # Q and N as ours, or the peer is refused
         incarnations = body.get("incarnations")
         if incarnations is not None:
             if not isinstance(incarnations, dict) or not all(

@@ -6,12 +6,17 @@
 - Hand-off: while a pending ring exists, a node that receives shards in it pulls their state
   from the current replicas, then announces the pending checksum it caught up with; the
   claimant switches the ring once every receiving node has.
+- The barrier: a PULL carries the puller's ring state and view, and the source adopts them
+  before it takes its snapshot (`answer_pull`). Every write the source makes after that
+  goes to the receiving node too (Cluster.write_targets), so no write falls between the
+  snapshot and the switch, whether or not gossip has told the source yet.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
+from typing import Any
 
 from crdt.receipts import Receipt
 from node.base.errors import PeerError
@@ -22,8 +27,8 @@ from node.cluster.pool import PeerPool
 from node.storage.durable import DurableError
 from node.storage.store import CounterStore
 from node.storage.write_behind import Persister
-from ring import Status, plan
-from ring.claimant import handoff_mark
+from ring import MembershipError, RingError, Status, View, plan
+from ring.claimant import RingState, handoff_mark
 
 log = logging.getLogger("counters.handoff")
 SHARDS_PER_PULL = 8
@@ -124,7 +129,7 @@ class Handoff:
                 try:
                     raw = await self.pool.link(address).call(
                         wire.PULL,
-                        node_shards[start : start + SHARDS_PER_PULL],
+                        self.pull_request(node_shards[start : start + SHARDS_PER_PULL]),
                         cluster.config.request_timeout_s * 5,
                     )
                     # each state with its receipts, so a retry on the new replicas replays
@@ -134,6 +139,46 @@ class Handoff:
                     complete = False
                     break
         return complete
+
+    def pull_request(self, shards: list[int]) -> dict[str, Any]:
+        """A PULL: the shards, and what the source must adopt before it answers."""
+        cluster = self.cluster
+        return {"shards": shards, "ring": cluster.state.to_wire(), "view": cluster.view.to_wire()}
+
+    def answer_pull(self, body: Any, now_ms: int) -> list[Any]:
+        """The source's side of a PULL: adopt the puller's ring and view first (a pending
+        ring this node had not heard of makes it send its later writes of these shards to
+        the puller too), then answer with the state of the shards."""
+        cluster = self.cluster
+        if isinstance(body, list):  # a puller that sends no ring (an older node)
+            shards = wire.shards_from_wire(body, cluster.config.shards)
+        else:
+            if not isinstance(body, dict):
+                raise wire.ProtocolError("a pull is {shards, ring, view}")
+            try:
+                shards = wire.shards_from_wire(body["shards"], cluster.config.shards)
+                state = RingState.from_wire(body["ring"])
+                view = View.from_wire(body["view"])
+            except KeyError as error:
+                raise wire.ProtocolError(f"a pull lacks {error}") from None
+            except (RingError, MembershipError) as error:
+                raise wire.ProtocolError(f"bad pull: {error}") from None
+            check_ring_shape(state, cluster)
+            cluster.absorb(view, state, {})
+        return wire.carried_to_wire(pull_reply(self.store, shards, now_ms))
+
+
+def check_ring_shape(state: RingState, cluster: Cluster) -> None:
+    """Refuse a peer's ring whose shard count Q or replica count N differs from ours: the
+    two nodes would place keys differently, and merging the rings would mix placements."""
+    config = cluster.config
+    ring = state.current
+    if ring.shards != config.shards:
+        raise wire.ProtocolError(f"peer runs {ring.shards} shards, this node {config.shards}")
+    if ring.replicas != config.replicas:
+        raise wire.ProtocolError(
+            f"peer runs {ring.replicas} replicas per shard, this node {config.replicas}"
+        )
 
 
 def pull_reply(

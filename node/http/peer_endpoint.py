@@ -21,7 +21,6 @@ from node.base.config import Config
 from node.base.errors import CountersError
 from node.cluster import peer_auth, wire
 from node.cluster.gossip import Gossip
-from node.cluster.handoff import pull_reply
 from node.cluster.wire import ProtocolError
 from node.coordination import listing
 from node.coordination.coordinator import Coordinator
@@ -209,9 +208,8 @@ class PeerServer:
         if kind == wire.PUSH:
             self.store.merge_carried(wire.carried_from_wire(body))  # validated, then merged
             return None
-        if kind == wire.PULL:
-            shards = wire.shards_from_wire(body, self.gossip.cluster.config.shards)
-            return wire.carried_to_wire(pull_reply(self.store, shards, int(time.time() * 1000)))
+        if kind == wire.PULL:  # the source adopts the puller's ring first (the barrier)
+            return self.gossip.handoff.answer_pull(body, int(time.time() * 1000))
         if kind == wire.FORWARD:
             return await self._forwarded(body)
         raise ProtocolError(f"kind {kind} is not a request")

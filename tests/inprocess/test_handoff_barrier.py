@@ -1,0 +1,49 @@
+"""Hand-off as a write barrier: a source that answered a pull sends its later writes of the
+shard to the new owner too, whether or not gossip has told it of the pending ring.
+
+Three nodes, then n4 joins. n2 hears no gossip at all (every gossip message to it is lost,
+while its own gossip still reaches the others, so they keep it alive): it learns of the
+pending ring only from n4's PULL. A write coordinated by n2 after that pull must reach n4;
+before the fix n2 went on writing to the old replica set only, and once the ring switched
+the write was missing from a replica that had already taken its snapshot.
+"""
+
+from __future__ import annotations
+
+from node.cluster import wire
+from node.coordination.ops import Op, OpKind
+from ring.claimant import handoff_mark
+from tests.inprocess.cluster import InProcessCluster, eventually
+
+
+async def test_a_source_adopts_the_pending_ring_before_it_answers_a_pull(
+    inproc: InProcessCluster,
+):
+    n1, n2, _ = await inproc.start(3, failure_timeout_s=30.0)  # nobody marked down here
+    inproc.network.drop(1.0, dst=n2.address, kinds=[wire.GOSSIP])  # n2 hears no gossip
+    joiner = await inproc.launch("n4", seeds=())
+    await eventually(lambda: joiner.cluster.ready, "n4 up on its own")
+    await inproc.admit(n1, joiner)
+    await eventually(lambda: n1.cluster.state.pending is not None, "a pending ring at n1")
+    pending = n1.cluster.state.pending
+    assert pending is not None
+    current = n1.cluster.state.current
+    # a counter n2 coordinates now whose shard n4 receives in the pending ring
+    key = next(
+        k
+        for k in (("t", "ns", f"k{i}") for i in range(10_000))
+        if current.table[current.shard_of(*k)][0] == "n2"
+        and "n4" in pending.table[current.shard_of(*k)]
+    )
+    mark = handoff_mark(pending)
+    await eventually(
+        lambda: joiner.cluster.synced.get("n4") == mark,
+        "n4 caught up with the pending ring",
+        show=inproc.describe,
+    )
+    assert n2.cluster.state.pending == pending  # learned from the pull, not from gossip
+
+    (result,) = await n2.coordinator.run([Op(OpKind.INCREMENT, key, 7)], "quorum")
+
+    assert result.ok, result
+    assert joiner.value(key) == 7  # the write went to the receiving node with the others
