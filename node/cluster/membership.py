@@ -231,7 +231,7 @@ class Cluster:
         alive = frozenset(n for n in self.view.members if self.alive(n))
         if claimant(self.view, alive) != self.node_id:
             return
-        state = next_state(self.state, self.view, self.synced)
+        state = next_state(self.state, self.view, self.synced, self.node_id)
         if state is not self.state:
             self._switch(state)
         for node_id in departed(self.view, self.state):
