@@ -19,7 +19,8 @@ from collections.abc import Iterable
 from typing import Any
 
 from crdt.receipts import Receipt
-from node.base.errors import PeerError
+from node.base.errors import CountersError, PeerError
+from node.base.keys import Key
 from node.cluster import wire
 from node.cluster.identity import Identity
 from node.cluster.membership import Cluster
@@ -36,6 +37,30 @@ SHARDS_PER_PULL = 8
 # the rest left to the states. Beyond it only the newest receipts go (see pull_reply).
 PULL_RECEIPT_BYTES = 32 * 1024 * 1024
 RECEIPT_OVERHEAD_BYTES = 32  # msgpack framing, time and value of one receipt, at most
+
+
+# What a refused replica write's error says; a coordinator that sent it to a node receiving
+# the shard (which refuses until it hears of the pending ring, before it pulls) knows by it
+# that nothing is missing there: the pull will bring the write along.
+NOT_HELD = "holds no replica of"
+
+
+class ShardNotHeld(CountersError):
+    """A replica write for shards this node neither holds nor receives: refused whole."""
+
+    status = 409
+    type = "shard-not-held"
+
+
+def refuse_unheld(cluster: Cluster, keys: Iterable[Key]) -> None:
+    """Raise ShardNotHeld, before anything is merged, if a key's shard is not this node's."""
+    holds, shard_of = cluster.holds, cluster.shard_of
+    unheld = sorted({shard for shard in map(shard_of, keys) if not holds(shard)})
+    if unheld:
+        raise ShardNotHeld(
+            f"{cluster.node_id} {NOT_HELD} shards {unheld[:8]} in ring epoch "
+            f"{cluster.state.current.epoch} and does not receive them; nothing applied"
+        )
 
 
 class Handoff:

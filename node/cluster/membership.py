@@ -81,6 +81,13 @@ class Cluster:
         extra = [n for n in pending.preference_list(shard, self._replicas) if n not in current]
         return current + tuple(extra)
 
+    def holds(self, shard: int) -> bool:
+        """Whether this node replicates the shard, or receives it in the pending ring."""
+        me, state = self.node_id, self.state
+        if shard in state.current.shards_of(me):
+            return True
+        return state.pending is not None and shard in state.pending.shards_of(me)
+
     def coordinator(self, shard: int) -> str | None:
         """The first replica that serves requests; else the first live other one (it may have
         caught up already and our view not heard so yet), never this node while it is not

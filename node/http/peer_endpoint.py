@@ -21,6 +21,7 @@ from node.base.config import Config
 from node.base.errors import CountersError
 from node.cluster import peer_auth, wire
 from node.cluster.gossip import Gossip
+from node.cluster.handoff import ShardNotHeld, refuse_unheld
 from node.cluster.wire import ProtocolError
 from node.coordination import listing
 from node.coordination.coordinator import Coordinator
@@ -101,12 +102,17 @@ class PeerServer:
             try:
                 kind, request_id, body, trace = wire.decode_traced(seal.open(message.data))
                 if kind in INLINE:
-                    if trace is None or self.tracing.tracer is None:
-                        reply = self._inline(kind, body)
-                    else:
-                        with self.tracing.span(f"peer {KIND_NAMES[kind]}", trace, SpanKind.SERVER):
+                    try:
+                        if trace is None or self.tracing.tracer is None:
                             reply = self._inline(kind, body)
-                    frame = wire.encode(wire.REPLY, request_id, [True, reply])
+                        else:
+                            with self.tracing.span(
+                                f"peer {KIND_NAMES[kind]}", trace, SpanKind.SERVER
+                            ):
+                                reply = self._inline(kind, body)
+                        frame = wire.encode(wire.REPLY, request_id, [True, reply])
+                    except ShardNotHeld as error:  # refused whole, nothing merged
+                        frame = wire.encode(wire.REPLY, request_id, [False, str(error)])
                     try:
                         await ws.send_bytes(seal.seal(frame))
                     except ConnectionError:
@@ -136,6 +142,7 @@ class PeerServer:
         store = self.store
         if kind == wire.SLOTS:
             actor, slots = wire.slots_from_wire(body)  # validate all before merging any
+            refuse_unheld(self.gossip.cluster, (key for key, *_ in slots))
             answer: list[Any] = []
             for key, p, n, share in slots:
                 merged = store.merge(key, PNCounter.from_slot(actor, p, n))
@@ -143,6 +150,7 @@ class PeerServer:
             return answer
         if kind == wire.REPLICATE:
             updates = wire.updates_from_wire(body)  # validate all before merging any
+            refuse_unheld(self.gossip.cluster, (key for key, *_ in updates))
             reply: list[Any] = []
             for key, state, share, found in updates:
                 if found:

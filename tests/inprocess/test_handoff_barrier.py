@@ -10,7 +10,12 @@ the write was missing from a replica that had already taken its snapshot.
 
 from __future__ import annotations
 
+import pytest
+
+from crdt import PNCounter
+from node.base.errors import PeerError
 from node.cluster import wire
+from node.cluster.handoff import NOT_HELD
 from node.coordination.ops import Op, OpKind
 from ring.claimant import handoff_mark
 from tests.inprocess.cluster import InProcessCluster, eventually
@@ -47,3 +52,21 @@ async def test_a_source_adopts_the_pending_ring_before_it_answers_a_pull(
 
     assert result.ok, result
     assert joiner.value(key) == 7  # the write went to the receiving node with the others
+
+
+async def test_a_replica_write_for_a_shard_the_node_does_not_hold_is_refused(
+    inproc: InProcessCluster,
+):
+    n1, *_, n4 = await inproc.start(4)
+    key = inproc.key_where(lambda replicas: "n4" not in replicas)
+    link = n1.parts.pool.link(n4.address)
+
+    with pytest.raises(PeerError, match=f"n4 {NOT_HELD} shards"):
+        await link.replicate_slot(key, "n1:1", 5, 0)
+    with pytest.raises(PeerError, match="nothing applied"):
+        await link.replicate(key, PNCounter.empty().increment("n1:1", 5))
+
+    assert n4.value(key) is None  # nothing was merged
+    held = inproc.key_where(lambda replicas: "n4" in replicas)
+    await link.replicate_slot(held, "n1:1", 5, 0)  # a shard it holds: merged as ever
+    assert n4.value(held) == 5
