@@ -15,6 +15,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Iterable
 from typing import Any
 
@@ -22,6 +23,7 @@ from crdt.receipts import Receipt
 from node.base.errors import CountersError, PeerError
 from node.base.keys import Key
 from node.cluster import wire
+from node.cluster.handover import hand_over
 from node.cluster.identity import Identity
 from node.cluster.membership import Cluster
 from node.cluster.pool import PeerPool
@@ -108,7 +110,13 @@ class Handoff:
         ready_to_serve = cluster.recovered and cluster.proven
         if ready_to_serve and member is not None and member.status == Status.JOINING:
             cluster.apply(me, "ready")
-        pending = cluster.state.pending
+        await self._catch_up_pending()
+        # Shards lost in a ring change go to their owners, then out of memory (handover.py).
+        await hand_over(cluster, self.store, self.pool, int(time.time() * 1000))
+
+    async def _catch_up_pending(self) -> None:
+        cluster = self.cluster
+        current, pending, me = cluster.state.current, cluster.state.pending, cluster.node_id
         if pending is None:
             return
         mark = handoff_mark(pending)
