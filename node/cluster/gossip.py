@@ -203,7 +203,11 @@ class Gossip:
                 marks[node_id] = (stamp, mark)
         except (KeyError, ValueError) as error:
             raise ProtocolError(f"bad gossip: {error}") from None
-        check_ring_shape(state, self.cluster)  # Q and N as ours, or the peer is refused
+        try:
+            check_ring_shape(state, self.cluster)  # Q and N as ours, or the peer is refused
+        except ProtocolError as error:
+            self.cluster.refuse_peer(sender, str(error))
+            raise
         incarnations = body.get("incarnations")
         if incarnations is not None:
             if not isinstance(incarnations, dict) or not all(

@@ -56,6 +56,8 @@ class Cluster:
         self.announced = 0  # the highest incarnation of ours a peer acknowledged hearing
         self.heard_peer = not [s for s in config.seeds if s != config.address]
         self._replicas = config.replicas
+        # peer -> why its gossip is refused (a ring of another shard or replica count)
+        self.refused: dict[str, str] = {}
         self._shards: dict[Key, int] = {}
 
     # -- placement --------------------------------------------------------------------------
@@ -196,6 +198,12 @@ class Cluster:
                 state.current.epoch,
                 len(state.current.nodes),
             )
+
+    def refuse_peer(self, node_id: str, reason: str) -> None:
+        """Record (and log, the first time) why a peer's gossip is refused."""
+        if self.refused.get(node_id) != reason:
+            log.warning("refusing peer %s: %s", node_id, reason)
+        self.refused[node_id] = reason
 
     def apply(self, node_id: str, event: str) -> None:
         self.view = self.view.apply(node_id, event)

@@ -87,6 +87,7 @@ async def show_ring(request: web.Request) -> web.Response:
         "coordinators_per_node": current.coordinators(),
         "preference_lists": [list(entry) for entry in current.table],
         "pending": None,
+        "refused_peers": dict(cluster.refused),
         "persistence": request.app[PERSISTER].status(),
     }
     if pending is not None:

@@ -70,3 +70,24 @@ async def test_a_replica_write_for_a_shard_the_node_does_not_hold_is_refused(
     held = inproc.key_where(lambda replicas: "n4" in replicas)
     await link.replicate_slot(held, "n1:1", 5, 0)  # a shard it holds: merged as ever
     assert n4.value(held) == 5
+
+
+async def test_a_peer_with_another_replica_count_is_refused_and_never_joins(
+    inproc: InProcessCluster, caplog: pytest.LogCaptureFixture
+):
+    n1, *_ = await inproc.start(3)
+    inproc.settings["replicas"] = 2  # n4 was started with --replicas 2
+    stranger = await inproc.launch("n4", seeds=[n1.address])
+    sent = inproc.network.sent[wire.GOSSIP]
+
+    await eventually(
+        lambda: "n4" in n1.cluster.refused and inproc.network.sent[wire.GOSSIP] > sent + 20,
+        "n1 refused n4's gossip, for several rounds",
+        show=lambda: n1.cluster.refused,
+    )
+
+    assert "2 replicas per shard, this node 3" in n1.cluster.refused["n4"]
+    assert "refusing peer n4" in caplog.text
+    assert n1.cluster.view.get("n4") is None
+    assert "n4" not in n1.cluster.state.nodes()
+    assert stranger.cluster.view.get("n1") is None  # nor did n4 take n1's view
