@@ -80,14 +80,10 @@ async def test_a_peer_with_another_replica_count_is_refused_and_never_joins(
     stranger = await inproc.launch("n4", seeds=[n1.address])
     sent = inproc.network.sent[wire.GOSSIP]
 
-    await eventually(
-        lambda: "n4" in n1.cluster.refused and inproc.network.sent[wire.GOSSIP] > sent + 20,
-        "n1 refused n4's gossip, for several rounds",
-        show=lambda: n1.cluster.refused,
-    )
+    await eventually(lambda: inproc.network.sent[wire.GOSSIP] > sent + 30, "some gossip rounds")
 
-    assert "2 replicas per shard, this node 3" in n1.cluster.refused["n4"]
-    assert "refusing peer n4" in caplog.text
-    assert n1.cluster.view.get("n4") is None
+    assert n1.cluster.view.get("n4") is None  # never merged, so never joins
     assert "n4" not in n1.cluster.state.nodes()
     assert stranger.cluster.view.get("n1") is None  # nor did n4 take n1's view
+    assert "2 replicas per shard, this node 3" in n1.cluster.refused["n4"]
+    assert "refusing peer n4" in caplog.text
