@@ -214,7 +214,9 @@ class Gossip:
                 isinstance(k, str) and type(v) is int for k, v in incarnations.items()
             ):
                 raise ProtocolError("incarnations are {node id: int}")
-        self.cluster.absorb(view, state, marks)
+        # a node's own claims about itself count only if it was not removed, or an operator
+        # just admitted it again (its reply to an admission says so)
+        self.cluster.absorb(view, state, marks, sender, admitted=body.get("admitted") is True)
         if incarnations is not None:
             self.cluster.report(sender, incarnations)
         self.cluster.heard(sender)
@@ -293,12 +295,16 @@ class Gossip:
         sender = self.absorb(body)
         reply = self.message(sender)
         reply["shares"] = self._shares(self._differing(body, sender))
+        if isinstance(body, dict) and body.get("admit") is True:
+            reply["admitted"] = True
         return reply
 
     def _admit(self) -> str | None:
         """Added to a cluster by an operator: drop a ring of its own if it holds nothing."""
         cluster = self.cluster
-        if len(self.store) or set(cluster.state.nodes()) - {cluster.node_id}:
+        me = cluster.view.get(cluster.node_id)
+        removed = me is not None and me.status == Status.REMOVED  # back by an operator's word
+        if len(self.store) or (set(cluster.state.nodes()) - {cluster.node_id} and not removed):
             return f"{cluster.node_id} already holds counters or belongs to a cluster"
         cluster.reset_for_admission()
         return None
