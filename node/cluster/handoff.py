@@ -80,6 +80,9 @@ class Handoff:
         self.pool = pool
         self.persister = persister
         self._load_failing = False  # so an outage is logged when it starts, not every round
+        # replica -> shards whose state there was not pulled because it was down: it may
+        # hold writes no one else has (consistency=one). Pulled from it once it is back.
+        self.missed: dict[str, set[int]] = {}
 
     def pending_moves(self) -> list[tuple[int, str | None, str]]:
         state = self.cluster.state
@@ -104,6 +107,15 @@ class Handoff:
                     len(self.store),
                     len(current.shards_of(me)),
                 )
+                for node_id, shards in sorted(self.missed.items()):
+                    log.warning(
+                        "recovered without %s, which is down: it may hold writes of %d shards "
+                        "(%s) that no other replica has (consistency=one); they are pulled from "
+                        "it when it is back",
+                        node_id,
+                        len(shards),
+                        sorted(shards)[:16],
+                    )
         if cluster.recovered and not cluster.proven:
             await self.identity.settle()  # before it takes a write: a new actor id
         member = cluster.view.get(me)
@@ -111,6 +123,7 @@ class Handoff:
         if ready_to_serve and member is not None and member.status == Status.JOINING:
             cluster.apply(me, "ready")
         await self._catch_up_pending()
+        await self._catch_up_missed()
         # Shards lost in a ring change go to their owners, then out of memory (handover.py).
         await hand_over(cluster, self.store, self.pool, int(time.time() * 1000))
 
@@ -129,6 +142,20 @@ class Handoff:
                 cluster.recovered = True  # it has the state of every shard it will hold
             log.info("caught up with pending ring %s (%d shards)", mark[:8], len(incoming))
 
+    async def _catch_up_missed(self) -> None:
+        """Pull from each replica that was down at a pull, now that it is back, what this
+        node still holds of the shards it could not pull from it then."""
+        cluster = self.cluster
+        for node_id in list(self.missed):
+            member = cluster.view.get(node_id)
+            if member is None or member.status == Status.REMOVED:
+                self.missed.pop(node_id)  # gone for good: nothing to wait for
+        for node_id in [n for n in self.missed if cluster.alive(n)]:
+            shards = {s for s in self.missed[node_id] if cluster.holds(s)}
+            if not shards or await self._pull(shards, only=node_id):
+                log.info("caught up with %s, back after missing a pull", node_id)
+                self.missed.pop(node_id, None)
+
     async def _load(self, shards: frozenset[int]) -> bool:
         """Merge the durable replica's copy of these shards; False if it could not answer."""
         try:
@@ -142,14 +169,19 @@ class Handoff:
         log.info("loaded %d counters from the durable replica", count)
         return True
 
-    async def _pull(self, shards: Iterable[int]) -> bool:
-        """Merge every live replica's state of these shards; False if one could not answer."""
+    async def _pull(self, shards: Iterable[int], only: str | None = None) -> bool:
+        """Merge every live replica's state of these shards (or `only` that one's); False if
+        one could not answer. A replica that is down is noted in `missed`."""
         cluster = self.cluster
         by_node: dict[str, list[int]] = {}
         for shard in shards:
             for node_id in cluster.state.current.preference_list(shard):
-                if node_id != cluster.node_id and cluster.alive(node_id):
+                if node_id == cluster.node_id or only not in (None, node_id):
+                    continue
+                if cluster.alive(node_id):
                     by_node.setdefault(node_id, []).append(shard)
+                else:
+                    self.missed.setdefault(node_id, set()).add(shard)
         complete = True
         for node_id, node_shards in by_node.items():
             address = cluster.address_of(node_id)

@@ -88,6 +88,9 @@ async def show_ring(request: web.Request) -> web.Response:
         "preference_lists": [list(entry) for entry in current.table],
         "pending": None,
         "refused_peers": dict(cluster.refused),
+        # replicas that were down when this node pulled shards from the others: it may lack
+        # writes only they hold, and pulls them when they are back
+        "missed_pulls": {n: sorted(s) for n, s in request.app[HANDOFF].missed.items()},
         "persistence": request.app[PERSISTER].status(),
     }
     if pending is not None:
