@@ -141,8 +141,10 @@ def handoff_mark(pending: Ring) -> str:
     return f"{pending.checksum()}@{pending.epoch}"
 
 
-def handoff_done(state: RingState, synced: Mapping[str, str]) -> bool:
-    """Every receiving node caught up, and a majority of the current ring adopted it."""
+def handoff_done(state: RingState, synced: Mapping[str, str], view: View | None = None) -> bool:
+    """Every receiving node caught up, and a majority of the current ring adopted it (of its
+    nodes not removed: a force-removed node has no say, or removing a dead node from a ring
+    of two could never end)."""
     pending = state.pending
     if pending is None:
         return True
@@ -150,9 +152,14 @@ def handoff_done(state: RingState, synced: Mapping[str, str]) -> bool:
     targets = {move.target for move in plan(state.current, pending)}
     if not all(synced.get(target) == mark for target in targets):
         return False
-    holders = state.current.nodes
-    adopted = sum(1 for node_id in holders if synced.get(node_id) == mark)
-    return adopted * 2 > len(holders)
+    voters = [n for n in state.current.nodes if view is None or not _removed(view, n)]
+    adopted = sum(1 for node_id in voters if synced.get(node_id) == mark)
+    return adopted * 2 > len(voters)
+
+
+def _removed(view: View, node_id: str) -> bool:
+    member = view.get(node_id)
+    return member is not None and member.status == Status.REMOVED
 
 
 def queued(state: RingState, view: View) -> bool:
@@ -174,7 +181,7 @@ def next_state(
         built = Ring.build(desired, shards=current.shards, replicas=current.replicas)
         return RingState(replace(built, epoch=current.epoch + 1), by=claimant_id)
     if pending is not None and still_wanted(current, pending, desired):
-        if handoff_done(state, synced):
+        if handoff_done(state, synced, view):
             return RingState(pending, by=state.by)
         return state  # a further change is queued behind this hand-off
     if pending is None and frozenset(current.nodes) == desired:

@@ -84,6 +84,15 @@ def test_a_change_during_a_hand_off_waits_behind_it_one_node_at_a_time():
     assert set(after.pending.nodes) == {"a", "b", "c", "d", "e"}
 
 
+def test_a_dead_node_force_removed_from_a_ring_of_two_leaves_it():
+    state = _settled("a", "b")
+    view = _view(a=Status.UP, b=Status.REMOVED)
+    planned = next_state(state, view, {})
+    assert planned.pending is not None and planned.pending.nodes == ("a",)
+    switched = next_state(planned, view, {"a": handoff_mark(planned.pending)})
+    assert switched.pending is None and switched.current.nodes == ("a",)
+
+
 def test_a_join_and_a_leave_at_once_move_one_replica_per_shard_at_a_time():
     """Together they would replace two of three replicas of some shards in one hand-off:
     a pending ring in which only one replica of a shard had the state before."""
