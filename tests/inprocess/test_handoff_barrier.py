@@ -87,3 +87,46 @@ async def test_a_peer_with_another_replica_count_is_refused_and_never_joins(
     assert stranger.cluster.view.get("n1") is None  # nor did n4 take n1's view
     assert "2 replicas per shard, this node 3" in n1.cluster.refused["n4"]
     assert "refusing peer n4" in caplog.text
+
+
+async def test_a_cut_off_claimant_cannot_switch_a_ring_of_its_own(inproc: InProcessCluster):
+    """n1 is cut off from n2..n4, and each side admits a joiner: both n1 and n2 believe they
+    are the claimant and plan a ring at the same epoch. Only the side holding a majority of
+    the ring switches; n1's plan waits, and after the heal one ring holds both joiners."""
+    n1, n2, n3, n4 = await inproc.start(4)
+    network = inproc.network
+    a5, a6 = inproc.address_of("n5"), inproc.address_of("n6")
+    majority = [n2.address, n3.address, n4.address, a5]
+    network.partition([n1.address, a6], majority)
+    start = n1.cluster.state.current
+    n6 = await inproc.launch("n6", seeds=())
+    n5 = await inproc.launch("n5", seeds=())
+    await eventually(lambda: n5.cluster.ready and n6.cluster.ready, "n5 and n6 up alone")
+    await eventually(
+        lambda: {"n2", "n3", "n4"} <= n1.cluster.down and "n1" in n2.cluster.down,
+        "each side sees the other down",
+    )
+
+    await inproc.admit(n1, n6)
+    await inproc.admit(n2, n5)
+
+    await eventually(
+        lambda: "n5" in n2.cluster.state.current.nodes, "the majority side switched", 10.0
+    )
+    await eventually(
+        lambda: (
+            (pending := n1.cluster.state.pending) is not None
+            and "n6" in pending.nodes
+            and n6.cluster.synced.get("n6") == handoff_mark(pending)
+        ),
+        "n6 caught up with n1's plan",
+        10.0,
+        show=inproc.describe,
+    )
+    sent = network.sent[wire.GOSSIP]
+    await eventually(lambda: network.sent[wire.GOSSIP] > sent + 60, "more gossip rounds")
+    assert n1.cluster.state.current == start, inproc.describe()  # no majority: no switch
+
+    network.heal()
+    await inproc.settled(timeout=20.0)
+    assert set(n1.cluster.state.current.nodes) == {"n1", "n2", "n3", "n4", "n5", "n6"}
