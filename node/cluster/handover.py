@@ -43,9 +43,10 @@ async def hand_over(cluster: Cluster, store: CounterStore, pool: PeerPool, now_m
     returns how many shards were dropped."""
     dropped = 0
     timeout = cluster.config.request_timeout_s * 5
+    failing: set[str] = set()  # owners that failed a push this round: not asked again
     for shard in lost_shards(cluster, store, now_ms):
         owners = [n for n in cluster.state.current.preference_list(shard) if n != cluster.node_id]
-        if not owners or not all(cluster.alive(n) for n in owners):
+        if not owners or not all(cluster.alive(n) and n not in failing for n in owners):
             continue  # never the only copy: wait until every replica can take it
         entries = store.shard_carried(shard, now_ms)
         try:
@@ -56,7 +57,11 @@ async def hand_over(cluster: Cluster, store: CounterStore, pool: PeerPool, now_m
                 link = pool.link(address)
                 for start in range(0, len(entries), PUSH_ENTRIES):
                     frame = entries[start : start + PUSH_ENTRIES]
-                    await link.call(wire.PUSH, wire.carried_to_wire(frame), timeout)
+                    try:
+                        await link.call(wire.PUSH, wire.carried_to_wire(frame), timeout)
+                    except (PeerError, wire.ProtocolError):
+                        failing.add(owner)
+                        raise
         except (PeerError, wire.ProtocolError) as error:
             log.warning("handing over shard %d failed (kept, retrying): %s", shard, error)
             continue
