@@ -1,17 +1,27 @@
 """Ring changes: the gossiped ring state and the pure rule the claimant follows.
 
 `RingState` is the current ring plus, during a hand-off, the pending ring that will replace
-it. Nodes gossip it and keep the newer one (`merge`): the higher (current epoch, pending
-epoch), then the higher checksums, so two views always converge on the same state.
+it, and `by`, the claimant that derived the newest of the two. Nodes gossip it and keep the
+greater one (`merge`), ordered by (current epoch, pending epoch, claimant, checksums) where
+the smaller claimant id ranks higher: two claimants that derived different rings at the same
+epoch (each thought itself the smallest live id) are settled the same way on every node, in
+favour of the one every view would have chosen.
 
-Only the claimant (the live member with the smallest id) changes the ring, by `next_state`:
+Only the claimant (the live member with the smallest id) changes the ring, by `next_state`,
+always from the state it holds, which it has merged with every state it heard:
 - an empty ring (no data anywhere yet) is built straight from the members that want in;
 - when the members that should hold shards differ from the ring's, a pending ring is derived
-  from the current one (leavers out, joiners in: only their replicas move);
-- once every node that receives shards in the pending ring has pulled their state (it says
-  so in `synced`: the handoff_mark of the pending ring it caught up with), the pending ring
-  becomes current. The mark names the epoch too, so a pending ring abandoned and derived
-  again (same table, same checksum) needs a fresh pull.
+  from the current one, ONE node at a time (leavers first, then joiners): a join and a
+  leave at once would otherwise replace two of three replicas of some shards in a single
+  hand-off. A pending ring whose change is still wanted is kept until its hand-off ends;
+  the next change waits (is queued) behind it. One no longer wanted is abandoned;
+- the pending ring becomes current once every node that receives shards in it has pulled
+  their state and a majority of the current ring's nodes have adopted it (each says so in
+  `synced`: the handoff_mark of the pending ring it caught up with; a node that receives
+  nothing announces the mark as soon as it holds the pending ring). The majority is what
+  keeps two claimants cut off from each other from both switching at the same epoch: they
+  cannot both hear a majority adopt their own ring. The mark names the epoch too, so a
+  pending ring abandoned and derived again (same table, same checksum) needs a fresh pull.
 """
 
 from __future__ import annotations
@@ -30,12 +40,14 @@ HOLDING = frozenset({Status.UP, Status.JOINING, Status.DOWN})
 class RingState:
     current: Ring
     pending: Ring | None = None
+    by: str = ""  # the claimant that derived the newest ring here ("" if not known)
 
-    def order_key(self) -> tuple[int, int, str, str]:
+    def order_key(self) -> tuple[int, int, tuple[int, ...], str, str]:
         pending = self.pending
         return (
             self.current.epoch,
             -1 if pending is None else pending.epoch,
+            _claimant_rank(self.by),
             self.current.checksum(),
             "" if pending is None else pending.checksum(),
         )
@@ -54,19 +66,35 @@ class RingState:
         return {
             "current": self.current.to_wire(),
             "pending": None if self.pending is None else self.pending.to_wire(),
+            "by": self.by,
         }
 
     @classmethod
     def from_wire(cls, obj: object) -> RingState:
-        if not isinstance(obj, dict) or set(obj) != {"current", "pending"}:
-            raise RingError("ring state must be {current, pending}")
+        if not isinstance(obj, dict) or not {"current", "pending"} <= set(obj) <= _WIRE_KEYS:
+            raise RingError("ring state must be {current, pending, by}")
         current = Ring.from_wire(obj["current"])
         pending = None if obj["pending"] is None else Ring.from_wire(obj["pending"])
         if pending is not None and (
-            pending.shards != current.shards or pending.epoch <= current.epoch
+            pending.shards != current.shards
+            or pending.replicas != current.replicas
+            or pending.epoch <= current.epoch
         ):
-            raise RingError("pending ring must share Q and be newer than the current ring")
-        return cls(current, pending)
+            raise RingError("pending ring must share Q and N and be newer than the current ring")
+        by = obj.get("by", "")
+        if not isinstance(by, str):
+            raise RingError("ring state's claimant must be a str")
+        return cls(current, pending, by)
+
+
+_WIRE_KEYS = frozenset({"current", "pending", "by"})
+
+
+def _claimant_rank(node_id: str) -> tuple[int, ...]:
+    """Greater for a smaller id (the claimant every view would pick), least for unknown."""
+    if not node_id:
+        return (-(1 << 32),)
+    return (*(-ord(char) for char in node_id), 1)
 
 
 def claimant(view: View, alive: frozenset[str]) -> str | None:
@@ -87,12 +115,25 @@ def desired_nodes(view: View, current: Ring) -> frozenset[str]:
 
 
 def derive(current: Ring, desired: frozenset[str], epoch: int) -> Ring:
+    """The next ring: ONE change toward `desired` (the first leaver, else the first joiner),
+    or the current table again when there is none, at `epoch`."""
     ring = current
-    for node_id in sorted(set(current.nodes) - desired):
-        ring = ring.without_node(node_id)
-    for node_id in sorted(desired - set(current.nodes)):
-        ring = ring.with_node(node_id)
+    leavers = sorted(set(current.nodes) - desired)
+    joiners = sorted(desired - set(current.nodes))
+    if leavers:
+        ring = ring.without_node(leavers[0])
+    elif joiners:
+        ring = ring.with_node(joiners[0])
     return replace(ring, epoch=epoch)
+
+
+def still_wanted(current: Ring, pending: Ring, desired: frozenset[str]) -> bool:
+    """Whether the pending ring's change still moves toward `desired`: every node it adds
+    is wanted and none it takes out is."""
+    before, after = set(current.nodes), set(pending.nodes)
+    if before == after:  # one that undid an abandoned change: wanted only if nothing else is
+        return before == desired
+    return after - before <= desired and not (before - after) & desired
 
 
 def handoff_mark(pending: Ring) -> str:
@@ -100,30 +141,53 @@ def handoff_mark(pending: Ring) -> str:
     return f"{pending.checksum()}@{pending.epoch}"
 
 
-def handoff_done(state: RingState, synced: Mapping[str, str]) -> bool:
+def handoff_done(state: RingState, synced: Mapping[str, str], view: View | None = None) -> bool:
+    """Every receiving node caught up, and a majority of the current ring adopted it (of its
+    nodes not removed: a force-removed node has no say, or removing a dead node from a ring
+    of two could never end)."""
     pending = state.pending
     if pending is None:
         return True
     mark = handoff_mark(pending)
     targets = {move.target for move in plan(state.current, pending)}
-    return all(synced.get(target) == mark for target in targets)
+    if not all(synced.get(target) == mark for target in targets):
+        return False
+    voters = [n for n in state.current.nodes if view is None or not _removed(view, n)]
+    adopted = sum(1 for node_id in voters if synced.get(node_id) == mark)
+    return adopted * 2 > len(voters)
 
 
-def next_state(state: RingState, view: View, synced: Mapping[str, str]) -> RingState:
+def _removed(view: View, node_id: str) -> bool:
+    member = view.get(node_id)
+    return member is not None and member.status == Status.REMOVED
+
+
+def queued(state: RingState, view: View) -> bool:
+    """Whether a membership change waits behind the pending ring's hand-off."""
+    current, pending = state.current, state.pending
+    desired = desired_nodes(view, current)
+    aimed_at = current if pending is None else pending
+    return pending is not None and frozenset(aimed_at.nodes) != desired
+
+
+def next_state(
+    state: RingState, view: View, synced: Mapping[str, str], claimant_id: str = ""
+) -> RingState:
     current, pending = state.current, state.pending
     desired = desired_nodes(view, current)
     if not current.nodes and pending is None:
         if not desired:
             return state
         built = Ring.build(desired, shards=current.shards, replicas=current.replicas)
-        return RingState(replace(built, epoch=current.epoch + 1))
-    aimed_at = pending.nodes if pending is not None else current.nodes
-    if frozenset(aimed_at) != desired:
-        epoch = max(current.epoch, -1 if pending is None else pending.epoch) + 1
-        return RingState(current, derive(current, desired, epoch))
-    if pending is not None and handoff_done(state, synced):
-        return RingState(pending)
-    return state
+        return RingState(replace(built, epoch=current.epoch + 1), by=claimant_id)
+    if pending is not None and still_wanted(current, pending, desired):
+        if handoff_done(state, synced, view):
+            return RingState(pending, by=state.by)
+        return state  # a further change is queued behind this hand-off
+    if pending is None and frozenset(current.nodes) == desired:
+        return state
+    epoch = max(current.epoch, -1 if pending is None else pending.epoch) + 1
+    return RingState(current, derive(current, desired, epoch), by=claimant_id)
 
 
 def departed(view: View, state: RingState) -> list[str]:

@@ -19,7 +19,7 @@ from crdt import PNCounter
 from node.base.errors import PeerError
 from node.base.keys import Key
 from node.cluster import wire
-from node.cluster.handoff import Handoff
+from node.cluster.handoff import Handoff, check_ring_shape
 from node.cluster.membership import Cluster
 from node.cluster.pool import PeerPool
 from node.cluster.wire import ProtocolError
@@ -216,15 +216,20 @@ class Gossip:
                 marks[node_id] = (stamp, mark)
         except (KeyError, ValueError) as error:
             raise ProtocolError(f"bad gossip: {error}") from None
-        if state.current.shards != self.cluster.config.shards:
-            raise ProtocolError("peer runs a different shard count")
+        try:
+            check_ring_shape(state, self.cluster)  # Q and N as ours, or the peer is refused
+        except ProtocolError as error:
+            self.cluster.refuse_peer(sender, str(error))
+            raise
         incarnations = body.get("incarnations")
         if incarnations is not None:
             if not isinstance(incarnations, dict) or not all(
                 isinstance(k, str) and type(v) is int for k, v in incarnations.items()
             ):
                 raise ProtocolError("incarnations are {node id: int}")
-        self.cluster.absorb(view, state, marks)
+        # a node's own claims about itself count only if it was not removed, or an operator
+        # just admitted it again (its reply to an admission says so)
+        self.cluster.absorb(view, state, marks, sender, admitted=body.get("admitted") is True)
         if incarnations is not None:
             self.cluster.report(sender, incarnations)
         self.cluster.heard(sender)
@@ -303,12 +308,16 @@ class Gossip:
         sender = self.absorb(body)
         reply = self.message(sender)
         reply["shares"] = self._shares(self._differing(body, sender))
+        if isinstance(body, dict) and body.get("admit") is True:
+            reply["admitted"] = True
         return reply
 
     def _admit(self) -> str | None:
         """Added to a cluster by an operator: drop a ring of its own if it holds nothing."""
         cluster = self.cluster
-        if len(self.store) or set(cluster.state.nodes()) - {cluster.node_id}:
+        me = cluster.view.get(cluster.node_id)
+        removed = me is not None and me.status == Status.REMOVED  # back by an operator's word
+        if len(self.store) or (set(cluster.state.nodes()) - {cluster.node_id} and not removed):
             return f"{cluster.node_id} already holds counters or belongs to a cluster"
         cluster.reset_for_admission()
         return None

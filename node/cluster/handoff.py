@@ -6,24 +6,32 @@
 - Hand-off: while a pending ring exists, a node that receives shards in it pulls their state
   from the current replicas, then announces the pending checksum it caught up with; the
   claimant switches the ring once every receiving node has.
+- The barrier: a PULL carries the puller's ring state and view, and the source adopts them
+  before it takes its snapshot (`answer_pull`). Every write the source makes after that
+  goes to the receiving node too (Cluster.write_targets), so no write falls between the
+  snapshot and the switch, whether or not gossip has told the source yet.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Iterable
+from typing import Any
 
 from crdt.receipts import Receipt
-from node.base.errors import PeerError
+from node.base.errors import CountersError, PeerError
+from node.base.keys import Key
 from node.cluster import wire
+from node.cluster.handover import hand_over
 from node.cluster.identity import Identity
 from node.cluster.membership import Cluster
 from node.cluster.pool import PeerPool
 from node.storage.durable import DurableError
 from node.storage.store import CounterStore
 from node.storage.write_behind import Persister
-from ring import Status, plan
-from ring.claimant import handoff_mark
+from ring import MembershipError, RingError, Status, View, plan
+from ring.claimant import RingState, handoff_mark
 
 log = logging.getLogger("counters.handoff")
 SHARDS_PER_PULL = 8
@@ -31,6 +39,30 @@ SHARDS_PER_PULL = 8
 # the rest left to the states. Beyond it only the newest receipts go (see pull_reply).
 PULL_RECEIPT_BYTES = 32 * 1024 * 1024
 RECEIPT_OVERHEAD_BYTES = 32  # msgpack framing, time and value of one receipt, at most
+
+
+# What a refused replica write's error says; a coordinator that sent it to a node receiving
+# the shard (which refuses until it hears of the pending ring, before it pulls) knows by it
+# that nothing is missing there: the pull will bring the write along.
+NOT_HELD = "holds no replica of"
+
+
+class ShardNotHeld(CountersError):
+    """A replica write for shards this node neither holds nor receives: refused whole."""
+
+    status = 409
+    type = "shard-not-held"
+
+
+def refuse_unheld(cluster: Cluster, keys: Iterable[Key]) -> None:
+    """Raise ShardNotHeld, before anything is merged, if a key's shard is not this node's."""
+    holds, shard_of = cluster.holds, cluster.shard_of
+    unheld = sorted({shard for shard in map(shard_of, keys) if not holds(shard)})
+    if unheld:
+        raise ShardNotHeld(
+            f"{cluster.node_id} {NOT_HELD} shards {unheld[:8]} in ring epoch "
+            f"{cluster.state.current.epoch} and does not receive them; nothing applied"
+        )
 
 
 class Handoff:
@@ -48,6 +80,9 @@ class Handoff:
         self.pool = pool
         self.persister = persister
         self._load_failing = False  # so an outage is logged when it starts, not every round
+        # replica -> shards whose state there was not pulled because it was down: it may
+        # hold writes no one else has (consistency=one). Pulled from it once it is back.
+        self.missed: dict[str, set[int]] = {}
 
     def pending_moves(self) -> list[tuple[int, str | None, str]]:
         state = self.cluster.state
@@ -72,13 +107,29 @@ class Handoff:
                     len(self.store),
                     len(current.shards_of(me)),
                 )
+                for node_id, shards in sorted(self.missed.items()):
+                    log.warning(
+                        "recovered without %s, which is down: it may hold writes of %d shards "
+                        "(%s) that no other replica has (consistency=one); they are pulled from "
+                        "it when it is back",
+                        node_id,
+                        len(shards),
+                        sorted(shards)[:16],
+                    )
         if cluster.recovered and not cluster.proven:
             await self.identity.settle()  # before it takes a write: a new actor id
         member = cluster.view.get(me)
         ready_to_serve = cluster.recovered and cluster.proven
         if ready_to_serve and member is not None and member.status == Status.JOINING:
             cluster.apply(me, "ready")
-        pending = cluster.state.pending
+        await self._catch_up_pending()
+        await self._catch_up_missed()
+        # Shards lost in a ring change go to their owners, then out of memory (handover.py).
+        await hand_over(cluster, self.store, self.pool, int(time.time() * 1000))
+
+    async def _catch_up_pending(self) -> None:
+        cluster = self.cluster
+        current, pending, me = cluster.state.current, cluster.state.pending, cluster.node_id
         if pending is None:
             return
         mark = handoff_mark(pending)
@@ -90,6 +141,20 @@ class Handoff:
             if me not in current.nodes:
                 cluster.recovered = True  # it has the state of every shard it will hold
             log.info("caught up with pending ring %s (%d shards)", mark[:8], len(incoming))
+
+    async def _catch_up_missed(self) -> None:
+        """Pull from each replica that was down at a pull, now that it is back, what this
+        node still holds of the shards it could not pull from it then."""
+        cluster = self.cluster
+        for node_id in list(self.missed):
+            member = cluster.view.get(node_id)
+            if member is None or member.status == Status.REMOVED:
+                self.missed.pop(node_id)  # gone for good: nothing to wait for
+        for node_id in [n for n in self.missed if cluster.alive(n)]:
+            shards = {s for s in self.missed[node_id] if cluster.holds(s)}
+            if not shards or await self._pull(shards, only=node_id):
+                log.info("caught up with %s, back after missing a pull", node_id)
+                self.missed.pop(node_id, None)
 
     async def _load(self, shards: frozenset[int]) -> bool:
         """Merge the durable replica's copy of these shards; False if it could not answer."""
@@ -104,14 +169,19 @@ class Handoff:
         log.info("loaded %d counters from the durable replica", count)
         return True
 
-    async def _pull(self, shards: Iterable[int]) -> bool:
-        """Merge every live replica's state of these shards; False if one could not answer."""
+    async def _pull(self, shards: Iterable[int], only: str | None = None) -> bool:
+        """Merge every live replica's state of these shards (or `only` that one's); False if
+        one could not answer. A replica that is down is noted in `missed`."""
         cluster = self.cluster
         by_node: dict[str, list[int]] = {}
         for shard in shards:
             for node_id in cluster.state.current.preference_list(shard):
-                if node_id != cluster.node_id and cluster.alive(node_id):
+                if node_id == cluster.node_id or only not in (None, node_id):
+                    continue
+                if cluster.alive(node_id):
                     by_node.setdefault(node_id, []).append(shard)
+                else:
+                    self.missed.setdefault(node_id, set()).add(shard)
         complete = True
         for node_id, node_shards in by_node.items():
             address = cluster.address_of(node_id)
@@ -124,7 +194,7 @@ class Handoff:
                 try:
                     raw = await self.pool.link(address).call(
                         wire.PULL,
-                        node_shards[start : start + SHARDS_PER_PULL],
+                        self.pull_request(node_shards[start : start + SHARDS_PER_PULL]),
                         cluster.config.request_timeout_s * 5,
                     )
                     # each state with its receipts, so a retry on the new replicas replays
@@ -134,6 +204,46 @@ class Handoff:
                     complete = False
                     break
         return complete
+
+    def pull_request(self, shards: list[int]) -> dict[str, Any]:
+        """A PULL: the shards, and what the source must adopt before it answers."""
+        cluster = self.cluster
+        return {"shards": shards, "ring": cluster.state.to_wire(), "view": cluster.view.to_wire()}
+
+    def answer_pull(self, body: Any, now_ms: int) -> list[Any]:
+        """The source's side of a PULL: adopt the puller's ring and view first (a pending
+        ring this node had not heard of makes it send its later writes of these shards to
+        the puller too), then answer with the state of the shards."""
+        cluster = self.cluster
+        if isinstance(body, list):  # a puller that sends no ring (an older node)
+            shards = wire.shards_from_wire(body, cluster.config.shards)
+        else:
+            if not isinstance(body, dict):
+                raise wire.ProtocolError("a pull is {shards, ring, view}")
+            try:
+                shards = wire.shards_from_wire(body["shards"], cluster.config.shards)
+                state = RingState.from_wire(body["ring"])
+                view = View.from_wire(body["view"])
+            except KeyError as error:
+                raise wire.ProtocolError(f"a pull lacks {error}") from None
+            except (RingError, MembershipError) as error:
+                raise wire.ProtocolError(f"bad pull: {error}") from None
+            check_ring_shape(state, cluster)
+            cluster.absorb(view, state, {})
+        return wire.carried_to_wire(pull_reply(self.store, shards, now_ms))
+
+
+def check_ring_shape(state: RingState, cluster: Cluster) -> None:
+    """Refuse a peer's ring whose shard count Q or replica count N differs from ours: the
+    two nodes would place keys differently, and merging the rings would mix placements."""
+    config = cluster.config
+    ring = state.current
+    if ring.shards != config.shards:
+        raise wire.ProtocolError(f"peer runs {ring.shards} shards, this node {config.shards}")
+    if ring.replicas != config.replicas:
+        raise wire.ProtocolError(
+            f"peer runs {ring.replicas} replicas per shard, this node {config.replicas}"
+        )
 
 
 def pull_reply(

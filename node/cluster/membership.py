@@ -11,6 +11,7 @@ import logging
 import os
 import time
 from collections.abc import Mapping
+from dataclasses import replace
 from typing import Any
 
 from node.base.config import Config
@@ -25,6 +26,10 @@ log = logging.getLogger("counters.cluster")
 # announces after a restart always outranks what others remember of its previous life.
 VERSION_STRIDE = 1_000_000
 RING_FILE = "ring.json"
+# This node's own admin status (leaving, removed), so a restart does not forget it: a node
+# that restarted as joining would cancel its leave, or rejoin after being removed.
+STATUS_FILE = "membership.json"
+REMEMBERED = frozenset({Status.LEAVING, Status.REMOVED})
 SERVING = frozenset({Status.UP, Status.LEAVING})
 SHARD_CACHE_SIZE = 1_000_000  # keys whose shard is remembered (the hash is the hot cost)
 
@@ -35,8 +40,12 @@ class Cluster:
         self.node_id = config.node_id
         self.incarnation = incarnation
         self.actor = f"{config.node_id}:{incarnation}"
-        me = Member(config.node_id, config.address, Status.JOINING, incarnation * VERSION_STRIDE)
+        self._status_file = config.data_path / STATUS_FILE
+        self._remembered = self._load_status()  # leaving or removed in an earlier life
+        start = self._remembered or Status.JOINING
+        me = Member(config.node_id, config.address, start, incarnation * VERSION_STRIDE)
         self.view = View.empty().with_member(me)
+        self._admitted = False  # admitted by an operator since this start (reset_for_admission)
         self._ring_file = config.data_path / RING_FILE
         self.state = self._load_ring()
         # node -> the hand-off mark it announced, and the stamp that orders its announcements:
@@ -56,6 +65,8 @@ class Cluster:
         self.announced = 0  # the highest incarnation of ours a peer acknowledged hearing
         self.heard_peer = not [s for s in config.seeds if s != config.address]
         self._replicas = config.replicas
+        # peer -> why its gossip is refused (a ring of another shard or replica count)
+        self.refused: dict[str, str] = {}
         self._shards: dict[Key, int] = {}
 
     # -- placement --------------------------------------------------------------------------
@@ -80,6 +91,13 @@ class Cluster:
             return current
         extra = [n for n in pending.preference_list(shard, self._replicas) if n not in current]
         return current + tuple(extra)
+
+    def holds(self, shard: int) -> bool:
+        """Whether this node replicates the shard, or receives it in the pending ring."""
+        me, state = self.node_id, self.state
+        if shard in state.current.shards_of(me):
+            return True
+        return state.pending is not None and shard in state.pending.shards_of(me)
 
     def coordinator(self, shard: int) -> str | None:
         """The first replica that serves requests; else the first live other one (it may have
@@ -139,7 +157,18 @@ class Cluster:
 
     # -- changes ----------------------------------------------------------------------------
 
-    def absorb(self, view: View, state: RingState, synced: Mapping[str, tuple[int, str]]) -> None:
+    def absorb(
+        self,
+        view: View,
+        state: RingState,
+        synced: Mapping[str, tuple[int, str]],
+        sender: str | None = None,
+        admitted: bool = False,
+    ) -> None:
+        """Merge a peer's view, ring state and hand-off marks. `sender`'s claims about
+        itself are ignored while this view has it removed, unless an operator just admitted
+        it again (`admitted`): a removed node that restarts must not rejoin by itself."""
+        view = self._trusted(view, sender, admitted)
         now = time.monotonic()
         theirs, mine = view.get(self.node_id), self.view.get(self.node_id)
         if theirs is not None and mine is not None and theirs.version > mine.version:
@@ -148,13 +177,38 @@ class Cluster:
         for node_id in view.members:
             if self.view.get(node_id) is None and node_id != self.node_id:
                 self.detector = self.detector.heard(node_id, now)  # a grace period to be heard
+        if (
+            theirs is not None
+            and mine is not None
+            and theirs.status in REMEMBERED
+            and mine.status == Status.JOINING
+            and not self._admitted
+        ):
+            # An earlier life of ours left or was removed (its data dir lost or never told):
+            # keep that, rather than announce a join nobody asked for.
+            log.warning("the cluster knows this node as %s from before: kept", theirs.status)
+            version = max(mine.version, theirs.version) + 1
+            self.view = self.view.with_member(replace(mine, status=theirs.status, version=version))
         self.view = self.view.merge(view)
+        self._remember_status()
         merged = self.state.merge(state)
         if merged is not self.state:
             self._switch(merged)
         for node_id, (stamp, mark) in synced.items():
             if node_id != self.node_id and stamp > self.synced_stamps.get(node_id, -1):
                 self.synced[node_id], self.synced_stamps[node_id] = mark, stamp
+
+    def _trusted(self, view: View, sender: str | None, admitted: bool) -> View:
+        known = None if sender is None else self.view.get(sender)
+        if sender is None or known is None or known.status != Status.REMOVED:
+            return view
+        if admitted:
+            self.view = self.view.apply(sender, "rejoin")  # outranks the tombstone everywhere
+            return view
+        claim = view.get(sender)
+        if claim is None or claim.status == Status.REMOVED:
+            return view
+        return View({node_id: m for node_id, m in view.members.items() if node_id != sender})
 
     def _load_ring(self) -> RingState:
         """The ring this node last knew, so a restarted cluster keeps its placement."""
@@ -190,8 +244,40 @@ class Cluster:
                 len(state.current.nodes),
             )
 
+    def refuse_peer(self, node_id: str, reason: str) -> None:
+        """Record (and log, the first time) why a peer's gossip is refused."""
+        if self.refused.get(node_id) != reason:
+            log.warning("refusing peer %s: %s", node_id, reason)
+        self.refused[node_id] = reason
+
     def apply(self, node_id: str, event: str) -> None:
         self.view = self.view.apply(node_id, event)
+        self._remember_status()
+
+    def _load_status(self) -> Status | None:
+        try:
+            raw = json.loads(self._status_file.read_text())
+            status = Status(raw["status"])
+        except FileNotFoundError:
+            return None
+        except (ValueError, KeyError, TypeError) as error:
+            log.warning("ignoring unreadable %s: %s", self._status_file, error)
+            return None
+        return status if status in REMEMBERED else None
+
+    def _remember_status(self) -> None:
+        """Write this node's status down when it becomes leaving or removed (or clear it)."""
+        me = self.view.get(self.node_id)
+        status = None if me is None or me.status not in REMEMBERED else me.status
+        if status == self._remembered or (me is not None and me.status == Status.DOWN):
+            return
+        if status is None:
+            self._status_file.unlink(missing_ok=True)
+        else:
+            temporary = self._status_file.with_suffix(".tmp")
+            temporary.write_text(json.dumps({"status": status.value}))
+            os.replace(temporary, self._status_file)
+        self._remembered = status
 
     def report(self, node_id: str, incarnations: Mapping[str, int]) -> None:
         """A recovered peer's highest incarnation of each node id among its slots."""
@@ -205,7 +291,7 @@ class Cluster:
         self.incarnation = incarnation
         self.actor = f"{self.node_id}:{incarnation}"
         me = self.view.members[self.node_id]
-        status = me.status if self.proven else Status.JOINING
+        status = me.status if self.proven or me.status in REMEMBERED else Status.JOINING
         version = max(incarnation * VERSION_STRIDE, me.version + 1)
         self.view = self.view.with_member(Member(me.node_id, me.address, status, version))
         stamp = self.synced_stamps[self.node_id]
@@ -219,10 +305,12 @@ class Cluster:
         self.recovered = False
         self.proven = False  # prove the incarnation again, against the admitting cluster
         self.heard_peer = True
+        self._admitted = True  # an operator asked for it: no earlier leave or removal holds
         me = self.view.members[self.node_id]
         self.view = self.view.with_member(
             Member(me.node_id, me.address, Status.JOINING, me.version + 1)
         )
+        self._remember_status()
 
     def step(self) -> None:
         """Run the claimant's rule if this node is the claimant, then mark departed leavers."""
@@ -231,7 +319,7 @@ class Cluster:
         alive = frozenset(n for n in self.view.members if self.alive(n))
         if claimant(self.view, alive) != self.node_id:
             return
-        state = next_state(self.state, self.view, self.synced)
+        state = next_state(self.state, self.view, self.synced, self.node_id)
         if state is not self.state:
             self._switch(state)
         for node_id in departed(self.view, self.state):

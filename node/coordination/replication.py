@@ -19,6 +19,7 @@ from crdt import PNCounter
 from crdt.receipts import Receipt
 from node.base.errors import PeerError, QuorumUnavailable
 from node.base.keys import Key
+from node.cluster.handoff import NOT_HELD
 from node.cluster.membership import Cluster
 from node.cluster.pool import PeerPool
 from node.cluster.send_notices import NoticingLink
@@ -133,9 +134,12 @@ class Replicator:
                 future = link.replicate(key, delta, trace, receipts)
             if span is not None:
                 end_with(span, future)
-            (counted if node_id in replicas else incoming).append(future)
-            if wanted == 0 and node_id in replicas:  # consistency=one: see QuorumWait.sent_on
-                sends.append(link.written(future))
+            if node_id in replicas:
+                counted.append(future)
+                if wanted == 0:  # consistency=one: see QuorumWait.sent_on
+                    sends.append(link.written(future))
+            else:
+                incoming.append(_unless_not_held(future))
         if sends:
             wait.sends.append(sends)
         merge = self._merger(key)
@@ -239,6 +243,30 @@ class Replicator:
     def _merger(self, key: Key) -> Callable[[PNCounter | None], object]:
         store = self.store
         return lambda state: state is None or store.merge(key, state)
+
+
+def _unless_not_held(future: PeerFuture) -> PeerFuture:
+    """A hand-off target's answer, where a refusal because it does not hold the shard yet
+    counts as done: it has not heard of the pending ring, so it has not pulled, and its
+    pull will carry this write (handoff.py's barrier)."""
+    answer: PeerFuture = asyncio.get_running_loop().create_future()
+
+    def done(sent: PeerFuture) -> None:
+        if answer.done():
+            return
+        if sent.cancelled():
+            answer.cancel()
+            return
+        error = sent.exception()
+        if error is None:
+            answer.set_result(sent.result())
+        elif NOT_HELD in str(error):
+            answer.set_result(None)
+        else:
+            answer.set_exception(error)
+
+    future.add_done_callback(done)
+    return answer
 
 
 def _sole_actor(delta: PNCounter) -> str | None:

@@ -1,7 +1,9 @@
 """Ring administration: look at the ring, add nodes, let them leave, remove dead ones.
 
 Changes are membership events; the claimant turns them into a pending ring, the receiving
-nodes pull their shards, and then the ring switches (see ring/claimant.py).
+nodes pull their shards, and then the ring switches (see ring/claimant.py). The claimant
+moves one node at a time, so a change made while a hand-off runs is accepted and queued:
+the answer says so, and what it waits for.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from node.cluster.membership import Cluster
 from node.http import validation
 from node.http.appkeys import CLUSTER, GOSSIP, HANDOFF, PERSISTER, POOL
 from ring import Status, TransitionError
+from ring.claimant import queued
 
 routes = web.RouteTableDef()
 
@@ -44,6 +47,26 @@ def _members(cluster: Cluster) -> list[dict[str, Any]]:
     ]
 
 
+def _change_answer(request: web.Request, node_id: str, status: str) -> dict[str, Any]:
+    """The answer to a membership change: the member's status, and whether the change waits
+    behind a hand-off in progress (membership changes are made one node at a time)."""
+    cluster = request.app[CLUSTER]
+    answer: dict[str, Any] = {
+        "node_id": node_id,
+        "status": status,
+        "queued": None,
+    }
+    pending = cluster.state.pending
+    if pending is not None and queued(cluster.state, cluster.view):
+        left = len(request.app[HANDOFF].pending_moves())
+        answer["queued"] = (
+            f"accepted, queued: the hand-off to ring epoch {pending.epoch} "
+            f"({left} shard moves not yet confirmed) finishes first; membership changes "
+            "are made one node at a time"
+        )
+    return answer
+
+
 @routes.get("/admin/nodes")
 async def list_nodes(request: web.Request) -> web.Response:
     return web.json_response({"nodes": _members(request.app[CLUSTER])})
@@ -64,6 +87,10 @@ async def show_ring(request: web.Request) -> web.Response:
         "coordinators_per_node": current.coordinators(),
         "preference_lists": [list(entry) for entry in current.table],
         "pending": None,
+        "refused_peers": dict(cluster.refused),
+        # replicas that were down when this node pulled shards from the others: it may lack
+        # writes only they hold, and pulls them when they are back
+        "missed_pulls": {n: sorted(s) for n, s in request.app[HANDOFF].missed.items()},
         "persistence": request.app[PERSISTER].status(),
     }
     if pending is not None:
@@ -108,10 +135,9 @@ async def add_node(request: web.Request) -> web.Response:
         node_id = gossip.absorb(reply)
     except wire.ProtocolError as error:
         raise QuorumUnavailable(f"{address} answered badly: {error}") from None
-    return web.json_response(
-        {"node_id": node_id, "address": address, "status": _effective_status(cluster, node_id)},
-        status=202,
-    )
+    status = _effective_status(cluster, node_id)
+    answer = _change_answer(request, node_id, status)
+    return web.json_response({**answer, "address": address}, status=202)
 
 
 @routes.delete("/admin/nodes/{node_id}")
@@ -139,6 +165,5 @@ async def remove_node(request: web.Request) -> web.Response:
         cluster.apply(node_id, event)
     except TransitionError as error:
         raise Conflict(f"{node_id} is {member.status.value}: {error}") from None
-    return web.json_response(
-        {"node_id": node_id, "status": cluster.view.members[node_id].status.value}, status=202
-    )
+    status = cluster.view.members[node_id].status.value
+    return web.json_response(_change_answer(request, node_id, status), status=202)

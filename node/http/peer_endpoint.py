@@ -21,7 +21,7 @@ from node.base.config import Config
 from node.base.errors import CountersError
 from node.cluster import peer_auth, wire
 from node.cluster.gossip import Gossip
-from node.cluster.handoff import pull_reply
+from node.cluster.handoff import ShardNotHeld, refuse_unheld
 from node.cluster.wire import ProtocolError
 from node.coordination import listing
 from node.coordination.coordinator import Coordinator
@@ -106,12 +106,17 @@ class PeerServer:
             try:
                 kind, request_id, body, trace = wire.decode_traced(seal.open(message.data))
                 if kind in INLINE:
-                    if trace is None or self.tracing.tracer is None:
-                        reply = self._inline(kind, body)
-                    else:
-                        with self.tracing.span(f"peer {KIND_NAMES[kind]}", trace, SpanKind.SERVER):
+                    try:
+                        if trace is None or self.tracing.tracer is None:
                             reply = self._inline(kind, body)
-                    frame = wire.encode(wire.REPLY, request_id, [True, reply])
+                        else:
+                            with self.tracing.span(
+                                f"peer {KIND_NAMES[kind]}", trace, SpanKind.SERVER
+                            ):
+                                reply = self._inline(kind, body)
+                        frame = wire.encode(wire.REPLY, request_id, [True, reply])
+                    except ShardNotHeld as error:  # refused whole, nothing merged
+                        frame = wire.encode(wire.REPLY, request_id, [False, str(error)])
                     try:
                         await ws.send_bytes(seal.seal(frame))
                     except ConnectionError:
@@ -141,6 +146,7 @@ class PeerServer:
         store = self.store
         if kind == wire.SLOTS:
             actor, slots = wire.slots_from_wire(body)  # validate all before merging any
+            refuse_unheld(self.gossip.cluster, (key for key, *_ in slots))
             answer: list[Any] = []
             for key, p, n, share in slots:
                 merged = store.merge(key, PNCounter.from_slot(actor, p, n))
@@ -148,6 +154,7 @@ class PeerServer:
             return answer
         if kind == wire.REPLICATE:
             updates = wire.updates_from_wire(body)  # validate all before merging any
+            refuse_unheld(self.gossip.cluster, (key for key, *_ in updates))
             reply: list[Any] = []
             for key, state, share, found in updates:
                 if found:
@@ -213,9 +220,8 @@ class PeerServer:
         if kind == wire.PUSH:
             self.store.merge_carried(wire.carried_from_wire(body))  # validated, then merged
             return None
-        if kind == wire.PULL:
-            shards = wire.shards_from_wire(body, self.gossip.cluster.config.shards)
-            return wire.carried_to_wire(pull_reply(self.store, shards, int(time.time() * 1000)))
+        if kind == wire.PULL:  # the source adopts the puller's ring first (the barrier)
+            return self.gossip.handoff.answer_pull(body, int(time.time() * 1000))
         if kind == wire.FORWARD:
             return await self._forwarded(body)
         raise ProtocolError(f"kind {kind} is not a request")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from tests.cluster.harness import Cluster, eventually
 from tests.cluster.write_stream import WriteStream
 
@@ -89,3 +91,33 @@ async def test_admin_add_node_by_address_admits_an_empty_node(cluster: Cluster):
     assert status == 409, body
     ring = await cluster.ring(nodes[0])
     assert "n10" not in {m["node_id"] for m in ring["members"]}
+
+
+async def test_a_leave_during_a_join_is_queued_behind_its_hand_off(cluster: Cluster):
+    """A join and a leave at once would replace two of three replicas of some shards in one
+    hand-off. The leave is accepted, the answer says it waits, and the pending ring moves
+    one node at a time. The join is held up by a majority of the ring being paused: the
+    switch waits for a majority of the current ring to adopt the pending one."""
+    n1, n2, n3 = await cluster.start(3)
+    n2.pause()
+    n3.pause()
+    joiner = cluster.add("n4")
+    joiner.start(cluster.seeds())
+
+    async def join_pending() -> dict[str, Any] | None:
+        ring = await cluster.ring(n1)
+        pending = ring["pending"]
+        return ring if pending and "n4" in pending["shards_per_node"] else None
+
+    before = await eventually(join_pending, "n1 to plan n4's join", 20)
+    status, body = await cluster.request("DELETE", n1, "/admin/nodes/n2")
+    assert status == 202 and body["status"] == "leaving", body
+    assert body["queued"] and "one node at a time" in body["queued"], body
+    during = await cluster.ring(n1)
+    assert during["pending"]["checksum"] == before["pending"]["checksum"]  # not re-planned
+    assert "n2" in during["pending"]["shards_per_node"]
+
+    n2.resume()
+    n3.resume()
+    ring = await cluster.settled_ring([n1, n3, joiner], {"n1", "n3", "n4"}, timeout=60)
+    assert all(len(entry) == 3 for entry in ring["preference_lists"])

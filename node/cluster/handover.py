@@ -1,0 +1,73 @@
+"""Handing over the shards a node lost: push their state to the owners, then forget them.
+
+After a ring change a node may hold counters of shards it no longer replicates (a leaver,
+a replica that lost a shard to a joiner, a joiner whose pending ring was abandoned). Their
+state can be the only copy of a write (a `consistency=one` increment, or one that landed
+between a pull and the switch), so it is never just dropped: each such shard's counters,
+with their idempotency receipts, are pushed to every replica of the shard in this node's
+current ring, and only once every one of them has acknowledged the push is the shard
+dropped from memory (CounterStore.drop_shard). A replica that is down or does not answer
+keeps the shard here for a later round. Writes for a lost shard are refused meanwhile
+(handoff.refuse_unheld), so nothing lands here after the push.
+
+Not dropped: the durable replica's copy. SQLite is this node's own file, and a node loads
+only the shards it holds at start, so what stays there is dead weight, not a second truth;
+Redis is shared by the cluster, and the owners' copies live in the very same keys.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from node.base.errors import PeerError
+from node.cluster import wire
+from node.cluster.membership import Cluster
+from node.cluster.pool import PeerPool
+from node.storage.store import CounterStore
+
+log = logging.getLogger("counters.handover")
+PUSH_ENTRIES = 2000  # counters per push frame
+
+
+def lost_shards(cluster: Cluster, store: CounterStore, now_ms: int) -> list[int]:
+    """Shards this node holds counters (or receipts) of but neither replicates nor receives."""
+    return [
+        shard
+        for shard in range(cluster.config.shards)
+        if not cluster.holds(shard) and store.shard_carried(shard, now_ms)
+    ]
+
+
+async def hand_over(cluster: Cluster, store: CounterStore, pool: PeerPool, now_ms: int) -> int:
+    """Push each lost shard to its replicas and drop it once all of them acknowledged;
+    returns how many shards were dropped."""
+    dropped = 0
+    timeout = cluster.config.request_timeout_s * 5
+    failing: set[str] = set()  # owners that failed a push this round: not asked again
+    for shard in lost_shards(cluster, store, now_ms):
+        owners = [n for n in cluster.state.current.preference_list(shard) if n != cluster.node_id]
+        if not owners or not all(cluster.alive(n) and n not in failing for n in owners):
+            continue  # never the only copy: wait until every replica can take it
+        entries = store.shard_carried(shard, now_ms)
+        try:
+            for owner in owners:
+                address = cluster.address_of(owner)
+                if address is None:
+                    raise PeerError(f"no address for {owner}")
+                link = pool.link(address)
+                for start in range(0, len(entries), PUSH_ENTRIES):
+                    frame = entries[start : start + PUSH_ENTRIES]
+                    try:
+                        await link.call(wire.PUSH, wire.carried_to_wire(frame), timeout)
+                    except (PeerError, wire.ProtocolError):
+                        failing.add(owner)
+                        raise
+        except (PeerError, wire.ProtocolError) as error:
+            log.warning("handing over shard %d failed (kept, retrying): %s", shard, error)
+            continue
+        if cluster.holds(shard):
+            continue  # a newer ring gave it back meanwhile: keep it
+        count = store.drop_shard(shard)
+        dropped += 1
+        log.info("handed shard %d (%d counters) over to %s, dropped it", shard, count, owners)
+    return dropped
