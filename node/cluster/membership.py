@@ -10,7 +10,7 @@ import json
 import logging
 import os
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 
@@ -99,11 +99,21 @@ class Cluster:
             return True
         return state.pending is not None and shard in state.pending.shards_of(me)
 
-    def coordinator(self, shard: int) -> str | None:
+    def coordinator(self, shard: int, reachable: Callable[[str], bool] | None = None) -> str | None:
         """The first replica that serves requests; else the first live other one (it may have
         caught up already and our view not heard so yet), never this node while it is not
-        ready itself; None when there is none."""
+        ready itself; None when there is none. `reachable`, if given, passes over nodes our
+        own link cannot reach (liveness per direction), unless no other choice is left."""
         replicas = self.replicas(shard)
+        if reachable is not None:
+            ours = [n for n in replicas if n == self.node_id or reachable(n)]
+            if len(ours) < len(replicas):
+                chosen = self._first_serving(ours)
+                if chosen is not None:
+                    return chosen
+        return self._first_serving(replicas)
+
+    def _first_serving(self, replicas: Sequence[str]) -> str | None:
         for node_id in replicas:
             if self.serving(node_id):
                 return node_id

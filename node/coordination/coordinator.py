@@ -75,7 +75,7 @@ class Coordinator:
         cluster = self.cluster
         if cluster.ready and cluster.node_id in cluster.replicas(shard):
             return cluster.node_id
-        return cluster.coordinator(shard)
+        return cluster.coordinator(shard, self.replicator.reachable)
 
     def link_to(self, node_id: str) -> PeerLink:
         return self.replicator.link_to(node_id)
@@ -116,7 +116,9 @@ class Coordinator:
         """Who runs each op. An idempotent op always runs on the shard's first serving
         replica, which serialises the retries of one key; other ops on any ready replica."""
         return [
-            self.cluster.coordinator(shard) if op.idem else self.owner(shard)
+            self.cluster.coordinator(shard, self.replicator.reachable)
+            if op.idem
+            else self.owner(shard)
             for op, shard in zip(ops, shards, strict=True)
         ]
 

@@ -54,3 +54,25 @@ async def test_a_replica_heard_but_not_answering_does_not_count_for_writes(
     )
     assert (await a.coordinator.run(_increment(key, 2), "all"))[0].value == 3
     await inproc.converged(key, 3, [a, b, c])
+
+
+async def test_a_coordinator_our_link_cannot_reach_is_passed_over(inproc: InProcessCluster):
+    """A keyed op runs on its shard's first serving replica; when our own link to that node
+    is dead (it still gossips to us), the op goes to the next serving replica we reach,
+    rather than failing a forward that never left (503 "may have applied")."""
+    await inproc.start(3, failure_timeout_s=3.0)
+    key = inproc.key_where(lambda replicas: True)
+    first, second, _ = (inproc.nodes[n] for n in inproc.replicas(key))
+    inproc.network.partition([second.address], [first.address], one_way=True)
+    await eventually(
+        lambda: not second.parts.pool.reachable(first.address),
+        f"{second.node_id}'s link to {first.node_id} dead",
+    )
+    assert second.cluster.alive(first.node_id)  # alive to the detector, not reachable by us
+
+    keyed = [Op(OpKind.INCREMENT, key, 5, idem="retry-safe-1")]
+    (result,) = await second.coordinator.run(keyed, "quorum", fingerprint="f1")
+    assert result.problem is None, result.problem
+    assert result.value == 5
+    inproc.network.heal()
+    await inproc.converged(key, 5, list(inproc.nodes.values()))
