@@ -44,16 +44,16 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from functools import partial
-from typing import Any, cast
+from typing import cast
 
 from crdt import CounterOverflowError, PNCounter, SlotFullError
 from crdt.receipts import Receipt
-from node.base.errors import CountersError, IdempotencyKeyReused, Overflow
+from node.base.errors import CountersError, IdempotencyKeyReused, InDoubt, Overflow
 from node.base.keys import Key
-from node.cluster import wire
 from node.cluster.membership import Cluster
+from node.coordination.fencing import Fence
 from node.coordination.ops import Op, OpKind, OpResult
 from node.coordination.quorum import QuorumWait
 from node.coordination.quota import CounterQuota
@@ -80,12 +80,15 @@ class Idempotent:
         replicator: Replicator,
         quota: CounterQuota,
         rotation: ActorRotation,
+        fence: Fence | None = None,
     ) -> None:
         self.cluster = cluster
         self.store = store
         self.replicator = replicator
         self.quota = quota
         self.rotation = rotation  # a fresh actor when this node's slot of a counter fills
+        # reserves keys at a quorum before they apply, and answers peers' reservations
+        self.fence = fence or Fence(cluster, store, replicator)
         self.hits = 0  # retries answered from a receipt, for metrics
         # (counter, idempotency key) -> the future its holder resolves when it is done
         self._holders: dict[Name, asyncio.Future[None]] = {}
@@ -129,10 +132,14 @@ class Idempotent:
         unknown = [i for i, op in enumerate(ops) if store.receipt(op.key, op.idem, now_ms) is None]
         if unknown:
             try:
-                await self._read(ops, shards, unknown, consistency, now_ms)
+                names = {(ops[i].key, ops[i].idem): shards[i] for i in unknown}
+                refused = await self.fence.reserve(names, consistency, now_ms)
             except CountersError as error:
-                for index in unknown:
-                    results[index] = OpResult.failed(error)
+                refused = {(ops[i].key, ops[i].idem): error for i in unknown}
+            for index in unknown:
+                refusal = refused.get((ops[index].key, ops[index].idem))
+                if refusal is not None:
+                    results[index] = OpResult.failed(refusal)
         # per counter: its shard, this node's new slot, the receipts that travel with it
         writes: dict[Key, tuple[int, PNCounter, dict[str, Receipt]]] = {}
         replayed: set[Key] = set()  # counters whose whole state goes with a replay's receipt
@@ -152,11 +159,12 @@ class Idempotent:
                 continue
             actor = self.cluster.actor
             try:
+                self._check_held(op, now_ms)
                 try:
                     value, saturated, delta = self._apply(op, shards[index], consistency, actor)
                 except SlotFullError:  # rare: under a fresh actor (rotation.py)
                     actor, (value, saturated, delta) = await self.rotation.apply_fresh(
-                        actor, partial(self._apply, op, shards[index], consistency)
+                        actor, partial(self._apply_held, op, shards[index], consistency, now_ms)
                     )
             except CountersError as error:
                 results[index] = OpResult.failed(error)
@@ -191,6 +199,22 @@ class Idempotent:
             )
         self.hits += 1
         return OpResult(receipt.value, replayed=True)
+
+    def _check_held(self, op: Op, now_ms: int) -> None:
+        """Refuse an attempt that a retry elsewhere gave up (fencing.py): in the loop turn
+        that applies it, so it can never apply after it was given up."""
+        if not self.fence.holds(op.key, op.idem, now_ms):
+            raise InDoubt(
+                "a retry of this Idempotency-Key on another node took it over; nothing "
+                "applied by this attempt, the other may have applied: retry later"
+            )
+
+    def _apply_held(
+        self, op: Op, shard: int, consistency: str, now_ms: int, actor: str
+    ) -> tuple[int, bool, PNCounter]:
+        """_apply after an await (a rotation): the reservation is checked again first."""
+        self._check_held(op, now_ms)
+        return self._apply(op, shard, consistency, actor)
 
     def _apply(
         self, op: Op, shard: int, consistency: str, actor: str
@@ -231,56 +255,3 @@ class Idempotent:
         except CountersError as error:
             for index in applied:
                 results[index] = OpResult.failed(error)
-
-    async def _read(
-        self,
-        ops: Sequence[Op],
-        shards: Sequence[int],
-        unknown: list[int],
-        consistency: str,
-        now_ms: int,
-    ) -> None:
-        """Merge a read quorum's states and receipts of these ops' counters: one RECEIPTS
-        request per set of read peers, whatever the number of ops."""
-        replicator, store = self.replicator, self.store
-        # (read peers, how many must answer) -> counter -> idempotency keys to ask for
-        groups: dict[tuple[tuple[str, ...], int], dict[Key, list[str]]] = {}
-        by_shard: dict[int, dict[Key, list[str]] | None] = {}
-        for index in unknown:
-            shard = shards[index]
-            if shard not in by_shard:
-                peers, wanted = replicator.read_peers(shard, consistency)
-                group = (tuple(peers), wanted)
-                by_shard[shard] = groups.setdefault(group, {}) if wanted > 0 else None
-            asked = by_shard[shard]
-            if asked is not None:
-                asked.setdefault(ops[index].key, []).append(ops[index].idem)
-        wait = QuorumWait("read")
-        for (read_peers, wanted), asked in groups.items():
-            body = wire.receipt_reads_to_wire(
-                (key, store.share(key), idems) for key, idems in asked.items()
-            )
-            replicator.ask_peers(
-                wait, list(read_peers), wanted, wire.RECEIPTS, body, self._merger(asked)
-            )
-        await wait.wait(replicator.timeout)
-
-    def _merger(self, asked: dict[Key, list[str]]) -> Callable[[Any], None]:
-        store = self.store
-        keys = list(asked)
-        expected = [len(asked[key]) for key in keys]
-
-        def on_reply(reply: Any) -> None:
-            try:
-                answers = wire.receipt_answers_from_wire(reply, expected)  # all, before any
-            except wire.ProtocolError as error:
-                log.warning("bad receipts reply: %s", error)
-                return
-            for key, (state, found) in zip(keys, answers, strict=True):
-                if state is not None:
-                    store.merge(key, state)
-                for idem, receipt in zip(asked[key], found, strict=True):
-                    if receipt is not None:
-                        store.add_receipt(key, idem, receipt)
-
-        return on_reply

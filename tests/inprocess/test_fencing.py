@@ -1,0 +1,108 @@
+"""A retry never applies a keyed increment twice, however the first attempt's coordinator
+failed: cut off or paused right after it applied (and wrote its receipt) but before any
+other replica held the increment, with the retry landing on the next coordinator.
+
+The seeded network plays the fault: the first coordinator's replication frames are lost
+(so only its own slot holds the increment), then it is cut off from everyone until the
+others mark it down and the retry runs on the shard's next serving replica. After the heal
+every replica must hold the increment once.
+"""
+
+from __future__ import annotations
+
+from node.cluster import wire
+from node.coordination.ops import Op, OpKind, OpResult
+from tests.inprocess.cluster import InProcessCluster, Node, eventually
+
+FINGERPRINT = "POST /v1/namespaces/ns/counters/k/increment +5"
+# every way a state leaves a node: writes, anti-entropy pushes, hand-off pull replies
+REPLICATION = [wire.SLOTS, wire.REPLICATE, wire.PUSH, wire.PULL]
+
+
+async def _attempt(node: Node, key: tuple[str, str, str], idem: str = "order-1") -> OpResult:
+    op = Op(OpKind.INCREMENT, key, 5, idem=idem)
+    (result,) = await node.coordinator.run([op], "quorum", fingerprint=FINGERPRINT)
+    return result
+
+
+async def _cut_off_after_applying(inproc: InProcessCluster) -> tuple[tuple[str, ...], Node]:
+    """The first attempt applies on the coordinator, whose write never leaves it; then the
+    coordinator is cut off until the others mark it down. Returns (the key, coordinator)."""
+    await inproc.start(3)
+    key = inproc.key_where(lambda replicas: True)
+    first = inproc.nodes[inproc.replicas(key)[0]]
+    inproc.network.drop(1.0, src=first.address, kinds=REPLICATION)
+
+    lost = await _attempt(first, key)
+
+    assert lost.problem is not None and lost.problem["may_have_applied"] is True, lost
+    assert first.value(key) == 5  # applied here, and nowhere else
+    inproc.network.isolate(first.address)
+    others = [inproc.nodes[n] for n in inproc.replicas(key)[1:]]
+    await eventually(
+        lambda: all(first.node_id in n.cluster.down for n in others),
+        f"{first.node_id} marked down",
+    )
+    return key, first
+
+
+async def test_a_retry_while_the_first_coordinator_is_cut_off_is_in_doubt_not_applied(
+    inproc: InProcessCluster,
+):
+    key, _ = await _cut_off_after_applying(inproc)
+    second = inproc.nodes[inproc.replicas(key)[1]]
+
+    retry = await _attempt(second, key)
+
+    # the holder of the first attempt cannot be asked: neither applied again nor a 200
+    assert retry.problem is not None, retry
+    assert retry.problem["status"] == 503 and retry.problem["type"].endswith("/in-doubt"), retry
+    assert retry.problem["may_have_applied"] is True
+    assert retry.problem["retry_after_s"] >= 1
+    assert second.value(key) in (None, 0)
+
+    inproc.network.heal()
+    await inproc.settled()
+    again = await _attempt(second, key)
+
+    assert (again.value, again.replayed) == (5, True), again
+    await inproc.converged(key, 5, nodes=inproc.live())
+
+
+async def test_the_key_is_counted_once_when_the_cut_off_coordinator_comes_back(
+    inproc: InProcessCluster,
+):
+    key, first = await _cut_off_after_applying(inproc)
+    third = inproc.nodes[inproc.replicas(key)[2]]
+    for _ in range(3):  # clients keep retrying elsewhere while it is away
+        await _attempt(third, key)
+
+    inproc.network.heal()
+    await inproc.settled()
+
+    # the first attempt's slot reaches every replica (a retry's replay, anti-entropy);
+    # whatever the retries answered, the key counts once
+    final = await _attempt(first, key)
+    assert (final.value, final.replayed) == (5, True), final
+    await inproc.converged(key, 5, nodes=inproc.live())
+
+
+async def test_an_attempt_that_never_applied_is_aborted_by_the_retry(inproc: InProcessCluster):
+    """The first coordinator reserved the key at a quorum but its answer never came back
+    (it failed before applying): the retry asks it, it gives the attempt up, the retry
+    applies, and the first attempt can never apply afterwards."""
+    await inproc.start(3)
+    key = inproc.key_where(lambda replicas: True)
+    first, second, _ = (inproc.nodes[n] for n in inproc.replicas(key))
+    # the first attempt's reservation reaches the peers, their grants never come back
+    inproc.network.drop(1.0, dst=first.address, kinds=[wire.RESERVE])
+
+    lost = await _attempt(first, key)
+
+    assert lost.problem is not None and lost.problem["may_have_applied"] is False, lost
+    assert first.value(key) in (None, 0)
+    inproc.network.heal()
+    retry = await _attempt(second, key)
+    # the retry ran on the first coordinator again (it serves), so it just re-reserved
+    assert (retry.value, retry.replayed) == (5, False), retry
+    await inproc.converged(key, 5, nodes=inproc.live())
