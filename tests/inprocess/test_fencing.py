@@ -10,6 +10,9 @@ every replica must hold the increment once.
 
 from __future__ import annotations
 
+import asyncio
+import time
+
 from node.cluster import wire
 from node.coordination.ops import Op, OpKind, OpResult
 from tests.inprocess.cluster import InProcessCluster, Node, eventually
@@ -106,3 +109,93 @@ async def test_an_attempt_that_never_applied_is_aborted_by_the_retry(inproc: InP
     # the retry ran on the first coordinator again (it serves), so it just re-reserved
     assert (retry.value, retry.replayed) == (5, False), retry
     await inproc.converged(key, 5, nodes=inproc.live())
+
+
+async def test_two_nodes_that_both_believe_they_coordinate_apply_once(inproc: InProcessCluster):
+    """Views disagree: the first replica runs an attempt, and the second, which believes the
+    first down, runs a retry while the first attempt's grants are on their way. The retry
+    asks the first replica, which gives its attempt up before it applies; that attempt then
+    answers in doubt instead of applying, and the key counts once."""
+    await inproc.start(3)
+    key = inproc.key_where(lambda replicas: True)
+    first, second, _ = (inproc.nodes[n] for n in inproc.replicas(key))
+    await inproc.pause_gossip([second])
+    inproc.network.drop(1.0, src=first.address, dst=second.address, kinds=[wire.GOSSIP])
+    inproc.network.drop(1.0, dst=first.address, kinds=[wire.PUSH])  # no receipt by anti-entropy
+    second.cluster.down = frozenset({first.node_id})  # the second's view: the first is down
+    shard = first.cluster.shard_of(key)
+    op = Op(OpKind.INCREMENT, key, 5, idem="order-1")
+    inproc.network.delay(0.1, 0.15, dst=first.address, kinds=[wire.RECEIPTS, wire.RESERVE])
+    early = asyncio.ensure_future(
+        first.coordinator.idempotent.run(op, shard, "quorum", FINGERPRINT)
+    )
+    now_ms = int(time.time() * 1000)
+    await eventually(
+        lambda: second.store.reservations.reservation(key, "order-1", now_ms) is not None,
+        "the first attempt's reservation on the second replica",
+    )
+
+    late = await second.coordinator.idempotent.run(op, shard, "quorum", FINGERPRINT)
+    superseded = await early
+
+    assert (late.value, late.replayed) == (5, False), late
+    assert superseded.problem is not None, superseded
+    assert superseded.problem["type"].endswith("/in-doubt"), superseded
+    state = first.store.get(key)
+    assert state is None or state.slot(first.cluster.actor) == (0, 0)  # it never applied
+    inproc.network.heal()
+    inproc.resume_gossip([second])
+    await inproc.settled()
+    await inproc.converged(key, 5, nodes=inproc.live())
+
+
+async def test_a_retry_gives_up_an_attempt_whose_holder_has_not_applied_it(
+    inproc: InProcessCluster,
+):
+    """The first replica holds the key for an attempt of its own that has not applied yet
+    (it reserved, its grants are on their way); a retry on the second replica asks it, it
+    gives the attempt up (so that attempt can no longer apply), and the retry applies."""
+    await inproc.start(3)
+    key = inproc.key_where(lambda replicas: True)
+    first, second, _ = (inproc.nodes[n] for n in inproc.replicas(key))
+    shard = first.cluster.shard_of(key)
+    fence = first.coordinator.idempotent.fence
+    now_ms = int(time.time() * 1000)
+    assert fence.book.reserve(key, "order-1", first.node_id, fence.token, now_ms) is None
+    assert fence.holds(key, "order-1", now_ms)
+    op = Op(OpKind.INCREMENT, key, 5, idem="order-1")
+
+    retry = await second.coordinator.idempotent.run(op, shard, "quorum", FINGERPRINT)
+
+    assert (retry.value, retry.replayed) == (5, False), retry
+    assert not fence.holds(key, "order-1", now_ms)  # that attempt would refuse to apply
+    assert inproc.network.sent[wire.RESOLVE] == 1
+    await inproc.converged(key, 5, nodes=inproc.live())
+    (late,) = await first.coordinator.run([op], "quorum", fingerprint=FINGERPRINT)
+    assert (late.value, late.replayed) == (5, True), late
+
+
+async def test_a_reservation_of_a_restarted_coordinator_is_void_once_every_replica_says_so(
+    inproc: InProcessCluster,
+):
+    """The first attempt reserved the key and its process died before applying; after a
+    restart its reservation belongs to no live process: the retry asks every replica for a
+    receipt, finds none, and applies once."""
+    await inproc.start(3)
+    key = inproc.key_where(lambda replicas: True)
+    first = inproc.nodes[inproc.replicas(key)[0]]
+    inproc.network.drop(1.0, dst=first.address, kinds=[wire.RESERVE])  # grants never return
+    lost = await _attempt(first, key)
+    assert lost.problem is not None and lost.problem["may_have_applied"] is False, lost
+    inproc.network.heal()
+    await inproc.kill(first)
+    restarted = await inproc.restart(first)
+    await inproc.settled()
+    sent = inproc.network.sent[wire.RESOLVE]
+
+    retry = await _attempt(inproc.nodes[inproc.replicas(key)[1]], key)
+
+    assert (retry.value, retry.replayed) == (5, False), retry
+    await inproc.converged(key, 5, nodes=inproc.live())
+    assert restarted.coordinator.idempotent.fence.superseded == 1
+    assert inproc.network.sent[wire.RESOLVE] == sent  # it asked itself, over no link
