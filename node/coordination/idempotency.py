@@ -1,11 +1,47 @@
 """Exactly-once increments: an Idempotency-Key is applied once, whichever node gets the retry.
 
 Every op carrying a key runs on its shard's first serving replica, one attempt per key at a
-time. That node merges a read quorum's states and receipts (crdt/receipts.py) first; R + W > N
-means it sees the receipt of any attempt that was acknowledged. With a receipt, it answers the
-first result (or 422 if the request differs); without, it applies the op and replicates the
-new slot together with the receipt to a write quorum, in one frame, so a receipt exists
+time on that node. Before it applies, it reserves the key at a quorum (fencing.py), in the
+one round trip that reads receipts: each asked replica atomically answers the receipt it
+holds, or another attempt's reservation, or records this attempt's and grants. With a
+receipt, the node answers the first result (or 422 if the request differs); with grants from
+max(R, majority) replicas (itself included) and no receipt, it applies the op and replicates
+the new slot together with the receipt to a write quorum, in one frame, so a receipt exists
 wherever the increment does and outlives the node that wrote it.
+
+Why a key never counts twice. An attempt applies only (a) holding grants from a majority of
+the replicas and (b) while its own node still holds its reservation, checked in the loop
+turn that applies it. Two attempts cannot both hold (a) at once: the majorities intersect in
+a replica that granted one of them and answered the other with the holder. A retry that
+meets a holder without a receipt never applies blindly; it asks the holder "receipt or
+abort" (RESOLVE), which atomically either answers the receipt (the retry replays it) or
+releases its reservation, so (b) fails and the old attempt can never apply afterwards; only
+then does the retry take the key over from the grants the old attempt held. A coordinator
+paused or cut off after applying thus holds its reservation at a majority: a retry
+elsewhere cannot reach it and answers 503 in-doubt with Retry-After (errors.InDoubt: the
+earlier attempt may have applied; nothing applied now), never 200 and never a second apply.
+Once the holder is back, the next retry gets its receipt and replays it; a holder removed
+from the cluster by an operator, or restarted (its process token is new: the attempt's
+process is gone), answers "void", and the retry then applies only after every replica of
+the shard answered without a receipt (the dead attempt's slot and receipt travel in one
+frame, so a replica holding its increment holds its receipt); one missing is in doubt again.
+Two sides of a partition: only the side with a majority of the replicas gets grants.
+
+Why nothing acknowledged is lost. R + W > N: the reserve round reads R replicas, so it sees
+the receipt of any attempt that answered 200, and replays it. A 503 in-doubt applies nothing
+and says so; the retry that follows answers what did happen.
+
+Limits. Reservations are held in memory beside the receipts (265 bytes each, tracemalloc
+over 100,000, plus the key string, until a receipt arrives for the key or the window ends)
+and are not written to the durable replica: a granting replica that restarts forgets its
+grants, so a paused attempt and a retry can both hold a majority only if a replica between
+them restarted in the meantime and no replica received the first attempt's write.
+Reservations do not travel with hand-offs: a ring change of the key's shard while an attempt
+is in doubt weakens the fence the same way. A holder's "void" after a lost data dir is sound
+only if every replica of the shard is asked (so a key whose replicas include one down for
+good stays in doubt until an operator removes it). Keyed ops at consistency=one need a
+majority too. A node of an earlier version does not know RESERVE (its link closes on it):
+upgrade every node before keyed ops resume.
 
 Receipts travel wherever state travels, always beside the slot they answer for: in the
 REPLICATE entry of the write, in hand-off pulls (a PULL reply carries each counter's receipts
