@@ -52,3 +52,12 @@ def test_release_drops_a_reservation_only_for_its_own_token():
     assert book.release(KEY, "a", "t1")
     assert book.reservation(KEY, "a", 100) is None
     assert not book.release(KEY, "a", "t1")
+
+
+def test_reservations_ended_by_their_receipts_do_not_pile_up_in_the_expiry_fifo():
+    book = _book()
+    for i in range(10_000):
+        book.reserve(KEY, f"k{i}", "n1", "t1", 100)
+        book.add(KEY, f"k{i}", Receipt(100, "n1:1", "fp", i))  # the usual end of one
+    assert book.reservation_count() == 0
+    assert len(book._reserved_expiry) <= 1025
