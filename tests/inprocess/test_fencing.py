@@ -199,3 +199,29 @@ async def test_a_reservation_of_a_restarted_coordinator_is_void_once_every_repli
     await inproc.converged(key, 5, nodes=inproc.live())
     assert restarted.coordinator.idempotent.fence.superseded == 1
     assert inproc.network.sent[wire.RESOLVE] == sent  # it asked itself, over no link
+
+
+async def test_a_keyed_batch_retried_while_its_coordinator_is_cut_off_counts_once(
+    inproc: InProcessCluster,
+):
+    await inproc.start(3)
+    key = inproc.key_where(lambda replicas: True)
+    first, second, _ = (inproc.nodes[n] for n in inproc.replicas(key))
+    ops = [Op(OpKind.INCREMENT, key, i + 1, idem=f"batch-1#{i}") for i in range(50)]
+    total = sum(op.delta for op in ops)
+    inproc.network.drop(1.0, src=first.address, kinds=REPLICATION)
+    lost = await first.coordinator.run(ops, "quorum", fingerprint=FINGERPRINT)
+    assert all(r.problem is not None and r.problem["may_have_applied"] for r in lost), lost
+    inproc.network.isolate(first.address)
+    await eventually(lambda: first.node_id in second.cluster.down, "the first marked down")
+
+    retry = await second.coordinator.run(ops, "quorum", fingerprint=FINGERPRINT)
+
+    assert all(r.problem is not None and r.problem["type"].endswith("/in-doubt") for r in retry)
+    inproc.network.heal()
+    await inproc.settled()
+    again = await second.coordinator.run(ops, "quorum", fingerprint=FINGERPRINT)
+    assert [(r.value, r.replayed) for r in again] == [
+        (sum(range(1, i + 2)), True) for i in range(50)
+    ], again
+    await inproc.converged(key, total, nodes=inproc.live())
