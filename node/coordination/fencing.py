@@ -40,6 +40,7 @@ from node.coordination.quorum import QuorumWait
 from node.coordination.replication import Replicator, needed
 from node.storage.receipt_book import Reservation
 from node.storage.store import CounterStore
+from ring import Status
 
 Name = tuple[Key, str]  # (counter, idempotency key)
 Holder = wire.Holder  # (node, process token) of an attempt
@@ -98,25 +99,34 @@ class Fence:
     def answer_resolve(self, body: Any) -> list[Any]:
         """RESOLVE, asked of a holder: per key its receipt, or the attempt given up."""
         token, reads = wire.resolve_from_wire(body)
-        return [[state, found] for state, found in self._resolve_here(token, reads)]
+        return [
+            [
+                None if state is None else pn_to_wire(state),
+                [f if isinstance(f, str) else f.to_wire() for f in found],
+            ]
+            for state, found in self._resolve_here(token, reads)
+        ]
 
     def _resolve_here(
         self, token: str, reads: Iterable[tuple[Key, list[str]]]
-    ) -> list[tuple[Any, list[Any]]]:
+    ) -> list[tuple[PNCounter | None, list[Receipt | str]]]:
+        """Per counter, its state if a receipt is held, and per key the receipt, or ABORTED
+        (this process's attempt, released: it can no longer apply) or VOID (an attempt of
+        an earlier process of this node, which can no longer apply either)."""
         store, book, now_ms = self.store, self.book, _now_ms()
         gone = wire.ABORTED if token == self.token else wire.VOID
-        out: list[tuple[Any, list[Any]]] = []
+        out: list[tuple[PNCounter | None, list[Receipt | str]]] = []
         for key, idems in reads:
-            found: list[Any] = []
+            found: list[Receipt | str] = []
             for idem in idems:
                 receipt = store.receipt(key, idem, now_ms)
                 if receipt is None:
-                    book.release(key, idem, token)  # the attempt can no longer apply here
+                    book.release(key, idem, token)
                     found.append(gone)
                 else:
-                    found.append(receipt.to_wire())
-            held = any(isinstance(f, list) for f in found)
-            out.append((pn_to_wire(store.get(key) or EMPTY) if held else None, found))
+                    found.append(receipt)
+            held = any(isinstance(f, Receipt) for f in found)
+            out.append(((store.get(key) or EMPTY) if held else None, found))
         return out
 
     # -- what the coordinator of a keyed op does -------------------------------------------------
@@ -147,6 +157,7 @@ class Fence:
                 )
         if contested:
             refused.update(await self._contest(names, contested, consistency, now_ms))
+            self.in_doubt += sum(1 for error in refused.values() if isinstance(error, InDoubt))
         return refused
 
     def _settled(self, name: Name, tally: _Tally, now_ms: int) -> bool:
@@ -185,7 +196,6 @@ class Fence:
         return refused
 
     def _doubt(self, why: str) -> InDoubt:
-        self.in_doubt += 1
         return InDoubt(
             f"{why}; it may have applied; nothing applied now: retry later",
             retry_after_s=RETRY_AFTER_S,
@@ -298,9 +308,10 @@ class Fence:
         by_key: dict[Key, list[str]] = {}
         for key, idem in held:
             by_key.setdefault(key, []).append(idem)
+        member = self.cluster.view.get(node)
         if node == self.cluster.node_id:
-            answers: Any = self._resolve_here(token, by_key.items())
-        elif node not in self.cluster.view.members:
+            answers = self._resolve_here(token, by_key.items())
+        elif member is None or member.status is Status.REMOVED:
             # removed from the cluster by an operator: its process counts as gone
             return {name: wire.VOID for name in held}
         else:
@@ -315,23 +326,18 @@ class Fence:
         out: dict[Name, str | CountersError] = {}
         for (key, idems), (state, found) in zip(by_key.items(), answers, strict=True):
             if state is not None:
-                self.store.merge(key, state if isinstance(state, PNCounter) else _state(state))
+                self.store.merge(key, state)
             for idem, answer in zip(idems, found, strict=True):
                 if isinstance(answer, str):
                     out[(key, idem)] = answer
                 else:
-                    receipt = answer if isinstance(answer, Receipt) else Receipt.from_wire(answer)
-                    self.store.add_receipt(key, idem, receipt)
+                    self.store.add_receipt(key, idem, answer)
                     out[(key, idem)] = "receipt"
         return out
 
 
 def _now_ms() -> int:
     return int(time.time() * 1000)
-
-
-def _state(raw: Any) -> PNCounter:
-    return wire.state_from_wire(raw)
 
 
 def _count(tally: _Tally, answer: Receipt | Reservation | Holder | None) -> None:

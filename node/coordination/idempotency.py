@@ -240,6 +240,7 @@ class Idempotent:
         """Refuse an attempt that a retry elsewhere gave up (fencing.py): in the loop turn
         that applies it, so it can never apply after it was given up."""
         if not self.fence.holds(op.key, op.idem, now_ms):
+            self.fence.in_doubt += 1
             raise InDoubt(
                 "a retry of this Idempotency-Key on another node took it over; nothing "
                 "applied by this attempt, the other may have applied: retry later"

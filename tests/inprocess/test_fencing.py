@@ -63,6 +63,7 @@ async def test_a_retry_while_the_first_coordinator_is_cut_off_is_in_doubt_not_ap
     assert retry.problem["may_have_applied"] is True
     assert retry.problem["retry_after_s"] >= 1
     assert second.value(key) in (None, 0)
+    assert second.coordinator.idempotent.fence.in_doubt == 1  # counted for /metrics
 
     inproc.network.heal()
     await inproc.settled()
