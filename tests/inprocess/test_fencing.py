@@ -226,3 +226,30 @@ async def test_a_keyed_batch_retried_while_its_coordinator_is_cut_off_counts_onc
         (sum(range(1, i + 2)), True) for i in range(50)
     ], again
     await inproc.converged(key, total, nodes=inproc.live())
+
+
+async def test_a_void_reservation_stays_in_doubt_while_a_replica_cannot_answer(
+    inproc: InProcessCluster,
+):
+    """After the holder restarted, its old attempt may have applied and sent its slot and
+    receipt to any replica: with one replica down the retry cannot rule that out."""
+    await inproc.start(3)
+    key = inproc.key_where(lambda replicas: True)
+    first, _, third = (inproc.nodes[n] for n in inproc.replicas(key))
+    inproc.network.drop(1.0, dst=first.address, kinds=[wire.RESERVE])  # grants never return
+    lost = await _attempt(first, key)
+    assert lost.problem is not None and lost.problem["may_have_applied"] is False, lost
+    inproc.network.heal()
+    await inproc.kill(first)
+    await inproc.kill(third)
+    first = await inproc.restart(first)
+    await inproc.settled()
+
+    retry = await _attempt(first, key)
+
+    assert retry.problem is not None and retry.problem["type"].endswith("/in-doubt"), retry
+    third = await inproc.restart(third)
+    await inproc.settled()
+    again = await _attempt(first, key)
+    assert (again.value, again.replayed) == (5, False), again
+    await inproc.converged(key, 5, nodes=inproc.live())
