@@ -1,11 +1,10 @@
 """A retry never applies a keyed increment twice, however the first attempt's coordinator
-failed: cut off or paused right after it applied (and wrote its receipt) but before any
-other replica held the increment, with the retry landing on the next coordinator.
+failed (node/coordination/fencing.py, issue 11).
 
-The seeded network plays the fault: the first coordinator's replication frames are lost
-(so only its own slot holds the increment), then it is cut off from everyone until the
-others mark it down and the retry runs on the shard's next serving replica. After the heal
-every replica must hold the increment once.
+The seeded network plays the faults: the first coordinator's replication frames are lost (so
+only its own slot holds the increment) and then it is cut off until the others mark it down;
+or its grants come back late while another node, which believes it down, runs a retry; or
+its process dies holding reservations. After the heal every replica holds each key once.
 """
 
 from __future__ import annotations
