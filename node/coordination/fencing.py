@@ -250,8 +250,10 @@ class Fence:
         cluster = self.cluster
         replicas = cluster.replicas(shard)
         if everyone:
-            others = tuple(n for n in replicas if n != cluster.node_id)
-            return others, len(others), len(replicas)
+            # a replica still recovering may not hold its receipts yet: it cannot vouch
+            others = [n for n in replicas if n != cluster.node_id]
+            serving = tuple(n for n in others if cluster.serving(n))
+            return serving, len(others), len(replicas)
         required = grants_needed(consistency, cluster.config.read_quorum, len(replicas))
         peers, _ = self.replicator.read_peers(shard, consistency)
         return tuple(peers), required - 1, required
