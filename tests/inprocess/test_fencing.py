@@ -11,6 +11,9 @@ from __future__ import annotations
 
 import asyncio
 import time
+from pathlib import Path
+
+import pytest
 
 from node.cluster import wire
 from node.coordination.ops import Op, OpKind, OpResult
@@ -252,3 +255,67 @@ async def test_a_void_reservation_stays_in_doubt_while_a_replica_cannot_answer(
     again = await _attempt(first, key)
     assert (again.value, again.replayed) == (5, False), again
     await inproc.converged(key, 5, nodes=inproc.live())
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+async def test_keyed_retries_under_random_faults_count_every_key_exactly_once(
+    tmp_path: Path, seed: int
+):
+    """A seeded run: attempts of ten keys land on random nodes; a node (most often the
+    key's coordinator), whose writes may never leave it, is then cut off or killed and the
+    same keys are retried on the others; then it heals or restarts. At the end each key is
+    retried until it answers 200: the counter must hold every key's delta exactly once (a
+    double would show as more, a loss could not be retried away)."""
+    inproc = InProcessCluster(tmp_path, seed=seed)
+    try:
+        await _random_faults_then_retries(inproc)
+    finally:
+        await inproc.close()
+
+
+async def _random_faults_then_retries(inproc: InProcessCluster) -> None:
+    await inproc.start(3)
+    key = inproc.key_where(lambda replicas: True)
+    rng = inproc.network.random
+    deltas = {f"order-{i}": i + 1 for i in range(10)}
+
+    async def attempt(node: Node, idem: str) -> OpResult:
+        op = Op(OpKind.INCREMENT, key, deltas[idem], idem=idem)
+        (result,) = await node.coordinator.run([op], "quorum", fingerprint=f"{FINGERPRINT}{idem}")
+        return result
+
+    for _ in range(10):
+        # the victim is most often the key's coordinator, whose failure is the hard case
+        coordinator = inproc.replicas(key)[0]
+        victim = inproc.nodes[rng.choice([coordinator, coordinator, *sorted(inproc.nodes)])]
+        if rng.random() < 0.7:  # its writes never leave it
+            inproc.network.drop(1.0, src=victim.address, kinds=REPLICATION)
+        idems = rng.sample(sorted(deltas), 3)
+        live = inproc.live()
+        await asyncio.gather(*(attempt(rng.choice(live), idem) for idem in idems))
+        # then it is cut off or killed, and clients retry on the others
+        if rng.random() < 0.5:
+            inproc.network.isolate(victim.address)
+        else:
+            await inproc.kill(victim)
+        others = [n for n in inproc.live() if n is not victim]
+        await eventually(
+            lambda others=others, victim=victim: all(
+                victim.node_id in n.cluster.down for n in others
+            ),
+            f"{victim.node_id} marked down",
+        )
+        await asyncio.gather(*(attempt(rng.choice(others), idem) for idem in idems))
+        inproc.network.heal()
+        if not victim.alive:
+            await inproc.restart(victim)
+        await inproc.settled()
+
+    for idem in sorted(deltas):
+        answers: list[OpResult] = []
+        for _ in range(50):  # bounded: each try is bounded by the request timeout
+            answers.append(await attempt(inproc.live()[0], idem))
+            if answers[-1].ok:
+                break
+        assert answers[-1].ok, answers[-3:]
+    await inproc.converged(key, sum(deltas.values()), nodes=inproc.live(), timeout=10)
