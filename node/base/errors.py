@@ -104,6 +104,21 @@ class QuorumUnavailable(ServerError):
     title = "Not enough live replicas"
 
 
+class InDoubt(QuorumUnavailable):
+    """A keyed op whose earlier attempt is held by a node that cannot be asked whether it
+    applied (paused, cut off, restarting): nothing applied now; retry after Retry-After."""
+
+    type = "in-doubt"
+    title = "An earlier attempt of this Idempotency-Key is in doubt"
+
+    def __init__(self, detail: str, retry_after_s: int = 1) -> None:
+        super().__init__(detail, may_have_applied=True, retry_after_s=retry_after_s)
+        self.retry_after_s = retry_after_s
+
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": str(self.retry_after_s)}
+
+
 class QuorumTimeout(ServerError):
     status = 504
     type = "quorum-timeout"

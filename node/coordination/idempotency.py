@@ -1,11 +1,47 @@
 """Exactly-once increments: an Idempotency-Key is applied once, whichever node gets the retry.
 
 Every op carrying a key runs on its shard's first serving replica, one attempt per key at a
-time. That node merges a read quorum's states and receipts (crdt/receipts.py) first; R + W > N
-means it sees the receipt of any attempt that was acknowledged. With a receipt, it answers the
-first result (or 422 if the request differs); without, it applies the op and replicates the
-new slot together with the receipt to a write quorum, in one frame, so a receipt exists
+time on that node. Before it applies, it reserves the key at a quorum (fencing.py), in the
+one round trip that reads receipts: each asked replica atomically answers the receipt it
+holds, or another attempt's reservation, or records this attempt's and grants. With a
+receipt, the node answers the first result (or 422 if the request differs); with grants from
+max(R, majority) replicas (itself included) and no receipt, it applies the op and replicates
+the new slot together with the receipt to a write quorum, in one frame, so a receipt exists
 wherever the increment does and outlives the node that wrote it.
+
+Why a key never counts twice. An attempt applies only (a) holding grants from a majority of
+the replicas and (b) while its own node still holds its reservation, checked in the loop
+turn that applies it. Two attempts cannot both hold (a) at once: the majorities intersect in
+a replica that granted one of them and answered the other with the holder. A retry that
+meets a holder without a receipt never applies blindly; it asks the holder "receipt or
+abort" (RESOLVE), which atomically either answers the receipt (the retry replays it) or
+releases its reservation, so (b) fails and the old attempt can never apply afterwards; only
+then does the retry take the key over from the grants the old attempt held. A coordinator
+paused or cut off after applying thus holds its reservation at a majority: a retry
+elsewhere cannot reach it and answers 503 in-doubt with Retry-After (errors.InDoubt: the
+earlier attempt may have applied; nothing applied now), never 200 and never a second apply.
+Once the holder is back, the next retry gets its receipt and replays it; a holder removed
+from the cluster by an operator, or restarted (its process token is new: the attempt's
+process is gone), answers "void", and the retry then applies only after every replica of
+the shard answered without a receipt (the dead attempt's slot and receipt travel in one
+frame, so a replica holding its increment holds its receipt); one missing is in doubt again.
+Two sides of a partition: only the side with a majority of the replicas gets grants.
+
+Why nothing acknowledged is lost. R + W > N: the reserve round reads R replicas, so it sees
+the receipt of any attempt that answered 200, and replays it. A 503 in-doubt applies nothing
+and says so; the retry that follows answers what did happen.
+
+Limits. Reservations are held in memory beside the receipts (265 bytes each, tracemalloc
+over 100,000, plus the key string, until a receipt arrives for the key or the window ends)
+and are not written to the durable replica: a granting replica that restarts forgets its
+grants, so a paused attempt and a retry can both hold a majority only if a replica between
+them restarted in the meantime and no replica received the first attempt's write.
+Reservations do not travel with hand-offs: a ring change of the key's shard while an attempt
+is in doubt weakens the fence the same way. A holder's "void" after a lost data dir is sound
+only if every replica of the shard is asked (so a key whose replicas include one down for
+good stays in doubt until an operator removes it). Keyed ops at consistency=one need a
+majority too. A node of an earlier version does not know RESERVE (its link closes on it):
+upgrade every node before keyed ops resume.
 
 Receipts travel wherever state travels, always beside the slot they answer for: in the
 REPLICATE entry of the write, in hand-off pulls (a PULL reply carries each counter's receipts
@@ -44,16 +80,16 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from functools import partial
-from typing import Any, cast
+from typing import cast
 
 from crdt import CounterOverflowError, PNCounter, SlotFullError
 from crdt.receipts import Receipt
-from node.base.errors import CountersError, IdempotencyKeyReused, Overflow
+from node.base.errors import CountersError, IdempotencyKeyReused, InDoubt, Overflow
 from node.base.keys import Key
-from node.cluster import wire
 from node.cluster.membership import Cluster
+from node.coordination.fencing import Fence
 from node.coordination.ops import Op, OpKind, OpResult
 from node.coordination.quorum import QuorumWait
 from node.coordination.quota import CounterQuota
@@ -80,12 +116,15 @@ class Idempotent:
         replicator: Replicator,
         quota: CounterQuota,
         rotation: ActorRotation,
+        fence: Fence | None = None,
     ) -> None:
         self.cluster = cluster
         self.store = store
         self.replicator = replicator
         self.quota = quota
         self.rotation = rotation  # a fresh actor when this node's slot of a counter fills
+        # reserves keys at a quorum before they apply, and answers peers' reservations
+        self.fence = fence or Fence(cluster, store, replicator)
         self.hits = 0  # retries answered from a receipt, for metrics
         # (counter, idempotency key) -> the future its holder resolves when it is done
         self._holders: dict[Name, asyncio.Future[None]] = {}
@@ -129,10 +168,14 @@ class Idempotent:
         unknown = [i for i, op in enumerate(ops) if store.receipt(op.key, op.idem, now_ms) is None]
         if unknown:
             try:
-                await self._read(ops, shards, unknown, consistency, now_ms)
+                names = {(ops[i].key, ops[i].idem): shards[i] for i in unknown}
+                refused = await self.fence.reserve(names, consistency, now_ms)
             except CountersError as error:
-                for index in unknown:
-                    results[index] = OpResult.failed(error)
+                refused = {(ops[i].key, ops[i].idem): error for i in unknown}
+            for index in unknown:
+                refusal = refused.get((ops[index].key, ops[index].idem))
+                if refusal is not None:
+                    results[index] = OpResult.failed(refusal)
         # per counter: its shard, this node's new slot, the receipts that travel with it
         writes: dict[Key, tuple[int, PNCounter, dict[str, Receipt]]] = {}
         replayed: set[Key] = set()  # counters whose whole state goes with a replay's receipt
@@ -152,11 +195,12 @@ class Idempotent:
                 continue
             actor = self.cluster.actor
             try:
+                self._check_held(op, now_ms)
                 try:
                     value, saturated, delta = self._apply(op, shards[index], consistency, actor)
                 except SlotFullError:  # rare: under a fresh actor (rotation.py)
                     actor, (value, saturated, delta) = await self.rotation.apply_fresh(
-                        actor, partial(self._apply, op, shards[index], consistency)
+                        actor, partial(self._apply_held, op, shards[index], consistency, now_ms)
                     )
             except CountersError as error:
                 results[index] = OpResult.failed(error)
@@ -191,6 +235,23 @@ class Idempotent:
             )
         self.hits += 1
         return OpResult(receipt.value, replayed=True)
+
+    def _check_held(self, op: Op, now_ms: int) -> None:
+        """Refuse an attempt that a retry elsewhere gave up (fencing.py): in the loop turn
+        that applies it, so it can never apply after it was given up."""
+        if not self.fence.holds(op.key, op.idem, now_ms):
+            self.fence.in_doubt += 1
+            raise InDoubt(
+                "a retry of this Idempotency-Key on another node took it over; nothing "
+                "applied by this attempt, the other may have applied: retry later"
+            )
+
+    def _apply_held(
+        self, op: Op, shard: int, consistency: str, now_ms: int, actor: str
+    ) -> tuple[int, bool, PNCounter]:
+        """_apply after an await (a rotation): the reservation is checked again first."""
+        self._check_held(op, now_ms)
+        return self._apply(op, shard, consistency, actor)
 
     def _apply(
         self, op: Op, shard: int, consistency: str, actor: str
@@ -231,56 +292,3 @@ class Idempotent:
         except CountersError as error:
             for index in applied:
                 results[index] = OpResult.failed(error)
-
-    async def _read(
-        self,
-        ops: Sequence[Op],
-        shards: Sequence[int],
-        unknown: list[int],
-        consistency: str,
-        now_ms: int,
-    ) -> None:
-        """Merge a read quorum's states and receipts of these ops' counters: one RECEIPTS
-        request per set of read peers, whatever the number of ops."""
-        replicator, store = self.replicator, self.store
-        # (read peers, how many must answer) -> counter -> idempotency keys to ask for
-        groups: dict[tuple[tuple[str, ...], int], dict[Key, list[str]]] = {}
-        by_shard: dict[int, dict[Key, list[str]] | None] = {}
-        for index in unknown:
-            shard = shards[index]
-            if shard not in by_shard:
-                peers, wanted = replicator.read_peers(shard, consistency)
-                group = (tuple(peers), wanted)
-                by_shard[shard] = groups.setdefault(group, {}) if wanted > 0 else None
-            asked = by_shard[shard]
-            if asked is not None:
-                asked.setdefault(ops[index].key, []).append(ops[index].idem)
-        wait = QuorumWait("read")
-        for (read_peers, wanted), asked in groups.items():
-            body = wire.receipt_reads_to_wire(
-                (key, store.share(key), idems) for key, idems in asked.items()
-            )
-            replicator.ask_peers(
-                wait, list(read_peers), wanted, wire.RECEIPTS, body, self._merger(asked)
-            )
-        await wait.wait(replicator.timeout)
-
-    def _merger(self, asked: dict[Key, list[str]]) -> Callable[[Any], None]:
-        store = self.store
-        keys = list(asked)
-        expected = [len(asked[key]) for key in keys]
-
-        def on_reply(reply: Any) -> None:
-            try:
-                answers = wire.receipt_answers_from_wire(reply, expected)  # all, before any
-            except wire.ProtocolError as error:
-                log.warning("bad receipts reply: %s", error)
-                return
-            for key, (state, found) in zip(keys, answers, strict=True):
-                if state is not None:
-                    store.merge(key, state)
-                for idem, receipt in zip(asked[key], found, strict=True):
-                    if receipt is not None:
-                        store.add_receipt(key, idem, receipt)
-
-        return on_reply

@@ -79,6 +79,10 @@ class RemoteError(CountersError):
     def to_problem(self) -> dict[str, Any]:
         return self.problem
 
+    def headers(self) -> dict[str, str]:
+        retry = self.problem.get("retry_after_s")  # an in-doubt answer (errors.InDoubt)
+        return {"Retry-After": str(retry)} if type(retry) is int and retry > 0 else {}
+
 
 def forward_to_wire(ops: list[Op], consistency: str, hops: int, fingerprint: str) -> Any:
     return {

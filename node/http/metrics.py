@@ -99,6 +99,11 @@ class NodeCollector:
             "Retries answered from an idempotency receipt, applying nothing.",
             coordinator.idempotent.hits,
         )
+        yield _counter(
+            "counters_idempotency_in_doubt",
+            "Keyed ops answered 503 in-doubt: an earlier attempt's holder could not be asked.",
+            coordinator.idempotent.fence.in_doubt,
+        )
         limited = CounterMetricFamily(
             "counters_rate_limited",
             "Requests refused with 429 because the tenant was over its rate.",
@@ -186,6 +191,11 @@ class NodeCollector:
             "counters_idempotency_receipts",
             "Idempotency receipts held in memory (those of the window).",
             self.store.receipt_count(),
+        )
+        yield _gauge(
+            "counters_idempotency_reservations",
+            "Idempotency keys reserved by an attempt that has no receipt yet.",
+            self.store.reservations.reservation_count(),
         )
 
     def _ring(self) -> Iterator[Metric]:

@@ -28,7 +28,9 @@ IDEMPOTENCY = {
     "name": "Idempotency-Key",
     "in": "header",
     "required": False,
-    "description": "Applied once per key and tenant; a retry gets the first answer again",
+    "description": "Applied once per key and tenant; a retry gets the first answer again. "
+    "While an earlier attempt's coordinator cannot be asked whether it applied (paused, cut "
+    "off), a retry answers 503 of type in-doubt with Retry-After and applies nothing",
     "schema": {"type": "string", "pattern": f"^{IDEMPOTENCY_KEY.pattern}$"},
 }
 
@@ -46,7 +48,9 @@ ERRORS = {
     429: "Over the tenant's rate limit; nothing changed",
     431: "Request headers larger than 16 KiB; nothing changed",
     502: "A peer failed",
-    503: "Not enough live replicas or the store is unavailable (see may_have_applied)",
+    503: "Not enough live replicas or the store is unavailable (see may_have_applied); or, "
+    "type in-doubt, an earlier attempt of the Idempotency-Key cannot be asked whether it "
+    "applied: nothing applied now, retry after Retry-After",
     504: "Replicas did not answer in time; the write may still apply",
 }
 RATE_LIMIT_HEADERS = {
@@ -57,6 +61,10 @@ RATE_LIMIT_HEADERS = {
     "RateLimit-Limit": {"schema": {"type": "string"}},
     "RateLimit-Remaining": {"schema": {"type": "string"}},
     "RateLimit-Reset": {"schema": {"type": "string", "pattern": "^[0-9]+$"}},
+}
+IN_DOUBT_RETRY_AFTER = {
+    "description": "Seconds before a retry of an in-doubt Idempotency-Key (type in-doubt only)",
+    "schema": {"type": "string", "pattern": "^[0-9]+$"},
 }
 CLIENT = (400, 401, 403, 429, 431)  # any /v1 operation
 ADMIN = (401, 403, 431)  # any /admin operation
@@ -83,6 +91,8 @@ def _errors(*codes: int) -> dict[str, Any]:
         }
         if code == 429:
             response["headers"] = RATE_LIMIT_HEADERS
+        elif code == 503:
+            response["headers"] = {"Retry-After": IN_DOUBT_RETRY_AFTER}
         responses[str(code)] = response
     return responses
 

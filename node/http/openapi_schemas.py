@@ -233,6 +233,13 @@ SCHEMAS: dict[str, Any] = {
             "status": {"type": "integer", "minimum": 400, "maximum": 599},
             "detail": {"type": "string"},
             "may_have_applied": {"type": "boolean"},
+            "retry_after_s": {
+                "type": "integer",
+                "minimum": 1,
+                "description": "type in-doubt: an earlier attempt of this Idempotency-Key is "
+                "held by a node that cannot be asked now; nothing applied; retry with the same "
+                "key after this many seconds (also the Retry-After header)",
+            },
         },
     },
 }

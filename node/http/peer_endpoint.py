@@ -1,8 +1,9 @@
 """The peer endpoint: authenticated WebSocket, one frame in, one reply out.
 
-SLOTS, REPLICATE, READ and RECEIPTS are answered inline (pure in-memory work, no awaits), so
-a frame of many keys costs one loop turn. GOSSIP, PULL, PUSH and FORWARD may wait on other
-peers and run as tasks. A malformed frame closes the connection before it touches any state.
+SLOTS, REPLICATE, READ, RECEIPTS, RESERVE and RESOLVE are answered inline (pure in-memory
+work, no awaits), so a frame of many keys costs one loop turn. GOSSIP, PULL, PUSH and FORWARD
+may wait on other peers and run as tasks. A malformed frame closes the connection before it
+touches any state.
 """
 
 from __future__ import annotations
@@ -32,7 +33,9 @@ from node.storage.store import CounterStore
 
 log = logging.getLogger("counters.peer_server")
 EMPTY = PNCounter.empty()
-INLINE = frozenset({wire.SLOTS, wire.REPLICATE, wire.READ, wire.RECEIPTS})
+INLINE = frozenset(
+    {wire.SLOTS, wire.REPLICATE, wire.READ, wire.RECEIPTS, wire.RESERVE, wire.RESOLVE}
+)
 KIND_NAMES = {
     wire.REPLY: "reply",
     wire.REPLICATE: "replicate",
@@ -44,6 +47,8 @@ KIND_NAMES = {
     wire.SLOTS: "slots",
     wire.RECEIPT: "receipt",
     wire.RECEIPTS: "receipts",
+    wire.RESERVE: "reserve",
+    wire.RESOLVE: "resolve",
 }
 
 
@@ -164,6 +169,10 @@ class PeerServer:
             return reply
         if kind == wire.RECEIPTS:
             return self._receipts(wire.receipt_reads_from_wire(body))
+        if kind == wire.RESERVE:  # reserve or read (node/coordination/fencing.py)
+            return self.coordinator.idempotent.fence.answer_reserve(body)
+        if kind == wire.RESOLVE:  # receipt or abort, asked of an attempt's holder
+            return self.coordinator.idempotent.fence.answer_resolve(body)
         reads = wire.reads_from_wire(body)
         return [
             None if store.share(key) == share else pn_to_wire(store.get(key) or EMPTY)

@@ -69,6 +69,12 @@ class CounterStore:
         """The receipt of an idempotency key on key, unless it is older than the window."""
         return self._receipts.get(key, idempotency_key, now_ms)
 
+    @property
+    def reservations(self) -> ReceiptBook:
+        """Where idempotency keys are reserved before they apply (reserve, reservation,
+        release): beside the receipts, so a receipt and a reservation are decided together."""
+        return self._receipts
+
     def add_receipt(self, key: Key, idempotency_key: str, receipt: Receipt) -> bool:
         return self._receipts.add(key, idempotency_key, receipt)
 

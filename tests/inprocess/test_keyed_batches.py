@@ -33,7 +33,9 @@ async def test_a_keyed_batch_on_one_counter_costs_a_few_messages_and_replays_exa
     assert [r.value for r in results] == list(range(1, 501))
     assert not any(r.replayed for r in results)
     sent = {k: n - sent_before.get(k, 0) for k, n in inproc.network.sent.items()}
-    assert sent.get(wire.RECEIPTS, 0) == 1  # R = 2: one peer, one message for all 500
+    # R = 2: one peer, one reserve-or-read message for all 500 (fencing.py)
+    assert sent.get(wire.RESERVE, 0) == 1
+    assert sent.get(wire.RECEIPTS, 0) == sent.get(wire.RESOLVE, 0) == 0
     assert sent.get(wire.RECEIPT, 0) == 0
     assert sent.get(wire.REPLICATE, 0) == 2  # the slot and 500 receipts, once per peer
     await inproc.converged(key, 500)
