@@ -1,13 +1,14 @@
 """Outgoing peer links: one persistent WebSocket per peer, group-committed frames.
 
-`replicate()` and `read()` only queue a key; a sender task drains the queue into one
-REPLICATE or READ frame per turn, so every update bound for a peer within a loop turn (or
-while earlier frames are in flight) shares one frame. Updates to the same key in one frame
-are merged first, so a hot key costs one entry per frame, not one per request.
+`replicate()`, `replicate_slot()` and `read()` queue a key (frame_queue.py); a sender task
+writes the queue out one frame per turn, so every update bound for a peer within a loop turn
+(or while earlier frames are in flight) shares one frame.
 
-Each entry carries this node's digest share of the key's whole state (store.share). A peer
-whose state ends up equal answers None instead of its state, so in the steady state a reply
-is a list of None and nothing needs decoding or merging; futures resolve to None then.
+`written(future)` says when the frame carrying a queued write has been handed to the
+connection (on loopback, the peer's socket; elsewhere the kernel's send buffer): what a
+consistency=one write waits for (coordination/quorum.py, QuorumWait.sent_on), since
+answering before would let a coordinator killed right after its 200 take the update with it
+(tests/cluster/test_consistency_one.py lost 19 of 20 such writes).
 
 A connection whose peer stops answering (no pong to the heartbeat, dial.py) makes the link
 dead: all it holds fails at once with PeerError, so coordinators count other replicas, and
@@ -28,29 +29,19 @@ from typing import Any
 import aiohttp
 
 from crdt import PNCounter
-from crdt import receipts as crdt_receipts
-from crdt.codec import pn_to_wire
 from crdt.receipts import Receipt
 from node.base.config import Config
 from node.base.errors import PeerError
 from node.base.keys import Key
 from node.cluster import peer_auth, wire
 from node.cluster.dial import PEER_PATH, backoff, dial, timed_out
+from node.cluster.frame_queue import FRAME_KINDS, FrameQueue, ShareOf, StateFuture, fail
 
 log = logging.getLogger("counters.peers")
 __all__ = ["PEER_PATH", "PeerLink", "ShareOf", "backoff"]
 ReplyHandler = Callable[[bool, Any], None]
-StateFuture = asyncio.Future[PNCounter | None]
-ShareOf = Callable[[Key], int]
-FRAME_KINDS = (wire.SLOTS, wire.REPLICATE, wire.READ)  # group-committed, in turn
 REPLICATION_KINDS = frozenset(FRAME_KINDS)
 REDIAL_BACKOFF_CAP_S = 0.5  # a dead link's redials: soon enough to be back within a second
-
-
-def _fail(futures: list[asyncio.Future[Any]], error: Exception) -> None:
-    for future in futures:
-        if not future.done():
-            future.set_exception(error)
 
 
 class PeerLink:
@@ -65,7 +56,9 @@ class PeerLink:
         self.address = address
         self.frames_sent = 0  # replication frames (SLOTS, REPLICATE, READ) written
         self._observe_frame = observe_frame  # seconds from writing such a frame to its reply
-        self._share_of = share_of
+        self._queue = FrameQueue(share_of)
+        # a queued write's reply future -> its notice that its frame was written (written())
+        self._notices: dict[asyncio.Future[Any], asyncio.Future[bool]] = {}
         self._session = session
         self._config = config
         self._ws: aiohttp.ClientWebSocketResponse | None = None
@@ -77,16 +70,7 @@ class PeerLink:
         # request id -> (reply handler, its deadline, when a replication frame was written)
         self._waiting: dict[int, tuple[ReplyHandler, asyncio.TimerHandle, float | None]] = {}
         self._sent_on: dict[int, aiohttp.ClientWebSocketResponse] = {}  # request -> connection
-        # per key: the state to send, the futures waiting for it, its receipts
-        self._writes: dict[Key, tuple[PNCounter, list[StateFuture], dict[str, Receipt]]] = {}
-        self._reads: dict[Key, list[asyncio.Future[PNCounter | None]]] = {}
-        # per actor (the node's current one, or its previous one across a rotation), per
-        # key: the slot values to send and the futures waiting for them
-        self._slots: dict[str, dict[Key, tuple[int, int, list[StateFuture]]]] = {}
-        # per frame kind: the traceparent the next frame carries (one of its writes' contexts)
-        self._traces: dict[int, str] = {}
         self._wakeup = asyncio.Event()
-        self._turn = 0  # index into FRAME_KINDS: whose turn the next frame is
         self._inflight = asyncio.Semaphore(config.max_inflight_frames)
         # A fresh context: the link outlives the request that happened to open it, and must
         # not log under that request's trace id.
@@ -114,7 +98,7 @@ class PeerLink:
 
     @property
     def backlog(self) -> int:
-        return len(self._writes) + len(self._reads) + sum(map(len, self._slots.values()))
+        return self._queue.backlog
 
     # -- queued, group-committed operations ------------------------------------------------
 
@@ -124,51 +108,50 @@ class PeerLink:
         state: PNCounter,
         trace: str | None = None,
         receipts: Mapping[str, Receipt] | None = None,
-    ) -> asyncio.Future[PNCounter | None]:
+    ) -> StateFuture:
         """Send state (a partial or a full state) to merge, with the key's idempotency
         receipts if any; resolves to the peer's merged state, or None when it equals ours.
         `trace`: the traceparent of the write's span."""
-        if trace is not None:
-            self._traces.setdefault(wire.REPLICATE, trace)
-        future: asyncio.Future[PNCounter | None] = asyncio.get_running_loop().create_future()
-        queued = self._writes.get(key)
-        if queued is None:
-            self._writes[key] = (state, [future], dict(receipts or {}))
-        else:
-            queued[1].append(future)
-            if receipts:  # in place: a hot key's queued receipts are never copied
-                crdt_receipts.merge_into(queued[2], receipts)
-            self._writes[key] = (queued[0].merge(state), queued[1], queued[2])
+        future = self._queue.replicate(key, state, trace, receipts)
         self._wakeup.set()
         return future
 
     def replicate_slot(
         self, key: Key, actor: str, p: int, n: int, trace: str | None = None
-    ) -> asyncio.Future[PNCounter | None]:
+    ) -> StateFuture:
         """replicate() of this node's own actor slot (p, n), the common write, which travels
         in the compact SLOTS frame. The caller names the actor (the cluster's current one):
         slots queued before the node moved to a new incarnation still go out under theirs."""
-        if trace is not None:
-            self._traces.setdefault(wire.SLOTS, trace)
-        future: asyncio.Future[PNCounter | None] = asyncio.get_running_loop().create_future()
-        slots = self._slots.setdefault(actor, {})
-        queued = slots.get(key)
-        if queued is None:
-            slots[key] = (p, n, [future])
-        else:
-            queued[2].append(future)
-            slots[key] = (max(p, queued[0]), max(n, queued[1]), queued[2])
+        future = self._queue.replicate_slot(key, actor, p, n, trace)
         self._wakeup.set()
         return future
 
-    def read(self, key: Key, trace: str | None = None) -> asyncio.Future[PNCounter | None]:
+    def read(self, key: Key, trace: str | None = None) -> StateFuture:
         """The peer's state of key, or None when it equals ours."""
-        if trace is not None:
-            self._traces.setdefault(wire.READ, trace)
-        future: asyncio.Future[PNCounter | None] = asyncio.get_running_loop().create_future()
-        self._reads.setdefault(key, []).append(future)
+        future = self._queue.read(key, trace)
         self._wakeup.set()
         return future
+
+    def written(self, reply: asyncio.Future[Any]) -> asyncio.Future[bool]:
+        """For a write just queued (its reply future): True once the frame that carries it
+        has been handed to the connection, False if it fails before."""
+        notice: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        if reply.done():
+            notice.set_result(False)
+        else:
+            self._notices[reply] = notice
+            reply.add_done_callback(lambda done: self._notify([[done]], False))
+        return notice
+
+    def _notify(self, waiting: list[list[StateFuture]], sent_frame: bool) -> None:
+        """sent_frame: the frame carrying these was written, unless its sending failed
+        (which fails their futures at once) or they are done otherwise (closed, replied)."""
+        for futures in waiting:
+            for future in futures:
+                notice = self._notices.pop(future, None)
+                if notice is not None and not notice.done():
+                    failed = future.done() and (future.cancelled() or future.exception())
+                    notice.set_result(sent_frame and not failed)
 
     async def _send_loop(self) -> None:
         while True:
@@ -176,51 +159,20 @@ class PeerLink:
             self._wakeup.clear()
             if self._config.replication_window_s:
                 await asyncio.sleep(self._config.replication_window_s)
-            while self._slots or self._writes or self._reads:
+            while self._queue:
                 await self._inflight.acquire()
-                kind, body, waiting = self._next_frame()
-                trace = self._traces.pop(kind, None)
+                kind, body, waiting, trace = self._queue.next_frame()
                 try:
                     await self._send_frame(kind, body, self._states_reply(waiting), trace=trace)
                 except asyncio.CancelledError:
                     # The link is closing with this frame in hand: its writers must hear so
                     # now, not wait for a reply that will never be read.
-                    _fail([f for futures in waiting for f in futures], PeerError("link closed"))
+                    fail([f for futures in waiting for f in futures], PeerError("link closed"))
                     raise
+                if self._notices:
+                    self._notify(waiting, True)
 
-    def _next_frame(self) -> tuple[int, Any, list[list[StateFuture]]]:
-        """The next frame to send: its kind, body, and the futures of each of its keys.
-
-        Kinds take turns (own slots, states, reads), so a steady stream of one kind cannot
-        hold another back: under load a keyed write's receipt (a REPLICATE entry) would
-        otherwise wait for as long as plain increments (SLOTS) keep coming."""
-        for _ in range(len(FRAME_KINDS)):
-            kind = FRAME_KINDS[self._turn]
-            self._turn = (self._turn + 1) % len(FRAME_KINDS)
-            share_of = self._share_of
-            if kind == wire.SLOTS and self._slots:
-                actor = next(iter(self._slots))
-                slots = self._slots.pop(actor)
-                flat: list[Any] = []
-                for key, (p, n, _) in slots.items():
-                    flat += (*key, p, n, share_of(key))
-                return kind, [actor, flat], [futures for _, _, futures in slots.values()]
-            if kind == wire.REPLICATE and self._writes:
-                writes, self._writes = self._writes, {}
-                body = [
-                    [list(k), pn_to_wire(s), share_of(k), crdt_receipts.to_wire(r)]
-                    if r
-                    else [list(k), pn_to_wire(s), share_of(k)]
-                    for k, (s, _, r) in writes.items()
-                ]
-                return kind, body, [futures for _, futures, _ in writes.values()]
-            if kind == wire.READ and self._reads:
-                reads, self._reads = self._reads, {}
-                body = [[list(key), share_of(key)] for key in reads]
-                return kind, body, list(reads.values())
-        raise AssertionError("_next_frame called with nothing queued")
-
-    def _states_reply(self, waiting: list[list[asyncio.Future[PNCounter | None]]]) -> ReplyHandler:
+    def _states_reply(self, waiting: list[list[StateFuture]]) -> ReplyHandler:
         """A reply handler that hands the i-th state (or None) to the i-th key's futures."""
 
         def on_reply(ok: bool, payload: Any) -> None:
@@ -229,7 +181,7 @@ class PeerLink:
                     raise PeerError(f"{self.address}: {payload}")
                 states = wire.states_from_wire(payload, len(waiting))
             except Exception as error:
-                _fail([f for futures in waiting for f in futures], PeerError(str(error)))
+                fail([f for futures in waiting for f in futures], PeerError(str(error)))
                 return
             for futures, state in zip(waiting, states, strict=True):
                 for future in futures:
@@ -380,7 +332,7 @@ class PeerLink:
             closing.add_done_callback(self._closing.discard)
         for request_id in list(self._waiting):
             self._settle(request_id, False, f"link dead: {why}")
-        self._fail_queued(PeerError(f"{self.address}: link dead: {why}"))
+        self._queue.fail_all(PeerError(f"{self.address}: link dead: {why}"))
         self._redial = asyncio.create_task(
             self._redial_loop(), name=f"peer-redial-{self.address}", context=contextvars.Context()
         )
@@ -400,14 +352,6 @@ class PeerLink:
             self._dead = None
             self._wakeup.set()
             return
-
-    def _fail_queued(self, error: PeerError) -> None:
-        """Fail every update and read still waiting for a frame."""
-        futures = [f for _, fs, _ in self._writes.values() for f in fs]
-        futures += [f for fs in self._reads.values() for f in fs]
-        futures += [f for slots in self._slots.values() for *_, fs in slots.values() for f in fs]
-        self._writes, self._reads, self._slots = {}, {}, {}
-        _fail(futures, error)
 
     async def _read_loop(self, ws: aiohttp.ClientWebSocketResponse) -> None:
         seal = self._seals[ws]
@@ -446,4 +390,4 @@ class PeerLink:
         if self._reader is not None:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._reader
-        self._fail_queued(PeerError(reason))
+        self._queue.fail_all(PeerError(reason))

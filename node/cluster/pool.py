@@ -10,7 +10,6 @@ import aiohttp
 
 from node.base.config import Config
 from node.cluster.links import PeerLink, ShareOf
-from node.cluster.send_notices import NoticingLink
 
 
 class PeerPool:
@@ -28,15 +27,15 @@ class PeerPool:
             connector=aiohttp.TCPConnector(limit=0, enable_cleanup_closed=True),
             timeout=aiohttp.ClientTimeout(total=None, connect=2.0, sock_connect=1.0),
         )
-        self._links: dict[str, NoticingLink] = {}
+        self._links: dict[str, PeerLink] = {}
         # peer address -> what to call with the seconds from a frame to its reply (metrics)
         self._frame_observer = frame_observer
 
-    def link(self, address: str) -> NoticingLink:
+    def link(self, address: str) -> PeerLink:
         link = self._links.get(address)
         if link is None:
             observer = self._frame_observer
-            link = NoticingLink(
+            link = PeerLink(
                 address,
                 self._session,
                 self._config,

@@ -20,9 +20,9 @@ from crdt.receipts import Receipt
 from node.base.errors import PeerError, QuorumUnavailable
 from node.base.keys import Key
 from node.cluster.handoff import NOT_HELD
+from node.cluster.links import PeerLink
 from node.cluster.membership import Cluster
 from node.cluster.pool import PeerPool
-from node.cluster.send_notices import NoticingLink
 from node.coordination.quorum import QuorumWait, Starter
 from node.obs.tracing import OFF, Tracing, end_with
 from node.storage.store import CounterStore
@@ -71,7 +71,7 @@ class Replicator:
         address = self.cluster.address_of(node_id)
         return address is None or self.pool.reachable(address)
 
-    def link_to(self, node_id: str) -> NoticingLink:
+    def link_to(self, node_id: str) -> PeerLink:
         address = self.cluster.address_of(node_id)
         if address is None:
             raise QuorumUnavailable(f"no address for {node_id}")
