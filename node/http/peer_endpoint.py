@@ -20,6 +20,7 @@ from crdt.codec import pn_to_wire
 from node.base.config import Config
 from node.base.errors import CountersError
 from node.cluster import peer_auth, wire
+from node.cluster.anti_entropy import absorb_push
 from node.cluster.gossip import Gossip
 from node.cluster.handoff import pull_reply
 from node.cluster.wire import ProtocolError
@@ -207,8 +208,7 @@ class PeerServer:
             state = self.store.get(key) or EMPTY
             return [pn_to_wire(state), None if receipt is None else receipt.to_wire()]
         if kind == wire.PUSH:
-            self.store.merge_carried(wire.carried_from_wire(body))  # validated, then merged
-            return None
+            return absorb_push(self.store, wire.carried_from_wire(body))  # validated first
         if kind == wire.PULL:
             shards = wire.shards_from_wire(body, self.gossip.cluster.config.shards)
             return wire.carried_to_wire(pull_reply(self.store, shards, int(time.time() * 1000)))

@@ -29,6 +29,7 @@ from collections.abc import Callable, Iterable, Mapping
 
 from crdt.receipts import Receipt
 from node.base.keys import Key
+from node.storage.receipt_digest import MASK64, ReceiptDigests, term
 
 ReceiptName = tuple[Key, str]  # (counter, idempotency key)
 DirtyReceipt = tuple[Key, int, str, Receipt]  # counter, shard, idempotency key, receipt
@@ -43,6 +44,8 @@ class ReceiptBook:
         self._count = 0
         self._expiry: deque[tuple[int, ReceiptName]] = deque()
         self._dirty: dict[ReceiptName, Receipt] = {}  # not yet in the durable replica
+        self.digests = ReceiptDigests(window_ms)  # what anti-entropy compares
+        self._key_shard: dict[Key, int] = {}  # counter -> its shard, for counters held
 
     def __len__(self) -> int:
         return self._count
@@ -70,7 +73,9 @@ class ReceiptBook:
     def drop_shard(self, shard: int) -> int:
         """Forget a shard's receipts (not written back to the durable replica); how many."""
         dropped = 0
+        self.digests.drop_shard(shard)
         for key in self._shard_keys.pop(shard, ()):
+            self._key_shard.pop(key, None)
             held = self._held.pop(key, {})
             dropped += len(held)
             for idem in held:
@@ -85,12 +90,18 @@ class ReceiptBook:
         by_idem = self._held.get(key)
         if by_idem is None:
             by_idem = self._held[key] = {}
-            self._shard_keys.setdefault(self._shard_of(key), set()).add(key)
+            shard = self._key_shard[key] = self._shard_of(key)
+            self._shard_keys.setdefault(shard, set()).add(key)
+        else:
+            shard = self._key_shard[key]
         held = by_idem.get(idem)
         if held is not None and not receipt < held:
             return False
         if held is None:
             self._count += 1
+        else:
+            self.digests.remove(shard, held.at_ms, term(key, idem, held))
+        self.digests.add(shard, receipt.at_ms, term(key, idem, receipt))
         by_idem[idem] = receipt
         self._expiry.append((receipt.at_ms + self.window_ms, name))
         if not durable:
@@ -114,6 +125,8 @@ class ReceiptBook:
             if by_idem is not None and receipt is not None:
                 if receipt.at_ms + self.window_ms < now_ms:
                     del by_idem[idem]
+                    shard = self._key_shard[key]
+                    self.digests.remove(shard, receipt.at_ms, term(key, idem, receipt))
                     dirty.pop(name, None)
                     dropped += 1
                     if not by_idem:
@@ -123,12 +136,33 @@ class ReceiptBook:
         return dropped
 
     def _forget_key(self, key: Key) -> None:
-        shard = self._shard_of(key)
+        shard = self._key_shard.pop(key)
         keys = self._shard_keys.get(shard)
         if keys is not None:
             keys.discard(key)
             if not keys:
                 del self._shard_keys[shard]
+
+    def summaries(self, shard: int, lo: int, hi: int) -> list[tuple[Key, int]]:
+        """Per counter of the shard holding receipts: the sum of its receipts' digest terms
+        in buckets [lo, hi) (see receipt_digest.py). O(receipts of the shard)."""
+        size = self.digests.bucket_ms
+        start, end = lo * size, hi * size
+        out = []
+        for key in self._shard_keys.get(shard, ()):
+            total = 0
+            for idem, receipt in self._held[key].items():
+                if start <= receipt.at_ms < end:
+                    total += term(key, idem, receipt)
+            out.append((key, total & MASK64))
+        return out
+
+    def in_buckets(self, key: Key, lo: int, hi: int) -> dict[str, Receipt]:
+        """A counter's receipts in buckets [lo, hi): what anti-entropy ships."""
+        size = self.digests.bucket_ms
+        start, end = lo * size, hi * size
+        held = self._held.get(key, {})
+        return {idem: r for idem, r in held.items() if start <= r.at_ms < end}
 
     def take_dirty(self) -> list[DirtyReceipt]:
         """The receipts not yet written to the durable replica; they count as written now."""

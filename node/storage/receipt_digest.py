@@ -1,0 +1,116 @@
+"""Per-shard digests of idempotency receipts, so anti-entropy repairs receipts too.
+
+Counter states converge by later writes as well as by anti-entropy, so a receipt that
+missed a replica could stay missing while every state digest matched. Each receipt
+therefore counts in its shard's receipt digest by a 64-bit hash of (counter, idempotency
+key, receipt), summed modulo 2**64: equal sets give equal digests in any order, and adding,
+replacing or expiring one costs O(1).
+
+Replicas cannot compare every receipt they hold: the newest are still in flight, and the
+oldest leave at whatever moment each node's expiry runs. So receipts are also grouped by
+time bucket (`at_ms // bucket_ms`) and gossip compares a range of settled buckets, those
+that ended at least `settle_ms` ago (5 s, more than a write's replication takes) and that
+start at least `settle_ms` after the window's edge (`covered`). The initiator names the
+range and both sides sum the same buckets, so two replicas that hold the same settled
+receipts agree whatever is in flight, and a digest that differs means a receipt really is
+missing on one side.
+
+Cost: a digest over a range costs O(buckets the range moved since the shard's last
+digest), amortised O(1) per shard per gossip round; a shard without receipts costs a dict
+lookup. Memory: one small entry per non-empty (shard, bucket), at most one per receipt
+and usually far fewer (1-second buckets for windows of 16 s and more).
+"""
+
+from __future__ import annotations
+
+from crdt.receipts import Receipt
+from node.base.keys import Key
+from ring import hash64
+
+MASK64 = (1 << 64) - 1
+MAX_BUCKET_MS = 1_000
+MIN_BUCKET_MS = 100
+MAX_SETTLE_MS = 5_000
+
+
+def bucket_ms_for(window_ms: int) -> int:
+    """Buckets small enough that most of the window is covered, at most a second."""
+    return max(MIN_BUCKET_MS, min(MAX_BUCKET_MS, window_ms // 16))
+
+
+def term(key: Key, idem: str, receipt: Receipt) -> int:
+    """A receipt's share of its shard's digest: the same on every node that holds it."""
+    text = "\x00".join(
+        (*key, idem, str(receipt.at_ms), receipt.actor, receipt.fingerprint, str(receipt.value))
+    )
+    return hash64(text.encode("utf-8", "surrogatepass"))
+
+
+class ReceiptDigests:
+    def __init__(self, window_ms: int) -> None:
+        self.window_ms = window_ms
+        self.bucket_ms = bucket_ms_for(window_ms)
+        self.settle_ms = min(MAX_SETTLE_MS, window_ms // 4)
+        self._buckets: dict[int, dict[int, tuple[int, int]]] = {}  # shard -> bucket -> (n, sum)
+        self._last: dict[int, tuple[int, int, int]] = {}  # shard -> (lo, hi, digest) last asked
+
+    def covered(self, now_ms: int) -> tuple[int, int]:
+        """The settled buckets [lo, hi) at now_ms: ended settle_ms ago, and starting
+        settle_ms after the oldest receipt the window still holds."""
+        size, settle = self.bucket_ms, self.settle_ms
+        hi = (now_ms - settle) // size
+        lo = -(-(now_ms - self.window_ms + settle) // size)
+        return lo, max(lo, hi)
+
+    def plausible(self, lo: int, hi: int) -> bool:
+        """Whether a range a peer names could be one that covered() gives here."""
+        return 0 <= lo <= hi and hi - lo <= self.window_ms // self.bucket_ms + 2
+
+    def add(self, shard: int, at_ms: int, value: int, sign: int = 1) -> None:
+        """Count one receipt (sign 1) or stop counting it (sign -1)."""
+        bucket = at_ms // self.bucket_ms
+        buckets = self._buckets.setdefault(shard, {})
+        count, total = buckets.get(bucket, (0, 0))
+        count += sign
+        if count:
+            buckets[bucket] = (count, (total + sign * value) & MASK64)
+        else:
+            del buckets[bucket]
+            if not buckets:
+                del self._buckets[shard]
+        last = self._last.get(shard)
+        if last is not None and last[0] <= bucket < last[1]:
+            self._last[shard] = (last[0], last[1], (last[2] + sign * value) & MASK64)
+
+    def remove(self, shard: int, at_ms: int, value: int) -> None:
+        self.add(shard, at_ms, value, -1)
+
+    def drop_shard(self, shard: int) -> None:
+        self._buckets.pop(shard, None)
+        self._last.pop(shard, None)
+
+    def shards(self) -> list[int]:
+        """The shards holding any receipt."""
+        return list(self._buckets)
+
+    def digest(self, shard: int, lo: int, hi: int) -> int:
+        """The sum of the shard's receipts in buckets [lo, hi)."""
+        buckets = self._buckets.get(shard)
+        if not buckets:
+            return 0
+        last = self._last.get(shard)
+        if last is not None and abs(lo - last[0]) + abs(hi - last[1]) < len(buckets):
+            lo0, hi0, total = last
+            # S(lo, hi) = S(lo0, hi0) + S(hi0, hi) - S(lo0, lo), S signed for reversed ranges
+            total += _signed_sum(buckets, hi0, hi) - _signed_sum(buckets, lo0, lo)
+        else:
+            total = sum(s for bucket, (_, s) in buckets.items() if lo <= bucket < hi)
+        total &= MASK64
+        self._last[shard] = (lo, hi, total)
+        return total
+
+
+def _signed_sum(buckets: dict[int, tuple[int, int]], start: int, end: int) -> int:
+    if end >= start:
+        return sum(buckets.get(b, (0, 0))[1] for b in range(start, end))
+    return -sum(buckets.get(b, (0, 0))[1] for b in range(end, start))
