@@ -164,7 +164,7 @@ class AntiEntropy:
         self.repaired_keys += len(entries)
         for frame in push_frames(entries):
             reply = await link.call(wire.PUSH, wire.carried_to_wire(frame), timeout)
-            if reply is None:  # a peer from before PUSH replies had states
+            if reply is None:  # the peer holds nothing more (or predates PUSH replies)
                 continue
             states = wire.states_from_wire(reply, len(frame))
             for (key, _, _), state in zip(frame, states, strict=True):
@@ -172,16 +172,22 @@ class AntiEntropy:
                     store.merge(key, state)
 
 
-def absorb_push(store: CounterStore, entries: list[Carried]) -> list[Any]:
+def absorb_push(store: CounterStore, entries: list[Carried]) -> list[Any] | None:
     """The receiving side of a PUSH: merge each entry with its receipts, and answer our
-    merged state where it holds more than the entry (None where it does not)."""
+    merged state where it holds more than the entry (None where it does not), or just
+    None when it holds more of none (what older nodes always answered)."""
     reply: list[Any] = []
+    more = False
     for key, state, found in entries:
         if found:
             store.add_receipts(key, found)
         merged = store.merge(key, state)
-        reply.append(None if merged == state else pn_to_wire(merged))
-    return reply
+        if merged == state:
+            reply.append(None)
+        else:
+            reply.append(pn_to_wire(merged))
+            more = True
+    return reply if more else None
 
 
 def push_frames(
