@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
 from crdt import PNCounter
@@ -42,6 +43,15 @@ PUSH_BATCH = 2000  # counters per repair frame
 PUSH_RECEIPTS = 20_000  # idempotency receipts per repair frame (about 100 bytes each)
 EMPTY = PNCounter.empty()
 Span = tuple[int, int]  # receipt buckets [lo, hi)
+
+
+@dataclass(frozen=True)
+class Asked:
+    """What a GOSSIP message asks to compare: (shard, state digest) pairs, and the receipt
+    bucket range it names with its receipt digests (bucket ms, lo, hi, shard -> digest)."""
+
+    states: list[tuple[int, Any]]
+    receipts: tuple[int, int, int, dict[int, int]] | None
 
 
 class AntiEntropy:
@@ -67,45 +77,21 @@ class AntiEntropy:
 
     # -- the answering side -----------------------------------------------------------------
 
-    def fingerprints(self, body: dict[str, Any], shared: list[int]) -> dict[str, Any]:
-        """Per-counter fingerprints of the shared shards whose digests differ from body's."""
-        fields: dict[str, Any] = {"shares": [], "receipt_shares": []}
-        states = self._differing_states(body.get("digests"), shared)
-        for shard in states:
-            flat: list[int] = []
-            for _, weight, share in self.store.shard_shares(shard):
-                flat += (weight, share)
-            fields["shares"].append([shard, flat])
-        span, receipts = self._differing_receipts(body.get("receipts"), shared)
-        for shard in receipts:
-            assert span is not None
-            flat = []
-            for _, weight, total in self.store.receipt_summaries(shard, *span):
-                flat += (weight, total)
-            fields["receipt_shares"].append([shard, flat])
-        if not fields["receipt_shares"]:
-            del fields["receipt_shares"]
-        return fields
-
-    def _differing_states(self, digests: Any, shared: list[int]) -> list[int]:
+    def parse(self, body: Any) -> Asked:
+        """The digests a GOSSIP message carries, all validated before anything changes."""
+        if not isinstance(body, dict):
+            raise ProtocolError("gossip body must be a map")
+        digests = body.get("digests")
         if not isinstance(digests, list):
             raise ProtocolError("digests must be a list")
-        mine = set(shared)
-        differing = []
+        states: list[tuple[int, Any]] = []
         for item in digests:
             if not isinstance(item, list) or len(item) != 2:
                 raise ProtocolError("a digest is [shard, value]")
-            shard, theirs = item
-            if type(shard) is int and shard in mine and self.store.digest(shard) != theirs:
-                differing.append(shard)
-        return self._sample(differing)
-
-    def _differing_receipts(self, raw: Any, shared: list[int]) -> tuple[Span | None, list[int]]:
-        """The receipt range the initiator named and the shared shards whose receipt
-        digests over it differ; none when it named none or one this node cannot compare
-        (another window: nodes mid-way through a configuration change)."""
+            states.append((item[0], item[1]))
+        raw = body.get("receipts")
         if raw is None:
-            return None, []
+            return Asked(states, None)
         if not isinstance(raw, list) or len(raw) != 4 or not isinstance(raw[3], list):
             raise ProtocolError("receipts are [bucket ms, lo, hi, [[shard, digest], ...]]")
         bucket_ms, lo, hi, sums = raw
@@ -116,13 +102,39 @@ class AntiEntropy:
             if not isinstance(item, list) or len(item) != 2 or type(item[0]) is not int:
                 raise ProtocolError("a receipt digest is [shard, value]")
             theirs[item[0]] = item[1]
+        return Asked(states, (bucket_ms, lo, hi, theirs))
+
+    def fingerprints(self, asked: Asked, shared: list[int]) -> dict[str, Any]:
+        """Per-counter fingerprints of the shared shards whose digests differ from asked's."""
         store = self.store
-        if not store.receipt_buckets_plausible(bucket_ms, lo, hi):
-            return None, []
         mine = set(shared)
+        fields: dict[str, Any] = {"shares": []}
+        differing = [
+            shard
+            for shard, theirs in asked.states
+            if type(shard) is int and shard in mine and store.digest(shard) != theirs
+        ]
+        for shard in self._sample(differing):
+            flat: list[int] = []
+            for _, weight, share in store.shard_shares(shard):
+                flat += (weight, share)
+            fields["shares"].append([shard, flat])
+        if asked.receipts is None:
+            return fields
+        bucket_ms, lo, hi, theirs = asked.receipts
+        if not store.receipt_buckets_plausible(bucket_ms, lo, hi):
+            return fields  # another window (a configuration change under way): no comparison
         candidates = mine.intersection(store.receipt_shards()) | mine.intersection(theirs)
         differing = [s for s in candidates if store.receipt_digest(s, lo, hi) != theirs.get(s, 0)]
-        return (lo, hi), self._sample(differing)
+        receipt_shares = []
+        for shard in self._sample(differing):
+            flat = []
+            for _, weight, total in store.receipt_summaries(shard, lo, hi):
+                flat += (weight, total)
+            receipt_shares.append([shard, flat])
+        if receipt_shares:
+            fields["receipt_shares"] = receipt_shares
+        return fields
 
     def _sample(self, differing: list[int]) -> list[int]:
         self.divergent_shards += len(differing)

@@ -225,13 +225,14 @@ class Gossip:
 
     def answer(self, body: Any) -> dict[str, Any]:
         """The receiving side: merge what came, send back ours and the differing shards."""
-        if isinstance(body, dict) and body.get("admit") is True:
+        asked = self.anti_entropy.parse(body)  # validated before anything changes
+        if body.get("admit") is True:
             refused = self._admit()
             if refused:
                 return {"refused": refused}
         sender = self.absorb(body)
         reply = self.message(sender)
-        reply.update(self.anti_entropy.fingerprints(body, self._shared_shards(sender)))
+        reply.update(self.anti_entropy.fingerprints(asked, self._shared_shards(sender)))
         return reply
 
     def _admit(self) -> str | None:

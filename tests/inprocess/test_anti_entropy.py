@@ -13,8 +13,11 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 
+import pytest
+
 from node.base.keys import Key
 from node.cluster import wire
+from node.cluster.wire import ProtocolError
 from node.coordination.ops import Op, OpKind
 from tests.inprocess.cluster import InProcessCluster, Node, eventually
 
@@ -106,3 +109,24 @@ async def test_a_write_reply_that_shows_the_replica_is_stale_repairs_it(
         lambda: writer.store.get(KEY) == other.store.get(KEY) == missed.store.get(KEY),
         "one state on every replica",
     )
+
+
+@pytest.mark.parametrize(
+    ("field", "bad"),
+    [
+        ("digests", [[1]]),
+        ("receipts", "junk"),
+        ("receipts", [1000, 0, "5", []]),
+        ("receipts", [1000, 0, 5, [["shard", 1]]]),
+    ],
+)
+async def test_a_gossip_message_with_malformed_digests_is_refused_and_changes_nothing(
+    inproc: InProcessCluster, field: str, bad: object
+):
+    first, second, _ = await inproc.start(3)
+    await inproc.pause_gossip()
+    message = second.parts.gossip.message(first.node_id)
+    heard = first.cluster.detector.last_heard(second.node_id)
+    with pytest.raises(ProtocolError):
+        first.parts.gossip.answer({**message, field: bad})
+    assert first.cluster.detector.last_heard(second.node_id) == heard  # not even heard
