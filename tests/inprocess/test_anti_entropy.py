@@ -111,6 +111,22 @@ async def test_a_write_reply_that_shows_the_replica_is_stale_repairs_it(
     )
 
 
+async def test_one_exchange_repairs_both_sides(inproc: InProcessCluster):
+    """Each side holds a slot the other lacks: one exchange, started by either, leaves both
+    with the merge (the peer answers the push with what it holds more of)."""
+    first, second, _ = await inproc.start(3)
+    await inproc.pause_gossip()
+    for writer, reader in ((first, second), (second, first)):
+        inproc.network.drop(1.0, dst=reader.address, kinds=WRITES)
+        await _add(writer, KEY, 7)
+        inproc.network.heal()
+    assert first.store.get(KEY) != second.store.get(KEY)
+
+    await first.parts.gossip.exchange(second.node_id, second.address)
+    assert first.store.get(KEY) == second.store.get(KEY)
+    assert first.value(KEY) == 14
+
+
 @pytest.mark.parametrize(
     ("field", "bad"),
     [
