@@ -63,12 +63,13 @@ class AntiEntropy:
 
     # -- the initiator's message ------------------------------------------------------------
 
-    def digests(self, shards: list[int], now_ms: int) -> dict[str, Any]:
+    def digests(self, shards: list[int], now_ms: int, recovered: bool) -> dict[str, Any]:
         """The message fields for these shared shards: state digests, and receipt digests
-        (with their bucket range) for the shards holding receipts."""
+        (with their bucket range) for the shards holding receipts once this node has loaded
+        all it holds (`recovered`): receipts still loading would differ everywhere."""
         store = self.store
         fields: dict[str, Any] = {"digests": [[s, store.digest(s)] for s in shards]}
-        with_receipts = set(store.receipt_shards()).intersection(shards)
+        with_receipts = set(store.receipt_shards()).intersection(shards) if recovered else ()
         if with_receipts:
             bucket_ms, lo, hi = store.receipt_range(now_ms)
             sums = [[s, store.receipt_digest(s, lo, hi)] for s in sorted(with_receipts)]
@@ -104,8 +105,9 @@ class AntiEntropy:
             theirs[item[0]] = item[1]
         return Asked(states, (bucket_ms, lo, hi, theirs))
 
-    def fingerprints(self, asked: Asked, shared: list[int]) -> dict[str, Any]:
-        """Per-counter fingerprints of the shared shards whose digests differ from asked's."""
+    def fingerprints(self, asked: Asked, shared: list[int], recovered: bool) -> dict[str, Any]:
+        """Per-counter fingerprints of the shared shards whose digests differ from asked's;
+        receipts are compared only once this node has loaded all it holds."""
         store = self.store
         mine = set(shared)
         fields: dict[str, Any] = {"shares": []}
@@ -119,7 +121,7 @@ class AntiEntropy:
             for _, weight, share in store.shard_shares(shard):
                 flat += (weight, share)
             fields["shares"].append([shard, flat])
-        if asked.receipts is None:
+        if asked.receipts is None or not recovered:
             return fields
         bucket_ms, lo, hi, theirs = asked.receipts
         if not store.receipt_buckets_plausible(bucket_ms, lo, hi):

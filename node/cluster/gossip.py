@@ -179,7 +179,9 @@ class Gossip:
             "view": cluster.view.to_wire(),
             "ring": self._ring_to_wire(),
             "synced": cluster.synced_to_wire(),
-            **self.anti_entropy.digests(self._shared_shards(peer), int(time.time() * 1000)),
+            **self.anti_entropy.digests(
+                self._shared_shards(peer), int(time.time() * 1000), cluster.recovered
+            ),
             "tenants": self.quota.own_counts(max_age_s=cluster.config.gossip_interval_s / 2),
         }
         if cluster.recovered:  # the slots it holds are all loaded: what identity.py trusts
@@ -232,7 +234,8 @@ class Gossip:
                 return {"refused": refused}
         sender = self.absorb(body)
         reply = self.message(sender)
-        reply.update(self.anti_entropy.fingerprints(asked, self._shared_shards(sender)))
+        shared = self._shared_shards(sender)
+        reply.update(self.anti_entropy.fingerprints(asked, shared, self.cluster.recovered))
         return reply
 
     def _admit(self) -> str | None:

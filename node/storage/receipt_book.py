@@ -21,7 +21,7 @@ bytes on CPython 3.11 with the per-counter map); a receipt not yet flushed to th
 replica also has a dirty-map entry until the next flush. The actor, fingerprint and counter
 key are shared by all the receipts of one request. For anti-entropy each receipt also counts
 in its shard's receipt digest (receipt_digest.py): one hash per receipt added or dropped,
-about 2 us, and per (shard, second) holding receipts one small entry, not one per receipt.
+about 2 us, and per (shard, 16 s) and (counter, 16 s) holding receipts one small entry.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from collections.abc import Callable, Iterable, Mapping
 
 from crdt.receipts import Receipt
 from node.base.keys import Key
-from node.storage.receipt_digest import MASK64, ReceiptDigests, term
+from node.storage.receipt_digest import ReceiptDigests, term
 
 ReceiptName = tuple[Key, str]  # (counter, idempotency key)
 DirtyReceipt = tuple[Key, int, str, Receipt]  # counter, shard, idempotency key, receipt
@@ -75,7 +75,7 @@ class ReceiptBook:
     def drop_shard(self, shard: int) -> int:
         """Forget a shard's receipts (not written back to the durable replica); how many."""
         dropped = 0
-        self.digests.drop_shard(shard)
+        self.digests.drop_shard(shard, self._shard_keys.get(shard, ()))
         for key in self._shard_keys.pop(shard, ()):
             self._key_shard.pop(key, None)
             held = self._held.pop(key, {})
@@ -102,8 +102,8 @@ class ReceiptBook:
         if held is None:
             self._count += 1
         else:
-            self.digests.remove(shard, held.at_ms, term(key, idem, held))
-        self.digests.add(shard, receipt.at_ms, term(key, idem, receipt))
+            self.digests.remove(shard, key, held.at_ms, term(key, idem, held))
+        self.digests.add(shard, key, receipt.at_ms, term(key, idem, receipt))
         by_idem[idem] = receipt
         self._expiry.append((receipt.at_ms + self.window_ms, name))
         if not durable:
@@ -128,7 +128,7 @@ class ReceiptBook:
                 if receipt.at_ms + self.window_ms < now_ms:
                     del by_idem[idem]
                     shard = self._key_shard[key]
-                    self.digests.remove(shard, receipt.at_ms, term(key, idem, receipt))
+                    self.digests.remove(shard, key, receipt.at_ms, term(key, idem, receipt))
                     dirty.pop(name, None)
                     dropped += 1
                     if not by_idem:
@@ -147,17 +147,9 @@ class ReceiptBook:
 
     def summaries(self, shard: int, lo: int, hi: int) -> list[tuple[Key, int]]:
         """Per counter of the shard holding receipts: the sum of its receipts' digest terms
-        in buckets [lo, hi) (see receipt_digest.py). O(receipts of the shard)."""
-        size = self.digests.bucket_ms
-        start, end = lo * size, hi * size
-        out = []
-        for key in self._shard_keys.get(shard, ()):
-            total = 0
-            for idem, receipt in self._held[key].items():
-                if start <= receipt.at_ms < end:
-                    total += term(key, idem, receipt)
-            out.append((key, total & MASK64))
-        return out
+        in buckets [lo, hi) (see receipt_digest.py). O(their buckets), no hashing."""
+        key_digest = self.digests.key_digest
+        return [(key, key_digest(key, lo, hi)) for key in self._shard_keys.get(shard, ())]
 
     def in_buckets(self, key: Key, lo: int, hi: int) -> dict[str, Receipt]:
         """A counter's receipts in buckets [lo, hi): what anti-entropy ships."""

@@ -17,25 +17,32 @@ missing on one side.
 
 Cost: a digest over a range costs O(buckets the range moved since the shard's last
 digest), amortised O(1) per shard per gossip round; a shard without receipts costs a dict
-lookup. Memory: one small entry per non-empty (shard, bucket), at most one per receipt
-and usually far fewer (1-second buckets for windows of 16 s and more).
+lookup; a counter's sum over a range costs O(its buckets), with no hashing. Memory: one
+small entry per non-empty (shard, bucket) and (counter, bucket), at most one per receipt
+and usually far fewer (16-second buckets for windows of 17 minutes and more: a counter
+keyed without pause for a day holds 5,400).
 """
 
 from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
 
 from crdt.receipts import Receipt
 from node.base.keys import Key
 from ring import hash64
 
 MASK64 = (1 << 64) - 1
-MAX_BUCKET_MS = 1_000
+Buckets = dict[int, tuple[int, int]]  # time bucket -> (receipts, sum of their terms)
+MAX_BUCKET_MS = 16_000
 MIN_BUCKET_MS = 100
 MAX_SETTLE_MS = 5_000
 
 
 def bucket_ms_for(window_ms: int) -> int:
-    """Buckets small enough that most of the window is covered, at most a second."""
-    return max(MIN_BUCKET_MS, min(MAX_BUCKET_MS, window_ms // 16))
+    """A 64th of the window, within [0.1 s, 16 s]: coarse enough that a counter keyed all
+    day long holds few buckets, fine enough that a receipt is compared soon after it lands."""
+    return max(MIN_BUCKET_MS, min(MAX_BUCKET_MS, window_ms // 64))
 
 
 def term(key: Key, idem: str, receipt: Receipt) -> int:
@@ -51,7 +58,8 @@ class ReceiptDigests:
         self.window_ms = window_ms
         self.bucket_ms = bucket_ms_for(window_ms)
         self.settle_ms = min(MAX_SETTLE_MS, window_ms // 4)
-        self._buckets: dict[int, dict[int, tuple[int, int]]] = {}  # shard -> bucket -> (n, sum)
+        self._buckets: dict[int, Buckets] = {}  # shard -> bucket -> (receipts, sum)
+        self._key_buckets: dict[Key, Buckets] = {}  # the same per counter
         self._last: dict[int, tuple[int, int, int]] = {}  # shard -> (lo, hi, digest) last asked
 
     def covered(self, now_ms: int) -> tuple[int, int]:
@@ -66,28 +74,28 @@ class ReceiptDigests:
         """Whether a range a peer names could be one that covered() gives here."""
         return 0 <= lo <= hi and hi - lo <= self.window_ms // self.bucket_ms + 2
 
-    def add(self, shard: int, at_ms: int, value: int, sign: int = 1) -> None:
-        """Count one receipt (sign 1) or stop counting it (sign -1)."""
+    def add(self, shard: int, key: Key, at_ms: int, value: int, sign: int = 1) -> None:
+        """Count one receipt of key (sign 1) or stop counting it (sign -1)."""
         bucket = at_ms // self.bucket_ms
-        buckets = self._buckets.setdefault(shard, {})
-        count, total = buckets.get(bucket, (0, 0))
-        count += sign
-        if count:
-            buckets[bucket] = (count, (total + sign * value) & MASK64)
-        else:
-            del buckets[bucket]
-            if not buckets:
-                del self._buckets[shard]
+        _bump(self._buckets, shard, bucket, sign, value)
+        _bump(self._key_buckets, key, bucket, sign, value)
         last = self._last.get(shard)
         if last is not None and last[0] <= bucket < last[1]:
             self._last[shard] = (last[0], last[1], (last[2] + sign * value) & MASK64)
 
-    def remove(self, shard: int, at_ms: int, value: int) -> None:
-        self.add(shard, at_ms, value, -1)
+    def remove(self, shard: int, key: Key, at_ms: int, value: int) -> None:
+        self.add(shard, key, at_ms, value, -1)
 
-    def drop_shard(self, shard: int) -> None:
+    def drop_shard(self, shard: int, keys: Iterable[Key]) -> None:
         self._buckets.pop(shard, None)
         self._last.pop(shard, None)
+        for key in keys:
+            self._key_buckets.pop(key, None)
+
+    def key_digest(self, key: Key, lo: int, hi: int) -> int:
+        """The sum of one counter's receipts in buckets [lo, hi): O(its buckets)."""
+        buckets = self._key_buckets.get(key, {})
+        return sum(s for bucket, (_, s) in buckets.items() if lo <= bucket < hi) & MASK64
 
     def shards(self) -> list[int]:
         """The shards holding any receipt."""
@@ -110,7 +118,21 @@ class ReceiptDigests:
         return total
 
 
-def _signed_sum(buckets: dict[int, tuple[int, int]], start: int, end: int) -> int:
+def _bump(groups: dict[Any, Buckets], group: Any, bucket: int, sign: int, value: int) -> None:
+    buckets = groups.get(group)
+    if buckets is None:
+        buckets = groups[group] = {}
+    count, total = buckets.get(bucket, (0, 0))
+    count += sign
+    if count:
+        buckets[bucket] = (count, (total + sign * value) & MASK64)
+    else:
+        del buckets[bucket]
+        if not buckets:
+            del groups[group]
+
+
+def _signed_sum(buckets: Buckets, start: int, end: int) -> int:
     if end >= start:
         return sum(buckets.get(b, (0, 0))[1] for b in range(start, end))
     return -sum(buckets.get(b, (0, 0))[1] for b in range(end, start))

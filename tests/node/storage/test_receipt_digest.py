@@ -17,30 +17,33 @@ def _receipt(at_ms: int, value: int = 1) -> Receipt:
 
 def test_covered_leaves_out_receipts_in_flight_and_about_to_expire():
     digests = ReceiptDigests(window_ms=86_400_000)
-    assert (digests.bucket_ms, digests.settle_ms) == (1_000, 5_000)
+    assert (digests.bucket_ms, digests.settle_ms) == (16_000, 5_000)
     lo, hi = digests.covered(now_ms=100_000_000)
-    assert hi * 1_000 <= 100_000_000 - 5_000  # every covered bucket ended 5 s ago
-    assert lo * 1_000 >= 100_000_000 - 86_400_000 + 5_000  # and expires 5 s from now at least
+    assert hi * 16_000 <= 100_000_000 - 5_000  # every covered bucket ended 5 s ago
+    assert lo * 16_000 >= 100_000_000 - 86_400_000 + 5_000  # and expires 5 s from now at least
+    assert hi * 16_000 > 100_000_000 - 5_000 - 16_000  # and no more is left out than that
     assert digests.plausible(lo, hi) and not digests.plausible(lo, hi + 100_000)
 
 
 def test_a_range_digest_equals_a_recount_however_ranges_and_receipts_move():
     rng = random.Random(7)
     digests = ReceiptDigests(window_ms=16_000)
-    held: list[tuple[int, int]] = []  # (at_ms, term)
+    held: list[tuple[str, int, int]] = []  # (counter name, at_ms, term)
     for step in range(2_000):
         if held and rng.random() < 0.3:
-            at_ms, value = held.pop(rng.randrange(len(held)))
-            digests.remove(5, at_ms, value)
+            name, at_ms, value = held.pop(rng.randrange(len(held)))
+            digests.remove(5, ("t", "ns", name), at_ms, value)
         else:
-            at_ms, value = rng.randrange(0, 60_000), rng.getrandbits(64)
-            held.append((at_ms, value))
-            digests.add(5, at_ms, value)
-        lo = rng.randrange(0, 60) if step % 7 else rng.randrange(0, 5)
-        hi = lo + rng.randrange(0, 40)
+            name, at_ms, value = rng.choice("abc"), rng.randrange(0, 60_000), rng.getrandbits(64)
+            held.append((name, at_ms, value))
+            digests.add(5, ("t", "ns", name), at_ms, value)
+        lo = rng.randrange(0, 240) if step % 7 else rng.randrange(0, 5)
+        hi = lo + rng.randrange(0, 160)
         size = digests.bucket_ms
-        expected = sum(v for at, v in held if lo <= at // size < hi) & MASK64
+        expected = sum(v for _, at, v in held if lo <= at // size < hi) & MASK64
         assert digests.digest(5, lo, hi) == expected
+        of_a = sum(v for n, at, v in held if n == "a" and lo <= at // size < hi) & MASK64
+        assert digests.key_digest(("t", "ns", "a"), lo, hi) == of_a
 
 
 def test_equal_receipt_sets_give_equal_digests_in_any_order_and_a_missing_one_differs():
