@@ -26,11 +26,11 @@ keyed without pause for a day holds 5,400).
 from __future__ import annotations
 
 from collections.abc import Iterable
+from hashlib import blake2b
 from typing import Any
 
 from crdt.receipts import Receipt
 from node.base.keys import Key
-from ring import hash64
 
 MASK64 = (1 << 64) - 1
 Buckets = dict[int, tuple[int, int]]  # time bucket -> (receipts, sum of their terms)
@@ -47,10 +47,11 @@ def bucket_ms_for(window_ms: int) -> int:
 
 def term(key: Key, idem: str, receipt: Receipt) -> int:
     """A receipt's share of its shard's digest: the same on every node that holds it."""
-    text = "\x00".join(
-        (*key, idem, str(receipt.at_ms), receipt.actor, receipt.fingerprint, str(receipt.value))
-    )
-    return hash64(text.encode("utf-8", "surrogatepass"))
+    tenant, namespace, name = key
+    r = receipt
+    text = f"{tenant}\0{namespace}\0{name}\0{idem}\0{r.at_ms}\0{r.actor}\0{r.fingerprint}\0"
+    text += str(r.value)
+    return int.from_bytes(blake2b(text.encode("utf-8", "surrogatepass"), digest_size=8).digest())
 
 
 class ReceiptDigests:
