@@ -25,6 +25,7 @@ PUSH_RECEIPTS receipts. Shards whose digests match cost one comparison each, as 
 
 from __future__ import annotations
 
+import asyncio
 import random
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -172,12 +173,17 @@ class AntiEntropy:
                         entries[key] = (key, state, {**found, **already})
         return list(entries.values())
 
-    async def push(self, link: PeerLink, entries: list[Carried], timeout: float) -> None:
-        """Send entries; merge what the peer answers it holds more of."""
+    async def push(self, link: PeerLink, entries: list[Carried], deadline: float) -> None:
+        """Send entries, frame by frame until the loop time `deadline` (the rest go at the
+        next exchange); merge what the peer answers it holds more of."""
         store = self.store
-        self.repaired_keys += len(entries)
+        loop = asyncio.get_running_loop()
         for frame in push_frames(entries):
-            reply = await link.call(wire.PUSH, wire.carried_to_wire(frame), timeout)
+            left = deadline - loop.time()
+            if left <= 0:
+                break
+            self.repaired_keys += len(frame)
+            reply = await link.call(wire.PUSH, wire.carried_to_wire(frame), left)
             if reply is None:  # the peer holds nothing more (or predates PUSH replies)
                 continue
             states = wire.states_from_wire(reply, len(frame))

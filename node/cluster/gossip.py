@@ -248,17 +248,18 @@ class Gossip:
 
     async def exchange(self, node_id: str | None, address: str) -> None:
         link = self.pool.link(address)
-        timeout = max(self.cluster.config.gossip_interval_s * 2, 1.0)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + max(self.cluster.config.gossip_interval_s * 2, 1.0)
         incarnation = self.cluster.incarnation  # what the message tells the peer
         try:
             message = self.message(node_id)
-            reply = await link.call(wire.GOSSIP, message, timeout)
+            reply = await link.call(wire.GOSSIP, message, deadline - loop.time())
             sender = self.absorb(reply)
             self.cluster.heard_peer = True
             self.cluster.announced = max(self.cluster.announced, incarnation)
             shared, now_ms = self._shared_shards(sender), int(time.time() * 1000)
             pushes = self.anti_entropy.to_push(reply, message, shared, now_ms)
-            await self.anti_entropy.push(link, pushes, timeout)
+            await self.anti_entropy.push(link, pushes, deadline)
         except PeerError as error:
             log.debug("gossip with %s failed: %s", node_id or address, error)
         except ProtocolError as error:
