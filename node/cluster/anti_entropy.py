@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -125,8 +126,8 @@ class AntiEntropy:
         if asked.receipts is None or not recovered:
             return fields
         bucket_ms, lo, hi, theirs = asked.receipts
-        if not store.receipt_buckets_plausible(bucket_ms, lo, hi):
-            return fields  # another window (a configuration change under way): no comparison
+        if not store.receipt_buckets_comparable(bucket_ms, lo, hi, int(time.time() * 1000)):
+            return fields  # another window (a configuration change) or a clock far behind
         candidates = mine.intersection(store.receipt_shards()) | mine.intersection(theirs)
         differing = [s for s in candidates if store.receipt_digest(s, lo, hi) != theirs.get(s, 0)]
         receipt_shares = []

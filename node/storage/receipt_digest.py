@@ -71,9 +71,18 @@ class ReceiptDigests:
         lo = -(-(now_ms - self.window_ms + settle) // size)
         return lo, max(lo, hi)
 
-    def plausible(self, lo: int, hi: int) -> bool:
-        """Whether a range a peer names could be one that covered() gives here."""
-        return 0 <= lo <= hi and hi - lo <= self.window_ms // self.bucket_ms + 2
+    def comparable(self, lo: int, hi: int, now_ms: int) -> bool:
+        """Whether a range a peer names can be compared here at now_ms: no longer than the
+        window, and starting after what this node may already have expired. A peer whose
+        clock lags ours by settle_ms or more (up to a bucket more) names older buckets,
+        whose receipts may be gone here but not there: comparing them would ship the same
+        receipts every round."""
+        size = self.bucket_ms
+        return (
+            0 <= lo <= hi
+            and hi - lo <= self.window_ms // size + 2
+            and (lo * size >= now_ms - self.window_ms)
+        )
 
     def add(self, shard: int, key: Key, at_ms: int, value: int, sign: int = 1) -> None:
         """Count one receipt of key (sign 1) or stop counting it (sign -1)."""

@@ -223,10 +223,10 @@ class CounterStore:
         digests = self._receipts.digests
         return (digests.bucket_ms, *digests.covered(now_ms))
 
-    def receipt_buckets_plausible(self, bucket_ms: int, lo: int, hi: int) -> bool:
-        """Whether a peer's range of receipt buckets can be compared with ours."""
+    def receipt_buckets_comparable(self, bucket_ms: int, lo: int, hi: int, now_ms: int) -> bool:
+        """Whether a peer's range of receipt buckets can be compared with ours now."""
         digests = self._receipts.digests
-        return bucket_ms == digests.bucket_ms and digests.plausible(lo, hi)
+        return bucket_ms == digests.bucket_ms and digests.comparable(lo, hi, now_ms)
 
     def receipt_shards(self) -> list[int]:
         """The shards holding any idempotency receipt."""

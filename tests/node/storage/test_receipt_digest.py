@@ -22,7 +22,10 @@ def test_covered_leaves_out_receipts_in_flight_and_about_to_expire():
     assert hi * 16_000 <= 100_000_000 - 5_000  # every covered bucket ended 5 s ago
     assert lo * 16_000 >= 100_000_000 - 86_400_000 + 5_000  # and expires 5 s from now at least
     assert hi * 16_000 > 100_000_000 - 5_000 - 16_000  # and no more is left out than that
-    assert digests.plausible(lo, hi) and not digests.plausible(lo, hi + 100_000)
+    assert digests.comparable(lo, hi, 100_000_000)
+    assert not digests.comparable(lo, hi + 100_000, 100_000_000)  # longer than the window
+    assert digests.comparable(lo, hi, 100_004_000)  # a peer's clock 4 s behind ours
+    assert not digests.comparable(lo, hi, 100_030_000)  # 30 s: it names what we may expire
 
 
 def test_a_range_digest_equals_a_recount_however_ranges_and_receipts_move():
