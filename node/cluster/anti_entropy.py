@@ -172,7 +172,9 @@ class AntiEntropy:
                         found = store.receipts_between(key, *span)
                         _, state, already = entries.get(key, (key, store.get(key) or EMPTY, {}))
                         entries[key] = (key, state, {**found, **already})
-        return list(entries.values())
+        pushes = list(entries.values())
+        random.shuffle(pushes)  # a push cut short by the deadline leaves other keys each time
+        return pushes
 
     async def push(self, link: PeerLink, entries: list[Carried], deadline: float) -> None:
         """Send entries, frame by frame until the loop time `deadline` (the rest go at the
