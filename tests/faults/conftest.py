@@ -1,6 +1,7 @@
-"""The fault suite runs its long tests (marker faults_full) only under `make faults`
-(FAULTS_FULL=1); plain `pytest` deselects them, and runs the short seeded ones. With
-FAULTS_FULL=1 only the long ones run, whatever else was collected."""
+"""Which fault tests a run picks: plain `pytest` (and `make test`) runs the short seeded
+ones and deselects those marked faults_full; `make faults` sets FAULTS_FULL=1, which
+deselects those marked faults_short (the whole schedule supersedes them). Tests with neither
+marker (the retry test) run either way."""
 
 from __future__ import annotations
 
@@ -10,12 +11,11 @@ import pytest
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    full = os.environ.get("FAULTS_FULL") == "1"
+    unwanted = "faults_short" if os.environ.get("FAULTS_FULL") == "1" else "faults_full"
     keep: list[pytest.Item] = []
     drop: list[pytest.Item] = []
     for item in items:
-        long_run = item.get_closest_marker("faults_full") is not None
-        (keep if long_run == full else drop).append(item)
+        (drop if item.get_closest_marker(unwanted) else keep).append(item)
     if drop:
         config.hook.pytest_deselected(items=drop)
         items[:] = keep

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import aiohttp
 
+from tests.cluster import node_logs
 from tests.faults import checker, nemesis
 from tests.faults.cluster import BridgeServers, FaultCluster
 from tests.faults.drops import Drops
@@ -87,8 +88,25 @@ async def running_cluster(
                 yield cluster, network_drops, servers
             finally:
                 await cluster.stop()
+                print(log_problems(cluster), flush=True)
         finally:
             await asyncio.to_thread(servers.close)
+
+
+def log_problems(cluster: FaultCluster, shown: int = 3) -> str:
+    """Errors and raw text (tracebacks) in the nodes' logs, for the report: under faults some
+    are expected, so they are shown, not asserted (tests/cluster asserts clean logs)."""
+    lines = ["errors and tracebacks in the node logs:"]
+    for node in cluster.nodes.values():
+        try:
+            text = node.log_path.read_text(errors="replace")
+        except FileNotFoundError:
+            continue
+        found = node_logs.problems(text, faulted=True)
+        distinct = list(dict.fromkeys(p.text.splitlines()[-1][:120] for p in found))
+        lines.append(f"  {node.node_id}: {len(found)} ({node.log_path})")
+        lines += [f"    {text}" for text in distinct[:shown]]
+    return "\n".join(lines)
 
 
 async def fault_run(root: Path, plan: Plan, log: list[str] | None = None) -> checker.Report:

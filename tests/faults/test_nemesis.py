@@ -18,6 +18,7 @@ def _verdict(report_text: str, violations: list[str], missed: list[str]) -> None
     assert not missed, "targets missed:\n" + "\n".join(missed) + "\n" + report_text
 
 
+@pytest.mark.faults_short
 @pytest.mark.timeout(300)
 async def test_a_short_seeded_run_keeps_every_promise(tmp_path: Path) -> None:
     report = await fault_run(tmp_path, short_plan(seed_from_env()))

@@ -16,8 +16,8 @@ import pytest
 from tests.faults.retries import RetryingClients, agreed_value, fault_coordinator
 from tests.faults.run import running_cluster, seed_from_env
 
-FAULT_S = 4.0  # seconds each coordinator fault lasts
-QUIET_S = 3.0  # seconds of load after each heal
+FAULT_S = 3.0  # seconds each coordinator fault lasts
+QUIET_S = 2.0  # seconds of load after each heal
 FINISH_BOUND_S = 60.0  # seconds to get every key acknowledged after the faults
 AGREE_BOUND_S = 30.0  # seconds for every node to read the final value
 # Group commit: a frame waits this long for more updates (a setting users may choose), which
