@@ -1,8 +1,9 @@
 """What a fault run measured and whether it kept its promises.
 
 Correctness (always asserted): after the load stops and every fault heals, each counter on
-every node (quorum reads through each node, and `consistency=one` reads of each node's own
-replica: with N = 3 nodes every node holds every counter) settles within
+every node (quorum reads through each node, and `consistency=one` reads: of each node's own
+replica with three nodes, where every node holds every counter; through the node with five)
+settles within
 [acknowledged + unknown negatives, acknowledged + unknown positives] (Jepsen's counter
 checker) and the nodes agree; every node shows one settled ring.
 

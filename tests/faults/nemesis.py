@@ -1,9 +1,9 @@
 """The nemesis: a seeded schedule of faults and heals, and the loop that carries it out.
 
-`schedule(seed, nodes, kinds, fault_s, quiet_s)` is pure: the same seed gives the same faults
-on the same nodes, so a failed run is rerun with FAULTS_SEED=<seed>. Each Fault lasts
-`fault_s`, then heals, then `quiet_s` pass with every node up and every link open before the
-next: the time a healed cluster has to give full service again.
+`schedule(seed, count, kinds)` is pure: the same seed gives the same faults on the same
+nodes, so a failed run is rerun with FAULTS_SEED=<seed>. Nemesis.run applies each Fault for
+`fault_s`, heals it, then lets `quiet_s` pass with every node up and every link open before
+the next: the time a healed cluster has to give full service again.
 
 Fault kinds:
 - isolate: one node cut off from every other node, both ways.

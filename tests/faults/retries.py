@@ -1,11 +1,13 @@
 """Jepsen-style exactly-once check of keyed increments (issue 11): retries never double.
 
-Clients send increments to one counter, each with an Idempotency-Key of its own. An op that
+Clients send increments, each with an Idempotency-Key of its own, to the counter of the
+current phase (one counter per fault, all coordinated by the same node, so a mismatch names
+the fault that caused it). An op that
 is not acknowledged (a timeout, a 5xx, a refused connection) is retried with the SAME key and
 delta on the next node, while the nemesis pauses (SIGSTOP), kills -9 (then restarts) or
 isolates the counter's coordinator (the first node of its shard's preference list). After
 every fault heals, each key still unacknowledged is retried until it is (bounded). Then every
-key has been acknowledged at least once, so the counter must equal the sum of all deltas,
+key has been acknowledged at least once, so each counter must equal the sum of its deltas,
 exactly: more means an op applied twice (an unfenced coordinator's late slot merged with the
 retry's), less means an acknowledged op was lost.
 """
@@ -16,6 +18,7 @@ import asyncio
 import random
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
 import aiohttp
 
@@ -24,13 +27,14 @@ from tests.faults import drops
 from tests.faults.cluster import FaultCluster
 from tests.faults.workload import NAMESPACE, Outcome, send
 
-COUNTER = "exactly-once"
+PREFIX = "exactly-once"
 TENANT = "default"  # the tenant of every request under --auth none
 RETRY_PAUSE_S = 0.05
 
 
 @dataclass
 class KeyedOp:
+    counter: str
     key: str
     delta: int
     attempts: int = 0
@@ -49,6 +53,7 @@ class RetryingClients:
         self._stop = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._seed = seed
+        self.counter = f"{PREFIX}-warm-up"  # where new ops go; the test moves it per fault
 
     def start(self) -> None:
         self._tasks = [asyncio.create_task(self._worker(i)) for i in range(self.workers)]
@@ -63,7 +68,7 @@ class RetryingClients:
         serial = 0
         while not self._stop.is_set():
             serial += 1
-            op = KeyedOp(f"{self._seed}-{index}-{serial}", self.rng.randint(1, 9))
+            op = KeyedOp(self.counter, f"{self._seed}-{index}-{serial}", self.rng.randint(1, 9))
             self.ops.append(op)
             while not op.acknowledged and not self._stop.is_set():
                 turn += 1  # a retry goes to another node
@@ -75,7 +80,7 @@ class RetryingClients:
         node = self.cluster.nodes[node_id]
         assert self.cluster.session is not None
         record = await send(
-            self.cluster.session, node, "quorum", COUNTER, op.delta, True, key=op.key
+            self.cluster.session, node, "quorum", op.counter, op.delta, True, key=op.key
         )
         op.attempts += 1
         op.nodes.append(node_id)
@@ -98,24 +103,34 @@ class RetryingClients:
             await asyncio.sleep(0.2)
         return [op for op in self.ops if not op.acknowledged]
 
-    @property
-    def expected(self) -> int:
-        return sum(op.delta for op in self.ops)
+    def expected(self) -> dict[str, int]:
+        """Per counter, the sum of its ops' deltas."""
+        totals: dict[str, int] = {}
+        for op in self.ops:
+            totals[op.counter] = totals.get(op.counter, 0) + op.delta
+        return totals
 
 
-async def coordinator_of(cluster: FaultCluster, name: str) -> int:
-    """The index of the node that coordinates `name`: its shard's first replica."""
-    ring = await cluster.ring(cluster.node(0))
+def coordinator(ring: dict[str, Any], name: str) -> str:
+    """The node that coordinates counter `name`: its shard's first replica."""
     shard = key_hash(TENANT, NAMESPACE, name) & (int(ring["shards"]) - 1)
-    node_id = ring["preference_lists"][shard][0]
-    return list(cluster.nodes).index(node_id)
+    return str(ring["preference_lists"][shard][0])
 
 
-async def fault_coordinator(
-    cluster: FaultCluster, network_drops: drops.Drops, kind: str, fault_s: float
-) -> str:
-    """Pause, kill -9 (and restart) or isolate the counter's coordinator for fault_s."""
-    index = await coordinator_of(cluster, COUNTER)
+def counter_coordinated_by(ring: dict[str, Any], node_id: str, label: str) -> str:
+    """A counter name with `label` in it whose coordinator is `node_id`."""
+    for attempt in range(10_000):
+        name = f"{PREFIX}-{label}-{attempt}"
+        if coordinator(ring, name) == node_id:
+            return name
+    raise AssertionError(f"no counter name coordinated by {node_id} in 10000 tries")
+
+
+async def fault_node(
+    cluster: FaultCluster, network_drops: drops.Drops, node_id: str, kind: str, fault_s: float
+) -> None:
+    """Pause, kill -9 (and restart) or isolate a node for fault_s."""
+    index = list(cluster.nodes).index(node_id)
     node = cluster.node(index)
     if kind == "pause":
         node.pause()
@@ -131,25 +146,29 @@ async def fault_coordinator(
         network_drops.heal()
     else:
         raise ValueError(f"unknown coordinator fault {kind!r}")
-    return f"{kind} {node.node_id}"
 
 
-async def agreed_value(cluster: FaultCluster, expected: int, bound_s: float) -> dict[str, int]:
-    """Each node's quorum read once they all agree on `expected` (or the last ones seen,
-    when `bound_s` pass first)."""
-    assert cluster.session is not None
+async def agreed_values(
+    cluster: FaultCluster, expected: dict[str, int], bound_s: float
+) -> dict[str, dict[str, int]]:
+    """Per counter, each node's quorum read, once they all read what is expected (or the
+    last reads seen, when `bound_s` pass first)."""
     deadline = time.monotonic() + bound_s
-    seen: dict[str, int] = {}
-    path = f"/v1/namespaces/{NAMESPACE}/counters/{COUNTER}?consistency=quorum"
+    seen: dict[str, dict[str, int]] = {name: {} for name in expected}
     while time.monotonic() < deadline:
-        for node_id, node in cluster.nodes.items():
-            try:
-                status, body = await cluster.get(node, path)
-            except (TimeoutError, OSError, aiohttp.ClientError):
-                continue
-            if status == 200:
-                seen[node_id] = int(body["value"])
-        if len(seen) == len(cluster.nodes) and set(seen.values()) == {expected}:
+        for name in expected:
+            path = f"/v1/namespaces/{NAMESPACE}/counters/{name}?consistency=quorum"
+            for node_id, node in cluster.nodes.items():
+                try:
+                    status, body = await cluster.get(node, path)
+                except (TimeoutError, OSError, aiohttp.ClientError):
+                    continue
+                if status == 200:
+                    seen[name][node_id] = int(body["value"])
+        if all(
+            len(reads) == len(cluster.nodes) and set(reads.values()) == {expected[name]}
+            for name, reads in seen.items()
+        ):
             break
         await asyncio.sleep(0.2)
     return seen
