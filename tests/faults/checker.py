@@ -31,6 +31,7 @@ HEAL_TARGET_S = 5.0  # seconds after a heal from which every write succeeds
 CONVERGE_TARGET_S = 5.0  # seconds after the load stops within which every node agrees
 CONVERGE_BOUND_S = 60.0  # how long the checker waits before it calls a run divergent
 READ_TIMEOUT = aiohttp.ClientTimeout(total=4)
+Read = int | str  # a counter's value, or what a read got instead ("503 <type>", "TimeoutError")
 
 
 @dataclass
@@ -137,18 +138,21 @@ async def converge(report: Report, cluster: FaultCluster, records: list[OpRecord
     limits = {name: bounds(records, name) for name in names}
     nodes = list(cluster.nodes.values())
     started = time.monotonic()
-    seen: dict[str, dict[str, tuple[int | None, int | None]]] = {}
+    seen: dict[str, dict[str, tuple[Read, Read]]] = {}
 
-    async def read(node_url: str, name: str, level: str) -> int | None:
+    async def read(node_url: str, name: str, level: str) -> Read:
+        """The value, or what came instead (status and problem type, or the error)."""
         assert cluster.session is not None
         url = f"{node_url}/v1/namespaces/{NAMESPACE}/counters/{name}?consistency={level}"
         try:
             async with cluster.session.get(url, timeout=READ_TIMEOUT) as response:
+                body = await response.json(content_type=None)
                 if response.status != 200:
-                    return None
-                return int((await response.json())["value"])
-        except (TimeoutError, OSError, ValueError, aiohttp.ClientError):
-            return None  # not yet
+                    kind = body.get("type", "") if isinstance(body, dict) else ""
+                    return f"{response.status} {kind}".strip()
+                return int(body["value"])
+        except (TimeoutError, OSError, ValueError, aiohttp.ClientError) as error:
+            return type(error).__name__  # not yet
 
     while time.monotonic() - started < CONVERGE_BOUND_S:
         for node in nodes:
@@ -174,7 +178,7 @@ async def converge(report: Report, cluster: FaultCluster, records: list[OpRecord
 
 
 def _settled(
-    seen: dict[str, dict[str, tuple[int | None, int | None]]],
+    seen: dict[str, dict[str, tuple[Read, Read]]],
     limits: dict[str, tuple[int, int]],
 ) -> bool:
     for name, (low, high) in limits.items():
@@ -183,13 +187,13 @@ def _settled(
         if len(values) != 1:
             return False
         value = values.pop()
-        if value is None or not low <= value <= high:
+        if not isinstance(value, int) or not low <= value <= high:
             return False
     return True
 
 
 def _divergence(
-    seen: dict[str, dict[str, tuple[int | None, int | None]]],
+    seen: dict[str, dict[str, tuple[Read, Read]]],
     limits: dict[str, tuple[int, int]],
 ) -> str:
     lines = [f"no agreement within bounds after {CONVERGE_BOUND_S:g} s; (one, quorum) reads:"]
@@ -198,7 +202,7 @@ def _divergence(
         flag = ""
         for one, quorum in reads.values():
             for value in (one, quorum):
-                if value is not None and not low <= value <= high:
+                if isinstance(value, int) and not low <= value <= high:
                     flag = "  OUT OF BOUNDS"
         lines.append(f"  {name}: bounds [{low}, {high}], reads {reads}{flag}")
     return "\n".join(lines)
