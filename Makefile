@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run check test lint typecheck unit bench clean
+.PHONY: run check test lint typecheck unit bench faults clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -34,10 +34,16 @@ test: lint typecheck unit
 # runs them all, one after another.
 # None of these tests uses the schemathesis or locust pytest plugins, which take a second
 # to import.
-CHECK_SKIPS := --ignore=tests/cluster --ignore=tests/integration \
+CHECK_SKIPS := --ignore=tests/cluster --ignore=tests/integration --ignore=tests/faults \
 	--ignore=tests/deploy/test_compose_node.py -p no:schemathesis -p no:locust
 check: lint
 	$(BIN)/pytest -q -n 3 $(CHECK_SKIPS) tests tests/integration/test_history_api.py
+
+# The fault suite (tests/faults, README "Fault suite"): real nodes in network namespaces, the
+# whole seeded schedule of faults on five nodes and the retry test, a few minutes; it prints
+# its table. Needs root (namespaces, nftables). FAULTS_SEED=<seed> repeats a run.
+faults: $(STAMP)
+	FAULTS_FULL=1 $(BIN)/pytest -q -s -p no:schemathesis -p no:locust tests/faults
 
 bench: $(STAMP)
 	$(BIN)/python loadtest/bench_crdt.py

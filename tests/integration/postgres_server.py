@@ -74,7 +74,9 @@ class PostgresServer(ManagedServer):
         port: int | None = None,
         database: str = "counters",
         bin_dir: Path | None = None,
+        listen: str = "127.0.0.1",
     ) -> None:
+        self.listen = listen  # listen_addresses: 127.0.0.1 plus any more, comma-separated
         self.directory = Path(directory)  # logs; also the data when the postgres user can reach it
         self.port = port  # chosen at the first start when None, then kept for restarts
         self.database = database  # created, owned by postgres, after initdb
@@ -231,7 +233,7 @@ class PostgresServer(ManagedServer):
             "-D", str(data_dir),
             "-p", str(self.port),
             "-k", str(socket_dir),
-            "-c", "listen_addresses=127.0.0.1",
+            "-c", f"listen_addresses={self.listen}",
             "-c", "fsync=off",
         ]  # fmt: skip
         self._process = process = ProcessGroup(
