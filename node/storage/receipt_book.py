@@ -27,7 +27,10 @@ later) or the window ends. `reserve` reads the receipt and takes or reports the 
 in one call, so a replica's answer is atomic. Memory: 265 bytes per reservation held
 (tracemalloc over 100,000, its FIFO entry included), plus its key string; the expiry FIFO
 is rebuilt once it holds twice the live reservations plus 1,024, so reservations that ended
-with their receipt cost nothing after. They are not written to the durable replica.
+with their receipt cost nothing after. A reservation taken, released or ended by its receipt
+is also marked for the durable replica (`take_dirty_reservations`: the entry, or None for a
+delete), so a replica's grants outlive its process like its receipts do: lost only if it
+fails within the write-behind interval. `restore` puts back the ones loaded at start.
 """
 
 from __future__ import annotations
@@ -54,6 +57,10 @@ class Reservation:
     until_ms: int
 
 
+# counter, shard, idempotency key, the reservation (None: it ended, delete it)
+DirtyReservation = tuple[Key, int, str, Reservation | None]
+
+
 class ReceiptBook:
     def __init__(self, window_ms: int, shard_of: Callable[[Key], int]) -> None:
         self.window_ms = window_ms
@@ -65,6 +72,8 @@ class ReceiptBook:
         self._dirty: dict[ReceiptName, Receipt] = {}  # not yet in the durable replica
         self._reserved: dict[ReceiptName, Reservation] = {}  # keys reserved, no receipt yet
         self._reserved_expiry: deque[tuple[int, ReceiptName]] = deque()
+        # not yet in the durable replica: the reservation to store, or None to delete it
+        self._reserved_dirty: dict[ReceiptName, Reservation | None] = {}
 
     def __len__(self) -> int:
         return self._count
@@ -113,7 +122,8 @@ class ReceiptBook:
             return False
         if held is None:
             self._count += 1
-            self._reserved.pop(name, None)  # a receipt answers for the key from now on
+            if self._reserved.pop(name, None) is not None:  # a receipt answers from now on
+                self._reserved_dirty[name] = None
         by_idem[idem] = receipt
         self._expiry.append((receipt.at_ms + self.window_ms, name))
         if not durable:
@@ -148,7 +158,7 @@ class ReceiptBook:
             return held
         if held is None or held.token != token:
             until_ms = now_ms + self.window_ms
-            self._reserved[name] = Reservation(node, token, until_ms)
+            self._reserved[name] = self._reserved_dirty[name] = Reservation(node, token, until_ms)
             lapsing = self._reserved_expiry
             lapsing.append((until_ms, name))
             if len(lapsing) > 2 * len(self._reserved) + COMPACT_SLACK:
@@ -174,7 +184,32 @@ class ReceiptBook:
         if held is None or held.token != token:
             return False
         del self._reserved[name]
+        self._reserved_dirty[name] = None
         return True
+
+    def restore(self, key: Key, idem: str, held: Reservation, now_ms: int) -> None:
+        """A reservation read from the durable replica at start: held again (unless a
+        receipt or a later reservation is here already), not written back."""
+        name = (key, idem)
+        if held.until_ms < now_ms or name in self._reserved or self.get(key, idem, now_ms):
+            return
+        self._reserved[name] = held
+        self._reserved_expiry.append((held.until_ms, name))
+
+    def take_dirty_reservations(self) -> list[DirtyReservation]:
+        """Reservations changed since the last take, to store (or, None, to delete)."""
+        dirty, self._reserved_dirty = self._reserved_dirty, {}
+        shard_of = self._shard_of
+        return [(key, shard_of(key), idem, held) for (key, idem), held in dirty.items()]
+
+    def mark_reservations_dirty(self, entries: Iterable[DirtyReservation]) -> None:
+        """Put back reservation changes whose write failed, unless changed again since."""
+        dirty = self._reserved_dirty
+        for key, _, idem, held in entries:
+            dirty.setdefault((key, idem), held)
+
+    def dirty_reservation_count(self) -> int:
+        return len(self._reserved_dirty)
 
     def reservation_count(self) -> int:
         return len(self._reserved)

@@ -16,7 +16,7 @@ from crdt import PNCounter
 from crdt.receipts import Receipt
 from node.base.keys import Key
 from node.storage.incarnation import incarnation_of
-from node.storage.receipt_book import DirtyReceipt, ReceiptBook
+from node.storage.receipt_book import DirtyReceipt, DirtyReservation, ReceiptBook
 from ring import hash64
 
 MASK64 = (1 << 64) - 1
@@ -87,6 +87,20 @@ class CounterStore:
         add = self._receipts.add
         for key, _, idempotency_key, receipt in entries:
             add(key, idempotency_key, receipt, durable=True)
+
+    def load_reservations(self, entries: Iterable[DirtyReservation], now_ms: int) -> None:
+        """This replica's grants read from the durable replica at start: held again."""
+        restore = self._receipts.restore
+        for key, _, idempotency_key, held in entries:
+            if held is not None:
+                restore(key, idempotency_key, held, now_ms)
+
+    def take_dirty_reservations(self) -> list[DirtyReservation]:
+        """Reservations taken or ended since the last take (None: ended, to delete)."""
+        return self._receipts.take_dirty_reservations()
+
+    def mark_reservations_dirty(self, entries: Iterable[DirtyReservation]) -> None:
+        self._receipts.mark_reservations_dirty(entries)
 
     def take_dirty_receipts(self) -> list[DirtyReceipt]:
         """Receipts added since the last take: (key, shard, idempotency key, receipt)."""
