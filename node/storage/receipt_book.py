@@ -196,6 +196,25 @@ class ReceiptBook:
         self._reserved[name] = held
         self._reserved_expiry.append((held.until_ms, name))
 
+    def adopt(self, key: Key, idem: str, held: Reservation, now_ms: int) -> None:
+        """A reservation learnt from a hand-off (a PULL reply): held as if granted here,
+        and written to the durable replica like a grant."""
+        name = (key, idem)
+        if name not in self._reserved and not self.get(key, idem, now_ms):
+            self.restore(key, idem, held, now_ms)
+            if name in self._reserved:
+                self._reserved_dirty[name] = held
+
+    def reservations_in(self, shards: set[int], now_ms: int) -> dict[Key, dict[str, Reservation]]:
+        """The live reservations of these shards' counters, what a PULL reply carries: a scan
+        of the reservations held, which live only until their receipt (few), on a pull only."""
+        out: dict[Key, dict[str, Reservation]] = {}
+        shard_of = self._shard_of
+        for (key, idem), held in self._reserved.items():
+            if held.until_ms >= now_ms and shard_of(key) in shards:
+                out.setdefault(key, {})[idem] = held
+        return out
+
     def take_dirty_reservations(self) -> list[DirtyReservation]:
         """Reservations changed since the last take, to store (or, None, to delete)."""
         dirty, self._reserved_dirty = self._reserved_dirty, {}

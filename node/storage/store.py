@@ -16,7 +16,7 @@ from crdt import PNCounter
 from crdt.receipts import Receipt
 from node.base.keys import Key
 from node.storage.incarnation import incarnation_of
-from node.storage.receipt_book import DirtyReceipt, DirtyReservation, ReceiptBook
+from node.storage.receipt_book import DirtyReceipt, DirtyReservation, ReceiptBook, Reservation
 from ring import hash64
 
 MASK64 = (1 << 64) - 1
@@ -94,6 +94,19 @@ class CounterStore:
         for key, _, idempotency_key, held in entries:
             if held is not None:
                 restore(key, idempotency_key, held, now_ms)
+
+    def reservations_in(self, shards: set[int], now_ms: int) -> dict[Key, dict[str, Reservation]]:
+        """The live reservations of these shards' counters: what a PULL reply carries."""
+        return self._receipts.reservations_in(shards, now_ms)
+
+    def adopt_reservations(
+        self, held: Mapping[Key, Mapping[str, Reservation]], now_ms: int
+    ) -> None:
+        """Reservations from a PULL reply: held here from now on, as if granted here."""
+        adopt = self._receipts.adopt
+        for key, by_idem in held.items():
+            for idempotency_key, reservation in by_idem.items():
+                adopt(key, idempotency_key, reservation, now_ms)
 
     def take_dirty_reservations(self) -> list[DirtyReservation]:
         """Reservations taken or ended since the last take (None: ended, to delete)."""

@@ -115,3 +115,64 @@ async def _same_everywhere(inproc: InProcessCluster, key: tuple[str, str, str]) 
         return states[0] is not None and all(state == states[0] for state in states)
 
     await eventually(same, f"one state of {key} on every node")
+
+
+async def test_a_grant_moves_with_its_shard_to_the_replica_that_takes_over(
+    inproc: InProcessCluster,
+):
+    """Four nodes; a key on the first three. An attempt on the first replica holds the key
+    at itself and the second (its reserve round is done; it has not applied yet). The
+    second leaves and n4 takes its place. A retry on n4 must meet that reservation, which n4
+    learnt from the PULL replies of the hand-off, and ask its holder to give it up (so the
+    attempt can no longer apply) before it applies, even when n4 reserves without asking the
+    holder (it believes it down): never two attempts that both apply."""
+    old = await inproc.start(3)
+    n4 = await _join(inproc, old[0], "n4")
+    await inproc.settled(timeout=15.0)
+    key = inproc.key_where(lambda replicas: "n4" not in replicas)
+    first, second, third = (inproc.nodes[n] for n in inproc.replicas(key))
+    fence = first.coordinator.idempotent.fence
+    now_ms = int(time.time() * 1000)
+    for node in (first, second):  # what the attempt's reserve round left behind
+        grant = node.store.reservations.reserve(key, "order-1", first.node_id, fence.token, now_ms)
+        assert grant is None
+
+    third.cluster.apply(second.node_id, "leave")
+    wanted = {first.node_id, third.node_id, n4.node_id}
+    await eventually(
+        lambda: all(
+            set(node.cluster.state.current.nodes) == wanted and node.cluster.state.pending is None
+            for node in (first, third, n4)
+        ),
+        "a ring without the second replica",
+        15.0,
+        inproc.describe,
+    )
+    await inproc.kill(second)
+    assert set(inproc.replicas(key)) == wanted
+    assert fence.holds(key, "order-1", now_ms)
+    resolves = inproc.network.sent[wire.RESOLVE]
+    # n4 believes the holder down, so it asks the third only: with it, a majority
+    await inproc.pause_gossip([n4])
+    n4.cluster.down = frozenset({first.node_id})
+    op = Op(OpKind.INCREMENT, key, 5, idem="order-1")
+    shard = n4.cluster.shard_of(key)
+
+    retry = await n4.coordinator.idempotent.run(op, shard, "quorum", FINGERPRINT)
+
+    assert not fence.holds(key, "order-1", now_ms)  # the first attempt can no longer apply
+    assert inproc.network.sent[wire.RESOLVE] > resolves
+    assert (retry.value, retry.replayed) == (5, False), retry
+    inproc.resume_gossip([n4])
+    await inproc.converged(key, 5, nodes=inproc.live())
+
+
+async def _join(inproc: InProcessCluster, via: Node, node_id: str) -> Node:
+    joiner = await inproc.launch(node_id, seeds=())
+    await eventually(lambda: joiner.cluster.ready, f"{node_id} up on its own")
+    await inproc.pause_gossip([via])  # see tests/inprocess/test_receipts_travel.py
+    try:
+        await inproc.admit(via, joiner)
+    finally:
+        inproc.resume_gossip([via])
+    return joiner
