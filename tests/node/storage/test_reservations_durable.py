@@ -38,6 +38,15 @@ def test_a_grant_is_written_and_its_end_deletes_it():
     ]
 
 
+def test_a_grant_that_ends_before_any_flush_took_it_is_never_written():
+    book = _book()
+    book.reserve(KEY, "a", "n1", "t1", 100)
+    book.reserve(KEY, "b", "n1", "t1", 100)
+    book.add(KEY, "a", Receipt(120, "n1:1", "fp", 5))  # the usual end, within a round trip
+    book.release(KEY, "b", "t1")
+    assert book.take_dirty_reservations() == []
+
+
 def test_a_failed_write_puts_back_only_what_did_not_change_since():
     book = _book()
     book.reserve(KEY, "a", "n1", "t1", 100)
