@@ -47,8 +47,9 @@ CPython 3.11, plus the key string, until a receipt arrives or the window ends) a
 held, a row in SQLite (about 290 bytes with its two indexes, 38-character keys) or about
 380 bytes in Redis (a hash field and a sorted-set entry); most end within a round trip and
 are never written: a reservation taken and ended between two flushes costs no write. A
-hand-off carries the reservations held when the PULL is answered; one taken later reaches
-the new owner only through its receipt. A holder's "void" after a lost data dir is sound
+hand-off carries the reservations held when the PULL is answered (none from a node of an
+earlier version; anti-entropy pushes carry none); one taken later reaches the new owner
+only through its receipt. A holder's "void" after a lost data dir is sound
 only if every replica of the shard is asked (so a key whose replicas include one down for
 good stays in doubt until an operator removes it). Keyed ops at consistency=one need a
 majority too. A node of an earlier version does not know RESERVE (its link closes on it):
