@@ -8,14 +8,20 @@ import asyncio
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+from redis.asyncio.client import Pipeline
+from redis.exceptions import ConnectionError as RedisConnectionError
 
 from crdt import PNCounter
 from crdt.receipts import Receipt
 from node.storage.durable import RECEIPT_PAGE, DurableReplica, ReceiptEntry
 from node.storage.durable_redis import RedisReplica
 from node.storage.receipt_book import Reservation
+from node.storage.store import CounterStore
+from node.storage.write_behind import Persister
+from tests.integration.redis_servers import RedisServer
 from tests.integration.test_durable_replicas import replica  # noqa: F401  (the fixture)
 
 WINDOW = 60_000
@@ -175,3 +181,45 @@ async def test_redis_reservations_are_kept_per_granting_node(
     finally:
         await n1.close()
         await n2.close()
+
+
+async def test_a_node_killed_after_one_redis_round_trip_of_a_flush_keeps_slot_and_receipt(
+    redis_server: RedisServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    """A flush whose first Redis round trip reaches Redis and whose next ones never do (the
+    process dies): restarted from Redis, the node holds a counter's increment only together
+    with its receipt. Before, the slot went in one round trip and the receipt in the next:
+    restarted, the node held the increment without its receipt, answered "void" to a retry,
+    and the retry applied again."""
+    key = _key(tmp_path)
+    shard = 39
+    store = CounterStore(lambda _: shard, WINDOW)
+    store.increment(key, "n1:1", 5)
+    now_ms = int(time.time() * 1000)
+    store.add_receipt(key, "order-1", Receipt(now_ms, "n1:1", "fp", 5))
+    calls = 0
+    real_execute = Pipeline.execute
+
+    async def dies_after_one(self: Pipeline, *args: Any, **kwargs: Any) -> Any:
+        nonlocal calls
+        calls += 1
+        if calls > 1:
+            raise RedisConnectionError("the process died")
+        return await real_execute(self, *args, **kwargs)
+
+    before = RedisReplica(redis_server.url, cluster=False)
+    monkeypatch.setattr(Pipeline, "execute", dies_after_one)
+    await Persister(store, before, 60.0, WINDOW / 1000).flush()
+    monkeypatch.setattr(Pipeline, "execute", real_execute)
+    await before.close()
+
+    restarted = CounterStore(lambda _: shard, WINDOW)
+    after = RedisReplica(redis_server.url, cluster=False)
+    try:
+        await Persister(restarted, after, 60.0, WINDOW / 1000).load({shard})
+    finally:
+        await after.close()
+    state = restarted.get(key)
+    receipt = restarted.receipt(key, "order-1", now_ms)
+    assert state is not None and state.value() == 5  # this flush's one round trip wrote it
+    assert receipt is not None, "the increment came back without its receipt"
