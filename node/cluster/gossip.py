@@ -2,8 +2,9 @@
 
 Each round this node sends every peer (and any seed it has not met) its view, ring state,
 hand-off progress and a digest per shard they share. The peer merges what it heard, answers
-with its own, and for every shard whose digest differs ships its state and asks for ours:
-after one exchange both hold the merge. Convergence after any fault needs nothing else.
+with its own, and per-counter fingerprints of the shards whose digests differ; this node
+then pushes what differs and merges what the peer answers it holds more of
+(node/cluster/anti_entropy.py). Convergence after any fault needs nothing else.
 """
 
 from __future__ import annotations
@@ -12,13 +13,12 @@ import asyncio
 import logging
 import random
 import time
-from collections.abc import Collection, Iterator
+from collections.abc import Collection
 from typing import Any, Protocol
 
-from crdt import PNCounter
 from node.base.errors import PeerError
-from node.base.keys import Key
 from node.cluster import wire
+from node.cluster.anti_entropy import AntiEntropy
 from node.cluster.handoff import Handoff, check_ring_shape
 from node.cluster.membership import Cluster
 from node.cluster.pool import PeerPool
@@ -29,8 +29,6 @@ from ring import Status, View
 from ring.claimant import RingState
 
 log = logging.getLogger("counters.gossip")
-PUSH_BATCH = 2000  # counters per repair frame
-PUSH_RECEIPTS = 20_000  # idempotency receipts per repair frame (about 100 bytes each)
 EXCHANGE_BACKSTOP_S = 0.5  # past an exchange's deadline, before its round cancels it
 
 
@@ -60,14 +58,19 @@ class Gossip:
         self.pool = pool
         self.handoff = handoff
         self.rounds = 0
-        self.repaired_keys = 0
-        self.divergent_shards = 0  # shared shards whose digests differed, as asked
+        self.anti_entropy = AntiEntropy(store, cluster.config.sync_shards_per_round)
         self._ring_wire: tuple[RingState, dict[str, object]] | None = None
-        # per peer: key weight -> (our share, its share) for keys that differed last time
-        self._last_seen: dict[str, dict[int, tuple[int, int]]] = {}
         self._handoff: asyncio.Task[None] | None = None
         # peer -> the exchange a coordinator asked for out of turn (see refresh)
         self._refreshing: dict[str, asyncio.Task[None]] = {}
+
+    @property
+    def repaired_keys(self) -> int:
+        return self.anti_entropy.repaired_keys
+
+    @property
+    def divergent_shards(self) -> int:
+        return self.anti_entropy.divergent_shards
 
     async def stop(self) -> None:
         tasks = [t for t in [self._handoff, *self._refreshing.values()] if t is not None]
@@ -189,7 +192,9 @@ class Gossip:
             "view": cluster.view.to_wire(),
             "ring": self._ring_to_wire(),
             "synced": cluster.synced_to_wire(),
-            "digests": [[s, self.store.digest(s)] for s in self._shared_shards(peer)],
+            **self.anti_entropy.digests(
+                self._shared_shards(peer), int(time.time() * 1000), cluster.recovered
+            ),
             "tenants": self.quota.own_counts(max_age_s=cluster.config.gossip_interval_s / 2),
         }
         if cluster.recovered:  # the slots it holds are all loaded: what identity.py trusts
@@ -236,79 +241,20 @@ class Gossip:
         self.quota.heard(sender, body.get("tenants"))
         return sender
 
-    def _differing(self, body: dict[str, Any], sender: str) -> list[int]:
-        """Shared shards whose digests differ, a bounded random sample of them."""
-        digests = body.get("digests")
-        if not isinstance(digests, list):
-            raise ProtocolError("digests must be a list")
-        mine = set(self._shared_shards(sender))
-        differing = []
-        for item in digests:
-            if not isinstance(item, list) or len(item) != 2:
-                raise ProtocolError("a digest is [shard, value]")
-            shard, theirs = item
-            if type(shard) is int and shard in mine and self.store.digest(shard) != theirs:
-                differing.append(shard)
-        self.divergent_shards += len(differing)
-        random.shuffle(differing)  # not always the same shards first when capped
-        return sorted(differing[: self.cluster.config.sync_shards_per_round])
-
-    def _shares(self, shards: list[int]) -> list[list[Any]]:
-        """[shard, [key weight, share, ...]] for each shard: what the initiator compares."""
-        out = []
-        for shard in shards:
-            flat: list[int] = []
-            for _, weight, share in self.store.shard_shares(shard):
-                flat += (weight, share)
-            out.append([shard, flat])
-        return out
-
-    def _stale_at_peer(self, peer: str, raw: Any) -> list[tuple[Key, PNCounter]]:
-        """Our counters the peer holds differently, and not just because writes are in flight.
-
-        Under load nearly every shard differs by updates the write path is delivering right
-        now, so shipping every differing key would cost more than the writes. A key that
-        differs while one side stood still since the last exchange is a real divergence
-        (a missed update); we push our state of it, and the peer does the same for its side.
-        """
-        if not isinstance(raw, list):
-            raise ProtocolError("shares must be a list")
-        previous = self._last_seen.get(peer, {})
-        seen: dict[int, tuple[int, int]] = {}
-        stale: list[tuple[Key, PNCounter]] = []
-        mine_shared = set(self._shared_shards(peer))
-        for item in raw:
-            if not isinstance(item, list) or len(item) != 2 or not isinstance(item[1], list):
-                raise ProtocolError("shares are [shard, [weight, share, ...]]")
-            shard, flat = item
-            if type(shard) is not int or shard not in mine_shared or len(flat) % 2:
-                continue
-            theirs = dict(zip(flat[::2], flat[1::2], strict=True))
-            for key, weight, share in self.store.shard_shares(shard):
-                other = theirs.get(weight, 0)
-                if other == share:
-                    continue
-                seen[weight] = (share, other)
-                before = previous.get(weight)
-                if before is not None and (before[0] == share or before[1] == other):
-                    state = self.store.get(key)
-                    if state is not None:
-                        stale.append((key, state))
-        self._last_seen[peer] = seen
-        return stale
-
     # -- both sides of an exchange ----------------------------------------------------------
 
     def answer(self, body: Any) -> dict[str, Any]:
         """The receiving side: merge what came, send back ours and the differing shards."""
-        if isinstance(body, dict) and body.get("admit") is True:
+        asked = self.anti_entropy.parse(body)  # validated before anything changes
+        if body.get("admit") is True:
             refused = self._admit()
             if refused:
                 return {"refused": refused}
         sender = self.absorb(body)
         reply = self.message(sender)
-        reply["shares"] = self._shares(self._differing(body, sender))
-        if isinstance(body, dict) and body.get("admit") is True:
+        shared = self._shared_shards(sender)
+        reply.update(self.anti_entropy.fingerprints(asked, shared, self.cluster.recovered))
+        if body.get("admit") is True:
             reply["admitted"] = True
         return reply
 
@@ -328,17 +274,14 @@ class Gossip:
         deadline = loop.time() + self._exchange_timeout()  # for all its calls together
         incarnation = self.cluster.incarnation  # what the message tells the peer
         try:
-            reply = await link.call(wire.GOSSIP, self.message(node_id), deadline - loop.time())
+            message = self.message(node_id)
+            reply = await link.call(wire.GOSSIP, message, deadline - loop.time())
             sender = self.absorb(reply)
             self.cluster.heard_peer = True
             self.cluster.announced = max(self.cluster.announced, incarnation)
-            stale = self._stale_at_peer(sender, reply.get("shares", []))
-            self.repaired_keys += len(stale)
-            for frame in push_frames(self.store, stale, int(time.time() * 1000)):
-                left = deadline - loop.time()
-                if left <= 0:
-                    break  # the rest at the next exchange
-                await link.call(wire.PUSH, wire.carried_to_wire(frame), left)
+            shared, now_ms = self._shared_shards(sender), int(time.time() * 1000)
+            pushes = self.anti_entropy.to_push(reply, message, shared, now_ms)
+            await self.anti_entropy.push(link, pushes, deadline)
         except PeerError as error:
             log.debug("gossip with %s failed: %s", node_id or address, error)
         except ProtocolError as error:
@@ -346,37 +289,6 @@ class Gossip:
         else:
             if node_id is not None and sender != node_id:
                 log.warning("%s answered as %s", address, sender)
-
-
-def push_frames(
-    store: CounterStore,
-    stale: list[tuple[Key, PNCounter]],
-    now_ms: int,
-    counters: int = PUSH_BATCH,
-    receipts: int = PUSH_RECEIPTS,
-) -> Iterator[list[wire.Carried]]:
-    """The repair frames for these counters: each state with its receipts within the window
-    (a replica that missed a keyed write must also replay its retry), at most `counters`
-    entries and `receipts` receipts a frame. A counter with more receipts than a frame holds
-    goes in several entries, each with its state and a share of them; merge makes that
-    harmless."""
-    frame: list[wire.Carried] = []
-    room = receipts
-    for key, state in stale:
-        held = list(store.receipts_of(key, now_ms).items())
-        start = 0
-        while True:
-            if len(frame) >= counters or (room <= 0 and start < len(held)):
-                yield frame
-                frame, room = [], receipts
-            part = held[start : start + room]
-            frame.append((key, state, dict(part)))
-            room -= len(part)
-            start += len(part)
-            if start >= len(held):
-                break
-    if frame:
-        yield frame
 
 
 def _log_failure(task: asyncio.Task[None]) -> None:

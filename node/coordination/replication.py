@@ -134,6 +134,7 @@ class Replicator:
                 future = link.replicate(key, delta, trace, receipts)
             if span is not None:
                 end_with(span, future)
+            future.add_done_callback(self._repairer(key, node_id))
             if node_id in replicas:
                 counted.append(future)
                 if wanted == 0:  # consistency=one: see QuorumWait.sent_on
@@ -224,6 +225,28 @@ class Replicator:
             if state is not None and state != merged:
                 future = self.link_to(node_id).replicate(key, merged.delta_since(state))
                 future.add_done_callback(_ignore_failure)
+
+    def _repairer(self, key: Key, node_id: str) -> Callable[[PeerFuture], None]:
+        """A write reply is the replica's merged state when it differs from ours: merge it,
+        and send the replica the slots it lacks, so a replica that missed earlier writes
+        (of other coordinators too) is repaired by the next write, not only this node."""
+
+        def repair(future: PeerFuture) -> None:
+            if future.cancelled() or future.exception() is not None:
+                return
+            state = future.result()
+            if state is None:
+                return
+            merged = self.store.merge(key, state)
+            if merged == state:
+                return
+            try:
+                link = self.link_to(node_id)
+            except QuorumUnavailable:  # gone from the view meanwhile: gossip repairs it
+                return
+            link.replicate(key, merged.delta_since(state)).add_done_callback(_ignore_failure)
+
+        return repair
 
     def _call(self, node_id: str, kind: int, body: Any) -> PeerFuture:
         address = self.cluster.address_of(node_id)

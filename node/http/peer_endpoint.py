@@ -21,6 +21,7 @@ from crdt.codec import pn_to_wire
 from node.base.config import Config
 from node.base.errors import CountersError
 from node.cluster import peer_auth, wire
+from node.cluster.anti_entropy import absorb_push
 from node.cluster.gossip import Gossip
 from node.cluster.handoff import ShardNotHeld, refuse_unheld
 from node.cluster.wire import ProtocolError
@@ -227,8 +228,7 @@ class PeerServer:
             state = self.store.get(key) or EMPTY
             return [pn_to_wire(state), None if receipt is None else receipt.to_wire()]
         if kind == wire.PUSH:
-            self.store.merge_carried(wire.carried_from_wire(body))  # validated, then merged
-            return None
+            return absorb_push(self.store, wire.carried_from_wire(body))  # validated first
         if kind == wire.PULL:  # the source adopts the puller's ring first (the barrier)
             return self.gossip.handoff.answer_pull(body, int(time.time() * 1000))
         if kind == wire.FORWARD:

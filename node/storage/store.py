@@ -4,6 +4,8 @@ Every change goes through `increment` or `merge`, which also keep each shard's d
 anti-entropy up to date in O(actors): a shard's digest is the sum, modulo 2**64, of each
 key's slots weighted by a hash of the key and of the actor. Equal shard states give equal
 digests whatever order they were reached in, and comparing two shards costs one integer.
+Idempotency receipts have their own per-shard digests over settled time buckets
+(receipt_digest.py), kept up to date in O(1) per receipt by the receipt book.
 The durable stores (Redis, PostgreSQL) arrive behind this same interface.
 """
 
@@ -173,7 +175,7 @@ class CounterStore:
         meta = self._meta.get(key)
         if meta is None:
             shard = self._shard_of(key)
-            weight = hash64("/".join(key).encode()) | 1
+            weight = _weight(key)
             self._shard_keys.setdefault(shard, set()).add(key)
             counts = self._tenant_counts.setdefault(shard, {})
             counts[key[0]] = counts.get(key[0], 0) + 1
@@ -249,6 +251,41 @@ class CounterStore:
         meta = self._meta.get(key)
         return 0 if meta is None else meta[2]
 
+    def receipt_range(self, now_ms: int) -> tuple[int, int, int]:
+        """(bucket ms, lo, hi): the settled receipt buckets [lo, hi) gossip compares now."""
+        digests = self._receipts.digests
+        return (digests.bucket_ms, *digests.covered(now_ms))
+
+    def receipt_buckets_comparable(self, bucket_ms: int, lo: int, hi: int, now_ms: int) -> bool:
+        """Whether a peer's range of receipt buckets can be compared with ours now."""
+        digests = self._receipts.digests
+        return bucket_ms == digests.bucket_ms and digests.comparable(lo, hi, now_ms)
+
+    def receipt_shards(self) -> list[int]:
+        """The shards holding any idempotency receipt."""
+        return self._receipts.digests.shards()
+
+    def receipt_digest(self, shard: int, lo: int, hi: int) -> int:
+        """Order-independent hash of a shard's receipts stamped in buckets [lo, hi)."""
+        return self._receipts.digests.digest(shard, lo, hi)
+
+    def receipt_summaries(self, shard: int, lo: int, hi: int) -> list[tuple[Key, int, int]]:
+        """(key, key weight, its receipts' digest in [lo, hi)) for each counter of the
+        shard holding receipts: what anti-entropy compares when receipt digests differ."""
+        meta = self._meta
+        return [
+            (key, meta[key][1] if key in meta else _weight(key), total)
+            for key, total in self._receipts.summaries(shard, lo, hi)
+        ]
+
+    def receipts_between(self, key: Key, lo: int, hi: int) -> dict[str, Receipt]:
+        """A counter's receipts stamped in buckets [lo, hi)."""
+        return self._receipts.in_buckets(key, lo, hi)
+
+    def key_weight(self, key: Key) -> int:
+        meta = self._meta.get(key)
+        return _weight(key) if meta is None else meta[1]
+
     def tenant_counts(self, shard: int) -> dict[str, int]:
         """How many counters each tenant has in a shard (read-only)."""
         return self._tenant_counts.get(shard, {})
@@ -289,3 +326,8 @@ class CounterStore:
         )
         states = self._states
         return [(name, states[(tenant, namespace, name)]) for name in names]
+
+
+def _weight(key: Key) -> int:
+    """A counter's weight in its shard's digest, and its name in per-key fingerprints."""
+    return hash64("/".join(key).encode()) | 1

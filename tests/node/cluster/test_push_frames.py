@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from crdt import PNCounter
 from crdt.receipts import Receipt
-from node.cluster.gossip import push_frames
+from node.cluster.anti_entropy import push_frames
 from node.storage.store import CounterStore
 
 KEY = ("t", "ns", "c")
@@ -25,7 +25,8 @@ def test_push_frames_bound_the_receipts_a_frame_carries():
     store.add_receipts(KEY, {f"k{i}": _receipt(100 + i) for i in range(7)})
     store.add_receipt(ELSEWHERE, "z", _receipt(30))
     state = PNCounter.empty().increment("n1:1", 1)
-    frames = list(push_frames(store, [(KEY, state), (ELSEWHERE, state)], 200, receipts=3))
+    entries = [(k, state, store.receipts_of(k, 200)) for k in (KEY, ELSEWHERE)]
+    frames = list(push_frames(entries, receipts=3))
     assert [[len(found) for _, _, found in frame] for frame in frames] == [[3], [3], [1, 1]]
     held: dict[str, Receipt] = {}
     for frame in frames:
@@ -34,5 +35,5 @@ def test_push_frames_bound_the_receipts_a_frame_carries():
             if key == KEY:
                 held |= found
     assert held == store.receipts_of(KEY, 200)
-    by_counters = list(push_frames(store, [(KEY, state), (ELSEWHERE, state)], 200, counters=1))
+    by_counters = list(push_frames(entries, counters=1))
     assert [[key for key, _, _ in frame] for frame in by_counters] == [[KEY], [ELSEWHERE]]

@@ -1,0 +1,257 @@
+"""Anti-entropy: shard digests in every gossip exchange and, for shards that differ, a
+per-counter comparison that ships, both ways, every counter whose state or receipts the
+other side lacks.
+
+An exchange that node A starts with node B (gossip.py runs one per peer every round):
+1. A's GOSSIP message carries a digest per shard they share (store.digest, over states) and,
+   for shards holding idempotency receipts, a receipt digest over a range of settled time
+   buckets that A names (node/storage/receipt_digest.py).
+2. B compares them with its own and, for a random sample of at most
+   `sync_shards_per_round` differing shards of each kind, answers per-counter fingerprints:
+   the state's share of the digest, and the sum of its receipts in the range.
+3. A pushes its state of every counter whose share differs from B's, with the counter's
+   receipts when B holds no state of it, and its receipts in the range of every counter
+   whose receipt sum differs. B merges and answers, for each counter of which it holds more
+   than A sent, its merged state, which A merges: after one exchange both hold the merge of
+   every counter they both hold. Counters only B holds travel when B starts its exchange
+   with A in its own round.
+
+Nothing here waits for a counter to stand still: a counter written without pause converges
+at the first exchange after it diverged. The price is that a counter whose update is in
+flight when the digests are compared is shipped too (merge is idempotent, so only bytes are
+lost). Work per exchange is bounded by the shards sampled; frames by PUSH_BATCH counters and
+PUSH_RECEIPTS receipts. Shards whose digests match cost one comparison each, as before.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from crdt import PNCounter
+from crdt.codec import pn_to_wire
+from crdt.receipts import Receipt
+from node.base.keys import Key
+from node.cluster import wire
+from node.cluster.links import PeerLink
+from node.cluster.wire import Carried, ProtocolError
+from node.storage.store import CounterStore
+
+PUSH_BATCH = 2000  # counters per repair frame
+PUSH_RECEIPTS = 20_000  # idempotency receipts per repair frame (about 100 bytes each)
+EMPTY = PNCounter.empty()
+Span = tuple[int, int]  # receipt buckets [lo, hi)
+
+
+@dataclass(frozen=True)
+class Asked:
+    """What a GOSSIP message asks to compare: (shard, state digest) pairs, and the receipt
+    bucket range it names with its receipt digests (bucket ms, lo, hi, shard -> digest)."""
+
+    states: list[tuple[int, Any]]
+    receipts: tuple[int, int, int, dict[int, int]] | None
+
+
+class AntiEntropy:
+    def __init__(self, store: CounterStore, shards_per_round: int) -> None:
+        self.store = store
+        self.shards_per_round = shards_per_round
+        self.repaired_keys = 0  # counters pushed to peers
+        self.divergent_shards = 0  # shared shards whose digests differed, as asked
+
+    # -- the initiator's message ------------------------------------------------------------
+
+    def digests(self, shards: list[int], now_ms: int, recovered: bool) -> dict[str, Any]:
+        """The message fields for these shared shards: state digests, and receipt digests
+        (with their bucket range) for the shards holding receipts once this node has loaded
+        all it holds (`recovered`): receipts still loading would differ everywhere."""
+        store = self.store
+        fields: dict[str, Any] = {"digests": [[s, store.digest(s)] for s in shards]}
+        with_receipts = set(store.receipt_shards()).intersection(shards) if recovered else ()
+        if with_receipts:
+            bucket_ms, lo, hi = store.receipt_range(now_ms)
+            sums = [[s, store.receipt_digest(s, lo, hi)] for s in sorted(with_receipts)]
+            fields["receipts"] = [bucket_ms, lo, hi, [item for item in sums if item[1]]]
+        return fields
+
+    # -- the answering side -----------------------------------------------------------------
+
+    def parse(self, body: Any) -> Asked:
+        """The digests a GOSSIP message carries, all validated before anything changes."""
+        if not isinstance(body, dict):
+            raise ProtocolError("gossip body must be a map")
+        digests = body.get("digests")
+        if not isinstance(digests, list):
+            raise ProtocolError("digests must be a list")
+        states: list[tuple[int, Any]] = []
+        for item in digests:
+            if not isinstance(item, list) or len(item) != 2:
+                raise ProtocolError("a digest is [shard, value]")
+            states.append((item[0], item[1]))
+        raw = body.get("receipts")
+        if raw is None:
+            return Asked(states, None)
+        if not isinstance(raw, list) or len(raw) != 4 or not isinstance(raw[3], list):
+            raise ProtocolError("receipts are [bucket ms, lo, hi, [[shard, digest], ...]]")
+        bucket_ms, lo, hi, sums = raw
+        if not all(type(x) is int for x in (bucket_ms, lo, hi)):
+            raise ProtocolError("receipt buckets are integers")
+        theirs: dict[int, int] = {}
+        for item in sums:
+            if not isinstance(item, list) or len(item) != 2 or type(item[0]) is not int:
+                raise ProtocolError("a receipt digest is [shard, value]")
+            theirs[item[0]] = item[1]
+        return Asked(states, (bucket_ms, lo, hi, theirs))
+
+    def fingerprints(self, asked: Asked, shared: list[int], recovered: bool) -> dict[str, Any]:
+        """Per-counter fingerprints of the shared shards whose digests differ from asked's;
+        receipts are compared only once this node has loaded all it holds."""
+        store = self.store
+        mine = set(shared)
+        fields: dict[str, Any] = {"shares": []}
+        differing = [
+            shard
+            for shard, theirs in asked.states
+            if type(shard) is int and shard in mine and store.digest(shard) != theirs
+        ]
+        for shard in self._sample(differing):
+            flat: list[int] = []
+            for _, weight, share in store.shard_shares(shard):
+                flat += (weight, share)
+            fields["shares"].append([shard, flat])
+        if asked.receipts is None or not recovered:
+            return fields
+        bucket_ms, lo, hi, theirs = asked.receipts
+        if not store.receipt_buckets_comparable(bucket_ms, lo, hi, int(time.time() * 1000)):
+            return fields  # another window (a configuration change) or a clock far behind
+        candidates = mine.intersection(store.receipt_shards()) | mine.intersection(theirs)
+        differing = [s for s in candidates if store.receipt_digest(s, lo, hi) != theirs.get(s, 0)]
+        receipt_shares = []
+        for shard in self._sample(differing):
+            flat = []
+            for _, weight, total in store.receipt_summaries(shard, lo, hi):
+                flat += (weight, total)
+            receipt_shares.append([shard, flat])
+        if receipt_shares:
+            fields["receipt_shares"] = receipt_shares
+        return fields
+
+    def _sample(self, differing: list[int]) -> list[int]:
+        self.divergent_shards += len(differing)
+        random.shuffle(differing)  # not always the same shards first when capped
+        return sorted(differing[: self.shards_per_round])
+
+    # -- the initiator again: what to push --------------------------------------------------
+
+    def to_push(
+        self, reply: dict[str, Any], sent: dict[str, Any], shared: list[int], now_ms: int
+    ) -> list[Carried]:
+        """Our counters the peer's fingerprints say it lacks something of, or holds
+        something we lack: state, and receipts where they differ."""
+        store = self.store
+        mine = set(shared)
+        entries: dict[Key, Carried] = {}
+        for shard, theirs in _fingerprints(reply.get("shares", []), mine):
+            for key, weight, share in store.shard_shares(shard):
+                other = theirs.get(weight)
+                if other != share:
+                    state = store.get(key) or EMPTY
+                    # a peer without the counter lacks its receipts too (its first write)
+                    found = store.receipts_of(key, now_ms) if other is None else {}
+                    entries[key] = (key, state, found)
+        span = _span(sent)
+        raw = reply.get("receipt_shares")
+        if span is not None and raw is not None:
+            for shard, theirs in _fingerprints(raw, mine):
+                for key, weight, total in store.receipt_summaries(shard, *span):
+                    if theirs.get(weight, 0) != total:
+                        found = store.receipts_between(key, *span)
+                        _, state, already = entries.get(key, (key, store.get(key) or EMPTY, {}))
+                        entries[key] = (key, state, {**found, **already})
+        pushes = list(entries.values())
+        random.shuffle(pushes)  # a push cut short by the deadline leaves other keys each time
+        return pushes
+
+    async def push(self, link: PeerLink, entries: list[Carried], deadline: float) -> None:
+        """Send entries, frame by frame until the loop time `deadline` (the rest go at the
+        next exchange); merge what the peer answers it holds more of."""
+        store = self.store
+        loop = asyncio.get_running_loop()
+        for frame in push_frames(entries):
+            left = deadline - loop.time()
+            if left <= 0:
+                break
+            self.repaired_keys += len(frame)
+            reply = await link.call(wire.PUSH, wire.carried_to_wire(frame), left)
+            if reply is None:  # the peer holds nothing more (or predates PUSH replies)
+                continue
+            states = wire.states_from_wire(reply, len(frame))
+            for (key, _, _), state in zip(frame, states, strict=True):
+                if state is not None:
+                    store.merge(key, state)
+
+
+def absorb_push(store: CounterStore, entries: list[Carried]) -> list[Any] | None:
+    """The receiving side of a PUSH: merge each entry with its receipts, and answer our
+    merged state where it holds more than the entry (None where it does not), or just
+    None when it holds more of none (what older nodes always answered)."""
+    reply: list[Any] = []
+    more = False
+    for key, state, found in entries:
+        if found:
+            store.add_receipts(key, found)
+        merged = store.merge(key, state)
+        if merged == state:
+            reply.append(None)
+        else:
+            reply.append(pn_to_wire(merged))
+            more = True
+    return reply if more else None
+
+
+def push_frames(
+    entries: list[Carried], counters: int = PUSH_BATCH, receipts: int = PUSH_RECEIPTS
+) -> Iterator[list[Carried]]:
+    """Repair frames of at most `counters` entries and `receipts` receipts each. A counter
+    with more receipts than a frame holds goes in several entries, each with its state and
+    a share of them; merge makes that harmless."""
+    frame: list[Carried] = []
+    room = receipts
+    for key, state, found in entries:
+        held: list[tuple[str, Receipt]] = list(found.items())
+        start = 0
+        while True:
+            if len(frame) >= counters or (room <= 0 and start < len(held)):
+                yield frame
+                frame, room = [], receipts
+            part = held[start : start + room]
+            frame.append((key, state, dict(part)))
+            room -= len(part)
+            start += len(part)
+            if start >= len(held):
+                break
+    if frame:
+        yield frame
+
+
+def _fingerprints(raw: Any, shared: set[int]) -> Iterator[tuple[int, dict[int, int]]]:
+    """[shard, [weight, value, ...]] items for shards we share: (shard, weight -> value)."""
+    if not isinstance(raw, list):
+        raise ProtocolError("fingerprints must be a list")
+    for item in raw:
+        if not isinstance(item, list) or len(item) != 2 or not isinstance(item[1], list):
+            raise ProtocolError("fingerprints are [shard, [weight, value, ...]]")
+        shard, flat = item
+        if type(shard) is not int or shard not in shared or len(flat) % 2:
+            continue
+        yield shard, dict(zip(flat[::2], flat[1::2], strict=True))
+
+
+def _span(sent: dict[str, Any]) -> Span | None:
+    """The receipt bucket range our message named, if any."""
+    raw = sent.get("receipts")
+    return None if raw is None else (raw[1], raw[2])
