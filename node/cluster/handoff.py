@@ -19,6 +19,7 @@ import time
 from collections.abc import Iterable
 from typing import Any
 
+from crdt import PNCounter
 from crdt.receipts import Receipt
 from node.base.errors import CountersError, PeerError
 from node.base.keys import Key
@@ -197,8 +198,11 @@ class Handoff:
                         self.pull_request(node_shards[start : start + SHARDS_PER_PULL]),
                         cluster.config.request_timeout_s * 5,
                     )
-                    # each state with its receipts, so a retry on the new replicas replays
-                    self.store.merge_carried(wire.carried_from_wire(raw))
+                    # each state with its receipts, so a retry on the new replicas replays,
+                    # and the reservations, so it meets an attempt still in flight
+                    held: wire.Held = {}
+                    self.store.merge_carried(wire.carried_from_wire(raw, held))
+                    self.store.adopt_reservations(held, int(time.time() * 1000))
                 except (PeerError, wire.ProtocolError) as error:
                     log.warning("pull from %s failed: %s", node_id, error)
                     complete = False
@@ -208,7 +212,8 @@ class Handoff:
     def pull_request(self, shards: list[int]) -> dict[str, Any]:
         """A PULL: the shards, and what the source must adopt before it answers."""
         cluster = self.cluster
-        return {"shards": shards, "ring": cluster.state.to_wire(), "view": cluster.view.to_wire()}
+        state, view = cluster.state.to_wire(), cluster.view.to_wire()
+        return {"shards": shards, "ring": state, "view": view, "reservations": True}
 
     def answer_pull(self, body: Any, now_ms: int) -> list[Any]:
         """The source's side of a PULL: adopt the puller's ring and view first (a pending
@@ -230,7 +235,13 @@ class Handoff:
                 raise wire.ProtocolError(f"bad pull: {error}") from None
             check_ring_shape(state, cluster)
             cluster.absorb(view, state, {})
-        return wire.carried_to_wire(pull_reply(self.store, shards, now_ms))
+        entries = pull_reply(self.store, shards, now_ms)
+        if not (isinstance(body, dict) and body.get("reservations") is True):
+            return wire.carried_to_wire(entries)  # an older puller: it would refuse them
+        held = self.store.reservations_in(set(shards), now_ms)
+        listed = {key for key, _, _ in entries}
+        entries += [(key, PNCounter.empty(), {}) for key in held if key not in listed]
+        return wire.carried_to_wire(entries, held)
 
 
 def check_ring_shape(state: RingState, cluster: Cluster) -> None:

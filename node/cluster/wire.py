@@ -19,6 +19,7 @@ from crdt import CodecError, PNCounter, codec, receipts
 from crdt.codec import MAX_KEY_PART_BYTES, pn_from_wire, pn_to_wire
 from crdt.receipts import MAX_IDEMPOTENCY_KEY_CHARS, Receipt
 from node.base.keys import Key
+from node.storage.receipt_book import Reservation
 
 REPLY = 0
 REPLICATE = 1  # body: [[key, state, share], ...]  reply: [merged state | None if same, ...]
@@ -130,29 +131,52 @@ def entries_from_wire(obj: object) -> list[tuple[Key, PNCounter]]:
 
 
 Carried = tuple[Key, PNCounter, dict[str, Receipt]]  # a counter's state and its receipts
+Held = dict[Key, dict[str, Reservation]]  # per counter of a PULL reply, its reservations
 
 
-def carried_to_wire(entries: Iterable[Carried]) -> list[list[Any]]:
+def carried_to_wire(entries: Iterable[Carried], held: Held | None = None) -> list[list[Any]]:
     """PUSH and PULL entries: [key, state], or [key, state, receipts] when it has some (the
-    form older nodes sent, and still read when there are none)."""
-    return [
-        [list(key), pn_to_wire(state), receipts.to_wire(found)]
-        if found
-        else [list(key), pn_to_wire(state)]
-        for key, state, found in entries
-    ]
+    form older nodes sent, and still read when there are none); a PULL reply to a puller
+    that asked for reservations adds them, [key, state, receipts, reservations]."""
+    out: list[list[Any]] = []
+    for key, state, found in entries:
+        entry = [list(key), pn_to_wire(state)]
+        mine = held.get(key) if held else None
+        if found or mine:
+            entry.append(receipts.to_wire(found))
+        if mine:
+            entry.append({idem: [r.node, r.token, r.until_ms] for idem, r in mine.items()})
+        out.append(entry)
+    return out
 
 
-def carried_from_wire(obj: object) -> list[Carried]:
-    """PUSH and PULL entries, all validated before the caller merges any."""
+def carried_from_wire(obj: object, held: Held | None = None) -> list[Carried]:
+    """PUSH and PULL entries, all validated before the caller merges any; reservations go
+    to `held` (ignored if None)."""
     if not isinstance(obj, list):
         raise ProtocolError("entries must be a list")
     out: list[Carried] = []
     for item in obj:
-        if not isinstance(item, list) or len(item) not in (2, 3):
-            raise ProtocolError("an entry is [key, state, receipts?]")
-        found = receipts_from_wire(item[2]) if len(item) == 3 else {}
-        out.append((key_from_wire(item[0]), state_from_wire(item[1]), found))
+        if not isinstance(item, list) or len(item) not in (2, 3, 4):
+            raise ProtocolError("an entry is [key, state, receipts?, reservations?]")
+        found = receipts_from_wire(item[2]) if len(item) >= 3 else {}
+        key = key_from_wire(item[0])
+        if len(item) == 4:
+            reserved = _held_from_wire(item[3])
+            if held is not None:
+                held[key] = reserved
+        out.append((key, state_from_wire(item[1]), found))
+    return out
+
+
+def _held_from_wire(obj: object) -> dict[str, Reservation]:
+    if not isinstance(obj, dict):
+        raise ProtocolError("reservations are {idempotency key: [node, token, until ms]}")
+    out: dict[str, Reservation] = {}
+    for idem, holder in obj.items():
+        if not isinstance(holder, list) or len(holder) != 3 or type(holder[2]) is not int:
+            raise ProtocolError("a reservation is [node, token, until ms]")
+        out[_idem(idem)] = Reservation(_node(holder[0]), _token(holder[1]), holder[2])
     return out
 
 

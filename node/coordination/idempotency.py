@@ -31,13 +31,25 @@ Why nothing acknowledged is lost. R + W > N: the reserve round reads R replicas,
 the receipt of any attempt that answered 200, and replays it. A 503 in-doubt applies nothing
 and says so; the retry that follows answers what did happen.
 
-Limits. Reservations are held in memory beside the receipts (265 bytes each, tracemalloc
-over 100,000, plus the key string, until a receipt arrives for the key or the window ends)
-and are not written to the durable replica: a granting replica that restarts forgets its
-grants, so a paused attempt and a retry can both hold a majority only if a replica between
-them restarted in the meantime and no replica received the first attempt's write.
-Reservations do not travel with hand-offs: a ring change of the key's shard while an attempt
-is in doubt weakens the fence the same way. A holder's "void" after a lost data dir is sound
+Restarts and hand-offs. A replica's grants are written behind to its durable replica like
+its receipts (node/storage/write_behind.py; per granting node), deleted when they end (a
+receipt, a release), and reloaded at start; a shard's new owner learns them from the PULL
+replies of the hand-off and keeps them as its own. A counter's slot and its receipts are
+flushed in one atomic write, so a coordinator killed mid-flush never comes back holding the
+increment without its receipt (which would make its "void" answer wrong).
+
+Limits. A grant is lost, and a paused attempt and a retry could both hold a majority, only
+if the replica that gave it fails within the write-behind interval after granting (or loses
+its data dir with SQLite; Redis outlives it) and no replica received the first attempt's
+write: the same contract as for data. Reservations cost memory beside the receipts (313
+bytes each with the entry marking it for the durable replica, tracemalloc over 100,000 on
+CPython 3.11, plus the key string, until a receipt arrives or the window ends) and, while
+held, a row in SQLite (about 290 bytes with its two indexes, 38-character keys) or about
+380 bytes in Redis (a hash field and a sorted-set entry); most end within a round trip and
+are never written: a reservation taken and ended between two flushes costs no write. A
+hand-off carries the reservations held when the PULL is answered (none from a node of an
+earlier version; anti-entropy pushes carry none); one taken later reaches the new owner
+only through its receipt. A holder's "void" after a lost data dir is sound
 only if every replica of the shard is asked (so a key whose replicas include one down for
 good stays in doubt until an operator removes it). Keyed ops at consistency=one need a
 majority too. A node of an earlier version does not know RESERVE (its link closes on it):

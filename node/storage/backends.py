@@ -16,6 +16,7 @@ def open_durable(config: Config) -> DurableReplica:
             config.redis_url or config.redis_cluster_url,
             cluster=bool(config.redis_cluster_url),
             timeout_s=config.redis_timeout_s,
+            owner=config.node_id,
         )
     return SqliteReplica(config.data_path / "counters.sqlite3")
 

@@ -5,6 +5,13 @@ and SQLite in the node's data dir (durable_sqlite.py), the embedded default that
 nothing installed; backends.open_durable picks one. Every write is a per-slot maximum, so
 writes are idempotent and commutative: any node may write any state of any counter at any
 time, in any order.
+
+A flush (`write_changes`) writes a counter's state and the receipts that answer for it in
+one atomic write (one SQLite transaction; one Redis script call, on the counter's shard's
+hash slot), so a process killed mid-flush never leaves the increment stored without its
+receipt: restarted, it would answer "void" to a retry and the retry would apply again.
+It also stores this node's reservations (its grants of idempotency keys,
+node/coordination/fencing.py) and deletes the ended ones; they are per granting node.
 """
 
 from __future__ import annotations
@@ -17,10 +24,11 @@ from crdt import CodecError, PNCounter, codec
 from crdt.codec import MAX_ACTOR_BYTES
 from crdt.gcounter import UINT64_MAX
 from node.base.keys import Key
-from node.storage.receipt_book import DirtyReceipt
+from node.storage.receipt_book import DirtyReceipt, DirtyReservation
 
 Entry = tuple[Key, int, PNCounter]  # key, shard, state
 ReceiptEntry = DirtyReceipt  # key, shard, idempotency key, receipt
+ReservationEntry = DirtyReservation  # key, shard, idempotency key, reservation or None
 RECEIPT_PAGE = 10_000  # receipts per page of a load: memory per step stays bounded
 
 
@@ -36,6 +44,23 @@ class DurableReplica(Protocol):
 
     async def load(self, shards: Collection[int]) -> list[tuple[Key, PNCounter]]:
         """Every counter of these shards, as stored."""
+
+    async def write_changes(
+        self,
+        entries: Sequence[Entry],
+        receipts: Sequence[ReceiptEntry],
+        reservations: Sequence[ReservationEntry],
+        window_ms: int,
+        now_ms: int,
+    ) -> int:
+        """One flush: `write` and `write_receipts` at once, each counter's state and its
+        receipts in one atomic write; and this node's reservations stored (None: deleted),
+        kept until their `until_ms`. Returns how many expired entries it dropped."""
+
+    def load_reservations(
+        self, shards: Collection[int], now_ms: int
+    ) -> AsyncIterator[list[ReservationEntry]]:
+        """This node's unexpired reservations of these shards' counters, in pages."""
 
     async def write_receipts(
         self, entries: Sequence[ReceiptEntry], window_ms: int, now_ms: int

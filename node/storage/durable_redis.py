@@ -12,13 +12,22 @@ per-shard sorted set `rct:{S}:expiry` of the receipts themselves, scored by expi
 load pages through and every write trims of up to 1,000 expired entries; the index itself
 expires with its latest receipt. What Redis holds is bounded by the receipts of the window.
 A script call touches one shard's keys only, so one hash slot.
+
+A flush is one script call per shard and up to ENTRIES_PER_CALL entries (redis_flush.py):
+a counter's state and its receipts always go in the same call, which runs atomically, so a
+node killed mid-flush never leaves an increment in Redis without its receipt.
+
+Reservations (this node's grants of idempotency keys; Redis is shared, so they are keyed by
+the granting node): a hash `rsv:{S}:<node>` of ["<member>","<idempotency key>"] ->
+[holder node, token, until ms], and a sorted set `rsv:{S}:<node>:expiry` of the same fields
+by expiry, trimmed of up to 1,000 lapsed ones per call; both expire with their latest.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
-from collections import defaultdict
+import time
 from collections.abc import AsyncIterator, Collection, Sequence
 from typing import Any
 
@@ -34,53 +43,26 @@ from node.storage.durable import (
     DurableError,
     Entry,
     ReceiptEntry,
+    ReservationEntry,
     key_of,
-    member,
     state_of,
 )
+from node.storage.receipt_book import Reservation
+from node.storage.redis_flush import (
+    FLUSH_SCRIPT,
+    Call,
+    counter_key,
+    flush_calls,
+    index_key,
+    receipt_index,
+    reservations_key,
+)
 
-MERGE_SCRIPT = """
-local function greater(a, b)
-  if #a ~= #b then return #a > #b end
-  return a > b
-end
-local arg = 1
-for k = 2, #KEYS do
-  local name, fields = ARGV[arg], tonumber(ARGV[arg + 1])
-  arg = arg + 2
-  for _ = 1, fields do
-    local field, value = ARGV[arg], ARGV[arg + 1]
-    arg = arg + 2
-    local current = redis.call('HGET', KEYS[k], field)
-    if not current or greater(value, current) then
-      redis.call('HSET', KEYS[k], field, value)
-    end
-  end
-  redis.call('SADD', KEYS[1], name)
-end
-return #KEYS - 1
-"""
 INCARNATION_SCRIPT = """
 local known = tonumber(redis.call('GET', KEYS[1]) or '0')
 if tonumber(ARGV[1]) > known then redis.call('SET', KEYS[1], ARGV[1]) end
 return known
 """
-RECEIPT_SCRIPT = """
-local now = tonumber(ARGV[1])
-for k = 2, #KEYS do
-  local expiry, record = ARGV[2 * k - 1], ARGV[2 * k]
-  local ttl = tonumber(expiry) - now
-  if ttl > 0 and redis.call('SET', KEYS[k], '1', 'NX', 'PX', ttl) then
-    redis.call('ZADD', KEYS[1], expiry, record)
-  end
-end
-local old = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', '(' .. ARGV[1], 'LIMIT', 0, 1000)
-if #old > 0 then redis.call('ZREM', KEYS[1], unpack(old)) end
-local keep = tonumber(ARGV[2])
-if keep > 0 and redis.call('PTTL', KEYS[1]) < keep then redis.call('PEXPIRE', KEYS[1], keep) end
-return #old
-"""
-KEYS_PER_CALL = 200  # bounds one script's run time, so Redis never stalls long on us
 # Seconds a Redis that stops answering (paused, partitioned, overloaded) may hold a call before
 # it fails (--redis-timeout-s); without it (redis-py's default) a silent Redis hangs the
 # write-behind forever and /readyz never reports it. It bounds the connect and each reply, so a
@@ -90,58 +72,11 @@ SOCKET_TIMEOUT_S = 5.0
 # also RedisClusterException ("cannot be connected", slots not covered), which is not a
 # RedisError; OSError and TimeoutError from the socket beneath. All of it is a DurableError.
 REDIS_ERRORS = (RedisError, RedisClusterException, OSError, TimeoutError)
-RECEIPTS_PER_CALL = 500  # receipts per script call, for the same reason as KEYS_PER_CALL
 
 
 def _text(error: BaseException) -> str:
     """An error as a line of text; a timeout's own text is empty."""
     return str(error) or f"{type(error).__name__} after the Redis timeout"
-
-
-def _counter_key(shard: int, name: str) -> str:
-    return f"ctr:{{{shard}}}:{name}"
-
-
-def _index_key(shard: int) -> str:
-    return f"ctr:{{{shard}}}:keys"
-
-
-def _script_args(shard: int, entries: Sequence[Entry]) -> tuple[list[str], list[Any]]:
-    keys: list[str] = [_index_key(shard)]
-    args: list[Any] = []
-    for key, _, state in entries:
-        name = member(key)
-        keys.append(_counter_key(shard, name))
-        fields: list[Any] = []
-        for prefix, counter in (("p:", state.p), ("n:", state.n)):
-            for actor, count in counter.slots.items():
-                fields += (prefix + actor, str(count))
-        args += (name, len(fields) // 2, *fields)
-    return keys, args
-
-
-def _receipt_index(shard: int) -> str:
-    return f"rct:{{{shard}}}:expiry"
-
-
-def _receipt_args(
-    shard: int, entries: Sequence[ReceiptEntry], window_ms: int, now_ms: int
-) -> tuple[list[str], list[Any]]:
-    keys: list[str] = [_receipt_index(shard)]
-    args: list[Any] = [now_ms, 0]
-    latest = 0
-    names: dict[Key, str] = {}  # a batch's receipts share a counter: one dump each
-    for key, _, idem, receipt in entries:
-        name = names.get(key)
-        if name is None:
-            name = names[key] = member(key)
-        expiry = receipt.at_ms + window_ms
-        latest = max(latest, expiry)
-        keys.append(f"rct:{{{shard}}}:" + json.dumps([name, idem], ensure_ascii=False))
-        record = [name, idem, *receipt.to_wire()]
-        args += (expiry, json.dumps(record, separators=(",", ":"), ensure_ascii=False))
-    args[1] = latest - now_ms  # the index lives as long as its latest receipt
-    return keys, args
 
 
 def _parse_receipt(raw: bytes, shard: int, keys: dict[str, Key]) -> ReceiptEntry:
@@ -161,6 +96,22 @@ def _parse_receipt(raw: bytes, shard: int, keys: dict[str, Key]) -> ReceiptEntry
     return key, shard, idem, receipt
 
 
+def _parse_reservation(
+    field: bytes, value: bytes, shard: int, keys: dict[str, Key]
+) -> tuple[Key, int, str, Reservation]:
+    try:
+        name, idem = json.loads(field)
+        node, token, until_ms = json.loads(value)
+        if not all(type(v) is str and v for v in (name, idem, node, token)):
+            raise ValueError("bad counter, key, node or token")
+        if type(until_ms) is not int:
+            raise ValueError("bad expiry")
+    except (ValueError, TypeError) as error:
+        raise DurableError(f"corrupt reservation in Redis: {error}") from error
+    key = keys.get(name) or keys.setdefault(name, key_of(name))
+    return key, shard, idem, Reservation(node, token, until_ms)
+
+
 def _parse_hash(raw: dict[bytes, bytes]) -> PNCounter:
     slots: dict[str, tuple[int, int]] = {}
     try:
@@ -175,7 +126,9 @@ def _parse_hash(raw: dict[bytes, bytes]) -> PNCounter:
 
 
 class RedisReplica:
-    def __init__(self, url: str, cluster: bool, timeout_s: float = SOCKET_TIMEOUT_S) -> None:
+    def __init__(
+        self, url: str, cluster: bool, timeout_s: float = SOCKET_TIMEOUT_S, owner: str = "-"
+    ) -> None:
         self.name = "redis-cluster" if cluster else "redis"
         self._cluster = cluster
         self.timeout_s = timeout = timeout_s
@@ -184,38 +137,52 @@ class RedisReplica:
             if cluster
             else redis.Redis.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout)
         )
-        self._merge = self._client.register_script(MERGE_SCRIPT)
+        self._flush = self._client.register_script(FLUSH_SCRIPT)
         self._incarnation = self._client.register_script(INCARNATION_SCRIPT)
-        self._receipts = self._client.register_script(RECEIPT_SCRIPT)
+        self.owner = owner  # reservations are this node's grants: keyed by its id
 
-    async def write(self, entries: Sequence[Entry]) -> None:
-        by_shard: dict[int, list[Entry]] = defaultdict(list)
-        for entry in entries:
-            by_shard[entry[1]].append(entry)
-        calls = [
-            _script_args(shard, shard_entries[start : start + KEYS_PER_CALL])
-            for shard, shard_entries in by_shard.items()
-            for start in range(0, len(shard_entries), KEYS_PER_CALL)
-        ]
+    async def write_changes(
+        self,
+        entries: Sequence[Entry],
+        receipts: Sequence[ReceiptEntry],
+        reservations: Sequence[ReservationEntry],
+        window_ms: int,
+        now_ms: int,
+    ) -> int:
+        """One script call per shard and ENTRIES_PER_CALL entries (see FLUSH_SCRIPT); each
+        call is atomic and holds a counter's state with all its receipts."""
+        calls = flush_calls(self.owner, entries, receipts, reservations, window_ms, now_ms)
         try:
             if self._cluster:
-                # redis-py refuses scripts in cluster pipelines; concurrent calls, each routed
-                # to its slot's node, overlap their round trips all the same.
-                await asyncio.gather(*(self._merge(keys=k, args=a) for k, a in calls))
-            else:
+                # Shards side by side, one shard's calls in turn: they all go to one node, and
+                # redis-py's cluster client fails many concurrent first calls on one connection.
+                per_shard = await asyncio.gather(*(self._in_turn(c) for c in calls.values()))
+                dropped = [count for counts in per_shard for count in counts]
+            elif calls:
                 async with self._client.pipeline(transaction=False) as pipe:
-                    for keys, args in calls:
-                        await self._merge(keys=keys, args=args, client=pipe)
-                    await pipe.execute()
+                    for shard_calls in calls.values():
+                        for call in shard_calls:
+                            keys, args = call.script()
+                            await self._flush(keys=keys, args=args, client=pipe)
+                    dropped = await pipe.execute()
+            else:
+                dropped = []
         except REDIS_ERRORS as error:
             raise DurableError(f"redis write failed: {_text(error)}") from error
+        return sum(int(count) for count in dropped)
+
+    async def _in_turn(self, calls: list[Call]) -> list[Any]:
+        return [await self._flush(keys=k, args=a) for k, a in (c.script() for c in calls)]
+
+    async def write(self, entries: Sequence[Entry]) -> None:
+        await self.write_changes(entries, (), (), 0, int(time.time() * 1000))
 
     async def load(self, shards: Collection[int]) -> list[tuple[Key, PNCounter]]:
         shards = sorted(shards)
         try:
             async with self._client.pipeline(transaction=False) as pipe:
                 for shard in shards:
-                    pipe.smembers(_index_key(shard))
+                    pipe.smembers(index_key(shard))
                 members = await pipe.execute()
             names = [
                 (shard, raw.decode())
@@ -224,7 +191,7 @@ class RedisReplica:
             ]
             async with self._client.pipeline(transaction=False) as pipe:
                 for shard, name in names:
-                    pipe.hgetall(_counter_key(shard, name))
+                    pipe.hgetall(counter_key(shard, name))
                 hashes = await pipe.execute()
         except REDIS_ERRORS as error:
             raise DurableError(f"redis load failed: {_text(error)}") from error
@@ -237,39 +204,9 @@ class RedisReplica:
     async def write_receipts(
         self, entries: Sequence[ReceiptEntry], window_ms: int, now_ms: int
     ) -> int:
-        """One script call per shard and RECEIPTS_PER_CALL receipts; see RECEIPT_SCRIPT.
-        With no receipts it trims nothing: keys expire by themselves, and so does an index
-        a window after its latest receipt."""
-        by_shard: dict[int, list[ReceiptEntry]] = defaultdict(list)
-        for entry in entries:
-            by_shard[entry[1]].append(entry)
-        calls = {
-            shard: [
-                _receipt_args(shard, found[start : start + RECEIPTS_PER_CALL], window_ms, now_ms)
-                for start in range(0, len(found), RECEIPTS_PER_CALL)
-            ]
-            for shard, found in by_shard.items()
-        }
-        try:
-            if self._cluster:
-                # Shards side by side, one shard's calls in turn: they all go to one node, and
-                # redis-py's cluster client fails many concurrent first calls on one connection.
-                per_shard = await asyncio.gather(*(self._in_turn(c) for c in calls.values()))
-                trimmed = [count for counts in per_shard for count in counts]
-            elif calls:
-                async with self._client.pipeline(transaction=False) as pipe:
-                    for shard_calls in calls.values():
-                        for keys, args in shard_calls:
-                            await self._receipts(keys=keys, args=args, client=pipe)
-                    trimmed = await pipe.execute()
-            else:
-                trimmed = []
-        except REDIS_ERRORS as error:
-            raise DurableError(f"redis receipt write failed: {_text(error)}") from error
-        return sum(int(count) for count in trimmed)
-
-    async def _in_turn(self, calls: list[tuple[list[str], list[Any]]]) -> list[Any]:
-        return [await self._receipts(keys=keys, args=args) for keys, args in calls]
+        """Receipt keys expire by themselves (PX), and so does an index a window after its
+        latest receipt; each call also trims up to 1,000 expired index entries."""
+        return await self.write_changes((), entries, (), window_ms, now_ms)
 
     async def load_receipts(
         self, shards: Collection[int], now_ms: int
@@ -285,7 +222,7 @@ class RedisReplica:
                 async with self._client.pipeline(transaction=False) as pipe:
                     for shard, start in starts.items():
                         pipe.zrevrange(
-                            _receipt_index(shard), start, start + per_shard - 1, withscores=True
+                            receipt_index(shard), start, start + per_shard - 1, withscores=True
                         )
                     pages = await pipe.execute()
             except REDIS_ERRORS as error:
@@ -303,6 +240,33 @@ class RedisReplica:
             if page:
                 yield page
             starts = following
+
+    async def load_reservations(
+        self, shards: Collection[int], now_ms: int
+    ) -> AsyncIterator[list[ReservationEntry]]:
+        """Scans each shard's hash of this node's reservations, RECEIPT_PAGE at a time."""
+        keys: dict[str, Key] = {}
+        page: list[ReservationEntry] = []
+        for shard in sorted(shards):
+            cursor = 0
+            while True:
+                try:
+                    cursor, found = await self._client.hscan(
+                        reservations_key(shard, self.owner), cursor, count=RECEIPT_PAGE
+                    )
+                except REDIS_ERRORS as error:
+                    raise DurableError(f"redis reservation load failed: {_text(error)}") from error
+                for field, value in found.items():
+                    entry = _parse_reservation(field, value, shard, keys)
+                    if entry[3].until_ms >= now_ms:
+                        page.append(entry)
+                while len(page) >= RECEIPT_PAGE:  # HSCAN's count is a hint, not a bound
+                    yield page[:RECEIPT_PAGE]
+                    page = page[RECEIPT_PAGE:]
+                if not cursor:
+                    break
+        if page:
+            yield page
 
     async def last_incarnation(self, node_id: str, current: int) -> int:
         try:

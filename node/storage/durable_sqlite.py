@@ -8,7 +8,12 @@ module blocks, so each call runs in a worker thread, one at a time.
 
 Idempotency receipts: one row per (counter, idempotency key) with its expiry, indexed by
 expiry (each write deletes at most EXPIRE_BATCH expired rows) and by (shard, counter, key),
-which a load pages through; INSERT OR IGNORE keeps the first receipt stored.
+which a load pages through; INSERT OR IGNORE keeps the first receipt stored. A flush
+(`write_changes`) writes slots, receipts and reservations in one transaction.
+
+Reservations (this node's grants of idempotency keys): one row per (counter, key) with the
+attempt holding it and until when, indexed like the receipts; an ended one is deleted, a
+lapsed one goes in bounded steps like an expired receipt. The file is this node's alone.
 """
 
 from __future__ import annotations
@@ -27,10 +32,12 @@ from node.storage.durable import (
     DurableError,
     Entry,
     ReceiptEntry,
+    ReservationEntry,
     key_of,
     member,
     state_of,
 )
+from node.storage.receipt_book import Reservation
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS slots (
@@ -55,6 +62,29 @@ CREATE TABLE IF NOT EXISTS idempotency_receipts (
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS receipts_by_expiry ON idempotency_receipts (expires_ms);
 CREATE INDEX IF NOT EXISTS receipts_by_shard ON idempotency_receipts (shard, counter, idem);
+CREATE TABLE IF NOT EXISTS reservations (
+    counter TEXT NOT NULL,
+    idem TEXT NOT NULL,
+    shard INTEGER NOT NULL,
+    node TEXT NOT NULL,
+    token TEXT NOT NULL,
+    until_ms INTEGER NOT NULL,
+    PRIMARY KEY (counter, idem)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS reservations_by_expiry ON reservations (until_ms);
+CREATE INDEX IF NOT EXISTS reservations_by_shard ON reservations (shard, counter, idem);
+"""
+PUT_RESERVATION = "INSERT OR REPLACE INTO reservations VALUES (?, ?, ?, ?, ?, ?)"
+DELETE_RESERVATION = "DELETE FROM reservations WHERE counter = ? AND idem = ?"
+EXPIRE_RESERVATIONS = """
+DELETE FROM reservations WHERE (counter, idem) IN (
+    SELECT counter, idem FROM reservations WHERE until_ms < ? LIMIT ?
+)
+"""
+LOAD_RESERVATIONS = """
+SELECT counter, idem, node, token, until_ms FROM reservations
+WHERE shard = ? AND (counter, idem) > (?, ?) AND until_ms >= ?
+ORDER BY counter, idem LIMIT ?
 """
 INSERT_RECEIPT = "INSERT OR IGNORE INTO idempotency_receipts VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
 # Each write drops at most this many expired receipts, so a write never stalls on a backlog
@@ -105,23 +135,64 @@ class SqliteReplica:
             )
             self._db.execute("DROP TABLE receipts")
 
-    def _write(self, entries: Sequence[Entry]) -> None:
+    def _write_changes(
+        self,
+        entries: Sequence[Entry],
+        receipts: Sequence[ReceiptEntry],
+        reservations: Sequence[ReservationEntry],
+        window_ms: int,
+        now_ms: int,
+    ) -> int:
+        """One transaction: a kill at any point leaves all of it stored or none of it."""
+        names: dict[Key, str] = {}  # a batch's receipts share a counter: one dump each
         rows = []
         for key, shard, state in entries:
-            name = member(key)
+            name = names[key] = member(key)
             for actor in state.actors():
                 p, n = state.slot(actor)
                 rows.append((name, shard, actor, _padded(p), _padded(n)))
-        with self._db:
-            self._db.execute("BEGIN")
-            self._db.executemany(UPSERT, rows)
+        receipt_rows = []
+        for key, shard, idem, r in receipts:
+            if r.at_ms + window_ms >= now_ms:
+                name = names.get(key) or names.setdefault(key, member(key))
+                receipt_rows.append((name, idem, shard, r.at_ms + window_ms, *r.to_wire()))
+        puts, deletes = [], []
+        for key, shard, idem, held in reservations:
+            name = names.get(key) or names.setdefault(key, member(key))
+            if held is None:
+                deletes.append((name, idem))
+            elif held.until_ms >= now_ms:
+                puts.append((name, idem, shard, held.node, held.token, held.until_ms))
+        db = self._db
+        with db:
+            db.execute("BEGIN")
+            db.executemany(UPSERT, rows)
+            db.executemany(INSERT_RECEIPT, receipt_rows)
+            db.executemany(DELETE_RESERVATION, deletes)
+            db.executemany(PUT_RESERVATION, puts)
+            if not (receipts or reservations or window_ms):
+                return 0  # a plain `write`: no expiry pass
+            dropped: int = db.execute(EXPIRE, (now_ms, EXPIRE_BATCH)).rowcount
+            return dropped + db.execute(EXPIRE_RESERVATIONS, (now_ms, EXPIRE_BATCH)).rowcount
 
-    async def write(self, entries: Sequence[Entry]) -> None:
+    async def write_changes(
+        self,
+        entries: Sequence[Entry],
+        receipts: Sequence[ReceiptEntry],
+        reservations: Sequence[ReservationEntry],
+        window_ms: int,
+        now_ms: int,
+    ) -> int:
         async with self._lock:
             try:
-                await in_thread(self._write, entries)
+                return await in_thread(
+                    self._write_changes, entries, receipts, reservations, window_ms, now_ms
+                )
             except sqlite3.Error as error:
                 raise DurableError(f"sqlite write failed: {error}") from error
+
+    async def write(self, entries: Sequence[Entry]) -> None:
+        await self.write_changes(entries, (), (), 0, 0)
 
     def _load(self, shards: Collection[int]) -> list[tuple[Key, PNCounter]]:
         slots: dict[str, dict[str, tuple[int, int]]] = {}
@@ -143,28 +214,10 @@ class SqliteReplica:
             except sqlite3.Error as error:
                 raise DurableError(f"sqlite load failed: {error}") from error
 
-    def _write_receipts(self, entries: Sequence[ReceiptEntry], window_ms: int, now_ms: int) -> int:
-        names: dict[Key, str] = {}  # a batch's receipts share a counter: one dump each
-        rows = []
-        for key, shard, idem, r in entries:
-            if r.at_ms + window_ms >= now_ms:
-                name = names.get(key)
-                if name is None:
-                    name = names[key] = member(key)
-                rows.append((name, idem, shard, r.at_ms + window_ms, *r.to_wire()))
-        with self._db:
-            self._db.execute("BEGIN")
-            self._db.executemany(INSERT_RECEIPT, rows)
-            return self._db.execute(EXPIRE, (now_ms, EXPIRE_BATCH)).rowcount
-
     async def write_receipts(
         self, entries: Sequence[ReceiptEntry], window_ms: int, now_ms: int
     ) -> int:
-        async with self._lock:
-            try:
-                return await in_thread(self._write_receipts, entries, window_ms, now_ms)
-            except sqlite3.Error as error:
-                raise DurableError(f"sqlite receipt write failed: {error}") from error
+        return await self.write_changes((), entries, (), window_ms, now_ms)
 
     def _receipt_page(
         self, shard: int, after: tuple[str, str], now_ms: int, keys: dict[str, Key]
@@ -196,6 +249,37 @@ class SqliteReplica:
                         page = await in_thread(self._receipt_page, shard, after, now_ms, keys)
                     except sqlite3.Error as error:
                         raise DurableError(f"sqlite receipt load failed: {error}") from error
+                if page:
+                    yield page
+                if len(page) < RECEIPT_PAGE:
+                    break
+                after = (member(page[-1][0]), page[-1][2])
+
+    def _reservation_page(
+        self, shard: int, after: tuple[str, str], now_ms: int, keys: dict[str, Key]
+    ) -> list[ReservationEntry]:
+        page: list[ReservationEntry] = []
+        rows = self._db.execute(LOAD_RESERVATIONS, (shard, *after, now_ms, RECEIPT_PAGE))
+        for counter, idem, node, token, until_ms in rows:
+            key = keys.get(counter) or keys.setdefault(counter, key_of(counter))
+            if not (isinstance(node, str) and isinstance(token, str) and node and token):
+                raise DurableError(f"corrupt reservation of {idem!r} in sqlite")
+            page.append((key, shard, idem, Reservation(node, token, int(until_ms))))
+        return page
+
+    async def load_reservations(
+        self, shards: Collection[int], now_ms: int
+    ) -> AsyncIterator[list[ReservationEntry]]:
+        """Pages each shard in (counter, idempotency key) order, as receipts are paged."""
+        keys: dict[str, Key] = {}
+        for shard in sorted(shards):
+            after = ("", "")
+            while True:
+                async with self._lock:
+                    try:
+                        page = await in_thread(self._reservation_page, shard, after, now_ms, keys)
+                    except sqlite3.Error as error:
+                        raise DurableError(f"sqlite reservation load failed: {error}") from error
                 if page:
                     yield page
                 if len(page) < RECEIPT_PAGE:

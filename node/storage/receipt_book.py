@@ -29,7 +29,13 @@ later) or the window ends. `reserve` reads the receipt and takes or reports the 
 in one call, so a replica's answer is atomic. Memory: 265 bytes per reservation held
 (tracemalloc over 100,000, its FIFO entry included), plus its key string; the expiry FIFO
 is rebuilt once it holds twice the live reservations plus 1,024, so reservations that ended
-with their receipt cost nothing after. They are not written to the durable replica.
+with their receipt cost nothing after. A reservation taken, released or ended by its receipt
+is also marked for the durable replica (`take_dirty_reservations`: the entry, or None for a
+delete), so a replica's grants outlive its process like its receipts do: lost only if it
+fails within the write-behind interval. One that ends before a flush took it is never
+written; one a flush may have written is remembered (a set entry) so its end deletes it.
+`restore` puts back the ones loaded at start, `adopt` the ones a hand-off brought. Memory
+with the dirty entry: 313 bytes per reservation (CPython 3.11, tracemalloc over 100,000).
 """
 
 from __future__ import annotations
@@ -57,6 +63,10 @@ class Reservation:
     until_ms: int
 
 
+# counter, shard, idempotency key, the reservation (None: it ended, delete it)
+DirtyReservation = tuple[Key, int, str, Reservation | None]
+
+
 class ReceiptBook:
     def __init__(self, window_ms: int, shard_of: Callable[[Key], int]) -> None:
         self.window_ms = window_ms
@@ -68,6 +78,10 @@ class ReceiptBook:
         self._dirty: dict[ReceiptName, Receipt] = {}  # not yet in the durable replica
         self._reserved: dict[ReceiptName, Reservation] = {}  # keys reserved, no receipt yet
         self._reserved_expiry: deque[tuple[int, ReceiptName]] = deque()
+        # not yet in the durable replica: the reservation to store, or None to delete it
+        self._reserved_dirty: dict[ReceiptName, Reservation | None] = {}
+        # may be in the durable replica (taken by a flush, or loaded): an end must delete it
+        self._reserved_stored: set[ReceiptName] = set()
         self.digests = ReceiptDigests(window_ms)  # what anti-entropy compares
         self._key_shard: dict[Key, int] = {}  # counter -> its shard, for counters held
 
@@ -123,7 +137,8 @@ class ReceiptBook:
             return False
         if held is None:
             self._count += 1
-            self._reserved.pop(name, None)  # a receipt answers for the key from now on
+            if self._reserved.pop(name, None) is not None:  # a receipt answers from now on
+                self._ended(name)
         else:
             self.digests.remove(shard, key, held.at_ms, term(key, idem, held))
         self.digests.add(shard, key, receipt.at_ms, term(key, idem, receipt))
@@ -161,7 +176,7 @@ class ReceiptBook:
             return held
         if held is None or held.token != token:
             until_ms = now_ms + self.window_ms
-            self._reserved[name] = Reservation(node, token, until_ms)
+            self._reserved[name] = self._reserved_dirty[name] = Reservation(node, token, until_ms)
             lapsing = self._reserved_expiry
             lapsing.append((until_ms, name))
             if len(lapsing) > 2 * len(self._reserved) + COMPACT_SLACK:
@@ -187,7 +202,66 @@ class ReceiptBook:
         if held is None or held.token != token:
             return False
         del self._reserved[name]
+        self._ended(name)
         return True
+
+    def _ended(self, name: ReceiptName) -> None:
+        """A reservation ended: delete it from the durable replica if a flush may have
+        written it; one no flush took yet (the usual case) is just not written."""
+        if name in self._reserved_stored:
+            self._reserved_dirty[name] = None
+        else:
+            self._reserved_dirty.pop(name, None)
+
+    def restore(self, key: Key, idem: str, held: Reservation, now_ms: int) -> None:
+        """A reservation read from the durable replica at start: held again (unless a
+        receipt or a later reservation is here already), not written back."""
+        name = (key, idem)
+        if held.until_ms < now_ms or name in self._reserved or self.get(key, idem, now_ms):
+            return
+        self._reserved[name] = held
+        self._reserved_expiry.append((held.until_ms, name))
+        self._reserved_stored.add(name)
+
+    def adopt(self, key: Key, idem: str, held: Reservation, now_ms: int) -> None:
+        """A reservation learnt from a hand-off (a PULL reply): held as if granted here,
+        and written to the durable replica like a grant."""
+        name = (key, idem)
+        if name not in self._reserved and not self.get(key, idem, now_ms):
+            self.restore(key, idem, held, now_ms)
+            if name in self._reserved:
+                self._reserved_dirty[name] = held
+
+    def reservations_in(self, shards: set[int], now_ms: int) -> dict[Key, dict[str, Reservation]]:
+        """The live reservations of these shards' counters, what a PULL reply carries: a scan
+        of the reservations held, which live only until their receipt (few), on a pull only."""
+        out: dict[Key, dict[str, Reservation]] = {}
+        shard_of = self._shard_of
+        for (key, idem), held in self._reserved.items():
+            if held.until_ms >= now_ms and shard_of(key) in shards:
+                out.setdefault(key, {})[idem] = held
+        return out
+
+    def take_dirty_reservations(self) -> list[DirtyReservation]:
+        """Reservations changed since the last take, to store (or, None, to delete)."""
+        dirty, self._reserved_dirty = self._reserved_dirty, {}
+        stored = self._reserved_stored
+        for name, held in dirty.items():
+            if held is None:
+                stored.discard(name)
+            else:
+                stored.add(name)
+        shard_of = self._shard_of
+        return [(key, shard_of(key), idem, held) for (key, idem), held in dirty.items()]
+
+    def mark_reservations_dirty(self, entries: Iterable[DirtyReservation]) -> None:
+        """Put back reservation changes whose write failed, unless changed again since."""
+        dirty = self._reserved_dirty
+        for key, _, idem, held in entries:
+            dirty.setdefault((key, idem), held)
+
+    def dirty_reservation_count(self) -> int:
+        return len(self._reserved_dirty)
 
     def reservation_count(self) -> int:
         return len(self._reserved)
@@ -205,6 +279,7 @@ class ReceiptBook:
             found = reserved.get(name)
             if found is not None and found.until_ms < now_ms:
                 del reserved[name]
+                self._reserved_stored.discard(name)  # the durable copy lapses by itself
         expiry, held, dirty = self._expiry, self._held, self._dirty
         dropped = 0
         while expiry and expiry[0][0] < now_ms:

@@ -18,7 +18,7 @@ from crdt import PNCounter
 from crdt.receipts import Receipt
 from node.base.keys import Key
 from node.storage.incarnation import incarnation_of
-from node.storage.receipt_book import DirtyReceipt, ReceiptBook
+from node.storage.receipt_book import DirtyReceipt, DirtyReservation, ReceiptBook, Reservation
 from ring import hash64
 
 MASK64 = (1 << 64) - 1
@@ -89,6 +89,33 @@ class CounterStore:
         add = self._receipts.add
         for key, _, idempotency_key, receipt in entries:
             add(key, idempotency_key, receipt, durable=True)
+
+    def load_reservations(self, entries: Iterable[DirtyReservation], now_ms: int) -> None:
+        """This replica's grants read from the durable replica at start: held again."""
+        restore = self._receipts.restore
+        for key, _, idempotency_key, held in entries:
+            if held is not None:
+                restore(key, idempotency_key, held, now_ms)
+
+    def reservations_in(self, shards: set[int], now_ms: int) -> dict[Key, dict[str, Reservation]]:
+        """The live reservations of these shards' counters: what a PULL reply carries."""
+        return self._receipts.reservations_in(shards, now_ms)
+
+    def adopt_reservations(
+        self, held: Mapping[Key, Mapping[str, Reservation]], now_ms: int
+    ) -> None:
+        """Reservations from a PULL reply: held here from now on, as if granted here."""
+        adopt = self._receipts.adopt
+        for key, by_idem in held.items():
+            for idempotency_key, reservation in by_idem.items():
+                adopt(key, idempotency_key, reservation, now_ms)
+
+    def take_dirty_reservations(self) -> list[DirtyReservation]:
+        """Reservations taken or ended since the last take (None: ended, to delete)."""
+        return self._receipts.take_dirty_reservations()
+
+    def mark_reservations_dirty(self, entries: Iterable[DirtyReservation]) -> None:
+        self._receipts.mark_reservations_dirty(entries)
 
     def take_dirty_receipts(self) -> list[DirtyReceipt]:
         """Receipts added since the last take: (key, shard, idempotency key, receipt)."""

@@ -2,8 +2,11 @@
 
 Every `persist_interval_s` the persister takes the counters changed since the last flush
 (their whole current state: slots only grow, so the latest state covers every change) and
-writes them in one batch. A failed flush puts its counters back, so the backlog is at most
-the number of counters held in memory, and it drains when the store returns.
+writes them in one batch, together with the receipts and this node's reservations (grants
+of idempotency keys) taken or ended since: one `write_changes`, in which each counter's
+state and its receipts are one atomic write, so a kill mid-flush never stores an increment
+without its receipt. A failed flush puts all of it back, so the backlog is at most the
+number of counters held in memory, and it drains when the store returns.
 
 `durable()` is group commit for sync writes: a write waits for the first flush that starts
 after it was applied, and a waiting write starts that flush at once, so concurrent writes
@@ -90,17 +93,17 @@ class Persister:
             expired = self.store.expire_receipts(now_ms) or self._durable_expiring
             entries = self.store.take_dirty()
             receipts = self.store.take_dirty_receipts()
+            reservations = self.store.take_dirty_reservations()
             started = time.monotonic()
             try:
-                if entries or receipts or expired:
+                if entries or receipts or reservations or expired:
                     attributes = {
                         "counters.counters": len(entries),
                         "counters.durable": self.durable.name,
                     }
                     with self.tracing.span("persist flush", attributes=attributes):
-                        await self.durable.write(entries)
-                        dropped = await self.durable.write_receipts(
-                            receipts, self.receipt_window_ms, now_ms
+                        dropped = await self.durable.write_changes(
+                            entries, receipts, reservations, self.receipt_window_ms, now_ms
                         )
                     self._durable_expiring = dropped > 0  # more may be left: trim again
                     self._checked_at = started
@@ -112,6 +115,7 @@ class Persister:
                 self.flush_failures += 1
                 self.store.mark_dirty(entries)
                 self.store.mark_receipts_dirty(receipts)
+                self.store.mark_reservations_dirty(reservations)
                 expected = isinstance(error, DurableError)
                 if self.healthy and expected:
                     log.warning(
@@ -195,6 +199,8 @@ class Persister:
         now_ms = int(time.time() * 1000)
         async for page in self.durable.load_receipts(shards, now_ms):
             self.store.load_receipts(page)
+        async for held in self.durable.load_reservations(shards, now_ms):
+            self.store.load_reservations(held, now_ms)  # this node's grants, before a restart
         return len(entries)
 
     def status(self) -> dict[str, Any]:

@@ -61,12 +61,12 @@ async def test_an_unexpected_write_behind_error_is_reported_and_the_loop_carries
 ):
     n1, _, _ = await inproc.start(3)
     key = ("t", "ns", "supervised")
-    real_write = n1.durable.write
+    real_write = n1.durable.write_changes
 
-    async def broken(entries: Any) -> None:
+    async def broken(*args: Any) -> int:
         raise RuntimeError("a bug in the backend")
 
-    monkeypatch.setattr(n1.durable, "write", broken)
+    monkeypatch.setattr(n1.durable, "write_changes", broken)
     [result] = await n1.coordinator.run([Op(OpKind.INCREMENT, key, 5)], "quorum")
     assert result.value == 5
     supervisor = n1.parts.supervisor
@@ -83,7 +83,7 @@ async def test_an_unexpected_write_behind_error_is_reported_and_the_loop_carries
     assert result.value == 7  # writes go on
     assert n1.parts.persister.backlog >= 1  # nothing taken was dropped
 
-    monkeypatch.setattr(n1.durable, "write", real_write)
+    monkeypatch.setattr(n1.durable, "write_changes", real_write)
     await eventually(
         lambda: not supervisor.loops["persister"].failing and n1.parts.persister.backlog == 0,
         "the loop to recover and drain",

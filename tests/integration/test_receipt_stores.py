@@ -8,12 +8,20 @@ import asyncio
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+from redis.asyncio.client import Pipeline
+from redis.exceptions import ConnectionError as RedisConnectionError
 
+from crdt import PNCounter
 from crdt.receipts import Receipt
 from node.storage.durable import RECEIPT_PAGE, DurableReplica, ReceiptEntry
 from node.storage.durable_redis import RedisReplica
+from node.storage.receipt_book import Reservation
+from node.storage.store import CounterStore
+from node.storage.write_behind import Persister
+from tests.integration.redis_servers import RedisServer
 from tests.integration.test_durable_replicas import replica  # noqa: F401  (the fixture)
 
 WINDOW = 60_000
@@ -101,3 +109,117 @@ async def test_redis_receipt_keys_and_index_expire_with_the_window(
 async def _scan(client: object, pattern: str) -> AsyncIterator[bytes]:
     async for key in client.scan_iter(match=pattern, count=1000):  # type: ignore[attr-defined]
         yield key
+
+
+async def _reservations(
+    durable: DurableReplica, shards: set[int], now_ms: int
+) -> dict[tuple[tuple[str, str, str], str], Reservation | None]:
+    return {
+        (key, idem): held
+        async for page in durable.load_reservations(shards, now_ms)
+        for key, _, idem, held in page
+    }
+
+
+async def test_reservations_are_stored_deleted_and_lapse_with_their_time(
+    replica: DurableReplica,  # noqa: F811
+    tmp_path: Path,
+):
+    """A replica's grants outlive its process: stored with a flush, loaded in pages at
+    start, deleted when they end, and never loaded once lapsed."""
+    now_ms = int(time.time() * 1000)
+    key = _key(tmp_path)
+    count = RECEIPT_PAGE + 10
+    held = Reservation("n1", "token-1", now_ms + WINDOW)
+    taken = [(key, 35, f"k{i}", held) for i in range(count)]
+    lapsing = [(key, 35, "short", Reservation("n2", "token-2", now_ms + 1_000))]
+    await replica.write_changes((), (), taken + lapsing, WINDOW, now_ms)
+
+    pages = [page async for page in replica.load_reservations({35}, now_ms)]
+    assert all(len(page) <= RECEIPT_PAGE for page in pages) and len(pages) >= 2
+    loaded = await _reservations(replica, {35}, now_ms)
+    assert loaded[(key, "k0")] == held and loaded[(key, "short")] == lapsing[0][3]
+    assert len([name for name in loaded if name[0] == key]) == count + 1
+
+    ended = [(key, 35, f"k{i}", None) for i in range(count - 1)]
+    await replica.write_changes((), (), ended, WINDOW, now_ms)
+    later = await _reservations(replica, {35}, now_ms + 2_000)  # "short" lapsed
+    assert {name for name in later if name[0] == key} == {(key, f"k{count - 1}")}
+    assert await _reservations(replica, {36}, now_ms) == {}
+
+
+async def test_a_flush_writes_a_counter_and_its_receipts_in_one_step(
+    replica: DurableReplica,  # noqa: F811
+    tmp_path: Path,
+):
+    """write_changes stores the states, the receipts and the reservations of one flush;
+    a counter with more receipts than one Redis call's budget is still written whole."""
+    now_ms = int(time.time() * 1000)
+    key = _key(tmp_path)
+    state = PNCounter.empty().increment("n1:1", 1_500)
+    receipts = _many(key, 37, 1_500, now_ms)
+    await replica.write_changes([(key, 37, state)], receipts, (), WINDOW, now_ms)
+    assert dict(await replica.load({37}))[key] == state
+    assert len([e for e in await _loaded(replica, {37}, now_ms) if e[0] == key]) == 1_500
+
+
+@pytest.mark.parametrize("kind", ["redis", "redis-cluster"])
+async def test_redis_reservations_are_kept_per_granting_node(
+    kind: str, request: pytest.FixtureRequest, tmp_path: Path
+):
+    server = request.getfixturevalue("redis_server" if kind == "redis" else "redis_cluster")
+    cluster = kind == "redis-cluster"
+    n1 = RedisReplica(server.url, cluster=cluster, owner="n1" + tmp_path.name)
+    n2 = RedisReplica(server.url, cluster=cluster, owner="n2" + tmp_path.name)
+    try:
+        now_ms = int(time.time() * 1000)
+        key = _key(tmp_path)
+        held = Reservation("n3", "token", now_ms + WINDOW)
+        await n1.write_changes((), (), [(key, 38, "k", held)], WINDOW, now_ms)
+        assert await _reservations(n1, {38}, now_ms) == {(key, "k"): held}
+        assert await _reservations(n2, {38}, now_ms) == {}
+    finally:
+        await n1.close()
+        await n2.close()
+
+
+async def test_a_node_killed_after_one_redis_round_trip_of_a_flush_keeps_slot_and_receipt(
+    redis_server: RedisServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    """A flush whose first Redis round trip reaches Redis and whose next ones never do (the
+    process dies): restarted from Redis, the node holds a counter's increment only together
+    with its receipt. Before, the slot went in one round trip and the receipt in the next:
+    restarted, the node held the increment without its receipt, answered "void" to a retry,
+    and the retry applied again."""
+    key = _key(tmp_path)
+    shard = 39
+    store = CounterStore(lambda _: shard, WINDOW)
+    store.increment(key, "n1:1", 5)
+    now_ms = int(time.time() * 1000)
+    store.add_receipt(key, "order-1", Receipt(now_ms, "n1:1", "fp", 5))
+    calls = 0
+    real_execute = Pipeline.execute
+
+    async def dies_after_one(self: Pipeline, *args: Any, **kwargs: Any) -> Any:
+        nonlocal calls
+        calls += 1
+        if calls > 1:
+            raise RedisConnectionError("the process died")
+        return await real_execute(self, *args, **kwargs)
+
+    before = RedisReplica(redis_server.url, cluster=False)
+    monkeypatch.setattr(Pipeline, "execute", dies_after_one)
+    await Persister(store, before, 60.0, WINDOW / 1000).flush()
+    monkeypatch.setattr(Pipeline, "execute", real_execute)
+    await before.close()
+
+    restarted = CounterStore(lambda _: shard, WINDOW)
+    after = RedisReplica(redis_server.url, cluster=False)
+    try:
+        await Persister(restarted, after, 60.0, WINDOW / 1000).load({shard})
+    finally:
+        await after.close()
+    state = restarted.get(key)
+    receipt = restarted.receipt(key, "order-1", now_ms)
+    assert state is not None and state.value() == 5  # this flush's one round trip wrote it
+    assert receipt is not None, "the increment came back without its receipt"

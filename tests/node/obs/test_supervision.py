@@ -111,11 +111,11 @@ class _FailsOnce(SqliteReplica):
 
     failed = False
 
-    async def write(self, entries):  # type: ignore[no-untyped-def]
+    async def write_changes(self, entries, *rest):  # type: ignore[no-untyped-def]
         if not self.failed:
             self.failed = True
             raise RuntimeError("unexpected bug in the backend")
-        await super().write(entries)
+        return await super().write_changes(entries, *rest)
 
 
 async def test_a_persister_whose_store_fails_unexpectedly_keeps_its_backlog_and_carries_on(
