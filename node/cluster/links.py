@@ -74,9 +74,7 @@ class PeerLink:
         self._inflight = asyncio.Semaphore(config.max_inflight_frames)
         # A fresh context: the link outlives the request that happened to open it, and must
         # not log under that request's trace id.
-        self._sender = asyncio.create_task(
-            self._send_loop(), name=f"peer-send-{address}", context=contextvars.Context()
-        )
+        self._sender = self._start_sender()
         self._reader: asyncio.Task[None] | None = None
         self._closing: set[asyncio.Task[bool]] = set()
         self._dead: str | None = None  # why the link was judged dead, until a redial works
@@ -153,6 +151,22 @@ class PeerLink:
                     failed = future.done() and (future.cancelled() or future.exception())
                     notice.set_result(sent_frame and not failed)
 
+    def _start_sender(self) -> asyncio.Task[None]:
+        sender = asyncio.create_task(
+            self._send_loop(), name=f"peer-send-{self.address}", context=contextvars.Context()
+        )
+        sender.add_done_callback(self._sender_ended)
+        return sender
+
+    def _sender_ended(self, sender: asyncio.Task[None]) -> None:
+        """The sender never ends but by close(): a bug that ends it must not silence the
+        link for good. Log it, fail what waits, and start a new sender."""
+        if sender.cancelled() or self._closed:
+            return
+        log.error("sender of the link to %s failed", self.address, exc_info=sender.exception())
+        self._queue.fail_all(PeerError(f"{self.address}: link sender failed"))
+        self._sender = self._start_sender()
+
     async def _send_loop(self) -> None:
         while True:
             await self._wakeup.wait()
@@ -161,6 +175,9 @@ class PeerLink:
                 await asyncio.sleep(self._config.replication_window_s)
             while self._queue:
                 await self._inflight.acquire()
+                if not self._queue:  # failed while we waited for a permit (the link died)
+                    self._inflight.release()
+                    break
                 kind, body, waiting, trace = self._queue.next_frame()
                 try:
                     await self._send_frame(kind, body, self._states_reply(waiting), trace=trace)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 from aiohttp import WSMsgType, web
@@ -135,5 +136,62 @@ async def test_keep_only_leaves_a_link_with_a_call_in_flight(pausable: PausableP
         async with asyncio.timeout(5):
             assert await call == ["echo", "admit"]
         assert await pool.keep_only(set()) == [pausable.address]
+    finally:
+        await pool.close()
+
+
+async def test_writes_queued_behind_full_frames_when_the_link_dies_do_not_kill_its_sender(
+    pausable: PausablePeer,
+):
+    """Every in-flight permit is held by a frame the silent peer never answers, and more
+    writes wait in the queue for a permit. The dead link fails all of them (the queue
+    empties) and gives the permits back: the sender, which was waiting for one, must not
+    then take a frame from the empty queue and die. Before, it did (AssertionError in the
+    sender task, logged nowhere), and no frame ever left that link again: after a partition
+    healed, every quorum read through it timed out."""
+    pool, link = await _link(
+        pausable, request_timeout_s=10.0, peer_heartbeat_s=HEARTBEAT_S, max_inflight_frames=1
+    )
+    try:
+        await _call(link, "connect", 1.0)
+        pausable.pause()
+        in_flight = link.replicate_slot(KEY_A, ACTOR, 1, 0)
+        await pausable.wait_received(2)  # the connect call and this frame: the permit is held
+        queued = link.replicate_slot(("t", "ns", "b"), ACTOR, 1, 0)
+        for future in (in_flight, queued):
+            with pytest.raises(PeerError, match="link dead"):
+                async with asyncio.timeout(5):
+                    await future
+        pausable.resume()
+        await eventually(lambda: not link.dead, "the link redialled", 5, every=0.02)
+        async with asyncio.timeout(5):
+            assert await link.replicate_slot(KEY_A, ACTOR, 2, 0) is None
+            assert await link.read(KEY_A) is None
+    finally:
+        await pool.close()
+
+
+async def test_a_sender_that_fails_is_logged_and_replaced(
+    pausable: PausablePeer, caplog: pytest.LogCaptureFixture
+):
+    """Whatever bug ends a link's sender task, the link must not go quiet for good: the
+    error is logged, what waited fails, and a new sender carries the next writes."""
+    pool, link = await _link(pausable, request_timeout_s=5.0, peer_heartbeat_s=HEARTBEAT_S)
+    try:
+        await _call(link, "connect", 1.0)
+        queue = link._queue
+        real_next_frame = queue.next_frame
+
+        def broken_once() -> Any:
+            queue.next_frame = real_next_frame  # type: ignore[method-assign]
+            raise RuntimeError("a bug in the sender")
+
+        queue.next_frame = broken_once  # type: ignore[method-assign]
+        with pytest.raises(PeerError, match="link sender failed"):
+            async with asyncio.timeout(5):
+                await link.replicate_slot(KEY_A, ACTOR, 1, 0)
+        assert "sender of the link" in caplog.text and "a bug in the sender" in caplog.text
+        async with asyncio.timeout(5):
+            assert await link.replicate_slot(KEY_A, ACTOR, 2, 0) is None
     finally:
         await pool.close()
