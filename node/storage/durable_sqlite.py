@@ -8,10 +8,7 @@ module blocks, so each call runs in a worker thread, one at a time.
 
 Idempotency receipts: one row per (counter, idempotency key) with its expiry, indexed by
 expiry (each write deletes at most EXPIRE_BATCH expired rows) and by (shard, counter, key),
-which a load pages through; INSERT OR IGNORE keeps the first receipt stored. The primary key
-is (idempotency key, counter), not the other way round: a keyed batch's receipts ("K#0",
-"K#1", ...) then land side by side in a few pages instead of one random page each, which
-made a batch's receipt rows cost a third as much (a counter-first key: 23-45 us a row).
+which a load pages through; INSERT OR IGNORE keeps the first receipt stored.
 """
 
 from __future__ import annotations
@@ -97,7 +94,9 @@ class SqliteReplica:
 
     def _migrate_receipt_key(self) -> None:
         """Rebuild a receipt table keyed (counter, idem), as written before, keyed (idem,
-        counter); SCHEMA then creates the new table, and the rows move into it."""
+        counter): a keyed batch's receipts ("K#0", "K#1", ...) then land side by side in a
+        few pages instead of one random page each, a third of the CPU per row (7-17 us
+        against 23-45 us, 50,000-150,000 rows). SCHEMA creates the new table here."""
         found = "SELECT sql FROM sqlite_master WHERE type = 'table' AND name = ?"
         row = self._db.execute(found, ("idempotency_receipts",)).fetchone()
         if row is None or "PRIMARY KEY (counter, idem)" not in row[0]:
