@@ -216,12 +216,16 @@ class Fence:
         # (peers, how many must answer) -> counter -> [idempotency keys], [superseded tokens]
         groups: dict[tuple[tuple[str, ...], int], dict[Key, tuple[list[str], list[list[str]]]]]
         groups = {}
-        by_shard: dict[int, tuple[tuple[str, ...], int, int]] = {}
+        # who to ask depends on the shard's replicas only: asked once per preference list
+        by_replicas: dict[tuple[str, ...], tuple[tuple[str, ...], int, int]] = {}
+        replicas_of = cluster.replicas
         for name, shard in names.items():
             key, idem = name
-            if shard not in by_shard:
-                by_shard[shard] = self._peers(shard, consistency, everyone)
-            peers, wanted, required = by_shard[shard]
+            replicas = replicas_of(shard)
+            found = by_replicas.get(replicas)
+            if found is None:
+                found = by_replicas[replicas] = self._peers(shard, consistency, everyone)
+            peers, wanted, required = found
             tally = tallies[name] = _Tally(required)
             old = superseded.get(name, [])
             _count(tally, book.reserve(key, idem, me, token, now_ms, old))

@@ -192,6 +192,9 @@ class Idempotent:
         writes: dict[Key, tuple[int, PNCounter, dict[str, Receipt]]] = {}
         replayed: set[Key] = set()  # counters whose whole state goes with a replay's receipt
         applied: list[int] = []  # ops whose answer waits for the write quorum
+        # replicas -> why a write there is refused (None: writable): asked once per
+        # preference list in this loop turn, not once per op (valid until the next await)
+        writable: dict[tuple[str, ...], CountersError | None] = {}
         for index, op in enumerate(ops):
             if results[index] is not None:
                 continue
@@ -208,12 +211,14 @@ class Idempotent:
             actor = self.cluster.actor
             try:
                 self._check_held(op, now_ms)
+                self._check_writable(shards[index], consistency, writable)
                 try:
-                    value, saturated, delta = self._apply(op, shards[index], consistency, actor)
+                    value, saturated, delta = self._apply(op, consistency, actor)
                 except SlotFullError:  # rare: under a fresh actor (rotation.py)
                     actor, (value, saturated, delta) = await self.rotation.apply_fresh(
                         actor, partial(self._apply_held, op, shards[index], consistency, now_ms)
                     )
+                    writable.clear()  # after an await: ask again
             except CountersError as error:
                 results[index] = OpResult.failed(error)
                 continue
@@ -261,16 +266,32 @@ class Idempotent:
     def _apply_held(
         self, op: Op, shard: int, consistency: str, now_ms: int, actor: str
     ) -> tuple[int, bool, PNCounter]:
-        """_apply after an await (a rotation): the reservation is checked again first."""
+        """_apply after an await (a rotation): the reservation and the replicas are checked
+        again first."""
         self._check_held(op, now_ms)
-        return self._apply(op, shard, consistency, actor)
-
-    def _apply(
-        self, op: Op, shard: int, consistency: str, actor: str
-    ) -> tuple[int, bool, PNCounter]:
-        """Apply op here under actor; (the counter's value after it, saturated to int64;
-        whether it was; this node's new slot). SlotFullError: nothing applied, rotate."""
         self.replicator.check_writable(shard, consistency)
+        return self._apply(op, consistency, actor)
+
+    def _check_writable(
+        self, shard: int, consistency: str, writable: dict[tuple[str, ...], CountersError | None]
+    ) -> None:
+        """Replicator.check_writable, remembered per preference list: it depends on the
+        replicas only (and on liveness, which changes only across an await)."""
+        replicas = self.cluster.replicas(shard)
+        if replicas not in writable:
+            try:
+                self.replicator.check_writable(shard, consistency)
+                writable[replicas] = None
+            except CountersError as error:
+                writable[replicas] = error
+        refusal = writable[replicas]
+        if refusal is not None:
+            raise refusal
+
+    def _apply(self, op: Op, consistency: str, actor: str) -> tuple[int, bool, PNCounter]:
+        """Apply op here under actor, its replicas checked writable; (the counter's value
+        after it, saturated to int64; whether it was; this node's new slot). SlotFullError:
+        nothing applied, rotate."""
         if op.kind is not OpKind.INCREMENT:  # a claim (or a keyed read) records a receipt only
             state = self.store.get(op.key)
             value, saturated = (0, False) if state is None else state.saturated_value()
