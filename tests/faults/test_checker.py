@@ -4,6 +4,7 @@ the availability table, so a run's verdict can be trusted."""
 from __future__ import annotations
 
 import random
+from dataclasses import replace
 
 from tests.faults import checker, drops, nemesis
 from tests.faults.workload import OpRecord, Outcome, bounds, classify
@@ -85,3 +86,21 @@ def test_writes_still_failing_at_the_end_of_the_quiet_time_miss_the_target() -> 
     checker.availability(report, [record(8.5, "n2", "all", Outcome.UNKNOWN)], [window], NAMES)
     assert report.heals[0][1] is None
     assert report.targets_missed
+
+
+def test_keyed_writes_count_in_rows_of_their_own_not_in_the_one_target() -> None:
+    """A keyed op needs a majority's grants at any level: on a minority side it is refused
+    by design, so it is shown apart and does not count against plain `one` availability."""
+    split = nemesis.make_fault("isolate", random.Random(1), 3)
+    isolated = NAMES[split.target]
+    window = nemesis.Window(split, started=10.0, healed=20.0, quiet_until=30.0)
+    records = [
+        record(11, isolated, "one", Outcome.OK),
+        replace(record(12, isolated, "one", Outcome.FAILED), keyed=True),
+    ]
+    report = checker.Report()
+    checker.availability(report, records, [window], NAMES)
+    assert report.one_by_node[isolated].share == 1.0
+    assert report.by_level_side["one keyed", "minority"].total == 1
+    assert not [m for m in report.targets_missed if "`one`" in m]
+    assert "one keyed" in report.table()
