@@ -10,11 +10,12 @@ An exchange that node A starts with node B (gossip.py runs one per peer every ro
    `sync_shards_per_round` differing shards of each kind, answers per-counter fingerprints:
    the state's share of the digest, and the sum of its receipts in the range.
 3. A pushes its state of every counter whose share differs from B's, with the counter's
-   receipts when B holds no state of it, and its receipts in the range of every counter
-   whose receipt sum differs. B merges and answers, for each counter of which it holds more
-   than A sent, its merged state, which A merges: after one exchange both hold the merge of
-   every counter they both hold. Counters only B holds travel when B starts its exchange
-   with A in its own round.
+   receipts when B holds no state of it, else with its receipts too recent to be settled
+   (a slot never travels without the receipts of the keyed ops it counts), and its
+   receipts in the range of every counter whose receipt sum differs. B merges and answers,
+   for each counter of which it holds more than A sent, its merged state, which A merges:
+   after one exchange both hold the merge of every counter they both hold. Counters only B
+   holds travel when B starts its exchange with A in its own round.
 
 Nothing here waits for a counter to stand still: a counter written without pause converges
 at the first exchange after it diverged. The price is that a counter whose update is in
@@ -42,6 +43,7 @@ from node.cluster.wire import Carried, ProtocolError
 from node.storage.store import CounterStore
 
 PUSH_BATCH = 2000  # counters per repair frame
+UNBOUNDED = 1 << 62  # a bucket past any receipt
 PUSH_RECEIPTS = 20_000  # idempotency receipts per repair frame (about 100 bytes each)
 EMPTY = PNCounter.empty()
 Span = tuple[int, int]  # receipt buckets [lo, hi)
@@ -155,13 +157,23 @@ class AntiEntropy:
         store = self.store
         mine = set(shared)
         entries: dict[Key, Carried] = {}
+        _, _, settled = store.receipt_range(now_ms)
         for shard, theirs in _fingerprints(reply.get("shares", []), mine):
             for key, weight, share in store.shard_shares(shard):
                 other = theirs.get(weight)
                 if other != share:
                     state = store.get(key) or EMPTY
-                    # a peer without the counter lacks its receipts too (its first write)
-                    found = store.receipts_of(key, now_ms) if other is None else {}
+                    # A peer without the counter lacks its receipts too (its first write).
+                    # Otherwise the receipts too recent for the digests go with the state:
+                    # a slot must never arrive without the receipts of the keyed ops in it,
+                    # or a retry after this node's death (before its own REPLICATE got
+                    # there, before its flush) would find the increment without its
+                    # receipt, and apply it again.
+                    found = (
+                        store.receipts_of(key, now_ms)
+                        if other is None
+                        else store.receipts_between(key, settled, UNBOUNDED)
+                    )
                     entries[key] = (key, state, found)
         span = _span(sent)
         raw = reply.get("receipt_shares")

@@ -53,6 +53,10 @@ KIND_NAMES = {
 }
 
 
+class NotRecovered(Exception):
+    """A fencing request (RESERVE, RESOLVE) to a node that has not yet loaded its state."""
+
+
 class PeerServer:
     def __init__(
         self,
@@ -121,7 +125,7 @@ class PeerServer:
                             ):
                                 reply = self._inline(kind, body)
                         frame = wire.encode(wire.REPLY, request_id, [True, reply])
-                    except ShardNotHeld as error:  # refused whole, nothing merged
+                    except (ShardNotHeld, NotRecovered) as error:  # refused, nothing done
                         frame = wire.encode(wire.REPLY, request_id, [False, str(error)])
                     try:
                         await ws.send_bytes(seal.seal(frame))
@@ -170,6 +174,10 @@ class PeerServer:
             return reply
         if kind == wire.RECEIPTS:
             return self._receipts(wire.receipt_reads_from_wire(body))
+        if kind in (wire.RESERVE, wire.RESOLVE) and not self.gossip.cluster.recovered:
+            # Not yet loaded what it held before (receipts, reservations): "no receipt" or
+            # "void" now could be false, and a retry would apply an op again.
+            raise NotRecovered(f"{self.gossip.cluster.node_id} is recovering; ask again later")
         if kind == wire.RESERVE:  # reserve or read (node/coordination/fencing.py)
             return self.coordinator.idempotent.fence.answer_reserve(body)
         if kind == wire.RESOLVE:  # receipt or abort, asked of an attempt's holder
