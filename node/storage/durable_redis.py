@@ -71,7 +71,11 @@ SOCKET_TIMEOUT_S = 5.0
 # What redis-py raises when Redis fails: RedisError for both clients, and for Redis Cluster
 # also RedisClusterException ("cannot be connected", slots not covered), which is not a
 # RedisError; OSError and TimeoutError from the socket beneath. All of it is a DurableError.
-REDIS_ERRORS = (RedisError, RedisClusterException, OSError, TimeoutError)
+# And AttributeError: the asyncio cluster client, whose nodes go away under it, trips on a
+# connection or node it has already dropped ("'NoneType' object has no attribute
+# 'writelines'", seen when the whole cluster stopped; redis/redis-py#3835). The calls these
+# guard are Redis calls only, so no bug of ours hides behind it.
+REDIS_ERRORS = (RedisError, RedisClusterException, OSError, TimeoutError, AttributeError)
 
 
 def _text(error: BaseException) -> str:

@@ -28,6 +28,7 @@ from node.storage.store import CounterStore
 
 log = logging.getLogger("counters.persistence")
 PING_INTERVAL_S = 1.0  # how often an idle node checks that its durable replica answers
+UNHEALTHY_CLOSE_S = 2.0  # the last flush's bound at stop while the durable replica is down
 PROBE_FRESH_S = 0.05  # how old a sync write's reachability check may be
 
 
@@ -225,9 +226,21 @@ class Persister:
         )
 
     async def close(self) -> None:
+        """A clean stop loses nothing: one last flush. With the durable replica unreachable
+        it gets one short try, so a node still stops within an orchestrator's grace period;
+        what it could not write is logged (async mode: the other replicas hold it)."""
         try:
-            await self.flush()  # a clean stop loses nothing
+            async with asyncio.timeout(None if self.healthy else UNHEALTHY_CLOSE_S):
+                await self.flush()
+        except TimeoutError:
+            self._unhealthy(f"no answer within {UNHEALTHY_CLOSE_S:g}s at stop")
         finally:
+            if not self.healthy:
+                log.warning(
+                    "stopping with %d changes not written to the durable replica: %s",
+                    self.backlog,
+                    self.last_error,
+                )
             await self.durable.close()
 
 
