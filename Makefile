@@ -23,15 +23,21 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy crdt ring node
 
+# Every test: first those that need no real server and no node process (crdt, ring, node,
+# loadtest, in-process) on three workers, as `make check` runs them; then, one after
+# another, those that start real servers and node processes (tests/cluster, integration,
+# the compose node, the short seeded fault run), whose timing must not compete for the
+# two cores.
 unit: $(STAMP)
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q -n 3 $(CHECK_SKIPS) tests tests/integration/test_history_api.py
+	$(BIN)/pytest -q tests/cluster tests/integration tests/deploy/test_compose_node.py \
+		tests/faults --ignore=tests/integration/test_history_api.py
 
 test: lint typecheck unit
 
 # The fast inner loop: lint, then every test that needs no real server and no node process
 # (crdt, ring, node, loadtest, in-process), in under 30 s: three workers on two cores, since
-# the in-process tests spend much of their time waiting on timers. `make test`
-# runs them all, one after another.
+# the in-process tests spend much of their time waiting on timers.
 # None of these tests uses the schemathesis or locust pytest plugins, which take a second
 # to import.
 CHECK_SKIPS := --ignore=tests/cluster --ignore=tests/integration --ignore=tests/faults \

@@ -1,7 +1,7 @@
 """Which fault tests a run picks: plain `pytest` (and `make test`) runs the short seeded
 ones and deselects those marked faults_full; `make faults` sets FAULTS_FULL=1, which
 deselects those marked faults_short (the whole schedule supersedes them). Tests with neither
-marker (the retry test) run either way."""
+marker (the suite's own network and checker) run either way."""
 
 from __future__ import annotations
 

@@ -33,6 +33,7 @@ REPLICATION_WINDOW_S = "0.1"
 WORKERS = 8  # clients, each with one op in flight: more ops for a fault to catch
 
 
+@pytest.mark.faults_full  # a minute of faults: `make faults`, beside the whole schedule
 @pytest.mark.timeout(300)
 async def test_retried_keyed_increments_apply_exactly_once(tmp_path: Path) -> None:
     seed = seed_from_env()
