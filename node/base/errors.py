@@ -135,3 +135,8 @@ class PeerError(ServerError):
     status = 502
     type = "peer-error"
     title = "A peer failed"
+
+
+class PeerUnreachable(PeerError):
+    """A request that never left: no connection to the peer could be had, so nothing of it
+    ran there (a killed node refuses connections; a dead link refuses at once)."""

@@ -31,7 +31,7 @@ import aiohttp
 from crdt import PNCounter
 from crdt.receipts import Receipt
 from node.base.config import Config
-from node.base.errors import PeerError
+from node.base.errors import PeerError, PeerUnreachable
 from node.base.keys import Key
 from node.cluster import peer_auth, wire
 from node.cluster.dial import PEER_PATH, backoff, dial, timed_out
@@ -42,6 +42,10 @@ __all__ = ["PEER_PATH", "PeerLink", "ShareOf", "backoff"]
 ReplyHandler = Callable[[bool, Any], None]
 REPLICATION_KINDS = frozenset(FRAME_KINDS)
 REDIAL_BACKOFF_CAP_S = 0.5  # a dead link's redials: soon enough to be back within a second
+
+
+class NotSent(str):
+    """Why a request failed before any of it was written: no connection could be had."""
 
 
 class PeerLink:
@@ -219,7 +223,8 @@ class PeerLink:
             if ok:
                 future.set_result(payload)
             else:
-                future.set_exception(PeerError(f"{self.address}: {payload}"))
+                failed = PeerUnreachable if isinstance(payload, NotSent) else PeerError
+                future.set_exception(failed(f"{self.address}: {payload}"))
 
         await self._inflight.acquire()
         try:
@@ -271,7 +276,8 @@ class PeerLink:
             self._forget(request_id)
             raise
         except Exception as error:
-            self._settle(request_id, False, f"unreachable: {type(error).__name__} {error}")
+            why = f"unreachable: {type(error).__name__} {error}"
+            self._settle(request_id, False, NotSent(why) if ws is None else why)
             if isinstance(error, TimeoutError) and ws is not None and self._ws is ws:
                 # A frame the peer would not take in time, half-written maybe: the stream
                 # is unusable and the peer not reading.

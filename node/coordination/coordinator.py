@@ -16,7 +16,14 @@ from functools import partial
 from typing import cast
 
 from crdt import CounterOverflowError, PNCounter, SlotFullError
-from node.base.errors import CountersError, Overflow, PeerError, QuorumTimeout, QuorumUnavailable
+from node.base.errors import (
+    CountersError,
+    Overflow,
+    PeerError,
+    PeerUnreachable,
+    QuorumTimeout,
+    QuorumUnavailable,
+)
 from node.base.keys import Key
 from node.cluster.links import PeerLink
 from node.cluster.membership import Cluster
@@ -175,8 +182,10 @@ class Coordinator:
         consistency: str,
         hops: int,
         fingerprint: str,
+        passed_over: str | None = None,
     ) -> list[OpResult]:
-        """Run each owner's ops on it, side by side; results in the order of ops."""
+        """Run each owner's ops on it, side by side; results in the order of ops.
+        `passed_over`: an owner already found unreachable for these ops."""
         groups: dict[str | None, list[int]] = {}
         for index, owner in enumerate(owners):
             groups.setdefault(owner, []).append(index)
@@ -191,6 +200,7 @@ class Coordinator:
                     consistency,
                     hops,
                     fingerprint,
+                    passed_over,
                 )
                 for owner, idx in groups.items()
             )
@@ -209,6 +219,7 @@ class Coordinator:
         consistency: str,
         hops: int,
         fingerprint: str,
+        passed_over: str | None = None,
     ) -> list[OpResult]:
         try:
             if owner == self.cluster.node_id:
@@ -218,13 +229,25 @@ class Coordinator:
                     "no live replica serves this counter's shard", may_have_applied=False
                 )
             return await self._forward(owner, ops, consistency, hops, fingerprint)
-        except PeerError as error:  # the forward failed: it may have run there
+        except PeerError as error:  # the forward failed
+            sent = not isinstance(error, PeerUnreachable)  # unsent: nothing ran there
+            if not sent and passed_over is None and owner is not None:
+                # A killed node refuses connections until the failure detector marks it
+                # down: once, run the ops on the next serving replica we reach instead.
+                reachable = self.replicator.reachable
+                others = [
+                    self.cluster.coordinator(shard, lambda n: n != owner and reachable(n))
+                    for shard in shards
+                ]
+                return await self._run_groups(
+                    ops, shards, others, consistency, hops, fingerprint, passed_over=owner
+                )
             # Every op but a read changes state there: an increment, a reset, a claim.
             return [
                 OpResult.failed(
                     QuorumUnavailable(
                         f"forwarding to {owner} failed: {error}",
-                        may_have_applied=op.kind is not OpKind.GET,
+                        may_have_applied=sent and op.kind is not OpKind.GET,
                     )
                 )
                 for op in ops

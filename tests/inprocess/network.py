@@ -41,7 +41,7 @@ from crdt import receipts as crdt_receipts
 from crdt.codec import pn_to_wire
 from crdt.receipts import Receipt
 from node.base.config import Config
-from node.base.errors import CountersError, PeerError
+from node.base.errors import CountersError, PeerError, PeerUnreachable
 from node.base.keys import Key
 from node.cluster import wire
 from node.cluster.links import ShareOf
@@ -210,7 +210,7 @@ class Network:
         await self._travel(src, dst, kind)
         answer = self._servers.get(dst)
         if answer is None:
-            raise PeerError(f"{dst}: unreachable: connection refused")
+            raise PeerUnreachable(f"{dst}: unreachable: connection refused")
         copies = 2 if self._hit(self._duplicates, src, dst, kind) else 1
         if copies == 2:
             self.duplicated[kind] += 1

@@ -112,3 +112,27 @@ async def test_replicas_that_stay_silent_give_a_504_through_the_forward(
     assert p0.coordinator.quorum_failures == {"unavailable": 0, "timeout": 0}  # counted once
     inproc.network.heal()
     await inproc.converged(key, 9)  # the increment the 504 was about did apply
+
+
+async def test_a_coordinator_that_refuses_connections_is_passed_over_at_once(
+    inproc: InProcessCluster,
+):
+    """Killed, the coordinator refuses connections while the failure detector still counts it
+    up. A forward that never left ran nowhere: the entry runs the ops on the next serving
+    replica instead of answering 503 "may have applied" until the node is marked down."""
+    await inproc.start(4, failure_timeout_s=30.0)  # the detector stays out of it
+    key = inproc.key_where(lambda replicas: "n4" not in replicas)
+    entry = inproc.nodes["n4"]
+    p0 = inproc.nodes[inproc.replicas(key)[0]]
+    await inproc.kill(p0)
+    assert entry.cluster.alive(p0.node_id)
+
+    plain, keyed = await entry.coordinator.run(
+        [Op(OpKind.INCREMENT, key, 5), Op(OpKind.INCREMENT, key, 7, idem="once")],
+        "quorum",
+        fingerprint="f",
+    )
+
+    assert plain.problem is None and keyed.problem is None, (plain, keyed)
+    survivors = [inproc.nodes[n] for n in inproc.replicas(key)[1:]]
+    await inproc.converged(key, 12, survivors)
