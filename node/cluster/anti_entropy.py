@@ -173,6 +173,11 @@ class AntiEntropy:
                         if other is None
                         else store.receipts_between(key, settled, UNBOUNDED)
                     )
+                    # and those not yet durable here, however old (a durable replica
+                    # down for minutes keeps them unflushed past the settled buckets)
+                    unflushed = store.unflushed_receipts(key)
+                    if unflushed:
+                        found = {**unflushed, **found}
                     entries[key] = (key, state, found)
         span = _span(sent)
         raw = reply.get("receipt_shares")

@@ -280,4 +280,5 @@ class PeerServer:
 def _stated(store: CounterStore, key: Key, state: PNCounter) -> list[Any]:
     """Our state of a counter in a reply, with its receipts not yet durable here: a slot
     never leaves this node without them (node/coordination/idempotency.py)."""
-    return wire.stated_to_wire(state, store.unflushed_receipts(key))
+    unflushed = store.unflushed_receipts(key)
+    return wire.stated_to_wire(state, unflushed) if unflushed else pn_to_wire(state)

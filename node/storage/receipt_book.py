@@ -18,10 +18,13 @@ Memory: about 340 bytes per receipt held, plus its idempotency key string (83 by
 38-character key): tracemalloc over 100,000 receipts of one counter, CPython 3.12, counting
 the counter map entry, the Receipt and its ints, and the FIFO entry and its name tuple (327
 bytes on CPython 3.11 with the per-counter map); a receipt not yet flushed to the durable
-replica also has a dirty-map entry until the next flush. The actor, fingerprint and counter
-key are shared by all the receipts of one request. For anti-entropy each receipt also counts
-in its shard's receipt digest (receipt_digest.py): one hash per receipt added or dropped,
-about 2 us, and per (shard, 16 s) and (counter, 16 s) holding receipts one small entry.
+replica also has a dirty-map entry until the next flush, and an entry in the unflushed index
+(counter -> its receipts not yet durable: what every state of the counter this node sends
+carries, node/coordination/idempotency.py) until that flush commits. The actor, fingerprint
+and counter key are shared by all the receipts of one request. For anti-entropy each receipt
+also counts in its shard's receipt digest (receipt_digest.py): one hash per receipt added or
+dropped, about 2 us, and per (shard, 16 s) and (counter, 16 s) holding receipts one small
+entry.
 
 Reservations (node/coordination/fencing.py) sit beside the receipts: (counter, idempotency
 key) -> the attempt holding it, until a receipt arrives for it (the usual end, a write

@@ -1,13 +1,15 @@
-"""A slot never leaves a node without the receipts that are not yet durable there (issue 11).
+"""A slot never leaves a node without the receipts that are not yet durable there (issue
+11).
 
 The coordinator X of a keyed increment applies it (slot and receipt in memory), its
 REPLICATE never leaves it, and its flush fails (a trigger refuses the receipt row, so the
 slot is not written either: they go in one transaction). A peer P then gets X's state in a
-reply: to a READ, to a plain write (SLOTS), to another keyed op's RESERVE, or to an
-anti-entropy PUSH. X is killed and restarted: it holds neither the slot nor the receipt, and
-answers the retry's RESOLVE "void". The retry on P must not apply the op again: without the
-receipt beside the slot P merged, every replica would answer "no receipt" and the key would
-count twice. It replays (or answers 503 in doubt), and every node counts the op once.
+reply: to a READ, to a plain write (SLOTS), to another keyed op's RESERVE, or to an anti-
+entropy PUSH; or in X's own next plain write. X is killed and restarted: it holds neither
+the slot nor the receipt, and answers the retry's RESOLVE "void". The retry on P must not
+apply the op again: without the receipt beside the slot P merged, every replica would answer
+"no receipt" and the key would count twice. It replays (or answers 503 in doubt), and every
+node counts the op once.
 
 The seeded in-memory network plays the faults; each node's durable replica is SQLite.
 """
@@ -50,6 +52,12 @@ async def _other_keyed(peer: Node, x: Node, key: Key) -> None:
     assert result.ok, result
 
 
+async def _later_write_by_x(peer: Node, x: Node, key: Key) -> None:
+    """X's next plain write sends X's whole slot (SLOTS), which counts the keyed op too."""
+    (result,) = await x.coordinator.run([Op(OpKind.INCREMENT, key, 1)], "all")
+    assert result.ok, result
+
+
 async def _push(peer: Node, x: Node, key: Key) -> None:
     """P pushes its (older) state to X, as anti-entropy does; X answers the more it holds."""
     link = peer.parts.pool.link(x.address)
@@ -63,6 +71,7 @@ PATHS: dict[str, tuple[Callable[[Node, Node, Key], Awaitable[None]], int]] = {
     "slots reply": (_plain_write, 7),
     "reserve reply": (_other_keyed, 7),
     "push reply": (_push, 6),
+    "later write by x": (_later_write_by_x, 7),
 }
 
 
