@@ -34,7 +34,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from crdt import PNCounter
-from crdt.codec import pn_to_wire
 from crdt.receipts import Receipt
 from node.base.keys import Key
 from node.cluster import wire
@@ -174,6 +173,11 @@ class AntiEntropy:
                         if other is None
                         else store.receipts_between(key, settled, UNBOUNDED)
                     )
+                    # and those not yet durable here, however old (a durable replica
+                    # down for minutes keeps them unflushed past the settled buckets)
+                    unflushed = store.unflushed_receipts(key)
+                    if unflushed:
+                        found = {**unflushed, **found}
                     entries[key] = (key, state, found)
         span = _span(sent)
         raw = reply.get("receipt_shares")
@@ -201,9 +205,12 @@ class AntiEntropy:
             reply = await link.call(wire.PUSH, wire.carried_to_wire(frame), left)
             if reply is None:  # the peer holds nothing more (or predates PUSH replies)
                 continue
-            states = wire.states_from_wire(reply, len(frame))
-            for (key, _, _), state in zip(frame, states, strict=True):
-                if state is not None:
+            states = wire.stated_replies_from_wire(reply, len(frame))
+            for (key, _, _), stated in zip(frame, states, strict=True):
+                if stated is not None:
+                    state, found = stated
+                    if found:  # first: the slot must not arrive here without them
+                        store.add_receipts(key, found)
                     store.merge(key, state)
 
 
@@ -219,8 +226,8 @@ def absorb_push(store: CounterStore, entries: list[Carried]) -> list[Any] | None
         merged = store.merge(key, state)
         if merged == state:
             reply.append(None)
-        else:
-            reply.append(pn_to_wire(merged))
+        else:  # with the receipts not yet durable here, as every state we send
+            reply.append(wire.stated_to_wire(merged, store.unflushed_receipts(key)))
             more = True
     return reply if more else None
 

@@ -24,7 +24,7 @@ from crdt.receipts import Receipt
 from node.base.keys import Key
 from node.cluster import wire
 
-StateFuture = asyncio.Future[PNCounter | None]
+StateFuture = asyncio.Future[wire.Stated | None]  # a peer's state and its receipts
 ShareOf = Callable[[Key], int]
 FRAME_KINDS = (wire.SLOTS, wire.REPLICATE, wire.READ)  # group-committed, in turn
 

@@ -194,13 +194,14 @@ class PeerLink:
                     self._notify(waiting, True)
 
     def _states_reply(self, waiting: list[list[StateFuture]]) -> ReplyHandler:
-        """A reply handler that hands the i-th state (or None) to the i-th key's futures."""
+        """A reply handler that hands the i-th state (or None) to the i-th key's futures,
+        with the receipts the peer sent beside it (wire.stated_to_wire)."""
 
         def on_reply(ok: bool, payload: Any) -> None:
             try:
                 if not ok:
                     raise PeerError(f"{self.address}: {payload}")
-                states = wire.states_from_wire(payload, len(waiting))
+                states = wire.stated_replies_from_wire(payload, len(waiting))
             except Exception as error:
                 fail([f for futures in waiting for f in futures], PeerError(str(error)))
                 return

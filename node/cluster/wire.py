@@ -10,7 +10,8 @@ malformed raises ProtocolError before it touches state.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
+from types import MappingProxyType
 from typing import Any
 
 import msgpack
@@ -22,6 +23,8 @@ from node.base.keys import Key
 from node.storage.receipt_book import Reservation
 
 REPLY = 0
+# A state in a reply (to REPLICATE, SLOTS, READ, PUSH, RESERVE, RESOLVE) is [p, n], or
+# [p, n, receipts] with the counter's receipts not yet durable at the sender (stated_to_wire).
 REPLICATE = 1  # body: [[key, state, share], ...]  reply: [merged state | None if same, ...]
 READ = 2  # body: [[key, share], ...]               reply: [state | None if same, ...]
 GOSSIP = 3  # body: map (see gossip.py)             reply: map
@@ -33,7 +36,7 @@ RECEIPT = 8  # body: [key, idempotency key]       reply: [state, receipt | None]
 # body: [[key, share, [idempotency key, ...]], ...]
 # reply: [[state | None if same share, [receipt | None, ...]], ...]
 RECEIPTS = 9
-# Reserve or read (node/coordination/fencing.py):
+# Reserve or read (node/coordination/fencing.py; forms in fence_wire.py):
 # body: [node, token, [[key, share, [idempotency key, ...], [[superseded token, ...], ...]], ...]]
 # reply: [[state | None if same share, [receipt | None (granted) | [node, token], ...]], ...]
 RESERVE = 10
@@ -263,9 +266,6 @@ def receipt_answers_from_wire(
 
 
 MAX_TOKEN_CHARS = 64
-Holder = tuple[str, str]  # (node, process token) of an attempt holding a reservation
-ReserveRead = tuple[Key, int, list[str], list[list[str]]]  # key, share, idems, superseded
-ABORTED, VOID = "aborted", "void"  # the answers to RESOLVE besides a receipt
 
 
 def _token(obj: object) -> str:
@@ -278,107 +278,6 @@ def _node(obj: object) -> str:
     if type(obj) is not str or not obj or len(obj.encode()) > MAX_KEY_PART_BYTES:
         raise ProtocolError("bad node id")
     return obj
-
-
-def reserve_to_wire(node: str, token: str, reads: Iterable[ReserveRead]) -> list[Any]:
-    return [node, token, [[list(key), share, idems, old] for key, share, idems, old in reads]]
-
-
-def reserve_from_wire(obj: object) -> tuple[str, str, list[ReserveRead]]:
-    """RESERVE: who asks, and per counter the idempotency keys to reserve (or read)."""
-    if not isinstance(obj, list) or len(obj) != 3 or not isinstance(obj[2], list):
-        raise ProtocolError("a reserve request is [node, token, [entry, ...]]")
-    node, token = _node(obj[0]), _token(obj[1])
-    out: list[ReserveRead] = []
-    for item in obj[2]:
-        if (
-            not isinstance(item, list)
-            or len(item) != 4
-            or not isinstance(item[2], list)
-            or not isinstance(item[3], list)
-            or len(item[2]) != len(item[3])
-        ):
-            raise ProtocolError("a reserve entry is [key, share, [idem, ...], [[token, ...], ...]]")
-        superseded: list[list[str]] = []
-        for tokens in item[3]:
-            if not isinstance(tokens, list) or len(tokens) > 16:
-                raise ProtocolError("superseded tokens are a short list")
-            superseded.append([_token(t) for t in tokens])
-        idems = [_idem(i) for i in item[2]]
-        out.append((key_from_wire(item[0]), _share(item[1]), idems, superseded))
-    return node, token, out
-
-
-def reserve_answers_from_wire(
-    obj: object, expected: list[int]
-) -> list[tuple[PNCounter | None, list[Receipt | Holder | None]]]:
-    """A RESERVE reply: per counter, the peer's state (None: same share) and per idempotency
-    key its receipt, None (granted), or the (node, token) of the attempt that holds it."""
-    if not isinstance(obj, list) or len(obj) != len(expected):
-        raise ProtocolError("a reserve reply has one entry per key")
-    out: list[tuple[PNCounter | None, list[Receipt | Holder | None]]] = []
-    for item, count in zip(obj, expected, strict=True):
-        if not isinstance(item, list) or len(item) != 2 or not isinstance(item[1], list):
-            raise ProtocolError("a reserve answer is [state | None, [answer, ...]]")
-        if len(item[1]) != count:
-            raise ProtocolError("a reserve answer has one answer per key asked")
-        state = None if item[0] is None else state_from_wire(item[0])
-        found: list[Receipt | Holder | None] = []
-        for raw in item[1]:
-            if raw is None:
-                found.append(None)
-            elif isinstance(raw, list) and len(raw) == 2:
-                found.append((_node(raw[0]), _token(raw[1])))
-            else:
-                try:
-                    found.append(Receipt.from_wire(raw))
-                except CodecError as error:
-                    raise ProtocolError(f"bad receipt: {error}") from None
-        out.append((state, found))
-    return out
-
-
-def resolve_to_wire(token: str, reads: Iterable[tuple[Key, list[str]]]) -> list[Any]:
-    return [token, [[list(key), idems] for key, idems in reads]]
-
-
-def resolve_from_wire(obj: object) -> tuple[str, list[tuple[Key, list[str]]]]:
-    if not isinstance(obj, list) or len(obj) != 2 or not isinstance(obj[1], list):
-        raise ProtocolError("a resolve request is [token, [[key, [idem, ...]], ...]]")
-    token = _token(obj[0])
-    out: list[tuple[Key, list[str]]] = []
-    for item in obj[1]:
-        if not isinstance(item, list) or len(item) != 2 or not isinstance(item[1], list):
-            raise ProtocolError("a resolve entry is [key, [idem, ...]]")
-        out.append((key_from_wire(item[0]), [_idem(i) for i in item[1]]))
-    return token, out
-
-
-def resolve_answers_from_wire(
-    obj: object, expected: list[int]
-) -> list[tuple[PNCounter | None, list[Receipt | str]]]:
-    """A RESOLVE reply: per counter, the holder's state when it holds a receipt, and per
-    idempotency key its receipt, ABORTED or VOID."""
-    if not isinstance(obj, list) or len(obj) != len(expected):
-        raise ProtocolError("a resolve reply has one entry per key")
-    out: list[tuple[PNCounter | None, list[Receipt | str]]] = []
-    for item, count in zip(obj, expected, strict=True):
-        if not isinstance(item, list) or len(item) != 2 or not isinstance(item[1], list):
-            raise ProtocolError("a resolve answer is [state | None, [answer, ...]]")
-        if len(item[1]) != count:
-            raise ProtocolError("a resolve answer has one answer per key asked")
-        state = None if item[0] is None else state_from_wire(item[0])
-        found: list[Receipt | str] = []
-        for raw in item[1]:
-            if raw in (ABORTED, VOID):
-                found.append(raw)
-                continue
-            try:
-                found.append(Receipt.from_wire(raw))
-            except CodecError as error:
-                raise ProtocolError(f"bad receipt: {error}") from None
-        out.append((state, found))
-    return out
 
 
 def _part(obj: object) -> str:
@@ -424,14 +323,38 @@ def reads_from_wire(obj: object) -> list[tuple[Key, int]]:
     return out
 
 
-def states_to_wire(states: Iterable[PNCounter | None]) -> list[Any]:
-    return [None if s is None else pn_to_wire(s) for s in states]
+Stated = tuple[PNCounter, Mapping[str, Receipt]]  # a state, and the receipts sent with it
+NO_RECEIPTS: Mapping[str, Receipt] = MappingProxyType({})
+
+
+def stated_to_wire(state: PNCounter, unflushed: Mapping[str, Receipt]) -> list[Any]:
+    """A state in a reply, with the counter's receipts not yet durable at the sender: a
+    slot never leaves a node without the receipts of the keyed ops it counts that could
+    die with it (node/coordination/idempotency.py). [p, n] when there are none, the form
+    older nodes send and read."""
+    out: list[Any] = pn_to_wire(state)
+    if unflushed:
+        out.append(receipts.to_wire(unflushed))
+    return out
+
+
+def stated_from_wire(obj: object) -> Stated:
+    """[p, n] or [p, n, receipts]: the receiver adds the receipts before it merges."""
+    if isinstance(obj, list) and len(obj) == 3:
+        return state_from_wire(obj[:2]), receipts_from_wire(obj[2])
+    return state_from_wire(obj), NO_RECEIPTS
+
+
+def stated_replies_from_wire(obj: object, expected: int) -> list[Stated | None]:
+    """A reply of one state (or None: the same as ours) per key sent."""
+    if not isinstance(obj, list) or len(obj) != expected:
+        raise ProtocolError("reply has the wrong number of states")
+    return [None if item is None else stated_from_wire(item) for item in obj]
 
 
 def states_from_wire(obj: object, expected: int) -> list[PNCounter | None]:
-    if not isinstance(obj, list) or len(obj) != expected:
-        raise ProtocolError("reply has the wrong number of states")
-    return [None if item is None else state_from_wire(item) for item in obj]
+    """stated_replies_from_wire, the states only."""
+    return [None if s is None else s[0] for s in stated_replies_from_wire(obj, expected)]
 
 
 def shards_from_wire(obj: object, shard_count: int) -> list[int]:

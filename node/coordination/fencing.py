@@ -30,11 +30,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from crdt import PNCounter
-from crdt.codec import pn_to_wire
 from crdt.receipts import Receipt
 from node.base.errors import CountersError, InDoubt, QuorumUnavailable
 from node.base.keys import Key
-from node.cluster import wire
+from node.cluster import fence_wire, wire
 from node.cluster.membership import Cluster
 from node.coordination.quorum import QuorumWait
 from node.coordination.replication import Replicator, needed
@@ -43,7 +42,7 @@ from node.storage.store import CounterStore
 from ring import Status
 
 Name = tuple[Key, str]  # (counter, idempotency key)
-Holder = wire.Holder  # (node, process token) of an attempt
+Holder = fence_wire.Holder  # (node, process token) of an attempt
 EMPTY = PNCounter.empty()
 RETRY_AFTER_S = 1
 
@@ -84,11 +83,11 @@ class Fence:
     def answer_reserve(self, body: Any) -> list[Any]:
         """RESERVE: per counter, its state (None if the sender's share says it is the same),
         and per key the receipt, a grant (None), or the holder [node, token]."""
-        node, token, reads = wire.reserve_from_wire(body)  # validate all before reserving any
+        node, token, reads = fence_wire.reserve_from_wire(body)  # validate all before reserving any
         store, reserve, now_ms = self.store, self.book.reserve, _now_ms()
         answer: list[Any] = []
         for key, share, idems, superseded in reads:
-            state = None if store.share(key) == share else pn_to_wire(store.get(key) or EMPTY)
+            state = None if store.share(key) == share else _stated(store, key)
             found = [
                 _reserve_answer(reserve(key, idem, node, token, now_ms, old))
                 for idem, old in zip(idems, superseded, strict=True)
@@ -98,13 +97,14 @@ class Fence:
 
     def answer_resolve(self, body: Any) -> list[Any]:
         """RESOLVE, asked of a holder: per key its receipt, or the attempt given up."""
-        token, reads = wire.resolve_from_wire(body)
+        token, reads = fence_wire.resolve_from_wire(body)
+        here = self._resolve_here(token, reads)
         return [
             [
-                None if state is None else pn_to_wire(state),
+                None if state is None else _stated(self.store, key),
                 [f if isinstance(f, str) else f.to_wire() for f in found],
             ]
-            for state, found in self._resolve_here(token, reads)
+            for (key, _), (state, found) in zip(reads, here, strict=True)
         ]
 
     def _resolve_here(
@@ -114,7 +114,7 @@ class Fence:
         (this process's attempt, released: it can no longer apply) or VOID (an attempt of
         an earlier process of this node, which can no longer apply either)."""
         store, book, now_ms = self.store, self.book, _now_ms()
-        gone = wire.ABORTED if token == self.token else wire.VOID
+        gone = fence_wire.ABORTED if token == self.token else fence_wire.VOID
         out: list[tuple[PNCounter | None, list[Receipt | str]]] = []
         for key, idems in reads:
             found: list[Receipt | str] = []
@@ -178,7 +178,7 @@ class Fence:
             if isinstance(verdict, CountersError):
                 refused[name] = verdict
             elif verdict != "receipt":
-                again[verdict == wire.VOID][name] = names[name]
+                again[verdict == fence_wire.VOID][name] = names[name]
         superseded = {name: [token for _, token in contested[name]] for name in contested}
         for everyone, chosen in again.items():
             if not chosen:
@@ -235,7 +235,7 @@ class Fence:
                 entry[1].append(old)
         wait = QuorumWait("read")  # a failure here applies nothing
         for (peers, wanted), asked in groups.items():
-            body = wire.reserve_to_wire(
+            body = fence_wire.reserve_to_wire(
                 me, token, ((k, store.share(k), i, o) for k, (i, o) in asked.items())
             )
             on_reply = self._tallier(asked, tallies)
@@ -280,10 +280,9 @@ class Fence:
 
         def on_reply(reply: Any) -> None:
             # a bad reply grants nothing (it still counts as an answer for the wait)
-            answers = wire.reserve_answers_from_wire(reply, expected)  # all, before any
+            answers = fence_wire.reserve_answers_from_wire(reply, expected)  # all, before any
             for key, (state, found) in zip(keys, answers, strict=True):
-                if state is not None:
-                    store.merge(key, state)
+                _merge_stated(store, key, state)
                 for idem, answer in zip(asked[key][0], found, strict=True):
                     if isinstance(answer, Receipt):
                         store.add_receipt(key, idem, answer)
@@ -316,23 +315,25 @@ class Fence:
             by_key.setdefault(key, []).append(idem)
         member = self.cluster.view.get(node)
         if node == self.cluster.node_id:
-            answers = self._resolve_here(token, by_key.items())
+            # our own state needs no merging here
+            answers: list[tuple[wire.Stated | None, list[Receipt | str]]] = [
+                (None, found) for _, found in self._resolve_here(token, by_key.items())
+            ]
         elif member is None or member.status is Status.REMOVED:
             # removed from the cluster by an operator: its process counts as gone
-            return {name: wire.VOID for name in held}
+            return {name: fence_wire.VOID for name in held}
         else:
-            body = wire.resolve_to_wire(token, by_key.items())
+            body = fence_wire.resolve_to_wire(token, by_key.items())
             try:
                 reply = await self._ask(node, wire.RESOLVE, body)
                 expected = [len(idems) for idems in by_key.values()]
-                answers = wire.resolve_answers_from_wire(reply, expected)
+                answers = fence_wire.resolve_answers_from_wire(reply, expected)
             except (CountersError, wire.ProtocolError) as error:
                 doubt = self._doubt(f"the attempt held by {node} cannot be asked ({error})")
                 return {name: doubt for name in held}
         out: dict[Name, str | CountersError] = {}
         for (key, idems), (state, found) in zip(by_key.items(), answers, strict=True):
-            if state is not None:
-                self.store.merge(key, state)
+            _merge_stated(self.store, key, state)
             for idem, answer in zip(idems, found, strict=True):
                 if isinstance(answer, str):
                     out[(key, idem)] = answer
@@ -340,6 +341,21 @@ class Fence:
                     self.store.add_receipt(key, idem, answer)
                     out[(key, idem)] = "receipt"
         return out
+
+
+def _stated(store: CounterStore, key: Key) -> list[Any]:
+    """Our state of a counter as a reply carries it: with its receipts not yet durable
+    here (idempotency.py: a slot never leaves without them)."""
+    return wire.stated_to_wire(store.get(key) or EMPTY, store.unflushed_receipts(key))
+
+
+def _merge_stated(store: CounterStore, key: Key, stated: wire.Stated | None) -> None:
+    """A peer's state with the receipts it sent: the receipts first, then the slots."""
+    if stated is not None:
+        state, found = stated
+        if found:
+            store.add_receipts(key, found)
+        store.merge(key, state)
 
 
 def _now_ms() -> int:
@@ -364,7 +380,7 @@ def _reserve_answer(got: Receipt | Reservation | None) -> Any:
     return got.to_wire()
 
 
-_RANK = {"receipt": 0, wire.ABORTED: 1, wire.VOID: 2}
+_RANK = {"receipt": 0, fence_wire.ABORTED: 1, fence_wire.VOID: 2}
 
 
 def _worse(mine: str | CountersError | None, theirs: str | CountersError) -> str | CountersError:

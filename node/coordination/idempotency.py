@@ -27,6 +27,24 @@ the shard answered without a receipt (the dead attempt's slot and receipt travel
 frame, so a replica holding its increment holds its receipt); one missing is in doubt again.
 Two sides of a partition: only the side with a majority of the replicas gets grants.
 
+Why "void" is sound: a slot never leaves a node without the receipts that could die with it.
+"Void" plus "no receipt at any replica" lets the retry apply, so it needs: wherever a slot
+counting the dead attempt's op exists, its receipt exists too, or the restarted holder
+itself answers the receipt. A node's state of a counter leaves it in more than the write's
+REPLICATE entry: in later writes and repairs of the counter (SLOTS carries this node's whole
+slot, which counts its earlier keyed ops), and in the replies to READ, SLOTS, REPLICATE,
+RESERVE, RESOLVE and PUSH, which the asker merges. So each of them carries the counter's
+receipts that are not yet durable on the sender (wire.stated_to_wire: [p, n, receipts];
+receipt_book.unflushed: added and not yet in a committed flush), and every receiver adds
+a message's receipts before it merges its state. A receipt that is durable on the sender
+needs no company: it was flushed in the same atomic write as the slot that counts it (and
+no slot of the op existed on disk before), so the sender, killed and restarted, reloads it
+before it answers RESERVE or RESOLVE (it refuses both until recovered) and answers RESOLVE
+with the receipt, which the retry replays. A receipt the sender got from a peer is
+unflushed here too until flushed, so it travels onward the same way. The cost is one dict
+lookup per state sent for a counter without unflushed receipts (every plain counter, and a
+keyed one between flushes), and the receipts of one write-behind interval otherwise.
+
 Why nothing acknowledged is lost. R + W > N: the reserve round reads R replicas, so it sees
 the receipt of any attempt that answered 200, and replays it. A 503 in-doubt applies nothing
 and says so; the retry that follows answers what did happen.

@@ -7,6 +7,11 @@ other live replica and to nodes receiving the shard in a hand-off. Peer links gr
 what they are given into one frame per peer. Replies merge into the store as they come; a
 QuorumWait counts them. A read asks R-1 serving peers, with spares, and a repair sends a
 stale replica what it lacked.
+
+Whatever state of a counter this node sends (a write, a repair) carries the counter's
+receipts not yet durable here, and whatever state a peer answers is merged after the
+receipts it carries: a slot never travels without the receipts of the keyed ops it counts
+(node/coordination/idempotency.py).
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from node.cluster.handoff import NOT_HELD
 from node.cluster.links import PeerLink
 from node.cluster.membership import Cluster
 from node.cluster.pool import PeerPool
+from node.cluster.wire import Stated
 from node.coordination.quorum import QuorumWait, Starter
 from node.obs.tracing import OFF, Tracing, end_with
 from node.storage.store import CounterStore
@@ -117,6 +123,9 @@ class Replicator:
         cluster = self.cluster
         replicas = cluster.replicas(shard)
         wanted = needed(consistency, cluster.config.write_quorum, len(replicas)) - 1
+        unflushed = self.store.unflushed_receipts(key)  # one dict lookup; usually empty
+        if unflushed:  # this node's slot may count them: never send it without them
+            receipts = {**unflushed, **receipts} if receipts else unflushed
         counted: list[PeerFuture] = []
         incoming: list[PeerFuture] = []
         sends: list[asyncio.Future[bool]] = []
@@ -223,7 +232,9 @@ class Replicator:
             return
         for node_id, state in answers.items():
             if state is not None and state != merged:
-                future = self.link_to(node_id).replicate(key, merged.delta_since(state))
+                link = self.link_to(node_id)
+                missing = merged.delta_since(state)
+                future = link.replicate(key, missing, receipts=self.store.unflushed_receipts(key))
                 future.add_done_callback(_ignore_failure)
 
     def _repairer(self, key: Key, node_id: str) -> Callable[[PeerFuture], None]:
@@ -234,17 +245,19 @@ class Replicator:
         def repair(future: PeerFuture) -> None:
             if future.cancelled() or future.exception() is not None:
                 return
-            state = future.result()
-            if state is None:
+            stated = future.result()
+            if stated is None:
                 return
-            merged = self.store.merge(key, state)
+            state = stated[0]
+            merged = _merge_stated(self.store, key, stated)
             if merged == state:
                 return
             try:
                 link = self.link_to(node_id)
             except QuorumUnavailable:  # gone from the view meanwhile: gossip repairs it
                 return
-            link.replicate(key, merged.delta_since(state)).add_done_callback(_ignore_failure)
+            missing, unflushed = merged.delta_since(state), self.store.unflushed_receipts(key)
+            link.replicate(key, missing, receipts=unflushed).add_done_callback(_ignore_failure)
 
         return repair
 
@@ -263,9 +276,17 @@ class Replicator:
             end_with(span, future)
         return future
 
-    def _merger(self, key: Key) -> Callable[[PNCounter | None], object]:
+    def _merger(self, key: Key) -> Callable[[Stated | None], object]:
         store = self.store
-        return lambda state: state is None or store.merge(key, state)
+        return lambda stated: stated is None or _merge_stated(store, key, stated)
+
+
+def _merge_stated(store: CounterStore, key: Key, stated: Stated) -> PNCounter:
+    """A peer's state of key: the receipts it carries first, then its slots."""
+    state, found = stated
+    if found:
+        store.add_receipts(key, found)
+    return store.merge(key, state)
 
 
 def _unless_not_held(future: PeerFuture) -> PeerFuture:
@@ -304,7 +325,8 @@ def _sole_actor(delta: PNCounter) -> str | None:
 
 def _record(answers: dict[str, PNCounter | None], node_id: str, future: PeerFuture) -> None:
     if not future.cancelled() and future.exception() is None:
-        answers[node_id] = future.result()
+        stated = future.result()
+        answers[node_id] = None if stated is None else stated[0]
 
 
 def _ignore_failure(future: PeerFuture) -> None:

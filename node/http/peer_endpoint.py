@@ -20,6 +20,7 @@ from crdt import PNCounter
 from crdt.codec import pn_to_wire
 from node.base.config import Config
 from node.base.errors import CountersError
+from node.base.keys import Key
 from node.cluster import peer_auth, wire
 from node.cluster.anti_entropy import absorb_push
 from node.cluster.gossip import Gossip
@@ -160,7 +161,7 @@ class PeerServer:
             answer: list[Any] = []
             for key, p, n, share in slots:
                 merged = store.merge(key, PNCounter.from_slot(actor, p, n))
-                answer.append(None if store.share(key) == share else pn_to_wire(merged))
+                answer.append(None if store.share(key) == share else _stated(store, key, merged))
             return answer
         if kind == wire.REPLICATE:
             updates = wire.updates_from_wire(body)  # validate all before merging any
@@ -170,7 +171,7 @@ class PeerServer:
                 if found:
                     store.add_receipts(key, found)
                 merged = store.merge(key, state)
-                reply.append(None if store.share(key) == share else pn_to_wire(merged))
+                reply.append(None if store.share(key) == share else _stated(store, key, merged))
             return reply
         if kind == wire.RECEIPTS:
             return self._receipts(wire.receipt_reads_from_wire(body))
@@ -184,11 +185,12 @@ class PeerServer:
             return self.coordinator.idempotent.fence.answer_resolve(body)
         reads = wire.reads_from_wire(body)
         return [
-            None if store.share(key) == share else pn_to_wire(store.get(key) or EMPTY)
+            None if store.share(key) == share else _stated(store, key, store.get(key) or EMPTY)
             for key, share in reads
         ]
 
     def _receipts(self, reads: list[wire.ReceiptRead]) -> list[Any]:
+        # Asked by nodes of an earlier version only (now RESERVE): they read [p, n] states.
         """Per key: its state (None when the sender's share says it is the same) and the
         receipt or None of each idempotency key asked."""
         store, now_ms = self.store, int(time.time() * 1000)
@@ -273,3 +275,10 @@ class PeerServer:
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+
+
+def _stated(store: CounterStore, key: Key, state: PNCounter) -> list[Any]:
+    """Our state of a counter in a reply, with its receipts not yet durable here: a slot
+    never leaves this node without them (node/coordination/idempotency.py)."""
+    unflushed = store.unflushed_receipts(key)
+    return wire.stated_to_wire(state, unflushed) if unflushed else pn_to_wire(state)

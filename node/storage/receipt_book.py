@@ -18,10 +18,13 @@ Memory: about 340 bytes per receipt held, plus its idempotency key string (83 by
 38-character key): tracemalloc over 100,000 receipts of one counter, CPython 3.12, counting
 the counter map entry, the Receipt and its ints, and the FIFO entry and its name tuple (327
 bytes on CPython 3.11 with the per-counter map); a receipt not yet flushed to the durable
-replica also has a dirty-map entry until the next flush. The actor, fingerprint and counter
-key are shared by all the receipts of one request. For anti-entropy each receipt also counts
-in its shard's receipt digest (receipt_digest.py): one hash per receipt added or dropped,
-about 2 us, and per (shard, 16 s) and (counter, 16 s) holding receipts one small entry.
+replica also has a dirty-map entry until the next flush, and an entry in the unflushed index
+(counter -> its receipts not yet durable: what every state of the counter this node sends
+carries, node/coordination/idempotency.py) until that flush commits. The actor, fingerprint
+and counter key are shared by all the receipts of one request. For anti-entropy each receipt
+also counts in its shard's receipt digest (receipt_digest.py): one hash per receipt added or
+dropped, about 2 us, and per (shard, 16 s) and (counter, 16 s) holding receipts one small
+entry.
 
 Reservations (node/coordination/fencing.py) sit beside the receipts: (counter, idempotency
 key) -> the attempt holding it, until a receipt arrives for it (the usual end, a write
@@ -43,6 +46,7 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
+from types import MappingProxyType
 
 from crdt.receipts import Receipt
 from node.base.keys import Key
@@ -51,6 +55,7 @@ from node.storage.receipt_digest import ReceiptDigests, term
 ReceiptName = tuple[Key, str]  # (counter, idempotency key)
 COMPACT_SLACK = 1024  # ended reservations the expiry FIFO may hold beyond twice the live ones
 DirtyReceipt = tuple[Key, int, str, Receipt]  # counter, shard, idempotency key, receipt
+NONE_UNFLUSHED: Mapping[str, Receipt] = MappingProxyType({})
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,6 +81,9 @@ class ReceiptBook:
         self._count = 0
         self._expiry: deque[tuple[int, ReceiptName]] = deque()
         self._dirty: dict[ReceiptName, Receipt] = {}  # not yet in the durable replica
+        # counter -> its receipts not yet durable here (dirty, or taken by a flush that has
+        # not committed yet): every state of the counter this node sends carries them
+        self._unflushed: dict[Key, dict[str, Receipt]] = {}
         self._reserved: dict[ReceiptName, Reservation] = {}  # keys reserved, no receipt yet
         self._reserved_expiry: deque[tuple[int, ReceiptName]] = deque()
         # not yet in the durable replica: the reservation to store, or None to delete it
@@ -114,6 +122,7 @@ class ReceiptBook:
         self.digests.drop_shard(shard, self._shard_keys.get(shard, ()))
         for key in self._shard_keys.pop(shard, ()):
             self._key_shard.pop(key, None)
+            self._unflushed.pop(key, None)
             held = self._held.pop(key, {})
             dropped += len(held)
             for idem in held:
@@ -146,6 +155,11 @@ class ReceiptBook:
         self._expiry.append((receipt.at_ms + self.window_ms, name))
         if not durable:
             self._dirty[name] = receipt
+            unflushed = self._unflushed.get(key)
+            if unflushed is None:
+                self._unflushed[key] = {idem: receipt}
+            else:
+                unflushed[idem] = receipt
         return True
 
     # -- reservations (node/coordination/fencing.py) -----------------------------------------
@@ -294,6 +308,7 @@ class ReceiptBook:
                     shard = self._key_shard[key]
                     self.digests.remove(shard, key, receipt.at_ms, term(key, idem, receipt))
                     dirty.pop(name, None)
+                    self._not_unflushed(key, idem)
                     dropped += 1
                     if not by_idem:
                         del held[key]
@@ -338,3 +353,29 @@ class ReceiptBook:
 
     def dirty_count(self) -> int:
         return len(self._dirty)
+
+    # -- receipts not yet durable: what travels with every state sent ---------------------------
+
+    def unflushed(self, key: Key) -> Mapping[str, Receipt]:
+        """The counter's receipts not yet durable here (read-only): one dict lookup, and
+        empty for a counter without keyed ops since the last flush (the common case)."""
+        return self._unflushed.get(key, NONE_UNFLUSHED)
+
+    def flushed(self, entries: Iterable[DirtyReceipt]) -> None:
+        """A flush that took these receipts (take_dirty) committed: they are durable now,
+        unless the same name changed again since (then it is dirty, and stays unflushed)."""
+        dirty, unflushed = self._dirty, self._unflushed
+        for key, _, idem, receipt in entries:
+            mine = unflushed.get(key)
+            if mine is not None and mine.get(idem) is receipt and (key, idem) not in dirty:
+                self._not_unflushed(key, idem)
+
+    def _not_unflushed(self, key: Key, idem: str) -> None:
+        mine = self._unflushed.get(key)
+        if mine is not None:
+            mine.pop(idem, None)
+            if not mine:
+                del self._unflushed[key]
+
+    def unflushed_count(self) -> int:
+        return sum(map(len, self._unflushed.values()))

@@ -124,6 +124,15 @@ class CounterStore:
     def mark_receipts_dirty(self, entries: Iterable[DirtyReceipt]) -> None:
         self._receipts.mark_dirty(entries)
 
+    def receipts_flushed(self, entries: Iterable[DirtyReceipt]) -> None:
+        """The flush that took these receipts committed: they are durable here now."""
+        self._receipts.flushed(entries)
+
+    def unflushed_receipts(self, key: Key) -> Mapping[str, Receipt]:
+        """The counter's receipts not yet durable here, which every state of it sent must
+        carry (node/coordination/idempotency.py); empty in one dict lookup when none."""
+        return self._receipts.unflushed(key)
+
     def expire_receipts(self, now_ms: int) -> int:
         """Drop receipts older than the window (amortised O(1) per receipt)."""
         return self._receipts.expire(now_ms)

@@ -127,6 +127,7 @@ class Persister:
                 if expected:
                     return
                 raise  # a bug or an unmapped error: the supervisor logs it and backs off
+            self.store.receipts_flushed(receipts)  # durable now: states travel without them
             if not self.healthy:
                 log.info("durable replica back; flushed %d counters", len(entries))
             self.healthy, self.last_error, self.unhealthy_since = True, "", None

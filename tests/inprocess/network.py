@@ -278,7 +278,7 @@ class InMemoryLink:
         self.frames_sent = 0  # replication frames (SLOTS, REPLICATE, READ) sent
         self._pool = pool
         self._tasks: set[asyncio.Task[None]] = set()
-        self._pending: set[asyncio.Future[PNCounter | None]] = set()
+        self._pending: set[asyncio.Future[wire.Stated | None]] = set()
         self._calls: set[asyncio.Future[Any]] = set()  # requests under way by call()
         self._closed_because: str | None = None
         self._timed_out = False  # a request timed out, and none was answered since
@@ -306,7 +306,7 @@ class InMemoryLink:
         state: PNCounter,
         trace: str | None = None,
         receipts: Mapping[str, Receipt] | None = None,
-    ) -> asyncio.Future[PNCounter | None]:
+    ) -> asyncio.Future[wire.Stated | None]:
         def body() -> Any:
             entry = [list(key), pn_to_wire(state), self._pool.share_of(key)]
             if receipts:
@@ -317,7 +317,7 @@ class InMemoryLink:
 
     def replicate_slot(
         self, key: Key, actor: str, p: int, n: int, trace: str | None = None
-    ) -> asyncio.Future[PNCounter | None]:
+    ) -> asyncio.Future[wire.Stated | None]:
         share_of = self._pool.share_of
         return self._state_request(wire.SLOTS, lambda: [actor, [*key, p, n, share_of(key)]])
 
@@ -327,15 +327,15 @@ class InMemoryLink:
         sent.set_result(not reply.done())
         return sent
 
-    def read(self, key: Key, trace: str | None = None) -> asyncio.Future[PNCounter | None]:
+    def read(self, key: Key, trace: str | None = None) -> asyncio.Future[wire.Stated | None]:
         return self._state_request(wire.READ, lambda: [[list(key), self._pool.share_of(key)]])
 
     def _state_request(
         self, kind: int, body: Callable[[], Any]
-    ) -> asyncio.Future[PNCounter | None]:
+    ) -> asyncio.Future[wire.Stated | None]:
         """A one-key replication frame; resolves to the peer's state, or None when equal.
         The body is made when it is sent, as the real link computes shares at send time."""
-        future: asyncio.Future[PNCounter | None] = asyncio.get_running_loop().create_future()
+        future: asyncio.Future[wire.Stated | None] = asyncio.get_running_loop().create_future()
         self._pending.add(future)
         future.add_done_callback(self._pending.discard)
 
@@ -344,7 +344,7 @@ class InMemoryLink:
             self.frames_sent += 1
             try:
                 reply = await self.call(kind, body(), self._pool.config.request_timeout_s)
-                (state,) = wire.states_from_wire(reply, 1)
+                (state,) = wire.stated_replies_from_wire(reply, 1)
             except (PeerError, wire.ProtocolError) as error:
                 if not future.done():
                     future.set_exception(PeerError(str(error)))

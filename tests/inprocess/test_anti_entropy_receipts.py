@@ -34,6 +34,12 @@ async def test_a_receipt_missed_while_states_converged_by_later_writes_is_repair
     keyed = Op(OpKind.INCREMENT, KEY, 5, idem=IDEM)
     (result,) = await owner.coordinator.run([keyed], "quorum", fingerprint="POST +5")
     assert result.ok and not result.replayed, result
+    # Once the receipt is durable on its coordinators, a plain write's slot travels without it
+    # (before, every state they send carries it: test_slots_carry_receipts.py).
+    await eventually(
+        lambda: not owner.store.unflushed_receipts(KEY) and not other.store.unflushed_receipts(KEY),
+        "the receipt flushed",
+    )
     inproc.network.heal()
     (result,) = await owner.coordinator.run([Op(OpKind.INCREMENT, KEY, 1)], "all")
     assert result.ok, result
