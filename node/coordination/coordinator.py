@@ -28,6 +28,7 @@ from node.base.keys import Key
 from node.cluster.links import PeerLink
 from node.cluster.membership import Cluster
 from node.cluster.wire import FORWARD, ProtocolError
+from node.coordination.hints import Hints
 from node.coordination.idempotency import Idempotent
 from node.coordination.ops import (
     Op,
@@ -67,6 +68,7 @@ class Coordinator:
         self.quota = quota
         self.idempotent = idempotent
         self.rotation = rotation  # a fresh actor when this node's slot of a counter fills
+        self.hints = Hints(cluster, store, rotation, replicator.reachable)
         self.tracing = tracing
         self.refresh_view = refresh_view  # Gossip.refresh: ask peers for their state now
         self.timeout = cluster.config.request_timeout_s
@@ -224,6 +226,8 @@ class Coordinator:
         try:
             if owner == self.cluster.node_id:
                 return await self._run_local(ops, shards, consistency, fingerprint)
+            if self.hints.wanted(ops, shards, consistency, hops):  # no replica in reach
+                return await self.hints.apply(ops)
             if owner is None:
                 raise QuorumUnavailable(
                     "no live replica serves this counter's shard", may_have_applied=False

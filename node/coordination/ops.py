@@ -40,12 +40,14 @@ class Op:
 class OpResult:
     """An op's outcome: the counter's value after it, or the error as problem+json.
     `replayed`: answered from an idempotency receipt, applying nothing. `saturated`: the
-    exact value lies outside int64 and `value` is the nearest bound (crdt/pncounter.py)."""
+    exact value lies outside int64 and `value` is the nearest bound (crdt/pncounter.py).
+    `hinted`: kept by a node that reached no replica (hints.py); `value` is its view."""
 
     value: int | None = None
     problem: dict[str, Any] | None = None
     replayed: bool = False
     saturated: bool = False
+    hinted: bool = False  # kept by a node cut off from every replica (hints.py)
 
     @classmethod
     def failed(cls, error: CountersError) -> OpResult:
@@ -65,6 +67,8 @@ class OpResult:
             answer["replayed"] = True
         if self.saturated:
             answer["saturated"] = True
+        if self.hinted:
+            answer["hinted"] = True
         return answer
 
 

@@ -38,6 +38,8 @@ def _reply(
     body: dict[str, Any] = {"namespace": namespace, "name": name, "value": result.value}
     if result.saturated:  # the exact value lies outside int64; value is the nearest bound
         body["saturated"] = True
+    if result.hinted:  # kept by a node cut off from every replica, handed over later
+        body["hinted"] = True
     body["consistency"] = consistency
     if durability:
         body["durability"] = durability
@@ -62,7 +64,8 @@ async def _run_one(
     if op.kind is OpKind.GET:
         return _reply(op.key[1], op.key[2], result, consistency)
     config, cluster = request.app[CONFIG], request.app[CLUSTER]
-    held = needed(consistency, config.write_quorum, len(cluster.replicas(cluster.shard_of(op.key))))
+    replicas = len(cluster.replicas(cluster.shard_of(op.key)))
+    held = 0 if result.hinted else needed(consistency, config.write_quorum, replicas)
     return _reply(op.key[1], op.key[2], result, consistency, config.durability, held)
 
 

@@ -22,6 +22,12 @@ VALUE = {
     ),
 }
 LISTED_VALUE = {**INT64, "description": "saturated to int64 like Counter.value, unmarked"}
+HINTED = {
+    "type": "boolean",
+    "description": "present (true) on a consistency=one increment that a node cut off from "
+    "every replica kept, to hand over to them once it reaches them; value is its own view "
+    "and replicas is absent",
+}
 SATURATED = {
     "type": "boolean",
     "description": "present (true) when the exact value lies outside int64; value is its bound",
@@ -41,6 +47,7 @@ COUNTER_RESULT = {
         "value": VALUE,
         "replayed": {"type": "boolean"},
         "saturated": SATURATED,
+        "hinted": HINTED,
         "error": ref("Problem"),
     },
     "oneOf": [{"required": ["value"]}, {"required": ["error"]}],
@@ -62,6 +69,7 @@ SCHEMAS: dict[str, Any] = {
             "name": NAME,
             "value": VALUE,
             "saturated": SATURATED,
+            "hinted": HINTED,
             "consistency": {"type": "string", "enum": ["one", "quorum", "all"]},
             "durability": {"type": "string", "enum": ["async", "sync"]},
             "replicas": {

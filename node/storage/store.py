@@ -33,6 +33,7 @@ class CounterStore:
     ) -> None:
         self._shard_of = shard_of
         self._states: dict[Key, PNCounter] = {}
+        self.shards_dropped = 0  # drop_shard calls so far
         self._shard_keys: dict[int, set[Key]] = {}
         # per key: (shard, key weight, the key's current share of its shard digest)
         self._meta: dict[Key, tuple[int, int, int]] = {}
@@ -307,6 +308,7 @@ class CounterStore:
         """Forget a shard this node no longer replicates, its receipts too (a receipt without
         the slot it answers for would replay an increment this node no longer holds);
         returns how many keys went."""
+        self.shards_dropped += 1  # hints.py: an actor's slots may now be unknown here
         self._receipts.drop_shard(shard)
         keys = self._shard_keys.pop(shard, set())
         for key in keys:

@@ -1,0 +1,90 @@
+"""Hinted `consistency=one` increments: a node cut off from every replica of a counter keeps
+the increment and hands it over later, as Dynamo's hinted hand-off does.
+
+Without it, a node on the minority side of a partition refuses (503) every `one` increment
+of a counter none of whose replicas it reaches, although `one` promises only that the
+increment was applied somewhere and sent on. So when a client's `one` request holds only
+plain increments (no Idempotency-Key: exactly-once needs a majority's grants) and no
+replica of their shard is reachable from here, this node applies them to its own actor's
+slot in its own store and answers 200 with `"hinted": true` (and no `"replicas"`: none
+holds it yet). Its value is this node's view, which lacks what the replicas hold.
+
+The hint then travels like any counter of a shard this node does not hold: write-behind
+persists it (with Redis, in the very keys the replicas use), and the hand-over
+(node/cluster/handover.py) pushes it to every replica once all of them are reachable and
+drops it here only when all have acknowledged. A crash before that loses it, which is the
+contract of `one` ("writes not yet on a second replica").
+
+One care: this node's actor may already own a slot of the counter at the replicas, from an
+earlier hint or from when it replicated the shard, whose state it no longer holds (dropped
+after a hand-over). Adding to a slot it does not know would restart it from zero, and the
+merge (per-slot max) would hide the new increments. So a hint to a counter this node holds
+no state of uses an actor that cannot have written it: the node's current actor if no shard
+was dropped since that actor began, else a fresh one (rotation.py, as when a slot fills).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from crdt import CounterOverflowError, SlotFullError
+from node.base.errors import CountersError, Overflow
+from node.cluster.membership import Cluster
+from node.coordination.ops import Op, OpKind, OpResult
+from node.coordination.rotation import ActorRotation
+from node.storage.store import CounterStore
+
+
+class Hints:
+    def __init__(
+        self,
+        cluster: Cluster,
+        store: CounterStore,
+        rotation: ActorRotation,
+        reachable: Callable[[str], bool],
+    ) -> None:
+        self.cluster = cluster
+        self.store = store
+        self.rotation = rotation
+        self.reachable = reachable
+        self.applied = 0  # hinted increments, for metrics
+        self._clean = (cluster.actor, store.shards_dropped)  # an actor no drop has tainted
+
+    def wanted(self, ops: list[Op], shards: list[int], consistency: str, hops: int) -> bool:
+        """Whether these ops, which would go to another node, are to be kept here instead:
+        a client's plain `one` increments of shards none of whose replicas we reach."""
+        if hops or consistency != "one" or not self.cluster.ready:
+            return False
+        if any(op.kind is not OpKind.INCREMENT or op.idem for op in ops):
+            return False
+        return not any(
+            self.reachable(node)
+            for shard in set(shards)
+            for node in self.cluster.replicas(shard)
+            if node != self.cluster.node_id
+        )
+
+    async def apply(self, ops: list[Op]) -> list[OpResult]:
+        results = []
+        for op in ops:
+            actor = await self._actor_for(op)
+            try:
+                state, _ = self.store.increment(op.key, actor, op.delta)
+            except (SlotFullError, CounterOverflowError) as error:
+                results.append(OpResult.failed(Overflow(str(error))))
+                continue
+            except CountersError as error:
+                results.append(OpResult.failed(error))
+                continue
+            self.applied += 1
+            value, saturated = state.saturated_value()
+            results.append(OpResult(value, saturated=saturated, hinted=True))
+        return results
+
+    async def _actor_for(self, op: Op) -> str:
+        actor, dropped = self.cluster.actor, self.store.shards_dropped
+        if self.store.get(op.key) is not None or self._clean == (actor, dropped):
+            return actor
+        await self.rotation.away_from(actor)  # a shard was dropped since we last looked
+        self._clean = (self.cluster.actor, self.store.shards_dropped)
+        return self.cluster.actor

@@ -1,0 +1,53 @@
+"""Hinted `consistency=one` increments (node/coordination/hints.py): a node cut off from
+every replica of a counter keeps a plain `one` increment and hands it over once it reaches
+them again, where before it refused it (503). Keyed ops still need a majority's grants."""
+
+from __future__ import annotations
+
+from node.coordination.ops import Op, OpKind
+from tests.inprocess.cluster import InProcessCluster, eventually
+
+
+async def test_a_node_cut_off_from_every_replica_keeps_one_increments_and_hands_them_over(
+    inproc: InProcessCluster,
+):
+    await inproc.start(4, failure_timeout_s=3.0)
+    key = inproc.key_where(lambda replicas: "n4" not in replicas)
+    entry = inproc.nodes["n4"]
+    replicas = [inproc.nodes[n] for n in inproc.replicas(key)]
+    assert (await entry.coordinator.run([Op(OpKind.INCREMENT, key, 2)], "one"))[0].ok
+    await inproc.converged(key, 2, replicas)
+
+    inproc.network.partition([entry.address], [n.address for n in replicas])
+    await eventually(
+        lambda: not any(entry.parts.pool.reachable(n.address) for n in replicas),
+        "n4's links to the replicas dead",
+    )
+    first, second = await entry.coordinator.run(
+        [Op(OpKind.INCREMENT, key, 5), Op(OpKind.INCREMENT, key, -1)], "one"
+    )
+    assert first.ok and first.hinted and second.ok and second.hinted, (first, second)
+    assert first.to_json()["hinted"] is True
+    (keyed,) = await entry.coordinator.run(
+        [Op(OpKind.INCREMENT, key, 100, idem="k")], "one", fingerprint="f"
+    )
+    assert keyed.problem is not None and keyed.problem["status"] == 503  # no majority
+    (quorum,) = await entry.coordinator.run([Op(OpKind.INCREMENT, key, 100)], "quorum")
+    assert quorum.problem is not None  # only `one` is kept
+    assert all(n.value(key) == 2 for n in replicas)
+
+    inproc.network.heal()
+    await inproc.converged(key, 6, replicas)  # 2 + 5 - 1, handed over
+    await eventually(lambda: entry.value(key) is None, "n4 dropped the handed-over counter")
+
+    # Cut off again: the next hint must not restart n4's slot from zero (the replicas hold
+    # its earlier slot; a per-slot max would hide a smaller one).
+    inproc.network.partition([entry.address], [n.address for n in replicas])
+    await eventually(
+        lambda: not any(entry.parts.pool.reachable(n.address) for n in replicas),
+        "n4's links dead again",
+    )
+    (again,) = await entry.coordinator.run([Op(OpKind.INCREMENT, key, 3)], "one")
+    assert again.ok and again.hinted, again
+    inproc.network.heal()
+    await inproc.converged(key, 9, replicas)
