@@ -60,7 +60,10 @@ def _counter_coordinated_by(ring: dict[str, Any], node_id: str) -> str:
     raise AssertionError(f"no counter has {node_id} first")
 
 
-async def test_a_retry_while_the_coordinator_is_paused_mid_request_counts_once(cluster: Cluster):
+async def paused_mid_request(cluster: Cluster) -> tuple[list[Node], str, asyncio.Future[Any]]:
+    """Three nodes; n1 (a long request timeout) took a keyed increment of a counter it
+    coordinates, reserved the key, and is paused; n2 and n3 run. Returns the nodes, the
+    counter, and n1's attempt (answered once n1 resumes)."""
     first, second, third = (cluster.add(f"n{i}") for i in (1, 2, 3))
     first.start(cluster.seeds(), **LONG_TIMEOUT)
     second.start(cluster.seeds())
@@ -81,8 +84,28 @@ async def test_a_retry_while_the_coordinator_is_paused_mid_request_counts_once(c
 
         await eventually(reserved, "n1 to reserve the key", 10)
         first.pause()
+    finally:
         second.resume()
         third.resume()
+    return nodes, name, attempt
+
+
+async def counted_once(cluster: Cluster, nodes: list[Node], name: str) -> None:
+    """Every node resumed: a retry answers 200 and the key counts once everywhere."""
+    await cluster.settled_ring(nodes, {n.node_id for n in nodes})
+
+    async def answered() -> bool:
+        status, body, _ = await _increment(cluster, nodes[1], name)
+        return status == 200 and body["value"] == 5
+
+    await eventually(answered, "a retry answered 200 with the key counted once", 20)
+    await cluster.converged(NS, {name: 5}, nodes)
+
+
+async def test_a_retry_while_the_coordinator_is_paused_mid_request_counts_once(cluster: Cluster):
+    nodes, name, attempt = await paused_mid_request(cluster)
+    first, second, _ = nodes
+    try:
         await cluster.wait_marked_down(second, first)
 
         status, body, headers = await _increment(cluster, second, name)
@@ -97,15 +120,6 @@ async def test_a_retry_while_the_coordinator_is_paused_mid_request_counts_once(c
         )
     finally:
         first.resume()
-        second.resume()
-        third.resume()
         if not attempt.done():
             attempt.cancel()
-    await cluster.settled_ring(nodes, {n.node_id for n in nodes})
-
-    async def answered() -> bool:
-        status, body, _ = await _increment(cluster, second, name)
-        return status == 200 and body["value"] == 5
-
-    await eventually(answered, "a retry answered 200 with the key counted once", 20)
-    await cluster.converged(NS, {name: 5}, nodes)
+    await counted_once(cluster, nodes, name)

@@ -13,7 +13,6 @@ the key counts once.
 
 from __future__ import annotations
 
-import asyncio
 import time
 from pathlib import Path
 from typing import Any
@@ -21,13 +20,7 @@ from typing import Any
 import pytest
 
 from tests.cluster.harness import Cluster, Node
-from tests.cluster.test_fencing import (
-    LONG_TIMEOUT,
-    NS,
-    _counter_coordinated_by,
-    _increment,
-    _metric,
-)
+from tests.cluster.test_fencing import _increment, _metric, counted_once, paused_mid_request
 from tests.integration.redis_servers import RedisServer
 from tests.support import eventually
 
@@ -45,28 +38,9 @@ async def test_grants_outlive_a_restart_of_the_replicas_that_gave_them(
 ):
     if backend == "redis":
         cluster.settings.update(COUNTERS_REDIS_URL=private_redis.url)
-    first, second, third = (cluster.add(f"n{i}") for i in (1, 2, 3))
-    first.start(cluster.seeds(), **LONG_TIMEOUT)
-    second.start(cluster.seeds())
-    third.start(cluster.seeds())
-    nodes = [first, second, third]
-    for node in nodes:
-        await cluster.wait_ready(node)
-    await cluster.settled_ring(nodes, {n.node_id for n in nodes})
-    name = _counter_coordinated_by(await cluster.ring(first), first.node_id)
-
-    second.pause()
-    third.pause()
-    attempt = asyncio.ensure_future(_increment(cluster, first, name))
+    nodes, name, attempt = await paused_mid_request(cluster)
+    first, second, third = nodes
     try:
-
-        async def reserved() -> bool:
-            return await _metric(cluster, first, "counters_idempotency_reservations") >= 1
-
-        await eventually(reserved, "n1 to reserve the key", 10)
-        first.pause()
-        second.resume()
-        third.resume()
 
         async def granting() -> Node | None:
             for node in (second, third):  # n1 asked one peer for the grant it lacked
@@ -108,11 +82,4 @@ async def test_grants_outlive_a_restart_of_the_replicas_that_gave_them(
                 node.resume()
         if not attempt.done():
             attempt.cancel()
-    await cluster.settled_ring(nodes, {n.node_id for n in nodes})
-
-    async def answered() -> bool:
-        status, body, _ = await _increment(cluster, second, name)
-        return status == 200 and body["value"] == 5
-
-    await eventually(answered, "a retry answered 200 with the key counted once", 20)
-    await cluster.converged(NS, {name: 5}, nodes)
+    await counted_once(cluster, nodes, name)
