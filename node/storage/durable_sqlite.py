@@ -20,8 +20,9 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
-from collections.abc import AsyncIterator, Collection, Sequence
+from collections.abc import AsyncIterator, Callable, Collection, Sequence
 from pathlib import Path
+from typing import Any, TypeVar
 
 from crdt import CodecError, PNCounter
 from crdt.receipts import Receipt
@@ -38,6 +39,8 @@ from node.storage.durable import (
     state_of,
 )
 from node.storage.receipt_book import Reservation
+
+Paged = TypeVar("Paged", bound=tuple[Key, int, str, Any])  # (counter, shard, key, what)
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS slots (
@@ -261,20 +264,8 @@ class SqliteReplica:
     ) -> AsyncIterator[list[ReceiptEntry]]:
         """Pages each shard in (counter, idempotency key) order, from where the last page
         ended, so each page costs the same however far into the shard it is."""
-        keys: dict[str, Key] = {}  # member -> key, parsed once per counter
-        for shard in sorted(shards):
-            after = ("", "")
-            while True:
-                async with self._lock:
-                    try:
-                        page = await in_thread(self._receipt_page, shard, after, now_ms, keys)
-                    except sqlite3.Error as error:
-                        raise DurableError(f"sqlite receipt load failed: {error}") from error
-                if page:
-                    yield page
-                if len(page) < RECEIPT_PAGE:
-                    break
-                after = (member(page[-1][0]), page[-1][2])
+        async for page in self._pages(self._receipt_page, shards, now_ms, "receipt"):
+            yield page
 
     def _reservation_page(
         self, shard: int, after: tuple[str, str], now_ms: int, keys: dict[str, Key]
@@ -292,15 +283,27 @@ class SqliteReplica:
         self, shards: Collection[int], now_ms: int
     ) -> AsyncIterator[list[ReservationEntry]]:
         """Pages each shard in (counter, idempotency key) order, as receipts are paged."""
+        async for page in self._pages(self._reservation_page, shards, now_ms, "reservation"):
+            yield page
+
+    async def _pages(
+        self,
+        page_of: Callable[[int, tuple[str, str], int, dict[str, Key]], list[Paged]],
+        shards: Collection[int],
+        now_ms: int,
+        what: str,
+    ) -> AsyncIterator[list[Paged]]:
+        """Each shard's pages of `page_of`, each starting after the last one's (counter,
+        idempotency key); counters' keys parsed once for the whole load."""
         keys: dict[str, Key] = {}
         for shard in sorted(shards):
             after = ("", "")
             while True:
                 async with self._lock:
                     try:
-                        page = await in_thread(self._reservation_page, shard, after, now_ms, keys)
+                        page = await in_thread(page_of, shard, after, now_ms, keys)
                     except sqlite3.Error as error:
-                        raise DurableError(f"sqlite reservation load failed: {error}") from error
+                        raise DurableError(f"sqlite {what} load failed: {error}") from error
                 if page:
                     yield page
                 if len(page) < RECEIPT_PAGE:
