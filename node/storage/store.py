@@ -22,6 +22,7 @@ from node.storage.receipt_book import DirtyReceipt, DirtyReservation, ReceiptBoo
 from ring import hash64
 
 MASK64 = (1 << 64) - 1
+_CLEAN: set[str] = set()  # marker: a key not in the dirty map
 
 
 DEFAULT_RECEIPT_WINDOW_MS = 86_400_000
@@ -42,7 +43,9 @@ class CounterStore:
         # node id -> the highest incarnation of it in any slot this store ever held: what a
         # node that lost its data dir must learn before it takes writes (cluster/identity.py)
         self._incarnations: dict[str, int] = {}
-        self._dirty: set[Key] = set()  # changed since the last write to the durable replica
+        # changed since the last write to the durable replica: per key, the actors whose
+        # slots changed (None: all of them), so a flush writes a changed slot, not the state
+        self._dirty: dict[Key, set[str] | None] = {}
         self._history_dirty: set[Key] = set()  # changed since history last recorded them
         self._receipts = ReceiptBook(receipt_window_ms, shard_of)  # idempotency receipts
         self._tenant_counts: dict[int, dict[str, int]] = {}  # per shard: counters per tenant
@@ -65,8 +68,9 @@ class CounterStore:
         if old is None:
             old = PNCounter.empty()
         new = old.increment(actor, delta)  # raises before anything is stored
-        self._put(key, new)
-        return new, new.delta_since(old)
+        changed = new.delta_since(old)
+        self._put(key, new, changed)
+        return new, changed
 
     def receipt(self, key: Key, idempotency_key: str, now_ms: int) -> Receipt | None:
         """The receipt of an idempotency key on key, unless it is older than the window."""
@@ -152,20 +156,21 @@ class CounterStore:
         if old is None:
             return PNCounter.empty(), PNCounter.empty()
         new = old.reset()
+        changed = new.delta_since(old)
         if new is not old:
-            self._put(key, new)
-        return new, new.delta_since(old)
+            self._put(key, new, changed)
+        return new, changed
 
     def merge(self, key: Key, incoming: PNCounter) -> PNCounter:
         old = self._states.get(key)
         if old is None:
             if incoming.is_empty():
                 return incoming
-            self._put(key, incoming)
+            self._put(key, incoming, None)
             return incoming
         merged = old.merge(incoming)
         if merged is not old:
-            self._put(key, merged)
+            self._put(key, merged, incoming)  # only slots of incoming's actors can change
         return merged
 
     def merge_many(self, entries: Iterable[tuple[Key, PNCounter]]) -> None:
@@ -181,7 +186,9 @@ class CounterStore:
                 self._receipts.add_many(key, found)
             self.merge(key, state)
 
-    def _put(self, key: Key, state: PNCounter) -> None:
+    def _put(self, key: Key, state: PNCounter, changed: PNCounter | None) -> None:
+        """Store key's new state; `changed` holds (at least) the actors whose slots changed,
+        None: all of them."""
         meta = self._meta.get(key)
         if meta is None:
             shard = self._shard_of(key)
@@ -197,7 +204,10 @@ class CounterStore:
         self._states[key] = state
         self._meta[key] = (shard, weight, share)
         self._digests[shard] = (self._digests.get(shard, 0) + share - old_share) & MASK64
-        self._dirty.add(key)
+        if changed is None:
+            self._dirty[key] = None
+        else:
+            self._put_dirty(key, changed)
         self._history_dirty.add(key)
 
     def _share(self, state: PNCounter, weight: int) -> int:
@@ -220,14 +230,32 @@ class CounterStore:
         return pair
 
     def take_dirty(self) -> list[tuple[Key, int, PNCounter]]:
-        """The changed counters (key, shard, current state); they count as clean from now."""
-        dirty, self._dirty = self._dirty, set()
+        """The changed counters (key, shard, their changed slots at their current values);
+        they count as clean from now. Both durable replicas merge slot by slot, so the
+        slots that did not change since the last flush need not go again."""
+        dirty, self._dirty = self._dirty, {}
         meta, states = self._meta, self._states
-        return [(key, meta[key][0], states[key]) for key in dirty if key in states]
+        out = []
+        for key, actors in dirty.items():
+            state = states.get(key)
+            if state is not None:
+                if actors is not None and len(actors) < len(state.p) + len(state.n):
+                    state = state.restricted_to(actors)
+                out.append((key, meta[key][0], state))
+        return out
 
     def mark_dirty(self, entries: Iterable[tuple[Key, int, PNCounter]]) -> None:
-        """Put back counters whose write failed; their latest state goes next time."""
-        self._dirty.update(key for key, _, _ in entries)
+        """Put back counters whose write failed; their slots' latest values go next time."""
+        for key, _, state in entries:
+            self._put_dirty(key, state)
+
+    def _put_dirty(self, key: Key, changed: PNCounter) -> None:
+        actors = self._dirty.get(key, _CLEAN)
+        if actors is _CLEAN:
+            self._dirty[key] = {*changed.p.slots, *changed.n.slots}
+        elif actors is not None:
+            actors.update(changed.p.slots)
+            actors.update(changed.n.slots)
 
     def take_history_dirty(self) -> list[tuple[Key, int, PNCounter]]:
         """Counters changed since the history last took them: (key, shard, state)."""
@@ -314,7 +342,7 @@ class CounterStore:
         for key in keys:
             del self._states[key]
             del self._meta[key]
-            self._dirty.discard(key)
+            self._dirty.pop(key, None)
             self._names[key[:2]].pop(shard, None)
         self._digests.pop(shard, None)
         self._tenant_counts.pop(shard, None)
