@@ -339,3 +339,48 @@ async def test_closing_a_link_fails_the_frame_it_was_still_sending(peer: FakePee
     with pytest.raises(PeerError):
         async with asyncio.timeout(2):
             await write
+
+
+async def test_a_batch_of_slots_shares_the_frame_and_gets_its_keys_answers_in_its_order(
+    peer: FakePeer,
+):
+    """replicate_slots: one future for many keys, in the same frame as single-key writes of
+    the same actor; it resolves to the peer's answer for each of its keys, in its own order."""
+    pool, link = await _link(peer, request_timeout_s=10.0)
+    try:
+        await _call(link, "connect", 1.0)
+        peer.mode = "hold"
+        single = link.replicate_slot(("t", "ns", "k0"), ACTOR, 1, 0)
+        batch = link.replicate_slots(
+            ACTOR, [(("t", "ns", "k2"), 5, 0), (("t", "ns", "k0"), 2, 0), (("t", "ns", "k1"), 1, 1)]
+        )
+        await peer.wait_received(2)
+        ws, seal, kind, request_id, body = peer.held.pop()
+        assert kind == wire.SLOTS and link.frames_sent == 1
+        keys = _slot_keys(body)
+        assert keys == [("t", "ns", "k0"), ("t", "ns", "k2"), ("t", "ns", "k1")]
+        assert body[1][3] == 2  # k0 once, its larger slot value
+        theirs = PNCounter.empty().increment("other:1", 9)
+        answers = [None, wire.stated_to_wire(theirs, {}), None]  # k2 differs at the peer
+        await ws.send_bytes(seal.seal(wire.encode(wire.REPLY, request_id, [True, answers])))
+        async with asyncio.timeout(5):
+            assert await single is None
+            assert await batch == [(theirs, {}), None, None]  # k2, k0, k1
+    finally:
+        await pool.close()
+
+
+async def test_a_link_that_dies_fails_the_batches_still_queued(peer: FakePeer):
+    pool, link = await _link(peer, request_timeout_s=10.0, max_inflight_frames=1)
+    try:
+        await _call(link, "connect", 1.0)
+        peer.mode = "hold"
+        sent = link.replicate_slot(KEY_A, ACTOR, 1, 0)  # takes the only permit
+        await peer.wait_received(2)
+        batch = link.replicate_slots(ACTOR, [(("t", "ns", "b"), 1, 0)])  # waits for a frame
+    finally:
+        await pool.close()
+    for write in (sent, batch):
+        with pytest.raises(PeerError):
+            async with asyncio.timeout(2):
+                await write
