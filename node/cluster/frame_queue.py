@@ -6,7 +6,8 @@ peer within a loop turn (or while earlier frames are in flight) shares one frame
 the same key in one frame are merged first, so a hot key costs one entry per frame, not one
 per request.
 
-`replicate_slots()` queues the slots of many keys for one future, which resolves to the
+`replicate_slots()` (and `replicate_many()`, for states with receipts) queues the slots of
+many keys for one future, which resolves to the
 peer's answers for all of them at once: a batch of plain increments costs one future, one
 callback and one quorum group per peer, not one per op. All of a batch's keys go out in the
 same frame (a frame takes every queued slot of its actor).
@@ -81,6 +82,7 @@ class FrameQueue:
         self._slots: dict[str, dict[Key, tuple[int, int, list[StateFuture]]]] = {}
         # per actor: the batches of its queued slots (replicate_slots), with their keys
         self._slot_batches: dict[str, list[tuple[BatchFuture, list[Key]]]] = {}
+        self._write_batches: list[tuple[BatchFuture, list[Key]]] = []  # replicate_many's
         # per frame kind: the traceparent the next frame carries (one of its writes' contexts)
         self._traces: dict[int, str] = {}
         self._turn = 0  # index into FRAME_KINDS: whose turn the next frame is
@@ -112,6 +114,27 @@ class FrameQueue:
             if receipts:  # in place: a hot key's queued receipts are never copied
                 crdt_receipts.merge_into(queued[2], receipts)
             self._writes[key] = (queued[0].merge(state), queued[1], queued[2])
+        return future
+
+    def replicate_many(
+        self,
+        items: list[tuple[Key, PNCounter, Mapping[str, Receipt] | None]],
+        trace: str | None = None,
+    ) -> BatchFuture:
+        """replicate() of many distinct keys (key, state, receipts) under one future."""
+        if trace is not None:
+            self._traces.setdefault(wire.REPLICATE, trace)
+        future: BatchFuture = asyncio.get_running_loop().create_future()
+        writes = self._writes
+        for key, state, receipts in items:
+            queued = writes.get(key)
+            if queued is None:
+                writes[key] = (state, [], dict(receipts or {}))
+            else:
+                if receipts:
+                    crdt_receipts.merge_into(queued[2], receipts)
+                writes[key] = (queued[0].merge(state), queued[1], queued[2])
+        self._write_batches.append((future, [key for key, _, _ in items]))
         return future
 
     def replicate_slot(
@@ -187,6 +210,10 @@ class FrameQueue:
                     for k, (s, _, r) in writes.items()
                 ]
                 waiting = Waiting([futures for _, futures, _ in writes.values()])
+                if self._write_batches:
+                    batches, self._write_batches = self._write_batches, []
+                    index = {key: i for i, key in enumerate(writes)}
+                    waiting.batches = [(f, [index[k] for k in keys]) for f, keys in batches]
                 return kind, body, waiting, self._traces.pop(kind, None)
             if kind == wire.READ and self._reads:
                 reads, self._reads = self._reads, {}
@@ -200,5 +227,7 @@ class FrameQueue:
         futures += [f for fs in self._reads.values() for f in fs]
         futures += [f for slots in self._slots.values() for *_, fs in slots.values() for f in fs]
         futures += [f for batches in self._slot_batches.values() for f, _ in batches]
+        futures += [f for f, _ in self._write_batches]
         self._writes, self._reads, self._slots, self._slot_batches = {}, {}, {}, {}
+        self._write_batches = []
         fail(futures, error)

@@ -136,6 +136,17 @@ class PeerLink:
         self._wakeup.set()
         return future
 
+    def replicate_many(
+        self,
+        items: list[tuple[Key, PNCounter, Mapping[str, Receipt] | None]],
+        trace: str | None = None,
+    ) -> BatchFuture:
+        """replicate() of many distinct keys (key, state, receipts) under one future, which
+        resolves to the peer's answer for each key, in order."""
+        future = self._queue.replicate_many(items, trace)
+        self._wakeup.set()
+        return future
+
     def replicate_slots(
         self, actor: str, items: list[tuple[Key, int, int]], trace: str | None = None
     ) -> BatchFuture:

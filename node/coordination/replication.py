@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Mapping
+from functools import partial
 from typing import Any
 
 from crdt import PNCounter
@@ -160,41 +161,52 @@ class Replicator:
         wait.add(incoming, len(incoming), merge)
 
     def write_many(
-        self, wait: QuorumWait, deltas: Mapping[Key, tuple[int, PNCounter]], consistency: str
+        self,
+        wait: QuorumWait,
+        deltas: Mapping[Key, tuple[int, PNCounter]],
+        consistency: str,
+        receipts: Mapping[Key, Mapping[str, Receipt]] | None = None,
     ) -> None:
-        """write() of many keys' own slots (key -> (shard, delta)), a batch's: the keys that
-        share replicas and hand-off targets go to each peer under one future, counted in
-        one quorum group, so the cost per key is a few dict operations. A key whose delta
-        holds slots of two actors (around a rotation), or whose receipts are not yet
-        durable here, goes through write() alone."""
+        """write() of many keys (key -> (shard, delta), with each key's receipts if any): a
+        batch's. Keys that share replicas and hand-off targets go to each peer under one
+        future (own slots in a SLOTS frame, states with receipts in a REPLICATE frame),
+        counted in one quorum group, so the cost per key is a few dict operations."""
         cluster = self.cluster
-        unflushed = self.store.unflushed_receipts
-        groups: dict[tuple[tuple[str, ...], tuple[str, ...], str], list[Any]] = {}
+        unflushed_of = self.store.unflushed_receipts
+        slots: dict[tuple[tuple[str, ...], tuple[str, ...], str], list[Any]] = {}
+        states: dict[tuple[tuple[str, ...], tuple[str, ...]], list[Any]] = {}
         for key, (shard, delta) in deltas.items():
-            actor = _sole_actor(delta)
-            if actor is None or unflushed(key):
-                self.write(wait, key, shard, delta, consistency)
-                continue
-            group = (cluster.replicas(shard), cluster.write_targets(shard), actor)
-            items = groups.get(group)
-            if items is None:
-                items = groups[group] = []
-            items.append((key, *delta.slot(actor)))
-        for (replicas, targets, actor), items in groups.items():
-            self._write_slots(wait, replicas, targets, actor, items, consistency)
+            found = receipts.get(key) if receipts else None
+            unflushed = unflushed_of(key)  # one dict lookup; usually empty
+            if unflushed:  # this node's slot may count them: never send it without them
+                found = {**unflushed, **found} if found else unflushed
+            actor = None if found else _sole_actor(delta)
+            replicas, targets = cluster.replicas(shard), cluster.write_targets(shard)
+            if actor is not None:
+                slots.setdefault((replicas, targets, actor), []).append((key, *delta.slot(actor)))
+            else:  # receipts, or slots of two actors around a rotation: the whole delta
+                states.setdefault((replicas, targets), []).append((key, delta, found))
+        for (replicas, targets, actor), items in slots.items():
+            send = partial(_send_slots, actor, items)
+            self._write_group(wait, replicas, targets, items, consistency, send)
+        for (replicas, targets), items in states.items():
+            send = partial(_send_states, items)
+            self._write_group(wait, replicas, targets, items, consistency, send)
 
-    def _write_slots(
+    def _write_group(
         self,
         wait: QuorumWait,
         replicas: tuple[str, ...],
         targets: tuple[str, ...],
-        actor: str,
-        items: list[tuple[Key, int, int]],
+        items: list[Any],
         consistency: str,
+        send: Callable[[PeerLink, str | None], PeerFuture],
     ) -> None:
+        """Send a group of keys with the same replicas and targets: `send` queues them on a
+        link under one future, which resolves to the peer's answer per key."""
         me = self.cluster.node_id
         wanted = needed(consistency, self.cluster.config.write_quorum, len(replicas)) - 1
-        keys = [key for key, _, _ in items]
+        keys = [item[0] for item in items]
         counted: list[PeerFuture] = []
         incoming: list[PeerFuture] = []
         sends: list[asyncio.Future[bool]] = []
@@ -204,7 +216,7 @@ class Replicator:
             link = self.link_to(node_id)
             span = self.tracing.start_peer_span("replica write", node_id)
             trace = None if span is None else self.tracing.traceparent(span)
-            future = link.replicate_slots(actor, items, trace)
+            future = send(link, trace)
             if span is not None:
                 end_with(span, future)
             future.add_done_callback(self._batch_repairer(keys, node_id))
@@ -407,6 +419,20 @@ def _record(answers: dict[str, PNCounter | None], node_id: str, future: PeerFutu
 
 def _ignore(_: object) -> None:
     pass
+
+
+def _send_slots(
+    actor: str, items: list[tuple[Key, int, int]], link: PeerLink, trace: str | None
+) -> PeerFuture:
+    return link.replicate_slots(actor, items, trace)
+
+
+def _send_states(
+    items: list[tuple[Key, PNCounter, Mapping[str, Receipt] | None]],
+    link: PeerLink,
+    trace: str | None,
+) -> PeerFuture:
+    return link.replicate_many(items, trace)
 
 
 def _ignore_failure(future: PeerFuture) -> None:

@@ -321,6 +321,25 @@ class InMemoryLink:
         share_of = self._pool.share_of
         return self._state_request(wire.SLOTS, lambda: [actor, [*key, p, n, share_of(key)]])
 
+    def replicate_many(
+        self,
+        items: list[tuple[Key, PNCounter, Mapping[str, Receipt] | None]],
+        trace: str | None = None,
+    ) -> asyncio.Future[list[wire.Stated | None]]:
+        """PeerLink.replicate_many: one REPLICATE request for all the keys."""
+        share_of = self._pool.share_of
+
+        def body() -> Any:
+            entries = []
+            for key, state, receipts in items:
+                entry = [list(key), pn_to_wire(state), share_of(key)]
+                if receipts:
+                    entry.append(crdt_receipts.to_wire(dict(receipts)))
+                entries.append(entry)
+            return entries
+
+        return self._state_request(wire.REPLICATE, body, len(items))
+
     def replicate_slots(
         self, actor: str, items: list[tuple[Key, int, int]], trace: str | None = None
     ) -> asyncio.Future[list[wire.Stated | None]]:
