@@ -1,7 +1,7 @@
 """CPU per op of a 100-op batch body on the HTTP path, without HTTP: decode and check it,
-build its ops, encode its reply; the Struct path (node/http/bodies.py) against the
-field-by-field checks with json.loads and json.dumps (the path before msgspec, and still
-the fallback that names a refused body's mistake).
+build its ops, encode its reply (and one increment's body and reply); the Struct path
+(node/http/bodies.py) against the field-by-field checks with json.loads and json.dumps
+(the path before msgspec, and still the fallback that names a refused body's mistake).
 
     PYTHONPATH=. .venv/bin/python loadtest/bench_bodies.py
 
@@ -57,6 +57,22 @@ def struct_path(raw: bytes) -> web.Response:
     return bodies.json_response(reply_for(ops_of(bodies.batch(raw))))
 
 
+INCREMENT = b'{"delta":1}'
+COUNTER = {"namespace": "bench", "name": "k1", "value": 42, "consistency": "quorum"}
+
+
+def increment_fields(raw: bytes) -> web.Response:
+    body = validation.parse_object(raw, empty_ok=True)
+    validation.only_fields(body, {"delta"})
+    validation.delta(body.get("delta", 1))
+    return web.json_response({**COUNTER, "durability": "async", "replicas": 2})
+
+
+def increment_struct(raw: bytes) -> web.Response:
+    bodies.increment_delta(raw)
+    return bodies.json_response({**COUNTER, "durability": "async", "replicas": 2})
+
+
 def decode_fields(raw: bytes) -> object:
     return bodies.checked_batch(validation.parse_object(raw, empty_ok=False))
 
@@ -79,17 +95,19 @@ def main() -> None:
     args = parser.parse_args()
     raw = batch_body(BATCH)
     reply = reply_for(ops_of(bodies.batch(raw)))
-    cases: list[tuple[str, Callable[[Any], object], Any]] = [
-        ("decode+check, json.loads + field checks", decode_fields, raw),
-        ("decode+check, msgspec Structs", bodies.batch, raw),
-        ("reply, web.json_response (json.dumps)", encode_stdlib, reply),
-        ("reply, bodies.json_response (msgspec)", bodies.json_response, reply),
-        ("whole: field checks + json.dumps", fields_path, raw),
-        ("whole: Structs + msgspec", struct_path, raw),
+    cases: list[tuple[str, Callable[[Any], object], Any, int]] = [
+        ("decode+check, json.loads + field checks", decode_fields, raw, BATCH),
+        ("decode+check, msgspec Structs", bodies.batch, raw, BATCH),
+        ("reply, web.json_response (json.dumps)", encode_stdlib, reply, BATCH),
+        ("reply, bodies.json_response (msgspec)", bodies.json_response, reply, BATCH),
+        ("whole: field checks + json.dumps", fields_path, raw, BATCH),
+        ("whole: Structs + msgspec", struct_path, raw, BATCH),
+        ("1 increment: field checks + json.dumps", increment_fields, INCREMENT, 1),
+        ("1 increment: Structs + msgspec", increment_struct, INCREMENT, 1),
     ]
     print(f"batch of {BATCH} increments, {len(raw)} bytes; CPU µs per op, median of {args.repeats}")
-    for label, work, arg in cases:
-        runs = [cpu_us_per_op(work, arg, args.rounds, BATCH) for _ in range(args.repeats)]
+    for label, work, arg, ops in cases:
+        runs = [cpu_us_per_op(work, arg, args.rounds, ops) for _ in range(args.repeats)]
         print(f"  {label:42s} {statistics.median(runs):6.2f}")
 
 
