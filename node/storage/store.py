@@ -12,7 +12,7 @@ The durable stores (Redis, PostgreSQL) arrive behind this same interface.
 from __future__ import annotations
 
 import heapq
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 
 from crdt import PNCounter
 from crdt.receipts import Receipt
@@ -229,20 +229,55 @@ class CounterStore:
             self._incarnations[parsed[0]] = parsed[1]
         return pair
 
-    def take_dirty(self) -> list[tuple[Key, int, PNCounter]]:
+    def take_dirty(
+        self, writes: Callable[[int, str], bool] | None = None
+    ) -> list[tuple[Key, int, PNCounter]]:
         """The changed counters (key, shard, their changed slots at their current values);
         they count as clean from now. Both durable replicas merge slot by slot, so the
-        slots that did not change since the last flush need not go again."""
+        slots that did not change since the last flush need not go again. `writes(shard,
+        actor)`: whether this node writes that slot (cluster/slot_owners.py); the others
+        count as clean too."""
         dirty, self._dirty = self._dirty, {}
         meta, states = self._meta, self._states
         out = []
-        for key, actors in dirty.items():
+        for key, changed in dirty.items():
             state = states.get(key)
-            if state is not None:
-                if actors is not None and len(actors) < len(state.p) + len(state.n):
-                    state = state.restricted_to(actors)
-                out.append((key, meta[key][0], state))
+            if state is None:
+                continue
+            shard = meta[key][0]
+            actors: Collection[str] | None = changed
+            if writes is not None:
+                actors = [a for a in (changed or state.actors()) if writes(shard, a)]
+                if not actors:
+                    continue
+            if actors is not None and len(actors) < len(state.p) + len(state.n):
+                state = state.restricted_to(actors)
+            out.append((key, shard, state))
         return out
+
+    def keys(self) -> list[Key]:
+        """Every counter held, as a list (a snapshot: the store may change meanwhile)."""
+        return list(self._states)
+
+    def mark_slots_dirty(self, keys: Iterable[Key], writes: Callable[[int, str], bool]) -> int:
+        """Mark the slots of these counters that `writes(shard, actor)` picks as changed, so
+        the next flush writes them; returns how many counters had one."""
+        marked = 0
+        meta, states = self._meta, self._states
+        for key in keys:
+            state = states.get(key)
+            if state is None:
+                continue
+            shard = meta[key][0]
+            actors = [a for a in state.actors() if writes(shard, a)]
+            if actors:
+                found = self._dirty.get(key, _CLEAN)
+                if found is _CLEAN:
+                    self._dirty[key] = set(actors)
+                elif found is not None:
+                    found.update(actors)
+                marked += 1
+        return marked
 
     def mark_dirty(self, entries: Iterable[tuple[Key, int, PNCounter]]) -> None:
         """Put back counters whose write failed; their slots' latest values go next time."""
