@@ -1,12 +1,15 @@
 """Write-behind to the durable replica, and the wait that sync durability needs.
 
 Every `persist_interval_s` the persister takes the counters changed since the last flush
-(their whole current state: slots only grow, so the latest state covers every change) and
-writes them in one batch, together with the receipts and this node's reservations (grants
-of idempotency keys) taken or ended since: one `write_changes`, in which each counter's
-state and its receipts are one atomic write, so a kill mid-flush never stores an increment
-without its receipt. A failed flush puts all of it back, so the backlog is at most the
-number of counters held in memory, and it drains when the store returns.
+(the slots that changed, at their current values: slots only grow and both durable replicas
+merge slot by slot, so the latest value covers every change; CounterStore.take_dirty; only
+the slots this node answers for, node/cluster/slot_owners.py) and
+writes them in one batch, together with the receipts and this node's reservations (grants of
+idempotency keys) taken or ended since: one `write_changes`, in which each counter's changed
+slots and its receipts are one atomic write. A keyed op changes its slot and adds its
+receipt in one loop turn, so both are taken by the same flush, and a kill mid-flush never
+stores an increment without its receipt. A failed flush puts all of it back, so the backlog
+is at most the number of counters held in memory, and it drains when the store returns.
 
 `durable()` is group commit for sync writes: a write waits for the first flush that starts
 after it was applied, and a waiting write starts that flush at once, so concurrent writes
