@@ -230,6 +230,9 @@ def ratios(results: list[dict[str, Any]], counters: str) -> dict[str, Any]:
         "n3_vs_n1": {
             s: _ratio(_find(results, "n3", s), _find(results, "n1", s)) for s in scenarios
         },
+        "redis_vs_embedded": {
+            s: _ratio(_find(results, "n3redis", s), _find(results, "n3", s)) for s in scenarios
+        },
         "hot_vs_uniform": {
             system: _ratio(
                 _find(results, system, "hot_key"), _find(results, system, "increment_uniform")
@@ -315,6 +318,10 @@ def targets(results: list[dict[str, Any]], counters: str, summary: dict[str, Any
             ok = None if ratio is None else ratio >= 0.6
             detail = f"{_fmt_ratio(ratio)} (want >= 0.60x)"
             lines.append(_target_line(f"N=3 vs N=1 {name}", ok, detail))
+    for name, ratio in summary["redis_vs_embedded"].items():
+        if ratio is not None:
+            detail = f"{_fmt_ratio(ratio)} of n3's ops/s (want >= 0.80x)"
+            lines.append(_target_line(f"Redis durable vs embedded {name}", ratio >= 0.8, detail))
     for system, ratio in summary["hot_vs_uniform"].items():
         # Only Counters has the hot-key target; the other systems' ratios are for context.
         ok = None if ratio is None or system != counters else ratio >= 1.0
@@ -371,7 +378,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--threads", type=int, default=3, help="wrk threads, rotated over hosts")
     parser.add_argument("--scenarios", nargs="+", default=list(SCENARIOS), help="default: all")
-    parser.add_argument("--systems", nargs="+", default=list(SYSTEMS), help="n3 baseline n1")
+    parser.add_argument("--systems", nargs="+", default=list(SYSTEMS), help="n3 baseline n1 by default; also n3redis")
     parser.add_argument("--target", default="", help="URL,...: measure these instead of n3")
     parser.add_argument("--json", default="", help="also write the results to this file")
     parser.add_argument(
