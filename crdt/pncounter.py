@@ -151,8 +151,9 @@ class PNCounter:
     def restricted_to(self, actors: Collection[str]) -> PNCounter:
         """This state's slots of these actors only: what a store that merges slot by slot
         needs of a state whose other slots it already holds."""
-        p = {a: c for a in actors if (c := self.p.get(a))}
-        n = {a: c for a in actors if (c := self.n.get(a))}
+        p_slots, n_slots = self.p.slots, self.n.slots
+        p = {a: p_slots[a] for a in actors if a in p_slots}
+        n = {a: n_slots[a] for a in actors if a in n_slots}
         return _pncounter(_gcounter(p) if p else _EMPTY_G, _gcounter(n) if n else _EMPTY_G)
 
     def delta_since(self, older: PNCounter) -> PNCounter:
