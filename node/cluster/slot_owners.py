@@ -30,6 +30,11 @@ from node.storage.incarnation import incarnation_of
 
 Rule = Callable[[int, str], bool]  # (shard, actor) -> this node writes that slot
 _UNPARSED = ""
+RECOVERING = ("recovering",)
+
+
+def _every(shard: int, actor: str) -> bool:
+    return True
 
 
 class SlotOwners:
@@ -44,11 +49,16 @@ class SlotOwners:
             found = self._owners[actor] = _UNPARSED if parsed is None else parsed[0]
         return found
 
-    def rule(self) -> tuple[tuple[object, ...], Rule, Rule]:
+    def rule(self) -> tuple[tuple[object, ...], Rule, Rule | None]:
         """(a token equal to the last one while the rule cannot have changed: the live nodes
         and the ring; the slots this node writes now; those of them that are another
-        node's). The rule caches liveness per node: take a fresh one for every flush."""
+        node's, None while it starts). The rule caches liveness per node: take a fresh one
+        for every flush."""
         cluster = self.cluster
+        if not cluster.recovered:
+            # Starting: peers are not heard yet, so "not alive" says nothing. Write what
+            # changes (pulls), take nothing over; the first rule after recovery does.
+            return RECOVERING, _every, None
         me, replicas, owner = cluster.node_id, cluster.replicas, self.owner
         alive: dict[str, bool] = {}
 

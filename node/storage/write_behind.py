@@ -35,7 +35,8 @@ UNHEALTHY_CLOSE_S = 2.0  # the last flush's bound at stop while the durable repl
 PROBE_FRESH_S = 0.05  # how old a sync write's reachability check may be
 TAKE_OVER_SLICE = 20_000  # counters scanned per loop turn when the slot rule changes
 Rule = Callable[[int, str], bool]  # (shard, actor) -> whether this node writes that slot
-SlotRule = Callable[[], tuple[tuple[object, ...], Rule, Rule]]  # (token, writes, foreign)
+# (token, the slots written, those of them that are another node's: None, take none over)
+SlotRule = Callable[[], tuple[tuple[object, ...], Rule, Rule | None]]
 
 
 class Persister:
@@ -246,14 +247,14 @@ class Persister:
         counter, in slices, so the loop keeps serving meanwhile."""
         assert self.slot_rule is not None
         token, writes, foreign = self.slot_rule()
-        if token != self._rule_token:
+        if token != self._rule_token and foreign is not None:
             keys = self.store.keys()
             for start in range(0, len(keys), TAKE_OVER_SLICE):
                 self.taken_over += self.store.mark_slots_dirty(
                     keys[start : start + TAKE_OVER_SLICE], foreign
                 )
                 await asyncio.sleep(0)
-            self._rule_token = token
+        self._rule_token = token
         return writes
 
     async def close(self) -> None:
