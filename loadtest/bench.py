@@ -378,7 +378,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--threads", type=int, default=3, help="wrk threads, rotated over hosts")
     parser.add_argument("--scenarios", nargs="+", default=list(SCENARIOS), help="default: all")
-    parser.add_argument("--systems", nargs="+", default=list(SYSTEMS), help="n3 baseline n1 by default; also n3redis")
+    parser.add_argument(
+        "--systems",
+        nargs="+",
+        default=list(SYSTEMS),
+        help="n3 baseline n1 by default; also n3redis",
+    )
     parser.add_argument("--target", default="", help="URL,...: measure these instead of n3")
     parser.add_argument("--json", default="", help="also write the results to this file")
     parser.add_argument(
