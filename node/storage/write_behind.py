@@ -197,7 +197,7 @@ class Persister:
     async def load(self, shards: set[int] | frozenset[int]) -> int:
         """Merge the durable copy of these shards into memory; returns how many counters."""
         entries = await self.durable.load(shards)
-        self.store.merge_many(entries)
+        self.store.load_durable(entries)
         now_ms = int(time.time() * 1000)
         async for page in self.durable.load_receipts(shards, now_ms):
             self.store.load_receipts(page)
