@@ -36,15 +36,23 @@ class Processes:
     def __init__(self, workdir: Path) -> None:
         self.workdir = workdir
         self.children: dict[str, subprocess.Popen[bytes]] = {}
+        self.argvs: dict[str, tuple[list[str], dict[str, str] | None]] = {}
 
     def start(self, name: str, argv: list[str], env: dict[str, str] | None = None) -> None:
         # A new session keeps the terminal's Ctrl-C away from children: they stop in order,
         # here, instead of dying mid-request while wrk still counts.
-        with open(self.workdir / f"{name}.log", "wb") as log:
+        # Appends: a restarted child's log follows its earlier runs' (bench_scale.py).
+        with open(self.workdir / f"{name}.log", "ab") as log:
             child = subprocess.Popen(
                 argv, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True
             )
         self.children[name] = child
+        self.argvs[name] = (argv, env)
+
+    def restart(self, name: str) -> None:
+        """Start a child again as it was started last (it must have exited)."""
+        argv, env = self.argvs[name]
+        self.start(name, argv, env)
 
     def cpu_seconds(self) -> float:
         """CPU time (user + system) the running children have used, from /proc: unlike
@@ -114,8 +122,14 @@ def _node_env() -> dict[str, str]:
 
 
 def start_cluster(
-    processes: Processes, system: str, nodes: int, replicas: int, quorum: int
+    processes: Processes,
+    system: str,
+    nodes: int,
+    replicas: int,
+    quorum: int,
+    extra: tuple[str, ...] = (),
 ) -> list[str]:
+    """Start the nodes, each with the `extra` flags, and wait until all are ready."""
     addresses = [f"127.0.0.1:{free_port()}" for _ in range(nodes)]
     for index, address in enumerate(addresses):
         node_id = f"n{index + 1}"
@@ -126,6 +140,7 @@ def start_cluster(
         argv += ["--read-quorum", str(quorum)]
         argv += ["--auth", "none"]  # the wrk scripts send no token; a JWT check is not measured
         argv += ["--rate-limit-per-s", "0"]  # the benchmark is one tenant going flat out
+        argv += extra
         processes.start(f"{system}-node-{node_id}", argv, _node_env())
     urls = [f"http://{address}" for address in addresses]
     wait_ready(processes, urls)
