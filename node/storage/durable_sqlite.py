@@ -115,12 +115,9 @@ INSERT INTO slots (counter, shard, actor, p, n)
 SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4 FROM json_each(?) WHERE true
 ON CONFLICT (counter, actor) DO UPDATE SET p = max(p, excluded.p), n = max(n, excluded.n)
 """
-# A shard's slots as [[key, actor, p, n], ...] (the key as its JSON array), in the shard
-# index's (shard, counter, actor) order.
-LOAD_SHARD = """
-SELECT json_group_array(json_array(json(counter), actor, p, n))
-FROM slots INDEXED BY slots_by_shard WHERE shard = ?
-"""
+# The whole table in primary key order (a counter's slots together), no index lookups.
+LOAD = "SELECT counter, shard, actor, p, n FROM slots NOT INDEXED"
+LOAD_PAGE = 50_000  # rows fetched at a time: memory per step stays bounded
 SLOT_CHUNK = 50_000  # rows per statement: the JSON text of one stays a few MB
 
 
@@ -128,25 +125,13 @@ def _padded(count: int) -> str:
     return f"{count:020d}"
 
 
-def _states_of(
-    rows: list[list[Any]], parts: dict[str, str], loaded: list[tuple[Key, PNCounter]]
-) -> None:
-    """Append (key, state) per counter of rows [[key, actor, p, n], ...] to `loaded`."""
-    last: Any = None
-    slots: dict[str, tuple[int, int]] = {}
-    for raw, actor, p, n in rows:
-        if raw != last:
-            if slots:
-                loaded.append((_key(last, parts), state_of(slots)))
-            last, slots = raw, {}
-        if type(actor) is not str:
-            raise TypeError("actor is not a string")
-        slots[actor] = (int(p), int(n))
-    if slots:
-        loaded.append((_key(last, parts), state_of(slots)))
-
-
-def _key(raw: Any, parts: dict[str, str]) -> Key:
+def _key(text: str, parts: dict[str, str]) -> Key:
+    """A stored key (`member`'s JSON text); without a backslash its quotes can only be
+    the delimiters, so a split reads it exactly, five times faster than json.loads."""
+    if "\\" not in text and text.startswith('["') and text.endswith('"]'):
+        raw: Any = text[2:-2].split('","')
+    else:
+        raw = json.loads(text)
     tenant, namespace, name = codec.key_from_wire(raw)
     return (parts.setdefault(tenant, tenant), parts.setdefault(namespace, namespace), name)
 
@@ -261,18 +246,29 @@ class SqliteReplica:
         await self.write_changes(entries, (), (), 0, 0)
 
     def _load(self, shards: Collection[int]) -> list[tuple[Key, PNCounter]]:
-        """Each shard's slots as one JSON text (one json.loads in C, not one per counter),
-        in (counter, actor) order from the shard index, so a counter's slots come
-        together; were they apart, the store would merge the pieces all the same."""
+        """One pass over the table in (counter, actor) order, so a counter's slots come
+        together. Reading through the shard index cost a lookup of the table per row,
+        three times the pass; rows of other shards are skipped here instead."""
+        wanted = set(shards)
         loaded: list[tuple[Key, PNCounter]] = []
         parts: dict[str, str] = {}  # each tenant and namespace held once, not per counter
-        for shard in sorted(shards):
-            [(text,)] = self._db.execute(LOAD_SHARD, (shard,)).fetchall()
-            try:
-                rows = json.loads(text)
-                _states_of(rows, parts, loaded)
-            except (ValueError, TypeError, CodecError) as error:
-                raise DurableError(f"corrupt slot row in sqlite shard {shard}") from error
+        cursor = self._db.execute(LOAD)
+        last = ""
+        slots: dict[str, tuple[int, int]] = {}
+        try:
+            while rows := cursor.fetchmany(LOAD_PAGE):
+                for counter, shard, actor, p, n in rows:
+                    if shard not in wanted:
+                        continue
+                    if counter != last:
+                        if slots:
+                            loaded.append((_key(last, parts), state_of(slots)))
+                        last, slots = counter, {}
+                    slots[actor] = (int(p), int(n))
+            if slots:
+                loaded.append((_key(last, parts), state_of(slots)))
+        except (ValueError, TypeError, CodecError) as error:
+            raise DurableError(f"corrupt slot of {last[:80]!r} in sqlite") from error
         return loaded
 
     async def load(self, shards: Collection[int]) -> list[tuple[Key, PNCounter]]:
