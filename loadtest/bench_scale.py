@@ -290,6 +290,11 @@ def run(processes: Processes, args: argparse.Namespace, figures: dict[str, Any])
         samples.append(check_values(urls, acknowledged, sample, args, deadline))
         figures["sample_checks"] = samples
         if attempt == 0:
+            # The same counters loaded from the durable replica rather than made by requests.
+            figures["rss_bytes_per_counter_restarted"] = {
+                name: (rss_bytes(processes, name) - empty_rss[name]) / args.counters
+                for name in names
+            }
             # Idle after a restart: the state a node holds for most of its life, and one
             # that also measures whatever loading left behind.
             time.sleep(SETTLE_S)
@@ -355,6 +360,9 @@ def report(figures: dict[str, Any], args: argparse.Namespace) -> str:
         lines.append(
             f"  RSS {name}: {figures['rss_bytes'][name] / 2**20:,.0f} MiB, {per:,.0f} B per counter"
         )
+        restarted = figures.get("rss_bytes_per_counter_restarted", {}).get(name)
+        if restarted is not None:
+            lines.append(f"  RSS {name} after a restart: {restarted:,.0f} B per counter")
     labels = (
         ("exit_s", "SIGTERM to exit"),
         ("ready_s", "start to ready"),
