@@ -306,14 +306,17 @@ def run(processes: Processes, args: argparse.Namespace, figures: dict[str, Any])
 
 def verdicts(figures: dict[str, Any]) -> list[str]:
     lines = []
-    ready, exit_s = _median(figures.get("ready_s", [])), _median(figures.get("exit_s", []))
-    for label, value, goal in (
-        ("restart to ready", ready, GOAL_READY_S),
-        ("SIGTERM to exit", exit_s, GOAL_EXIT_S),
+    # The first stop comes right after the load, with the most left to flush: the worst
+    # stop is the one judged, and the median start.
+    ready, exits = _median(figures.get("ready_s", [])), figures.get("exit_s", [])
+    exit_s = max(exits) if exits else None
+    for label, value, goal, which in (
+        ("restart to ready", ready, GOAL_READY_S, "median"),
+        ("SIGTERM to exit", exit_s, GOAL_EXIT_S, "worst"),
     ):
         ok = None if value is None else value <= goal
         shown = "-" if value is None else f"{value:.2f} s"
-        lines.append(_target_line(label, ok, f"{shown} median (want <= {goal:g} s)"))
+        lines.append(_target_line(label, ok, f"{shown} {which} (want <= {goal:g} s)"))
     cpu = _median(figures.get("ready_cpu_s", []))
     if cpu is not None:  # the wall time on a machine to itself would be about this
         lines.append(f"         (CPU until ready: {cpu:.2f} s median)")
