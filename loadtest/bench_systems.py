@@ -37,15 +37,23 @@ class Processes:
     def __init__(self, workdir: Path) -> None:
         self.workdir = workdir
         self.children: dict[str, subprocess.Popen[bytes]] = {}
+        self.argvs: dict[str, tuple[list[str], dict[str, str] | None]] = {}
 
     def start(self, name: str, argv: list[str], env: dict[str, str] | None = None) -> None:
         # A new session keeps the terminal's Ctrl-C away from children: they stop in order,
         # here, instead of dying mid-request while wrk still counts.
-        with open(self.workdir / f"{name}.log", "wb") as log:
+        # Appends: a restarted child's log follows its earlier runs' (bench_scale.py).
+        with open(self.workdir / f"{name}.log", "ab") as log:
             child = subprocess.Popen(
                 argv, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True
             )
         self.children[name] = child
+        self.argvs[name] = (argv, env)
+
+    def restart(self, name: str) -> None:
+        """Start a child again as it was started last (it must have exited)."""
+        argv, env = self.argvs[name]
+        self.start(name, argv, env)
 
     def cpu_seconds(self) -> float:
         """CPU time (user + system) the running children have used, from /proc: unlike

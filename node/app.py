@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
+import sys
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
@@ -104,9 +106,15 @@ class NodeParts:
                 await task
         await self.gossip.stop()
         await self.peer_server.close()
-        await self.persister.close()
-        await self.history.close()
+        # Side by side: two SQLite files (or Redis and PostgreSQL), each written from its
+        # own thread with the GIL released, so the last flushes take the longer of the two.
+        closed = await asyncio.gather(
+            self.persister.close(), self.history.close(), return_exceptions=True
+        )
         await self.pool.close()
+        for outcome in closed:
+            if isinstance(outcome, BaseException):
+                raise outcome
 
 
 PoolFactory = Callable[[Config, Callable[[Key], int]], PeerPool]
@@ -262,3 +270,9 @@ def run(config: Config) -> None:
         print=None,
         shutdown_timeout=5.0,
     )
+    # A clean stop: everything is flushed and closed. Left to the interpreter, freeing a
+    # million counters' objects one by one took seconds of the orchestrator's grace period.
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)

@@ -24,7 +24,11 @@ from node.storage.store import CounterStore
 
 log = logging.getLogger("counters.history")
 MAX_BUFFERED = 1_000_000  # (counter, bucket) values kept while the store is unreachable
-WRITE_BATCH = 5000  # rows per write (one transaction), so a long backlog drains in pieces
+# Rows per write (one transaction), so a long backlog drains in pieces. Large: on a table
+# of a million counters a transaction of 5,000 random rows cost SQLite 20 us of CPU per
+# row and one of 300,000 cost 5 (each touched page is written once per transaction), and
+# a SIGTERM's last flush of a million counters' values took 10 s in 5,000-row pieces.
+WRITE_BATCH = 100_000
 
 
 class HistoryBuffer:

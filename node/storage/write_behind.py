@@ -19,6 +19,7 @@ share one round trip instead of each paying its own.
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import time
 from collections.abc import Callable
@@ -210,14 +211,25 @@ class Persister:
 
     async def load(self, shards: set[int] | frozenset[int]) -> int:
         """Merge the durable copy of these shards into memory; returns how many counters."""
-        entries = await self.durable.load(shards)
-        self.store.merge_many(entries)
+        # A load makes millions of long-lived objects, none of them cyclic; meanwhile the
+        # cyclic collector would traverse the growing heap again and again (a sixth of a
+        # start's CPU at a million counters), so it waits until the load is done.
+        collecting = gc.isenabled()
+        gc.disable()
+        try:
+            entries = await self.durable.load(shards)
+            self.store.load_durable(entries)
+            count = len(entries)
+            del entries
+        finally:
+            if collecting:
+                gc.enable()
         now_ms = int(time.time() * 1000)
         async for page in self.durable.load_receipts(shards, now_ms):
             self.store.load_receipts(page)
         async for held in self.durable.load_reservations(shards, now_ms):
             self.store.load_reservations(held, now_ms)  # this node's grants, before a restart
-        return len(entries)
+        return count
 
     def status(self) -> dict[str, Any]:
         return {

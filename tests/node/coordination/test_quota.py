@@ -64,3 +64,35 @@ def test_reports_are_bounded_nearest_their_quota_first(tmp_path: Path, monkeypat
     _create(store, "b", 3)  # 75%
     _create(store, "c", 3)  # 30%
     assert quota.own_counts() == {"b": 3, "c": 3}
+
+
+def test_creating_up_to_the_quota_one_at_a_time_is_refused_exactly_at_it(tmp_path: Path):
+    """As the coordinator does: a check, then the counter; the last check before the
+    quota passes and the one at it refuses, however many checks were answered from the
+    bound on growth since the last count."""
+    quota, store = _node(tmp_path, "acme=50")
+    _create(store, "free", 7)  # other tenants' counters grow the store too
+    for i in range(50):
+        quota.admit_new("acme")
+        store.increment(("acme", "ns", f"c{i}"), "n1:1", 1)
+        store.increment(("free", "ns", f"x{i}"), "n1:1", 1)
+    with pytest.raises(QuotaExceeded):
+        quota.admit_new("acme")
+
+
+def test_a_dropped_shard_does_not_hide_counters_created_after_it(tmp_path: Path):
+    """A drop shrinks the store: growth measured by its size alone would miss counters
+    created after it, so the count is taken again."""
+    quota, store = _node(tmp_path, "acme=5")
+    other = ("free", "ns", "gone")
+    store.increment(other, "n1:1", 1)
+    dropped = store._shard_of(other)
+    names = (f"c{i}" for i in range(1000))
+    acme = [k for k in (("acme", "ns", n) for n in names) if store._shard_of(k) != dropped][:5]
+    for key in acme[:4]:
+        store.increment(key, "n1:1", 1)
+    quota.admit_new("acme")  # 4 of 5, counted with the store at 5 counters
+    store.drop_shard(dropped)
+    store.increment(acme[4], "n1:1", 1)  # 5 of 5, the store at 5 counters again
+    with pytest.raises(QuotaExceeded):
+        quota.admit_new("acme")
