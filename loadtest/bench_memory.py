@@ -5,7 +5,8 @@ Run from the repo root (each measurement runs in a fresh child process):
     PYTHONPATH=$PWD .venv/bin/python loadtest/bench_memory.py [--counters 1000000]
 
 Prints, for COUNTERS counters of 3 actors each held by one CounterStore:
-- bytes per counter by tracemalloc (what the store's structures allocate) and by RSS (the
+- bytes per counter by tracemalloc (what the store's structures allocate; `node`: with the
+  node's shard cache, a real Cluster.shard_of, as well) and by RSS (the
   process's resident memory before and after building the store, without tracemalloc),
   with the dirty sets taken every FLUSH_EVERY new counters as a node's write-behind does;
 - CPU µs per call (time.process_time) of store.increment (an existing counter, the own
@@ -30,13 +31,16 @@ import os
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 import tracemalloc
 from collections.abc import Callable
 from typing import Any
 
 from crdt import PNCounter
+from node.base.config import Config
 from node.base.keys import Key
+from node.cluster.membership import Cluster
 from node.storage.store import CounterStore
 from ring import key_hash
 
@@ -104,6 +108,22 @@ def measure_tracemalloc(counters: int) -> dict[str, Any]:
     tracemalloc.stop()
     assert len(store) == counters
     return {"tracemalloc_bytes_per_counter": current / counters}
+
+
+def measure_node(counters: int) -> dict[str, Any]:
+    """tracemalloc of the store and of the node's own shard_of (Cluster's cache) together."""
+    with tempfile.TemporaryDirectory() as data_dir:
+        config = Config(node_id="n1", listen="127.0.0.1:7000", data_dir=data_dir)
+        cluster = Cluster(config, 1)
+        gc.collect()
+        tracemalloc.start()
+        store = CounterStore(cluster.shard_of)
+        fill(store, counters)
+        gc.collect()
+        current, _ = tracemalloc.get_traced_memory()
+        tracemalloc.stop()
+    assert len(store) == counters
+    return {"node_bytes_per_counter": current / counters}
 
 
 def measure_rss(counters: int) -> dict[str, Any]:
@@ -215,7 +235,12 @@ def replica_op(
     return objects
 
 
-MEASURES = {"tracemalloc": measure_tracemalloc, "rss": measure_rss, "cpu": measure_cpu}
+MEASURES = {
+    "tracemalloc": measure_tracemalloc,
+    "node": measure_node,
+    "rss": measure_rss,
+    "cpu": measure_cpu,
+}
 
 
 def child(measure: str, counters: int) -> dict[str, Any]:
@@ -234,6 +259,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--counters", type=int, default=1_000_000, help="counters to hold")
     parser.add_argument("--child", choices=sorted(MEASURES), help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--measures", nargs="+", choices=sorted(MEASURES), default=list(MEASURES),
+        help="what to measure (default: all)",
+    )  # fmt: skip
     args = parser.parse_args()
     if args.counters < 1:
         parser.error("--counters must be at least 1")
@@ -245,12 +274,20 @@ def main() -> None:
     print(f"store: {store_module.__file__}")
     print(f"{args.counters:,} counters of {len(ACTORS)} actors, {SHARDS} shards")
     results: dict[str, Any] = {}
-    for measure in ("tracemalloc", "rss", "cpu"):
+    for measure in args.measures:
         results.update(child(measure, args.counters))
-    print(f"  tracemalloc   {results['tracemalloc_bytes_per_counter']:8.0f} B per counter")
-    print(f"  RSS           {results['rss_bytes_per_counter']:8.0f} B per counter")
+    for name, what in (
+        ("tracemalloc", "store"),
+        ("node", "store and the node's shard cache"),
+        ("rss", "RSS"),
+    ):
+        if f"{name}_bytes_per_counter" in results:
+            figure = results[f"{name}_bytes_per_counter"]
+            print(f"  {name:<13} {figure:8.0f} B per counter ({what})")
     for name in ("increment", "merge", "get", "coordinate", "replica", "create"):
-        print(f"  {name:<13} {results[name + '_us']:8.2f} µs CPU per call (median of {RUNS})")
+        if f"{name}_us" in results:
+            figure = results[f"{name}_us"]
+            print(f"  {name:<13} {figure:8.2f} µs CPU per call (median of {RUNS})")
 
 
 if __name__ == "__main__":
