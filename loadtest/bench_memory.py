@@ -188,13 +188,15 @@ def measure_cpu(counters: int) -> dict[str, Any]:
 
 def coordinator_op(store: CounterStore, pick: Callable[[int], Key]) -> Callable[[int], object]:
     """What node/coordination/coordinator.py asks of the store per increment of a batch:
-    apply it, keep the changed slot to send, then read the value to answer."""
+    whether the counter exists (the quota's admit), apply it, keep the changed slot to
+    send, then read the value to answer."""
     actor = ACTORS[0]
     if hasattr(store, "increment_slot"):
         increment_slot, value = store.increment_slot, store.value
 
         def packed(i: int) -> object:
             key = pick(i)
+            assert key in store
             p, _ = increment_slot(key, actor, 1)
             return PNCounter.from_slot(actor, p, 0), value(key)
 
@@ -203,6 +205,7 @@ def coordinator_op(store: CounterStore, pick: Callable[[int], Key]) -> Callable[
 
     def objects(i: int) -> object:
         key = pick(i)
+        assert get(key) is not None
         _, delta = increment(key, actor, 1)
         state = get(key)
         return delta, state.saturated_value() if state is not None else None

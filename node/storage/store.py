@@ -72,6 +72,10 @@ class CounterStore(StoreReceipts):
     def __len__(self) -> int:
         return self._count
 
+    def __contains__(self, key: Key) -> bool:
+        """Whether key is held, without building its state."""
+        return self._record(key) is not None
+
     def incarnations(self) -> dict[str, int]:
         """Node id -> the highest incarnation of it in any slot this store has held."""
         return dict(self._incarnations)

@@ -148,3 +148,12 @@ def test_load_durable_holds_states_without_marking_them_dirty():
     assert store.get(KEYS[0]) == state
     assert store.get(KEYS[1]) == state.merge(PNCounter.from_slot("n1:1", 1, 0))
     assert {key for key, _, _ in store.take_dirty()} == {KEYS[1]}
+
+
+def test_contains_tells_a_held_counter_without_its_state():
+    store = CounterStore(_shard)
+    assert KEYS[0] not in store
+    store.increment(KEYS[0], "n1:1", 0)
+    assert KEYS[0] in store and KEYS[1] not in store
+    store.drop_shard(_shard(KEYS[0]))
+    assert KEYS[0] not in store
