@@ -130,8 +130,12 @@ def slots(packed: bytes) -> list[tuple[int, int, int]]:
     return list(SLOT.iter_unpack(packed))
 
 
-def value(packed: bytes) -> int:
-    fields = _fields(packed)
+def value(packed: bytes, start: int = 0) -> int:
+    """The value of the state packed from offset `start` on (a store may put a header first)."""
+    count = (len(packed) - start) // SLOT_SIZE
+    if count >= len(_structs):
+        _fields(packed[start:])  # makes the Struct of that count
+    fields: tuple[int, ...] = _structs[count].unpack_from(packed, start)
     return sum(fields[1::3]) - sum(fields[2::3])
 
 

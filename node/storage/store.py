@@ -55,6 +55,8 @@ class CounterStore(StoreReceipts):
     ) -> None:
         super().__init__(receipt_window_ms, shard_of)
         self._shard_of = shard_of
+        self._last_key: Key | None = None  # the key _shard answered last, and its shard
+        self._last_shard = 0
         # shard -> tenant -> namespace -> name -> record (HEADER, then the packed state)
         self._shards: dict[int, dict[str, dict[str, Names]]] = {}
         self._count = 0  # records held
@@ -90,8 +92,17 @@ class CounterStore(StoreReceipts):
         spaces = tenants.get(key[0])
         return None if spaces is None else spaces.get(key[1])
 
+    def _shard(self, key: Key) -> int:
+        """shard_of(key), remembered for the last key object asked: a batch op asks for the
+        same key object two or three times in a row (admit, apply, answer)."""
+        if key is self._last_key:
+            return self._last_shard
+        shard = self._last_shard = self._shard_of(key)
+        self._last_key = key
+        return shard
+
     def _record(self, key: Key) -> bytes | None:
-        tenants = self._shards.get(self._shard_of(key))
+        tenants = self._shards.get(self._shard(key))
         spaces = None if tenants is None else tenants.get(key[0])
         names = None if spaces is None else spaces.get(key[1])
         return None if names is None else names.get(key[2])
@@ -144,7 +155,7 @@ class CounterStore(StoreReceipts):
 
     def _lookup(self, key: Key) -> tuple[int, Names | None, bytes | None]:
         """(shard, its names dict for key's tenant and namespace or None, key's record or None)."""
-        shard = self._shard_of(key)
+        shard = self._shard(key)
         tenants = self._shards.get(shard)
         spaces = None if tenants is None else tenants.get(key[0])
         names = None if spaces is None else spaces.get(key[1])
@@ -157,7 +168,7 @@ class CounterStore(StoreReceipts):
     def value(self, key: Key) -> int | None:
         """get(key).value() without building the state; None when key is not held."""
         record = self._record(key)
-        return None if record is None else pk.value(record[HEADER_SIZE:])
+        return None if record is None else pk.value(record, HEADER_SIZE)
 
     def increment(self, key: Key, actor: str, delta: int) -> tuple[PNCounter, PNCounter]:
         """Apply delta under actor; return the new state and the changed slot (the delta)."""
