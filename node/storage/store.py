@@ -13,8 +13,10 @@ shard -> tenant -> namespace -> name: a 16-byte header (the key's weight and its
 share of the shard digest) then its packed state (crdt/packed.py: 20 bytes per actor, the
 actor as an index into this store's actor table). No object, tuple or set entry per counter
 besides the record and its name, so the shard, the per-namespace listing index and the
-digest bookkeeping cost nothing more. States leave as PNCounter objects built on demand
-(`get`, `merge`, `take_dirty`...); `increment` and `merge` work on the packed form.
+digest bookkeeping cost nothing more. Changes work on the packed form; states leave as
+PNCounter objects built on demand (`get`, `merge`, `take_dirty`...), which costs more than
+the packed work itself, so hot paths use the slot-level calls that build none
+(`increment_slot`, `merge_slot`, `value`, `in`).
 """
 
 from __future__ import annotations
