@@ -46,6 +46,7 @@ stays usable. Real actor ids never contain FLOOR_SUFFIX's "#".
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass
 
 from crdt.errors import CounterOverflowError
@@ -146,6 +147,14 @@ class PNCounter:
         if p is other.p and n is other.n:
             return other
         return _pncounter(p, n)
+
+    def restricted_to(self, actors: Collection[str]) -> PNCounter:
+        """This state's slots of these actors only: what a store that merges slot by slot
+        needs of a state whose other slots it already holds."""
+        p_slots, n_slots = self.p.slots, self.n.slots
+        p = {a: p_slots[a] for a in actors if a in p_slots}
+        n = {a: n_slots[a] for a in actors if a in n_slots}
+        return _pncounter(_gcounter(p) if p else _EMPTY_G, _gcounter(n) if n else _EMPTY_G)
 
     def delta_since(self, older: PNCounter) -> PNCounter:
         """The slots where this state is greater than `older`, as a mergeable PNCounter."""

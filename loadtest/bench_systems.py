@@ -25,6 +25,7 @@ SYSTEMS = ("n3", "baseline", "n1")
 SYSTEM_ABOUT = {
     "n3": "Counters, 3 nodes, N=3 W=2 R=2",
     "n1": "Counters, 1 node, N=1 W=1 R=1",
+    "n3redis": "n3 with Redis as the durable replica (--redis-url)",
     "baseline": "aiohttp + one Redis (loadtest/baseline_service.py)",
     "target": "Counters at the given --target URLs",
 }
@@ -114,8 +115,14 @@ def _node_env() -> dict[str, str]:
 
 
 def start_cluster(
-    processes: Processes, system: str, nodes: int, replicas: int, quorum: int
+    processes: Processes,
+    system: str,
+    nodes: int,
+    replicas: int,
+    quorum: int,
+    extra: tuple[str, ...] = (),
 ) -> list[str]:
+    """Start the nodes, each with the `extra` flags, and wait until all are ready."""
     addresses = [f"127.0.0.1:{free_port()}" for _ in range(nodes)]
     for index, address in enumerate(addresses):
         node_id = f"n{index + 1}"
@@ -126,6 +133,7 @@ def start_cluster(
         argv += ["--read-quorum", str(quorum)]
         argv += ["--auth", "none"]  # the wrk scripts send no token; a JWT check is not measured
         argv += ["--rate-limit-per-s", "0"]  # the benchmark is one tenant going flat out
+        argv += extra
         processes.start(f"{system}-node-{node_id}", argv, _node_env())
     urls = [f"http://{address}" for address in addresses]
     wait_ready(processes, urls)
@@ -141,19 +149,25 @@ def _redis_ready(port: int) -> bool:
         return False
 
 
-def start_baseline(processes: Processes) -> list[str]:
+def start_redis(processes: Processes, name: str = "redis") -> str:
+    """A throwaway redis-server that keeps nothing on disk; its URL once it answers."""
     redis_port = free_port()
     redis_argv = ["redis-server", "--port", str(redis_port), "--bind", "127.0.0.1"]
-    processes.start("redis", [*redis_argv, "--save", "", "--appendonly", "no"])
+    processes.start(name, [*redis_argv, "--save", "", "--appendonly", "no"])
     deadline = time.monotonic() + READY_TIMEOUT_S
     while not _redis_ready(redis_port):
         processes.check_alive()
         if time.monotonic() > deadline:
             raise RuntimeError("redis-server did not answer PING")
         time.sleep(0.1)
+    return f"redis://127.0.0.1:{redis_port}"
+
+
+def start_baseline(processes: Processes) -> list[str]:
+    redis_url = start_redis(processes)
     address = f"127.0.0.1:{free_port()}"
     argv = [sys.executable, str(HERE / "baseline_service.py"), "--listen", address]
-    processes.start("baseline", [*argv, "--redis-url", f"redis://127.0.0.1:{redis_port}"])
+    processes.start("baseline", [*argv, "--redis-url", redis_url])
     urls = [f"http://{address}"]
     wait_ready(processes, urls)
     return urls
@@ -167,6 +181,9 @@ def running(system: str, processes: Processes, targets: list[str]) -> Iterator[l
             yield targets
         elif system == "n3":
             yield start_cluster(processes, system, nodes=3, replicas=3, quorum=2)
+        elif system == "n3redis":
+            extra = ("--redis-url", start_redis(processes, "n3redis-redis"))
+            yield start_cluster(processes, system, nodes=3, replicas=3, quorum=2, extra=extra)
         elif system == "n1":
             yield start_cluster(processes, system, nodes=1, replicas=1, quorum=1)
         else:

@@ -19,7 +19,7 @@ suffix, so runs never add to each other's counters); keys are k0 to k<keys - 1>.
 named by route template, so Locust's statistics are per route, not per key.
 
 A 429 is a failure unless --counters-allow-429 is given. One Locust process sends each tenant
-about a tenth of the default limit (10,000 operations a second per tenant on each node), so a
+far less than the default limit (100,000 operations a second per tenant on each node), so a
 429 means the limits are lower than this load, and counting cheap refusals as served would
 inflate the figures. A run that means to push tenants into their limits gives the flag: a 429
 with Retry-After is then a success, counted under the route's name plus "(429 allowed)", and

@@ -20,6 +20,7 @@ from node.cluster.links import PEER_PATH
 from node.cluster.membership import Cluster
 from node.cluster.peer_auth import ReplayGuard
 from node.cluster.pool import PeerPool
+from node.cluster.slot_owners import SlotOwners
 from node.coordination.coordinator import Coordinator
 from node.coordination.idempotency import Idempotent
 from node.coordination.quota import CounterQuota
@@ -135,6 +136,7 @@ def assemble(
         config.idempotency_window_s,
         traces,
         node_metrics.flush_seconds.observe,
+        SlotOwners(cluster).rule,
     )
     identity = Identity(cluster, store, durable, start)
     handoff = Handoff(cluster, store, pool, persister, identity)

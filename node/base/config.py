@@ -115,10 +115,12 @@ class Config:
     # Seconds of clock skew allowed on exp and nbf. Default 30.
     jwt_leeway_s: float = 30.0
     # Operations per second each tenant may run on this node (a batch counts each op);
-    # 0 turns limits off. Default 10000.
-    rate_limit_per_s: float = 10000.0
-    # Operations a tenant may run at once above its rate. Default 20000.
-    rate_limit_burst: float = 20000.0
+    # 0 turns limits off. Default 100000: about the most a node does on 2 cores (batches
+    # of 100), so a lone tenant is not held below what the node can do; set it lower to
+    # share a node among tenants.
+    rate_limit_per_s: float = 100000.0
+    # Operations a tenant may run at once above its rate. Default 200000.
+    rate_limit_burst: float = 200000.0
     # Per-tenant limits: "acme=500:1000,globex=50:50" (rate:burst). Default none.
     rate_limit_overrides: str = ""
     # Counters each tenant may hold in the cluster; creating one more answers 403. 0: no

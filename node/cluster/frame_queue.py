@@ -6,6 +6,12 @@ peer within a loop turn (or while earlier frames are in flight) shares one frame
 the same key in one frame are merged first, so a hot key costs one entry per frame, not one
 per request.
 
+`replicate_slots()` (and `replicate_many()`, for states with receipts) queues the slots of
+many keys for one future, which resolves to the
+peer's answers for all of them at once: a batch of plain increments costs one future, one
+callback and one quorum group per peer, not one per op. All of a batch's keys go out in the
+same frame (a frame takes every queued slot of its actor).
+
 Each entry carries this node's digest share of the key's whole state (store.share). A peer
 whose state ends up equal answers None instead of its state, so in the steady state a reply
 is a list of None and nothing needs decoding or merging; futures resolve to None then.
@@ -14,7 +20,7 @@ is a list of None and nothing needs decoding or merging; futures resolve to None
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from crdt import PNCounter
@@ -25,14 +31,44 @@ from node.base.keys import Key
 from node.cluster import wire
 
 StateFuture = asyncio.Future[wire.Stated | None]  # a peer's state and its receipts
+BatchFuture = asyncio.Future[list[wire.Stated | None]]  # per key of a batch, in order
 ShareOf = Callable[[Key], int]
 FRAME_KINDS = (wire.SLOTS, wire.REPLICATE, wire.READ)  # group-committed, in turn
 
 
-def fail(futures: list[asyncio.Future[Any]], error: Exception) -> None:
+def fail(futures: Iterable[asyncio.Future[Any]], error: Exception) -> None:
     for future in futures:
         if not future.done():
             future.set_exception(error)
+
+
+class Waiting:
+    """Whom a frame's reply settles: per entry, the futures of that key; and the batch
+    futures, each with the positions of its keys among the entries."""
+
+    __slots__ = ("batches", "entries")
+
+    def __init__(
+        self,
+        entries: list[list[StateFuture]],
+        batches: list[tuple[BatchFuture, list[int]]] | None = None,
+    ) -> None:
+        self.entries = entries
+        self.batches = batches or []
+
+    def futures(self) -> list[asyncio.Future[Any]]:
+        futures: list[asyncio.Future[Any]] = [f for fs in self.entries for f in fs]
+        return futures + [future for future, _ in self.batches]
+
+    def resolve(self, states: list[wire.Stated | None]) -> None:
+        """Hand the i-th entry's state to its futures; each batch its keys' states."""
+        for futures, state in zip(self.entries, states, strict=True):
+            for future in futures:
+                if not future.done():
+                    future.set_result(state)
+        for batch, positions in self.batches:
+            if not batch.done():
+                batch.set_result([states[i] for i in positions])
 
 
 class FrameQueue:
@@ -44,6 +80,9 @@ class FrameQueue:
         # per actor (the node's current one, or its previous one across a rotation), per
         # key: the slot values to send and the futures waiting for them
         self._slots: dict[str, dict[Key, tuple[int, int, list[StateFuture]]]] = {}
+        # per actor: the batches of its queued slots (replicate_slots), with their keys
+        self._slot_batches: dict[str, list[tuple[BatchFuture, list[Key]]]] = {}
+        self._write_batches: list[tuple[BatchFuture, list[Key]]] = []  # replicate_many's
         # per frame kind: the traceparent the next frame carries (one of its writes' contexts)
         self._traces: dict[int, str] = {}
         self._turn = 0  # index into FRAME_KINDS: whose turn the next frame is
@@ -77,6 +116,27 @@ class FrameQueue:
             self._writes[key] = (queued[0].merge(state), queued[1], queued[2])
         return future
 
+    def replicate_many(
+        self,
+        items: list[tuple[Key, PNCounter, Mapping[str, Receipt] | None]],
+        trace: str | None = None,
+    ) -> BatchFuture:
+        """replicate() of many distinct keys (key, state, receipts) under one future."""
+        if trace is not None:
+            self._traces.setdefault(wire.REPLICATE, trace)
+        future: BatchFuture = asyncio.get_running_loop().create_future()
+        writes = self._writes
+        for key, state, receipts in items:
+            queued = writes.get(key)
+            if queued is None:
+                writes[key] = (state, [], dict(receipts or {}))
+            else:
+                if receipts:
+                    crdt_receipts.merge_into(queued[2], receipts)
+                writes[key] = (queued[0].merge(state), queued[1], queued[2])
+        self._write_batches.append((future, [key for key, _, _ in items]))
+        return future
+
     def replicate_slot(
         self, key: Key, actor: str, p: int, n: int, trace: str | None = None
     ) -> StateFuture:
@@ -93,6 +153,24 @@ class FrameQueue:
             slots[key] = (max(p, queued[0]), max(n, queued[1]), queued[2])
         return future
 
+    def replicate_slots(
+        self, actor: str, items: list[tuple[Key, int, int]], trace: str | None = None
+    ) -> BatchFuture:
+        """Queue one actor's slots (key, p, n) of many distinct keys under one future."""
+        if trace is not None:
+            self._traces.setdefault(wire.SLOTS, trace)
+        future: BatchFuture = asyncio.get_running_loop().create_future()
+        slots = self._slots.setdefault(actor, {})
+        for key, p, n in items:
+            queued = slots.get(key)
+            if queued is None:
+                slots[key] = (p, n, [])
+            else:
+                slots[key] = (max(p, queued[0]), max(n, queued[1]), queued[2])
+        keys = [key for key, _, _ in items]
+        self._slot_batches.setdefault(actor, []).append((future, keys))
+        return future
+
     def read(self, key: Key, trace: str | None = None) -> StateFuture:
         if trace is not None:
             self._traces.setdefault(wire.READ, trace)
@@ -100,8 +178,8 @@ class FrameQueue:
         self._reads.setdefault(key, []).append(future)
         return future
 
-    def next_frame(self) -> tuple[int, Any, list[list[StateFuture]], str | None]:
-        """The next frame to send: its kind, body, the futures of each of its keys, and the
+    def next_frame(self) -> tuple[int, Any, Waiting, str | None]:
+        """The next frame to send: its kind, body, whom its reply settles, and the
         traceparent it carries.
 
         Kinds take turns (own slots, states, reads), so a steady stream of one kind cannot
@@ -117,7 +195,11 @@ class FrameQueue:
                 flat: list[Any] = []
                 for key, (p, n, _) in slots.items():
                     flat += (*key, p, n, share_of(key))
-                waiting = [futures for _, _, futures in slots.values()]
+                waiting = Waiting([futures for _, _, futures in slots.values()])
+                batches = self._slot_batches.pop(actor, None)
+                if batches:
+                    index = {key: i for i, key in enumerate(slots)}
+                    waiting.batches = [(f, [index[k] for k in keys]) for f, keys in batches]
                 return kind, [actor, flat], waiting, self._traces.pop(kind, None)
             if kind == wire.REPLICATE and self._writes:
                 writes, self._writes = self._writes, {}
@@ -127,18 +209,25 @@ class FrameQueue:
                     else [list(k), pn_to_wire(s), share_of(k)]
                     for k, (s, _, r) in writes.items()
                 ]
-                waiting = [futures for _, futures, _ in writes.values()]
+                waiting = Waiting([futures for _, futures, _ in writes.values()])
+                if self._write_batches:
+                    batches, self._write_batches = self._write_batches, []
+                    index = {key: i for i, key in enumerate(writes)}
+                    waiting.batches = [(f, [index[k] for k in keys]) for f, keys in batches]
                 return kind, body, waiting, self._traces.pop(kind, None)
             if kind == wire.READ and self._reads:
                 reads, self._reads = self._reads, {}
                 body = [[list(key), share_of(key)] for key in reads]
-                return kind, body, list(reads.values()), self._traces.pop(kind, None)
+                return kind, body, Waiting(list(reads.values())), self._traces.pop(kind, None)
         raise AssertionError("next_frame called with nothing queued")
 
     def fail_all(self, error: Exception) -> None:
         """Fail every update and read still waiting for a frame."""
-        futures = [f for _, fs, _ in self._writes.values() for f in fs]
+        futures: list[asyncio.Future[Any]] = [f for _, fs, _ in self._writes.values() for f in fs]
         futures += [f for fs in self._reads.values() for f in fs]
         futures += [f for slots in self._slots.values() for *_, fs in slots.values() for f in fs]
-        self._writes, self._reads, self._slots = {}, {}, {}
+        futures += [f for batches in self._slot_batches.values() for f, _ in batches]
+        futures += [f for f, _ in self._write_batches]
+        self._writes, self._reads, self._slots, self._slot_batches = {}, {}, {}, {}
+        self._write_batches = []
         fail(futures, error)

@@ -60,6 +60,7 @@ class Gossip:
         self.rounds = 0
         self.anti_entropy = AntiEntropy(store, cluster.config.sync_shards_per_round)
         self._ring_wire: tuple[RingState, dict[str, object]] | None = None
+        self._ring_heard: tuple[object, RingState] | None = None  # the last ring parsed
         self._handoff: asyncio.Task[None] | None = None
         # peer -> the exchange a coordinator asked for out of turn (see refresh)
         self._refreshing: dict[str, asyncio.Task[None]] = {}
@@ -172,6 +173,18 @@ class Gossip:
             self._ring_wire = (state, state.to_wire())
         return self._ring_wire[1]
 
+    def _ring_from_wire(self, raw: object) -> RingState:
+        """RingState.from_wire, skipped for the ring nearly every message carries: ours, or
+        the one parsed last (a comparison of 9 us against 0.7 ms to parse and check 256
+        shards, four times a gossip round)."""
+        if self._ring_wire is not None and raw == self._ring_wire[1]:
+            return self._ring_wire[0]
+        if self._ring_heard is not None and raw == self._ring_heard[0]:
+            return self._ring_heard[1]
+        state = RingState.from_wire(raw)
+        self._ring_heard = (raw, state)
+        return state
+
     def _shared_shards(self, peer: str | None) -> list[int]:
         if peer is None:
             return []
@@ -207,7 +220,7 @@ class Gossip:
         try:
             sender = body["from"]
             view = View.from_wire(body["view"])
-            state = RingState.from_wire(body["ring"])
+            state = self._ring_from_wire(body["ring"])
             synced = body["synced"]
             if not isinstance(sender, str) or not isinstance(synced, dict):
                 raise ProtocolError("bad gossip header")

@@ -23,7 +23,7 @@ import contextlib
 import contextvars
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import aiohttp
@@ -35,7 +35,15 @@ from node.base.errors import PeerError, PeerUnreachable
 from node.base.keys import Key
 from node.cluster import peer_auth, wire
 from node.cluster.dial import PEER_PATH, backoff, dial, timed_out
-from node.cluster.frame_queue import FRAME_KINDS, FrameQueue, ShareOf, StateFuture, fail
+from node.cluster.frame_queue import (
+    FRAME_KINDS,
+    BatchFuture,
+    FrameQueue,
+    ShareOf,
+    StateFuture,
+    Waiting,
+    fail,
+)
 
 log = logging.getLogger("counters.peers")
 __all__ = ["PEER_PATH", "PeerLink", "ShareOf", "backoff"]
@@ -128,6 +136,26 @@ class PeerLink:
         self._wakeup.set()
         return future
 
+    def replicate_many(
+        self,
+        items: list[tuple[Key, PNCounter, Mapping[str, Receipt] | None]],
+        trace: str | None = None,
+    ) -> BatchFuture:
+        """replicate() of many distinct keys (key, state, receipts) under one future, which
+        resolves to the peer's answer for each key, in order."""
+        future = self._queue.replicate_many(items, trace)
+        self._wakeup.set()
+        return future
+
+    def replicate_slots(
+        self, actor: str, items: list[tuple[Key, int, int]], trace: str | None = None
+    ) -> BatchFuture:
+        """replicate_slot() of many distinct keys (key, p, n) under one future, which
+        resolves to the peer's answer for each key, in order."""
+        future = self._queue.replicate_slots(actor, items, trace)
+        self._wakeup.set()
+        return future
+
     def read(self, key: Key, trace: str | None = None) -> StateFuture:
         """The peer's state of key, or None when it equals ours."""
         future = self._queue.read(key, trace)
@@ -142,18 +170,17 @@ class PeerLink:
             notice.set_result(False)
         else:
             self._notices[reply] = notice
-            reply.add_done_callback(lambda done: self._notify([[done]], False))
+            reply.add_done_callback(lambda done: self._notify([done], False))
         return notice
 
-    def _notify(self, waiting: list[list[StateFuture]], sent_frame: bool) -> None:
+    def _notify(self, waiting: Iterable[asyncio.Future[Any]], sent_frame: bool) -> None:
         """sent_frame: the frame carrying these was written, unless its sending failed
         (which fails their futures at once) or they are done otherwise (closed, replied)."""
-        for futures in waiting:
-            for future in futures:
-                notice = self._notices.pop(future, None)
-                if notice is not None and not notice.done():
-                    failed = future.done() and (future.cancelled() or future.exception())
-                    notice.set_result(sent_frame and not failed)
+        for future in waiting:
+            notice = self._notices.pop(future, None)
+            if notice is not None and not notice.done():
+                failed = future.done() and (future.cancelled() or future.exception())
+                notice.set_result(sent_frame and not failed)
 
     def _start_sender(self) -> asyncio.Task[None]:
         sender = asyncio.create_task(
@@ -188,27 +215,25 @@ class PeerLink:
                 except asyncio.CancelledError:
                     # The link is closing with this frame in hand: its writers must hear so
                     # now, not wait for a reply that will never be read.
-                    fail([f for futures in waiting for f in futures], PeerError("link closed"))
+                    fail(waiting.futures(), PeerError("link closed"))
                     raise
                 if self._notices:
-                    self._notify(waiting, True)
+                    self._notify(waiting.futures(), True)
 
-    def _states_reply(self, waiting: list[list[StateFuture]]) -> ReplyHandler:
+    def _states_reply(self, waiting: Waiting) -> ReplyHandler:
         """A reply handler that hands the i-th state (or None) to the i-th key's futures,
-        with the receipts the peer sent beside it (wire.stated_to_wire)."""
+        with the receipts the peer sent beside it (wire.stated_to_wire), and each batch
+        its keys' states."""
 
         def on_reply(ok: bool, payload: Any) -> None:
             try:
                 if not ok:
                     raise PeerError(f"{self.address}: {payload}")
-                states = wire.stated_replies_from_wire(payload, len(waiting))
+                states = wire.stated_replies_from_wire(payload, len(waiting.entries))
             except Exception as error:
-                fail([f for futures in waiting for f in futures], PeerError(str(error)))
+                fail(waiting.futures(), PeerError(str(error)))
                 return
-            for futures, state in zip(waiting, states, strict=True):
-                for future in futures:
-                    if not future.done():
-                        future.set_result(state)
+            waiting.resolve(states)
 
         return on_reply
 

@@ -357,8 +357,7 @@ class Coordinator:
             if previous is not None:
                 delta = previous[1].merge(delta)
             deltas[op.key] = (shards[index], delta)
-        for key, (shard, delta) in deltas.items():
-            self.replicator.write(wait, key, shard, delta, consistency)
+        self.replicator.write_many(wait, deltas, consistency)
         return bool(deltas), full
 
     async def _increment_fresh(

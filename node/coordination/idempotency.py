@@ -334,10 +334,9 @@ class Idempotent:
         """Each counter's new slot and receipts in one entry, so a receipt exists wherever
         the increment does; a quorum failure is the result of every op applied here."""
         wait = QuorumWait("increment")
-        for key, (shard, delta, receipts) in writes.items():
-            self.replicator.write(
-                wait, key, shard, delta, consistency, own_slot=False, receipts=receipts
-            )
+        deltas = {key: (shard, delta) for key, (shard, delta, _) in writes.items()}
+        receipts = {key: found for key, (_, _, found) in writes.items()}
+        self.replicator.write_many(wait, deltas, consistency, receipts)
         try:
             await self.replicator.settle(wait, wrote=True)
         except CountersError as error:

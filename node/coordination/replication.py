@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Mapping
+from functools import partial
 from typing import Any
 
 from crdt import PNCounter
@@ -159,6 +160,90 @@ class Replicator:
         # switches it serves reads in place of a replica that may be leaving.
         wait.add(incoming, len(incoming), merge)
 
+    def write_many(
+        self,
+        wait: QuorumWait,
+        deltas: Mapping[Key, tuple[int, PNCounter]],
+        consistency: str,
+        receipts: Mapping[Key, Mapping[str, Receipt]] | None = None,
+    ) -> None:
+        """write() of many keys (key -> (shard, delta), with each key's receipts if any): a
+        batch's. Keys that share replicas and hand-off targets go to each peer under one
+        future (own slots in a SLOTS frame, states with receipts in a REPLICATE frame),
+        counted in one quorum group, so the cost per key is a few dict operations."""
+        cluster = self.cluster
+        unflushed_of = self.store.unflushed_receipts
+        slots: dict[tuple[tuple[str, ...], tuple[str, ...], str], list[Any]] = {}
+        states: dict[tuple[tuple[str, ...], tuple[str, ...]], list[Any]] = {}
+        for key, (shard, delta) in deltas.items():
+            found = receipts.get(key) if receipts else None
+            unflushed = unflushed_of(key)  # one dict lookup; usually empty
+            if unflushed:  # this node's slot may count them: never send it without them
+                found = {**unflushed, **found} if found else unflushed
+            actor = None if found else _sole_actor(delta)
+            replicas, targets = cluster.replicas(shard), cluster.write_targets(shard)
+            if actor is not None:
+                slots.setdefault((replicas, targets, actor), []).append((key, *delta.slot(actor)))
+            else:  # receipts, or slots of two actors around a rotation: the whole delta
+                states.setdefault((replicas, targets), []).append((key, delta, found))
+        for (replicas, targets, actor), items in slots.items():
+            send = partial(_send_slots, actor, items)
+            self._write_group(wait, replicas, targets, items, consistency, send)
+        for (replicas, targets), items in states.items():
+            send = partial(_send_states, items)
+            self._write_group(wait, replicas, targets, items, consistency, send)
+
+    def _write_group(
+        self,
+        wait: QuorumWait,
+        replicas: tuple[str, ...],
+        targets: tuple[str, ...],
+        items: list[Any],
+        consistency: str,
+        send: Callable[[PeerLink, str | None], PeerFuture],
+    ) -> None:
+        """Send a group of keys with the same replicas and targets: `send` queues them on a
+        link under one future, which resolves to the peer's answer per key."""
+        me = self.cluster.node_id
+        wanted = needed(consistency, self.cluster.config.write_quorum, len(replicas)) - 1
+        keys = [item[0] for item in items]
+        counted: list[PeerFuture] = []
+        incoming: list[PeerFuture] = []
+        sends: list[asyncio.Future[bool]] = []
+        for node_id in targets:
+            if node_id == me or not self.reachable(node_id):
+                continue
+            link = self.link_to(node_id)
+            span = self.tracing.start_peer_span("replica write", node_id)
+            trace = None if span is None else self.tracing.traceparent(span)
+            future = send(link, trace)
+            if span is not None:
+                end_with(span, future)
+            future.add_done_callback(self._batch_repairer(keys, node_id))
+            if node_id in replicas:
+                counted.append(future)
+                if wanted == 0:  # consistency=one: see QuorumWait.sent_on
+                    sends.append(link.written(future))
+            else:
+                incoming.append(_unless_not_held(future))
+        if sends:
+            wait.sends.append(sends)
+        # the repairer merges what the peers answered; the group only counts them
+        wait.add(counted, wanted, _ignore)
+        wait.add(incoming, len(incoming), _ignore)
+
+    def _batch_repairer(self, keys: list[Key], node_id: str) -> Callable[[PeerFuture], None]:
+        """_repairer for a batch: the peer's answers for keys, in order."""
+
+        def repair(future: PeerFuture) -> None:
+            if future.cancelled() or future.exception() is not None:
+                return
+            for key, stated in zip(keys, future.result(), strict=True):
+                if stated is not None:
+                    self._repair_one(key, node_id, stated)
+
+        return repair
+
     async def settle(self, wait: QuorumWait, wrote: bool) -> None:
         """Wait for the replicas `wait` counts; in sync mode also for the durable replica."""
         await wait.wait(self.timeout)
@@ -246,20 +331,23 @@ class Replicator:
             if future.cancelled() or future.exception() is not None:
                 return
             stated = future.result()
-            if stated is None:
-                return
-            state = stated[0]
-            merged = _merge_stated(self.store, key, stated)
-            if merged == state:
-                return
-            try:
-                link = self.link_to(node_id)
-            except QuorumUnavailable:  # gone from the view meanwhile: gossip repairs it
-                return
-            missing, unflushed = merged.delta_since(state), self.store.unflushed_receipts(key)
-            link.replicate(key, missing, receipts=unflushed).add_done_callback(_ignore_failure)
+            if stated is not None:
+                self._repair_one(key, node_id, stated)
 
         return repair
+
+    def _repair_one(self, key: Key, node_id: str, stated: Stated) -> None:
+        """Merge a replica's answered state of key; send it the slots it lacks."""
+        state = stated[0]
+        merged = _merge_stated(self.store, key, stated)
+        if merged == state:
+            return
+        try:
+            link = self.link_to(node_id)
+        except QuorumUnavailable:  # gone from the view meanwhile: gossip repairs it
+            return
+        missing, unflushed = merged.delta_since(state), self.store.unflushed_receipts(key)
+        link.replicate(key, missing, receipts=unflushed).add_done_callback(_ignore_failure)
 
     def _call(self, node_id: str, kind: int, body: Any) -> PeerFuture:
         address = self.cluster.address_of(node_id)
@@ -327,6 +415,24 @@ def _record(answers: dict[str, PNCounter | None], node_id: str, future: PeerFutu
     if not future.cancelled() and future.exception() is None:
         stated = future.result()
         answers[node_id] = None if stated is None else stated[0]
+
+
+def _ignore(_: object) -> None:
+    pass
+
+
+def _send_slots(
+    actor: str, items: list[tuple[Key, int, int]], link: PeerLink, trace: str | None
+) -> PeerFuture:
+    return link.replicate_slots(actor, items, trace)
+
+
+def _send_states(
+    items: list[tuple[Key, PNCounter, Mapping[str, Receipt] | None]],
+    link: PeerLink,
+    trace: str | None,
+) -> PeerFuture:
+    return link.replicate_many(items, trace)
 
 
 def _ignore_failure(future: PeerFuture) -> None:

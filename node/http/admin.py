@@ -16,7 +16,7 @@ from node.base.config import ConfigError, parse_address
 from node.base.errors import Conflict, InvalidBody, NotFound, PeerError, QuorumUnavailable
 from node.cluster import wire
 from node.cluster.membership import Cluster
-from node.http import validation
+from node.http import bodies, validation
 from node.http.appkeys import CLUSTER, GOSSIP, HANDOFF, PERSISTER, POOL
 from ring import Status, TransitionError
 from ring.claimant import queued
@@ -69,7 +69,7 @@ def _change_answer(request: web.Request, node_id: str, status: str) -> dict[str,
 
 @routes.get("/admin/nodes")
 async def list_nodes(request: web.Request) -> web.Response:
-    return web.json_response({"nodes": _members(request.app[CLUSTER])})
+    return bodies.json_response({"nodes": _members(request.app[CLUSTER])})
 
 
 @routes.get("/admin/ring")
@@ -103,7 +103,7 @@ async def show_ring(request: web.Request) -> web.Response:
                 {"shard": shard, "from": source, "to": target} for shard, source, target in moves
             ],
         }
-    return web.json_response(body)
+    return bodies.json_response(body)
 
 
 @routes.post("/admin/nodes")
@@ -137,7 +137,7 @@ async def add_node(request: web.Request) -> web.Response:
         raise QuorumUnavailable(f"{address} answered badly: {error}") from None
     status = _effective_status(cluster, node_id)
     answer = _change_answer(request, node_id, status)
-    return web.json_response({**answer, "address": address}, status=202)
+    return bodies.json_response({**answer, "address": address}, status=202)
 
 
 @routes.delete("/admin/nodes/{node_id}")
@@ -166,4 +166,4 @@ async def remove_node(request: web.Request) -> web.Response:
     except TransitionError as error:
         raise Conflict(f"{node_id} is {member.status.value}: {error}") from None
     status = cluster.view.members[node_id].status.value
-    return web.json_response(_change_answer(request, node_id, status), status=202)
+    return bodies.json_response(_change_answer(request, node_id, status), status=202)

@@ -11,13 +11,14 @@ import binascii
 from typing import Any
 
 from aiohttp import web
+from msgspec import UNSET
 
 from node.base.errors import InvalidBody, InvalidName
 from node.coordination import listing
 from node.coordination.idempotency import claim_key
 from node.coordination.ops import Op, OpKind, OpResult, RemoteError
 from node.coordination.replication import needed
-from node.http import auth, validation
+from node.http import auth, bodies, validation
 from node.http.appkeys import CLUSTER, CONFIG, COORDINATOR
 
 routes = web.RouteTableDef()
@@ -45,7 +46,7 @@ def _reply(
         body["durability"] = durability
     if replicas:  # what the answer promised: replicas (this one included) that held it
         body["replicas"] = replicas
-    return web.json_response(body)
+    return bodies.json_response(body)
 
 
 def _counter(request: web.Request, kind: OpKind) -> tuple[Op, str]:
@@ -72,9 +73,7 @@ async def _run_one(
 @routes.post("/v1/namespaces/{namespace:[^/]+}/counters/{name:[^/]+}/increment")
 async def increment(request: web.Request) -> web.Response:
     op, consistency = _counter(request, OpKind.INCREMENT)
-    body = await validation.json_object(request, empty_ok=True)
-    validation.only_fields(body, {"delta"})
-    delta = validation.delta(body.get("delta", 1))
+    delta = bodies.increment_delta(await request.read())
     idem, fingerprint = validation.idempotency(request, {"delta": delta})
     op = Op(OpKind.INCREMENT, op.key, delta, idem)
     return await _run_one(request, op, consistency, fingerprint)
@@ -91,41 +90,41 @@ async def get_counter(request: web.Request) -> web.Response:
     return await _run_one(request, *_counter(request, OpKind.GET))
 
 
-def _batch_ops(tenant: str, namespace: str, body: dict[str, Any]) -> list[Op]:
-    validation.only_fields(body, {"ops"})
-    raw_ops = body.get("ops")
-    if not isinstance(raw_ops, list) or not raw_ops:
-        raise InvalidBody("ops must be a non-empty list")
-    if len(raw_ops) > validation.MAX_BATCH_OPS:
-        raise InvalidBody(f"a batch holds at most {validation.MAX_BATCH_OPS} ops")
+def _batch_ops(tenant: str, namespace: str, body: bodies.Batch) -> list[Op]:
     ops = []
-    for index, raw in enumerate(raw_ops):
-        if not isinstance(raw, dict):
-            raise InvalidBody(f"ops[{index}] must be an object")
-        kind = raw.get("op")
-        if kind not in ("increment", "get"):
-            raise InvalidBody(f"ops[{index}].op must be increment or get")
-        allowed = {"op", "name", "delta"} if kind == "increment" else {"op", "name"}
-        validation.only_fields(raw, allowed)
-        if not isinstance(raw.get("name"), str):
-            raise InvalidBody(f"ops[{index}].name must be a string")
-        name = validation.name(raw["name"])
-        delta = validation.delta(raw.get("delta", 1)) if kind == "increment" else 0
-        ops.append(Op(OpKind(kind), (tenant, namespace, name), delta))
+    for op in body.ops:
+        if isinstance(op, bodies.IncrementOp):
+            delta = 1 if op.delta is UNSET else op.delta
+            ops.append(Op(OpKind.INCREMENT, (tenant, namespace, op.name), delta))
+        else:
+            ops.append(Op(OpKind.GET, (tenant, namespace, op.name)))
     return ops
+
+
+def _batch_results(ops: list[Op], results: list[OpResult]) -> list[dict[str, Any]]:
+    """One {"op", "name", "value"} per op; the rare error or flag as OpResult.to_json says."""
+    out = []
+    for op, result in zip(ops, results, strict=True):
+        if result.problem is None and not (result.replayed or result.saturated or result.hinted):
+            out.append({"op": op.kind, "name": op.key[2], "value": result.value})
+        else:
+            out.append({"op": op.kind, "name": op.key[2], **result.to_json()})
+    return out
 
 
 @routes.post("/v1/namespaces/{namespace:[^/]+}/batch")
 async def batch(request: web.Request) -> web.Response:
     namespace = validation.name(request.match_info["namespace"], "namespace")
     consistency = validation.consistency(request)
-    body = await validation.json_object(request, empty_ok=False)
+    body = bodies.batch(await request.read())
     tenant = request[auth.PRINCIPAL].tenant
     ops = _batch_ops(tenant, namespace, body)
     writes = any(op.kind is OpKind.INCREMENT for op in ops)
     principal = auth.principal(request, auth.WRITE if writes else auth.READ, namespace, len(ops))
     coordinator = request.app[COORDINATOR]
-    idem, fingerprint = validation.idempotency(request, body)
+    idem, fingerprint = "", ""
+    if "Idempotency-Key" in request.headers:
+        idem, fingerprint = validation.idempotency(request, bodies.as_json(body))
     if idem:
         # Claim the key for this batch first: a different batch under it changes nothing.
         claim = Op(OpKind.CLAIM, claim_key(principal.tenant, idem), 0, idem)
@@ -134,15 +133,11 @@ async def batch(request: web.Request) -> web.Response:
             raise RemoteError(claimed.problem)
         ops = [Op(op.kind, op.key, op.delta, f"{idem}#{i}") for i, op in enumerate(ops)]
     results = await coordinator.run(ops, consistency, fingerprint=fingerprint)
-    out = []
-    for op, result in zip(ops, results, strict=True):
-        item: dict[str, Any] = {"op": op.kind.value, "name": op.key[2]}
-        item.update(result.to_json())
-        out.append(item)
-    reply = {"namespace": namespace, "consistency": consistency, "results": out}
+    out = _batch_results(ops, results)
+    reply: dict[str, Any] = {"namespace": namespace, "consistency": consistency, "results": out}
     if writes:
         reply["durability"] = request.app[CONFIG].durability
-    return web.json_response(reply)
+    return bodies.json_response(reply)
 
 
 def _cursor(raw: str | None) -> str:
@@ -168,6 +163,6 @@ async def list_counters(request: web.Request) -> web.Response:
     next_cursor = None
     if len(rows) == limit:
         next_cursor = base64.urlsafe_b64encode(rows[-1][0].encode()).decode()
-    return web.json_response(
+    return bodies.json_response(
         {"namespace": namespace, "counters": counters, "next_cursor": next_cursor}
     )

@@ -25,6 +25,7 @@ from node.base.errors import NotReady
 from node.cluster import readiness
 from node.cluster.membership import Cluster
 from node.history.recorder import Recorder
+from node.http import bodies
 from node.http.appkeys import CLUSTER, HISTORY, PERSISTER, SUPERVISOR
 from node.obs.supervision import Supervisor
 from node.storage.write_behind import Persister
@@ -34,7 +35,7 @@ routes = web.RouteTableDef()
 
 @routes.get("/healthz")
 async def healthz(request: web.Request) -> web.Response:
-    return web.json_response({"status": "alive", "node": request.app[CLUSTER].node_id})
+    return bodies.json_response({"status": "alive", "node": request.app[CLUSTER].node_id})
 
 
 def _utc(unix_s: float | None) -> str:
@@ -87,4 +88,4 @@ async def readyz(request: web.Request) -> web.Response:
     }
     if reasons:
         raise NotReady("; ".join(reasons), reasons=reasons, **details)
-    return web.json_response({"status": "ready", "node": cluster.node_id, **details})
+    return bodies.json_response({"status": "ready", "node": cluster.node_id, **details})

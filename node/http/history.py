@@ -32,7 +32,7 @@ from node.base.errors import InvalidBody, ServerError
 from node.cluster import peer_auth
 from node.history.model import STEP_SECONDS, HistoryError, HistoryStore, Row, iso
 from node.history.sqlite import MEMORY, SqliteHistory
-from node.http import auth, validation
+from node.http import auth, bodies, validation
 from node.http.appkeys import CLUSTER, CONFIG, HISTORY, PEER_GUARD
 
 T = TypeVar("T")
@@ -212,7 +212,7 @@ async def counter_history(request: web.Request) -> web.Response:
     }
     if unreachable:
         body["unreachable_nodes"] = unreachable
-    return web.json_response(body)
+    return bodies.json_response(body)
 
 
 @routes.get("/v1/namespaces/{namespace:[^/]+}/rollups")
@@ -249,12 +249,12 @@ async def namespace_rollups(request: web.Request) -> web.Response:
     }
     if unreachable:
         body["unreachable_nodes"] = unreachable
-    return web.json_response(body)
+    return bodies.json_response(body)
 
 
 @routes.get("/admin/history")
 async def history_status(request: web.Request) -> web.Response:
-    return web.json_response(request.app[HISTORY].status())
+    return bodies.json_response(request.app[HISTORY].status())
 
 
 @routes.get(PEER_HISTORY_PATH)

@@ -10,7 +10,6 @@ three runs; loadtest/README.md).
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -20,7 +19,7 @@ from aiohttp import web
 from opentelemetry.trace import SpanKind
 
 from node.base.errors import ClientError, CountersError
-from node.http import auth, validation
+from node.http import auth, bodies, validation
 from node.obs import logs
 from node.obs.metrics import UNMATCHED, Metrics
 from node.obs.tracing import Tracing, trace_id_of
@@ -90,7 +89,7 @@ def tracing(node_tracing: Tracing) -> Any:
 def problem_response(error: CountersError) -> web.Response:
     return web.Response(
         status=error.status,
-        body=json.dumps(error.to_problem()).encode(),
+        body=bodies.encode(error.to_problem()),
         content_type="application/problem+json",
         headers=error.headers(),
     )

@@ -12,6 +12,7 @@ from typing import Any
 from aiohttp import web
 
 from node import __version__
+from node.http import bodies
 from node.http.openapi_schemas import NAME, SCHEMAS, ref
 from node.http.validation import IDEMPOTENCY_KEY, MAX_LIST_LIMIT
 
@@ -282,4 +283,4 @@ SPEC = {
 
 @routes.get("/openapi.json")
 async def openapi_json(request: web.Request) -> web.Response:
-    return web.json_response(SPEC)
+    return bodies.json_response(SPEC)

@@ -1,10 +1,14 @@
-"""The schemas of /openapi.json's bodies: what the node answers, field by field."""
+"""The schemas of /openapi.json's bodies: what the node answers, field by field, and the
+request bodies, from the msgspec Structs that decode them."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from node.http.validation import MAX_BATCH_OPS, NAME_MAX_BYTES, NAME_REGEX
+import msgspec
+
+from node.http import bodies
+from node.http.validation import NAME_MAX_BYTES, NAME_REGEX
 
 NAME = {"type": "string", "minLength": 1, "maxLength": NAME_MAX_BYTES, "pattern": NAME_REGEX}
 INT64 = {"type": "integer", "minimum": -(2**63), "maximum": 2**63 - 1}
@@ -53,13 +57,13 @@ COUNTER_RESULT = {
     "oneOf": [{"required": ["value"]}, {"required": ["error"]}],
 }
 
+# The request bodies' schemas come from the Structs that decode them (node/http/bodies.py).
+_, REQUEST_SCHEMAS = msgspec.json.schema_components(
+    (bodies.Increment, bodies.Batch), ref_template="#/components/schemas/{name}"
+)
+
 SCHEMAS: dict[str, Any] = {
-    "Increment": {
-        "type": "object",
-        "description": 'delta is a JSON integer literal: 1.0, true and "1" are refused (400)',
-        "properties": {"delta": INT64},
-        "additionalProperties": False,
-    },
+    **REQUEST_SCHEMAS,
     "Counter": {
         "type": "object",
         "required": ["namespace", "name", "value", "consistency"],
@@ -79,38 +83,6 @@ SCHEMAS: dict[str, Any] = {
                 "write when it was answered, as its consistency promised; `one`: 1, the "
                 "others get it at once but were not waited for",
             },
-        },
-    },
-    "Batch": {
-        "type": "object",
-        "required": ["ops"],
-        "additionalProperties": False,
-        "properties": {
-            "ops": {
-                "type": "array",
-                "minItems": 1,
-                "maxItems": MAX_BATCH_OPS,
-                "items": {
-                    "oneOf": [
-                        {
-                            "type": "object",
-                            "required": ["op", "name"],
-                            "properties": {
-                                "op": {"const": "increment"},
-                                "name": NAME,
-                                "delta": INT64,
-                            },
-                            "additionalProperties": False,
-                        },
-                        {
-                            "type": "object",
-                            "required": ["op", "name"],
-                            "properties": {"op": {"const": "get"}, "name": NAME},
-                            "additionalProperties": False,
-                        },
-                    ]
-                },
-            }
         },
     },
     "BatchResult": {

@@ -67,7 +67,11 @@ def consistency(request: web.Request) -> str:
 
 
 async def json_object(request: web.Request, *, empty_ok: bool) -> dict[str, Any]:
-    raw = await request.read()
+    return parse_object(await request.read(), empty_ok=empty_ok)
+
+
+def parse_object(raw: bytes, *, empty_ok: bool) -> dict[str, Any]:
+    """A body that must be a JSON object ({} for an empty one, when empty_ok)."""
     if not raw.strip():
         if empty_ok:
             return {}

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import heapq
 import struct
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 
 from crdt import CounterOverflowError, PNCounter, SlotFullError
 from crdt import packed as pk
@@ -32,6 +32,7 @@ from crdt.pncounter import _pncounter
 from crdt.receipts import Receipt
 from node.base.keys import Key
 from node.storage.incarnation import incarnation_of
+from node.storage.store_dirty import DirtyCounters
 from node.storage.store_receipts import StoreReceipts
 from ring import hash64
 
@@ -51,11 +52,12 @@ _EMPTY_PN = PNCounter.empty()
 Names = dict[str, bytes]  # name -> record, for one (shard, tenant, namespace)
 
 
-class CounterStore(StoreReceipts):
+class CounterStore(DirtyCounters, StoreReceipts):
     def __init__(
         self, shard_of: Callable[[Key], int], receipt_window_ms: int = DEFAULT_RECEIPT_WINDOW_MS
     ) -> None:
-        super().__init__(receipt_window_ms, shard_of)
+        DirtyCounters.__init__(self)
+        StoreReceipts.__init__(self, receipt_window_ms, shard_of)
         self._shard_of = shard_of
         self._last_key: Key | None = None  # the key _shard answered last, and its shard
         self._last_shard = 0
@@ -63,14 +65,11 @@ class CounterStore(StoreReceipts):
         self._shards: dict[int, dict[str, dict[str, Names]]] = {}
         self._count = 0  # records held
         self.shards_dropped = 0  # drop_shard calls so far
-        self._actors = pk.ActorTable()  # the actor ids of every packed state here
         self._weights: list[tuple[int, int]] = []  # by actor index: (p weight, n weight)
         self._digests: dict[int, int] = {}
         # node id -> the highest incarnation of it in any slot this store ever held: what a
         # node that lost its data dir must learn before it takes writes (cluster/identity.py)
         self._incarnations: dict[str, int] = {}
-        self._dirty: set[Key] = set()  # changed since the last write to the durable replica
-        self._history_dirty: set[Key] = set()  # changed since history last recorded them
         self._tenant_counts: dict[int, dict[str, int]] = {}  # per shard: counters per tenant
 
     def __len__(self) -> int:
@@ -109,9 +108,6 @@ class CounterStore(StoreReceipts):
         names = None if spaces is None else spaces.get(key[1])
         return None if names is None else names.get(key[2])
 
-    def _state(self, record: bytes) -> PNCounter:
-        return pk.unpack(record[HEADER_SIZE:], self._actors)
-
     def _weigh_new(self) -> None:
         """Weigh the actors interned since the last call (pack interns them)."""
         actors, weights = self._actors.actors, self._weights
@@ -131,10 +127,18 @@ class CounterStore(StoreReceipts):
         return (total * weight) & MASK64
 
     def _put(
-        self, shard: int, key: Key, names: Names | None, record: bytes, share: int, old: int | None
+        self,
+        shard: int,
+        key: Key,
+        names: Names | None,
+        record: bytes,
+        share: int,
+        old: int | None,
+        changed: Collection[str] | None,
     ) -> None:
         """Hold record for key, whose names dict is `names` (None: not made yet), replacing
-        a record whose share was `old` (None: key is new here)."""
+        a record whose share was `old` (None: key is new here); `changed` holds (at least)
+        the actors whose slots changed, None: all of them."""
         if names is None:
             tenants = self._shards.setdefault(shard, {})
             names = tenants.setdefault(key[0], {}).setdefault(key[1], {})
@@ -144,8 +148,14 @@ class CounterStore(StoreReceipts):
             counts[key[0]] = counts.get(key[0], 0) + 1
         names[key[2]] = record
         self._digests[shard] = (self._digests.get(shard, 0) + share - (old or 0)) & MASK64
-        self._dirty.add(key)
+        if changed is None:
+            self._dirty[key] = None
+        else:
+            self._put_dirty(key, changed)
         self._history_dirty.add(key)
+
+    def _shard_numbers(self) -> list[int]:
+        return list(self._shards)
 
     def _shard_records(self, shard: int) -> Iterator[tuple[Key, bytes]]:
         for tenant, spaces in self._shards.get(shard, {}).items():
@@ -206,7 +216,7 @@ class CounterStore(StoreReceipts):
             raise SlotFullError(f"slot {actor!r} of {key!r} would exceed uint64") from None
         if new is slots:  # a zero delta: a new key is held (empty), nothing else changes
             if record is None:
-                self._put(shard, key, names, _pack_header(weight, 0), 0, None)
+                self._put(shard, key, names, _pack_header(weight, 0), 0, None, ())
             return slots, p, n
         if new_actor:
             self._actors.index(actor)
@@ -215,7 +225,7 @@ class CounterStore(StoreReceipts):
         grown = delta * p_weight if delta > 0 else -delta * n_weight
         share = (old_share + grown * weight) & MASK64
         old = None if record is None else old_share
-        self._put(shard, key, names, _pack_header(weight, share) + new, share, old)
+        self._put(shard, key, names, _pack_header(weight, share) + new, share, old, (actor,))
         return new, p, n
 
     def reset(self, key: Key) -> tuple[PNCounter, PNCounter]:
@@ -240,7 +250,7 @@ class CounterStore(StoreReceipts):
                 self._weigh_new()
             weight = _weight(key)
             share = self._share(slots, weight)
-            self._put(shard, key, names, _pack_header(weight, share) + slots, share, None)
+            self._put(shard, key, names, _pack_header(weight, share) + slots, share, None, None)
             return incoming
         old = slots = record[HEADER_SIZE:]
         grown = 0
@@ -260,7 +270,9 @@ class CounterStore(StoreReceipts):
         if slots is not old:
             weight, old_share = _read_header(record)
             share = (old_share + grown * weight) & MASK64
-            self._put(shard, key, names, _pack_header(weight, share) + slots, share, old_share)
+            actors = (p_slots.keys() | n_slots.keys()) if n_slots else p_slots.keys()
+            record = _pack_header(weight, share) + slots
+            self._put(shard, key, names, record, share, old_share, actors)  # only these can change
         return pk.unpack(slots, self._actors)
 
     def merge_slot(self, key: Key, actor: str, p: int, n: int) -> int:
@@ -288,25 +300,8 @@ class CounterStore(StoreReceipts):
         p_weight, n_weight = self._weights[index]
         share = (old_share + (grown_p * p_weight + grown_n * n_weight) * weight) & MASK64
         previous = None if record is None else old_share
-        self._put(shard, key, names, _pack_header(weight, share) + slots, share, previous)
+        self._put(shard, key, names, _pack_header(weight, share) + slots, share, previous, (actor,))
         return share
-
-    def load_durable(self, entries: Iterable[tuple[Key, PNCounter]]) -> None:
-        """States read from the durable replica at start: held, but neither written back
-        nor recorded in the history again (a million of them would keep the write-behind
-        busy for a minute after each start, and so delay the next stop). A counter already
-        held is merged as usual: what it held beyond the durable copy still goes out."""
-        dirty, history_dirty = self._dirty, self._history_dirty
-        for key, state in entries:
-            if state.is_empty() or self._record(key) is not None:
-                self.merge(key, state)
-                continue
-            was_dirty, was_history_dirty = key in dirty, key in history_dirty
-            self.merge(key, state)
-            if not was_dirty:
-                dirty.discard(key)
-            if not was_history_dirty:
-                history_dirty.discard(key)
 
     def merge_many(self, entries: Iterable[tuple[Key, PNCounter]]) -> None:
         for key, state in entries:
@@ -320,34 +315,6 @@ class CounterStore(StoreReceipts):
             if found:
                 self._receipts.add_many(key, found)
             self.merge(key, state)
-
-    def _dirty_states(self, dirty: set[Key]) -> list[tuple[Key, int, PNCounter]]:
-        out = []
-        shard_of, unpack, actors = self._shard_of, pk.unpack, self._actors
-        for key in dirty:
-            shard = shard_of(key)
-            names = self._names(shard, key)
-            record = None if names is None else names.get(key[2])
-            if record is not None:
-                out.append((key, shard, unpack(record[HEADER_SIZE:], actors)))
-        return out
-
-    def take_dirty(self) -> list[tuple[Key, int, PNCounter]]:
-        """The changed counters (key, shard, current state); they count as clean from now."""
-        dirty, self._dirty = self._dirty, set()
-        return self._dirty_states(dirty)
-
-    def mark_dirty(self, entries: Iterable[tuple[Key, int, PNCounter]]) -> None:
-        """Put back counters whose write failed; their latest state goes next time."""
-        self._dirty.update(key for key, _, _ in entries)
-
-    def take_history_dirty(self) -> list[tuple[Key, int, PNCounter]]:
-        """Counters changed since the history last took them: (key, shard, state)."""
-        dirty, self._history_dirty = self._history_dirty, set()
-        return self._dirty_states(dirty)
-
-    def dirty_count(self) -> int:
-        return len(self._dirty)
 
     def shard_shares(self, shard: int) -> list[tuple[Key, int, int]]:
         """(key, key weight, share) for each key of a shard: its anti-entropy fingerprint."""
@@ -409,7 +376,7 @@ class CounterStore(StoreReceipts):
                 dropped += len(names)
                 if dirty:
                     for name in names:
-                        dirty.discard((tenant, namespace, name))
+                        dirty.pop((tenant, namespace, name), None)
         self._count -= dropped
         self._digests.pop(shard, None)
         self._tenant_counts.pop(shard, None)

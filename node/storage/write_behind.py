@@ -1,12 +1,15 @@
 """Write-behind to the durable replica, and the wait that sync durability needs.
 
 Every `persist_interval_s` the persister takes the counters changed since the last flush
-(their whole current state: slots only grow, so the latest state covers every change) and
-writes them in one batch, together with the receipts and this node's reservations (grants
-of idempotency keys) taken or ended since: one `write_changes`, in which each counter's
-state and its receipts are one atomic write, so a kill mid-flush never stores an increment
-without its receipt. A failed flush puts all of it back, so the backlog is at most the
-number of counters held in memory, and it drains when the store returns.
+(the slots that changed, at their current values: slots only grow and both durable replicas
+merge slot by slot, so the latest value covers every change; CounterStore.take_dirty; only
+the slots this node answers for, node/cluster/slot_owners.py) and
+writes them in one batch, together with the receipts and this node's reservations (grants of
+idempotency keys) taken or ended since: one `write_changes`, in which each counter's changed
+slots and its receipts are one atomic write. A keyed op changes its slot and adds its
+receipt in one loop turn, so both are taken by the same flush, and a kill mid-flush never
+stores an increment without its receipt. A failed flush puts all of it back, so the backlog
+is at most the number of counters held in memory, and it drains when the store returns.
 
 `durable()` is group commit for sync writes: a write waits for the first flush that starts
 after it was applied, and a waiting write starts that flush at once, so concurrent writes
@@ -30,6 +33,10 @@ log = logging.getLogger("counters.persistence")
 PING_INTERVAL_S = 1.0  # how often an idle node checks that its durable replica answers
 UNHEALTHY_CLOSE_S = 2.0  # the last flush's bound at stop while the durable replica is down
 PROBE_FRESH_S = 0.05  # how old a sync write's reachability check may be
+TAKE_OVER_SLICE = 20_000  # counters scanned per loop turn when the slot rule changes
+Rule = Callable[[int, str], bool]  # (shard, actor) -> whether this node writes that slot
+# (token, the slots written, those of them that are another node's: None, take none over)
+SlotRule = Callable[[], tuple[tuple[object, ...], Rule, Rule | None]]
 
 
 class Persister:
@@ -41,6 +48,7 @@ class Persister:
         receipt_window_s: float = 86400.0,
         tracing: Tracing = OFF,
         observe_flush: Callable[[float], object] | None = None,
+        slot_rule: SlotRule | None = None,
     ) -> None:
         self.store = store
         self.tracing = tracing
@@ -57,6 +65,11 @@ class Persister:
         self.flushes = 0
         self.flush_failures = 0
         self.observe_flush = observe_flush  # seconds each flush took, for metrics
+        # which slots this node writes (cluster/slot_owners.py; None: every slot it holds),
+        # and the token of the rule the last flush followed
+        self.slot_rule = slot_rule
+        self._rule_token: tuple[object, ...] = ()
+        self.taken_over = 0  # counters whose slots this node took over writing, for metrics
         self._waiters: list[asyncio.Future[None]] = []
         self._wakeup = asyncio.Event()
         self._lock = asyncio.Lock()
@@ -92,7 +105,8 @@ class Persister:
             # Receipts also expire on an idle node; the durable replica drops its expired
             # ones on a receipt write, so one goes out when some expired here.
             expired = self.store.expire_receipts(now_ms) or self._durable_expiring
-            entries = self.store.take_dirty()
+            writes = await self._follow_rule() if self.slot_rule is not None else None
+            entries = self.store.take_dirty(writes)
             receipts = self.store.take_dirty_receipts()
             reservations = self.store.take_dirty_reservations()
             started = time.monotonic()
@@ -225,6 +239,23 @@ class Persister:
         return (
             f"durable replica degraded: backlog {self.backlog}, since {since} ({self.last_error})"
         )
+
+    async def _follow_rule(self) -> Rule:
+        """The slots this flush writes. When the rule changed since the last flush (a node
+        went down, the ring moved), first mark every slot this node is newly responsible
+        for, so a slot whose owner died before writing it is written here: a scan of every
+        counter, in slices, so the loop keeps serving meanwhile."""
+        assert self.slot_rule is not None
+        token, writes, foreign = self.slot_rule()
+        if token != self._rule_token and foreign is not None:
+            keys = self.store.keys()
+            for start in range(0, len(keys), TAKE_OVER_SLICE):
+                self.taken_over += self.store.mark_slots_dirty(
+                    keys[start : start + TAKE_OVER_SLICE], foreign
+                )
+                await asyncio.sleep(0)
+        self._rule_token = token
+        return writes
 
     async def close(self) -> None:
         """A clean stop loses nothing: one last flush. With the durable replica unreachable

@@ -7,7 +7,7 @@ from hypothesis import strategies as st
 
 from crdt.gcounter import GCounter
 from crdt.pncounter import PNCounter
-from tests.crdt.strategies import gcounters, pncounters
+from tests.crdt.strategies import actors, gcounters, pncounters
 
 LAWS = settings(max_examples=200, deadline=None)
 
@@ -139,3 +139,16 @@ def test_delta_of_local_increments_reconstructs_the_new_state(
     assert old.merge(new.delta_since(old)) == new
     assert new.delta_since(old).merge(old) == new
     assert new.delta_since(new).is_empty()
+
+
+@given(pncounters(), st.frozensets(actors))
+def test_restricted_to_keeps_exactly_those_actors_slots(
+    a: PNCounter, chosen: frozenset[str]
+) -> None:
+    part = a.restricted_to(chosen)
+    assert part.actors() == a.actors() & chosen
+    for actor in a.actors() | chosen:
+        assert part.slot(actor) == (a.slot(actor) if actor in chosen else (0, 0))
+    # what a slot-wise durable merge gets from it: nothing beyond what `a` holds
+    assert a.merge(part) == a
+    assert a.restricted_to(a.actors()) == a

@@ -321,6 +321,39 @@ class InMemoryLink:
         share_of = self._pool.share_of
         return self._state_request(wire.SLOTS, lambda: [actor, [*key, p, n, share_of(key)]])
 
+    def replicate_many(
+        self,
+        items: list[tuple[Key, PNCounter, Mapping[str, Receipt] | None]],
+        trace: str | None = None,
+    ) -> asyncio.Future[list[wire.Stated | None]]:
+        """PeerLink.replicate_many: one REPLICATE request for all the keys."""
+        share_of = self._pool.share_of
+
+        def body() -> Any:
+            entries = []
+            for key, state, receipts in items:
+                entry = [list(key), pn_to_wire(state), share_of(key)]
+                if receipts:
+                    entry.append(crdt_receipts.to_wire(dict(receipts)))
+                entries.append(entry)
+            return entries
+
+        return self._state_request(wire.REPLICATE, body, len(items))
+
+    def replicate_slots(
+        self, actor: str, items: list[tuple[Key, int, int]], trace: str | None = None
+    ) -> asyncio.Future[list[wire.Stated | None]]:
+        """PeerLink.replicate_slots: one SLOTS request for all the keys."""
+        share_of = self._pool.share_of
+
+        def body() -> Any:
+            flat: list[Any] = []
+            for key, p, n in items:
+                flat += (*key, p, n, share_of(key))
+            return [actor, flat]
+
+        return self._state_request(wire.SLOTS, body, len(items))
+
     def written(self, reply: asyncio.Future[Any]) -> asyncio.Future[bool]:
         """PeerLink.written: here each write is its own request, on its way at once."""
         sent: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
@@ -331,11 +364,12 @@ class InMemoryLink:
         return self._state_request(wire.READ, lambda: [[list(key), self._pool.share_of(key)]])
 
     def _state_request(
-        self, kind: int, body: Callable[[], Any]
-    ) -> asyncio.Future[wire.Stated | None]:
-        """A one-key replication frame; resolves to the peer's state, or None when equal.
-        The body is made when it is sent, as the real link computes shares at send time."""
-        future: asyncio.Future[wire.Stated | None] = asyncio.get_running_loop().create_future()
+        self, kind: int, body: Callable[[], Any], keys: int | None = None
+    ) -> asyncio.Future[Any]:
+        """A one-key replication frame; resolves to the peer's state, or None when equal
+        (`keys`: a frame of that many keys, resolving to their list). The body is made when
+        it is sent, as the real link computes shares at send time."""
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._pending.add(future)
         future.add_done_callback(self._pending.discard)
 
@@ -344,13 +378,13 @@ class InMemoryLink:
             self.frames_sent += 1
             try:
                 reply = await self.call(kind, body(), self._pool.config.request_timeout_s)
-                (state,) = wire.stated_replies_from_wire(reply, 1)
+                states = wire.stated_replies_from_wire(reply, 1 if keys is None else keys)
             except (PeerError, wire.ProtocolError) as error:
                 if not future.done():
                     future.set_exception(PeerError(str(error)))
                 return
             if not future.done():
-                future.set_result(state)
+                future.set_result(states[0] if keys is None else states)
 
         self._start(send())
         return future

@@ -131,3 +131,28 @@ async def test_redis_remembers_the_highest_incarnation(redis_server, tmp_path: P
         assert await replica.last_incarnation(node, 2) == 3  # never lowered
     finally:
         await replica.close()
+
+
+async def test_flushing_only_changed_slots_reloads_every_slot(
+    replica: DurableReplica, tmp_path: Path
+):
+    """A flush carries the slots that changed since the last one (CounterStore.take_dirty),
+    not whole states: the durable replica must still end up holding every slot."""
+    from node.storage.store import CounterStore
+
+    ns = tmp_path.name
+    store = CounterStore(lambda key: 11)
+    key = _key("slots", ns)
+    store.increment(key, "n1:1", 5)
+    store.merge(key, PNCounter.empty().increment("n2:1", -4).increment("n3:1", 7))
+    await replica.write(store.take_dirty())
+    store.merge(key, PNCounter.empty().increment("n2:1", -6))  # only n2's slot moves
+    store.increment(key, "n1:1", 1)  # and n1's
+    [(taken, shard, changed)] = store.take_dirty()
+    assert (taken, shard) == (key, 11)
+    assert changed.actors() == {"n1:1", "n2:1"}
+    await replica.write([(taken, shard, changed)])
+    assert store.take_dirty() == []  # clean until the next change
+    loaded = dict(await replica.load({11}))
+    assert loaded[key] == store.get(key)
+    assert loaded[key].value() == 5 + 1 - 6 + 7

@@ -339,3 +339,79 @@ async def test_closing_a_link_fails_the_frame_it_was_still_sending(peer: FakePee
     with pytest.raises(PeerError):
         async with asyncio.timeout(2):
             await write
+
+
+async def test_a_batch_of_slots_shares_the_frame_and_gets_its_keys_answers_in_its_order(
+    peer: FakePeer,
+):
+    """replicate_slots: one future for many keys, in the same frame as single-key writes of
+    the same actor; it resolves to the peer's answer for each of its keys, in its own order."""
+    pool, link = await _link(peer, request_timeout_s=10.0)
+    try:
+        await _call(link, "connect", 1.0)
+        peer.mode = "hold"
+        single = link.replicate_slot(("t", "ns", "k0"), ACTOR, 1, 0)
+        batch = link.replicate_slots(
+            ACTOR, [(("t", "ns", "k2"), 5, 0), (("t", "ns", "k0"), 2, 0), (("t", "ns", "k1"), 1, 1)]
+        )
+        await peer.wait_received(2)
+        ws, seal, kind, request_id, body = peer.held.pop()
+        assert kind == wire.SLOTS and link.frames_sent == 1
+        keys = _slot_keys(body)
+        assert keys == [("t", "ns", "k0"), ("t", "ns", "k2"), ("t", "ns", "k1")]
+        assert body[1][3] == 2  # k0 once, its larger slot value
+        theirs = PNCounter.empty().increment("other:1", 9)
+        answers = [None, wire.stated_to_wire(theirs, {}), None]  # k2 differs at the peer
+        await ws.send_bytes(seal.seal(wire.encode(wire.REPLY, request_id, [True, answers])))
+        async with asyncio.timeout(5):
+            assert await single is None
+            assert await batch == [(theirs, {}), None, None]  # k2, k0, k1
+    finally:
+        await pool.close()
+
+
+async def test_a_link_that_dies_fails_the_batches_still_queued(peer: FakePeer):
+    pool, link = await _link(peer, request_timeout_s=10.0, max_inflight_frames=1)
+    try:
+        await _call(link, "connect", 1.0)
+        peer.mode = "hold"
+        sent = link.replicate_slot(KEY_A, ACTOR, 1, 0)  # takes the only permit
+        await peer.wait_received(2)
+        batch = link.replicate_slots(ACTOR, [(("t", "ns", "b"), 1, 0)])  # waits for a frame
+    finally:
+        await pool.close()
+    for write in (sent, batch):
+        with pytest.raises(PeerError):
+            async with asyncio.timeout(2):
+                await write
+
+
+async def test_a_batch_of_states_shares_the_frame_with_receipts_merged_per_key(peer: FakePeer):
+    """replicate_many: states with their receipts, one entry per key in the REPLICATE frame
+    (a key also queued alone travels once, states and receipts merged), answered in order."""
+    pool, link = await _link(peer, request_timeout_s=10.0)
+    try:
+        await _call(link, "connect", 1.0)
+        peer.mode = "hold"
+        mine = PNCounter.empty().increment(ACTOR, 3)
+        first = Receipt(1, ACTOR, "fp", 3)
+        second = Receipt(2, ACTOR, "fp", 4)
+        single = link.replicate(KEY_A, mine, receipts={"k#0": first})
+        batch = link.replicate_many(
+            [(("t", "ns", "b"), mine, None), (KEY_A, mine.increment(ACTOR, 1), {"k#1": second})]
+        )
+        await peer.wait_received(2)
+        ws, seal, kind, request_id, body = peer.held.pop()
+        assert kind == wire.REPLICATE
+        updates = wire.updates_from_wire(body)
+        assert [key for key, *_ in updates] == [KEY_A, ("t", "ns", "b")]
+        assert updates[0][1] == mine.increment(ACTOR, 1)
+        assert updates[0][3] == {"k#0": first, "k#1": second}
+        theirs = PNCounter.empty().increment("other:1", 2)
+        answers = [wire.stated_to_wire(theirs, {}), None]
+        await ws.send_bytes(seal.seal(wire.encode(wire.REPLY, request_id, [True, answers])))
+        async with asyncio.timeout(5):
+            assert await single == (theirs, {})
+            assert await batch == [None, (theirs, {})]  # b, then KEY_A
+    finally:
+        await pool.close()

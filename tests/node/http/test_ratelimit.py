@@ -50,3 +50,14 @@ def test_zero_turns_limits_off_and_bad_overrides_are_refused():
     for bad in ("acme", "acme=fast", "=5", "acme=0:1", "acme=5:0"):
         with pytest.raises(ConfigError, match="rate-limit-overrides"):
             Config(node_id="n1", auth="none", rate_limit_overrides=bad).validate()
+
+
+def test_the_default_lets_one_tenant_run_a_node_flat_out_but_still_limits():
+    """A lone tenant sending batches of 100 at 90,000 operations/s (about the most a node
+    does on two cores) is never refused by default; one at twice the rate soon is."""
+    limiter = _limiter()
+    for step in range(3 * 900):  # 3 s of 900 batches/s
+        limiter.charge("bench", 100, now=step / 900)
+    with pytest.raises(RateLimited):
+        for step in range(3 * 2000):
+            limiter.charge("flood", 100, now=step / 2000)

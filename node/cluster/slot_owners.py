@@ -1,0 +1,80 @@
+"""Which slots this node writes to the durable replica: its own, and those no one else can.
+
+Every replica of a counter holds every actor's slot, and used to write all of them: three
+replicas wrote each changed slot three times (three times to the same hash with a shared
+Redis). Now a slot is written by the node whose actor it is (its owner), which applied the
+increments and holds the counter while it replicates the shard, and by the other replicas
+only when the owner cannot: when it is not alive in this node's view (down, removed, or
+never heard of), or does not replicate the counter's shard in the current ring (the shard
+moved away, so the owner no longer holds the slot). Slots whose actor names no node (none
+today) are written by everyone.
+
+What a whole-cluster kill -9 keeps is unchanged: an increment acknowledged in sync mode was
+flushed by its coordinator, the owner of the slot it changed, before the answer; in async
+mode every increment older than the owner's last flush is on the owner's disk. What a lost
+disk costs changes: the owner's slots are on its disk alone while it is alive, so losing
+that disk while every other node also restarts loses them (before, every replica's disk
+held them). When the owner goes down or loses the shard, the others take over at their next
+flush: the persister marks every slot they are newly responsible for dirty (`rule` returns
+a token that changes with the set of live nodes and with the ring), so an
+owner killed before its last flush loses nothing the others held, unless they die too
+within the failure timeout.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from node.cluster.membership import Cluster
+from node.storage.incarnation import incarnation_of
+
+Rule = Callable[[int, str], bool]  # (shard, actor) -> this node writes that slot
+_UNPARSED = ""
+RECOVERING = ("recovering",)
+
+
+def _every(shard: int, actor: str) -> bool:
+    return True
+
+
+class SlotOwners:
+    def __init__(self, cluster: Cluster) -> None:
+        self.cluster = cluster
+        self._owners: dict[str, str] = {}  # actor -> its node id ("": none)
+
+    def owner(self, actor: str) -> str:
+        found = self._owners.get(actor)
+        if found is None:
+            parsed = incarnation_of(actor)
+            found = self._owners[actor] = _UNPARSED if parsed is None else parsed[0]
+        return found
+
+    def rule(self) -> tuple[tuple[object, ...], Rule, Rule | None]:
+        """(a token equal to the last one while the rule cannot have changed: the live nodes
+        and the ring; the slots this node writes now; those of them that are another
+        node's, None while it starts). The rule caches liveness per node: take a fresh one
+        for every flush."""
+        cluster = self.cluster
+        if not cluster.recovered:
+            # Starting: peers are not heard yet, so "not alive" says nothing. Write what
+            # changes (pulls), take nothing over; the first rule after recovery does.
+            return RECOVERING, _every, None
+        me, replicas, owner = cluster.node_id, cluster.replicas, self.owner
+        alive: dict[str, bool] = {}
+
+        def foreign(shard: int, actor: str) -> bool:
+            node = owner(actor)
+            if node == me:
+                return False
+            if not node:
+                return True
+            up = alive.get(node)
+            if up is None:
+                up = alive[node] = cluster.alive(node)
+            return not up or node not in replicas(shard)
+
+        def writes(shard: int, actor: str) -> bool:
+            return owner(actor) == me or foreign(shard, actor)
+
+        live = frozenset(n for n in cluster.view.members if cluster.alive(n))
+        return (live, cluster.state.current), writes, foreign

@@ -1,0 +1,55 @@
+"""Each slot is written to the durable replica by its owner; the others take over when the
+owner dies (node/cluster/slot_owners.py)."""
+
+from __future__ import annotations
+
+import asyncio
+
+from crdt import PNCounter
+from node.base.keys import Key
+from node.coordination.ops import Op, OpKind
+from tests.inprocess.cluster import InProcessCluster, Node, eventually
+
+SHARDS = set(range(16))  # the in-process cluster's shard count
+KEYS: list[Key] = [("t", "ns", f"c{i}") for i in range(30)]
+
+
+async def _durable(node: Node) -> dict[Key, PNCounter]:
+    return dict(await node.durable.load(SHARDS))
+
+
+async def _increment(node: Node, delta: int) -> None:
+    results = await node.coordinator.run([Op(OpKind.INCREMENT, k, delta) for k in KEYS], "all")
+    assert all(r.ok for r in results), results
+
+
+async def _written(node: Node, slots: dict[str, tuple[int, int]], timeout: float = 5.0) -> None:
+    """Wait until node's durable replica holds these slots of every key."""
+    found: dict[Key, PNCounter] = {}
+    async with asyncio.timeout(timeout):
+        while True:
+            found = await _durable(node)
+            if all(k in found and {a: found[k].slot(a) for a in slots} == slots for k in KEYS):
+                return
+            await asyncio.sleep(0.02)
+
+
+async def test_slots_are_written_by_their_owner_and_taken_over_when_it_dies(
+    inproc: InProcessCluster,
+):
+    n1, n2, n3 = await inproc.start(3, failure_timeout_s=2.0)
+    await _increment(n1, 2)
+    await _increment(n2, 3)
+    a1, a2 = n1.cluster.actor, n2.cluster.actor
+    await _written(n1, {a1: (2, 0)})
+    await _written(n2, {a2: (3, 0)})
+    # every replica holds both slots in memory, but each owner alone wrote its own
+    assert {s.actors() for s in (await _durable(n1)).values()} == {frozenset({a1})}
+    assert {s.actors() for s in (await _durable(n2)).values()} == {frozenset({a2})}
+    assert await _durable(n3) == {}
+
+    await _increment(n1, 5)  # held by every replica; n1 dies before it may flush it
+    await inproc.kill(n1)
+    await eventually(lambda: "n1" in n2.cluster.down and "n1" in n3.cluster.down, "n1 down")
+    for node in (n2, n3):  # both take n1's slots over, at their latest values
+        await _written(node, {a1: (7, 0)})
