@@ -67,16 +67,27 @@ class Cluster:
         self._replicas = config.replicas
         # peer -> why its gossip is refused (a ring of another shard or replica count)
         self.refused: dict[str, str] = {}
-        self._shards: dict[Key, int] = {}
+        # tenant -> namespace -> name -> shard: nested, so that an entry costs a dict slot
+        # and no tuple, and its name is the string the store holds already (issue 13)
+        self._shards: dict[str, dict[str, dict[str, int]]] = {}
+        self._shards_cached = 0
 
     # -- placement --------------------------------------------------------------------------
 
     def shard_of(self, key: Key) -> int:
-        shard = self._shards.get(key)
-        if shard is None:
-            if len(self._shards) >= SHARD_CACHE_SIZE:
-                self._shards.clear()  # Q never changes, so dropping the cache is only a cost
-            shard = self._shards[key] = self.state.current.shard_of(*key)
+        spaces = self._shards.get(key[0])
+        names = None if spaces is None else spaces.get(key[1])
+        if names is not None:
+            shard = names.get(key[2])
+            if shard is not None:
+                return shard
+        if self._shards_cached >= SHARD_CACHE_SIZE:
+            self._shards.clear()  # Q never changes, so dropping the cache is only a cost
+            self._shards_cached, names = 0, None
+        if names is None:
+            names = self._shards.setdefault(key[0], {}).setdefault(key[1], {})
+        shard = names[key[2]] = self.state.current.shard_of(*key)
+        self._shards_cached += 1
         return shard
 
     def replicas(self, shard: int) -> tuple[str, ...]:

@@ -15,7 +15,7 @@ from collections.abc import Awaitable, Callable, Collection
 from functools import partial
 from typing import cast
 
-from crdt import CounterOverflowError, PNCounter, SlotFullError
+from crdt import CounterOverflowError, PNCounter, SlotFullError, saturate
 from node.base.errors import (
     CountersError,
     Overflow,
@@ -333,7 +333,7 @@ class Coordinator:
                 self.quota.admit(op.key)
                 if any(ops[i].key == op.key for i, _ in full):
                     raise SlotFullError("an earlier op of this batch waits for a fresh slot")
-                _, delta = self.store.increment(op.key, actor, op.delta)
+                p, n = self.store.increment_slot(op.key, actor, op.delta)
             except CountersError as error:
                 results[index] = OpResult.failed(error)
                 continue
@@ -345,8 +345,14 @@ class Coordinator:
             except CounterOverflowError as error:
                 results[index] = OpResult.failed(Overflow(str(error)))
                 continue
-            if delta.is_empty():
+            if op.delta == 0:
                 continue  # a zero delta changed nothing, so there is nothing to send
+            # the changed half of the slot, as store.increment returns it
+            delta = (
+                PNCounter.from_slot(actor, p, 0)
+                if op.delta > 0
+                else PNCounter.from_slot(actor, 0, n)
+            )
             previous = deltas.get(op.key)
             if previous is not None:
                 delta = previous[1].merge(delta)
@@ -392,8 +398,7 @@ class Coordinator:
         for index, op in enumerate(ops):
             result = results[index]
             if result is None:
-                state = self.store.get(op.key)
-                value, saturated = (0, False) if state is None else state.saturated_value()
+                value, saturated = saturate(self.store.value(op.key) or 0)
                 results[index] = OpResult(value, saturated=saturated)
                 applied[op.kind] += 1
             elif op.kind is not OpKind.CLAIM and result.ok and not result.replayed:

@@ -83,7 +83,7 @@ class Hints:
 
     async def _actor_for(self, op: Op) -> str:
         actor, dropped = self.cluster.actor, self.store.shards_dropped
-        if self.store.get(op.key) is not None or self._clean == (actor, dropped):
+        if op.key in self.store or self._clean == (actor, dropped):
             return actor
         await self.rotation.away_from(actor)  # a shard was dropped since we last looked
         self._clean = (self.cluster.actor, self.store.shards_dropped)

@@ -99,7 +99,7 @@ class CounterQuota:
     def admit(self, key: Key) -> None:
         """Refuse an increment that would create a counter past its tenant's quota (a zero
         delta creates one too); existing counters always pass."""
-        if self.store.get(key) is None:
+        if key not in self.store:
             self.admit_new(key[0])
 
     def admit_new(self, tenant: str) -> None:

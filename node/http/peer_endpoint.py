@@ -160,8 +160,10 @@ class PeerServer:
             refuse_unheld(self.gossip.cluster, (key for key, *_ in slots))
             answer: list[Any] = []
             for key, p, n, share in slots:
-                merged = store.merge(key, PNCounter.from_slot(actor, p, n))
-                answer.append(None if store.share(key) == share else _stated(store, key, merged))
+                if store.merge_slot(key, actor, p, n) == share:
+                    answer.append(None)
+                else:
+                    answer.append(_stated(store, key, store.get(key) or EMPTY))
             return answer
         if kind == wire.REPLICATE:
             updates = wire.updates_from_wire(body)  # validate all before merging any

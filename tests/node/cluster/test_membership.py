@@ -28,3 +28,14 @@ def test_a_newer_stamp_wins_and_an_older_one_is_ignored(tmp_path: Path):
     # gossip from a peer that still carries the old mark changes nothing
     observer.absorb(View.empty(), state, {"d": (1 * VERSION_STRIDE + 1, "checksum@4")})
     assert observer.synced["d"] == ""
+
+
+def test_shard_of_answers_the_ring_through_a_bounded_cache(tmp_path, monkeypatch):
+    import node.cluster.membership as membership
+
+    monkeypatch.setattr(membership, "SHARD_CACHE_SIZE", 5)
+    cluster = _cluster(tmp_path, "n1", 1)
+    keys = [(t, ns, f"k{i}") for t in ("t", "u") for ns in ("a", "b") for i in range(4)]
+    for key in keys + keys[::-1] + keys:
+        assert cluster.shard_of(key) == cluster.state.current.shard_of(*key)
+        assert cluster._shards_cached <= 5

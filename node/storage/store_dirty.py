@@ -1,0 +1,131 @@
+"""The dirty side of a CounterStore: which counters, and which of their slots, changed since
+the durable replica and the history last took them. A base class of CounterStore (store.py),
+apart so that each module stays small; it reads records through the store's lookups."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Collection, Iterable, Iterator
+
+from crdt import PNCounter
+from crdt import packed as pk
+from node.base.keys import Key
+
+_CLEAN: set[str] = set()  # marker: a key not in the dirty map
+HEADER_SIZE = 16  # store.HEADER's size: a record's packed state starts there
+
+
+class DirtyCounters:
+    """Dirty bookkeeping over the store's records (see CounterStore)."""
+
+    def __init__(self) -> None:
+        # changed since the last write to the durable replica: per key, the actors whose
+        # slots changed (None: all of them), so a flush writes a changed slot, not the state
+        self._dirty: dict[Key, set[str] | None] = {}
+        self._history_dirty: set[Key] = set()  # changed since history last recorded them
+        self._actors = pk.ActorTable()  # the actor ids of every packed state here
+
+    # the store's (CounterStore overrides them)
+    def _lookup(self, key: Key) -> tuple[int, object, bytes | None]:
+        raise NotImplementedError
+
+    def _shard_records(self, shard: int) -> Iterator[tuple[Key, bytes]]:
+        raise NotImplementedError
+
+    def _shard_numbers(self) -> list[int]:
+        raise NotImplementedError
+
+    def merge(self, key: Key, incoming: PNCounter) -> PNCounter:
+        raise NotImplementedError
+
+    def _state(self, record: bytes) -> PNCounter:
+        return pk.unpack(record[HEADER_SIZE:], self._actors)
+
+    def _put_dirty(self, key: Key, actors: Collection[str]) -> None:
+        found = self._dirty.get(key, _CLEAN)
+        if found is _CLEAN:
+            self._dirty[key] = set(actors)
+        elif found is not None:
+            found.update(actors)
+
+    def load_durable(self, entries: Iterable[tuple[Key, PNCounter]]) -> None:
+        """States read from the durable replica at start: held, but neither written back
+        nor recorded in the history again (a million of them would keep the write-behind
+        busy for a minute after each start, and so delay the next stop). A counter already
+        held is merged as usual: what it held beyond the durable copy still goes out."""
+        dirty, history_dirty = self._dirty, self._history_dirty
+        for key, state in entries:
+            if state.is_empty() or self._lookup(key)[2] is not None:
+                self.merge(key, state)
+                continue
+            was_dirty, was_history_dirty = key in dirty, key in history_dirty
+            self.merge(key, state)
+            if not was_dirty:
+                dirty.pop(key, None)
+            if not was_history_dirty:
+                history_dirty.discard(key)
+
+    def _dirty_states(self, dirty: Iterable[Key]) -> list[tuple[Key, int, PNCounter]]:
+        out = []
+        for key in dirty:
+            shard, _, record = self._lookup(key)
+            if record is not None:
+                out.append((key, shard, self._state(record)))
+        return out
+
+    def take_dirty(
+        self, writes: Callable[[int, str], bool] | None = None
+    ) -> list[tuple[Key, int, PNCounter]]:
+        """The changed counters (key, shard, their changed slots at their current values);
+        they count as clean from now. Both durable replicas merge slot by slot, so the
+        slots that did not change since the last flush need not go again. `writes(shard,
+        actor)`: whether this node writes that slot (cluster/slot_owners.py); the others
+        count as clean too."""
+        dirty, self._dirty = self._dirty, {}
+        out = []
+        for key, changed in dirty.items():
+            shard, _, record = self._lookup(key)
+            if record is None:
+                continue
+            state = self._state(record)
+            actors: Collection[str] | None = changed
+            if writes is not None:
+                actors = [a for a in (changed or state.actors()) if writes(shard, a)]
+                if not actors:
+                    continue
+            if actors is not None and len(actors) < len(state.p) + len(state.n):
+                state = state.restricted_to(actors)
+            out.append((key, shard, state))
+        return out
+
+    def keys(self) -> list[Key]:
+        """Every counter held, as a list (a snapshot: the store may change meanwhile)."""
+        return [key for shard in self._shard_numbers() for key, _ in self._shard_records(shard)]
+
+    def mark_slots_dirty(self, keys: Iterable[Key], writes: Callable[[int, str], bool]) -> int:
+        """Mark the slots of these counters that `writes(shard, actor)` picks as changed, so
+        the next flush writes them; returns how many counters had one."""
+        marked = 0
+        table = self._actors.actors
+        for key in keys:
+            shard, _, record = self._lookup(key)
+            if record is None:
+                continue
+            held = [table[index] for index, _, _ in pk.SLOT.iter_unpack(record[HEADER_SIZE:])]
+            actors = [a for a in held if writes(shard, a)]
+            if actors:
+                self._put_dirty(key, actors)
+                marked += 1
+        return marked
+
+    def mark_dirty(self, entries: Iterable[tuple[Key, int, PNCounter]]) -> None:
+        """Put back counters whose write failed; their slots' latest values go next time."""
+        for key, _, state in entries:
+            self._put_dirty(key, state.p.slots.keys() | state.n.slots.keys())
+
+    def take_history_dirty(self) -> list[tuple[Key, int, PNCounter]]:
+        """Counters changed since the history last took them: (key, shard, state)."""
+        dirty, self._history_dirty = self._history_dirty, set()
+        return self._dirty_states(dirty)
+
+    def dirty_count(self) -> int:
+        return len(self._dirty)
