@@ -303,23 +303,6 @@ class CounterStore(DirtyCounters, StoreReceipts):
         self._put(shard, key, names, _pack_header(weight, share) + slots, share, previous, (actor,))
         return share
 
-    def load_durable(self, entries: Iterable[tuple[Key, PNCounter]]) -> None:
-        """States read from the durable replica at start: held, but neither written back
-        nor recorded in the history again (a million of them would keep the write-behind
-        busy for a minute after each start, and so delay the next stop). A counter already
-        held is merged as usual: what it held beyond the durable copy still goes out."""
-        dirty, history_dirty = self._dirty, self._history_dirty
-        for key, state in entries:
-            if key in self._states or state.is_empty():
-                self.merge(key, state)
-                continue
-            was_dirty, was_history_dirty = key in dirty, key in history_dirty
-            self._put(key, state, None)
-            if not was_dirty:
-                dirty.pop(key, None)
-            if not was_history_dirty:
-                history_dirty.discard(key)
-
     def merge_many(self, entries: Iterable[tuple[Key, PNCounter]]) -> None:
         for key, state in entries:
             self.merge(key, state)
