@@ -121,44 +121,18 @@ class Replicator:
         only this node's slot (the compact SLOTS entry), labelled with the delta's own actor,
         never the node's current one, which a rotation (rotation.py) may have changed since
         the delta was made; receipts travel with the state."""
-        cluster = self.cluster
-        replicas = cluster.replicas(shard)
-        wanted = needed(consistency, cluster.config.write_quorum, len(replicas)) - 1
         unflushed = self.store.unflushed_receipts(key)  # one dict lookup; usually empty
         if unflushed:  # this node's slot may count them: never send it without them
             receipts = {**unflushed, **receipts} if receipts else unflushed
-        counted: list[PeerFuture] = []
-        incoming: list[PeerFuture] = []
-        sends: list[asyncio.Future[bool]] = []
         actor = _sole_actor(delta) if own_slot and not receipts else None
-        p, n = delta.slot(actor) if actor is not None else (0, 0)
-        for node_id in cluster.write_targets(shard):
-            if node_id == cluster.node_id or not self.reachable(node_id):
-                continue
-            link = self.link_to(node_id)
-            span = self.tracing.start_peer_span("replica write", node_id)
-            trace = None if span is None else self.tracing.traceparent(span)
-            if actor is not None:
-                future = link.replicate_slot(key, actor, p, n, trace)
-            else:
-                future = link.replicate(key, delta, trace, receipts)
-            if span is not None:
-                end_with(span, future)
-            future.add_done_callback(self._repairer(key, node_id))
-            if node_id in replicas:
-                counted.append(future)
-                if wanted == 0:  # consistency=one: see QuorumWait.sent_on
-                    sends.append(link.written(future))
-            else:
-                incoming.append(_unless_not_held(future))
-        if sends:
-            wait.sends.append(sends)
-        merge = self._merger(key)
-        wait.add(counted, wanted, merge)
-        # A node receiving the shard in a hand-off must hold the write too (as Cassandra does
-        # for pending ranges): it may already have pulled the shard, and once the ring
-        # switches it serves reads in place of a replica that may be leaving.
-        wait.add(incoming, len(incoming), merge)
+        send: Callable[[PeerLink, str | None], PeerFuture]
+        if actor is not None:
+            send = partial(_send_slots, actor, [(key, *delta.slot(actor))])
+        else:
+            send = partial(_send_states, [(key, delta, receipts)])
+        cluster = self.cluster
+        replicas, targets = cluster.replicas(shard), cluster.write_targets(shard)
+        self._write_group(wait, replicas, targets, [key], consistency, send)
 
     def write_many(
         self,
@@ -188,25 +162,28 @@ class Replicator:
                 states.setdefault((replicas, targets), []).append((key, delta, found))
         for (replicas, targets, actor), items in slots.items():
             send = partial(_send_slots, actor, items)
-            self._write_group(wait, replicas, targets, items, consistency, send)
+            self._write_group(wait, replicas, targets, [k for k, _, _ in items], consistency, send)
         for (replicas, targets), items in states.items():
             send = partial(_send_states, items)
-            self._write_group(wait, replicas, targets, items, consistency, send)
+            self._write_group(wait, replicas, targets, [k for k, _, _ in items], consistency, send)
 
     def _write_group(
         self,
         wait: QuorumWait,
         replicas: tuple[str, ...],
         targets: tuple[str, ...],
-        items: list[Any],
+        keys: list[Key],
         consistency: str,
         send: Callable[[PeerLink, str | None], PeerFuture],
     ) -> None:
-        """Send a group of keys with the same replicas and targets: `send` queues them on a
-        link under one future, which resolves to the peer's answer per key."""
+        """Send a group of keys with the same replicas and targets (a write of one key, or
+        a batch's): `send` queues them on a link under one future, which resolves to the
+        peer's answer per key, in order. A node receiving the shard in a hand-off must hold
+        the write too (as Cassandra does for pending ranges): it may already have pulled
+        the shard, and once the ring switches it serves reads in place of a replica that
+        may be leaving."""
         me = self.cluster.node_id
         wanted = needed(consistency, self.cluster.config.write_quorum, len(replicas)) - 1
-        keys = [item[0] for item in items]
         counted: list[PeerFuture] = []
         incoming: list[PeerFuture] = []
         sends: list[asyncio.Future[bool]] = []
@@ -233,7 +210,10 @@ class Replicator:
         wait.add(incoming, len(incoming), _ignore)
 
     def _batch_repairer(self, keys: list[Key], node_id: str) -> Callable[[PeerFuture], None]:
-        """_repairer for a batch: the peer's answers for keys, in order."""
+        """A write reply is the replica's merged state of each key when it differs from
+        ours (in the keys' order): merge it, and send the replica the slots it lacks, so a
+        replica that missed earlier writes (of other coordinators too) is repaired by the
+        next write, not only this node."""
 
         def repair(future: PeerFuture) -> None:
             if future.cancelled() or future.exception() is not None:
@@ -321,20 +301,6 @@ class Replicator:
                 missing = merged.delta_since(state)
                 future = link.replicate(key, missing, receipts=self.store.unflushed_receipts(key))
                 future.add_done_callback(_ignore_failure)
-
-    def _repairer(self, key: Key, node_id: str) -> Callable[[PeerFuture], None]:
-        """A write reply is the replica's merged state when it differs from ours: merge it,
-        and send the replica the slots it lacks, so a replica that missed earlier writes
-        (of other coordinators too) is repaired by the next write, not only this node."""
-
-        def repair(future: PeerFuture) -> None:
-            if future.cancelled() or future.exception() is not None:
-                return
-            stated = future.result()
-            if stated is not None:
-                self._repair_one(key, node_id, stated)
-
-        return repair
 
     def _repair_one(self, key: Key, node_id: str, stated: Stated) -> None:
         """Merge a replica's answered state of key; send it the slots it lacks."""
