@@ -147,7 +147,16 @@ async def _all_zero(counts: Any) -> bool:
 async def test_a_whole_cluster_restarts_from_redis_with_150k_receipts_within_30s(
     cluster: Cluster, redis: RedisServer
 ):
-    cluster.settings.update(COUNTERS_REDIS_URL=redis.url, COUNTERS_RATE_LIMIT_PER_S="0")
+    # A node answering a pull of 150,000 receipts holds its loop for more than the default
+    # heartbeat's 1.5 s on this machine; its peers then call the link dead and the pull is
+    # retried from the start (issue 13's notes). This test is about the time to ready, not
+    # failure detection, so the nodes tolerate such pauses.
+    cluster.settings.update(
+        COUNTERS_REDIS_URL=redis.url,
+        COUNTERS_RATE_LIMIT_PER_S="0",
+        COUNTERS_PEER_HEARTBEAT_S="3",
+        COUNTERS_FAILURE_TIMEOUT_S="6",
+    )
     nodes = await cluster.start(3)
     body = _body("big")
     fingerprint, batches = _fingerprint(body), 150
