@@ -33,14 +33,13 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 from bench import Terminated, _raise_on_sigterm, _target_line
-from bench_systems import Processes, start_cluster
+from bench_systems import Processes, _http_ok, start_cluster
 
 NAMESPACE = "scale"
 BATCH = 1_000  # ops per request: the node's most per batch
@@ -165,14 +164,6 @@ def rss_bytes(processes: Processes, name: str) -> int:
     raise RuntimeError(f"no VmRSS for {name}")
 
 
-def _ready(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(f"{url}/readyz", timeout=1) as response:
-            return bool(response.status == 200)
-    except OSError:
-        return False
-
-
 def stop_nodes(processes: Processes, names: list[str], timeout_s: float) -> float:
     """SIGTERM every node at once; seconds until the last one exited (killed past
     `timeout_s`, which fails the run: a kill may lose what was acknowledged)."""
@@ -202,7 +193,7 @@ def start_nodes(processes: Processes, names: list[str], urls: list[str]) -> tupl
     pending = list(urls)
     while pending:
         processes.check_alive()
-        pending = [url for url in pending if not _ready(url)]
+        pending = [url for url in pending if not _http_ok(f"{url}/readyz")]
         if pending and time.monotonic() - began > READY_TIMEOUT_S:
             raise RuntimeError(f"not ready {READY_TIMEOUT_S:.0f} s after a restart: {pending}")
         if pending:
