@@ -4,7 +4,8 @@ Its code lives in layered subpackages; each imports only those below it (tests/n
 test_layering.py checks this and that no import cycle exists):
 
     http/                   routes, the edge middleware, auth, rate limits, validation, OpenAPI
-    coordination/           coordinator, replication, quorums, idempotency, listing, quota
+    coordination/ realtime/ coordinator, replication, quorums, idempotency, listing, quota |
+                            the change tap, windows, aggregates, top-k, the change feed
     cluster/   history/     membership, peer links, wire, gossip, hand-off | history recorder
     storage/                in-memory store, durable replica (Redis, SQLite), write-behind
     obs/       base/        logs, metrics, tracing | config, errors, keys, threads

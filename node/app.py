@@ -56,6 +56,7 @@ from node.obs import logs
 from node.obs.metrics import Metrics
 from node.obs.supervision import Supervisor, every
 from node.obs.tracing import OFF, Tracing
+from node.realtime.changes import ChangeTap
 from node.storage.backends import open_durable, outlives_data_dir
 from node.storage.durable import DurableReplica
 from node.storage.incarnation import Start, start_incarnation
@@ -64,6 +65,7 @@ from node.storage.write_behind import Persister
 
 MAX_BODY_BYTES = 1024 * 1024
 GOSSIP_JITTER = 0.2  # keeps nodes started together from gossiping in lockstep
+CHANGE_TURN_S = 0.1  # how often the change tap hands the store's changes on (node/realtime)
 log = logging.getLogger("counters.node")
 
 
@@ -86,6 +88,7 @@ class NodeParts:
     peer_server: PeerServer
     history: Recorder
     supervisor: Supervisor
+    changes: ChangeTap
 
     def tasks(self) -> list[asyncio.Task[None]]:
         """Start the background loops, each supervised (node/obs/supervision.py): gossip
@@ -96,6 +99,7 @@ class NodeParts:
             supervisor.start("gossip", self.gossip.round, gossip_pause),
             supervisor.start("persister", self.persister.flush, self.persister.next_turn),
             supervisor.start("history", self.history.flush, self.history.next_turn),
+            supervisor.start("changes", self.changes.turn, every(CHANGE_TURN_S)),
         ]
 
     async def close(self, tasks: list[asyncio.Task[None]]) -> None:
@@ -132,7 +136,9 @@ def assemble(
     """Wire a node's parts. `make_pool` makes its peer links (an in-memory transport in
     tests); by default, WebSocket links that report their frames to the metrics."""
     cluster = Cluster(config, start.incarnation)
-    store = CounterStore(cluster.shard_of, int(config.idempotency_window_s * 1000))
+    store = CounterStore(
+        cluster.shard_of, int(config.idempotency_window_s * 1000), track_changes=True
+    )
     if make_pool is None:
         pool = PeerPool(config, store.share, node_metrics.frame_observer)
     else:
@@ -167,9 +173,10 @@ def assemble(
         bucket_s=config.history_bucket_s,
         tracing=traces,
     )
+    changes = ChangeTap(store, cluster.shard_of, [])
     return NodeParts(
         config, cluster, store, pool, persister, handoff, replicator, quota, idempotent,
-        coordinator, gossip, guard, peer_server, history, supervisor,
+        coordinator, gossip, guard, peer_server, history, supervisor, changes,
     )  # fmt: skip
 
 

@@ -54,9 +54,12 @@ Names = dict[str, bytes]  # name -> record, for one (shard, tenant, namespace)
 
 class CounterStore(DirtyCounters, StoreReceipts):
     def __init__(
-        self, shard_of: Callable[[Key], int], receipt_window_ms: int = DEFAULT_RECEIPT_WINDOW_MS
+        self,
+        shard_of: Callable[[Key], int],
+        receipt_window_ms: int = DEFAULT_RECEIPT_WINDOW_MS,
+        track_changes: bool = False,
     ) -> None:
-        DirtyCounters.__init__(self)
+        DirtyCounters.__init__(self, track_changes)
         StoreReceipts.__init__(self, receipt_window_ms, shard_of)
         self._shard_of = shard_of
         self._last_key: Key | None = None  # the key _shard answered last, and its shard
@@ -146,6 +149,10 @@ class CounterStore(DirtyCounters, StoreReceipts):
             self._count += 1
             counts = self._tenant_counts.setdefault(shard, {})
             counts[key[0]] = counts.get(key[0], 0) + 1
+        changes = self._changes
+        if changes is not None and key not in changes:
+            previous = None if old is None else names.get(key[2])
+            changes[key] = 0 if previous is None else pk.value(previous, HEADER_SIZE)
         names[key[2]] = record
         self._digests[shard] = (self._digests.get(shard, 0) + share - (old or 0)) & MASK64
         if changed is None:
@@ -310,11 +317,16 @@ class CounterStore(DirtyCounters, StoreReceipts):
     def merge_carried(
         self, entries: Iterable[tuple[Key, PNCounter, Mapping[str, Receipt]]]
     ) -> None:
-        """Merge states with the receipts that travel beside them (hand-off, anti-entropy)."""
+        """Merge states with the receipts that travel beside them (hand-off, anti-entropy).
+        A counter new here arrives rather than changes: the change tap does not see it."""
+        changes = self._changes
         for key, state, found in entries:
             if found:
                 self._receipts.add_many(key, found)
+            arrives = changes is not None and key not in changes and self._record(key) is None
             self.merge(key, state)
+            if arrives and changes is not None:
+                changes.pop(key, None)
 
     def shard_shares(self, shard: int) -> list[tuple[Key, int, int]]:
         """(key, key weight, share) for each key of a shard: its anti-entropy fingerprint."""

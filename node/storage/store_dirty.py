@@ -17,11 +17,14 @@ HEADER_SIZE = 16  # store.HEADER's size: a record's packed state starts there
 class DirtyCounters:
     """Dirty bookkeeping over the store's records (see CounterStore)."""
 
-    def __init__(self) -> None:
+    def __init__(self, track_changes: bool = False) -> None:
         # changed since the last write to the durable replica: per key, the actors whose
         # slots changed (None: all of them), so a flush writes a changed slot, not the state
         self._dirty: dict[Key, set[str] | None] = {}
         self._history_dirty: set[Key] = set()  # changed since history last recorded them
+        # the change tap (take_changes), when asked for: per counter changed since the last
+        # take, its value before the first of those changes
+        self._changes: dict[Key, int] | None = {} if track_changes else None
         self._actors = pk.ActorTable()  # the actor ids of every packed state here
 
     # the store's (CounterStore overrides them)
@@ -52,7 +55,7 @@ class DirtyCounters:
         nor recorded in the history again (a million of them would keep the write-behind
         busy for a minute after each start, and so delay the next stop). A counter already
         held is merged as usual: what it held beyond the durable copy still goes out."""
-        dirty, history_dirty = self._dirty, self._history_dirty
+        dirty, history_dirty, changes = self._dirty, self._history_dirty, self._changes
         for key, state in entries:
             if state.is_empty() or self._lookup(key)[2] is not None:
                 self.merge(key, state)
@@ -63,6 +66,8 @@ class DirtyCounters:
                 dirty.pop(key, None)
             if not was_history_dirty:
                 history_dirty.discard(key)
+            if changes is not None:  # loaded, not changed: the tap does not see it
+                changes.pop(key, None)
 
     def _dirty_states(self, dirty: Iterable[Key]) -> list[tuple[Key, int, PNCounter]]:
         out = []
@@ -126,6 +131,18 @@ class DirtyCounters:
         """Counters changed since the history last took them: (key, shard, state)."""
         dirty, self._history_dirty = self._history_dirty, set()
         return self._dirty_states(dirty)
+
+    def take_changes(self) -> dict[Key, int]:
+        """The change tap: each counter whose value may have changed since the last take,
+        with its value before (0 for a counter new here), and start afresh. Counters loaded
+        at start (load_durable) or arriving with a hand-off are not changes. Read the value
+        after with `value(key)` (None: the shard was dropped since). Empty unless the store
+        was made with track_changes."""
+        changes = self._changes
+        if not changes:
+            return {}
+        self._changes = {}
+        return changes
 
     def dirty_count(self) -> int:
         return len(self._dirty)

@@ -1,9 +1,9 @@
 """node/ is layered: each subpackage imports only those below it, and no import cycle exists.
 
 The layers, top to bottom (node/__init__.py draws them): the root (composition), http,
-coordination, then cluster and history side by side, storage, then obs and base. A module
-may import its own subpackage and any lower layer. Lazy imports inside functions count;
-imports under `if TYPE_CHECKING:` do not, since they never run.
+coordination and realtime side by side, then cluster and history side by side, storage, then
+obs and base. A module may import its own subpackage and any lower layer. Lazy imports
+inside functions count; imports under `if TYPE_CHECKING:` do not, since they never run.
 """
 
 from __future__ import annotations
@@ -15,12 +15,13 @@ import pytest
 
 NODE = Path(__file__).resolve().parents[2] / "node"
 # Rank of each subpackage: a module may import ranks strictly below its own (or its own
-# subpackage). Equal ranks (cluster, history; obs, base) may not import each other, except
-# obs, which may use base.
+# subpackage). Equal ranks (coordination, realtime; cluster, history; obs, base) may not
+# import each other, except obs, which may use base.
 RANK = {
     "": 6,  # the root: app, cli, local_cluster
     "http": 5,
     "coordination": 4,
+    "realtime": 4,
     "cluster": 3,
     "history": 3,
     "storage": 2,
