@@ -31,11 +31,22 @@ from node.coordination.rotation import ActorRotation
 from node.history.backends import open_history
 from node.history.model import HistoryStore
 from node.history.recorder import Recorder
-from node.http import admin, auth, counters, health, history, middleware, openapi, validation
+from node.http import (
+    admin,
+    auth,
+    counters,
+    health,
+    history,
+    middleware,
+    openapi,
+    realtime_routes,
+    validation,
+)
 from node.http.appkeys import (
     CLUSTER,
     CONFIG,
     COORDINATOR,
+    FANOUT,
     GOSSIP,
     HANDOFF,
     HISTORY,
@@ -57,6 +68,8 @@ from node.obs.metrics import Metrics
 from node.obs.supervision import Supervisor, every
 from node.obs.tracing import OFF, Tracing
 from node.realtime.changes import ChangeTap
+from node.realtime.fanout import Fanout
+from node.realtime.service import Realtime
 from node.storage.backends import open_durable, outlives_data_dir
 from node.storage.durable import DurableReplica
 from node.storage.incarnation import Start, start_incarnation
@@ -66,6 +79,7 @@ from node.storage.write_behind import Persister
 MAX_BODY_BYTES = 1024 * 1024
 GOSSIP_JITTER = 0.2  # keeps nodes started together from gossiping in lockstep
 CHANGE_TURN_S = 0.1  # how often the change tap hands the store's changes on (node/realtime)
+REALTIME_TURN_S = 0.5  # how often real-time indexes catch up with loads, arrivals and drops
 log = logging.getLogger("counters.node")
 
 
@@ -89,6 +103,8 @@ class NodeParts:
     history: Recorder
     supervisor: Supervisor
     changes: ChangeTap
+    realtime: Realtime
+    fanout: Fanout
 
     def tasks(self) -> list[asyncio.Task[None]]:
         """Start the background loops, each supervised (node/obs/supervision.py): gossip
@@ -100,6 +116,7 @@ class NodeParts:
             supervisor.start("persister", self.persister.flush, self.persister.next_turn),
             supervisor.start("history", self.history.flush, self.history.next_turn),
             supervisor.start("changes", self.changes.turn, every(CHANGE_TURN_S)),
+            supervisor.start("realtime", self.realtime.turn, every(REALTIME_TURN_S)),
         ]
 
     async def close(self, tasks: list[asyncio.Task[None]]) -> None:
@@ -164,7 +181,14 @@ def assemble(
         cluster, store, replicator, quota, idempotent, rotation, traces, refresh_view=gossip.refresh
     )
     guard = ReplayGuard()
-    peer_server = PeerServer(config, guard, store, coordinator, gossip, traces)
+    realtime = Realtime(
+        store,
+        config.shards,
+        lambda shard: cluster.node_id in cluster.replicas(shard),
+        lambda: cluster.recovered,
+        windows=config.realtime_windows,
+    )
+    peer_server = PeerServer(config, guard, store, coordinator, gossip, traces, realtime)
     history = Recorder(
         store,
         history_store,
@@ -173,10 +197,11 @@ def assemble(
         bucket_s=config.history_bucket_s,
         tracing=traces,
     )
-    changes = ChangeTap(store, cluster.shard_of, [])
+    changes = ChangeTap(store, cluster.shard_of, [realtime])
     return NodeParts(
         config, cluster, store, pool, persister, handoff, replicator, quota, idempotent,
-        coordinator, gossip, guard, peer_server, history, supervisor, changes,
+        coordinator, gossip, guard, peer_server, history, supervisor, changes, realtime,
+        Fanout(cluster, pool, realtime),
     )  # fmt: skip
 
 
@@ -193,6 +218,7 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
     app[COORDINATOR], app[PEER_GUARD] = parts.coordinator, parts.guard
     app[PEER_SERVER], app[HISTORY] = parts.peer_server, parts.history
     app[SUPERVISOR] = parts.supervisor
+    app[FANOUT] = parts.fanout
     await parts.history.start()
     node_metrics.register(
         NodeCollector(
@@ -253,7 +279,7 @@ def build_app(config: Config) -> web.Application:
     app[RATE_LIMITER] = RateLimiter(config)
     app.cleanup_ctx.append(_resources)
     app.on_shutdown.append(_close_peer_links)
-    for module in (counters, health, history, admin, openapi):
+    for module in (counters, realtime_routes, health, history, admin, openapi):
         app.add_routes(module.routes)
     app.router.add_get("/metrics", handle_metrics)
     app.router.add_get(PEER_PATH, _peer_ws)

@@ -140,6 +140,9 @@ class Config:
     history_flush_interval_s: float = 10.0
     # Seconds per history bucket. Default 60 (one minute).
     history_bucket_s: int = 60
+    # Keep per-minute windowed changes (?window= reads, windowed aggregates and top-k);
+    # false spares their memory and their share of each change. Default true.
+    realtime_windows: bool = True
 
     def jwt_algorithm_list(self) -> list[str]:
         if self.jwt_algorithms:

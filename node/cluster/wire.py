@@ -44,6 +44,11 @@ RESERVE = 10
 # body: [token, [[key, [idempotency key, ...]], ...]]
 # reply: [[state | None if no receipt, [receipt | "aborted" | "void", ...]], ...]
 RESOLVE = 11
+# A real-time query about some shards (node/realtime/query.py has its forms):
+# body: [kind, tenant, namespace, prefix, name, span_min, by, k, at_ms, [shard, ...], strict]
+# reply: [[shard done, ...], [[shard refused, since_ms | -1], ...], counters, total, change,
+#         [[name, value, change | None], ...], since_ms]
+REALTIME = 13
 KINDS = frozenset(
     {
         REPLY,
@@ -58,6 +63,7 @@ KINDS = frozenset(
         RECEIPTS,
         RESERVE,
         RESOLVE,
+        REALTIME,
     }
 )
 SLOT_FIELDS = 6

@@ -18,7 +18,7 @@ from node.coordination import listing
 from node.coordination.idempotency import claim_key
 from node.coordination.ops import Op, OpKind, OpResult, RemoteError
 from node.coordination.replication import needed
-from node.http import auth, bodies, validation
+from node.http import auth, bodies, realtime_routes, validation
 from node.http.appkeys import CLUSTER, CONFIG, COORDINATOR
 
 routes = web.RouteTableDef()
@@ -34,6 +34,17 @@ def _reply(
     durability: str = "",
     replicas: int = 0,
 ) -> web.Response:
+    return bodies.json_response(_body(namespace, name, result, consistency, durability, replicas))
+
+
+def _body(
+    namespace: str,
+    name: str,
+    result: OpResult,
+    consistency: str,
+    durability: str = "",
+    replicas: int = 0,
+) -> dict[str, Any]:
     if result.problem is not None:
         raise RemoteError(result.problem)
     body: dict[str, Any] = {"namespace": namespace, "name": name, "value": result.value}
@@ -46,7 +57,7 @@ def _reply(
         body["durability"] = durability
     if replicas:  # what the answer promised: replicas (this one included) that held it
         body["replicas"] = replicas
-    return bodies.json_response(body)
+    return body
 
 
 def _counter(request: web.Request, kind: OpKind) -> tuple[Op, str]:
@@ -87,7 +98,15 @@ async def reset_counter(request: web.Request) -> web.Response:
 
 @routes.get("/v1/namespaces/{namespace:[^/]+}/counters/{name:[^/]+}")
 async def get_counter(request: web.Request) -> web.Response:
-    return await _run_one(request, *_counter(request, OpKind.GET))
+    """The value; with ?window=15m also its net change over the window (realtime_routes)."""
+    span_min = realtime_routes.span(request)  # a bad span is refused before anything runs
+    op, consistency = _counter(request, OpKind.GET)
+    if not span_min:
+        return await _run_one(request, op, consistency)
+    [result] = await request.app[COORDINATOR].run([op], consistency)
+    body = _body(op.key[1], op.key[2], result, consistency)
+    body["window"] = await realtime_routes.window_of(request, op.key, span_min)
+    return bodies.json_response(body)
 
 
 def _batch_ops(tenant: str, namespace: str, body: bodies.Batch) -> list[Op]:

@@ -1,6 +1,6 @@
 """The peer endpoint: authenticated WebSocket, one frame in, one reply out.
 
-SLOTS, REPLICATE, READ, RECEIPTS, RESERVE and RESOLVE are answered inline (pure in-memory
+SLOTS, REPLICATE, READ, RECEIPTS, RESERVE, RESOLVE and REALTIME are answered inline (pure in-memory
 work, no awaits), so a frame of many keys costs one loop turn. GOSSIP, PULL, PUSH and FORWARD
 may wait on other peers and run as tasks. A malformed frame closes the connection before it
 touches any state.
@@ -31,12 +31,22 @@ from node.coordination.coordinator import Coordinator
 from node.coordination.ops import OpResult, forward_from_wire
 from node.obs import logs
 from node.obs.tracing import OFF, Tracing
+from node.realtime.query import query_from_wire
+from node.realtime.service import Realtime
 from node.storage.store import CounterStore
 
 log = logging.getLogger("counters.peer_server")
 EMPTY = PNCounter.empty()
 INLINE = frozenset(
-    {wire.SLOTS, wire.REPLICATE, wire.READ, wire.RECEIPTS, wire.RESERVE, wire.RESOLVE}
+    {
+        wire.SLOTS,
+        wire.REPLICATE,
+        wire.READ,
+        wire.RECEIPTS,
+        wire.RESERVE,
+        wire.RESOLVE,
+        wire.REALTIME,
+    }
 )
 KIND_NAMES = {
     wire.REPLY: "reply",
@@ -51,6 +61,7 @@ KIND_NAMES = {
     wire.RECEIPTS: "receipts",
     wire.RESERVE: "reserve",
     wire.RESOLVE: "resolve",
+    wire.REALTIME: "realtime",
 }
 
 
@@ -67,6 +78,7 @@ class PeerServer:
         coordinator: Coordinator,
         gossip: Gossip,
         tracing: Tracing = OFF,
+        realtime: Realtime | None = None,
     ) -> None:
         self.tracing = tracing
         self.secret = config.cluster_secret
@@ -75,6 +87,7 @@ class PeerServer:
         self.store = store
         self.coordinator = coordinator
         self.gossip = gossip
+        self.realtime = realtime
         self._tasks: set[asyncio.Task[None]] = set()
         self._sockets: set[web.WebSocketResponse] = set()
 
@@ -175,6 +188,11 @@ class PeerServer:
                 merged = store.merge(key, state)
                 reply.append(None if store.share(key) == share else _stated(store, key, merged))
             return reply
+        if kind == wire.REALTIME:
+            if self.realtime is None:
+                raise ProtocolError("this node keeps no real-time state")
+            query = query_from_wire(body, self.gossip.cluster.config.shards)
+            return self.realtime.answer(query).to_wire()
         if kind == wire.RECEIPTS:
             return self._receipts(wire.receipt_reads_from_wire(body))
         if kind in (wire.RESERVE, wire.RESOLVE) and not self.gossip.cluster.recovered:

@@ -367,6 +367,12 @@ class CounterStore(DirtyCounters, StoreReceipts):
         record = self._record(key)
         return _weight(key) if record is None else int(_read_header(record)[0])
 
+    def shard_values(self, shard: int) -> Iterator[tuple[Key, int]]:
+        """(key, value) for each counter of a shard, without building states."""
+        value = pk.value
+        for key, record in self._shard_records(shard):
+            yield key, value(record, HEADER_SIZE)
+
     def tenant_counts(self, shard: int) -> dict[str, int]:
         """How many counters each tenant has in a shard (read-only)."""
         return self._tenant_counts.get(shard, {})

@@ -1,0 +1,111 @@
+"""Asking the cluster: one live replica per shard, one request per node, merged exactly.
+
+A shard's candidates are this node first when it is a ready replica (no round trip), then
+its live replicas in preference order. Each round asks every node for the shards assigned
+to it, all at once (a query waits for the slowest node, not their sum). A shard refused
+(not held there, or, for a window, observed only since after the window began) or on a node
+that failed moves to its next candidate. When no candidate observed a window whole, the one
+that observed it longest answers it, and the result says `complete: false` and since when.
+
+Merging is exact: counts, totals and changes are sums over disjoint shards; a counter lives
+in one shard, so the k best of the nodes' k best are the k best.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+
+from node.base.errors import PeerError, QuorumUnavailable
+from node.cluster.membership import Cluster
+from node.cluster.pool import PeerPool
+from node.cluster.wire import REALTIME, ProtocolError
+from node.realtime.query import Answer, By, Query, answer_from_wire
+from node.realtime.service import NOT_HELD, Realtime
+
+
+@dataclass
+class Result:
+    counters: int = 0
+    total: int = 0
+    change: int = 0
+    top: list[tuple[str, int, int | None]] = field(default_factory=list)
+    complete: bool = True
+    since_ms: int = 0  # when incomplete: the latest observation start among what answered
+
+
+class Fanout:
+    def __init__(self, cluster: Cluster, pool: PeerPool, realtime: Realtime) -> None:
+        self.cluster = cluster
+        self.pool = pool
+        self.realtime = realtime
+        self.timeout_s = cluster.config.request_timeout_s
+        self.rounds = 0  # requests sent to nodes, this one included (metrics)
+
+    def candidates(self, shard: int) -> list[str]:
+        cluster, me = self.cluster, self.cluster.node_id
+        replicas = cluster.replicas(shard)
+        ordered = [me] if me in replicas and cluster.ready else []
+        ordered += [n for n in replicas if n != me and cluster.alive(n)]
+        return ordered
+
+    async def run(self, query: Query, shards: list[int]) -> Result:
+        left = {shard: self.candidates(shard) for shard in shards}
+        fallback: dict[int, tuple[int, str]] = {}  # shard -> (since, node) observed longest
+        result = Result()
+        answers: list[Answer] = []
+        strict = query.span_min > 0
+        while left:
+            plan: dict[tuple[str, bool], list[int]] = {}
+            for shard, nodes in list(left.items()):
+                if nodes:
+                    plan.setdefault((nodes.pop(0), strict), []).append(shard)
+                elif shard in fallback:
+                    plan.setdefault((fallback.pop(shard)[1], False), []).append(shard)
+                else:
+                    raise QuorumUnavailable(f"no live replica answers for shard {shard}")
+            replies = await asyncio.gather(
+                *(self._ask(node, query.to(part, firm)) for (node, firm), part in plan.items())
+            )
+            for ((node, firm), _part), answer in zip(plan.items(), replies, strict=True):
+                if answer is None:
+                    continue  # failed: its shards move on to their next candidates
+                answers.append(answer)
+                for shard in answer.done:
+                    left.pop(shard, None)
+                    if not firm and strict:
+                        result.complete = False
+                        result.since_ms = max(result.since_ms, answer.since_ms)
+                for shard, since in answer.refused.items():
+                    if since != NOT_HELD and (shard not in fallback or since < fallback[shard][0]):
+                        fallback[shard] = (since, node)
+        return _merge(query, answers, result)
+
+    async def _ask(self, node_id: str, query: Query) -> Answer | None:
+        """node_id's answer, or None when it cannot be had."""
+        self.rounds += 1
+        if node_id == self.cluster.node_id:
+            return self.realtime.answer(query)
+        address = self.cluster.address_of(node_id)
+        if address is None:
+            return None
+        try:
+            reply = await self.pool.link(address).call(REALTIME, query.to_wire(), self.timeout_s)
+            return answer_from_wire(reply)
+        except (PeerError, ProtocolError):  # unreachable, timed out, refused: the next one
+            return None
+
+
+def _merge(query: Query, answers: list[Answer], result: Result) -> Result:
+    top: list[tuple[str, int, int | None]] = []
+    for answer in answers:
+        result.counters += answer.counters
+        result.total += answer.total
+        result.change += answer.change
+        top.extend(answer.top)
+    if query.by is By.VALUE:
+        top.sort(key=lambda entry: (-entry[1], entry[0]))
+    else:
+        top.sort(key=lambda entry: (-(entry[2] or 0), entry[0]))
+    result.top = top[: query.k]
+    return result

@@ -1,0 +1,195 @@
+"""Per-shard value indexes: what aggregates and top-k by value read instead of a scan.
+
+Per (shard, tenant, namespace) this node keeps its counters' values four ways, each updated
+in O(log n) per change (the change tap hands them on) and never rebuilt per query:
+
+- `values`: name -> value, and a running `total`: an unfiltered aggregate is O(1);
+- `names`, sorted: how many names start with a prefix is two bisections, and the names
+  under a prefix are one contiguous run;
+- `groups`: for every prefix that ends just after a delimiter (`:` or `/`, as in
+  `video:42:`), its running count and total: an aggregate under such a prefix is O(1);
+  under any other prefix it sums the run of names, O(names under it);
+- `by_value`, sorted by (-value, name): the top k by value is its first k, and across shards
+  a lazy merge of those (heapq.merge): O(k log shards), whatever the namespace's size.
+
+Per counter that is a dict entry, two sorted-list entries (a tuple for by_value) and one
+group update per delimiter in its name: ~200 bytes beside the store's record.
+
+The index holds a shard's counters as the store does; `Realtime` rebuilds a shard from the
+store when their counts differ (counters loaded at start or arriving with a hand-off are not
+changes) and drops it when the store drops it.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+from collections.abc import Iterable, Iterator, Sequence
+
+from sortedcontainers import SortedList
+
+DELIMITERS = frozenset(":/")
+# Under this many names a prefix's top k sorts the run of names; above, it filters by_value.
+SMALL_RUN = 4096
+
+
+def _groups_of(name: str) -> list[str]:
+    return [name[: i + 1] for i, char in enumerate(name) if char in DELIMITERS]
+
+
+def _after_prefix(prefix: str) -> str | None:
+    """The least string greater than every string starting with prefix (None: no bound)."""
+    stripped = prefix.rstrip("\U0010ffff")
+    if not stripped:
+        return None
+    return stripped[:-1] + chr(ord(stripped[-1]) + 1)
+
+
+class NamespaceIndex:
+    """One (shard, tenant, namespace)'s counters, indexed by name, prefix group and value."""
+
+    __slots__ = ("by_value", "groups", "names", "total", "values")
+
+    def __init__(self) -> None:
+        self.values: dict[str, int] = {}
+        self.names: SortedList = SortedList()
+        self.by_value: SortedList = SortedList()  # (-value, name)
+        self.total = 0
+        self.groups: dict[str, list[int]] = {}  # delimited prefix -> [count, total]
+
+    def __len__(self) -> int:
+        return len(self.values)
+
+    @classmethod
+    def build(cls, pairs: Iterable[tuple[str, int]]) -> NamespaceIndex:
+        """An index of (name, value) pairs in one go: sorted once, not inserted one by one."""
+        index = cls()
+        values = index.values = dict(pairs)
+        index.names = SortedList(values)
+        index.by_value = SortedList((-value, name) for name, value in values.items())
+        index.total = sum(values.values())
+        groups = index.groups
+        for name, value in values.items():
+            for group in _groups_of(name):
+                found = groups.get(group)
+                if found is None:
+                    groups[group] = [1, value]
+                else:
+                    found[0] += 1
+                    found[1] += value
+        return index
+
+    def set(self, name: str, value: int) -> None:
+        old = self.values.get(name)
+        if old == value:
+            return
+        self.values[name] = value
+        groups = self.groups
+        if old is None:
+            self.names.add(name)
+            for group in _groups_of(name):
+                found = groups.get(group)
+                if found is None:
+                    groups[group] = [1, value]
+                else:
+                    found[0] += 1
+                    found[1] += value
+            self.total += value
+        else:
+            self.by_value.remove((-old, name))
+            grown = value - old
+            for group in _groups_of(name):
+                groups[group][1] += grown
+            self.total += grown
+        self.by_value.add((-value, name))
+
+    def _run(self, prefix: str) -> tuple[int, int]:
+        """[start, stop) positions in `names` of the names under prefix."""
+        names = self.names
+        start = names.bisect_left(prefix)
+        upper = _after_prefix(prefix)
+        return start, (len(names) if upper is None else names.bisect_left(upper))
+
+    def aggregate(self, prefix: str) -> tuple[int, int]:
+        """(counters, sum of their values) under prefix."""
+        if not prefix:
+            return len(self.values), self.total
+        group = self.groups.get(prefix)
+        if group is not None:
+            return group[0], group[1]
+        if prefix[-1] in DELIMITERS:  # a delimited prefix no name has
+            return 0, 0
+        start, stop = self._run(prefix)
+        values = self.values
+        return stop - start, sum(values[name] for name in self.names.islice(start, stop))
+
+    def ranked(self, prefix: str) -> Iterator[tuple[int, str]]:
+        """(-value, name) under prefix, largest value first (ties by name)."""
+        if not prefix:
+            return iter(self.by_value)
+        start, stop = self._run(prefix)
+        if stop - start <= SMALL_RUN:
+            values = self.values
+            return iter(sorted((-values[n], n) for n in self.names.islice(start, stop)))
+        return (item for item in self.by_value if item[1].startswith(prefix))
+
+
+def top_by_value(
+    indexes: Sequence[NamespaceIndex], prefix: str, k: int
+) -> list[tuple[str, int, int]]:
+    """The k largest (name, value, position of its index in `indexes`) under prefix, largest
+    first, ties by name: exact, as a counter lives in one index."""
+    ranked = [
+        ((negated, name, position) for negated, name in index.ranked(prefix))
+        for position, index in enumerate(indexes)
+    ]
+    merged = heapq.merge(*ranked)
+    return [(name, -negated, position) for negated, name, position in itertools.islice(merged, k)]
+
+
+Space = tuple[str, str]
+
+
+class ValueIndex:
+    """Every shard's namespace indexes on this node."""
+
+    def __init__(self) -> None:
+        self._shards: dict[int, dict[Space, NamespaceIndex]] = {}
+        self._counts: dict[int, int] = {}  # counters indexed per shard
+
+    def set(self, shard: int, tenant: str, namespace: str, name: str, value: int) -> None:
+        spaces = self._shards.get(shard)
+        if spaces is None:
+            spaces = self._shards[shard] = {}
+        index = spaces.get((tenant, namespace))
+        if index is None:
+            index = spaces[(tenant, namespace)] = NamespaceIndex()
+        held = len(index)
+        index.set(name, value)
+        if len(index) != held:
+            self._counts[shard] = self._counts.get(shard, 0) + 1
+
+    def get(self, shard: int, tenant: str, namespace: str) -> NamespaceIndex | None:
+        spaces = self._shards.get(shard)
+        return None if spaces is None else spaces.get((tenant, namespace))
+
+    def count(self, shard: int) -> int:
+        return self._counts.get(shard, 0)
+
+    def shards(self) -> list[int]:
+        return list(self._shards)
+
+    def drop_shard(self, shard: int) -> None:
+        self._shards.pop(shard, None)
+        self._counts.pop(shard, None)
+
+    def rebuild(self, shard: int, entries: Iterable[tuple[tuple[str, str, str], int]]) -> None:
+        """Index a shard afresh from (key, value) pairs."""
+        pairs: dict[Space, list[tuple[str, int]]] = {}
+        for (tenant, namespace, name), value in entries:
+            pairs.setdefault((tenant, namespace), []).append((name, value))
+        self._shards[shard] = {space: NamespaceIndex.build(p) for space, p in pairs.items()}
+        self._counts[shard] = sum(len(p) for p in pairs.values())
+
+    def __len__(self) -> int:
+        return sum(self._counts.values())

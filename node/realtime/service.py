@@ -1,0 +1,199 @@
+"""This node's real-time state: windows and value indexes fed by the change tap, and the
+answers to queries about its shards.
+
+Observation. A replica's windows hold what it saw change since it began observing a shard:
+since the first turn after its recovery at start (its own loads and recovery pulls are done
+by then, so none of them lands in a window it claims), or since it became a replica of a
+shard it gained. `since[shard]` is that time. A window is complete at a replica when it
+began at or after `since`; asked strictly, a replica refuses the shards it cannot answer
+completely and says since when it observes them, and the asker tries the next replica
+(fanout.py). A restarted node or a new replica of a shard so answers only the windows that
+began after it came; older ones come from the replicas that saw them. When no live replica
+observed the whole window (the whole cluster restarted within it), the answer says so
+(`complete: false` with the time observation began): what is lost is the changes before it.
+
+Indexes hold the store's counters shard by shard; a shard whose counter count differs from
+the store's (loads and hand-off arrivals are not changes) is rebuilt from the store before
+it answers, and a shard the store dropped is dropped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import time
+from collections.abc import Callable, Sequence
+
+from node.realtime.changes import Change
+from node.realtime.index import ValueIndex, top_by_value
+from node.realtime.query import Answer, By, Kind, Query
+from node.realtime.windows import MINUTE_MS, Windows, first_minute, window_start_ms
+from node.storage.store import CounterStore
+
+NOT_HELD = -1
+
+
+class Realtime:
+    """Change subscriber and local query answerer for one node."""
+
+    def __init__(
+        self,
+        store: CounterStore,
+        shard_count: int,
+        is_replica: Callable[[int], bool],
+        recovered: Callable[[], bool],
+        windows: bool = True,
+        clock_ms: Callable[[], int] = lambda: time.time_ns() // 1_000_000,
+    ) -> None:
+        self.store = store
+        self.shard_count = shard_count
+        self.is_replica = is_replica
+        self.recovered = recovered
+        self.clock_ms = clock_ms
+        self.index = ValueIndex()
+        self.windows: Windows | None = Windows() if windows else None
+        self.since: dict[int, int] = {}  # shard -> unix ms this node began observing it
+        self._dropped = store.shards_dropped
+        self.rebuilds = 0  # shards indexed afresh from the store
+        self.queries: dict[Kind, int] = {kind: 0 for kind in Kind}  # answered here
+
+    # -- feeding ----------------------------------------------------------------------------
+
+    def on_changes(self, changes: Sequence[Change], at_ms: int) -> None:
+        minute = at_ms // MINUTE_MS
+        index_set = self.index.set
+        windows = self.windows
+        if windows is None:
+            for (tenant, namespace, name), shard, _, after in changes:
+                index_set(shard, tenant, namespace, name, after)
+            return
+        window_add = windows.add
+        for (tenant, namespace, name), shard, before, after in changes:
+            index_set(shard, tenant, namespace, name, after)
+            window_add(shard, tenant, namespace, name, minute, after - before)
+
+    def stale_shards(self) -> list[int]:
+        """Shards whose index does not hold what the store holds."""
+        store, index = self.store, self.index
+        if store.shards_dropped != self._dropped:  # a shard may have gone and come back
+            self._dropped = store.shards_dropped
+            return list(range(self.shard_count))
+        return [
+            shard
+            for shard in range(self.shard_count)
+            if sum(store.tenant_counts(shard).values()) != index.count(shard)
+        ]
+
+    def rebuild(self, shard: int) -> None:
+        if self.store.tenant_counts(shard):
+            self.index.rebuild(shard, self.store.shard_values(shard))
+        else:
+            self.index.drop_shard(shard)
+        self.rebuilds += 1
+
+    def observe(self, now_ms: int) -> None:
+        """Start or stop observing shards as this node becomes or stops being a replica."""
+        if not self.recovered():
+            return
+        windows = self.windows
+        for shard in range(self.shard_count):
+            if self.is_replica(shard):
+                self.since.setdefault(shard, now_ms)
+            elif shard in self.since:
+                del self.since[shard]
+                if windows is not None:
+                    windows.drop_shard(shard)
+        if windows is not None:
+            windows.prune(now_ms)
+
+    async def turn(self) -> None:
+        """One supervised turn: rebuild stale shards (a loop turn each), then observe."""
+        for shard in self.stale_shards():
+            self.rebuild(shard)
+            await asyncio.sleep(0)
+        self.observe(self.clock_ms())
+
+    # -- answering --------------------------------------------------------------------------
+
+    def answer(self, query: Query) -> Answer:
+        """This node's part of a query: the shards it can answer, the others refused."""
+        self.queries[query.kind] += 1
+        answer = Answer()
+        start_ms = window_start_ms(query.at_ms, query.span_min) if query.span_min else 0
+        for shard in query.shards:
+            since = self.since.get(shard)
+            if since is None or not self.is_replica(shard):
+                answer.refused[shard] = NOT_HELD
+            elif query.strict and query.span_min and since > start_ms:
+                answer.refused[shard] = since
+            else:
+                answer.done.append(shard)
+                answer.since_ms = max(answer.since_ms, since)
+        store_count, index = self.store.tenant_counts, self.index
+        for shard in answer.done:
+            if sum(store_count(shard).values()) != index.count(shard):
+                self.rebuild(shard)  # arrivals since the last turn: fresh before it answers
+        if query.kind is Kind.WINDOW:
+            self._window(query, answer)
+        elif query.kind is Kind.AGGREGATE:
+            self._aggregate(query, answer)
+        elif query.by is By.VALUE:
+            self._top_by_value(query, answer)
+        else:
+            self._top_by_change(query, answer)
+        return answer
+
+    def _change(self, shard: int, query: Query, name: str) -> int | None:
+        if not query.span_min:
+            return None
+        windows = self.windows
+        window = None if windows is None else windows.get(shard, query.tenant, query.namespace)
+        if window is None:
+            return 0
+        return window.change(name, first_minute(query.at_ms, query.span_min))
+
+    def _window(self, query: Query, answer: Answer) -> None:
+        for shard in answer.done:
+            answer.change += self._change(shard, query, query.name) or 0
+
+    def _aggregate(self, query: Query, answer: Answer) -> None:
+        first = first_minute(query.at_ms, query.span_min)
+        for shard in answer.done:
+            index = self.index.get(shard, query.tenant, query.namespace)
+            if index is not None:
+                counters, total = index.aggregate(query.prefix)
+                answer.counters += counters
+                answer.total += total
+            if query.span_min and self.windows is not None:
+                window = self.windows.get(shard, query.tenant, query.namespace)
+                if window is not None:
+                    answer.change += window.total(first, query.prefix)
+
+    def _top_by_value(self, query: Query, answer: Answer) -> None:
+        found = [
+            (shard, index)
+            for shard in answer.done
+            if (index := self.index.get(shard, query.tenant, query.namespace)) is not None
+        ]
+        top = top_by_value([index for _, index in found], query.prefix, query.k)
+        answer.top = [
+            (name, value, self._change(found[position][0], query, name))
+            for name, value, position in top
+        ]
+
+    def _top_by_change(self, query: Query, answer: Answer) -> None:
+        if self.windows is None or not query.span_min:
+            return
+        first = first_minute(query.at_ms, query.span_min)
+        candidates: list[tuple[str, int, int]] = []  # name, change, shard
+        for shard in answer.done:
+            window = self.windows.get(shard, query.tenant, query.namespace)
+            if window is not None:
+                changes = window.changes(first, query.prefix)
+                best = heapq.nsmallest(query.k, changes.items(), key=lambda kv: (-kv[1], kv[0]))
+                candidates.extend((name, change, shard) for name, change in best)
+        best_all = heapq.nsmallest(query.k, candidates, key=lambda c: (-c[1], c[0]))
+        for name, change, shard in best_all:
+            index = self.index.get(shard, query.tenant, query.namespace)
+            value = 0 if index is None else index.values.get(name, 0)
+            answer.top.append((name, value, change))

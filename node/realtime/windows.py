@@ -1,0 +1,173 @@
+"""Windowed changes: per counter, per minute, the net change this replica observed.
+
+A window of span W minutes, read at time t in minute c = t // 60 s, is the sum of the
+buckets of minutes c - W .. c: the trailing W whole minutes and the current minute so far,
+so it covers between W and W + 1 minutes and never less than asked. `rate_per_s` divides
+by W minutes. Spans are 1m .. 24h at minute resolution; buckets older than the longest span
+are dropped every turn, so state grows only with counters changed within the last 24 hours.
+
+Memory, stated per counter: one dict entry (name -> net change, ~45 bytes on CPython with
+the name string shared with the store; +28 bytes when |change| > 256) per minute in which
+the counter changed, at most 1,441 of them; nothing for a counter unchanged for 24 hours.
+A counter changed every minute of a day costs ~65-100 KB, one changed a few times an hour
+a few hundred bytes. Buckets are grouped per (shard, tenant, namespace), so a namespace's
+aggregate never walks other namespaces, and a shard that leaves the node goes in one pop.
+
+Which changes land in which minute is this replica's observation: the tap turn's time.
+A write reaches each replica within the replication delay, so a window is exact for every
+acknowledged write once replication has caught up: within replication delay + one tap turn
+(0.1 s) of the write, and at a minute's edge a write may fall in the next minute at one
+replica and not at another.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+
+MINUTE_MS = 60_000
+MAX_SPAN_MIN = 1440  # 24 h
+_SPAN = re.compile(r"([1-9][0-9]{0,3})([mh])")
+
+
+class BadSpan(ValueError):
+    """A window span that is not 1m .. 24h."""
+
+
+def parse_span(text: str) -> int:
+    """'15m' -> 15, '2h' -> 120: minutes, 1 .. 1440; BadSpan otherwise."""
+    match = _SPAN.fullmatch(text)
+    if match is None:
+        raise BadSpan(f"window {text[:20]!r} is not a span like 15m or 2h")
+    minutes = int(match[1]) * (60 if match[2] == "h" else 1)
+    if not 1 <= minutes <= MAX_SPAN_MIN:
+        raise BadSpan(f"window {text!r} is outside 1m .. 24h")
+    return minutes
+
+
+def span_text(minutes: int) -> str:
+    return f"{minutes // 60}h" if minutes % 60 == 0 else f"{minutes}m"
+
+
+def first_minute(now_ms: int, span_min: int) -> int:
+    """The oldest minute a window of span_min read at now_ms sums."""
+    return now_ms // MINUTE_MS - span_min
+
+
+def window_start_ms(now_ms: int, span_min: int) -> int:
+    return first_minute(now_ms, span_min) * MINUTE_MS
+
+
+class NamespaceWindow:
+    """One (shard, tenant, namespace)'s minute buckets, oldest first: minute, name ->
+    net change, and the bucket's total (so a whole-namespace sum costs one add a minute)."""
+
+    __slots__ = ("deltas", "minutes", "totals")
+
+    def __init__(self) -> None:
+        self.minutes: list[int] = []
+        self.deltas: list[dict[str, int]] = []
+        self.totals: list[int] = []
+
+    def add(self, minute: int, name: str, delta: int) -> None:
+        minutes = self.minutes
+        if not minutes or minute > minutes[-1]:
+            minutes.append(minute)
+            self.deltas.append({name: delta})
+            self.totals.append(delta)
+            return
+        # A clock stepping back lands in the newest bucket rather than reordering them.
+        bucket = self.deltas[-1]
+        bucket[name] = bucket.get(name, 0) + delta
+        self.totals[-1] += delta
+
+    def prune(self, oldest: int) -> None:
+        """Drop buckets older than minute `oldest`."""
+        minutes = self.minutes
+        cut = 0
+        while cut < len(minutes) and minutes[cut] < oldest:
+            cut += 1
+        if cut:
+            del minutes[:cut], self.deltas[:cut], self.totals[:cut]
+
+    def _since(self, first: int) -> int:
+        """Index of the first bucket at or after minute `first`."""
+        minutes = self.minutes
+        index = len(minutes)
+        while index and minutes[index - 1] >= first:
+            index -= 1
+        return index
+
+    def change(self, name: str, first: int) -> int:
+        return sum(bucket.get(name, 0) for bucket in self.deltas[self._since(first) :])
+
+    def total(self, first: int, prefix: str) -> int:
+        start = self._since(first)
+        if not prefix:
+            return sum(self.totals[start:])
+        return sum(
+            delta
+            for bucket in self.deltas[start:]
+            for name, delta in bucket.items()
+            if name.startswith(prefix)
+        )
+
+    def changes(self, first: int, prefix: str) -> dict[str, int]:
+        """name -> net change since minute `first`, for names under prefix that changed."""
+        out: dict[str, int] = {}
+        get = out.get
+        for bucket in self.deltas[self._since(first) :]:
+            for name, delta in bucket.items():
+                if name.startswith(prefix):
+                    out[name] = get(name, 0) + delta
+        return out
+
+    def entries(self) -> int:
+        return sum(len(bucket) for bucket in self.deltas)
+
+
+Space = tuple[str, str]  # (tenant, namespace)
+
+
+class Windows:
+    """Every shard's namespace windows on this node."""
+
+    def __init__(self) -> None:
+        self._shards: dict[int, dict[Space, NamespaceWindow]] = {}
+
+    def add(
+        self, shard: int, tenant: str, namespace: str, name: str, minute: int, delta: int
+    ) -> None:
+        spaces = self._shards.get(shard)
+        if spaces is None:
+            spaces = self._shards[shard] = {}
+        window = spaces.get((tenant, namespace))
+        if window is None:
+            window = spaces[(tenant, namespace)] = NamespaceWindow()
+        window.add(minute, name, delta)
+
+    def get(self, shard: int, tenant: str, namespace: str) -> NamespaceWindow | None:
+        spaces = self._shards.get(shard)
+        return None if spaces is None else spaces.get((tenant, namespace))
+
+    def drop_shard(self, shard: int) -> None:
+        self._shards.pop(shard, None)
+
+    def prune(self, now_ms: int) -> None:
+        """Forget buckets no window can reach any more, and windows left empty."""
+        oldest = first_minute(now_ms, MAX_SPAN_MIN)
+        for shard, spaces in list(self._shards.items()):
+            for space, window in list(spaces.items()):
+                window.prune(oldest)
+                if not window.minutes:
+                    del spaces[space]
+            if not spaces:
+                del self._shards[shard]
+
+    def windows(self) -> Iterator[NamespaceWindow]:
+        for spaces in self._shards.values():
+            yield from spaces.values()
+
+    def entries(self) -> int:
+        """(counter, minute) entries held: what the memory statement counts."""
+        return sum(window.entries() for window in self.windows())
