@@ -139,12 +139,14 @@ def top_by_value(
 ) -> list[tuple[str, int, int]]:
     """The k largest (name, value, position of its index in `indexes`) under prefix, largest
     first, ties by name: exact, as a counter lives in one index."""
-    ranked = [
-        ((negated, name, position) for negated, name in index.ranked(prefix))
-        for position, index in enumerate(indexes)
-    ]
+    ranked = [_tagged(index.ranked(prefix), position) for position, index in enumerate(indexes)]
     merged = heapq.merge(*ranked)
     return [(name, -negated, position) for negated, name, position in itertools.islice(merged, k)]
+
+
+def _tagged(ranked: Iterator[tuple[int, str]], position: int) -> Iterator[tuple[int, str, int]]:
+    for negated, name in ranked:
+        yield negated, name, position
 
 
 Space = tuple[str, str]

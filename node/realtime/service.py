@@ -4,7 +4,9 @@ answers to queries about its shards.
 Observation. A replica's windows hold what it saw change since it began observing a shard:
 since the first turn after its recovery at start (its own loads and recovery pulls are done
 by then, so none of them lands in a window it claims), or since it became a replica of a
-shard it gained. `since[shard]` is that time. A window is complete at a replica when it
+shard it gained (the hand-off is done by then). `since[shard]` is that time, or 0 when the
+shard held no counter then (so no change of it happened before: a new cluster's windows are
+complete from its first write). A window is complete at a replica when it
 began at or after `since`; asked strictly, a replica refuses the shards it cannot answer
 completely and says since when it observes them, and the asker tries the next replica
 (fanout.py). A restarted node or a new replica of a shard so answers only the windows that
@@ -98,7 +100,11 @@ class Realtime:
         windows = self.windows
         for shard in range(self.shard_count):
             if self.is_replica(shard):
-                self.since.setdefault(shard, now_ms)
+                if shard not in self.since:
+                    # Recovered or handed over, and holding no counter of it: no counter of
+                    # it has ever changed, so this node has seen every change there is.
+                    held = bool(self.store.tenant_counts(shard))
+                    self.since[shard] = now_ms if held else 0
             elif shard in self.since:
                 del self.since[shard]
                 if windows is not None:

@@ -1,0 +1,142 @@
+"""Realtime (node/realtime/service.py) over a real CounterStore and ChangeTap: its indexes
+hold what the store holds (loads and drops included), its windows what changed, and it
+refuses, strictly asked, the windows it did not observe whole. Query and answer bodies
+round-trip and malformed ones are refused."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+
+from crdt import PNCounter
+from node.base.keys import Key
+from node.cluster.wire import ProtocolError
+from node.realtime.changes import ChangeTap
+from node.realtime.query import Answer, By, Kind, Query, answer_from_wire, query_from_wire
+from node.realtime.service import NOT_HELD, Realtime
+from node.realtime.windows import MINUTE_MS
+from node.storage.store import CounterStore
+
+SHARDS = 4
+T0 = 1_000 * MINUTE_MS
+
+
+def shard_of(key: Key) -> int:
+    return int(key[2].rsplit(":", 1)[-1]) % SHARDS
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.ms = T0
+
+    def __call__(self) -> int:
+        return self.ms
+
+
+def setup(replica_of: set[int] | None = None) -> tuple[CounterStore, ChangeTap, Realtime, Clock]:
+    clock = Clock()
+    store = CounterStore(shard_of, track_changes=True)
+    held = set(range(SHARDS)) if replica_of is None else replica_of
+    realtime = Realtime(store, SHARDS, lambda s: s in held, lambda: True, clock_ms=clock)
+    return store, ChangeTap(store, shard_of, [realtime], clock_ms=clock), realtime, clock
+
+
+def ask(realtime: Realtime, clock: Clock, **fields: Any) -> Answer:
+    """This node's answer about all shards, a namespace aggregate unless fields say else."""
+    fields.setdefault("kind", Kind.AGGREGATE)
+    query = Query(tenant="t", namespace="ns", at_ms=clock.ms, shards=tuple(range(SHARDS)), **fields)
+    return realtime.answer(query)
+
+
+def test_aggregates_top_and_windows_follow_the_changes() -> None:
+    store, tap, realtime, clock = setup()
+    realtime.observe(clock.ms)  # an empty store: observed since ever (0)
+    assert set(realtime.since.values()) == {0}
+    for i in range(8):
+        store.increment_slot(("t", "ns", f"v:{i}"), "a:1", i + 1)
+    store.increment_slot(("u", "ns", "v:1"), "a:1", 100)  # another tenant: never counted
+    asyncio.run(tap.turn())
+    clock.ms += 20 * MINUTE_MS
+    store.increment_slot(("t", "ns", "v:3"), "a:1", 10)
+    store.increment_slot(("t", "ns", "v:5"), "a:1", -2)
+    asyncio.run(tap.turn())
+    whole = ask(realtime, clock, span_min=60)
+    assert (whole.counters, whole.total, whole.change) == (8, 36 + 8, 44)
+    recent = ask(realtime, clock, span_min=15, strict=True)
+    assert recent.change == 8 and sorted(recent.done) == list(range(SHARDS))
+    top = ask(realtime, clock, kind=Kind.TOP, k=2, span_min=15)
+    assert top.top == [("v:3", 14, 10), ("v:7", 8, 0)]
+    by_change = ask(realtime, clock, kind=Kind.TOP, k=3, by=By.CHANGE, span_min=15)
+    assert by_change.top == [("v:3", 14, 10), ("v:5", 4, -2)]
+    window = ask(realtime, clock, kind=Kind.WINDOW, name="v:3", span_min=60)
+    assert window.change == 14
+
+
+def test_loads_and_drops_reach_the_index_without_being_changes() -> None:
+    store, tap, realtime, clock = setup()
+    store.load_durable(
+        [(("t", "ns", f"v:{i}"), PNCounter.from_slot("a:1", 5, 0)) for i in range(6)]
+    )
+    asyncio.run(tap.turn())  # loads are not changes
+    assert realtime.stale_shards()
+    answer = ask(realtime, clock)  # observation not begun: nothing held yet
+    assert set(answer.refused.values()) == {NOT_HELD}
+    realtime.observe(clock.ms)
+    answer = ask(realtime, clock, span_min=5)  # rebuilt before it answers
+    assert (answer.counters, answer.total, answer.change) == (6, 30, 0)
+    asyncio.run(realtime.turn())
+    assert not realtime.stale_shards()
+    store.drop_shard(1)
+    asyncio.run(realtime.turn())
+    assert ask(realtime, clock).counters == 6 - 2  # v:1 and v:5 went with shard 1
+
+
+def test_a_window_older_than_the_observation_is_refused_when_asked_strictly() -> None:
+    store, _tap, realtime, clock = setup(replica_of={0, 1, 2})
+    store.increment_slot(("t", "ns", "v:0"), "a:1", 1)  # held before observation began
+    realtime.observe(clock.ms)
+    assert realtime.since == {0: T0, 1: 0, 2: 0}
+    strict = ask(realtime, clock, span_min=5, strict=True)
+    assert strict.refused == {0: T0, 3: NOT_HELD} and sorted(strict.done) == [1, 2]
+    loose = ask(realtime, clock, span_min=5)
+    assert sorted(loose.done) == [0, 1, 2] and loose.since_ms == T0
+    clock.ms += 7 * MINUTE_MS  # the window now begins after T0: complete
+    assert sorted(ask(realtime, clock, span_min=5, strict=True).done) == [0, 1, 2]
+
+
+def test_windows_off_keeps_values_and_no_changes() -> None:
+    clock = Clock()
+    store = CounterStore(shard_of, track_changes=True)
+    realtime = Realtime(store, SHARDS, lambda s: True, lambda: True, windows=False, clock_ms=clock)
+    tap = ChangeTap(store, shard_of, [realtime], clock_ms=clock)
+    realtime.observe(clock.ms)
+    store.increment_slot(("t", "ns", "v:1"), "a:1", 3)
+    asyncio.run(tap.turn())
+    answer = ask(realtime, clock, span_min=5)
+    assert (answer.counters, answer.total, answer.change) == (1, 3, 0)
+
+
+def test_query_and_answer_bodies_round_trip() -> None:
+    query = Query(Kind.TOP, "t", "ns", "p:", "", 60, By.CHANGE, 7, T0, (1, 3), True)
+    assert query_from_wire(query.to_wire(), SHARDS) == query
+    answer = Answer([1], {3: NOT_HELD, 2: T0}, 5, 2**70, -(2**70), [("a", 2**64, None)], T0)
+    assert answer_from_wire(answer.to_wire()) == answer
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {0: "nope"}, {5: 1441}, {5: -1}, {7: 0}, {7: 1001}, {9: [SHARDS]}, {9: [-1]},
+        {10: 1}, {6: "max"}, {1: 7}, {8: -5}, {3: "x" * 300},
+    ],
+)  # fmt: skip
+def test_malformed_queries_are_refused(change: dict[int, object]) -> None:
+    body = Query(Kind.TOP, "t", "ns", at_ms=T0, shards=(0,)).to_wire()
+    for position, value in change.items():
+        body[position] = value
+    with pytest.raises(ProtocolError):
+        query_from_wire(body, SHARDS)
+    with pytest.raises(ProtocolError):
+        query_from_wire(body[:5], SHARDS)
