@@ -126,6 +126,8 @@ class Realtime:
         self.queries[query.kind] += 1
         answer = Answer()
         start_ms = window_start_ms(query.at_ms, query.span_min) if query.span_min else 0
+        if any(shard not in self.since for shard in query.shards):
+            self.observe(self.clock_ms())  # recovered or handed over since the last turn
         for shard in query.shards:
             since = self.since.get(shard)
             if since is None or not self.is_replica(shard):

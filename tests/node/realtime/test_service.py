@@ -81,10 +81,7 @@ def test_loads_and_drops_reach_the_index_without_being_changes() -> None:
     )
     asyncio.run(tap.turn())  # loads are not changes
     assert realtime.stale_shards()
-    answer = ask(realtime, clock)  # observation not begun: nothing held yet
-    assert set(answer.refused.values()) == {NOT_HELD}
-    realtime.observe(clock.ms)
-    answer = ask(realtime, clock, span_min=5)  # rebuilt before it answers
+    answer = ask(realtime, clock, span_min=5)  # observed and rebuilt before it answers
     assert (answer.counters, answer.total, answer.change) == (6, 30, 0)
     asyncio.run(realtime.turn())
     assert not realtime.stale_shards()
@@ -104,6 +101,16 @@ def test_a_window_older_than_the_observation_is_refused_when_asked_strictly() ->
     assert sorted(loose.done) == [0, 1, 2] and loose.since_ms == T0
     clock.ms += 7 * MINUTE_MS  # the window now begins after T0: complete
     assert sorted(ask(realtime, clock, span_min=5, strict=True).done) == [0, 1, 2]
+
+
+def test_a_node_still_recovering_answers_for_no_shard() -> None:
+    store = CounterStore(shard_of, track_changes=True)
+    recovered = False
+    realtime = Realtime(store, SHARDS, lambda s: True, lambda: recovered, clock_ms=Clock())
+    answer = ask(realtime, Clock())
+    assert answer.refused == dict.fromkeys(range(SHARDS), NOT_HELD) and not answer.done
+    recovered = True
+    assert sorted(ask(realtime, Clock()).done) == list(range(SHARDS))
 
 
 def test_windows_off_keeps_values_and_no_changes() -> None:
