@@ -12,7 +12,7 @@ from typing import Any
 from aiohttp import web
 
 from node import __version__
-from node.http import bodies
+from node.http import bodies, openapi_realtime
 from node.http.openapi_schemas import NAME, SCHEMAS, ref
 from node.http.validation import IDEMPOTENCY_KEY, MAX_LIST_LIMIT
 
@@ -103,6 +103,7 @@ def _body(schema: dict[str, Any], required: bool) -> dict[str, Any]:
 
 
 COUNTER_PARAMS = [_path_param("namespace"), _path_param("name"), CONSISTENCY]
+COUNTER_READ_PARAMS = [*COUNTER_PARAMS, openapi_realtime.WINDOW_PARAM]
 OBJECT = {"type": "object"}
 
 PATHS: dict[str, Any] = {
@@ -119,8 +120,8 @@ PATHS: dict[str, Any] = {
     },
     "/v1/namespaces/{namespace}/counters/{name}": {
         "get": {
-            "summary": "Read a counter (0 if never written)",
-            "parameters": COUNTER_PARAMS,
+            "summary": "Read a counter (0 if never written); with window, its recent change",
+            "parameters": COUNTER_READ_PARAMS,
             "responses": {"200": _json(ref("Counter")), **_errors(*CLIENT, 503, 504)},
         },
         "delete": {
@@ -180,6 +181,7 @@ PATHS: dict[str, Any] = {
             "responses": {"200": _json(ref("Rollups")), **_errors(*CLIENT, 503)},
         }
     },
+    **openapi_realtime.paths(_json, _errors, _path_param, _query, CLIENT),
     "/admin/ring": {
         "get": {
             "summary": "Ring: members, placement, checksum, pending hand-offs",
@@ -272,7 +274,7 @@ SPEC = {
     "info": {"title": "Counters", "version": __version__},
     "paths": PATHS,
     "components": {
-        "schemas": SCHEMAS,
+        "schemas": {**SCHEMAS, **openapi_realtime.SCHEMAS},
         "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}},
     },
     # Every /v1 and /admin route needs a token (scopes counters:read, counters:write,

@@ -83,6 +83,7 @@ SCHEMAS: dict[str, Any] = {
                 "write when it was answered, as its consistency promised; `one`: 1, the "
                 "others get it at once but were not waited for",
             },
+            "window": {"$ref": "#/components/schemas/CounterWindow"},
         },
     },
     "BatchResult": {

@@ -20,6 +20,7 @@ from node.realtime.query import MAX_K, By, Kind, Query
 from node.realtime.windows import BadSpan, parse_span, span_text
 
 routes = web.RouteTableDef()
+INT64 = 1 << 63  # a top entry's value is saturated to int64, as listings do
 
 
 def span(request: web.Request, required: bool = False) -> int:
@@ -117,7 +118,7 @@ async def top(request: web.Request) -> web.Response:
     result = await request.app[FANOUT].run(query, _all_shards(request))
     entries: list[dict[str, Any]] = []
     for name, value, change in result.top:
-        entry: dict[str, Any] = {"name": name, "value": value}
+        entry: dict[str, Any] = {"name": name, "value": max(-INT64, min(INT64 - 1, value))}
         if span_min:
             entry["change"] = change or 0
         entries.append(entry)
