@@ -61,6 +61,7 @@ from node.http.appkeys import (
     TRACING,
 )
 from node.http.metrics import NodeCollector, handle_metrics
+from node.http.metrics_realtime import RealtimeCollector
 from node.http.peer_endpoint import PeerServer
 from node.http.ratelimit import RateLimiter
 from node.obs import logs
@@ -235,6 +236,7 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
             parts.supervisor,
         )
     )
+    node_metrics.register(RealtimeCollector(parts.realtime, parts.fanout))
     log.info(
         "node up",
         extra={

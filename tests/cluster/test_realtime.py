@@ -128,3 +128,7 @@ async def test_bad_realtime_queries_are_refused_and_change_nothing(cluster: Clus
     assert await cluster.value(node, NS, "a:1") == 5
     status, body = await cluster.get(node, f"/v1/namespaces/{NS}/aggregate")
     assert (status, body.get("counters"), body.get("total")) == (200, 1, 5), body
+    async with cluster.session.get(node.url + "/metrics") as response:
+        scraped = await response.text()
+    assert "counters_realtime_indexed_counters 1.0" in scraped
+    assert 'counters_realtime_queries_total{kind="aggregate"} 1.0' in scraped  # 400s ask nothing
