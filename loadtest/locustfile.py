@@ -8,6 +8,9 @@
   quorum reads of Zipf keys, and batches of increments, like a backend counting views.
 - `Dashboard` (weight 1, 1-2 s between looks): a namespace's hourly rollups, then the
   per-minute history of its hottest counters.
+- `Watcher` (weight 1, 0.5-1 s between looks): the real-time view (issue 14): the top 10 by
+  change over the last hour, the namespace's aggregate over 15 minutes, and the windowed
+  reads of the top three.
 
 Each user acts for one tenant of --counters-tenants, in turn, with a token minted from
 COUNTERS_JWT_SECRET (HS256, scopes counters:read and counters:write, re-minted before it
@@ -48,6 +51,9 @@ COUNTER = "/v1/namespaces/{namespace}/counters/{name}"
 BATCH = "/v1/namespaces/{namespace}/batch"
 HISTORY = "/v1/namespaces/{namespace}/counters/{name}/history"
 ROLLUPS = "/v1/namespaces/{namespace}/rollups"
+TOP = "/v1/namespaces/{namespace}/top"
+AGGREGATE = "/v1/namespaces/{namespace}/aggregate"
+WINDOWED = "/v1/namespaces/{namespace}/counters/{name}?window"
 TOKEN_TTL_S = 3600
 HISTORY_SPAN_S = 600  # dashboards chart the last ten minutes, one point a minute
 MAX_BACKOFF_S = 10.0
@@ -243,3 +249,18 @@ class Dashboard(CountersUser):
         for name in names:
             query = f"?from={now - HISTORY_SPAN_S}&to={now + 1}&step=minute"  # to: exclusive
             self.call("GET", self.url(HISTORY, name) + query, HISTORY)
+
+
+class Watcher(CountersUser):
+    """A live view: what is hot right now, and how fast each of those is moving."""
+
+    weight = 1
+    wait_time = between(0.5, 1)
+
+    @task
+    def look(self) -> None:
+        top = self.call("GET", self.url(TOP) + "?k=10&by=change&window=1h", TOP)
+        self.call("GET", self.url(AGGREGATE) + "?window=15m", AGGREGATE)
+        names = [entry["name"] for entry in top["top"][:3]] if top else []
+        for name in names or [self.zipf_key()]:
+            self.call("GET", self.url(COUNTER, name) + "?window=15m", WINDOWED)

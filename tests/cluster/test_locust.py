@@ -30,6 +30,9 @@ READS = (
     "/v1/namespaces/{namespace}/counters/{name}",
     "/v1/namespaces/{namespace}/counters/{name}/history",
     "/v1/namespaces/{namespace}/rollups",
+    "/v1/namespaces/{namespace}/top",
+    "/v1/namespaces/{namespace}/aggregate",
+    "/v1/namespaces/{namespace}/counters/{name}?window",
 )
 
 
