@@ -23,8 +23,9 @@ from __future__ import annotations
 
 import asyncio
 import heapq
+import itertools
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 
 from node.realtime.changes import Change
 from node.realtime.index import ValueIndex, top_by_value
@@ -190,18 +191,30 @@ class Realtime:
         ]
 
     def _top_by_change(self, query: Query, answer: Answer) -> None:
+        """The k largest nonzero changes: from each shard's ranking of the span (ranking.py),
+        merged lazily; a shard whose ranking is past this query's first minute is scanned."""
         if self.windows is None or not query.span_min:
             return
         first = first_minute(query.at_ms, query.span_min)
-        candidates: list[tuple[str, int, int]] = []  # name, change, shard
+        now_ms = self.clock_ms()
+        ranked: list[Iterator[tuple[int, str, int]]] = []
         for shard in answer.done:
             window = self.windows.get(shard, query.tenant, query.namespace)
-            if window is not None:
-                changes = window.changes(first, query.prefix)
-                best = heapq.nsmallest(query.k, changes.items(), key=lambda kv: (-kv[1], kv[0]))
-                candidates.extend((name, change, shard) for name, change in best)
-        best_all = heapq.nsmallest(query.k, candidates, key=lambda c: (-c[1], c[0]))
-        for name, change, shard in best_all:
+            if window is None:
+                continue
+            ranking = window.ranking(query.span_min, first, now_ms)
+            if ranking is not None:
+                items: Iterable[tuple[int, str]] = ranking.ranked_under(query.prefix)
+            else:
+                scanned = window.changes(first, query.prefix)
+                items = sorted((-change, name) for name, change in scanned.items() if change)
+            ranked.append(_tagged(items, shard))
+        for negated, name, shard in itertools.islice(heapq.merge(*ranked), query.k):
             index = self.index.get(shard, query.tenant, query.namespace)
             value = 0 if index is None else index.values.get(name, 0)
-            answer.top.append((name, value, change))
+            answer.top.append((name, value, -negated))
+
+
+def _tagged(items: Iterable[tuple[int, str]], shard: int) -> Iterator[tuple[int, str, int]]:
+    for negated, name in items:
+        yield negated, name, shard

@@ -25,6 +25,8 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 
+from node.realtime.ranking import RANKING_IDLE_MS, ChangeRanking
+
 MINUTE_MS = 60_000
 MAX_SPAN_MIN = 1440  # 24 h
 _SPAN = re.compile(r"([1-9][0-9]{0,3})([mh])")
@@ -62,15 +64,21 @@ class NamespaceWindow:
     """One (shard, tenant, namespace)'s minute buckets, oldest first: minute, name ->
     net change, and the bucket's total (so a whole-namespace sum costs one add a minute)."""
 
-    __slots__ = ("deltas", "minutes", "totals")
+    __slots__ = ("deltas", "minutes", "rankings", "totals")
 
     def __init__(self) -> None:
         self.minutes: list[int] = []
         self.deltas: list[dict[str, int]] = []
         self.totals: list[int] = []
+        self.rankings: dict[int, ChangeRanking] = {}  # span in minutes -> ranking (ranking.py)
 
     def add(self, minute: int, name: str, delta: int) -> None:
         minutes = self.minutes
+        if minutes and minute < minutes[-1]:
+            minute = minutes[-1]
+        for ranking in self.rankings.values():
+            if minute >= ranking.first:  # a ranking ahead of this node's clock: not yet
+                ranking.add(name, delta)
         if not minutes or minute > minutes[-1]:
             minutes.append(minute)
             self.deltas.append({name: delta})
@@ -81,8 +89,32 @@ class NamespaceWindow:
         bucket[name] = bucket.get(name, 0) + delta
         self.totals[-1] += delta
 
-    def prune(self, oldest: int) -> None:
-        """Drop buckets older than minute `oldest`."""
+    def ranking(self, span_min: int, first: int, now_ms: int) -> ChangeRanking | None:
+        """The ranking of changes since minute `first` (made, or rolled forward to it);
+        None when the ranking is already past `first` (a query with an older clock)."""
+        ranking = self.rankings.get(span_min)
+        if ranking is None:
+            ranking = self.rankings[span_min] = ChangeRanking(
+                first, self.changes(first, ""), now_ms
+            )
+        elif first < ranking.first:
+            return None
+        elif first > ranking.first:
+            start = self._since(ranking.first)
+            for minute, bucket in zip(self.minutes[start:], self.deltas[start:], strict=True):
+                if minute >= first:
+                    break
+                for name, delta in bucket.items():
+                    ranking.add(name, -delta)
+            ranking.first = first
+        ranking.used_ms = now_ms
+        return ranking
+
+    def prune(self, oldest: int, now_ms: int = 0) -> None:
+        """Drop buckets older than minute `oldest`, and rankings idle or reaching them."""
+        for span, ranking in list(self.rankings.items()):
+            if ranking.first < oldest or now_ms - ranking.used_ms > RANKING_IDLE_MS:
+                del self.rankings[span]
         minutes = self.minutes
         cut = 0
         while cut < len(minutes) and minutes[cut] < oldest:
@@ -158,7 +190,7 @@ class Windows:
         oldest = first_minute(now_ms, MAX_SPAN_MIN)
         for shard, spaces in list(self._shards.items()):
             for space, window in list(spaces.items()):
-                window.prune(oldest)
+                window.prune(oldest, now_ms)
                 if not window.minutes:
                     del spaces[space]
             if not spaces:

@@ -41,8 +41,8 @@ class Model:
     def top(self, prefix: str, by: str, k: int) -> list[dict[str, Any]]:
         chosen = [(n, v) for n, v in self.values.items() if n.startswith(prefix)]
         chosen.sort(key=lambda item: (-item[1], item[0]))
-        if by == "change":  # changes equal values here; counters that never changed are out
-            chosen = [(n, v) for n, v in chosen if n in self.values]
+        if by == "change":  # changes equal values here; a zero net change is not ranked
+            chosen = [(n, v) for n, v in chosen if v]
         return [{"name": n, "value": v, "change": v} for n, v in chosen[:k]]
 
 

@@ -95,3 +95,41 @@ def test_a_clock_stepping_back_adds_to_the_newest_bucket() -> None:
     window.add(10, "a", 1)
     window.add(9, "a", 2)
     assert window.minutes == [10] and window.change("a", 10) == 3
+
+
+steps = st.lists(
+    st.one_of(
+        st.tuples(st.just("add"), st.sampled_from(["a", "b", "c:1", "c:2"]), st.integers(-4, 4)),
+        st.tuples(st.just("tick"), st.just(""), st.integers(1, 4)),
+        st.tuples(st.just("top"), st.sampled_from(["", "c:"]), st.integers(1, 4)),
+    ),
+    max_size=80,
+)
+
+
+@given(steps, st.integers(1, 6))
+@example([("add", "a", 2), ("top", "", 2), ("tick", "", 3), ("add", "a", -2), ("top", "", 2)], 2)
+def test_a_ranking_kept_as_changes_arrive_equals_a_scan(
+    script: list[tuple[str, str, int]], span: int
+) -> None:
+    """Made by a first query, then updated by adds and rolled forward by later queries, a
+    ranking always answers what a scan of the window's buckets answers."""
+    window = NamespaceWindow()
+    minute = 100
+    for step, text, number in script:
+        if step == "add":
+            window.add(minute, text, number)
+        elif step == "tick":
+            minute += number
+        else:
+            first = minute - span
+            ranking = window.ranking(span, first, minute * MINUTE_MS)
+            assert ranking is not None
+            scanned = window.changes(first, text)
+            model = sorted(
+                ((n, c) for n, c in scanned.items() if c), key=lambda item: (-item[1], item[0])
+            )
+            assert ranking.top(text, number) == model[:number]
+            assert window.ranking(span, first - 1, minute * MINUTE_MS) is None  # older clock
+    window.prune(minute + 1, (minute + 11) * MINUTE_MS)  # reaching pruned buckets: dropped
+    assert not window.rankings
