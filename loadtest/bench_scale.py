@@ -39,6 +39,8 @@ from typing import Any
 
 import aiohttp
 from bench import Terminated, _raise_on_sigterm, _target_line
+from bench_realtime import realtime_phase
+from bench_realtime import report_lines as realtime_lines
 from bench_systems import Processes, _http_ok, start_cluster
 
 NAMESPACE = "scale"
@@ -241,6 +243,8 @@ def run(processes: Processes, args: argparse.Namespace, figures: dict[str, Any])
     replicas = min(args.nodes, 3)
     quorum = 1 if replicas == 1 else 2
     extra = ("--max-counters-per-tenant", str(max(DEFAULT_QUOTA, args.counters)))
+    if args.no_windows:  # issue 14: the increments' CPU without windowed changes
+        extra += ("--realtime-windows", "false")
     system = f"n{args.nodes}"
     print(f"== {system}: starting", file=sys.stderr, flush=True)
     urls = start_cluster(processes, system, args.nodes, replicas, quorum, extra)
@@ -261,6 +265,9 @@ def run(processes: Processes, args: argparse.Namespace, figures: dict[str, Any])
         name: (rss_bytes(processes, name) - empty_rss[name]) / args.counters for name in names
     }
     figures["rss_bytes"] = {name: rss_bytes(processes, name) for name in names}
+    if args.realtime:
+        print("   real-time queries ...", file=sys.stderr, flush=True)
+        figures["realtime"] = realtime_phase(urls, acknowledged, args.realtime_queries)
 
     # The first SIGTERM comes right after the last acknowledged increment: the last flush
     # has to carry whatever the write-behind had not written yet.
@@ -372,6 +379,8 @@ def report(figures: dict[str, Any], args: argparse.Namespace) -> str:
             f"  read back: total {check['total_read']:,}, "
             f"acknowledged {check['total_acknowledged']:,}"
         )
+    if "realtime" in figures:
+        lines += ["real-time queries (issue 14):", *realtime_lines(figures["realtime"])]
     lines += ["", "targets (issue 13):", *verdicts(figures)]
     return "\n".join(lines)
 
@@ -390,6 +399,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--max-s", type=float, default=1_200.0, help="bound of the whole run")
     parser.add_argument("--json", default="", help="also write the figures to this file")
     parser.add_argument("--keep-dir", action="store_true", help="keep logs and data dirs")
+    parser.add_argument("--realtime", action="store_true", help="time aggregates and top-k")
+    parser.add_argument("--realtime-queries", type=int, default=100, help="of each kind")
+    parser.add_argument("--no-windows", action="store_true", help="nodes keep no windows")
     args = parser.parse_args(argv)
     if args.counters < 1 or args.clients < 1 or args.restarts < 1 or args.idle_s <= 0:
         parser.error("need --counters, --clients, --restarts >= 1 and a positive --idle-s")

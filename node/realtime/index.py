@@ -34,6 +34,9 @@ SMALL_RUN = 4096
 
 
 def _groups_of(name: str) -> list[str]:
+    """The delimited prefixes of name, shortest first."""
+    if ":" not in name and "/" not in name:  # the common flat name: no loop in Python
+        return []
     return [name[: i + 1] for i, char in enumerate(name) if char in DELIMITERS]
 
 
@@ -98,8 +101,9 @@ class NamespaceIndex:
         else:
             self.by_value.remove((-old, name))
             grown = value - old
-            for group in _groups_of(name):
-                groups[group][1] += grown
+            if groups:
+                for group in _groups_of(name):
+                    groups[group][1] += grown
             self.total += grown
         self.by_value.add((-value, name))
 

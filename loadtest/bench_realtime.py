@@ -1,0 +1,194 @@
+"""Real-time reads at scale (issue 14), a phase of bench_scale.py and a standalone in-process
+measure of what windows cost per change.
+
+    .venv/bin/python loadtest/bench_scale.py --counters 1000000 --restarts 1 --realtime
+    .venv/bin/python loadtest/bench_scale.py --counters 1000000 --restarts 1 --no-windows
+    .venv/bin/python loadtest/bench_realtime.py --changes 200000
+
+The phase (`--realtime`, after bench_scale's fill and increments, so every counter exists and
+changed within the hour): each query `--queries` times in a row from one client, p50/p99/max
+latency, and a check that the aggregate equals the acknowledged values. The first top by
+change of a span makes its ranking (node/realtime/ranking.py): it is timed apart.
+
+The in-process measure feeds changes of distinct counters through the change tap into a
+Realtime with windows on and off: CPU µs per change of each, and bytes per counter held.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gc
+import json
+import statistics
+import sys
+import time
+import tracemalloc
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+NAMESPACE = "scale"  # bench_scale.py's
+QUERIES = {
+    "aggregate": "/aggregate",
+    "aggregate_window_1h": "/aggregate?window=1h",
+    "aggregate_prefix_10pct": "/aggregate?prefix=c00",  # not at a delimiter: sums a run
+    "top10_value": "/top?k=10",
+    "top1000_value": "/top?k=1000",
+    "top10_value_prefix": "/top?k=10&prefix=c001",
+    "top10_change_1h": "/top?k=10&by=change&window=1h",
+    "top1000_change_1h": "/top?k=1000&by=change&window=1h",
+    "counter_window_15m": "/counters/c0000042?window=15m",
+}
+
+
+async def _timed(session: aiohttp.ClientSession, url: str) -> tuple[float, Any]:
+    began = time.perf_counter()
+    async with session.get(url) as response:
+        body = await response.json(content_type=None)
+        if response.status != 200:
+            raise RuntimeError(f"{url} answered {response.status}: {str(body)[:300]}")
+    return time.perf_counter() - began, body
+
+
+def _summary(seconds: list[float]) -> dict[str, float]:
+    ordered = sorted(seconds)
+    p99 = ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))]
+    return {
+        "p50_ms": statistics.median(ordered) * 1000,
+        "p99_ms": p99 * 1000,
+        "max_ms": ordered[-1] * 1000,
+    }
+
+
+async def _phase(urls: list[str], queries: int) -> dict[str, Any]:
+    base = f"{urls[0]}/v1/namespaces/{NAMESPACE}"
+    figures: dict[str, Any] = {}
+    timeout = aiohttp.ClientTimeout(total=120)
+    async with aiohttp.ClientSession(timeout=timeout) as session:
+        for label, path in QUERIES.items():
+            if "by=change" in path:  # the first one makes the span's ranking
+                first, _ = await _timed(session, base + path)
+                figures[label + "_first_ms"] = first * 1000
+            timings, body = [], None
+            for _ in range(queries):
+                seconds, body = await _timed(session, base + path)
+                timings.append(seconds)
+            figures[label] = _summary(timings)
+            figures[label + "_body"] = _short(body)
+    return figures
+
+
+def _short(body: Any) -> Any:
+    if isinstance(body, dict) and isinstance(body.get("top"), list):
+        return {**body, "top": body["top"][:3]}
+    return body
+
+
+def realtime_phase(urls: list[str], acknowledged: dict[str, int], queries: int) -> dict[str, Any]:
+    """The phase's figures; RuntimeError when the aggregate misses an acknowledged value."""
+    figures = asyncio.run(_phase(urls, queries))
+    body = figures["aggregate_body"]
+    want = (len(acknowledged), sum(acknowledged.values()))
+    if (body["counters"], body["total"]) != want:
+        raise RuntimeError(f"aggregate {body} is not the acknowledged {want}")
+    return figures
+
+
+def report_lines(figures: dict[str, Any]) -> list[str]:
+    lines = []
+    for label in QUERIES:
+        if label in figures:
+            f = figures[label]
+            first = figures.get(label + "_first_ms")
+            extra = f", first {first:.0f}" if first is not None else ""
+            lines.append(
+                f"  {label:<24} p50 {f['p50_ms']:6.1f}  p99 {f['p99_ms']:6.1f}  "
+                f"max {f['max_ms']:6.1f} ms{extra}"
+            )
+    return lines
+
+
+def shard_of(key: tuple[str, str, str]) -> int:
+    return hash(key[2]) & 255
+
+
+def _feed(changes: int, minutes: int, windows: bool, traced: bool) -> float:
+    """Each of `changes` counters changed once a minute for `minutes` minutes, handed to a
+    Realtime: the CPU µs per change it took, or (traced) the bytes per counter held."""
+    from node.realtime.changes import ChangeTap
+    from node.realtime.service import Realtime
+    from node.storage.store import CounterStore
+
+    store = CounterStore(shard_of, track_changes=True)
+    clock = [0]
+    realtime = Realtime(store, 256, lambda s: True, lambda: True, windows, lambda: clock[0])
+    tap = ChangeTap(store, shard_of, [realtime], clock_ms=lambda: clock[0])
+    keys = [("t", "ns", f"c{i:07d}") for i in range(changes)]
+    cpu_s = 0.0
+    gc.collect()
+    if traced:
+        tracemalloc.start()
+    for minute in range(minutes):
+        clock[0] = minute * 60_000
+        for key in keys:
+            store.increment_slot(key, "a:1", 1)
+        taken = tap.take()  # the tap's own work, apart from what its subscribers do
+        began = time.process_time()
+        realtime.on_changes(taken, clock[0])
+        cpu_s += time.process_time() - began
+    if not traced:
+        return cpu_s * 1e6 / (changes * minutes)
+    held, _ = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    return held / changes  # the store's records included
+
+
+def inprocess_cost(changes: int, minutes: int = 3) -> dict[str, Any]:
+    """CPU µs per change handed to Realtime (windows on, off) and bytes held per counter."""
+    from node.storage.store import CounterStore
+
+    figures: dict[str, Any] = {"changes": changes, "minutes": minutes}
+    for windows in (True, False):
+        label = "windows_on" if windows else "windows_off"
+        figures[label] = {"cpu_us_per_change": _feed(changes, minutes, windows, traced=False)}
+        figures[label]["bytes_per_counter"] = _feed(changes, minutes, windows, traced=True)
+    store_only = CounterStore(shard_of)
+    gc.collect()
+    tracemalloc.start()
+    for key in [("t", "ns", f"c{i:07d}") for i in range(changes)]:
+        store_only.increment_slot(key, "a:1", 1)
+    base, _ = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    figures["store_bytes_per_counter"] = base / changes
+    for label in ("windows_on", "windows_off"):
+        figures[label]["realtime_bytes_per_counter"] = (
+            figures[label]["bytes_per_counter"] - figures["store_bytes_per_counter"]
+        )
+    return figures
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--changes", type=int, default=200_000, help="distinct counters changed")
+    parser.add_argument("--minutes", type=int, default=3, help="each changed once a minute")
+    parser.add_argument("--json", default="", help="also write the figures to this file")
+    args = parser.parse_args(argv)
+    figures = inprocess_cost(args.changes, args.minutes)
+    for label in ("windows_on", "windows_off"):
+        f = figures[label]
+        print(
+            f"{label:<12} {f['cpu_us_per_change']:5.2f} CPU us per change, "
+            f"{f['realtime_bytes_per_counter']:6.0f} B per counter beside the store "
+            f"({args.minutes} minutes with a change)"
+        )
+    if args.json:
+        Path(args.json).write_text(json.dumps(figures, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
