@@ -56,7 +56,7 @@ class Realtime:
         self.index = ValueIndex()
         self.windows: Windows | None = Windows() if windows else None
         self.since: dict[int, int] = {}  # shard -> unix ms this node began observing it
-        self._dropped = store.shards_dropped
+        self._drops: dict[int, int] = {}  # per shard: the store's drops the index has seen
         self.rebuilds = 0  # shards indexed afresh from the store
         self.queries: dict[Kind, int] = {kind: 0 for kind in Kind}  # answered here
 
@@ -76,18 +76,19 @@ class Realtime:
             window_add(shard, tenant, namespace, name, minute, after - before)
 
     def stale_shards(self) -> list[int]:
-        """Shards whose index does not hold what the store holds."""
+        """Shards whose index does not hold what the store holds: another count of
+        counters, or dropped by the store since (maybe back with as many others)."""
         store, index = self.store, self.index
-        if store.shards_dropped != self._dropped:  # a shard may have gone and come back
-            self._dropped = store.shards_dropped
-            return list(range(self.shard_count))
+        drops = store.drops
         return [
             shard
             for shard in range(self.shard_count)
             if sum(store.tenant_counts(shard).values()) != index.count(shard)
+            or drops.get(shard, 0) != self._drops.get(shard, 0)
         ]
 
     def rebuild(self, shard: int) -> None:
+        self._drops[shard] = self.store.drops.get(shard, 0)
         if self.store.tenant_counts(shard):
             self.index.rebuild(shard, self.store.shard_values(shard))
         else:
@@ -138,9 +139,9 @@ class Realtime:
             else:
                 answer.done.append(shard)
                 answer.since_ms = max(answer.since_ms, since)
-        store_count, index = self.store.tenant_counts, self.index
+        stale = set(self.stale_shards())
         for shard in answer.done:
-            if sum(store_count(shard).values()) != index.count(shard):
+            if shard in stale:
                 self.rebuild(shard)  # arrivals since the last turn: fresh before it answers
         if query.kind is Kind.WINDOW:
             self._window(query, answer)

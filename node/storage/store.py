@@ -68,6 +68,7 @@ class CounterStore(DirtyCounters, StoreReceipts):
         self._shards: dict[int, dict[str, dict[str, Names]]] = {}
         self._count = 0  # records held
         self.shards_dropped = 0  # drop_shard calls so far
+        self.drops: dict[int, int] = {}  # per shard: drop_shard calls so far (node/realtime)
         self._weights: list[tuple[int, int]] = []  # by actor index: (p weight, n weight)
         self._digests: dict[int, int] = {}
         # node id -> the highest incarnation of it in any slot this store ever held: what a
@@ -386,6 +387,7 @@ class CounterStore(DirtyCounters, StoreReceipts):
         the slot it answers for would replay an increment this node no longer holds);
         returns how many keys went."""
         self.shards_dropped += 1  # hints.py: an actor's slots may now be unknown here
+        self.drops[shard] = self.drops.get(shard, 0) + 1
         self._receipts.drop_shard(shard)
         dropped = 0
         dirty = self._dirty

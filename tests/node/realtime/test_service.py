@@ -88,6 +88,13 @@ def test_loads_and_drops_reach_the_index_without_being_changes() -> None:
     store.drop_shard(1)
     asyncio.run(realtime.turn())
     assert ask(realtime, clock).counters == 6 - 2  # v:1 and v:5 went with shard 1
+    # Dropped and back (a hand-off) between two turns, as many counters with other values:
+    back = [(("t", "ns", f"v:{i}"), PNCounter.from_slot("b:1", 7, 0)) for i in (1, 5)]
+    store.load_durable(back)
+    asyncio.run(realtime.turn())
+    store.drop_shard(1)
+    store.load_durable([(key, PNCounter.from_slot("c:1", 100, 0)) for key, _ in back])
+    assert ask(realtime, clock).total == 4 * 5 + 2 * 100
 
 
 def test_a_window_older_than_the_observation_is_refused_when_asked_strictly() -> None:
