@@ -105,7 +105,7 @@ def paths(
             "get": {
                 "summary": "Counters under a prefix: how many, their sum, their windowed change",
                 "description": "Exact over one live replica per shard, fresh within the "
-                "replication delay and 0.5 s; no scan (per-shard indexes).",
+                "replication delay and 0.1 s; no scan (per-shard indexes).",
                 "parameters": [path_param("namespace"), PREFIX_PARAM, WINDOW_PARAM],
                 "responses": {
                     "200": json({"$ref": "#/components/schemas/Aggregate"}),
