@@ -67,9 +67,9 @@ class Fanout:
             replies = await asyncio.gather(
                 *(self._ask(node, query.to(part, firm)) for (node, firm), part in plan.items())
             )
-            for ((node, firm), _part), answer in zip(plan.items(), replies, strict=True):
-                if answer is None:
-                    continue  # failed: its shards move on to their next candidates
+            for ((node, firm), part), answer in zip(plan.items(), replies, strict=True):
+                if answer is None or not set(answer.done) <= set(part):
+                    continue  # failed (or answered for others): its shards move on
                 answers.append(answer)
                 for shard in answer.done:
                     left.pop(shard, None)
