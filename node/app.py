@@ -117,7 +117,7 @@ class NodeParts:
             supervisor.start("persister", self.persister.flush, self.persister.next_turn),
             supervisor.start("history", self.history.flush, self.history.next_turn),
             supervisor.start("changes", self.changes.turn, every(CHANGE_TURN_S)),
-            supervisor.start("realtime", self.realtime.turn, every(REALTIME_TURN_S)),
+            supervisor.start("realtime", self.fanout.turn, every(REALTIME_TURN_S)),
         ]
 
     async def close(self, tasks: list[asyncio.Task[None]]) -> None:

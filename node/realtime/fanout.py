@@ -20,8 +20,10 @@ from node.base.errors import PeerError, QuorumUnavailable
 from node.cluster.membership import Cluster
 from node.cluster.pool import PeerPool
 from node.cluster.wire import REALTIME, ProtocolError
-from node.realtime.query import Answer, By, Query, answer_from_wire
+from node.realtime.buckets import parse
+from node.realtime.query import Answer, By, Kind, Query, answer_from_wire
 from node.realtime.service import NOT_HELD, Realtime
+from node.realtime.windows import MINUTE_MS
 
 
 @dataclass
@@ -80,6 +82,33 @@ class Fanout:
                     if since != NOT_HELD and (shard not in fallback or since < fallback[shard][0]):
                         fallback[shard] = (since, node)
         return _merge(query, answers, result)
+
+    async def turn(self) -> None:
+        """The real-time loop's turn: indexes catch up with the store, then windows of
+        shards observed late catch up with a replica that observed them earlier."""
+        await self.realtime.turn()
+        await self.catch_up()
+
+    async def catch_up(self) -> None:
+        """For each shard due (buckets.py): the first other live replica that observed it
+        from earlier gives its buckets before our cut; tried once per observation."""
+        realtime, me = self.realtime, self.cluster.node_id
+        for shard in realtime.catch_up_due(realtime.clock_ms()):
+            since = realtime.since[shard]
+            query = Query(Kind.BUCKETS, "", "", at_ms=since, shards=(shard,))
+            for node_id in self.candidates(shard):
+                if node_id == me:
+                    continue
+                answer = await self._ask(node_id, query)
+                if answer is None or answer.done != [shard] or answer.buckets is None:
+                    continue
+                try:
+                    theirs = parse(answer.buckets, since // MINUTE_MS)
+                except ProtocolError:
+                    continue
+                if realtime.adopt(shard, since, answer.since_ms, theirs):
+                    break
+            realtime.caught_up.add(shard)
 
     async def _ask(self, node_id: str, query: Query) -> Answer | None:
         """node_id's answer, or None when it cannot be had."""

@@ -26,6 +26,7 @@ class Kind(enum.StrEnum):
     WINDOW = "window"
     AGGREGATE = "aggregate"
     TOP = "top"
+    BUCKETS = "buckets"  # a shard's window buckets before the asker's cut (buckets.py)
 
 
 class By(enum.StrEnum):
@@ -93,6 +94,7 @@ class Answer:
     change: int = 0
     top: list[tuple[str, int, int | None]] = field(default_factory=list)  # name, value, change
     since_ms: int = 0  # the latest observation start among the shards done
+    buckets: list[Any] | None = None  # BUCKETS: the shard's buckets, wire form (buckets.py)
 
     def to_wire(self) -> list[Any]:
         return [
@@ -104,6 +106,7 @@ class Answer:
             [[name, _big(value), None if change is None else _big(change)]
              for name, value, change in self.top],
             self.since_ms,
+            self.buckets,
         ]  # fmt: skip
 
 
@@ -124,14 +127,16 @@ def _int(obj: object) -> int:
 
 
 def answer_from_wire(obj: object) -> Answer:
-    if not isinstance(obj, list) or len(obj) != 7:
-        raise ProtocolError("a realtime answer is a list of 7")
-    done, refused, counters, total, change, top, since = obj
+    if not isinstance(obj, list) or len(obj) != 8:
+        raise ProtocolError("a realtime answer is a list of 8")
+    done, refused, counters, total, change, top, since, buckets = obj
     if not isinstance(done, list) or not all(type(s) is int for s in done):
         raise ProtocolError("bad realtime shards done")
     if not isinstance(refused, list) or not isinstance(top, list):
         raise ProtocolError("bad realtime answer")
-    answer = Answer(done, {}, _int(counters), _int(total), _int(change), [], _int(since))
+    if buckets is not None and not isinstance(buckets, list):
+        raise ProtocolError("bad realtime buckets")  # buckets.parse checks the rest
+    answer = Answer(done, {}, _int(counters), _int(total), _int(change), [], _int(since), buckets)
     for item in refused:
         if not isinstance(item, list) or len(item) != 2:
             raise ProtocolError("bad realtime refusal")

@@ -2,15 +2,17 @@
 answers to queries about its shards.
 
 Observation. A replica's windows hold what it saw change since it began observing a shard:
-since the first turn after its recovery at start (its own loads and recovery pulls are done
-by then, so none of them lands in a window it claims), or since it became a replica of a
-shard it gained (the hand-off is done by then). `since[shard]` is that time, or 0 when the
+from the minute boundary after its first turn after recovery at start (its own loads and
+recovery pulls are done by then, so none of them lands in a minute it claims), or after it
+became a replica of a shard it gained (the hand-off is done by then). `since[shard]` is
+that boundary, or 0 when the
 shard held no counter then (so no change of it happened before: a new cluster's windows are
 complete from its first write). A window is complete at a replica when it
 began at or after `since`; asked strictly, a replica refuses the shards it cannot answer
 completely and says since when it observes them, and the asker tries the next replica
 (fanout.py). A restarted node or a new replica of a shard so answers only the windows that
-began after it came; older ones come from the replicas that saw them. When no live replica
+began after it came, until it has taken the older buckets from a replica that saw them
+(buckets.py, once the clock is past its cut). When no live replica
 observed the whole window (the whole cluster restarted within it), the answer says so
 (`complete: false` with the time observation began): what is lost is the changes before it.
 
@@ -27,6 +29,7 @@ import itertools
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 
+from node.realtime.buckets import SETTLE_MS, Buckets, adopt, cut_minute, export
 from node.realtime.changes import Change
 from node.realtime.index import ValueIndex, top_by_value
 from node.realtime.query import Answer, By, Kind, Query
@@ -55,7 +58,8 @@ class Realtime:
         self.clock_ms = clock_ms
         self.index = ValueIndex()
         self.windows: Windows | None = Windows() if windows else None
-        self.since: dict[int, int] = {}  # shard -> unix ms this node began observing it
+        self.since: dict[int, int] = {}  # shard -> unix ms this node observes it from
+        self.caught_up: set[int] = set()  # shards whose older buckets need no catch-up
         self._drops: dict[int, int] = {}  # per shard: the store's drops the index has seen
         self.rebuilds = 0  # shards indexed afresh from the store
         self.queries: dict[Kind, int] = {kind: 0 for kind in Kind}  # answered here
@@ -105,14 +109,37 @@ class Realtime:
                 if shard not in self.since:
                     # Recovered or handed over, and holding no counter of it: no counter of
                     # it has ever changed, so this node has seen every change there is.
-                    held = bool(self.store.tenant_counts(shard))
-                    self.since[shard] = now_ms if held else 0
+                    # Else from the next minute: the one under way may hold recovery merges.
+                    if self.store.tenant_counts(shard):
+                        self.since[shard] = cut_minute(now_ms) * MINUTE_MS
+                    else:
+                        self.since[shard] = 0
+                        self.caught_up.add(shard)
             elif shard in self.since:
                 del self.since[shard]
+                self.caught_up.discard(shard)
                 if windows is not None:
                     windows.drop_shard(shard)
         if windows is not None:
             windows.prune(now_ms)
+
+    def catch_up_due(self, now_ms: int) -> list[int]:
+        """Shards observed from a cut this clock is past: time to take older buckets."""
+        return [
+            shard
+            for shard, since in self.since.items()
+            if shard not in self.caught_up and now_ms >= since + SETTLE_MS
+        ]
+
+    def adopt(self, shard: int, since: int, their_since: int, theirs: Buckets) -> bool:
+        """Take a replica's buckets before our cut, if it observed the shard from earlier
+        (and we still from `since`); True when taken."""
+        if self.since.get(shard) != since or their_since >= since:
+            return False
+        if self.windows is not None:
+            adopt(self.windows, shard, since // MINUTE_MS, theirs)
+        self.since[shard] = their_since
+        return True
 
     async def turn(self) -> None:
         """One supervised turn: rebuild stale shards (a loop turn each), then observe."""
@@ -143,7 +170,9 @@ class Realtime:
         for shard in answer.done:
             if shard in stale:
                 self.rebuild(shard)  # arrivals since the last turn: fresh before it answers
-        if query.kind is Kind.WINDOW:
+        if query.kind is Kind.BUCKETS:
+            self._buckets(query, answer)
+        elif query.kind is Kind.WINDOW:
             self._window(query, answer)
         elif query.kind is Kind.AGGREGATE:
             self._aggregate(query, answer)
@@ -161,6 +190,14 @@ class Realtime:
         if window is None:
             return 0
         return window.change(name, first_minute(query.at_ms, query.span_min))
+
+    def _buckets(self, query: Query, answer: Answer) -> None:
+        if self.windows is None or len(answer.done) != 1:
+            answer.done.clear()
+            return
+        [shard] = answer.done
+        since = self.since[shard] // MINUTE_MS
+        answer.buckets = export(self.windows, shard, since, query.at_ms // MINUTE_MS)
 
     def _window(self, query: Query, answer: Answer) -> None:
         for shard in answer.done:

@@ -182,6 +182,24 @@ class Windows:
         spaces = self._shards.get(shard)
         return None if spaces is None else spaces.get((tenant, namespace))
 
+    def spaces(self, shard: int) -> list[tuple[Space, NamespaceWindow]]:
+        return list(self._shards.get(shard, {}).items())
+
+    def window(self, shard: int, space: Space) -> NamespaceWindow:
+        """The window of a (shard, tenant, namespace), made empty if it has none."""
+        spaces = self._shards.setdefault(shard, {})
+        window = spaces.get(space)
+        if window is None:
+            window = spaces[space] = NamespaceWindow()
+        return window
+
+    def forget(self, shard: int, space: Space) -> None:
+        spaces = self._shards.get(shard)
+        if spaces is not None:
+            spaces.pop(space, None)
+            if not spaces:
+                del self._shards[shard]
+
     def drop_shard(self, shard: int) -> None:
         self._shards.pop(shard, None)
 
