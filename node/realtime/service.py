@@ -5,16 +5,15 @@ Observation. A replica's windows hold what it saw change since it began observin
 from the minute boundary after its first turn after recovery at start (its own loads and
 recovery pulls are done by then, so none of them lands in a minute it claims), or after it
 became a replica of a shard it gained (the hand-off is done by then). `since[shard]` is
-that boundary, or 0 when the
-shard held no counter then (so no change of it happened before: a new cluster's windows are
-complete from its first write). A window is complete at a replica when it
-began at or after `since`; asked strictly, a replica refuses the shards it cannot answer
-completely and says since when it observes them, and the asker tries the next replica
-(fanout.py). A restarted node or a new replica of a shard so answers only the windows that
-began after it came, until it has taken the older buckets from a replica that saw them
-(buckets.py, once the clock is past its cut). When no live replica
-observed the whole window (the whole cluster restarted within it), the answer says so
-(`complete: false` with the time observation began): what is lost is the changes before it.
+that boundary, or 0 when the shard held no counter then (no change of it ever happened, so
+a new cluster's windows are complete from its first write). A window is complete at a
+replica when it began at or after `since`; asked strictly, a replica refuses the shards it
+cannot answer completely and says since when it observes them, and the asker tries the next
+replica (fanout.py). A restarted node or a new replica of a shard so answers only windows
+that began after it came, until, once its clock is past the cut, it takes the older
+buckets from a replica that saw them (buckets.py). When no live replica observed a window
+whole (the whole cluster restarted within it), the answer says so (`complete: false` with
+the time observation began): what is lost is the changes before it.
 
 Indexes hold the store's counters shard by shard; a shard whose counter count differs from
 the store's (loads and hand-off arrivals are not changes) is rebuilt from the store before
