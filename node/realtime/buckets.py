@@ -23,7 +23,7 @@ from typing import Any
 from node.cluster.wire import ProtocolError
 from node.realtime.windows import Space, Windows
 
-MAX_ENTRIES = 1_000_000  # (counter, minute) entries one shard's catch-up may carry
+MAX_ENTRIES = 250_000  # (counter, minute) entries one shard's catch-up carries, ~5 MB
 SETTLE_MS = 2_000  # past the cut, for the other replica's last pre-cut changes to land
 
 Buckets = dict[Space, list[tuple[int, dict[str, int]]]]  # oldest first
