@@ -1,9 +1,15 @@
 """Per-shard value indexes: what aggregates and top-k by value read instead of a scan.
 
-Per (shard, tenant, namespace) this node keeps its counters' values four ways, each updated
-in O(log n) per change (the change tap hands them on) and never rebuilt per query:
+Always, per (shard, tenant, namespace): the running total of its values, updated by each
+change (after - before), so an unfiltered aggregate is O(1) (the count is the store's).
+Nothing per counter: a namespace nobody ranks costs the increment path one dict add.
 
-- `values`: name -> value, and a running `total`: an unfiltered aggregate is O(1);
+While queries need it (a prefix aggregate, a top k by value), per (shard, tenant,
+namespace) a NamespaceIndex, built from the store on the first such query (one pass, sorted
+once: seconds at a million counters), kept as counters change, dropped after ten minutes
+unasked. It keeps the values four ways, each updated in O(log n) per change:
+
+- `values`: name -> value, and the running `total`;
 - `names`, sorted: how many names start with a prefix is two bisections, and the names
   under a prefix are one contiguous run;
 - `groups`: for every prefix that ends just after a delimiter (`:` or `/`, as in
@@ -13,18 +19,18 @@ in O(log n) per change (the change tap hands them on) and never rebuilt per quer
   a lazy merge of those (heapq.merge): O(k log shards), whatever the namespace's size.
 
 Per counter that is a dict entry, two sorted-list entries (a tuple for by_value) and one
-group update per delimiter in its name: ~200 bytes beside the store's record.
+group update per delimiter in its name: ~150 bytes beside the store's record, for the
+namespaces in use only.
 
-The index holds a shard's counters as the store does; `Realtime` rebuilds a shard from the
-store when their counts differ (counters loaded at start or arriving with a hand-off are not
-changes) and drops it when the store drops it.
+Counters loaded at start or arriving with a hand-off are not changes, nor is a shard the
+store drops: `Realtime` resets such a shard from the store (totals, and indexes in use).
 """
 
 from __future__ import annotations
 
 import heapq
 import itertools
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 
 from sortedcontainers import SortedList
 
@@ -154,48 +160,76 @@ def _tagged(ranked: Iterator[tuple[int, str]], position: int) -> Iterator[tuple[
 
 
 Space = tuple[str, str]
+INDEX_IDLE_MS = 600_000  # a namespace index unasked for ten minutes is dropped
 
 
 class ValueIndex:
-    """Every shard's namespace indexes on this node."""
+    """Per (shard, tenant, namespace): the running total of its values, always; and, while
+    queries need it, its NamespaceIndex (built from the store on first need, kept as
+    counters change, dropped after INDEX_IDLE_MS unasked)."""
 
     def __init__(self) -> None:
-        self._shards: dict[int, dict[Space, NamespaceIndex]] = {}
-        self._counts: dict[int, int] = {}  # counters indexed per shard
+        self._totals: dict[int, dict[Space, int]] = {}
+        self._indexes: dict[int, dict[Space, NamespaceIndex]] = {}
+        self._used: dict[tuple[int, Space], int] = {}  # when each index was last asked for
 
-    def set(self, shard: int, tenant: str, namespace: str, name: str, value: int) -> None:
-        spaces = self._shards.get(shard)
-        if spaces is None:
-            spaces = self._shards[shard] = {}
-        index = spaces.get((tenant, namespace))
+    def change(
+        self, shard: int, tenant: str, namespace: str, name: str, before: int, after: int
+    ) -> None:
+        space = (tenant, namespace)
+        totals = self._totals.get(shard)
+        if totals is None:
+            totals = self._totals[shard] = {}
+        totals[space] = totals.get(space, 0) + after - before
+        indexes = self._indexes.get(shard)
+        if indexes:
+            index = indexes.get(space)
+            if index is not None:
+                index.set(name, after)
+
+    def total(self, shard: int, tenant: str, namespace: str) -> int:
+        return self._totals.get(shard, {}).get((tenant, namespace), 0)
+
+    def index(
+        self,
+        shard: int,
+        space: Space,
+        values: Callable[[], Iterable[tuple[str, int]]],
+        now_ms: int,
+    ) -> NamespaceIndex:
+        """The namespace's index, built from `values` (the store's) if it has none."""
+        indexes = self._indexes.setdefault(shard, {})
+        index = indexes.get(space)
         if index is None:
-            index = spaces[(tenant, namespace)] = NamespaceIndex()
-        held = len(index)
-        index.set(name, value)
-        if len(index) != held:
-            self._counts[shard] = self._counts.get(shard, 0) + 1
+            index = indexes[space] = NamespaceIndex.build(values())
+        self._used[(shard, space)] = now_ms
+        return index
 
-    def get(self, shard: int, tenant: str, namespace: str) -> NamespaceIndex | None:
-        spaces = self._shards.get(shard)
-        return None if spaces is None else spaces.get((tenant, namespace))
+    def reset(
+        self,
+        shard: int,
+        totals: dict[Space, int],
+        values: Callable[[Space], Iterable[tuple[str, int]]],
+    ) -> None:
+        """The shard afresh: its totals, and its indexes in use rebuilt from `values`."""
+        if totals:
+            self._totals[shard] = totals
+        else:
+            self._totals.pop(shard, None)
+        indexes = self._indexes.get(shard)
+        if indexes:
+            for space in list(indexes):
+                indexes[space] = NamespaceIndex.build(values(space))
 
-    def count(self, shard: int) -> int:
-        return self._counts.get(shard, 0)
+    def forget_idle(self, now_ms: int) -> None:
+        for (shard, space), used in list(self._used.items()):
+            if now_ms - used > INDEX_IDLE_MS:
+                del self._used[(shard, space)]
+                indexes = self._indexes.get(shard, {})
+                indexes.pop(space, None)
+                if not indexes:
+                    self._indexes.pop(shard, None)
 
-    def shards(self) -> list[int]:
-        return list(self._shards)
-
-    def drop_shard(self, shard: int) -> None:
-        self._shards.pop(shard, None)
-        self._counts.pop(shard, None)
-
-    def rebuild(self, shard: int, entries: Iterable[tuple[tuple[str, str, str], int]]) -> None:
-        """Index a shard afresh from (key, value) pairs."""
-        pairs: dict[Space, list[tuple[str, int]]] = {}
-        for (tenant, namespace, name), value in entries:
-            pairs.setdefault((tenant, namespace), []).append((name, value))
-        self._shards[shard] = {space: NamespaceIndex.build(p) for space, p in pairs.items()}
-        self._counts[shard] = sum(len(p) for p in pairs.values())
-
-    def __len__(self) -> int:
-        return sum(self._counts.values())
+    def indexed(self) -> int:
+        """Counters held in indexes in use (each ~150 bytes)."""
+        return sum(len(index) for spaces in self._indexes.values() for index in spaces.values())

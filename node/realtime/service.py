@@ -30,7 +30,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 
 from node.realtime.buckets import SETTLE_MS, Buckets, adopt, cut_minute, export
 from node.realtime.changes import Change
-from node.realtime.index import ValueIndex, top_by_value
+from node.realtime.index import NamespaceIndex, ValueIndex, top_by_value
 from node.realtime.query import Answer, By, Kind, Query
 from node.realtime.windows import MINUTE_MS, Windows, first_minute, window_start_ms
 from node.storage.store import CounterStore
@@ -59,7 +59,8 @@ class Realtime:
         self.windows: Windows | None = Windows() if windows else None
         self.since: dict[int, int] = {}  # shard -> unix ms this node observes it from
         self.caught_up: set[int] = set()  # shards whose older buckets need no catch-up
-        self._drops: dict[int, int] = {}  # per shard: the store's drops the index has seen
+        # per shard: the store's drops and arrivals the index has seen (stale_shards)
+        self._seen: dict[int, tuple[int, int]] = {}
         self.rebuilds = 0  # shards indexed afresh from the store
         self.queries: dict[Kind, int] = {kind: 0 for kind in Kind}  # answered here
 
@@ -67,35 +68,37 @@ class Realtime:
 
     def on_changes(self, changes: Sequence[Change], at_ms: int) -> None:
         minute = at_ms // MINUTE_MS
-        index_set = self.index.set
+        index_change = self.index.change
         windows = self.windows
         if windows is None:
-            for (tenant, namespace, name), shard, _, after in changes:
-                index_set(shard, tenant, namespace, name, after)
+            for (tenant, namespace, name), shard, before, after in changes:
+                index_change(shard, tenant, namespace, name, before, after)
             return
         window_add = windows.add
         for (tenant, namespace, name), shard, before, after in changes:
-            index_set(shard, tenant, namespace, name, after)
+            index_change(shard, tenant, namespace, name, before, after)
             window_add(shard, tenant, namespace, name, minute, after - before)
 
     def stale_shards(self) -> list[int]:
-        """Shards whose index does not hold what the store holds: another count of
-        counters, or dropped by the store since (maybe back with as many others)."""
-        store, index = self.store, self.index
-        drops = store.drops
+        """Shards the store dropped, or took counters into without changes (loads,
+        hand-off arrivals), since the index last looked at them."""
+        drops, arrivals, seen = self.store.drops, self.store.arrivals, self._seen
         return [
             shard
-            for shard in range(self.shard_count)
-            if sum(store.tenant_counts(shard).values()) != index.count(shard)
-            or drops.get(shard, 0) != self._drops.get(shard, 0)
+            for shard in drops.keys() | arrivals.keys()
+            if (drops.get(shard, 0), arrivals.get(shard, 0)) != seen.get(shard, (0, 0))
         ]
 
     def rebuild(self, shard: int) -> None:
-        self._drops[shard] = self.store.drops.get(shard, 0)
-        if self.store.tenant_counts(shard):
-            self.index.rebuild(shard, self.store.shard_values(shard))
-        else:
-            self.index.drop_shard(shard)
+        """Totals and indexes in use of a shard afresh from the store."""
+        store = self.store
+        self._seen[shard] = (store.drops.get(shard, 0), store.arrivals.get(shard, 0))
+        totals: dict[tuple[str, str], int] = {}
+        for (tenant, namespace, _), value in store.shard_values(shard):
+            totals[(tenant, namespace)] = totals.get((tenant, namespace), 0) + value
+        self.index.reset(
+            shard, totals, lambda space: store.namespace_values(shard, space[0], space[1])
+        )
         self.rebuilds += 1
 
     def observe(self, now_ms: int) -> None:
@@ -121,6 +124,7 @@ class Realtime:
                     windows.drop_shard(shard)
         if windows is not None:
             windows.prune(now_ms)
+        self.index.forget_idle(now_ms)
 
     def catch_up_due(self, now_ms: int) -> list[int]:
         """Shards observed from a cut this clock is past: time to take older buckets."""
@@ -202,24 +206,36 @@ class Realtime:
         for shard in answer.done:
             answer.change += self._change(shard, query, query.name) or 0
 
+    def _namespace(self, shard: int, query: Query) -> NamespaceIndex:
+        store, tenant, namespace = self.store, query.tenant, query.namespace
+        return self.index.index(
+            shard,
+            (tenant, namespace),
+            lambda: store.namespace_values(shard, tenant, namespace),
+            self.clock_ms(),
+        )
+
     def _aggregate(self, query: Query, answer: Answer) -> None:
         first = first_minute(query.at_ms, query.span_min)
+        tenant, namespace = query.tenant, query.namespace
         for shard in answer.done:
-            index = self.index.get(shard, query.tenant, query.namespace)
-            if index is not None:
-                counters, total = index.aggregate(query.prefix)
-                answer.counters += counters
-                answer.total += total
+            if query.prefix:
+                counters, total = self._namespace(shard, query).aggregate(query.prefix)
+            else:  # always kept: no index needed
+                counters = self.store.namespace_size(shard, tenant, namespace)
+                total = self.index.total(shard, tenant, namespace)
+            answer.counters += counters
+            answer.total += total
             if query.span_min and self.windows is not None:
-                window = self.windows.get(shard, query.tenant, query.namespace)
+                window = self.windows.get(shard, tenant, namespace)
                 if window is not None:
                     answer.change += window.total(first, query.prefix)
 
     def _top_by_value(self, query: Query, answer: Answer) -> None:
         found = [
-            (shard, index)
+            (shard, self._namespace(shard, query))
             for shard in answer.done
-            if (index := self.index.get(shard, query.tenant, query.namespace)) is not None
+            if self.store.namespace_size(shard, query.tenant, query.namespace)
         ]
         top = top_by_value([index for _, index in found], query.prefix, query.k)
         answer.top = [
@@ -234,7 +250,7 @@ class Realtime:
             return
         first = first_minute(query.at_ms, query.span_min)
         now_ms = self.clock_ms()
-        ranked: list[Iterator[tuple[int, str, int]]] = []
+        ranked: list[Iterator[tuple[int, str]]] = []
         for shard in answer.done:
             window = self.windows.get(shard, query.tenant, query.namespace)
             if window is None:
@@ -245,13 +261,9 @@ class Realtime:
             else:
                 scanned = window.changes(first, query.prefix)
                 items = sorted((-change, name) for name, change in scanned.items() if change)
-            ranked.append(_tagged(items, shard))
-        for negated, name, shard in itertools.islice(heapq.merge(*ranked), query.k):
-            index = self.index.get(shard, query.tenant, query.namespace)
-            value = 0 if index is None else index.values.get(name, 0)
-            answer.top.append((name, value, -negated))
-
-
-def _tagged(items: Iterable[tuple[int, str]], shard: int) -> Iterator[tuple[int, str, int]]:
-    for negated, name in items:
-        yield negated, name, shard
+            ranked.append(iter(items))
+        values = self.store.value
+        tenant, namespace = query.tenant, query.namespace
+        for negated, name in itertools.islice(heapq.merge(*ranked), query.k):
+            value = values((tenant, namespace, name))
+            answer.top.append((name, 0 if value is None else value, -negated))

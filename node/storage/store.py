@@ -326,8 +326,8 @@ class CounterStore(DirtyCounters, StoreReceipts):
                 self._receipts.add_many(key, found)
             arrives = changes is not None and key not in changes and self._record(key) is None
             self.merge(key, state)
-            if arrives and changes is not None:
-                changes.pop(key, None)
+            if arrives:
+                self._arrived(key)
 
     def shard_shares(self, shard: int) -> list[tuple[Key, int, int]]:
         """(key, key weight, share) for each key of a shard: its anti-entropy fingerprint."""
@@ -373,6 +373,18 @@ class CounterStore(DirtyCounters, StoreReceipts):
         value = pk.value
         for key, record in self._shard_records(shard):
             yield key, value(record, HEADER_SIZE)
+
+    def namespace_size(self, shard: int, tenant: str, namespace: str) -> int:
+        """How many counters a shard holds in (tenant, namespace)."""
+        return len(self._shards.get(shard, {}).get(tenant, {}).get(namespace, ()))
+
+    def namespace_values(
+        self, shard: int, tenant: str, namespace: str
+    ) -> Iterator[tuple[str, int]]:
+        """(name, value) for each counter of a shard in (tenant, namespace)."""
+        value = pk.value
+        for name, record in self._shards.get(shard, {}).get(tenant, {}).get(namespace, {}).items():
+            yield name, value(record, HEADER_SIZE)
 
     def tenant_counts(self, shard: int) -> dict[str, int]:
         """How many counters each tenant has in a shard (read-only)."""

@@ -25,6 +25,9 @@ class DirtyCounters:
         # the change tap (take_changes), when asked for: per counter changed since the last
         # take, its value before the first of those changes
         self._changes: dict[Key, int] | None = {} if track_changes else None
+        # per shard: counters that arrived without being changes (loads, hand-off arrivals),
+        # so what follows the changes knows to look at the store again (node/realtime)
+        self.arrivals: dict[int, int] = {}
         self._actors = pk.ActorTable()  # the actor ids of every packed state here
 
     # the store's (CounterStore overrides them)
@@ -33,6 +36,16 @@ class DirtyCounters:
 
     def _shard_records(self, shard: int) -> Iterator[tuple[Key, bytes]]:
         raise NotImplementedError
+
+    def _shard(self, key: Key) -> int:
+        raise NotImplementedError
+
+    def _arrived(self, key: Key) -> None:
+        """key is new here without being a change: the tap does not see it."""
+        changes = self._changes
+        if changes is not None and changes.pop(key, None) is not None:
+            shard = self._shard(key)
+            self.arrivals[shard] = self.arrivals.get(shard, 0) + 1
 
     def _shard_numbers(self) -> list[int]:
         raise NotImplementedError
@@ -55,7 +68,7 @@ class DirtyCounters:
         nor recorded in the history again (a million of them would keep the write-behind
         busy for a minute after each start, and so delay the next stop). A counter already
         held is merged as usual: what it held beyond the durable copy still goes out."""
-        dirty, history_dirty, changes = self._dirty, self._history_dirty, self._changes
+        dirty, history_dirty = self._dirty, self._history_dirty
         for key, state in entries:
             if state.is_empty() or self._lookup(key)[2] is not None:
                 self.merge(key, state)
@@ -66,8 +79,7 @@ class DirtyCounters:
                 dirty.pop(key, None)
             if not was_history_dirty:
                 history_dirty.discard(key)
-            if changes is not None:  # loaded, not changed: the tap does not see it
-                changes.pop(key, None)
+            self._arrived(key)  # loaded, not changed
 
     def _dirty_states(self, dirty: Iterable[Key]) -> list[tuple[Key, int, PNCounter]]:
         out = []

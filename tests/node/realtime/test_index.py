@@ -6,7 +6,7 @@ from __future__ import annotations
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from node.realtime.index import NamespaceIndex, ValueIndex, top_by_value
+from node.realtime.index import INDEX_IDLE_MS, NamespaceIndex, ValueIndex, top_by_value
 
 names = st.sampled_from(["a", "a:1", "a:2", "a:10", "a:1:x", "b", "b/c", "ba", "c:\U0010ffff"])
 sets = st.lists(st.tuples(names, st.integers(-(2**63), 2**63 - 1) | st.integers(-3, 3)))
@@ -64,15 +64,22 @@ def test_a_large_prefix_run_filters_the_value_order() -> None:
     assert index.aggregate("p:0") == (10_000, sum(i % 977 for i in range(10_000)))
 
 
-def test_value_index_counts_rebuilds_and_drops_per_shard() -> None:
+def test_value_index_keeps_totals_always_and_indexes_while_asked() -> None:
     values = ValueIndex()
-    values.set(1, "t", "ns", "a", 1)
-    values.set(1, "t", "ns", "a", 2)
-    values.set(1, "u", "ns", "a", 3)
-    assert values.count(1) == 2 and len(values) == 2
-    values.rebuild(2, [(("t", "ns", "b"), 4), (("t", "other", "b"), 5)])
-    assert values.count(2) == 2
-    index = values.get(2, "t", "ns")
-    assert index is not None and index.aggregate("") == (1, 4)
-    values.drop_shard(1)
-    assert values.count(1) == 0 and values.get(1, "t", "ns") is None
+    values.change(1, "t", "ns", "a", 0, 1)
+    values.change(1, "t", "ns", "a", 1, 2)
+    values.change(1, "u", "ns", "a", 0, 3)
+    assert (values.total(1, "t", "ns"), values.total(1, "u", "ns")) == (2, 3)
+    assert values.indexed() == 0  # nothing per counter until a query needs it
+    store = {"a": 2, "b": 5}
+    index = values.index(1, ("t", "ns"), lambda: store.items(), now_ms=0)
+    assert index.aggregate("") == (2, 7) and values.indexed() == 2
+    values.change(1, "t", "ns", "b", 5, 9)  # kept as counters change
+    assert values.index(1, ("t", "ns"), dict, now_ms=1).aggregate("b") == (1, 9)
+    values.reset(1, {("t", "ns"): 40}, lambda space: [("c", 40)])  # loads, arrivals, drops
+    assert values.total(1, "t", "ns") == 40 and values.total(1, "u", "ns") == 0
+    assert values.index(1, ("t", "ns"), dict, now_ms=2).aggregate("") == (1, 40)
+    values.forget_idle(2 + INDEX_IDLE_MS)
+    assert values.indexed() == 1
+    values.forget_idle(3 + INDEX_IDLE_MS)
+    assert values.indexed() == 0
