@@ -1,9 +1,9 @@
 """The peer endpoint: authenticated WebSocket, one frame in, one reply out.
 
-SLOTS, REPLICATE, READ, RECEIPTS, RESERVE, RESOLVE and REALTIME are answered inline (pure in-memory
+SLOTS, REPLICATE, READ, RECEIPTS, RESERVE and RESOLVE are answered inline (pure in-memory
 work, no awaits), so a frame of many keys costs one loop turn. GOSSIP, PULL, PUSH and FORWARD
-may wait on other peers and run as tasks. A malformed frame closes the connection before it
-touches any state.
+may wait on other peers, and REALTIME may first build an index shard by shard: they run as
+tasks. A malformed frame closes the connection before it touches any state.
 """
 
 from __future__ import annotations
@@ -45,7 +45,6 @@ INLINE = frozenset(
         wire.RECEIPTS,
         wire.RESERVE,
         wire.RESOLVE,
-        wire.REALTIME,
     }
 )
 KIND_NAMES = {
@@ -188,11 +187,6 @@ class PeerServer:
                 merged = store.merge(key, state)
                 reply.append(None if store.share(key) == share else _stated(store, key, merged))
             return reply
-        if kind == wire.REALTIME:
-            if self.realtime is None:
-                raise ProtocolError("this node keeps no real-time state")
-            query = query_from_wire(body, self.gossip.cluster.config.shards)
-            return self.realtime.answer(query).to_wire()
         if kind == wire.RECEIPTS:
             return self._receipts(wire.receipt_reads_from_wire(body))
         if kind in (wire.RESERVE, wire.RESOLVE) and not self.gossip.cluster.recovered:
@@ -263,6 +257,10 @@ class PeerServer:
             return self.gossip.handoff.answer_pull(body, int(time.time() * 1000))
         if kind == wire.FORWARD:
             return await self._forwarded(body)
+        if kind == wire.REALTIME and self.realtime is not None:
+            query = query_from_wire(body, self.gossip.cluster.config.shards)
+            await self.realtime.prepare(query)
+            return self.realtime.answer(query).to_wire()
         raise ProtocolError(f"kind {kind} is not a request")
 
     async def _forwarded(self, body: Any) -> Any:

@@ -114,6 +114,7 @@ class Fanout:
         """node_id's answer, or None when it cannot be had."""
         self.rounds += 1
         if node_id == self.cluster.node_id:
+            await self.realtime.prepare(query)
             return self.realtime.answer(query)
         address = self.cluster.address_of(node_id)
         if address is None:

@@ -153,6 +153,28 @@ class Realtime:
 
     # -- answering --------------------------------------------------------------------------
 
+    async def prepare(self, query: Query) -> None:
+        """Build what `answer` will read and lacks (namespace indexes, rankings), one shard
+        per loop turn: a first query of a big namespace does not stall the node."""
+        needs_index = (query.kind is Kind.AGGREGATE and query.prefix) or (
+            query.kind is Kind.TOP and query.by is By.VALUE
+        )
+        ranks = query.kind is Kind.TOP and query.by is By.CHANGE and query.span_min
+        if not (needs_index or ranks):
+            return
+        first, now_ms = first_minute(query.at_ms, query.span_min), self.clock_ms()
+        for shard in query.shards:
+            if needs_index and self.store.namespace_size(shard, query.tenant, query.namespace):
+                self._namespace(shard, query)
+            window = (
+                None
+                if self.windows is None
+                else self.windows.get(shard, query.tenant, query.namespace)
+            )
+            if ranks and window is not None:
+                window.ranking(query.span_min, first, now_ms)
+            await asyncio.sleep(0)
+
     def answer(self, query: Query) -> Answer:
         """This node's part of a query: the shards it can answer, the others refused."""
         self.queries[query.kind] += 1

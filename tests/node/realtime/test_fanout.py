@@ -29,6 +29,9 @@ class FakeNode:
     down: bool = False
     asked: list[tuple[tuple[int, ...], bool]] = field(default_factory=list)
 
+    async def prepare(self, query: Query) -> None:
+        pass
+
     def answer(self, query: Query) -> Answer:
         self.asked.append((query.shards, query.strict))
         answer = Answer()

@@ -62,6 +62,9 @@ def test_aggregates_top_and_windows_follow_the_changes() -> None:
     store.increment_slot(("t", "ns", "v:3"), "a:1", 10)
     store.increment_slot(("t", "ns", "v:5"), "a:1", -2)
     asyncio.run(tap.turn())
+    top_query = Query(Kind.TOP, "t", "ns", at_ms=clock.ms, shards=tuple(range(SHARDS)))
+    asyncio.run(realtime.prepare(top_query))  # built a shard per loop turn, before answering
+    assert realtime.index.indexed() == 8
     whole = ask(realtime, clock, span_min=60)
     assert (whole.counters, whole.total, whole.change) == (8, 36 + 8, 44)
     recent = ask(realtime, clock, span_min=15, strict=True)
