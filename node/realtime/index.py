@@ -187,6 +187,9 @@ class ValueIndex:
             if index is not None:
                 index.set(name, after)
 
+    def has(self, shard: int, space: Space) -> bool:
+        return space in self._indexes.get(shard, {})
+
     def total(self, shard: int, tenant: str, namespace: str) -> int:
         return self._totals.get(shard, {}).get((tenant, namespace), 0)
 

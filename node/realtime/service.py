@@ -163,17 +163,18 @@ class Realtime:
         if not (needs_index or ranks):
             return
         first, now_ms = first_minute(query.at_ms, query.span_min), self.clock_ms()
+        tenant, namespace = query.tenant, query.namespace
         for shard in query.shards:
-            if needs_index and self.store.namespace_size(shard, query.tenant, query.namespace):
+            built = False
+            if needs_index and self.store.namespace_size(shard, tenant, namespace):
+                built = not self.index.has(shard, (tenant, namespace))
                 self._namespace(shard, query)
-            window = (
-                None
-                if self.windows is None
-                else self.windows.get(shard, query.tenant, query.namespace)
-            )
+            window = None if self.windows is None else self.windows.get(shard, tenant, namespace)
             if ranks and window is not None:
+                built = built or query.span_min not in window.rankings
                 window.ranking(query.span_min, first, now_ms)
-            await asyncio.sleep(0)
+            if built:
+                await asyncio.sleep(0)
 
     def answer(self, query: Query) -> Answer:
         """This node's part of a query: the shards it can answer, the others refused."""
