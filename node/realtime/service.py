@@ -145,7 +145,11 @@ class Realtime:
         return True
 
     async def turn(self) -> None:
-        """One supervised turn: rebuild stale shards (a loop turn each), then observe."""
+        """One supervised turn: rebuild stale shards (a loop turn each), then observe. Not
+        while the node recovers: its loads arrive in many turns, and a shard re-read at
+        each would cost the square of its size (answers re-read what they need anyway)."""
+        if not self.recovered():
+            return
         for shard in self.stale_shards():
             self.rebuild(shard)
             await asyncio.sleep(0)
