@@ -15,9 +15,9 @@ buckets from a replica that saw them (buckets.py). When no live replica observed
 whole (the whole cluster restarted within it), the answer says so (`complete: false` with
 the time observation began): what is lost is the changes before it.
 
-Indexes hold the store's counters shard by shard; a shard whose counter count differs from
-the store's (loads and hand-off arrivals are not changes) is rebuilt from the store before
-it answers, and a shard the store dropped is dropped.
+Totals and indexes follow the store shard by shard; a shard that took counters without
+changes (loads, hand-off arrivals) or that the store dropped is re-read from the store
+before a query reads it.
 """
 
 from __future__ import annotations
@@ -145,21 +145,21 @@ class Realtime:
         return True
 
     async def turn(self) -> None:
-        """One supervised turn: rebuild stale shards (a loop turn each), then observe. Not
-        while the node recovers: its loads arrive in many turns, and a shard re-read at
-        each would cost the square of its size (answers re-read what they need anyway)."""
-        if not self.recovered():
-            return
-        for shard in self.stale_shards():
-            self.rebuild(shard)
-            await asyncio.sleep(0)
+        """One supervised turn: observe. Stale shards are re-read when a query needs them
+        (`prepare`), not here: after a restart that is a million counters' values, which
+        a node nobody asks need not spend."""
         self.observe(self.clock_ms())
 
     # -- answering --------------------------------------------------------------------------
 
     async def prepare(self, query: Query) -> None:
-        """Build what `answer` will read and lacks (namespace indexes, rankings), one shard
-        per loop turn: a first query of a big namespace does not stall the node."""
+        """Build what `answer` will read and lacks (stale shards re-read from the store,
+        namespace indexes, rankings), one shard per loop turn: a first query of a big
+        namespace, or the first after a restart, does not stall the node."""
+        if query.kind in (Kind.AGGREGATE, Kind.TOP):
+            for shard in set(self.stale_shards()) & set(query.shards):
+                self.rebuild(shard)
+                await asyncio.sleep(0)
         needs_index = (query.kind is Kind.AGGREGATE and query.prefix) or (
             query.kind is Kind.TOP and query.by is By.VALUE
         )
@@ -196,10 +196,9 @@ class Realtime:
             else:
                 answer.done.append(shard)
                 answer.since_ms = max(answer.since_ms, since)
-        stale = set(self.stale_shards())
-        for shard in answer.done:
-            if shard in stale:
-                self.rebuild(shard)  # arrivals since the last turn: fresh before it answers
+        if query.kind in (Kind.AGGREGATE, Kind.TOP):  # values read: none stale
+            for shard in set(self.stale_shards()) & set(answer.done):
+                self.rebuild(shard)  # arrived since `prepare`, or asked without it
         if query.kind is Kind.BUCKETS:
             self._buckets(query, answer)
         elif query.kind is Kind.WINDOW:
