@@ -1,0 +1,183 @@
+"""The change feed's per-node event log and the event id codec. Pure: time is an argument.
+
+Each node keeps the events it published (as the coordinator of their shards) in one bounded
+log, numbered by a per-node sequence. A sequence number is `incarnation << 32 | count`: it
+grows within a node's life and across its restarts, so a reader's position in an earlier
+life's log is below everything the new log holds and shows up as a gap, never as a silent
+skip or a repeat.
+
+Retention: an event stays while the log holds fewer than `max_events` newer ones and it is
+younger than `retention_ms` (defaults 100,000 and 300 s). `floor` is the highest sequence
+number no longer held (every event above it still is): a reader whose position is below the
+floor has missed events. Events are filed per (tenant, namespace), so a read touches only
+its own subject's events, found by bisection.
+
+An SSE event id is the reader's position in every node's log, `node:seq,node:seq` (a node
+absent from it has not been read yet); `decode_position` refuses anything else.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from bisect import bisect_right
+from collections import deque
+from collections.abc import Iterable, Mapping
+from typing import NamedTuple
+
+SEQ_BITS = 32
+DEFAULT_MAX_EVENTS = 100_000
+DEFAULT_RETENTION_MS = 300_000
+SCAN_LIMIT = 20_000  # events of a subject looked at per read, so a rare prefix costs bounded work
+MAX_ID_NODES = 64
+MAX_ID_CHARS = 4096
+NODE_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
+
+
+class Event(NamedTuple):
+    seq: int
+    tenant: str
+    namespace: str
+    name: str
+    value: int
+    change: int  # net change since the counter's previous event (replayed: see publisher.py)
+    at_ms: int  # unix ms of the change tap's turn that published it
+    replayed: bool  # republished by a node that took the shard over (publisher.py)
+
+
+Subject = tuple[str, str]  # (tenant, namespace)
+
+
+class _Filed:
+    """One subject's events, oldest first; `start` skips those already trimmed."""
+
+    __slots__ = ("events", "seqs", "start")
+
+    def __init__(self) -> None:
+        self.seqs: list[int] = []
+        self.events: list[Event] = []
+        self.start = 0
+
+    def drop_first(self) -> None:
+        self.start += 1
+        if self.start >= 1024 and self.start * 2 >= len(self.seqs):
+            del self.seqs[: self.start], self.events[: self.start]
+            self.start = 0
+
+    def __len__(self) -> int:
+        return len(self.seqs) - self.start
+
+
+class Read(NamedTuple):
+    floor: int  # events at or below it are no longer held
+    upto: int  # the position this read reached (resume after it)
+    events: list[Event]
+
+
+class EventLog:
+    """A node's published events, bounded by count and age."""
+
+    def __init__(
+        self,
+        incarnation: int,
+        max_events: int = DEFAULT_MAX_EVENTS,
+        retention_ms: int = DEFAULT_RETENTION_MS,
+    ) -> None:
+        self.base = incarnation << SEQ_BITS
+        self.floor = self.base  # nothing of an earlier life is held
+        self.head = self.base  # the last sequence number issued
+        self.max_events = max_events
+        self.retention_ms = retention_ms
+        self._order: deque[tuple[int, Subject]] = deque()  # (at_ms, subject), by seq
+        self._filed: dict[Subject, _Filed] = {}
+        self.trimmed = 0  # events dropped by retention since the start
+        self.last_at_ms = 0
+
+    def __len__(self) -> int:
+        return len(self._order)
+
+    def append(
+        self, items: Iterable[tuple[str, str, str, int, int, bool]], at_ms: int
+    ) -> list[Event]:
+        """File (tenant, namespace, name, value, change, replayed) items as events at `at_ms`
+        (never earlier than the last event's: a reader merges logs by time)."""
+        at_ms = self.last_at_ms = max(at_ms, self.last_at_ms)
+        out = []
+        for tenant, namespace, name, value, change, replayed in items:
+            self.head += 1
+            event = Event(self.head, tenant, namespace, name, value, change, at_ms, replayed)
+            subject = (tenant, namespace)
+            filed = self._filed.get(subject)
+            if filed is None:
+                filed = self._filed[subject] = _Filed()
+            filed.seqs.append(event.seq)
+            filed.events.append(event)
+            self._order.append((at_ms, subject))
+            out.append(event)
+        self.trim(at_ms)
+        return out
+
+    def trim(self, now_ms: int) -> None:
+        """Drop events past the count or the age bound, oldest first."""
+        order, oldest_kept = self._order, now_ms - self.retention_ms
+        while order and (len(order) > self.max_events or order[0][0] < oldest_kept):
+            _, subject = order.popleft()
+            filed = self._filed[subject]
+            self.floor = filed.seqs[filed.start]
+            filed.drop_first()
+            if not filed:
+                del self._filed[subject]
+            self.trimmed += 1
+
+    def read(self, subject: Subject, prefix: str, after: int, limit: int) -> Read:
+        """Up to `limit` events of the subject whose name starts with `prefix`, after
+        sequence number `after`. `after` < 0 reads nothing: where the log's head is."""
+        if after < 0:
+            return Read(self.floor, self.head, [])
+        filed = self._filed.get(subject)
+        if filed is None:
+            return Read(self.floor, max(after, self.head), [])
+        seqs, events = filed.seqs, filed.events
+        first = bisect_right(seqs, after, lo=filed.start)
+        stop = min(len(seqs), first + SCAN_LIMIT)
+        found: list[Event] = []
+        for i in range(first, stop):
+            event = events[i]
+            if event.name.startswith(prefix):
+                found.append(event)
+                if len(found) == limit:
+                    return Read(self.floor, event.seq, found)
+        upto = self.head if stop == len(seqs) else seqs[stop - 1]
+        return Read(self.floor, max(after, upto), found)
+
+
+class BadPosition(ValueError):
+    """An event id this service did not write."""
+
+
+def encode_position(position: Mapping[str, int]) -> str:
+    return ",".join(f"{node}:{seq}" for node, seq in sorted(position.items()))
+
+
+def decode_position(text: str) -> dict[str, int]:
+    """`node:seq,...` as {node: seq}; raises BadPosition for anything else."""
+    if not text or len(text) > MAX_ID_CHARS:
+        raise BadPosition("an event id is node:seq,... as this feed wrote it")
+    out: dict[str, int] = {}
+    parts = text.split(",")
+    if len(parts) > MAX_ID_NODES:
+        raise BadPosition(f"an event id names at most {MAX_ID_NODES} nodes")
+    for part in parts:
+        node, sep, seq = part.rpartition(":")
+        if not sep or NODE_ID.fullmatch(node) is None or node in out:
+            raise BadPosition(f"{part!r} is not node:seq")
+        if not (seq.isascii() and seq.isdigit()) or len(seq) > 20 or int(seq) >= 1 << 63:
+            raise BadPosition(f"{part!r} is not node:seq")
+        out[node] = int(seq)
+    return out
+
+
+def iso_ms(at_ms: int) -> str:
+    """Unix ms as ISO-8601 UTC with milliseconds, the feed's `at`."""
+    seconds, ms = divmod(at_ms, 1000)
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)) + f".{ms:03d}Z"
