@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
 import time
 
 from aiohttp import web
@@ -22,6 +23,7 @@ from node.realtime.stream import Follower, StreamTally, cutoff_frame
 
 routes = web.RouteTableDef()
 POLL_S = 0.2  # how often a stream reads the logs
+SEND_BUFFER_BYTES = 64 * 1024
 SSE_HEADERS = {
     "Content-Type": "text/event-stream",
     "Cache-Control": "no-cache",
@@ -50,6 +52,7 @@ async def events(request: web.Request) -> web.StreamResponse:
     tally.active += 1
     tally.opened += 1
     try:
+        _bound_send_buffer(request)
         await response.prepare(request)
         await _serve(request, response, follower, tally)
     except ConnectionError:
@@ -57,6 +60,16 @@ async def events(request: web.Request) -> web.StreamResponse:
     finally:
         tally.active -= 1
     return response
+
+
+def _bound_send_buffer(request: web.Request) -> None:
+    """A fixed kernel send buffer for the stream's socket: autotuned, it grows to megabytes
+    for a client that stopped reading before a write stalls; fixed, a stream holds at most
+    this (doubled by the kernel) plus the transport's 64 KiB before the cut-off."""
+    sock = None if request.transport is None else request.transport.get_extra_info("socket")
+    if sock is not None:
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SEND_BUFFER_BYTES)
 
 
 async def _serve(
