@@ -171,7 +171,7 @@ def decode_position(text: str) -> dict[str, int]:
         node, sep, seq = part.rpartition(":")
         if not sep or NODE_ID.fullmatch(node) is None or node in out:
             raise BadPosition(f"{part!r} is not node:seq")
-        if not (seq.isascii() and seq.isdigit()) or len(seq) > 20 or int(seq) >= 1 << 63:
+        if not (seq.isascii() and seq.isdigit()) or len(seq) > 19 or int(seq) >= 1 << 63:
             raise BadPosition(f"{part!r} is not node:seq")
         out[node] = int(seq)
     return out
