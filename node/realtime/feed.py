@@ -44,6 +44,7 @@ class Feed:
         self.pumps = open_sinks(config)
         self.publisher = Publisher(
             self.log,
+            config.shards,
             lambda shard: cluster.coordinator(shard) == cluster.node_id,
             store.value,
             self.pumps,

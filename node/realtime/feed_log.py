@@ -28,6 +28,7 @@ from typing import NamedTuple
 SEQ_BITS = 32
 DEFAULT_MAX_EVENTS = 100_000
 DEFAULT_RETENTION_MS = 300_000
+SWEEP_MS = 1000  # records past the floor are dropped at most this often
 SCAN_LIMIT = 20_000  # events of a subject looked at per read, so a rare prefix costs bounded work
 MAX_ID_NODES = 64
 MAX_ID_CHARS = 4096
@@ -46,22 +47,26 @@ class Event(NamedTuple):
 
 
 Subject = tuple[str, str]  # (tenant, namespace)
+Item = tuple[str, str, str, int, int, bool]  # tenant, namespace, name, value, change, replayed
+
+
+Record = tuple[int, str, int, int, int, bool]  # seq, name, value, change, at_ms, replayed
 
 
 class _Filed:
-    """One subject's events, oldest first; `start` skips those already trimmed."""
+    """One subject's records, oldest first; those before `start` are no longer held."""
 
-    __slots__ = ("events", "seqs", "start")
+    __slots__ = ("records", "seqs", "start")
 
     def __init__(self) -> None:
         self.seqs: list[int] = []
-        self.events: list[Event] = []
+        self.records: list[Record] = []
         self.start = 0
 
-    def drop_first(self) -> None:
-        self.start += 1
+    def drop_through(self, floor: int) -> None:
+        self.start = bisect_right(self.seqs, floor, lo=self.start)
         if self.start >= 1024 and self.start * 2 >= len(self.seqs):
-            del self.seqs[: self.start], self.events[: self.start]
+            del self.seqs[: self.start], self.records[: self.start]
             self.start = 0
 
     def __len__(self) -> int:
@@ -75,7 +80,12 @@ class Read(NamedTuple):
 
 
 class EventLog:
-    """A node's published events, bounded by count and age."""
+    """A node's published events, bounded by count and age.
+
+    Sequence numbers have no holes, so the count held is `head - floor`, and retention only
+    moves the floor: reads skip what is at or below it at once, and the records themselves
+    are dropped by a sweep at most every SWEEP_MS (so a log holds at most that much past
+    its bound, and appending costs two list appends per event, not a deque per event)."""
 
     def __init__(
         self,
@@ -88,46 +98,56 @@ class EventLog:
         self.head = self.base  # the last sequence number issued
         self.max_events = max_events
         self.retention_ms = retention_ms
-        self._order: deque[tuple[int, Subject]] = deque()  # (at_ms, subject), by seq
         self._filed: dict[Subject, _Filed] = {}
-        self.trimmed = 0  # events dropped by retention since the start
+        self._appends: deque[tuple[int, int]] = deque()  # (at_ms, last seq), per append
+        self._swept = self.base  # the floor the last sweep dropped records through
+        self._swept_at = 0
         self.last_at_ms = 0
 
     def __len__(self) -> int:
-        return len(self._order)
+        return self.head - self.floor
 
-    def append(
-        self, items: Iterable[tuple[str, str, str, int, int, bool]], at_ms: int
-    ) -> list[Event]:
+    @property
+    def trimmed(self) -> int:
+        """Events dropped by retention since the start."""
+        return self.floor - self.base
+
+    def append(self, items: Iterable[Item], at_ms: int, *, events: bool = True) -> list[Event]:
         """File (tenant, namespace, name, value, change, replayed) items as events at `at_ms`
-        (never earlier than the last event's: a reader merges logs by time)."""
+        (never earlier than the last event's: a reader merges logs by time); returns them
+        as Events when `events`."""
         at_ms = self.last_at_ms = max(at_ms, self.last_at_ms)
-        out = []
+        filed_of, seq, out = self._filed, self.head, []
         for tenant, namespace, name, value, change, replayed in items:
-            self.head += 1
-            event = Event(self.head, tenant, namespace, name, value, change, at_ms, replayed)
-            subject = (tenant, namespace)
-            filed = self._filed.get(subject)
+            seq += 1
+            filed = filed_of.get((tenant, namespace))
             if filed is None:
-                filed = self._filed[subject] = _Filed()
-            filed.seqs.append(event.seq)
-            filed.events.append(event)
-            self._order.append((at_ms, subject))
-            out.append(event)
+                filed = filed_of[tenant, namespace] = _Filed()
+            filed.seqs.append(seq)
+            filed.records.append((seq, name, value, change, at_ms, replayed))
+            if events:
+                out.append(Event(seq, tenant, namespace, name, value, change, at_ms, replayed))
+        if seq != self.head:
+            self._appends.append((at_ms, seq))
+            self.head = seq
         self.trim(at_ms)
         return out
 
     def trim(self, now_ms: int) -> None:
-        """Drop events past the count or the age bound, oldest first."""
-        order, oldest_kept = self._order, now_ms - self.retention_ms
-        while order and (len(order) > self.max_events or order[0][0] < oldest_kept):
-            _, subject = order.popleft()
-            filed = self._filed[subject]
-            self.floor = filed.seqs[filed.start]
-            filed.drop_first()
-            if not filed:
-                del self._filed[subject]
-            self.trimmed += 1
+        """Raise the floor past what the count and age bounds no longer hold."""
+        floor = max(self.floor, self.head - self.max_events)
+        appends, oldest_kept = self._appends, now_ms - self.retention_ms
+        while appends and (appends[0][0] < oldest_kept or appends[0][1] <= floor):
+            at_ms, last = appends.popleft()
+            if at_ms < oldest_kept:
+                floor = max(floor, last)
+        self.floor = floor
+        if floor > self._swept and now_ms - self._swept_at >= SWEEP_MS:
+            for subject, filed in list(self._filed.items()):
+                filed.drop_through(floor)
+                if not filed:
+                    del self._filed[subject]
+            self._swept, self._swept_at = floor, now_ms
 
     def read(self, subject: Subject, prefix: str, after: int, limit: int) -> Read:
         """Up to `limit` events of the subject whose name starts with `prefix`, after
@@ -137,16 +157,17 @@ class EventLog:
         filed = self._filed.get(subject)
         if filed is None:
             return Read(self.floor, max(after, self.head), [])
-        seqs, events = filed.seqs, filed.events
-        first = bisect_right(seqs, after, lo=filed.start)
+        seqs, records = filed.seqs, filed.records
+        first = bisect_right(seqs, max(after, self.floor), lo=filed.start)
         stop = min(len(seqs), first + SCAN_LIMIT)
         found: list[Event] = []
+        tenant, namespace = subject
         for i in range(first, stop):
-            event = events[i]
-            if event.name.startswith(prefix):
-                found.append(event)
+            seq, name, value, change, at_ms, replayed = records[i]
+            if name.startswith(prefix):
+                found.append(Event(seq, tenant, namespace, name, value, change, at_ms, replayed))
                 if len(found) == limit:
-                    return Read(self.floor, event.seq, found)
+                    return Read(self.floor, seq, found)
         upto = self.head if stop == len(seqs) else seqs[stop - 1]
         return Read(self.floor, max(after, upto), found)
 

@@ -6,7 +6,9 @@ history recorder follows), so each change becomes one event in one node's log, n
 turn (`tick`, every 0.1 s) the publisher emits the counters the coalescer says are due into
 this node's log (feed_log.py) and offers them to the sinks (sinks.py).
 
-What a client sees across a coordinator failover. Events the old coordinator had published
+When the coordinator changes with a ring change (a join, a leave), the old one publishes at
+once what it held back for coalescing, and the new one publishes what follows. What a client
+sees across a coordinator failover. Events the old coordinator had published
 stay readable while it lives; what it had not yet published (at most one interval of
 coalescing) dies with it. So every node remembers, per shard it replicates, the counters
 changed within `recall_ms` (a few failure timeouts: the time a node needs to notice a death),
@@ -22,16 +24,17 @@ than the time between two of its events.
 from __future__ import annotations
 
 import time
-from collections import OrderedDict
+from collections import deque
 from collections.abc import Callable, Sequence
 from typing import Protocol
 
 from node.base.keys import Key
 from node.realtime.changes import Change
 from node.realtime.coalesce import Coalescer
-from node.realtime.feed_log import Event, EventLog
+from node.realtime.feed_log import Event, EventLog, Item
 
-MAX_RECALLED = 200_000  # counters remembered for a takeover, over all shards
+# Changes remembered for a takeover, at most (whole turns go first): about 100 B each.
+MAX_RECALLED = 500_000
 
 
 class EventConsumer(Protocol):
@@ -40,11 +43,17 @@ class EventConsumer(Protocol):
 
 
 class Publisher:
-    """Subscribes to the change tap; publishes the changes of the shards it coordinates."""
+    """Subscribes to the change tap; publishes the changes of the shards it coordinates.
+
+    Cost on the change path: a set lookup per change, and for the third or so of changes
+    whose shard this node coordinates, a coalescing entry and a log record per event. The
+    turns' change lists are kept (not copied) for the recall window, so a takeover, which is
+    rare, scans them instead of every change paying for an index."""
 
     def __init__(
         self,
         log: EventLog,
+        shards: int,
         coordinates: Callable[[int], bool],
         value_of: Callable[[Key], int | None],
         sinks: Sequence[EventConsumer],
@@ -53,96 +62,83 @@ class Publisher:
         recall_ms: int,
         clock_ms: Callable[[], int] = lambda: time.time_ns() // 1_000_000,
     ) -> None:
-        self.clock_ms = clock_ms
         self.log = log
+        self.shards = shards
         self.coordinates = coordinates
         self.value_of = value_of
         self.sinks = list(sinks)
         self.coalescer = Coalescer(min_interval_ms)
         self.recall_ms = recall_ms
-        # shard -> counter -> (value before its first recalled change, at_ms of its last)
-        self._recalled: dict[int, OrderedDict[Key, tuple[int, int]]] = {}
+        self.clock_ms = clock_ms
+        self._owned: frozenset[int] | None = None  # shards coordinated at the last tick
+        self._recalled: deque[tuple[int, Sequence[Change]]] = deque()  # (at_ms, a turn's)
         self._recalled_count = 0
-        self._coordinated: dict[int, bool] = {}  # per recalled shard, at the last tick
         self.published = 0
         self.replayed = 0
         self.takeovers = 0
 
     def on_changes(self, changes: Sequence[Change], at_ms: int) -> None:
-        coordinated: dict[int, bool] = {}
-        for key, shard, before, after in changes:
-            recalled = self._recalled.get(shard)
-            if recalled is None:
-                recalled = self._recalled[shard] = OrderedDict()
-            first = recalled.pop(key, None)
-            if first is None:
-                self._recalled_count += 1
-            recalled[key] = (before if first is None else first[0], at_ms)
-            mine = coordinated.get(shard)
-            if mine is None:
-                mine = coordinated[shard] = self.coordinates(shard)
-            if mine:
-                self.coalescer.add(key, before, after)
-        self._forget_oldest()
+        owned, add = self._owned, self.coalescer.add
+        if owned:
+            for key, shard, before, after in changes:
+                if shard in owned:
+                    add(key, shard, before, after)
+        self._recalled.append((at_ms, changes))
+        self._recalled_count += len(changes)
+        while self._recalled_count > MAX_RECALLED and len(self._recalled) > 1:
+            self._recalled_count -= len(self._recalled.popleft()[1])
 
     async def turn(self) -> None:
         """For the supervisor: one tick at the clock's time."""
         self.tick(self.clock_ms())
 
     def tick(self, now_ms: int) -> list[Event]:
-        """Publish what is due and what a takeover needs; trim the log. Returns the events."""
-        items: list[tuple[str, str, str, int, int, bool]] = []
-        self._takeovers(now_ms, items)
+        """Publish what is due and what a change of coordinator needs; trim the log.
+        Returns the events published."""
+        items: list[Item] = []
+        self._coordinators_changed(now_ms, items)
         for key, value, change in self.coalescer.due(now_ms):
             items.append((key[0], key[1], key[2], value, change, False))
-        events = self.log.append(items, now_ms) if items else []
-        if not items:
-            self.log.trim(now_ms)
+        events = self.log.append(items, now_ms, events=bool(self.sinks))
+        self.published += len(items)
         if events:
-            self.published += len(events)
             for sink in self.sinks:
                 sink.offer(events)
         return events
 
-    def _takeovers(self, now_ms: int, items: list[tuple[str, str, str, int, int, bool]]) -> None:
-        """Expire old recollections; republish the recalled counters of each shard this node
-        has just become the coordinator of."""
+    def _coordinators_changed(self, now_ms: int, items: list[Item]) -> None:
+        """Republish the recalled counters of each shard this node has just become the
+        coordinator of; publish at once what waits of each shard it handed on."""
         oldest = now_ms - self.recall_ms
-        for shard in list(self._recalled):
-            recalled = self._recalled[shard]
-            while recalled and next(iter(recalled.values()))[1] < oldest:
-                recalled.popitem(last=False)
-                self._recalled_count -= 1
-            if not recalled:
-                del self._recalled[shard]
-                self._coordinated.pop(shard, None)
-                continue
-            mine = self.coordinates(shard)
-            if mine and self._coordinated.get(shard) is False:
-                self._republish(recalled, items)
-            elif not mine and self._coordinated.get(shard):
-                self.coalescer.forget(set(recalled))  # the new coordinator publishes them
-            self._coordinated[shard] = mine
+        while self._recalled and self._recalled[0][0] < oldest:
+            self._recalled_count -= len(self._recalled.popleft()[1])
+        owned = frozenset(s for s in range(self.shards) if self.coordinates(s))
+        before, self._owned = self._owned, owned
+        if before is None or owned == before:
+            return
+        lost = before - owned
+        if lost:
+            # Handed on (a ring change, or this node fell behind): what waits here changed
+            # while this node published the shard, so it goes out now; later changes are
+            # the new coordinator's to publish.
+            for key, value, change in self.coalescer.take(set(lost)):
+                items.append((key[0], key[1], key[2], value, change, False))
+        gained = owned - before
+        if gained:
+            self._republish(gained, items)
 
-    def _republish(
-        self,
-        recalled: OrderedDict[Key, tuple[int, int]],
-        items: list[tuple[str, str, str, int, int, bool]],
-    ) -> None:
+    def _republish(self, gained: frozenset[int], items: list[Item]) -> None:
+        first_before: dict[Key, int] = {}
+        for _, changes in self._recalled:
+            for key, shard, before, _after in changes:
+                if shard in gained and key not in first_before:
+                    first_before[key] = before
+        if not first_before:
+            return
         self.takeovers += 1
-        for key, (first_before, _) in recalled.items():
+        for key, first in first_before.items():
             value = self.value_of(key)
-            if value is None:
-                continue
-            items.append((key[0], key[1], key[2], value, value - first_before, True))
-            self.replayed += 1
-        self.coalescer.forget(set(recalled))  # their value is in the replayed event
-
-    def _forget_oldest(self) -> None:
-        while self._recalled_count > MAX_RECALLED:
-            shard = min(self._recalled, key=lambda s: next(iter(self._recalled[s].values()))[1])
-            recalled = self._recalled[shard]
-            recalled.popitem(last=False)
-            self._recalled_count -= 1
-            if not recalled:
-                del self._recalled[shard]
+            if value is not None:
+                items.append((key[0], key[1], key[2], value, value - first, True))
+                self.replayed += 1
+        self.coalescer.forget(set(first_before))  # their value is in the replayed event

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from node.realtime.coalesce import Coalescer, Due
+from node.realtime.coalesce import Coalescer
 from node.realtime.feed_log import (
     SEQ_BITS,
     BadPosition,
@@ -111,20 +111,20 @@ K1, K2 = (T, "ns", "a"), (T, "ns", "b")
 
 def test_coalescing_emits_at_most_one_event_per_interval_with_the_net_change() -> None:
     co = Coalescer(min_interval_ms=100)
-    co.add(K1, 0, 5)
-    assert co.due(1000) == [Due(K1, 5, 5)]
-    co.add(K1, 5, 7)
-    co.add(K1, 7, 4)  # changes within the interval wait, coalesced
+    co.add(K1, 0, 0, 5)
+    assert co.due(1000) == [(K1, 5, 5)]
+    co.add(K1, 0, 5, 7)
+    co.add(K1, 0, 7, 4)  # changes within the interval wait, coalesced
     assert co.due(1050) == []
-    assert co.due(1100) == [Due(K1, 4, -1)]  # net change since the previous event
+    assert co.due(1100) == [(K1, 4, -1)]  # net change since the previous event
 
 
 def test_a_counter_back_where_it_was_emits_nothing() -> None:
     co = Coalescer(min_interval_ms=100)
-    co.add(K1, 3, 5)
-    co.add(K1, 5, 3)
-    co.add(K2, 0, 1)
-    assert co.due(1000) == [Due(K2, 1, 1)]
+    co.add(K1, 0, 3, 5)
+    co.add(K1, 0, 5, 3)
+    co.add(K2, 0, 0, 1)
+    assert co.due(1000) == [(K2, 1, 1)]
     assert len(co) == 0
 
 
@@ -140,13 +140,13 @@ def test_the_changes_of_a_counters_events_sum_to_its_change(
     seen: dict[tuple[str, str, str], list[tuple[int, int]]] = {K1: [], K2: []}
     now = 0
     for key, delta, wait in steps:
-        co.add(key, value[key], value[key] + delta)
+        co.add(key, 0, value[key], value[key] + delta)
         value[key] += delta
         now += wait
-        for due in co.due(now):
-            seen[due.key].append((now, due.change))
-    for due in co.due(now + 1000):
-        seen[due.key].append((now + 1000, due.change))
+        for key_, _, change in co.due(now):
+            seen[key_].append((now, change))
+    for key_, _, change in co.due(now + 1000):
+        seen[key_].append((now + 1000, change))
     for key in (K1, K2):
         assert sum(change for _, change in seen[key]) == value[key]
         times = [at for at, _ in seen[key]]

@@ -32,12 +32,14 @@ def publisher_of(owned: set[int], values: dict[Key, int]) -> tuple[Publisher, Of
     sink = Offered()
     publisher = Publisher(
         EventLog(1),
+        4,
         lambda shard: shard in owned,
         values.get,
         [sink],
         min_interval_ms=100,
         recall_ms=10_000,
     )
+    publisher.tick(0)  # a first tick learns which shards this node coordinates
     return publisher, sink
 
 
@@ -63,14 +65,17 @@ def test_a_node_that_takes_a_shard_over_republishes_its_recent_counters() -> Non
     assert publisher.takeovers == 1 and publisher.tick(1200) == []
 
 
-def test_a_node_that_loses_a_shard_stops_publishing_it() -> None:
+def test_a_node_that_hands_a_shard_on_publishes_what_it_held_back_then_stops() -> None:
     owned = {0}
     publisher, _ = publisher_of(owned, {A: 1})
     publisher.on_changes([Change(A, 0, 0, 1)], 1000)
     publisher.tick(1000)
     publisher.on_changes([Change(A, 0, 1, 2)], 1050)  # waits for its interval
-    owned.clear()
-    assert publisher.tick(1100) == []
+    owned.clear()  # a ring change: another node coordinates shard 0 now
+    events = publisher.tick(1060)
+    assert [(e.value, e.change, e.replayed) for e in events] == [(2, 1, False)]
+    publisher.on_changes([Change(A, 0, 2, 5)], 1200)
+    assert publisher.tick(1300) == []
 
 
 def test_recollections_expire_after_the_recall_window() -> None:
