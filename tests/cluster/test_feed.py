@@ -204,8 +204,10 @@ async def test_the_feed_over_sse_and_redis_streams(cluster: Cluster, redis_serve
     await stream.aclose()
 
 
-async def test_a_consumer_that_stops_reading_is_cut_off(cluster: Cluster):
-    cluster.settings.update(COUNTERS_EVENTS_STALL_S="0.5")
+async def test_a_consumer_that_stops_reading_is_cut_off_and_one_too_late_sees_a_gap(
+    cluster: Cluster,
+):
+    cluster.settings.update(COUNTERS_EVENTS_STALL_S="0.5", COUNTERS_EVENTS_LOG_MAX="500")
     (node,) = await cluster.start(1)
     sock = socket.socket()
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # a small window, then silence
@@ -231,3 +233,51 @@ async def test_a_consumer_that_stops_reading_is_cut_off(cluster: Cluster):
         assert b"event: cutoff" in received[-400:], received[-400:]
     finally:
         sock.close()
+
+    # Resuming from the first event it got is too late: the log keeps 500 events
+    first_id = received.split(b"id: ", 1)[1].split(b"\n", 1)[0].decode()
+    assert cluster.session is not None
+    headers = {"Last-Event-ID": first_id}
+    async with SSE(cluster.session, f"{node.url}/v1/namespaces/{NS}/events", headers) as late:
+        await late.until(lambda: late.events, "the late stream's first event")
+        gap = late.events[0]
+        assert gap["event"] == "gap" and gap["data"]["node"] == "n1", late.events[:2]
+        assert gap["data"]["oldest_held_after"] > int(first_id.split(":")[1])
+        await late.until(lambda: len(late.events) > 400, "the events still held")
+        assert all(e["event"] == "change" for e in late.events[1:])
+
+
+async def test_the_node_keeps_serving_while_its_event_sink_is_down(
+    private_redis: RedisServer, cluster: Cluster
+):
+    cluster.settings.update(COUNTERS_EVENTS_REDIS_URL=private_redis.url)
+    (node,) = await cluster.start(1)
+    key = f"counters:events:default:{NS}"
+    private_redis.stop()
+    for delta in (1, 2, 3):
+        status, body = await cluster.increment(node, NS, "x", delta)
+        assert status == 200, body
+        await asyncio.sleep(0.12)  # one event each: a coalescing interval apart
+
+    async def degraded() -> dict[str, Any] | None:
+        status, body = await cluster.get(node, "/readyz")
+        assert status == 200, body  # ready all along
+        return body if body["degraded"] and body["event_sinks"][0]["backlog"] == 3 else None
+
+    body = await eventually(degraded, "the sink's outage in /readyz", 15)
+    assert "event sink redis-streams degraded: backlog 3" in body["degraded"][0], body
+    assert await metric(cluster, node, "counters_events_sink_up") == 0
+    assert await metric(cluster, node, "counters_events_sink_backlog") == 3
+    private_redis.start()
+    client = redis.Redis.from_url(private_redis.url)
+    try:
+
+        async def delivered() -> list[int] | None:
+            values = [int(fields[b"value"]) for _, fields in await client.xrange(key)]
+            return values if len(values) >= 3 else None
+
+        assert await eventually(delivered, "the backlog delivered", 15) == [1, 3, 6]
+        status, body = await cluster.get(node, "/readyz")
+        assert status == 200 and not body["degraded"], body
+    finally:
+        await client.aclose()
