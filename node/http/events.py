@@ -18,6 +18,8 @@ from aiohttp import web
 from node.base.errors import InvalidEventId, TooManyStreams
 from node.http import auth, validation
 from node.http.appkeys import CONFIG, FEED
+from node.http.middleware import STREAM_OPENED
+from node.obs import logs
 from node.realtime.feed_log import BadPosition, decode_position
 from node.realtime.stream import Follower, StreamTally, cutoff_frame
 
@@ -48,12 +50,13 @@ async def events(request: web.Request) -> web.StreamResponse:
     if tally.active >= tally.max_streams:
         raise TooManyStreams(f"this node serves {tally.max_streams} streams; ask another")
     follower = Follower(feed.reader, (tenant, namespace), prefix, position, tally)
-    response = web.StreamResponse(headers=SSE_HEADERS)
+    response = web.StreamResponse(headers={**SSE_HEADERS, logs.TRACE_HEADER: logs.TRACE_ID.get()})
     tally.active += 1
     tally.opened += 1
     try:
         _bound_send_buffer(request)
         await response.prepare(request)
+        request[STREAM_OPENED] = time.perf_counter()
         await _serve(request, response, follower, tally)
     except ConnectionError:
         pass  # the client went away: nothing to say, no one to say it to

@@ -52,7 +52,8 @@ class Feed:
             # long enough for the others to notice a coordinator's death and move on
             recall_ms=max(RECALL_MIN_MS, int(4 * config.failure_timeout_s * 1000)),
         )
-        self.reader = FeedReader(cluster, pool, self.log, config.request_timeout_s)
+        # a stream waits for the slowest member each read: a dying one costs at most this
+        self.reader = FeedReader(cluster, pool, self.log, min(config.request_timeout_s, 1.0))
         self.tally = StreamTally(config.events_max_streams)
 
     async def drain_sinks(self) -> None:

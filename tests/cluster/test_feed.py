@@ -77,11 +77,15 @@ class SSE:
         await eventually(check, what, timeout, every=0.05, show=lambda: self.events[-5:])
 
 
-async def metric(cluster: Cluster, node: Node, name: str) -> float:
+async def metric(cluster: Cluster, node: Node, name: str, containing: str = "") -> float:
     assert cluster.session is not None
     async with cluster.session.get(node.url + "/metrics") as resp:
         text = await resp.text()
-    return sum(float(line.split()[-1]) for line in text.splitlines() if line.startswith(name))
+    return sum(
+        float(line.split()[-1])
+        for line in text.splitlines()
+        if line.startswith(name) and containing in line
+    )
 
 
 async def bad_requests(cluster: Cluster, node: Node) -> None:
@@ -201,6 +205,10 @@ async def test_the_feed_over_sse_and_redis_streams(cluster: Cluster, redis_serve
             lambda: resumed.changes("video:1")[-1]["value"] == after_kill,
             "the feed goes on after the publisher's death",
         )
+    # a stream's request time is the time to its opening, not its life (seconds, here)
+    route = 'route="/v1/namespaces/{namespace}/events"'
+    opened = await metric(cluster, reader, "counters_http_request_duration_seconds_sum", route)
+    assert 0 < opened < 0.5, opened
     await stream.aclose()
 
 
