@@ -215,7 +215,11 @@ async def test_the_feed_over_sse_and_redis_streams(cluster: Cluster, redis_serve
 async def test_a_consumer_that_stops_reading_is_cut_off_and_one_too_late_sees_a_gap(
     cluster: Cluster,
 ):
-    cluster.settings.update(COUNTERS_EVENTS_STALL_S="0.5", COUNTERS_EVENTS_LOG_MAX="500")
+    cluster.settings.update(
+        COUNTERS_EVENTS_STALL_S="0.5",
+        COUNTERS_EVENTS_LOG_MAX="500",
+        COUNTERS_EVENTS_MAX_STREAMS="1",
+    )
     (node,) = await cluster.start(1)
     sock = socket.socket()
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # a small window, then silence
@@ -223,6 +227,8 @@ async def test_a_consumer_that_stops_reading_is_cut_off_and_one_too_late_sees_a_
     sock.sendall(f"GET /v1/namespaces/{NS}/events HTTP/1.1\r\nHost: x\r\n\r\n".encode())
     try:
         await eventually(lambda: metric(cluster, node, "counters_events_streams "), "stream open")
+        status, body = await cluster.get(node, f"/v1/namespaces/{NS}/events")  # one too many
+        assert status == 503 and body["type"].endswith("/too-many-streams"), body
         path = f"/v1/namespaces/{NS}/batch"
 
         async def flood() -> float:
