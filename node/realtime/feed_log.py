@@ -30,8 +30,8 @@ DEFAULT_MAX_EVENTS = 100_000
 DEFAULT_RETENTION_MS = 300_000
 SWEEP_MS = 1000  # records past the floor are dropped at most this often
 SCAN_LIMIT = 20_000  # events of a subject looked at per read, so a rare prefix costs bounded work
-MAX_ID_NODES = 64
-MAX_ID_CHARS = 4096
+MAX_ID_NODES = 256  # a cluster of more nodes than this would need ids that say less
+MAX_ID_CHARS = 8192
 NODE_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
 
 
