@@ -2,9 +2,11 @@
 
 Every replica of a shard sees every change of it (node/realtime/changes.py), so every one
 could publish; only the shard's coordinator does (`cluster.coordinator(shard)`, the rule the
-history recorder follows), so each change becomes one event in one node's log, not N. Each
-turn (`tick`, every 0.1 s) the publisher emits the counters the coalescer says are due into
-this node's log (feed_log.py) and offers them to the sinks (sinks.py).
+history recorder follows), so each change becomes one event in one node's log, not N. At
+each change tap turn, and every 0.1 s besides (`tick`), the publisher emits the counters the
+coalescer says are due into this node's log (feed_log.py) and offers them to the sinks
+(sinks.py). From an acknowledged write to an SSE client: at most a tap turn (0.1 s), a
+stream's read (0.2 s) and the coalescing interval of a counter that changed just before.
 
 When the coordinator changes with a ring change (a join, a leave), the old one publishes at
 once what it held back for coalescing, and the new one publishes what follows. What a client
@@ -89,6 +91,9 @@ class Publisher:
         self._recalled_count += len(changes)
         while self._recalled_count > MAX_RECALLED and len(self._recalled) > 1:
             self._recalled_count -= len(self._recalled.popleft()[1])
+        # Publish at once rather than up to a turn later; the supervised `turn` is for
+        # counters whose interval ends while nothing changes.
+        self.tick(at_ms)
 
     async def turn(self) -> None:
         """For the supervisor: one tick at the clock's time."""
