@@ -1,16 +1,18 @@
 """The change feed's per-node event log and the event id codec. Pure: time is an argument.
 
 Each node keeps the events it published (as the coordinator of their shards) in one bounded
-log, numbered by a per-node sequence. A sequence number is `incarnation << 32 | count`: it
-grows within a node's life and across its restarts, so a reader's position in an earlier
-life's log is below everything the new log holds and shows up as a gap, never as a silent
-skip or a repeat.
+log, numbered by a per-node sequence. A sequence number is `incarnation << 44 | count`: it
+grows within a node's life (2^44 events, 5 years at 100,000 a second) and across its
+restarts (2^19 of them fit in 63 bits), so a reader's position in an earlier life's log is
+below everything the new log holds and shows up as a gap, never as a silent skip or a
+repeat.
 
 Retention: an event stays while the log holds fewer than `max_events` newer ones and it is
 younger than `retention_ms` (defaults 100,000 and 300 s). `floor` is the highest sequence
 number no longer held (every event above it still is): a reader whose position is below the
 floor has missed events. Events are filed per (tenant, namespace), so a read touches only
-its own subject's events, found by bisection.
+its own subject's events, found by bisection. An event costs about 150 B (a tuple and its
+sequence number; the name is the store's own string), so the default log about 15 MB.
 
 An SSE event id is the reader's position in every node's log, `node:seq,node:seq` (a node
 absent from it has not been read yet); `decode_position` refuses anything else.
@@ -25,7 +27,7 @@ from collections import deque
 from collections.abc import Iterable, Mapping
 from typing import NamedTuple
 
-SEQ_BITS = 32
+SEQ_BITS = 44
 DEFAULT_MAX_EVENTS = 100_000
 DEFAULT_RETENTION_MS = 300_000
 SWEEP_MS = 1000  # records past the floor are dropped at most this often

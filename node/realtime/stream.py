@@ -4,7 +4,7 @@ A stream starts where every log is now (no Last-Event-ID) or at the position its
 Last-Event-ID names, and reads every `poll_s` (feed reader: its own log and each live
 member's). Each event goes out as
 
-    id: n1:4294967311,n2:8589934600
+    id: n1:17592186044431,n2:35184372088840
     event: change
     data: {"name": "views", "value": 42, "change": 3, "at": "2026-12-01T02:00:00.100Z"}
 
