@@ -97,6 +97,7 @@ async def bad_requests(cluster: Cluster, node: Node) -> None:
         ("", {**token("acme"), "Last-Event-ID": "n1:-3"}, 400, "invalid-event-id"),
         ("", {"X-No-Token": "1"}, 401, "unauthorized"),
         ("", token("acme", WRITE), 403, "forbidden"),
+        ("", bearer(SECRET, "acme", (READ,), namespaces=["other"]), 403, "forbidden"),
     ):
         got, body = await cluster.request("GET", node, path + query, headers=headers)
         assert got == status and body["type"].endswith("/" + kind), (query, got, body)
