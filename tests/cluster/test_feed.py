@@ -18,6 +18,7 @@ import redis.asyncio as redis
 from node.http.auth import READ, WRITE
 from ring.hashing import key_hash
 from tests.cluster.harness import Cluster, Node
+from tests.cluster.write_stream import WriteStream
 from tests.integration.redis_servers import RedisServer
 from tests.support import bearer, eventually
 
@@ -296,3 +297,37 @@ async def test_the_node_keeps_serving_while_its_event_sink_is_down(
         assert status == 200 and not body["degraded"], body
     finally:
         await client.aclose()
+
+
+async def test_the_feed_follows_counters_through_a_join(cluster: Cluster):
+    """A node joins while writes go on: coordinators change for a quarter of the shards,
+    and every counter's last event still carries its total, its values never going back."""
+    nodes = await cluster.start(3)
+    names = [f"j{i}" for i in range(40)]
+    assert cluster.session is not None
+    async with SSE(cluster.session, f"{nodes[0].url}/v1/namespaces/{NS}/events", {}) as feed:
+        stream = WriteStream(cluster, NS, names, workers=3)
+        stream.start(nodes)
+        await stream.run_until(60)
+        fourth = cluster.add("n4")
+        fourth.start(cluster.seeds())
+        await cluster.wait_ready(fourth)
+        await cluster.settled_ring([*nodes, fourth], {"n1", "n2", "n3", "n4"})
+        stream.targets.append(fourth)
+        await stream.run_until(60)
+        await stream.stop()
+        await stream.check_totals(nodes[0])
+
+        moved = [n for n in names if await coordinator_of(cluster, nodes[0], "default", n) == "n4"]
+        assert moved, "no counter's coordinator moved to n4"
+
+        def caught_up() -> bool:
+            return all(
+                feed.changes(name) and feed.changes(name)[-1]["value"] == total
+                for name, total in stream.totals.items()
+            )
+
+        await feed.until(caught_up, "every counter's last event at its total", 20)
+        for name in names:
+            values = [e["value"] for e in feed.changes(name)]
+            assert values == sorted(values), (name, values)  # in order, repeats allowed
