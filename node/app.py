@@ -106,7 +106,8 @@ class NodeParts:
 
     def tasks(self) -> list[asyncio.Task[None]]:
         """Start the background loops, each supervised (node/obs/supervision.py): gossip
-        (with hand-off), write-behind, history."""
+        (with hand-off), write-behind, history, the change tap, the feed's publisher and,
+        when one is configured, its event sinks."""
         gossip_pause = every(self.config.gossip_interval_s, jitter=GOSSIP_JITTER)
         supervisor = self.supervisor
         return [
