@@ -5,7 +5,12 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 
 from node.realtime.feed import Feed
 
@@ -54,6 +59,12 @@ class FeedCollector:
         yield CounterMetricFamily(
             "counters_events_streamed", "Change events sent on SSE streams", value=tally.sent
         )
+        lag = HistogramMetricFamily(
+            "counters_events_stream_lag_seconds",
+            "From an event's publication (on any node) to an SSE stream here sending it",
+        )
+        tally.lag.add_to(lag, [])
+        yield lag
         yield from self._sinks()
 
     def _sinks(self) -> Iterator[Metric]:

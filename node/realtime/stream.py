@@ -28,8 +28,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import Mapping
 
+from node.obs.metrics import Histogram
 from node.realtime.feed_log import Event, Subject, encode_position, iso_ms
 from node.realtime.reader import FeedReader
 
@@ -44,6 +46,7 @@ class StreamTally:
         self.cut_off = 0  # slow consumers dropped
         self.gaps = 0
         self.sent = 0
+        self.lag = Histogram()  # seconds from an event's publication to a stream sending it
         self.closing = asyncio.Event()  # set when the node stops: every stream ends
 
 
@@ -104,10 +107,11 @@ class Follower:
                 self.tally.gaps += 1
             merged += [(event.at_ms, node, event) for event in read.events]
         merged.sort(key=lambda item: item[0])  # stable: each log's own order is kept
-        position = self.position
+        position, observe, now_ms = self.position, self.tally.lag.observe, time.time() * 1000
         for _, node, event in merged:
             position[node] = event.seq
             frames.append(change_frame(event, encode_position(position)))
+            observe(max(0.0, now_ms - event.at_ms) / 1000)
         for node, read in reads.items():
             position[node] = max(position.get(node, 0), read.upto)
         self.tally.sent += len(merged)

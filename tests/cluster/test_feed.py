@@ -211,6 +211,7 @@ async def test_the_feed_over_sse_and_redis_streams(cluster: Cluster, redis_serve
     route = 'route="/v1/namespaces/{namespace}/events"'
     opened = await metric(cluster, reader, "counters_http_request_duration_seconds_sum", route)
     assert 0 < opened < 0.5, opened
+    assert await metric(cluster, reader, "counters_events_stream_lag_seconds_count") > 0
     await stream.aclose()
 
 

@@ -60,6 +60,7 @@ DASHBOARD_FAMILIES = {
     "counters_events_sink_backlog",
     "counters_events_streams",
     "counters_events_consumers_dropped_total",
+    "counters_events_stream_lag_seconds_bucket",
 }
 
 
