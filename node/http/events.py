@@ -33,7 +33,7 @@ SSE_HEADERS = {
 }
 
 
-@routes.get("/v1/namespaces/{namespace:[^/]+}/events")
+@routes.get("/v1/namespaces/{namespace:[^/]+}/events", allow_head=False)  # no stream for HEAD
 async def events(request: web.Request) -> web.StreamResponse:
     namespace = validation.name(request.match_info["namespace"], "namespace")
     prefix = request.query.get("prefix", "")
