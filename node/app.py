@@ -31,11 +31,22 @@ from node.coordination.rotation import ActorRotation
 from node.history.backends import open_history
 from node.history.model import HistoryStore
 from node.history.recorder import Recorder
-from node.http import admin, auth, counters, health, history, middleware, openapi, validation
+from node.http import (
+    admin,
+    auth,
+    counters,
+    events,
+    health,
+    history,
+    middleware,
+    openapi,
+    validation,
+)
 from node.http.appkeys import (
     CLUSTER,
     CONFIG,
     COORDINATOR,
+    FEED,
     GOSSIP,
     HANDOFF,
     HISTORY,
@@ -57,6 +68,8 @@ from node.obs.metrics import Metrics
 from node.obs.supervision import Supervisor, every
 from node.obs.tracing import OFF, Tracing
 from node.realtime.changes import ChangeTap
+from node.realtime.feed import Feed
+from node.realtime.feed_metrics import FeedCollector
 from node.storage.backends import open_durable, outlives_data_dir
 from node.storage.durable import DurableReplica
 from node.storage.incarnation import Start, start_incarnation
@@ -89,10 +102,12 @@ class NodeParts:
     history: Recorder
     supervisor: Supervisor
     changes: ChangeTap
+    feed: Feed
 
     def tasks(self) -> list[asyncio.Task[None]]:
         """Start the background loops, each supervised (node/obs/supervision.py): gossip
-        (with hand-off), write-behind, history."""
+        (with hand-off), write-behind, history, the change tap, the feed's publisher and,
+        when one is configured, its event sinks."""
         gossip_pause = every(self.config.gossip_interval_s, jitter=GOSSIP_JITTER)
         supervisor = self.supervisor
         return [
@@ -100,6 +115,12 @@ class NodeParts:
             supervisor.start("persister", self.persister.flush, self.persister.next_turn),
             supervisor.start("history", self.history.flush, self.history.next_turn),
             supervisor.start("changes", self.changes.turn, every(CHANGE_TURN_S)),
+            supervisor.start("feed", self.feed.publisher.turn, every(CHANGE_TURN_S)),
+            *(
+                [supervisor.start("event-sinks", self.feed.drain_sinks, every(CHANGE_TURN_S))]
+                if self.feed.pumps
+                else []
+            ),
         ]
 
     async def close(self, tasks: list[asyncio.Task[None]]) -> None:
@@ -110,6 +131,7 @@ class NodeParts:
                 await task
         await self.gossip.stop()
         await self.peer_server.close()
+        await self.feed.close()
         # Side by side: two SQLite files (or Redis and PostgreSQL), each written from its
         # own thread with the GIL released, so the last flushes take the longer of the two.
         closed = await asyncio.gather(
@@ -164,7 +186,10 @@ def assemble(
         cluster, store, replicator, quota, idempotent, rotation, traces, refresh_view=gossip.refresh
     )
     guard = ReplayGuard()
-    peer_server = PeerServer(config, guard, store, coordinator, gossip, traces)
+    feed = Feed(config, cluster, pool, store)
+    peer_server = PeerServer(
+        config, guard, store, coordinator, gossip, traces, events=feed.reader.answer
+    )
     history = Recorder(
         store,
         history_store,
@@ -173,10 +198,10 @@ def assemble(
         bucket_s=config.history_bucket_s,
         tracing=traces,
     )
-    changes = ChangeTap(store, cluster.shard_of, [])
+    changes = ChangeTap(store, cluster.shard_of, [feed.publisher])
     return NodeParts(
         config, cluster, store, pool, persister, handoff, replicator, quota, idempotent,
-        coordinator, gossip, guard, peer_server, history, supervisor, changes,
+        coordinator, gossip, guard, peer_server, history, supervisor, changes, feed,
     )  # fmt: skip
 
 
@@ -192,7 +217,7 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
     app[PERSISTER], app[HANDOFF], app[GOSSIP] = parts.persister, parts.handoff, parts.gossip
     app[COORDINATOR], app[PEER_GUARD] = parts.coordinator, parts.guard
     app[PEER_SERVER], app[HISTORY] = parts.peer_server, parts.history
-    app[SUPERVISOR] = parts.supervisor
+    app[SUPERVISOR], app[FEED] = parts.supervisor, parts.feed
     await parts.history.start()
     node_metrics.register(
         NodeCollector(
@@ -209,6 +234,7 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
             parts.supervisor,
         )
     )
+    node_metrics.register(FeedCollector(parts.feed))
     log.info(
         "node up",
         extra={
@@ -228,6 +254,7 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
 
 
 async def _close_peer_links(app: web.Application) -> None:
+    app[FEED].tally.closing.set()  # SSE streams end now, not at the shutdown timeout
     await app[PEER_SERVER].close_connections()
 
 
@@ -253,7 +280,7 @@ def build_app(config: Config) -> web.Application:
     app[RATE_LIMITER] = RateLimiter(config)
     app.cleanup_ctx.append(_resources)
     app.on_shutdown.append(_close_peer_links)
-    for module in (counters, health, history, admin, openapi):
+    for module in (counters, events, health, history, admin, openapi):
         app.add_routes(module.routes)
     app.router.add_get("/metrics", handle_metrics)
     app.router.add_get(PEER_PATH, _peer_ws)

@@ -82,6 +82,11 @@ class IdempotencyKeyReused(ClientError):
     title = "Idempotency-Key already used for a different request"
 
 
+class InvalidEventId(ClientError):
+    type = "invalid-event-id"
+    title = "Invalid Last-Event-ID"
+
+
 class NotFound(ClientError):
     status = 404
     type = "not-found"
@@ -129,6 +134,15 @@ class NotReady(ServerError):
     status = 503
     type = "not-ready"
     title = "Node not ready"
+
+
+class TooManyStreams(ServerError):
+    status = 503
+    type = "too-many-streams"
+    title = "This node serves as many event streams as it may"
+
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": "5"}
 
 
 class PeerError(ServerError):

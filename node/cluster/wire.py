@@ -44,6 +44,9 @@ RESERVE = 10
 # body: [token, [[key, [idempotency key, ...]], ...]]
 # reply: [[state | None if no receipt, [receipt | "aborted" | "void", ...]], ...]
 RESOLVE = 11
+# The change feed's events after a position in the receiver's log (node/realtime/feed_wire.py):
+# body: [tenant, namespace, prefix, after seq, limit]  reply: [floor, upto, [event, ...]]
+EVENTS = 14
 KINDS = frozenset(
     {
         REPLY,
@@ -58,6 +61,7 @@ KINDS = frozenset(
         RECEIPTS,
         RESERVE,
         RESOLVE,
+        EVENTS,
     }
 )
 SLOT_FIELDS = 6

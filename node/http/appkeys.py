@@ -17,6 +17,7 @@ from node.http.ratelimit import RateLimiter
 from node.obs.metrics import Metrics
 from node.obs.supervision import Supervisor
 from node.obs.tracing import Tracing
+from node.realtime.feed import Feed
 from node.storage.store import CounterStore
 from node.storage.write_behind import Persister
 
@@ -35,3 +36,4 @@ METRICS = web.AppKey("metrics", Metrics)
 TRACING = web.AppKey("tracing", Tracing)
 PEER_SERVER = web.AppKey("peer_server", PeerServer)
 SUPERVISOR = web.AppKey("supervisor", Supervisor)
+FEED = web.AppKey("feed", Feed)

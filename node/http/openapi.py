@@ -154,6 +154,39 @@ PATHS: dict[str, Any] = {
             "responses": {"200": _json(ref("CounterList")), **_errors(*CLIENT, 502, 503)},
         }
     },
+    "/v1/namespaces/{namespace}/events": {
+        "get": {
+            "summary": "The namespace's changes as server-sent events, from any node",
+            "description": "A text/event-stream: `event: change` with data ChangeEvent and an "
+            "`id:` (the position in every node's log) to send back as Last-Event-ID, which "
+            "resumes without a gap within the retention (--events-retention-s); beyond it, "
+            "`event: gap` says whose events were missed. Comment heartbeats every "
+            "--events-heartbeat-s; a client that stops reading gets `event: cutoff` and the "
+            "connection closes. At least once across a node's death; in order per counter.",
+            "parameters": [
+                _path_param("namespace"),
+                _query("prefix", {"anyOf": [NAME, {"const": ""}]}),
+                {
+                    "name": "Last-Event-ID",
+                    "in": "header",
+                    "required": False,
+                    "description": "The id of the last event received: node:seq,...",
+                    "schema": {
+                        "type": "string",
+                        "pattern": r"^[A-Za-z0-9._-]{1,64}:[0-9]{1,19}"
+                        r"(,[A-Za-z0-9._-]{1,64}:[0-9]{1,19})*$",
+                    },
+                },
+            ],
+            "responses": {
+                "200": {
+                    "description": "The stream (see ChangeEvent for each event's data)",
+                    "content": {"text/event-stream": {"schema": {"type": "string"}}},
+                },
+                **_errors(*CLIENT, 503),
+            },
+        }
+    },
     "/v1/namespaces/{namespace}/counters/{name}/history": {
         "get": {
             "summary": "A counter's value and delta per minute, hour or day",

@@ -64,6 +64,24 @@ _, REQUEST_SCHEMAS = msgspec.json.schema_components(
 
 SCHEMAS: dict[str, Any] = {
     **REQUEST_SCHEMAS,
+    "ChangeEvent": {
+        "type": "object",
+        "description": "The data of an SSE `event: change` (and of a Redis stream entry): "
+        "one counter's change, coalesced to at most one event per counter per "
+        "--events-min-interval-ms",
+        "required": ["name", "value", "change", "at"],
+        "properties": {
+            "name": NAME,
+            "value": LISTED_VALUE,
+            "change": {"type": "integer", "description": "net change since its last event"},
+            "at": {**ISO, "description": "when it was published, ISO 8601 UTC with ms"},
+            "replayed": {
+                "type": "boolean",
+                "description": "present (true) when republished by a node that took the "
+                "shard over: value is current, change may repeat an earlier event's",
+            },
+        },
+    },
     "Counter": {
         "type": "object",
         "required": ["namespace", "name", "value", "consistency"],

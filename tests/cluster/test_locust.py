@@ -30,6 +30,8 @@ READS = (
     "/v1/namespaces/{namespace}/counters/{name}",
     "/v1/namespaces/{namespace}/counters/{name}/history",
     "/v1/namespaces/{namespace}/rollups",
+    "SSE connect",  # the feed listener's streams, and the changes they received
+    "SSE change (lag)",
 )
 
 
