@@ -31,7 +31,18 @@ from node.coordination.rotation import ActorRotation
 from node.history.backends import open_history
 from node.history.model import HistoryStore
 from node.history.recorder import Recorder
-from node.http import admin, auth, counters, health, history, middleware, openapi, validation
+from node.http import (
+    admin,
+    auth,
+    counters,
+    health,
+    history,
+    middleware,
+    openapi,
+    problems,
+    topology,
+    validation,
+)
 from node.http.appkeys import (
     CLUSTER,
     CONFIG,
@@ -246,7 +257,7 @@ def build_app(config: Config) -> web.Application:
     app[RATE_LIMITER] = RateLimiter(config)
     app.cleanup_ctx.append(_resources)
     app.on_shutdown.append(_close_peer_links)
-    for module in (counters, health, history, admin, openapi):
+    for module in (counters, topology, health, history, admin, openapi, problems):
         app.add_routes(module.routes)
     app.router.add_get("/metrics", handle_metrics)
     app.router.add_get(PEER_PATH, _peer_ws)
