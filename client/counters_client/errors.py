@@ -90,6 +90,10 @@ class NotFound(ClientError):
     status, slug = 404, "not-found"
 
 
+class MethodNotAllowed(ClientError):
+    status, slug = 405, "method-not-allowed"
+
+
 class Conflict(ClientError):
     status, slug = 409, "conflict"
 

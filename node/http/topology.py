@@ -38,8 +38,9 @@ def topology(cluster: Cluster, tenant: str) -> dict[str, Any]:
     """The current ring as a client needs it: shard count, each shard's replicas (ids, in
     preference order), and each node's address and status as this node sees them."""
     ring = cluster.state.current
+    members = {n for n, m in cluster.view.members.items() if m.status != Status.REMOVED}
     nodes: dict[str, Any] = {}
-    for node_id in ring.nodes:
+    for node_id in sorted(members | set(ring.nodes)):
         address = cluster.address_of(node_id)
         nodes[node_id] = {"address": address, "status": _status(cluster, node_id)}
     return {
