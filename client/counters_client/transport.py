@@ -28,6 +28,7 @@ from counters_client.topology import Topology
 log = logging.getLogger("counters_client")
 
 EPOCH_HEADER = "Counters-Ring-Epoch"
+TRANSITION_INTERVAL_S = 1.0
 # A route: given the node ids to avoid, the base URL to send to.
 Route = Callable[[frozenset[str]], str]
 # Checks a 2xx answer; returns a retryable error to try the same request again.
@@ -176,7 +177,13 @@ class Transport:
             log.warning("topology refresh refused: %s", error)
 
     def stale(self) -> bool:
-        return time.monotonic() - self._refreshed_at > self.options.topology_interval_s
+        """Due for a fetch: every topology_interval_s, and every TRANSITION_INTERVAL_S while
+        a member is joining, leaving or down (its status moves without a new epoch)."""
+        interval = self.options.topology_interval_s
+        topology = self.topology
+        if topology is not None and any(s != "up" for s in topology.status.values()):
+            interval = min(interval, TRANSITION_INTERVAL_S)
+        return time.monotonic() - self._refreshed_at > interval
 
     def _saw(self, url: str, headers: Mapping[str, str]) -> None:
         raw = headers.get(EPOCH_HEADER)
@@ -254,6 +261,7 @@ class Transport:
                         node_id = self._suspect(url)
                         if node_id is not None:
                             avoid.add(node_id)
+            log.debug("%s %s%s attempt %d: %r", method, url, path, attempt + 1, last)
             wait = retry.next_wait_s(
                 attempt,
                 retry_after,
