@@ -4,7 +4,11 @@
 batch per namespace and coordinator (the first serving replica of the counter's shard, from
 GET /v1/topology), each batch with an Idempotency-Key it keeps across its retries, so a
 batch is applied once however often it is sent. A flush runs every `flush_interval_ms`,
-when `max_batch` counters are pending, and on `flush()` and `close()`.
+when `max_batch` counters are pending, and on `flush()` and `close()`; but at most
+`max_requests` batches are in flight at once, and a flush takes only the oldest counters it
+can send now, so when the cluster is slower than the adds the buffer keeps summing instead
+of queueing requests: each op then carries more adds, and the cluster's rate of ops, not
+of adds, is what bounds the throughput.
 """
 
 from __future__ import annotations
@@ -59,6 +63,7 @@ class AsyncClient:
     max_batch: counters per batch request (at most 1000, the node's limit).
     max_buffer: counters pending or in flight before add() raises BufferFull (or, with
         `await put()`, waits for room).
+    max_requests: add() batches in flight at once (default 6); see the module docstring.
     consistency: one, quorum or all for every request (None: the node's default, quorum).
     deadline_s: how long one operation is retried before DeadlineExceeded (default 30).
     request_timeout_s, backoff_base_s, backoff_cap_s: one attempt's bound; the back-off.
@@ -74,6 +79,7 @@ class AsyncClient:
         flush_interval_ms: float = 10.0,
         max_batch: int = 1000,
         max_buffer: int = 200_000,
+        max_requests: int = 6,
         consistency: str | None = None,
         listener: Listener | None = None,
         latency_sample_every: int = 64,
@@ -87,6 +93,7 @@ class AsyncClient:
         self.transport = Transport(seeds, token, Options(**options))
         self.flush_interval_s = flush_interval_ms / 1000
         self.max_batch = max_batch
+        self.max_requests = max(1, max_requests)
         self.params = {"consistency": consistency} if consistency else None
         self.listener = listener
         self.buffer = Coalescer(max_buffer, time.perf_counter, latency_sample_every)
@@ -170,8 +177,8 @@ class AsyncClient:
     async def _drain(self) -> None:
         self._flush_now()
         while self._sending:
-            await asyncio.gather(*list(self._sending))
-            self._flush_now()  # adds made while waiting
+            await asyncio.wait(list(self._sending), return_when=asyncio.FIRST_COMPLETED)
+            self._flush_now()  # adds made, or held back, while waiting
 
     def _raise_failures(self) -> None:
         if self.failures:
@@ -186,16 +193,24 @@ class AsyncClient:
                 self.transport.refresh_soon()
 
     def _flush_now(self) -> None:
-        generation = self._take()
+        free = self.max_requests - len(self._sending)
+        generation = self._take(free * self.max_batch) if free > 0 else None
         if generation is None:
-            return
+            return  # nothing pending, or every slot taken: the buffer goes on summing
         self.stats.added += generation.adds
-        task = asyncio.get_running_loop().create_task(self._send_generation(generation))
-        self._sending.add(task)
-        task.add_done_callback(self._sending.discard)
+        loop = asyncio.get_running_loop()
+        for namespace, ops in self._plan(generation):
+            task = loop.create_task(self._send_batch(namespace, ops))
+            self._sending.add(task)
+            task.add_done_callback(self._sent)
 
-    def _take(self) -> Generation | None:
-        return self.buffer.take()
+    def _sent(self, task: asyncio.Task[None]) -> None:
+        self._sending.discard(task)
+        if self.buffer.count >= self.max_batch and not self._closed:
+            self._flush_now()  # a backlog built up while the slots were taken
+
+    def _take(self, limit: int) -> Generation | None:
+        return self.buffer.take(limit)
 
     def _settle(self, entries: int) -> None:
         self.buffer.settle(entries)
@@ -226,11 +241,6 @@ class AsyncClient:
             for start in range(0, len(ops), size)
         ]
 
-    async def _send_generation(self, generation: Generation) -> None:
-        await asyncio.gather(*(self._send_batch(ns, ops) for ns, ops in self._plan(generation)))
-        done = time.perf_counter()
-        self.latencies.extend(done - started for started in generation.samples)
-
     async def _send_batch(self, namespace: str, ops: list[tuple[str, Entry]]) -> None:
         body = json.dumps(
             {"ops": [{"op": "increment", "name": name, "delta": e[0]} for name, e in ops]},
@@ -250,9 +260,12 @@ class AsyncClient:
         ]
         stats = self.stats
         first: errors.CountersError | None = None
-        for _, _, adds, outcome in settled:
+        done = time.perf_counter()
+        for (_, entry), (_, _, adds, outcome) in zip(ops, settled, strict=True):
             if outcome is None:
                 stats.acknowledged += adds
+                if entry[2] is not None:
+                    self.latencies.extend(done - added for added in entry[2])
                 continue
             stats.failed += adds
             if outcome.may_have_applied:

@@ -2,30 +2,32 @@
 
 Pure bookkeeping, no I/O and no clock of its own. `size` is what the bound applies to: the
 counters taken but not yet settled (acknowledged or given up) plus those still pending,
-so a node that stops answering fills the buffer instead of memory.
+so a node that stops answering fills the buffer instead of memory. A flush may take only
+the oldest part of what is pending (as much as it can send now); the rest goes on summing.
 """
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from typing import Any
 
 from counters_client import errors
 from counters_client.topology import valid_name
 
 INT64_MIN, INT64_MAX = -(1 << 63), (1 << 63) - 1
-# An entry: [summed delta, number of add() calls it holds].
-Entry = list[int]
+# An entry: [summed delta, add() calls summed, the times of its sampled adds or None].
+Entry = list[Any]
 
 
 @dataclass
 class Generation:
-    """What one flush took: per namespace, name -> [delta, adds]; and sampled add times."""
+    """What one flush took: per namespace, name -> entry."""
 
     ops: dict[str, dict[str, Entry]]
     count: int  # counters (entries) in it
     adds: int  # add() calls in it
-    samples: list[float] = field(default_factory=list)
 
 
 class Coalescer:
@@ -38,7 +40,7 @@ class Coalescer:
         self.count = 0  # pending entries
         self.adds = 0  # pending add() calls
         self.in_flight = 0  # entries taken and not settled
-        self.samples: list[float] = []
+        self.total_adds = 0
         # Every sample_every-th add records its time, for the add-to-acknowledged latency.
         self.sample_mask = max(1, sample_every) - 1
 
@@ -59,7 +61,7 @@ class Coalescer:
                 raise errors.InvalidDelta(f"delta must be an int64, not {delta!r}")
             if not valid_name(name):
                 raise errors.InvalidName(f"name {name!r} is not a valid name")
-            bucket[name] = [delta, 1]
+            entry = bucket[name] = [delta, 1, None]
             self.count += 1
         else:
             total = entry[0] + delta if type(delta) is int else None
@@ -68,25 +70,44 @@ class Coalescer:
             entry[0] = total
             entry[1] += 1
         self.adds += 1
-        if not self.adds & self.sample_mask:
-            self.samples.append(self.clock())
+        self.total_adds += 1
+        if not self.total_adds & self.sample_mask:
+            if entry[2] is None:
+                entry[2] = []
+            entry[2].append(self.clock())
         return self.count
 
     @property
     def size(self) -> int:
         return self.count + self.in_flight
 
-    def has_room(self) -> bool:
-        return self.count + self.in_flight < self.max_buffer
-
-    def take(self) -> Generation | None:
-        """Everything pending, now in flight; None when nothing is."""
-        if not self.count:
+    def take(self, limit: int | None = None) -> Generation | None:
+        """The oldest `limit` pending entries (all when None), now in flight; None when
+        nothing is pending."""
+        if not self.count or (limit is not None and limit < 1):
             return None
-        generation = Generation(self.pending, self.count, self.adds, self.samples)
-        self.in_flight += self.count
-        self.pending, self.count, self.adds, self.samples = {}, 0, 0, []
-        return generation
+        if limit is None or limit >= self.count:
+            taken, self.pending = self.pending, {}
+        else:
+            taken = {}
+            left = limit
+            for namespace in list(self.pending):
+                bucket = self.pending[namespace]
+                if len(bucket) <= left:
+                    taken[namespace] = self.pending.pop(namespace)
+                    left -= len(bucket)
+                else:
+                    names = list(itertools.islice(bucket, left))
+                    taken[namespace] = {name: bucket.pop(name) for name in names}
+                    left = 0
+                if not left:
+                    break
+        count = sum(len(bucket) for bucket in taken.values())
+        adds = sum(entry[1] for bucket in taken.values() for entry in bucket.values())
+        self.count -= count
+        self.adds -= adds
+        self.in_flight += count
+        return Generation(taken, count, adds)
 
     def settle(self, entries: int) -> None:
         """`entries` taken earlier are acknowledged or given up."""

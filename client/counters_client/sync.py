@@ -30,10 +30,10 @@ class _LockedClient(AsyncClient):
         self.lock = lock
         self.kicked = False  # a flush is already asked for by add()
 
-    def _take(self) -> Generation | None:
+    def _take(self, limit: int) -> Generation | None:
         with self.lock:
             self.kicked = False
-            return self.buffer.take()
+            return self.buffer.take(limit)
 
     def _settle(self, entries: int) -> None:
         with self.lock:

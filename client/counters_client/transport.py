@@ -40,7 +40,7 @@ class Options:
     """How the client talks to the cluster (see AsyncClient for each one's meaning)."""
 
     deadline_s: float = 30.0
-    request_timeout_s: float = 5.0
+    request_timeout_s: float = 10.0
     backoff_base_s: float = 0.05
     backoff_cap_s: float = 2.0
     suspect_s: float = 1.0
@@ -81,7 +81,8 @@ class Transport:
     async def start(self) -> None:
         connector = aiohttp.TCPConnector(limit=self.options.max_connections)
         self.session = aiohttp.ClientSession(connector=connector)
-        await self.refresh()
+        if self.options.route:
+            await self.refresh()
 
     async def close(self) -> None:
         if self._refresh is not None:
@@ -179,6 +180,8 @@ class Transport:
     def stale(self) -> bool:
         """Due for a fetch: every topology_interval_s, and every TRANSITION_INTERVAL_S while
         a member is joining, leaving or down (its status moves without a new epoch)."""
+        if not self.options.route:
+            return False
         interval = self.options.topology_interval_s
         topology = self.topology
         if topology is not None and any(s != "up" for s in topology.status.values()):

@@ -45,12 +45,34 @@ def test_adds_of_one_counter_are_summed_until_taken() -> None:
     assert (buffer.count, buffer.adds, buffer.size) == (3, 5, 3)
     generation = buffer.take()
     assert generation is not None
-    assert generation.ops == {"ns": {"a": [-2, 3], "b": [7, 1]}, "other": {"a": [1, 1]}}
-    assert (generation.count, generation.adds, len(generation.samples)) == (3, 5, 2)
+    # every 2nd add is timed (the clock says 0.0): the 2nd and 4th adds
+    assert generation.ops == {
+        "ns": {"a": [-2, 3, [0.0]], "b": [7, 1, [0.0]]},
+        "other": {"a": [1, 1, None]},
+    }
+    assert (generation.count, generation.adds) == (3, 5)
     assert buffer.take() is None
     assert (buffer.count, buffer.size) == (0, 3)  # in flight still counts against the bound
     buffer.settle(3)
     assert buffer.size == 0
+
+
+def test_a_flush_may_take_the_oldest_part_and_leave_the_rest_summing() -> None:
+    buffer = Coalescer(max_buffer=10, clock=_clock)
+    for namespace, name in [("x", "a"), ("x", "b"), ("y", "c"), ("y", "d"), ("y", "e")]:
+        buffer.add(namespace, name, 1)
+    first = buffer.take(3)
+    assert first is not None and first.ops == {"x": {"a": [1, 1, None], "b": [1, 1, None]},
+                                                "y": {"c": [1, 1, None]}}  # fmt: skip
+    buffer.add("y", "d", 1)
+    buffer.add("x", "a", 1)  # taken earlier: a new entry, behind the older ones
+    assert (buffer.count, buffer.adds, buffer.size) == (3, 4, 6)
+    assert buffer.take(0) is None
+    second = buffer.take(2)
+    assert second is not None and second.ops == {"y": {"d": [2, 2, None], "e": [1, 1, None]}}
+    rest = buffer.take(100)
+    assert rest is not None and rest.ops == {"x": {"a": [1, 1, None]}}
+    assert (buffer.count, buffer.adds, buffer.size) == (0, 0, 6)
 
 
 def test_the_bound_counts_pending_and_in_flight_counters() -> None:
@@ -96,7 +118,7 @@ def test_a_sum_leaving_int64_is_refused_and_leaves_the_entry() -> None:
     with pytest.raises(errors.InvalidDelta):
         buffer.add("ns", "a", 1)
     generation = buffer.take()
-    assert generation is not None and generation.ops["ns"]["a"] == [(1 << 63) - 1, 1]
+    assert generation is not None and generation.ops["ns"]["a"] == [(1 << 63) - 1, 1, None]
 
 
 def test_every_problem_type_the_node_answers_has_a_class() -> None:
