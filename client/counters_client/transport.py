@@ -17,7 +17,7 @@ import logging
 import random
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
@@ -56,6 +56,7 @@ class Tally:
     requests: int = 0
     retries: int = 0
     topology_refreshes: int = 0
+    in_flight: dict[str, int] = field(default_factory=dict)  # base URL -> requests
 
 
 class Transport:
@@ -233,18 +234,10 @@ class Transport:
             remaining = deadline - loop.time()
             url = route(frozenset(avoid))
             retry_after = None
-            self.tally.requests += 1
             try:
-                timeout = aiohttp.ClientTimeout(
-                    total=max(0.01, min(options.request_timeout_s, remaining))
+                status, payload, retry_after = await self._attempt(
+                    method, url + path, body, headers, params, remaining
                 )
-                async with self.session.request(
-                    method, url + path, data=body, headers=headers, params=params, timeout=timeout
-                ) as response:
-                    status = response.status
-                    payload = await _json(response)
-                    self._saw(url, response.headers)
-                    retry_after = retry.retry_after_s(response.headers.get("Retry-After"))
             except (aiohttp.ClientError, TimeoutError, OSError) as error:
                 last = errors.ConnectionFailed(f"{method} {url}{path}: {error!r}")
                 node_id = self._suspect(url)
@@ -282,6 +275,38 @@ class Transport:
             self.tally.retries += 1
             await asyncio.sleep(wait)
         raise AssertionError("unreachable")
+
+    async def _attempt(
+        self,
+        method: str,
+        url: str,
+        body: bytes | None,
+        headers: Mapping[str, str],
+        params: Mapping[str, str] | None,
+        remaining_s: float,
+    ) -> tuple[int, Any, float | None]:
+        """One request: its status, JSON body and Retry-After."""
+        assert self.session is not None
+        base = url.split("/v1/", 1)[0]
+        tally = self.tally
+        tally.requests += 1
+        tally.in_flight[base] = tally.in_flight.get(base, 0) + 1
+        seconds = max(0.01, min(self.options.request_timeout_s, remaining_s))
+        try:
+            async with self.session.request(
+                method,
+                url,
+                data=body,
+                headers=headers,
+                params=params,
+                timeout=aiohttp.ClientTimeout(total=seconds),
+            ) as response:
+                payload = await _json(response)
+                self._saw(base, response.headers)
+                retry_after = retry.retry_after_s(response.headers.get("Retry-After"))
+                return response.status, payload, retry_after
+        finally:
+            tally.in_flight[base] -= 1
 
 
 async def _json(response: aiohttp.ClientResponse) -> Any:

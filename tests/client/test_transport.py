@@ -4,6 +4,7 @@ refusal, the next replica when one is dead, a newer epoch refreshes the map."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from collections.abc import AsyncIterator
@@ -12,7 +13,7 @@ from typing import Any
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
-from counters_client import AsyncClient, errors
+from counters_client import AsyncClient, Client, errors
 
 from tests.support import eventually, free_port
 
@@ -198,3 +199,41 @@ async def test_a_batch_given_up_is_reported_and_frees_the_buffer(node) -> None:
         script.answers = []
         await client.flush()
         assert client.stats.acknowledged == 1
+
+
+async def test_put_waits_for_room_that_add_refuses(node) -> None:
+    script, url = node
+    script.answers = [(503, _problem(503, "quorum-unavailable"), {})] * 3
+    async with AsyncClient(url, deadline_s=5, max_buffer=1, **FAST) as client:
+        client.add("ns", "a")
+        with pytest.raises(errors.BufferFull):
+            client.add("ns", "b")
+        await client.put("ns", "b")  # waits until "a" is acknowledged
+        assert client.stats.acknowledged == 1 and client.buffered == 1
+        await client.flush()
+        assert client.stats.acknowledged == 2 and client.buffered == 0
+
+
+async def test_the_blocking_client(node) -> None:
+    script, url = node
+    script.answers = [(503, _problem(503, "quorum-unavailable"), {})] * 3
+    outcome: dict[str, object] = {}
+
+    def use() -> None:
+        with Client(url, deadline_s=5, max_buffer=1, overflow="raise", **FAST) as client:
+            client.add("ns", "a")
+            try:
+                client.add("ns", "b")
+            except errors.BufferFull:
+                outcome["raised"] = True
+            client.flush()
+            outcome["value"] = client.incr("ns", "c", 2)
+        with Client(url, deadline_s=5, max_buffer=1, **FAST) as client:  # overflow="block"
+            client.add("ns", "a")
+            client.add("ns", "b")  # blocks until "a" is acknowledged
+            client.flush()
+            outcome["acknowledged"] = client.stats.acknowledged
+
+    await asyncio.wait_for(asyncio.to_thread(use), 20)
+    assert outcome == {"raised": True, "value": 7, "acknowledged": 2}
+    assert len(script.seen) == 3 + 1 + 1 + 2  # 503s and the batch, incr, two batches

@@ -81,9 +81,23 @@ async def test_add_through_a_kill_and_restart_is_exact(cluster: Cluster) -> None
         listener=ledger.listen,
     ) as client:
         assert client.topology.tenant == "acme"  # learnt from the token, via /v1/topology
+        for headers, expected in (({}, 401), (bearer(SECRET, "acme", (WRITE,)), 403)):
+            status, body = await cluster.request("GET", nodes[0], "/v1/topology", headers=headers)
+            assert status == expected and body["type"].startswith("/problems/"), body
         await _run_while(client, ledger, 1.0, 300)
         victim = nodes[1]
-        victim.kill()
+        # Kill it with batches in flight to it: the ones it applied but did not answer are
+        # what a retry under a fresh key would count twice.
+        stop = asyncio.Event()
+        stream = asyncio.create_task(_stream(client, ledger, stop, 300))
+        try:
+            await eventually(
+                lambda: client.transport.tally.in_flight.get(victim.url), "a batch at n2", 10, 0
+            )
+            victim.kill()
+        finally:
+            stop.set()
+            await stream
         await _run_while(client, ledger, 1.0, 300)
         victim.start(cluster.seeds())
         # Batches the victim had taken stay in doubt until it is back (a retry may not
