@@ -75,6 +75,26 @@ def test_a_flush_may_take_the_oldest_part_and_leave_the_rest_summing() -> None:
     assert (buffer.count, buffer.adds, buffer.size) == (0, 0, 6)
 
 
+def test_a_partial_flush_takes_the_heaviest_counters_and_the_oldest() -> None:
+    buffer = Coalescer(max_buffer=10, clock=_clock)
+    for name in "abcdef":
+        buffer.add("ns", name, 1)
+    for name in "cee" + "ffff":  # c reaches 2 adds, e 3 (level 2), f 5 (level 4)
+        buffer.add("ns", name, 1)
+    first = buffer.take(4)  # the two heaviest, then the two oldest
+    assert first is not None
+    assert first.ops == {"ns": {"f": [5, 5, None], "c": [2, 2, None], "a": [1, 1, None],
+                                "b": [1, 1, None]}}  # fmt: skip
+    second = buffer.take(2)  # e's mark at level 2 was passed over for f at level 4
+    assert second is not None and second.ops == {"ns": {"e": [3, 3, None], "d": [1, 1, None]}}
+    for name in "gaah":  # a was taken before: heavy again in its new entry
+        buffer.add("ns", name, 1)
+    third = buffer.take(2)
+    assert third is not None and third.ops == {"ns": {"a": [2, 2, None], "g": [1, 1, None]}}
+    rest = buffer.take()
+    assert rest is not None and rest.ops == {"ns": {"h": [1, 1, None]}} and buffer.marks == 0
+
+
 def test_the_bound_counts_pending_and_in_flight_counters() -> None:
     buffer = Coalescer(max_buffer=3, clock=_clock)
     for name in "abc":
