@@ -1,57 +1,33 @@
 """AsyncClient: the asyncio client of a Counters cluster.
 
-`add()` is the fast path: it sums deltas per counter in memory and a flush sends them, one
-batch per namespace and coordinator (the first serving replica of the counter's shard, from
-GET /v1/topology), each batch with an Idempotency-Key it keeps across its retries, so a
-batch is applied once however often it is sent. A flush runs every `flush_interval_ms`,
-when `max_batch` counters are pending, and on `flush()` and `close()`; but at most
-`max_requests` batches are in flight at once, and a flush takes only the oldest counters it
-can send now, so when the cluster is slower than the adds the buffer keeps summing instead
-of queueing requests: each op then carries more adds, and the cluster's rate of ops, not
-of adds, is what bounds the throughput.
+`add()` is the fast path: it sums deltas per counter in memory, and flushes send them in
+keyed batches to each counter's coordinator (batcher.py). The other calls send one request
+each, to the counter's coordinator (the first serving replica of its shard, from GET
+/v1/topology) or, for history and rollups, to any node, retried as transport.py says.
 """
 
 from __future__ import annotations
 
 import asyncio
-import collections
 import json
-import logging
-import secrets
+import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Sequence
 from typing import Any
-from urllib.parse import quote
 
 from counters_client import errors
-from counters_client.buffer import Coalescer, Entry, Generation
-from counters_client.transport import Options, Route, Transport
+from counters_client.batcher import (
+    Batcher,
+    Listener,
+    Stats,
+    new_key,
+    path,
+    retryable_op_error,
+)
+from counters_client.buffer import Coalescer
+from counters_client.transport import Options, Transport
 
-log = logging.getLogger("counters_client")
-
-# Called once per add() batch when it settles: the namespace and, per counter, (name, summed
-# delta, add() calls summed, None when acknowledged or the error the client gave it up on).
-Listener = Callable[[str, list[tuple[str, int, int, errors.CountersError | None]]], None]
-LATENCY_SAMPLES = 100_000  # the most recent add-to-acknowledged times kept
-
-
-@dataclass
-class Stats:
-    """What the client has done with add() calls: `added` counts those a flush has taken;
-    each of them ends acknowledged or failed (refused, or given up at the deadline;
-    `failed_unknown` of those may still have applied)."""
-
-    added: int = 0
-    acknowledged: int = 0
-    failed: int = 0
-    failed_unknown: int = 0
-    batches: int = 0
-    ops_sent: int = 0
-
-
-def _path(*parts: str) -> str:
-    return "/v1/namespaces/" + "/".join(quote(part, safe="") for part in parts)
+__all__ = ["AsyncClient", "Listener", "Stats"]
 
 
 class AsyncClient:
@@ -83,6 +59,7 @@ class AsyncClient:
         consistency: str | None = None,
         listener: Listener | None = None,
         latency_sample_every: int = 64,
+        _lock: threading.Condition | None = None,  # the blocking Client's, see sync.py
         **options: Any,
     ) -> None:
         if not 1 <= max_batch <= 1000:
@@ -91,18 +68,20 @@ class AsyncClient:
             raise ValueError("consistency must be one, quorum, all or None")
         seeds = [nodes] if isinstance(nodes, str) else list(nodes)
         self.transport = Transport(seeds, token, Options(**options))
-        self.flush_interval_s = flush_interval_ms / 1000
         self.max_batch = max_batch
-        self.max_requests = max(1, max_requests)
         self.params = {"consistency": consistency} if consistency else None
-        self.listener = listener
         self.buffer = Coalescer(max_buffer, time.perf_counter, latency_sample_every)
-        self.stats = Stats()
-        self.latencies: collections.deque[float] = collections.deque(maxlen=LATENCY_SAMPLES)
-        self.failures: list[errors.CountersError] = []  # not yet raised by flush()
-        self._sending: set[asyncio.Task[None]] = set()
+        self.batcher = Batcher(
+            self.transport,
+            self.buffer,
+            flush_interval_s=flush_interval_ms / 1000,
+            max_batch=max_batch,
+            max_requests=max_requests,
+            params=self.params,
+            listener=listener,
+            lock=_lock,
+        )
         self._flusher: asyncio.Task[None] | None = None
-        self._room = asyncio.Event()
         self._closed = False
 
     # Life -----------------------------------------------------------------------------------
@@ -116,21 +95,22 @@ class AsyncClient:
 
     async def start(self) -> None:
         await self.transport.start()
-        self._flusher = asyncio.get_running_loop().create_task(self._flush_loop())
+        self._flusher = asyncio.get_running_loop().create_task(self.batcher.flush_loop())
 
     async def close(self) -> None:
         """Flush what is pending, stop, and raise the first failure flush() has not raised."""
         if self._closed:
             return
         self._closed = True
+        self.batcher.close()
         try:
-            await self._drain()
+            await self.batcher.drain()
         finally:
             if self._flusher is not None:
                 self._flusher.cancel()
                 await asyncio.gather(self._flusher, return_exceptions=True)
             await self.transport.close()
-        self._raise_failures()
+        self.batcher.raise_failures()
 
     @property
     def buffered(self) -> int:
@@ -141,6 +121,20 @@ class AsyncClient:
     def topology(self) -> Any:
         return self.transport.topology
 
+    @property
+    def stats(self) -> Stats:
+        return self.batcher.stats
+
+    @property
+    def latencies(self) -> Any:
+        """Recent add-to-acknowledged times, in seconds (a deque of every 64th add)."""
+        return self.batcher.latencies
+
+    @property
+    def failures(self) -> list[errors.CountersError]:
+        """Failures of add() batches not yet raised by flush() or close()."""
+        return self.batcher.failures
+
     # add() and flushing -------------------------------------------------------------------
 
     def add(self, namespace: str, name: str, delta: int = 1) -> None:
@@ -150,147 +144,18 @@ class AsyncClient:
         if self._closed:
             raise RuntimeError("the client is closed")
         if self.buffer.add(namespace, name, delta) >= self.max_batch:
-            self._flush_now()
+            self.batcher.flush_now()
 
     async def put(self, namespace: str, name: str, delta: int = 1) -> None:
         """add(), waiting for room (up to deadline_s) instead of raising BufferFull."""
-        deadline = time.monotonic() + self.transport.options.deadline_s
-        while True:
-            try:
-                return self.add(namespace, name, delta)
-            except errors.BufferFull:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    raise
-                self._room.clear()
-                try:
-                    await asyncio.wait_for(self._room.wait(), remaining)
-                except TimeoutError:
-                    raise errors.BufferFull("no room within the deadline") from None
+        if self._closed:
+            raise RuntimeError("the client is closed")
+        await self.batcher.put(namespace, name, delta)
 
     async def flush(self) -> None:
         """Send what is pending and wait until every batch sent so far has settled; raise
         the first failure (DeadlineExceeded, a refusal) since the last flush()."""
-        await self._drain()
-        self._raise_failures()
-
-    async def _drain(self) -> None:
-        self._flush_now()
-        while self._sending:
-            await asyncio.wait(list(self._sending), return_when=asyncio.FIRST_COMPLETED)
-            self._flush_now()  # adds made, or held back, while waiting
-
-    def _raise_failures(self) -> None:
-        if self.failures:
-            first, self.failures = self.failures[0], []
-            raise first
-
-    async def _flush_loop(self) -> None:
-        while True:
-            await asyncio.sleep(self.flush_interval_s)
-            self._flush_now()
-            if self.transport.stale():
-                self.transport.refresh_soon()
-
-    def _flush_now(self) -> None:
-        free = self.max_requests - len(self._sending)
-        generation = self._take(free * self.max_batch) if free > 0 else None
-        if generation is None:
-            return  # nothing pending, or every slot taken: the buffer goes on summing
-        self.stats.added += generation.adds
-        loop = asyncio.get_running_loop()
-        for namespace, ops in self._plan(generation):
-            task = loop.create_task(self._send_batch(namespace, ops))
-            self._sending.add(task)
-            task.add_done_callback(self._sent)
-
-    def _sent(self, task: asyncio.Task[None]) -> None:
-        self._sending.discard(task)
-        if self.buffer.count >= self.max_batch and not self._closed:
-            self._flush_now()  # a backlog built up while the slots were taken
-
-    def _take(self, limit: int) -> Generation | None:
-        return self.buffer.take(limit)
-
-    def _settle(self, entries: int) -> None:
-        self.buffer.settle(entries)
-        self._room.set()
-
-    def _plan(self, generation: Generation) -> list[tuple[str, list[tuple[str, Entry]]]]:
-        """The generation's batches: per namespace and coordinator, at most max_batch ops."""
-        topology = self.transport.topology
-        suspects = self.transport.suspects()
-        groups: dict[tuple[str, Any], list[tuple[str, Entry]]] = {}
-        coordinators: dict[int, str | None] = {}
-        for namespace, bucket in generation.ops.items():
-            for name, entry in bucket.items():
-                target = None
-                if topology is not None:
-                    shard = topology.shard_of(namespace, name)
-                    target = coordinators.get(shard, "")
-                    if target == "":
-                        target = coordinators[shard] = topology.coordinator(shard, suspects)
-                group = groups.get((namespace, target))
-                if group is None:
-                    group = groups[(namespace, target)] = []
-                group.append((name, entry))
-        size = self.max_batch
-        return [
-            (namespace, ops[start : start + size])
-            for (namespace, _), ops in groups.items()
-            for start in range(0, len(ops), size)
-        ]
-
-    async def _send_batch(self, namespace: str, ops: list[tuple[str, Entry]]) -> None:
-        body = json.dumps(
-            {"ops": [{"op": "increment", "name": name, "delta": e[0]} for name, e in ops]},
-            separators=(",", ":"),
-        ).encode()
-        route = self.transport.coordinator_route(namespace, ops[0][0])
-        self.stats.batches += 1
-        self.stats.ops_sent += len(ops)
-        try:
-            reply = await self._batch_call(namespace, body, route, key=_new_key())
-            outcomes = [_op_error(result) for result in reply["results"]]
-        except errors.CountersError as error:
-            outcomes = [error] * len(ops)
-        settled = [
-            (name, entry[0], entry[1], outcome)
-            for (name, entry), outcome in zip(ops, outcomes, strict=True)
-        ]
-        stats = self.stats
-        first: errors.CountersError | None = None
-        done = time.perf_counter()
-        for (_, entry), (_, _, adds, outcome) in zip(ops, settled, strict=True):
-            if outcome is None:
-                stats.acknowledged += adds
-                if entry[2] is not None:
-                    self.latencies.extend(done - added for added in entry[2])
-                continue
-            stats.failed += adds
-            if outcome.may_have_applied:
-                stats.failed_unknown += adds
-            first = first or outcome
-        if first is not None:
-            self.failures.append(first)
-            log.warning("a batch of %d counters in %s failed: %s", len(ops), namespace, first)
-        self._settle(len(ops))
-        if self.listener is not None:
-            self.listener(namespace, settled)
-
-    async def _batch_call(
-        self, namespace: str, body: bytes, route: Route, key: str | None
-    ) -> dict[str, Any]:
-        reply: dict[str, Any] = await self.transport.call(
-            "POST",
-            route,
-            _path(namespace) + "/batch",
-            body,
-            idempotency_key=key,
-            params=self.params,
-            check=_retryable_op_error,
-        )
-        return reply
+        await self.batcher.flush()
 
     # One-op and read calls ------------------------------------------------------------------
 
@@ -300,9 +165,9 @@ class AsyncClient:
         reply = await self.transport.call(
             "POST",
             self.transport.coordinator_route(namespace, name),
-            _path(namespace, "counters", name) + "/increment",
+            path(namespace, "counters", name) + "/increment",
             body,
-            idempotency_key=_new_key(),
+            idempotency_key=new_key(),
             params=self.params,
         )
         return int(reply["value"])
@@ -311,7 +176,7 @@ class AsyncClient:
         reply = await self.transport.call(
             "GET",
             self.transport.coordinator_route(namespace, name),
-            _path(namespace, "counters", name),
+            path(namespace, "counters", name),
             params=self._params(consistency),
         )
         return int(reply["value"])
@@ -348,10 +213,10 @@ class AsyncClient:
         reply = await self.transport.call(
             "POST",
             self.transport.coordinator_route(namespace, names[0]),
-            _path(namespace) + "/batch",
+            path(namespace) + "/batch",
             body,
             params=params,
-            check=_retryable_op_error,
+            check=retryable_op_error,
         )
         values = {}
         for result in reply["results"]:
@@ -380,7 +245,7 @@ class AsyncClient:
         writes = any(op["op"] == "increment" for op in encoded)
         body = json.dumps({"ops": encoded}).encode()
         route = self.transport.coordinator_route(namespace, str(ops[0][1]))
-        reply = await self._batch_call(namespace, body, route, _new_key() if writes else None)
+        reply = await self.batcher.batch_call(namespace, body, route, new_key() if writes else None)
         out: list[int | errors.CountersError] = []
         for result in reply["results"]:
             problem = result.get("error")
@@ -396,7 +261,7 @@ class AsyncClient:
         reply = await self.transport.call(
             "DELETE",
             self.transport.coordinator_route(namespace, name),
-            _path(namespace, "counters", name),
+            path(namespace, "counters", name),
             params=self.params,
         )
         return int(reply["value"])
@@ -412,7 +277,7 @@ class AsyncClient:
         """The counter's value and delta per step (GET .../history; the node's JSON)."""
         params = {"step": step, **_range(start, end)}
         reply: dict[str, Any] = await self.transport.call(
-            "GET", self.transport.any_node, _path(namespace, "counters", name) + "/history",
+            "GET", self.transport.any_node, path(namespace, "counters", name) + "/history",
             params=params,
         )  # fmt: skip
         return reply
@@ -428,16 +293,12 @@ class AsyncClient:
         """The namespace's total increase and top counters per period (the node's JSON)."""
         params = {"period": period, "top": str(top), **_range(start, end)}
         reply: dict[str, Any] = await self.transport.call(
-            "GET", self.transport.any_node, _path(namespace) + "/rollups", params=params
+            "GET", self.transport.any_node, path(namespace) + "/rollups", params=params
         )
         return reply
 
     def _params(self, consistency: str | None) -> dict[str, str] | None:
         return {"consistency": consistency} if consistency else self.params
-
-
-def _new_key() -> str:
-    return "cc-" + secrets.token_hex(12)
 
 
 def _range(start: str | float | None, end: str | float | None) -> dict[str, str]:
@@ -447,21 +308,3 @@ def _range(start: str | float | None, end: str | float | None) -> dict[str, str]
     if end is not None:
         found["to"] = str(end)
     return found
-
-
-def _op_error(result: dict[str, Any]) -> errors.CountersError | None:
-    problem = result.get("error")
-    if problem is None:
-        return None
-    return errors.from_problem(int(problem.get("status", 500)), problem)
-
-
-def _retryable_op_error(reply: Any) -> errors.CountersError | None:
-    """A batch answered 200 with an op that failed for a reason a retry can mend (no quorum,
-    a timeout): the whole batch is sent again under its key, and the ops that did apply
-    answer from their receipts."""
-    for result in reply.get("results", ()):
-        problem = result.get("error")
-        if problem is not None and int(problem.get("status", 500)) >= 500:
-            return errors.from_problem(int(problem["status"]), problem)
-    return None

@@ -17,28 +17,8 @@ from typing import Any, TypeVar
 
 from counters_client import errors
 from counters_client.aio import AsyncClient, Stats
-from counters_client.buffer import Generation
 
 T = TypeVar("T")
-
-
-class _LockedClient(AsyncClient):
-    """An AsyncClient whose buffer other threads add to under `lock`."""
-
-    def __init__(self, lock: threading.Condition, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.lock = lock
-        self.kicked = False  # a flush is already asked for by add()
-
-    def _take(self, limit: int) -> Generation | None:
-        with self.lock:
-            self.kicked = False
-            return self.buffer.take(limit)
-
-    def _settle(self, entries: int) -> None:
-        with self.lock:
-            self.buffer.settle(entries)
-            self.lock.notify_all()
 
 
 class Client:
@@ -58,7 +38,7 @@ class Client:
             raise ValueError('overflow must be "block" or "raise"')
         self.overflow = overflow
         self._lock = threading.Condition()
-        self._client = _LockedClient(self._lock, nodes, token, **options)
+        self._client = AsyncClient(nodes, token, _lock=self._lock, **options)
         self.block_timeout_s = (
             self._client.transport.options.deadline_s
             if block_timeout_s is None
@@ -114,10 +94,11 @@ class Client:
                     if now >= deadline:
                         raise
                     self._lock.wait(deadline - now)
-            if pending < client.max_batch or client.kicked:
+            batcher = client.batcher
+            if pending < client.max_batch or batcher.kicked:
                 return
-            client.kicked = True
-        self._loop.call_soon_threadsafe(client._flush_now)
+            batcher.kicked = True
+        self._loop.call_soon_threadsafe(batcher.flush_now)
 
     @property
     def buffered(self) -> int:
