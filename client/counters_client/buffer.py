@@ -5,9 +5,8 @@ counters taken but not yet settled (acknowledged or given up) plus those still p
 so a node that stops answering fills the buffer instead of memory. A flush may take only
 part of what is pending (as much as it can send now); the rest goes on summing. That part
 is half the heaviest counters (by the adds they hold, in powers of two: a counter is marked
-when its adds reach 2, 4, 8, ...; under Zipf keys these hold most of the adds, so most adds
-are acknowledged within a round trip or two) and half the oldest pending, so every
-counter's turn comes.
+when its adds reach 2, 4, 8, ...; under Zipf keys these hold most of the adds, and so go
+out with nearly every flush) and half the oldest pending, so every counter's turn comes.
 """
 
 from __future__ import annotations
