@@ -83,7 +83,11 @@ class Transport:
         connector = aiohttp.TCPConnector(limit=self.options.max_connections)
         self.session = aiohttp.ClientSession(connector=connector)
         if self.options.route:
-            await self.refresh()
+            try:
+                await self.refresh()
+            except BaseException:
+                await self.session.close()  # a bad token: nothing of this client stays open
+                raise
 
     async def close(self) -> None:
         if self._refresh is not None:
@@ -107,12 +111,9 @@ class Transport:
         topology = self.topology
         urls = self.seeds
         if topology is not None and self.options.route:
-            serving = [
-                url
-                for node_id, url in topology.urls.items()
-                if url in topology.serving_urls() and node_id not in avoid
-            ]
-            urls = serving or topology.serving_urls() or self.seeds
+            serving = topology.serving_urls()
+            chosen = [url for url in serving if topology.node_of(url) not in avoid]
+            urls = chosen or serving or self.seeds
         return urls[next(self._any) % len(urls)]
 
     def coordinator_route(self, namespace: str, name: str) -> Route:
@@ -150,10 +151,10 @@ class Transport:
             except (aiohttp.ClientError, TimeoutError, OSError, ValueError) as error:
                 log.debug("topology from %s failed: %r", url, error)
                 continue
-            except errors.ClientError:
+            except (errors.Unauthorized, errors.Forbidden):
                 raise  # a bad token: no other node will answer better
-            except errors.ServerError:
-                continue
+            except errors.CountersError:
+                continue  # not ready, or a node too old to serve /v1/topology
             current = self.topology
             if current is None or found.epoch >= current.epoch:
                 if current is not None and (found.shards, found.tenant) == (

@@ -31,6 +31,7 @@ class Script:
         self.dead = f"127.0.0.1:{free_port()}"  # nobody listens there
         self.address = ""
         self.first = "live"  # which node leads every shard
+        self.topology_status = 200
 
 
 def _topology(script: Script) -> dict[str, Any]:
@@ -52,6 +53,10 @@ def _topology(script: Script) -> dict[str, Any]:
 def _app(script: Script) -> web.Application:
     async def topology(request: web.Request) -> web.Response:
         script.topology_calls += 1
+        status = script.topology_status
+        if status != 200:
+            slug = {401: "unauthorized", 404: "not-found"}[status]
+            return web.json_response(_problem(status, slug), status=status)
         return web.json_response(_topology(script), headers={"Counters-Ring-Epoch": "1"})
 
     async def op(request: web.Request) -> web.Response:
@@ -237,3 +242,18 @@ async def test_the_blocking_client(node) -> None:
     await asyncio.wait_for(asyncio.to_thread(use), 20)
     assert outcome == {"raised": True, "value": 7, "acknowledged": 2}
     assert len(script.seen) == 3 + 1 + 1 + 2  # 503s and the batch, incr, two batches
+
+
+async def test_a_bad_token_fails_at_start_and_a_node_without_a_map_is_used_as_is(node) -> None:
+    script, url = node
+    script.topology_status = 401
+    with pytest.raises(errors.Unauthorized):
+        async with AsyncClient(url, "not-a-token", **FAST):
+            pass
+    script.topology_status = 404  # a node from before /v1/topology
+    async with AsyncClient(url, deadline_s=5, **FAST) as client:
+        assert client.topology is None
+        assert await client.incr("ns", "a") == 7
+        client.add("ns", "b")
+        await client.flush()
+        assert client.stats.acknowledged == 1
