@@ -127,11 +127,17 @@ class Batcher:
             raise first
 
     async def flush_loop(self) -> None:
+        """Flush every flush_interval_s; an unexpected error is logged, and the loop backs
+        off a second and carries on (a dead flusher would strand every later add)."""
         while True:
             await asyncio.sleep(self.flush_interval_s)
-            self.flush_now()
-            if self.transport.stale():
-                self.transport.refresh_soon()
+            try:
+                self.flush_now()
+                if self.transport.stale():
+                    self.transport.refresh_soon()
+            except Exception:
+                log.exception("a flush failed; trying again in 1 s")
+                await asyncio.sleep(1.0)
 
     def flush_now(self) -> None:
         free = self.max_requests - len(self._sending)
@@ -199,11 +205,17 @@ class Batcher:
         route = self.transport.coordinator_route(namespace, ops[0][0])
         self.stats.batches += 1
         self.stats.ops_sent += len(ops)
+        outcomes: list[errors.CountersError | None]
         try:
             reply = await self.batch_call(namespace, body, route, key=new_key())
             outcomes = [op_error(result) for result in reply["results"]]
+            if len(outcomes) != len(ops):
+                raise ValueError(f"{len(outcomes)} results for {len(ops)} ops")
         except errors.CountersError as error:
             outcomes = [error] * len(ops)
+        except (KeyError, TypeError, ValueError, AttributeError) as error:
+            # A 200 that is not a batch answer: it may have applied, like a timeout.
+            outcomes = [errors.ServerError(f"a batch answer unlike any: {error!r}")] * len(ops)
         settled = [
             (name, entry[0], entry[1], outcome)
             for (name, entry), outcome in zip(ops, outcomes, strict=True)

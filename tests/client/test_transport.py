@@ -257,3 +257,16 @@ async def test_a_bad_token_fails_at_start_and_a_node_without_a_map_is_used_as_is
         client.add("ns", "b")
         await client.flush()
         assert client.stats.acknowledged == 1
+
+
+async def test_a_batch_answer_unlike_any_fails_the_batch_and_frees_its_room(node) -> None:
+    script, url = node
+    script.answers = [(200, {"nope": 1}, {}), (200, {"results": []}, {})]
+    async with AsyncClient(url, deadline_s=5, **FAST) as client:
+        client.add("ns", "a")
+        with pytest.raises(errors.ServerError):
+            await client.flush()
+        client.add("ns", "b")
+        with pytest.raises(errors.ServerError):
+            await client.flush()
+        assert (client.stats.failed, client.stats.failed_unknown, client.buffered) == (2, 2, 0)
