@@ -40,6 +40,8 @@ from node.http import (
     history,
     middleware,
     openapi,
+    problems,
+    topology,
     validation,
 )
 from node.http.appkeys import (
@@ -280,7 +282,7 @@ def build_app(config: Config) -> web.Application:
     app[RATE_LIMITER] = RateLimiter(config)
     app.cleanup_ctx.append(_resources)
     app.on_shutdown.append(_close_peer_links)
-    for module in (counters, events, health, history, admin, openapi):
+    for module in (counters, events, topology, health, history, admin, openapi, problems):
         app.add_routes(module.routes)
     app.router.add_get("/metrics", handle_metrics)
     app.router.add_get(PEER_PATH, _peer_ws)

@@ -9,7 +9,10 @@ from __future__ import annotations
 
 from typing import Any
 
-TYPE_BASE = "https://counters.dev/problems/"
+# Relative to the node that answered (RFC 9457 allows a relative reference): every node
+# serves a short page for each type at /problems/<slug> (node/http/problems.py), so the
+# types are URIs this project controls rather than a domain it does not own.
+TYPE_BASE = "/problems/"
 
 
 class RefusedToStart(Exception):

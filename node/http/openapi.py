@@ -213,6 +213,39 @@ PATHS: dict[str, Any] = {
             "responses": {"200": _json(ref("Rollups")), **_errors(*CLIENT, 503)},
         }
     },
+    "/v1/topology": {
+        "get": {
+            "summary": "Where each shard lives, for clients that route ops to coordinators",
+            "description": "A counter's shard is blake2b-64(tenant/namespace/name) & (shards "
+            "- 1) (ring/hashing.py); its coordinator is the first serving node of its "
+            "preference list. Needs counters:read. Every answer of the node carries the "
+            "current epoch in the Counters-Ring-Epoch header.",
+            "responses": {"200": _json(ref("Topology")), **_errors(401, 403, 431)},
+        }
+    },
+    "/problems": {
+        "get": {
+            "summary": "Every problem type the node answers with",
+            "security": [],
+            "responses": {"200": _json(OBJECT), **_errors(431)},
+        }
+    },
+    "/problems/{slug}": {
+        "get": {
+            "summary": "A short page on one problem type (the `type` of a problem body)",
+            "security": [],
+            "parameters": [
+                {"name": "slug", "in": "path", "required": True, "schema": {"type": "string"}}
+            ],
+            "responses": {
+                "200": {
+                    "description": "What the problem means and what to do",
+                    "content": {"text/html": {"schema": {"type": "string"}}},
+                },
+                **_errors(404, 431),
+            },
+        }
+    },
     "/admin/ring": {
         "get": {
             "summary": "Ring: members, placement, checksum, pending hand-offs",

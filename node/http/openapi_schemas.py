@@ -221,12 +221,43 @@ SCHEMAS: dict[str, Any] = {
             "pending": {"type": ["object", "null"]},
         },
     },
+    "Topology": {
+        "type": "object",
+        "required": ["epoch", "checksum", "shards", "replicas", "tenant", "nodes"],
+        "properties": {
+            "epoch": {"type": "integer", "minimum": 0},
+            "checksum": {"type": "string"},
+            "shards": {"type": "integer", "minimum": 1},
+            "replicas": {"type": "integer", "minimum": 1},
+            "tenant": {"type": "string", "description": "the tenant of the caller's token"},
+            "hash": {"type": "string"},
+            "nodes": {
+                "type": "object",
+                "additionalProperties": {
+                    "type": "object",
+                    "required": ["address", "status"],
+                    "properties": {
+                        "address": {"type": ["string", "null"]},
+                        "status": {"type": "string"},
+                    },
+                },
+            },
+            "preference_lists": {
+                "type": "array",
+                "items": {"type": "array", "items": {"type": "string"}},
+            },
+        },
+    },
     "Problem": {
         "type": "object",
         "description": "Problem details (RFC 9457); `type` is stable, clients may branch on it",
         "required": ["type", "title", "status", "detail"],
         "properties": {
-            "type": {"type": "string", "format": "uri"},
+            "type": {
+                "type": "string",
+                "format": "uri-reference",
+                "description": "/problems/<slug>, a page every node serves",
+            },
             "title": {"type": "string"},
             "status": {"type": "integer", "minimum": 400, "maximum": 599},
             "detail": {"type": "string"},
