@@ -70,6 +70,10 @@ class InvalidBody(ClientError):
     status, slug = 400, "invalid-body"
 
 
+class InvalidEventId(ClientError):
+    status, slug = 400, "invalid-event-id"
+
+
 class BadRequest(ClientError):
     status, slug = 400, "bad-request"
 
@@ -136,6 +140,10 @@ class InDoubt(QuorumUnavailable):
 
 class NotReady(ServerError):
     status, slug = 503, "not-ready"
+
+
+class TooManyStreams(ServerError):
+    status, slug = 503, "too-many-streams"
 
 
 class HistoryUnavailable(ServerError):
