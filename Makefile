@@ -7,10 +7,12 @@ STAMP := $(VENV)/.installed
 
 .PHONY: run check test lint typecheck unit bench faults clean
 
-$(STAMP): pyproject.toml
+# The client (client/, its own distribution counters-client) is installed beside the node:
+# its tests (tests/client, tests/cluster/test_client.py) import it as users do.
+$(STAMP): pyproject.toml client/pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet -e '.[dev]' -e client
 	touch $(STAMP)
 
 run: $(STAMP)
@@ -21,7 +23,7 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check .
 
 typecheck: $(STAMP)
-	$(BIN)/mypy crdt ring node
+	$(BIN)/mypy crdt ring node client/counters_client
 
 # Every test: first those that need no real server and no node process (crdt, ring, node,
 # loadtest, in-process) on three workers, as `make check` runs them; then, one after

@@ -11,6 +11,11 @@
 - `Watcher` (weight 1, 0.5-1 s between looks): the real-time view (issue 14): the top 10 by
   change over the last hour, the namespace's aggregate over 15 minutes, and the windowed
   reads of the top three.
+- `FeedListener` (weight 1): follows the namespace's change feed (SSE) for a few seconds at a
+  time, then reconnects with Last-Event-ID, as a browser's EventSource does. Each change
+  received is a request named "SSE change (lag)" whose time is its lag: from when the
+  node published it to when it arrived; "SSE connect" times the stream's opening. A gap or
+  a cut-off is a failure.
 
 Each user acts for one tenant of --counters-tenants, in turn, with a token minted from
 COUNTERS_JWT_SECRET (HS256, scopes counters:read and counters:write, re-minted before it
@@ -31,14 +36,19 @@ the user waits as told before its next request. loadtest/README.md has more, and
 
 from __future__ import annotations
 
+import contextlib
+import http.client
 import itertools
+import json
 import logging
 import os
 import random
 import secrets
 import time
+from datetime import datetime
 from functools import cache
 from typing import Any
+from urllib.parse import urlsplit
 
 from locust import FastHttpUser, between, constant, events, task
 from locust.env import Environment
@@ -54,6 +64,9 @@ ROLLUPS = "/v1/namespaces/{namespace}/rollups"
 TOP = "/v1/namespaces/{namespace}/top"
 AGGREGATE = "/v1/namespaces/{namespace}/aggregate"
 WINDOWED = "/v1/namespaces/{namespace}/counters/{name}?window"
+EVENTS = "/v1/namespaces/{namespace}/events"
+FEED_HOLD_S = 5.0  # a listener reconnects (with Last-Event-ID) after this long
+IDLE_S = 1.0  # or after this long without a byte (heartbeats come every 15 s)
 TOKEN_TTL_S = 3600
 HISTORY_SPAN_S = 600  # dashboards chart the last ten minutes, one point a minute
 MAX_BACKOFF_S = 10.0
@@ -264,3 +277,71 @@ class Watcher(CountersUser):
         names = [entry["name"] for entry in top["top"][:3]] if top else []
         for name in names or [self.zipf_key()]:
             self.call("GET", self.url(COUNTER, name) + "?window=15m", WINDOWED)
+
+
+class FeedListener(CountersUser):
+    """A service that follows the namespace's changes as server-sent events."""
+
+    weight = 1
+    wait_time = constant(0)
+
+    def on_start(self) -> None:
+        super().on_start()
+        self.last_event_id = ""
+
+    @task
+    def follow(self) -> None:
+        where = urlsplit(self.host)
+        # http.client, not the pooled FastHttp client: a stream is closed mid-body on
+        # purpose, and its connection must not go back to a pool (gevent makes it cooperative).
+        connection = http.client.HTTPConnection(
+            where.hostname or "127.0.0.1", where.port or 80, timeout=self.network_timeout
+        )
+        headers = self.headers()
+        if self.last_event_id:
+            headers["Last-Event-ID"] = self.last_event_id
+        started = time.perf_counter()
+        try:
+            connection.request("GET", self.url(EVENTS), headers=headers)
+            response = connection.getresponse()
+            self._report("SSE connect", started, None if response.status == 200 else
+                         f"HTTP {response.status}")  # fmt: skip
+            if response.status == 200 and connection.sock is not None:
+                # An idle stream (no change for a while) ends the hold early, so that a
+                # listener never blocks a stopping run for longer than this.
+                connection.sock.settimeout(IDLE_S)
+                with contextlib.suppress(TimeoutError):
+                    self._read(response, time.monotonic() + FEED_HOLD_S)
+        except OSError as error:  # a timeout while idle, a node that went away
+            self._report("SSE connect", started, f"{type(error).__name__}: {error}")
+        finally:
+            connection.close()
+
+    def _read(self, response: http.client.HTTPResponse, until: float) -> None:
+        event: dict[str, str] = {}
+        while time.monotonic() < until:
+            line = response.readline().decode()
+            if not line:
+                return
+            line = line.rstrip("\n")
+            if line:
+                field, _, value = line.partition(": ")
+                event[field] = value
+                continue
+            if event.get("event") == "change":
+                self.last_event_id = event.get("id", self.last_event_id)
+                at = datetime.fromisoformat(json.loads(event["data"])["at"]).timestamp()
+                self._report("SSE change (lag)", time.perf_counter() - (time.time() - at), None)
+            elif event.get("event") in ("gap", "cutoff"):
+                self._report(f"SSE {event['event']}", time.perf_counter(), event.get("data"))
+            event = {}
+
+    def _report(self, name: str, started: float, failure: str | None) -> None:
+        self.environment.events.request.fire(
+            request_type="SSE",
+            name=name,
+            response_time=max(0.0, (time.perf_counter() - started) * 1000),
+            response_length=0,
+            exception=None if failure is None else Exception(failure),
+            context={},
+        )

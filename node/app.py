@@ -35,11 +35,14 @@ from node.http import (
     admin,
     auth,
     counters,
+    events,
     health,
     history,
     middleware,
     openapi,
+    problems,
     realtime_routes,
+    topology,
     validation,
 )
 from node.http.appkeys import (
@@ -47,6 +50,7 @@ from node.http.appkeys import (
     CONFIG,
     COORDINATOR,
     FANOUT,
+    FEED,
     GOSSIP,
     HANDOFF,
     HISTORY,
@@ -70,6 +74,8 @@ from node.obs.supervision import Supervisor, every
 from node.obs.tracing import OFF, Tracing
 from node.realtime.changes import ChangeTap
 from node.realtime.fanout import Fanout
+from node.realtime.feed import Feed
+from node.realtime.feed_metrics import FeedCollector
 from node.realtime.service import Realtime
 from node.storage.backends import open_durable, outlives_data_dir
 from node.storage.durable import DurableReplica
@@ -80,7 +86,7 @@ from node.storage.write_behind import Persister
 MAX_BODY_BYTES = 1024 * 1024
 GOSSIP_JITTER = 0.2  # keeps nodes started together from gossiping in lockstep
 CHANGE_TURN_S = 0.1  # how often the change tap hands the store's changes on (node/realtime)
-REALTIME_TURN_S = 0.5  # how often real-time indexes catch up with loads, arrivals and drops
+REALTIME_TURN_S = 0.5  # how often real-time state starts observing shards and catches up
 log = logging.getLogger("counters.node")
 
 
@@ -106,10 +112,12 @@ class NodeParts:
     changes: ChangeTap
     realtime: Realtime
     fanout: Fanout
+    feed: Feed
 
     def tasks(self) -> list[asyncio.Task[None]]:
         """Start the background loops, each supervised (node/obs/supervision.py): gossip
-        (with hand-off), write-behind, history."""
+        (with hand-off), write-behind, history, the change tap, the real-time indexes'
+        catch-up, the feed's publisher and, when one is configured, its event sinks."""
         gossip_pause = every(self.config.gossip_interval_s, jitter=GOSSIP_JITTER)
         supervisor = self.supervisor
         return [
@@ -118,6 +126,12 @@ class NodeParts:
             supervisor.start("history", self.history.flush, self.history.next_turn),
             supervisor.start("changes", self.changes.turn, every(CHANGE_TURN_S)),
             supervisor.start("realtime", self.fanout.turn, every(REALTIME_TURN_S)),
+            supervisor.start("feed", self.feed.publisher.turn, every(CHANGE_TURN_S)),
+            *(
+                [supervisor.start("event-sinks", self.feed.drain_sinks, every(CHANGE_TURN_S))]
+                if self.feed.pumps
+                else []
+            ),
         ]
 
     async def close(self, tasks: list[asyncio.Task[None]]) -> None:
@@ -128,6 +142,7 @@ class NodeParts:
                 await task
         await self.gossip.stop()
         await self.peer_server.close()
+        await self.feed.close()
         # Side by side: two SQLite files (or Redis and PostgreSQL), each written from its
         # own thread with the GIL released, so the last flushes take the longer of the two.
         closed = await asyncio.gather(
@@ -189,7 +204,17 @@ def assemble(
         lambda: cluster.recovered,
         windows=config.realtime_windows,
     )
-    peer_server = PeerServer(config, guard, store, coordinator, gossip, traces, realtime)
+    feed = Feed(config, cluster, pool, store)
+    peer_server = PeerServer(
+        config,
+        guard,
+        store,
+        coordinator,
+        gossip,
+        traces,
+        events=feed.reader.answer,
+        realtime=realtime,
+    )
     history = Recorder(
         store,
         history_store,
@@ -198,11 +223,11 @@ def assemble(
         bucket_s=config.history_bucket_s,
         tracing=traces,
     )
-    changes = ChangeTap(store, cluster.shard_of, [realtime])
+    changes = ChangeTap(store, cluster.shard_of, [realtime, feed.publisher])
     return NodeParts(
         config, cluster, store, pool, persister, handoff, replicator, quota, idempotent,
         coordinator, gossip, guard, peer_server, history, supervisor, changes, realtime,
-        Fanout(cluster, pool, realtime),
+        Fanout(cluster, pool, realtime), feed,
     )  # fmt: skip
 
 
@@ -218,8 +243,7 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
     app[PERSISTER], app[HANDOFF], app[GOSSIP] = parts.persister, parts.handoff, parts.gossip
     app[COORDINATOR], app[PEER_GUARD] = parts.coordinator, parts.guard
     app[PEER_SERVER], app[HISTORY] = parts.peer_server, parts.history
-    app[SUPERVISOR] = parts.supervisor
-    app[FANOUT] = parts.fanout
+    app[SUPERVISOR], app[FEED], app[FANOUT] = parts.supervisor, parts.feed, parts.fanout
     await parts.history.start()
     node_metrics.register(
         NodeCollector(
@@ -237,6 +261,7 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
         )
     )
     node_metrics.register(RealtimeCollector(parts.realtime, parts.fanout))
+    node_metrics.register(FeedCollector(parts.feed))
     log.info(
         "node up",
         extra={
@@ -256,6 +281,7 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
 
 
 async def _close_peer_links(app: web.Application) -> None:
+    app[FEED].tally.closing.set()  # SSE streams end now, not at the shutdown timeout
     await app[PEER_SERVER].close_connections()
 
 
@@ -281,7 +307,8 @@ def build_app(config: Config) -> web.Application:
     app[RATE_LIMITER] = RateLimiter(config)
     app.cleanup_ctx.append(_resources)
     app.on_shutdown.append(_close_peer_links)
-    for module in (counters, realtime_routes, health, history, admin, openapi):
+    modules = (counters, realtime_routes, events, topology, health, history, admin, openapi)
+    for module in (*modules, problems):
         app.add_routes(module.routes)
     app.router.add_get("/metrics", handle_metrics)
     app.router.add_get(PEER_PATH, _peer_ws)

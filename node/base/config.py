@@ -143,6 +143,29 @@ class Config:
     # Keep per-minute windowed changes (?window= reads, windowed aggregates and top-k);
     # false spares their memory and their share of each change. Default true.
     realtime_windows: bool = True
+    # The change feed (node/realtime): at most one event per counter per this many ms.
+    # Default 100; 1 to 60000.
+    events_min_interval_ms: int = 100
+    # Seconds an event stays in its node's log, so Last-Event-ID can resume. Default 300.
+    events_retention_s: float = 300.0
+    # Events a node's log holds at most (the oldest go first). Default 100000.
+    events_log_max: int = 100_000
+    # Redis URL to publish the feed to, as streams counters:events:<tenant>:<namespace>.
+    # Empty (default): no stream. Excludes events-redis-cluster-url.
+    events_redis_url: str = ""
+    # Redis Cluster URL (any one node) to publish the feed to instead.
+    events_redis_cluster_url: str = ""
+    # Entries a stream keeps, about (XADD MAXLEN ~). Default 100000.
+    events_stream_maxlen: int = 100_000
+    # Events waiting for an unreachable sink, at most (the oldest are dropped). Default 100000.
+    events_sink_backlog: int = 100_000
+    # Seconds between comment heartbeats on an idle SSE stream. Default 15.
+    events_heartbeat_s: float = 15.0
+    # Seconds an SSE write may wait for a client that stopped reading before the stream is
+    # cut off (with a final event). Default 10.
+    events_stall_s: float = 10.0
+    # SSE streams a node serves at once; more answer 503. Default 256.
+    events_max_streams: int = 256
 
     def jwt_algorithm_list(self) -> list[str]:
         if self.jwt_algorithms:
@@ -204,6 +227,7 @@ class Config:
         self._validate_storage()
         self._validate_auth()
         self._validate_limits()
+        self._validate_events()
         if self.otlp_endpoint and not self.otlp_endpoint.startswith(("http://", "https://")):
             raise ConfigError("otlp-endpoint must be an http:// or https:// URL")
         if self.log_level not in ("debug", "info", "warning", "error"):
@@ -243,6 +267,26 @@ class Config:
             raise ConfigError("max-inflight-frames and sync-shards-per-round must be at least 1")
         if not 0.05 <= self.peer_heartbeat_s <= 60:
             raise ConfigError("peer-heartbeat-s must be between 0.05 and 60")
+
+    def _validate_events(self) -> None:
+        if self.events_redis_url and self.events_redis_cluster_url:
+            raise ConfigError("give events-redis-url or events-redis-cluster-url, not both")
+        for name in ("events_redis_url", "events_redis_cluster_url"):
+            if getattr(self, name) and not getattr(self, name).startswith(
+                ("redis://", "rediss://")
+            ):
+                raise ConfigError(f"{name.replace('_', '-')} must start with redis:// or rediss://")
+        if not 1 <= self.events_min_interval_ms <= 60_000:
+            raise ConfigError("events-min-interval-ms must be between 1 and 60000")
+        if not 1 <= self.events_retention_s <= 86400:
+            raise ConfigError("events-retention-s must be between 1 and 86400")
+        for name in ("events_log_max", "events_stream_maxlen", "events_sink_backlog"):
+            if not 1 <= getattr(self, name) <= 100_000_000:
+                raise ConfigError(f"{name.replace('_', '-')} must be between 1 and 100000000")
+        if not 0.05 <= self.events_heartbeat_s <= 300 or not 0.05 <= self.events_stall_s <= 300:
+            raise ConfigError("events-heartbeat-s and events-stall-s must be between 0.05 and 300")
+        if not 1 <= self.events_max_streams <= 100_000:
+            raise ConfigError("events-max-streams must be between 1 and 100000")
 
     def _validate_storage(self) -> None:
         if self.redis_url and self.redis_cluster_url:

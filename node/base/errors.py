@@ -9,7 +9,10 @@ from __future__ import annotations
 
 from typing import Any
 
-TYPE_BASE = "https://counters.dev/problems/"
+# Relative to the node that answered (RFC 9457 allows a relative reference): every node
+# serves a short page for each type at /problems/<slug> (node/http/problems.py), so the
+# types are URIs this project controls rather than a domain it does not own.
+TYPE_BASE = "/problems/"
 
 
 class RefusedToStart(Exception):
@@ -82,6 +85,11 @@ class IdempotencyKeyReused(ClientError):
     title = "Idempotency-Key already used for a different request"
 
 
+class InvalidEventId(ClientError):
+    type = "invalid-event-id"
+    title = "Invalid Last-Event-ID"
+
+
 class NotFound(ClientError):
     status = 404
     type = "not-found"
@@ -129,6 +137,15 @@ class NotReady(ServerError):
     status = 503
     type = "not-ready"
     title = "Node not ready"
+
+
+class TooManyStreams(ServerError):
+    status = 503
+    type = "too-many-streams"
+    title = "This node serves as many event streams as it may"
+
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": "5"}
 
 
 class PeerError(ServerError):

@@ -49,6 +49,9 @@ RESOLVE = 11
 # reply: [[shard done, ...], [[shard refused, since_ms | -1], ...], counters, total, change,
 #         [[name, value, change | None], ...], since_ms]
 REALTIME = 13
+# The change feed's events after a position in the receiver's log (node/realtime/feed_wire.py):
+# body: [tenant, namespace, prefix, after seq, limit]  reply: [floor, upto, [event, ...]]
+EVENTS = 14
 KINDS = frozenset(
     {
         REPLY,
@@ -64,6 +67,7 @@ KINDS = frozenset(
         RESERVE,
         RESOLVE,
         REALTIME,
+        EVENTS,
     }
 )
 SLOT_FIELDS = 6

@@ -18,6 +18,7 @@ from node.obs.metrics import Metrics
 from node.obs.supervision import Supervisor
 from node.obs.tracing import Tracing
 from node.realtime.fanout import Fanout
+from node.realtime.feed import Feed
 from node.storage.store import CounterStore
 from node.storage.write_behind import Persister
 
@@ -37,3 +38,4 @@ TRACING = web.AppKey("tracing", Tracing)
 PEER_SERVER = web.AppKey("peer_server", PeerServer)
 SUPERVISOR = web.AppKey("supervisor", Supervisor)
 FANOUT = web.AppKey("fanout", Fanout)
+FEED = web.AppKey("feed", Feed)

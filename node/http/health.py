@@ -11,6 +11,7 @@ the body of either answer, under "degraded", one line each:
   is a reason for 503, which says writes are refused and reads still work; and a node that
   is still recovering needs its durable replica to finish, so there it is a reason too;
 - the history store: values wait in a bounded buffer;
+- an event sink (node/realtime/sinks.py) that is down: events wait in a bounded backlog;
 - a background loop whose turns fail (node/obs/supervision.py): its name, last error, since.
 """
 
@@ -26,7 +27,7 @@ from node.cluster import readiness
 from node.cluster.membership import Cluster
 from node.history.recorder import Recorder
 from node.http import bodies
-from node.http.appkeys import CLUSTER, HISTORY, PERSISTER, SUPERVISOR
+from node.http.appkeys import CLUSTER, FEED, HISTORY, PERSISTER, SUPERVISOR
 from node.obs.supervision import Supervisor
 from node.storage.write_behind import Persister
 
@@ -80,8 +81,11 @@ async def readyz(request: web.Request) -> web.Response:
     app = request.app
     cluster, persister, history = app[CLUSTER], app[PERSISTER], app[HISTORY]
     reasons, degraded = assess(cluster, persister, history, app[SUPERVISOR])
+    pumps = app[FEED].pumps
+    degraded += [pump.degraded() for pump in pumps if not pump.healthy]
     details: dict[str, Any] = {
         "degraded": degraded,
+        "event_sinks": [pump.status() for pump in pumps],
         "persistence": persister.status(),
         "history": history.status(),
         "loops": app[SUPERVISOR].status(),

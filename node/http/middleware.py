@@ -20,6 +20,8 @@ from opentelemetry.trace import SpanKind
 
 from node.base.errors import ClientError, CountersError
 from node.http import auth, bodies, validation
+from node.http.appkeys import CLUSTER
+from node.http.topology import EPOCH_HEADER
 from node.obs import logs
 from node.obs.metrics import UNMATCHED, Metrics
 from node.obs.tracing import Tracing, trace_id_of
@@ -38,6 +40,9 @@ def _tenant(request: web.Request) -> str:
     return "" if principal is None else principal.tenant
 
 
+STREAM_OPENED = "counters.stream_opened"  # perf_counter() when a streamed answer began
+
+
 def edge(metrics: Metrics, authenticator: auth.Authenticator | None) -> Any:
     @web.middleware
     async def edge_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
@@ -53,7 +58,11 @@ def edge(metrics: Metrics, authenticator: auth.Authenticator | None) -> Any:
             return response  # a peer link lives as long as the node: no latency to count
         if not response.prepared:
             response.headers[logs.TRACE_HEADER] = logs.TRACE_ID.get()
-        seconds = time.perf_counter() - started
+            cluster = request.app.get(CLUSTER)
+            if cluster is not None:  # lets a routing client see that its map is stale
+                response.headers[EPOCH_HEADER] = str(cluster.state.current.epoch)
+        # A stream (the change feed) counts the time to its opening, not its life
+        seconds = request.get(STREAM_OPENED, time.perf_counter()) - started
         metrics.observe_request(
             _route(request), request.method, response.status, _tenant(request), seconds
         )

@@ -155,6 +155,39 @@ PATHS: dict[str, Any] = {
             "responses": {"200": _json(ref("CounterList")), **_errors(*CLIENT, 502, 503)},
         }
     },
+    "/v1/namespaces/{namespace}/events": {
+        "get": {
+            "summary": "The namespace's changes as server-sent events, from any node",
+            "description": "A text/event-stream: `event: change` with data ChangeEvent and an "
+            "`id:` (the position in every node's log) to send back as Last-Event-ID, which "
+            "resumes without a gap within the retention (--events-retention-s); beyond it, "
+            "`event: gap` says whose events were missed. Comment heartbeats every "
+            "--events-heartbeat-s; a client that stops reading gets `event: cutoff` and the "
+            "connection closes. At least once across a node's death; in order per counter.",
+            "parameters": [
+                _path_param("namespace"),
+                _query("prefix", {"anyOf": [NAME, {"const": ""}]}),
+                {
+                    "name": "Last-Event-ID",
+                    "in": "header",
+                    "required": False,
+                    "description": "The id of the last event received: node:seq,...",
+                    "schema": {
+                        "type": "string",
+                        "pattern": r"^[A-Za-z0-9._-]{1,64}:[0-9]{1,19}"
+                        r"(,[A-Za-z0-9._-]{1,64}:[0-9]{1,19})*$",
+                    },
+                },
+            ],
+            "responses": {
+                "200": {
+                    "description": "The stream (see ChangeEvent for each event's data)",
+                    "content": {"text/event-stream": {"schema": {"type": "string"}}},
+                },
+                **_errors(*CLIENT, 503),
+            },
+        }
+    },
     "/v1/namespaces/{namespace}/counters/{name}/history": {
         "get": {
             "summary": "A counter's value and delta per minute, hour or day",
@@ -182,6 +215,39 @@ PATHS: dict[str, Any] = {
         }
     },
     **openapi_realtime.paths(_json, _errors, _path_param, _query, CLIENT),
+    "/v1/topology": {
+        "get": {
+            "summary": "Where each shard lives, for clients that route ops to coordinators",
+            "description": "A counter's shard is blake2b-64(tenant/namespace/name) & (shards "
+            "- 1) (ring/hashing.py); its coordinator is the first serving node of its "
+            "preference list. Needs counters:read. Every answer of the node carries the "
+            "current epoch in the Counters-Ring-Epoch header.",
+            "responses": {"200": _json(ref("Topology")), **_errors(401, 403, 431)},
+        }
+    },
+    "/problems": {
+        "get": {
+            "summary": "Every problem type the node answers with",
+            "security": [],
+            "responses": {"200": _json(OBJECT), **_errors(431)},
+        }
+    },
+    "/problems/{slug}": {
+        "get": {
+            "summary": "A short page on one problem type (the `type` of a problem body)",
+            "security": [],
+            "parameters": [
+                {"name": "slug", "in": "path", "required": True, "schema": {"type": "string"}}
+            ],
+            "responses": {
+                "200": {
+                    "description": "What the problem means and what to do",
+                    "content": {"text/html": {"schema": {"type": "string"}}},
+                },
+                **_errors(404, 431),
+            },
+        }
+    },
     "/admin/ring": {
         "get": {
             "summary": "Ring: members, placement, checksum, pending hand-offs",

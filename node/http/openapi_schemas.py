@@ -64,6 +64,24 @@ _, REQUEST_SCHEMAS = msgspec.json.schema_components(
 
 SCHEMAS: dict[str, Any] = {
     **REQUEST_SCHEMAS,
+    "ChangeEvent": {
+        "type": "object",
+        "description": "The data of an SSE `event: change` (and of a Redis stream entry): "
+        "one counter's change, coalesced to at most one event per counter per "
+        "--events-min-interval-ms",
+        "required": ["name", "value", "change", "at"],
+        "properties": {
+            "name": NAME,
+            "value": LISTED_VALUE,
+            "change": {"type": "integer", "description": "net change since its last event"},
+            "at": {**ISO, "description": "when it was published, ISO 8601 UTC with ms"},
+            "replayed": {
+                "type": "boolean",
+                "description": "present (true) when republished by a node that took the "
+                "shard over: value is current, change may repeat an earlier event's",
+            },
+        },
+    },
     "Counter": {
         "type": "object",
         "required": ["namespace", "name", "value", "consistency"],
@@ -204,12 +222,43 @@ SCHEMAS: dict[str, Any] = {
             "pending": {"type": ["object", "null"]},
         },
     },
+    "Topology": {
+        "type": "object",
+        "required": ["epoch", "checksum", "shards", "replicas", "tenant", "nodes"],
+        "properties": {
+            "epoch": {"type": "integer", "minimum": 0},
+            "checksum": {"type": "string"},
+            "shards": {"type": "integer", "minimum": 1},
+            "replicas": {"type": "integer", "minimum": 1},
+            "tenant": {"type": "string", "description": "the tenant of the caller's token"},
+            "hash": {"type": "string"},
+            "nodes": {
+                "type": "object",
+                "additionalProperties": {
+                    "type": "object",
+                    "required": ["address", "status"],
+                    "properties": {
+                        "address": {"type": ["string", "null"]},
+                        "status": {"type": "string"},
+                    },
+                },
+            },
+            "preference_lists": {
+                "type": "array",
+                "items": {"type": "array", "items": {"type": "string"}},
+            },
+        },
+    },
     "Problem": {
         "type": "object",
         "description": "Problem details (RFC 9457); `type` is stable, clients may branch on it",
         "required": ["type", "title", "status", "detail"],
         "properties": {
-            "type": {"type": "string", "format": "uri"},
+            "type": {
+                "type": "string",
+                "format": "uri-reference",
+                "description": "/problems/<slug>, a page every node serves",
+            },
             "title": {"type": "string"},
             "status": {"type": "integer", "minimum": 400, "maximum": 599},
             "detail": {"type": "string"},

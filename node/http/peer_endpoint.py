@@ -1,6 +1,6 @@
 """The peer endpoint: authenticated WebSocket, one frame in, one reply out.
 
-SLOTS, REPLICATE, READ, RECEIPTS, RESERVE and RESOLVE are answered inline (pure in-memory
+SLOTS, REPLICATE, READ, RECEIPTS, RESERVE, RESOLVE and EVENTS are answered inline (pure in-memory
 work, no awaits), so a frame of many keys costs one loop turn. GOSSIP, PULL, PUSH and FORWARD
 may wait on other peers, and REALTIME may first build an index shard by shard: they run as
 tasks. A malformed frame closes the connection before it touches any state.
@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from typing import Any
 
 from aiohttp import WSMsgType, web
@@ -38,14 +39,7 @@ from node.storage.store import CounterStore
 log = logging.getLogger("counters.peer_server")
 EMPTY = PNCounter.empty()
 INLINE = frozenset(
-    {
-        wire.SLOTS,
-        wire.REPLICATE,
-        wire.READ,
-        wire.RECEIPTS,
-        wire.RESERVE,
-        wire.RESOLVE,
-    }
+    {wire.SLOTS, wire.REPLICATE, wire.READ, wire.RECEIPTS, wire.RESERVE, wire.RESOLVE, wire.EVENTS}
 )
 KIND_NAMES = {
     wire.REPLY: "reply",
@@ -61,6 +55,7 @@ KIND_NAMES = {
     wire.RESERVE: "reserve",
     wire.RESOLVE: "resolve",
     wire.REALTIME: "realtime",
+    wire.EVENTS: "events",
 }
 
 
@@ -78,8 +73,10 @@ class PeerServer:
         gossip: Gossip,
         tracing: Tracing = OFF,
         realtime: Realtime | None = None,
+        events: Callable[[Any], list[Any]] | None = None,
     ) -> None:
         self.tracing = tracing
+        self.events = events  # the change feed's answer to EVENTS (node/realtime/reader.py)
         self.secret = config.cluster_secret
         self.listen = config.address
         self.guard = guard
@@ -189,6 +186,10 @@ class PeerServer:
             return reply
         if kind == wire.RECEIPTS:
             return self._receipts(wire.receipt_reads_from_wire(body))
+        if kind == wire.EVENTS:
+            if self.events is None:
+                raise ProtocolError("this node keeps no change feed")
+            return self.events(body)
         if kind in (wire.RESERVE, wire.RESOLVE) and not self.gossip.cluster.recovered:
             # Not yet loaded what it held before (receipts, reservations): "no receipt" or
             # "void" now could be false, and a retry would apply an op again.

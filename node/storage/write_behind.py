@@ -78,10 +78,14 @@ class Persister:
         self._probe: asyncio.Future[bool] | None = None
         self._probed_at = 0.0
         self._durable_expiring = True  # the durable replica may hold expired receipts
+        self._in_flight = 0  # counters taken by the flush under way
 
     @property
     def backlog(self) -> int:
-        return self.store.dirty_count()
+        """Counters waiting for the durable replica, those of a flush in flight included (a
+        counter changed again during its flush counts twice): a flush stuck on an outage
+        holds the backlog, which must not read 0 meanwhile."""
+        return self.store.dirty_count() + self._in_flight
 
     async def run(self) -> None:
         """Flush every interval, or at once for a sync write; the node runs this loop's
@@ -111,6 +115,7 @@ class Persister:
             receipts = self.store.take_dirty_receipts()
             reservations = self.store.take_dirty_reservations()
             started = time.monotonic()
+            self._in_flight = len(entries)
             try:
                 if entries or receipts or reservations or expired:
                     attributes = {
@@ -128,6 +133,7 @@ class Persister:
                     self._checked_at = started
             except Exception as error:
                 # Whatever failed, nothing taken is lost: it waits for the next flush.
+                self._in_flight = 0
                 self.flush_failures += 1
                 self.store.mark_dirty(entries)
                 self.store.mark_receipts_dirty(receipts)
@@ -142,6 +148,7 @@ class Persister:
                 if expected:
                     return
                 raise  # a bug or an unmapped error: the supervisor logs it and backs off
+            self._in_flight = 0
             self.store.receipts_flushed(receipts)  # durable now: states travel without them
             if not self.healthy:
                 log.info("durable replica back; flushed %d counters", len(entries))

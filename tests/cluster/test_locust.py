@@ -33,6 +33,8 @@ READS = (
     "/v1/namespaces/{namespace}/top",
     "/v1/namespaces/{namespace}/aggregate",
     "/v1/namespaces/{namespace}/counters/{name}?window",
+    "SSE connect",  # the feed listener's streams, and the changes they received
+    "SSE change (lag)",
 )
 
 

@@ -27,7 +27,7 @@ NS = "syncfail"
 TENANT = "default"  # every caller's tenant with --auth none
 REQUEST_TIMEOUT_S = 2.0
 MARGIN_S = 2.5  # a loaded 2-core machine answers late, never early
-PROBLEMS = "https://counters.dev/problems/"
+PROBLEMS = "/problems/"
 
 
 def _client(server: RedisServer) -> redis.Redis:

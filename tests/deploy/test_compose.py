@@ -54,6 +54,13 @@ DASHBOARD_FAMILIES = {
     "counters_ring_members",
     "counters_store_counters",
     "counters_node_ready",
+    # the change feed (issue 14): published, sink lag and backlog, streams, dropped consumers
+    "counters_events_published_total",
+    "counters_events_sink_lag_seconds",
+    "counters_events_sink_backlog",
+    "counters_events_streams",
+    "counters_events_consumers_dropped_total",
+    "counters_events_stream_lag_seconds_bucket",
 }
 
 

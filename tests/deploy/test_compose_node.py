@@ -39,6 +39,7 @@ OVERRIDDEN = {
     "COUNTERS_SEEDS",  # itself, a cluster of one: node2 and node3 do not run here
     "COUNTERS_DATA_DIR",  # a fresh directory instead of the node1-data volume
     "COUNTERS_REDIS_CLUSTER_URL",  # this session's Redis Cluster instead of redis-1
+    "COUNTERS_EVENTS_REDIS_CLUSTER_URL",  # the same, for the change feed's streams
     "COUNTERS_POSTGRES_URL",  # a database of its own in this session's PostgreSQL
 }
 DROPPED = {"COUNTERS_OTLP_ENDPOINT"}  # no Jaeger here; a node exports no traces without it
@@ -73,6 +74,7 @@ def compose_node(
         "COUNTERS_SEEDS": address,
         "COUNTERS_DATA_DIR": str(data_dir),
         "COUNTERS_REDIS_CLUSTER_URL": redis_cluster.url,
+        "COUNTERS_EVENTS_REDIS_CLUSTER_URL": redis_cluster.url,
         "COUNTERS_POSTGRES_URL": postgres_server.create_database(f"deploy_{uuid.uuid4().hex[:12]}"),
     }
     assert here.keys() == OVERRIDDEN

@@ -18,7 +18,7 @@ from aiohttp.test_utils import make_mocked_request
 
 from node.coordination.ops import Op, OpKind
 from node.http import health
-from node.http.appkeys import CLUSTER, CONFIG, HISTORY, PERSISTER, SUPERVISOR
+from node.http.appkeys import CLUSTER, CONFIG, FEED, HISTORY, PERSISTER, SUPERVISOR
 from node.http.metrics import NodeCollector
 from node.http.ratelimit import RateLimiter
 from node.obs.metrics import Metrics
@@ -29,7 +29,7 @@ async def _readyz(node: Node) -> tuple[int, dict[str, Any]]:
     app = web.Application()
     parts = node.parts
     app[CLUSTER], app[CONFIG], app[PERSISTER] = parts.cluster, parts.config, parts.persister
-    app[HISTORY], app[SUPERVISOR] = parts.history, parts.supervisor
+    app[HISTORY], app[SUPERVISOR], app[FEED] = parts.history, parts.supervisor, parts.feed
     try:
         response = await health.readyz(make_mocked_request("GET", "/readyz", app=app))
     except web.HTTPException as error:  # not expected here; shown if it happens

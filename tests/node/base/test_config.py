@@ -46,6 +46,22 @@ def test_every_field_has_a_flag_and_a_variable():
         (["--node-id", "n", "--replicas", "three"], "not a number"),
         (["--node-id", "n", "--gossip-interval-s", "0"], "positive"),
         (["--node-id", "n", "--log-level", "loud"], "log-level"),
+        (["--node-id", "n", "--events-redis-url", "localhost:6379"], "events-redis-url"),
+        (
+            [
+                "--node-id",
+                "n",
+                "--events-redis-url",
+                "redis://a",
+                "--events-redis-cluster-url",
+                "redis://b",
+            ],
+            "not both",
+        ),
+        (["--node-id", "n", "--events-min-interval-ms", "0"], "events-min-interval-ms"),
+        (["--node-id", "n", "--events-log-max", "0"], "events-log-max"),
+        (["--node-id", "n", "--events-stall-s", "0"], "events-stall-s"),
+        (["--node-id", "n", "--events-max-streams", "0"], "events-max-streams"),
     ],
 )
 def test_bad_settings_are_refused_with_the_flag_named(argv, message):

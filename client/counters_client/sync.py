@@ -1,0 +1,145 @@
+"""Client: the blocking face of AsyncClient, for code without an event loop.
+
+An AsyncClient runs on an event loop in a daemon thread of the Client's own; every method
+but add() runs its coroutine there and waits for the answer. add() touches only the buffer,
+under a lock shared with the loop's flushes, so it costs no hop between threads; when the
+buffer is full it waits for room (overflow="block", up to block_timeout_s) or raises
+BufferFull (overflow="raise").
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import Coroutine, Iterable, Sequence
+from typing import Any, TypeVar
+
+from counters_client import errors
+from counters_client.aio import AsyncClient, Stats
+
+T = TypeVar("T")
+
+
+class Client:
+    """The blocking client: the same methods as AsyncClient (see it for the options), plus
+    overflow ("block" or "raise") and block_timeout_s (None: deadline_s) for add()."""
+
+    def __init__(
+        self,
+        nodes: str | Sequence[str],
+        token: str | None = None,
+        *,
+        overflow: str = "block",
+        block_timeout_s: float | None = None,
+        **options: Any,
+    ) -> None:
+        if overflow not in ("block", "raise"):
+            raise ValueError('overflow must be "block" or "raise"')
+        self.overflow = overflow
+        self._lock = threading.Condition()
+        self._client = AsyncClient(nodes, token, _lock=self._lock, **options)
+        self.block_timeout_s = (
+            self._client.transport.options.deadline_s
+            if block_timeout_s is None
+            else block_timeout_s
+        )
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(
+            target=self._loop.run_forever, name="counters-client", daemon=True
+        )
+        self._thread.start()
+        try:
+            self._run(self._client.start())
+        except BaseException:
+            self._stop_loop()
+            raise
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def _run(self, coroutine: Coroutine[Any, Any, T]) -> T:
+        return asyncio.run_coroutine_threadsafe(coroutine, self._loop).result()
+
+    def _stop_loop(self) -> None:
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(timeout=10)
+        self._loop.close()
+
+    def close(self) -> None:
+        """Flush, stop the loop thread; raise the first failure flush() has not raised."""
+        if self._loop.is_closed():
+            return
+        try:
+            self._run(self._client.close())
+        finally:
+            self._stop_loop()
+
+    def add(self, namespace: str, name: str, delta: int = 1) -> None:
+        client = self._client
+        with self._lock:
+            deadline = None
+            while True:
+                try:
+                    pending = client.buffer.add(namespace, name, delta)
+                    break
+                except errors.BufferFull:
+                    if self.overflow == "raise":
+                        raise
+                    now = time.monotonic()
+                    deadline = deadline or now + self.block_timeout_s
+                    if now >= deadline:
+                        raise
+                    self._lock.wait(deadline - now)
+            batcher = client.batcher
+            if pending < client.max_batch or batcher.kicked:
+                return
+            batcher.kicked = True
+        self._loop.call_soon_threadsafe(batcher.flush_now)
+
+    @property
+    def buffered(self) -> int:
+        return self._client.buffered
+
+    @property
+    def stats(self) -> Stats:
+        return self._client.stats
+
+    @property
+    def latencies(self) -> list[float]:
+        return list(self._client.latencies)
+
+    @property
+    def topology(self) -> Any:
+        return self._client.topology
+
+    def flush(self) -> None:
+        self._run(self._client.flush())
+
+    def incr(self, namespace: str, name: str, delta: int = 1) -> int:
+        return self._run(self._client.incr(namespace, name, delta))
+
+    def get(self, namespace: str, name: str, consistency: str | None = None) -> int:
+        return self._run(self._client.get(namespace, name, consistency))
+
+    def get_many(
+        self, namespace: str, names: Iterable[str], consistency: str | None = None
+    ) -> dict[str, int]:
+        return self._run(self._client.get_many(namespace, list(names), consistency))
+
+    def batch(
+        self, namespace: str, ops: Sequence[tuple[str, str] | tuple[str, str, int]]
+    ) -> list[int | errors.CountersError]:
+        return self._run(self._client.batch(namespace, ops))
+
+    def reset(self, namespace: str, name: str) -> int:
+        return self._run(self._client.reset(namespace, name))
+
+    def history(self, namespace: str, name: str, **query: Any) -> dict[str, Any]:
+        return self._run(self._client.history(namespace, name, **query))
+
+    def rollups(self, namespace: str, **query: Any) -> dict[str, Any]:
+        return self._run(self._client.rollups(namespace, **query))

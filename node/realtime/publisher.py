@@ -1,0 +1,151 @@
+"""The change feed's publisher: each change published once, by its shard's coordinator.
+
+Every replica of a shard sees every change of it (node/realtime/changes.py), so every one
+could publish; only the shard's coordinator does (`cluster.coordinator(shard)`, the rule the
+history recorder follows), so each change becomes one event in one node's log, not N. At
+each change tap turn, and every 0.1 s besides (`tick`), the publisher emits the counters the
+coalescer says are due into this node's log (feed_log.py) and offers them to the sinks
+(sinks.py). From an acknowledged write to an SSE client: at most a tap turn (0.1 s), a
+stream's read (0.2 s) and the coalescing interval of a counter that changed just before.
+
+When the coordinator changes with a ring change (a join, a leave), the old one publishes at
+once what it held back for coalescing, and the new one publishes what follows. What a client
+sees across a coordinator failover. Events the old coordinator had published
+stay readable while it lives; what it had not yet published (at most one interval of
+coalescing) dies with it. So every node remembers, per shard it replicates, the counters
+changed within `recall_ms` (a few failure timeouts: the time a node needs to notice a death),
+and a node that becomes a shard's coordinator republishes each of them with its value now,
+marked `replayed`. So the last event of every counter carries its latest value: delivery is
+at least once, never less; a replayed event may repeat a change the old coordinator already
+published, so a consumer that sums `change` should treat replayed events as corrections (take
+`value`). Within one node's log, a counter's events are in order; a feed reader merges the
+logs by time, so a counter's events stay in order unless two nodes' clocks disagree by more
+than the time between two of its events.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from typing import Protocol
+
+from node.base.keys import Key
+from node.realtime.changes import Change
+from node.realtime.coalesce import Coalescer
+from node.realtime.feed_log import Event, EventLog, Item
+
+# Changes remembered for a takeover, at most (whole turns go first): the tap's own tuples,
+# kept by reference, about 80 B each, so 40 MB at most; below ~40,000 changes/s the recall
+# window (12 s by default) is reached first.
+MAX_RECALLED = 500_000
+
+
+class EventConsumer(Protocol):
+    def offer(self, events: Sequence[Event]) -> None:
+        """Take published events; never blocks, never raises."""
+
+
+class Publisher:
+    """Subscribes to the change tap; publishes the changes of the shards it coordinates.
+
+    Cost on the change path: a set lookup per change, and for the third or so of changes
+    whose shard this node coordinates, a coalescing entry and a log record per event. The
+    turns' change lists are kept (not copied) for the recall window, so a takeover, which is
+    rare, scans them instead of every change paying for an index."""
+
+    def __init__(
+        self,
+        log: EventLog,
+        shards: int,
+        coordinates: Callable[[int], bool],
+        value_of: Callable[[Key], int | None],
+        sinks: Sequence[EventConsumer],
+        *,
+        min_interval_ms: int,
+        recall_ms: int,
+        clock_ms: Callable[[], int] = lambda: time.time_ns() // 1_000_000,
+    ) -> None:
+        self.log = log
+        self.shards = shards
+        self.coordinates = coordinates
+        self.value_of = value_of
+        self.sinks = list(sinks)
+        self.coalescer = Coalescer(min_interval_ms)
+        self.recall_ms = recall_ms
+        self.clock_ms = clock_ms
+        self._owned: frozenset[int] | None = None  # shards coordinated at the last tick
+        self._recalled: deque[tuple[int, Sequence[Change]]] = deque()  # (at_ms, a turn's)
+        self._recalled_count = 0
+        self.published = 0
+        self.replayed = 0
+        self.takeovers = 0
+
+    def on_changes(self, changes: Sequence[Change], at_ms: int) -> None:
+        owned, add = self._owned, self.coalescer.add
+        if owned:
+            for key, shard, before, after in changes:
+                if shard in owned:
+                    add(key, shard, before, after)
+        self._recalled.append((at_ms, changes))
+        self._recalled_count += len(changes)
+        while self._recalled_count > MAX_RECALLED and len(self._recalled) > 1:
+            self._recalled_count -= len(self._recalled.popleft()[1])
+        # Publish at once rather than up to a turn later; the supervised `turn` is for
+        # counters whose interval ends while nothing changes.
+        self.tick(at_ms)
+
+    async def turn(self) -> None:
+        """For the supervisor: one tick at the clock's time."""
+        self.tick(self.clock_ms())
+
+    def tick(self, now_ms: int) -> list[Event]:
+        """Publish what is due and what a change of coordinator needs; trim the log.
+        Returns the events published."""
+        items: list[Item] = []
+        self._coordinators_changed(now_ms, items)
+        for key, value, change in self.coalescer.due(now_ms):
+            items.append((key[0], key[1], key[2], value, change, False))
+        events = self.log.append(items, now_ms, events=bool(self.sinks))
+        self.published += len(items)
+        if events:
+            for sink in self.sinks:
+                sink.offer(events)
+        return events
+
+    def _coordinators_changed(self, now_ms: int, items: list[Item]) -> None:
+        """Republish the recalled counters of each shard this node has just become the
+        coordinator of; publish at once what waits of each shard it handed on."""
+        oldest = now_ms - self.recall_ms
+        while self._recalled and self._recalled[0][0] < oldest:
+            self._recalled_count -= len(self._recalled.popleft()[1])
+        owned = frozenset(s for s in range(self.shards) if self.coordinates(s))
+        before, self._owned = self._owned, owned
+        if before is None or owned == before:
+            return
+        lost = before - owned
+        if lost:
+            # Handed on (a ring change, or this node fell behind): what waits here changed
+            # while this node published the shard, so it goes out now; later changes are
+            # the new coordinator's to publish.
+            for key, value, change in self.coalescer.take(set(lost)):
+                items.append((key[0], key[1], key[2], value, change, False))
+        gained = owned - before
+        if gained:
+            self._republish(gained, items)
+
+    def _republish(self, gained: frozenset[int], items: list[Item]) -> None:
+        first_before: dict[Key, int] = {}
+        for _, changes in self._recalled:
+            for key, shard, before, _after in changes:
+                if shard in gained and key not in first_before:
+                    first_before[key] = before
+        if not first_before:
+            return
+        self.takeovers += 1
+        for key, first in first_before.items():
+            value = self.value_of(key)
+            if value is not None:
+                items.append((key[0], key[1], key[2], value, value - first, True))
+                self.replayed += 1
+        self.coalescer.forget(set(first_before))  # their value is in the replayed event

@@ -1,0 +1,153 @@
+"""The feed's pure parts: the per-node event log (retention, floor, reads per subject and
+prefix), the event id codec, and coalescing per counter."""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from node.realtime.coalesce import Coalescer
+from node.realtime.feed_log import (
+    SEQ_BITS,
+    BadPosition,
+    EventLog,
+    decode_position,
+    encode_position,
+    iso_ms,
+)
+
+T = "t"
+
+
+def items(*names: str, ns: str = "ns") -> list[tuple[str, str, str, int, int, bool]]:
+    return [(T, ns, name, i, 1, False) for i, name in enumerate(names)]
+
+
+def test_sequence_numbers_grow_within_a_life_and_across_restarts() -> None:
+    first = EventLog(incarnation=3)
+    events = first.append(items("a", "b"), at_ms=1000)
+    assert [e.seq for e in events] == [(3 << SEQ_BITS) + 1, (3 << SEQ_BITS) + 2]
+    later = EventLog(incarnation=4)
+    # a reader positioned in the earlier life is below the new floor: a gap, not a skip
+    assert later.floor > events[-1].seq
+    read = later.read((T, "ns"), "", events[-1].seq, 10)
+    assert read.floor > events[-1].seq and read.events == []
+
+
+def test_reads_see_only_their_subject_and_prefix_in_order() -> None:
+    log = EventLog(1)
+    log.append(items("video:1", "photo:1", "video:2"), 1000)
+    log.append(items("video:1", ns="other"), 1000)
+    log.append([("u", "ns", "video:1", 5, 5, False)], 1000)  # another tenant
+    read = log.read((T, "ns"), "video:", log.floor, 10)
+    assert [e.name for e in read.events] == ["video:1", "video:2"]
+    assert read.upto == log.head  # it looked at everything there was
+    # resuming after the first event yields the second only
+    again = log.read((T, "ns"), "video:", read.events[0].seq, 10)
+    assert [e.name for e in again.events] == ["video:2"]
+    assert log.read((T, "ns"), "", -1, 10) == (log.floor, log.head, [])
+
+
+def test_a_read_stops_at_its_limit_and_resumes_there() -> None:
+    log = EventLog(1)
+    log.append(items(*[f"c{i}" for i in range(10)]), 1000)
+    first = log.read((T, "ns"), "", log.floor, 4)
+    assert len(first.events) == 4 and first.upto == first.events[-1].seq
+    rest = log.read((T, "ns"), "", first.upto, 100)
+    assert [e.name for e in first.events + rest.events] == [f"c{i}" for i in range(10)]
+
+
+def test_retention_by_count_and_by_age_raises_the_floor() -> None:
+    log = EventLog(1, max_events=3, retention_ms=10_000)
+    events = log.append(items("a", "b", "c", "d", "e"), 1000)
+    assert len(log) == 3 and log.floor == events[1].seq and log.trimmed == 2
+    read = log.read((T, "ns"), "", events[0].seq, 10)
+    assert read.floor > events[0].seq  # the reader can tell it missed "b"
+    assert [e.name for e in read.events] == ["c", "d", "e"]
+    log.trim(1000 + 10_001)
+    assert len(log) == 0 and log.floor == events[-1].seq
+    assert log.read((T, "ns"), "", events[-1].seq, 10).events == []
+
+
+def test_times_in_a_log_never_go_back() -> None:
+    log = EventLog(1)
+    log.append(items("a"), 2000)
+    (event,) = log.append(items("b"), 1500)  # the wall clock stepped back
+    assert event.at_ms == 2000
+
+
+positions = st.dictionaries(
+    st.from_regex(r"[A-Za-z0-9._-]{1,20}", fullmatch=True),
+    st.integers(0, (1 << 63) - 1),
+    min_size=1,
+    max_size=8,
+)
+
+
+@given(positions)
+def test_an_event_id_decodes_to_the_position_it_encodes(position: dict[str, int]) -> None:
+    assert decode_position(encode_position(position)) == position
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["", "n1", "n1:", ":5", "n1:-1", "n1:1x", "n1:1,n1:2", "n 1:3", "n1:99999999999999999999",
+     ",".join(f"n{i}:1" for i in range(257)), "n1:1;n2:2"],
+)  # fmt: skip
+def test_a_bad_event_id_is_refused(text: str) -> None:
+    with pytest.raises(BadPosition):
+        decode_position(text)
+
+
+def test_iso_times_keep_milliseconds() -> None:
+    assert iso_ms(1_700_000_000_123) == "2023-11-14T22:13:20.123Z"
+
+
+K1, K2 = (T, "ns", "a"), (T, "ns", "b")
+
+
+def test_coalescing_emits_at_most_one_event_per_interval_with_the_net_change() -> None:
+    co = Coalescer(min_interval_ms=100)
+    co.add(K1, 0, 0, 5)
+    assert co.due(1000) == [(K1, 5, 5)]
+    co.add(K1, 0, 5, 7)
+    co.add(K1, 0, 7, 4)  # changes within the interval wait, coalesced
+    assert co.due(1050) == []
+    assert co.due(1100) == [(K1, 4, -1)]  # net change since the previous event
+
+
+def test_a_counter_back_where_it_was_emits_nothing() -> None:
+    co = Coalescer(min_interval_ms=100)
+    co.add(K1, 0, 3, 5)
+    co.add(K1, 0, 5, 3)
+    co.add(K2, 0, 0, 1)
+    assert co.due(1000) == [(K2, 1, 1)]
+    assert len(co) == 0
+
+
+@given(st.lists(st.tuples(st.sampled_from([K1, K2]), st.integers(-5, 5), st.integers(0, 250))))
+def test_the_changes_of_a_counters_events_sum_to_its_change(
+    steps: list[tuple[tuple[str, str, str], int, int]],
+) -> None:
+    """Model: a plain value per counter; whatever the timing, once everything is due the
+    events' changes add up to each counter's net change, and no two events of a counter
+    come closer than the interval."""
+    co = Coalescer(min_interval_ms=100)
+    value = {K1: 0, K2: 0}
+    seen: dict[tuple[str, str, str], list[tuple[int, int]]] = {K1: [], K2: []}
+    now = 0
+    for key, delta, wait in steps:
+        co.add(key, 0, value[key], value[key] + delta)
+        value[key] += delta
+        now += wait
+        for key_, _, change in co.due(now):
+            seen[key_].append((now, change))
+    for key_, _, change in co.due(now + 1000):
+        seen[key_].append((now + 1000, change))
+    for key in (K1, K2):
+        assert sum(change for _, change in seen[key]) == value[key]
+        times = [at for at, _ in seen[key]]
+        assert all(b - a >= 100 for a, b in itertools.pairwise(times))
