@@ -94,8 +94,11 @@ class Realtime:
         store = self.store
         self._seen[shard] = (store.drops.get(shard, 0), store.arrivals.get(shard, 0))
         totals: dict[tuple[str, str], int] = {}
-        for (tenant, namespace, _), value in store.shard_values(shard):
-            totals[(tenant, namespace)] = totals.get((tenant, namespace), 0) + value
+        # A change the tap has yet to hand on will add (after - before): count it from before.
+        pending = store.pending_changes()
+        for key, value in store.shard_values(shard):
+            space = (key[0], key[1])
+            totals[space] = totals.get(space, 0) + pending.get(key, value)
         self.index.reset(
             shard, totals, lambda space: store.namespace_values(shard, space[0], space[1])
         )

@@ -4,7 +4,7 @@ apart so that each module stays small; it reads records through the store's look
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Iterable, Iterator
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 
 from crdt import PNCounter
 from crdt import packed as pk
@@ -39,6 +39,11 @@ class DirtyCounters:
 
     def _shard(self, key: Key) -> int:
         raise NotImplementedError
+
+    def pending_changes(self) -> Mapping[Key, int]:
+        """Read-only: per counter changed since the last take_changes, its value before
+        (what a reader of values must use for a change the tap has yet to hand on)."""
+        return self._changes or {}
 
     def _arrived(self, key: Key) -> None:
         """key is new here without being a change: the tap does not see it."""

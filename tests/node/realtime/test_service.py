@@ -100,6 +100,18 @@ def test_loads_and_drops_reach_the_index_without_being_changes() -> None:
     assert ask(realtime, clock).total == 4 * 5 + 2 * 100
 
 
+def test_a_shard_re_read_between_a_change_and_its_turn_counts_the_change_once() -> None:
+    store, tap, realtime, clock = setup()
+    realtime.observe(clock.ms)
+    store.load_durable([(("t", "ns", "v:1"), PNCounter.from_slot("a:1", 10, 0))])  # stale
+    store.increment_slot(("t", "ns", "v:5"), "a:1", 7)  # same shard, not yet handed on
+    store.increment_slot(("t", "ns", "v:1"), "a:1", 5)
+    # Re-read now, counting the changes not yet handed on from their values before...
+    assert ask(realtime, clock).total == 10
+    asyncio.run(tap.turn())  # ...which the turn then adds: 0 -> 7 and 10 -> 15, once
+    assert ask(realtime, clock).total == 22
+
+
 def test_a_window_older_than_the_observation_is_refused_when_asked_strictly() -> None:
     store, _tap, realtime, clock = setup(replica_of={0, 1, 2})
     store.increment_slot(("t", "ns", "v:0"), "a:1", 1)  # held before observation began
