@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run check test lint typecheck unit bench faults clean
+.PHONY: run check test lint typecheck unit bench faults scale-tests clean
 
 # The client (client/, its own distribution counters-client) is installed beside the node:
 # its tests (tests/client, tests/cluster/test_client.py) import it as users do.
@@ -32,8 +32,13 @@ typecheck: $(STAMP)
 # two cores.
 unit: $(STAMP)
 	$(BIN)/pytest -q -n 3 $(CHECK_SKIPS) tests tests/integration/test_history_api.py
-	$(BIN)/pytest -q tests/cluster tests/integration tests/deploy/test_compose_node.py \
-		tests/faults --ignore=tests/integration/test_history_api.py
+	$(BIN)/pytest -q -m "not scale" tests/cluster tests/integration \
+		tests/deploy/test_compose_node.py tests/faults --ignore=tests/integration/test_history_api.py
+
+# Scenarios at scale (marked `scale`): a minute or more each, so `make test` leaves them out
+# to stay within its 10 minutes; run them after a change to start, hand-off or receipts.
+scale-tests: $(STAMP)
+	$(BIN)/pytest -q -m scale tests/cluster tests/integration
 
 test: lint typecheck unit
 

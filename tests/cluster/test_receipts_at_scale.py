@@ -144,6 +144,7 @@ async def _all_zero(counts: Any) -> bool:
     return not any(await counts())
 
 
+@pytest.mark.scale
 async def test_a_whole_cluster_restarts_from_redis_with_150k_receipts_within_30s(
     cluster: Cluster, redis: RedisServer
 ):
