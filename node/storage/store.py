@@ -33,6 +33,7 @@ from crdt.receipts import Receipt
 from node.base.keys import Key
 from node.storage.incarnation import incarnation_of
 from node.storage.store_dirty import DirtyCounters
+from node.storage.store_load import LoadedCounters
 from node.storage.store_receipts import StoreReceipts
 from ring import hash64
 
@@ -52,7 +53,7 @@ _EMPTY_PN = PNCounter.empty()
 Names = dict[str, bytes]  # name -> record, for one (shard, tenant, namespace)
 
 
-class CounterStore(DirtyCounters, StoreReceipts):
+class CounterStore(DirtyCounters, LoadedCounters, StoreReceipts):
     def __init__(
         self, shard_of: Callable[[Key], int], receipt_window_ms: int = DEFAULT_RECEIPT_WINDOW_MS
     ) -> None:

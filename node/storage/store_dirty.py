@@ -47,23 +47,6 @@ class DirtyCounters:
         elif found is not None:
             found.update(actors)
 
-    def load_durable(self, entries: Iterable[tuple[Key, PNCounter]]) -> None:
-        """States read from the durable replica at start: held, but neither written back
-        nor recorded in the history again (a million of them would keep the write-behind
-        busy for a minute after each start, and so delay the next stop). A counter already
-        held is merged as usual: what it held beyond the durable copy still goes out."""
-        dirty, history_dirty = self._dirty, self._history_dirty
-        for key, state in entries:
-            if state.is_empty() or self._lookup(key)[2] is not None:
-                self.merge(key, state)
-                continue
-            was_dirty, was_history_dirty = key in dirty, key in history_dirty
-            self.merge(key, state)
-            if not was_dirty:
-                dirty.pop(key, None)
-            if not was_history_dirty:
-                history_dirty.discard(key)
-
     def _dirty_states(self, dirty: Iterable[Key]) -> list[tuple[Key, int, PNCounter]]:
         out = []
         for key in dirty:

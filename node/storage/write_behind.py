@@ -214,19 +214,19 @@ class Persister:
         # A load makes millions of long-lived objects, none of them cyclic; meanwhile the
         # cyclic collector would traverse the growing heap again and again (a sixth of a
         # start's CPU at a million counters), so it waits until the load is done.
+        # Page by page, each taken into the store in one loop turn while the next is read.
         collecting = gc.isenabled()
         gc.disable()
+        count = 0
         try:
-            entries = await self.durable.load(shards)
-            self.store.load_durable(entries)
-            count = len(entries)
-            del entries
+            async for page in self.durable.load_slots(shards):
+                count += self.store.load_slots(page)
         finally:
             if collecting:
                 gc.enable()
         now_ms = int(time.time() * 1000)
-        async for page in self.durable.load_receipts(shards, now_ms):
-            self.store.load_receipts(page)
+        async for receipts in self.durable.load_receipts(shards, now_ms):
+            self.store.load_receipts(receipts)
         async for held in self.durable.load_reservations(shards, now_ms):
             self.store.load_reservations(held, now_ms)  # this node's grants, before a restart
         return count

@@ -1,0 +1,133 @@
+"""The start of a CounterStore: counters read from the durable replica, taken in bulk.
+
+A base class of CounterStore (store.py), apart so that each module stays small. A start
+loads every counter the node holds (a million, issue 13), so this path builds each record
+straight from its stored slots: no PNCounter, no lookup through the shard function (the
+stored shard is the one the store filed the counter under when it was written), the key's
+weight from one hash, its digest share from the slots, and the shard's digest and tenant
+counts summed as it goes. Loaded counters are clean: neither written back nor recorded in
+the history again (a million of them would keep the write-behind busy for a minute after
+each start, and so delay the next stop). A counter already held (merged from a peer while
+the load ran) is merged as usual: what it held beyond the durable copy still goes out.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import struct
+from collections.abc import Iterable, Sequence
+
+from crdt import PNCounter
+from crdt import packed as pk
+from node.base.keys import Key
+from node.storage.durable import SlotRow
+
+MASK64 = (1 << 64) - 1
+HEADER = struct.Struct("<QQ")  # store.HEADER: key weight, the key's share of its shard digest
+ONE_SLOT = struct.Struct("<QQIQQ")  # HEADER then one packed slot: most counters' record
+_blake2b = hashlib.blake2b
+
+Names = dict[str, bytes]
+
+
+class LoadedCounters:
+    """Bulk load over the store's records (see CounterStore)."""
+
+    # the store's (CounterStore sets them)
+    _shards: dict[int, dict[str, dict[str, Names]]]
+    _digests: dict[int, int]
+    _tenant_counts: dict[int, dict[str, int]]
+    _count: int
+    _actors: pk.ActorTable
+    _weights: list[tuple[int, int]]
+    _dirty: dict[Key, set[str] | None]
+    _history_dirty: set[Key]
+
+    def _weigh_new(self) -> None:
+        raise NotImplementedError
+
+    def _lookup(self, key: Key) -> tuple[int, object, bytes | None]:
+        raise NotImplementedError
+
+    def merge(self, key: Key, incoming: PNCounter) -> PNCounter:
+        raise NotImplementedError
+
+    def load_slots(self, rows: Sequence[SlotRow]) -> int:
+        """Hold the counters of a page of slot rows read from the durable replica (each
+        counter's rows adjacent, checked by the durable replica); returns how many."""
+        loaded = 0
+        key: Key | None = None
+        shard = 0
+        slots: list[tuple[int, int, int]] = []
+        ids = self._actors.ids
+        for row_key, row_shard, actor, p, n in rows:
+            index = ids.get(actor)
+            if index is None:
+                index = self._actors.index(actor)
+                self._weigh_new()
+            if row_key is key:
+                slots.append((index, p, n))
+                continue
+            if key is not None:
+                loaded += self._hold_loaded(key, shard, slots)
+            key, shard, slots = row_key, row_shard, [(index, p, n)]
+        if key is not None:
+            loaded += self._hold_loaded(key, shard, slots)
+        return loaded
+
+    def _hold_loaded(self, key: Key, shard: int, slots: list[tuple[int, int, int]]) -> int:
+        """Hold one loaded counter's slots (actor index, p, n); 1 if it is held now."""
+        weights = self._weights
+        weight = int.from_bytes(_blake2b("/".join(key).encode(), digest_size=8).digest()) | 1
+        if len(slots) == 1:
+            index, p, n = slots[0]
+            if not p and not n:
+                return 0  # an empty state is not held
+            p_weight, n_weight = weights[index]
+            share = ((p * p_weight + n * n_weight) * weight) & MASK64
+            record = ONE_SLOT.pack(weight, share, index, p, n)
+        else:
+            slots = sorted(slot for slot in slots if slot[1] or slot[2])
+            if not slots:
+                return 0
+            total = 0
+            for index, p, n in slots:
+                p_weight, n_weight = weights[index]
+                total += p * p_weight + n * n_weight
+            share = (total * weight) & MASK64
+            record = HEADER.pack(weight, share) + b"".join([pk.SLOT.pack(*s) for s in slots])
+        tenant, namespace, name = key
+        tenants = self._shards.get(shard)
+        if tenants is None:
+            tenants = self._shards[shard] = {}
+        spaces = tenants.get(tenant)
+        if spaces is None:
+            spaces = tenants[tenant] = {}
+        names = spaces.get(namespace)
+        if names is None:
+            names = spaces[namespace] = {}
+        elif name in names:  # merged from a peer meanwhile: merged as any state
+            self.merge(key, pk.unpack(record[HEADER.size :], self._actors))
+            return 1
+        names[name] = record
+        self._count += 1
+        self._digests[shard] = (self._digests.get(shard, 0) + share) & MASK64
+        counts = self._tenant_counts.get(shard)
+        if counts is None:
+            counts = self._tenant_counts[shard] = {}
+        counts[tenant] = counts.get(tenant, 0) + 1
+        return 1
+
+    def load_durable(self, entries: Iterable[tuple[Key, PNCounter]]) -> None:
+        """States read from the durable replica (as `load_slots`, from states)."""
+        dirty, history_dirty = self._dirty, self._history_dirty
+        for key, state in entries:
+            if state.is_empty() or self._lookup(key)[2] is not None:
+                self.merge(key, state)
+                continue
+            was_dirty, was_history_dirty = key in dirty, key in history_dirty
+            self.merge(key, state)
+            if not was_dirty:
+                dirty.pop(key, None)
+            if not was_history_dirty:
+                history_dirty.discard(key)
