@@ -364,6 +364,11 @@ class CounterStore(DirtyCounters, LoadedCounters, StoreReceipts):
         """Order-independent hash of a shard's keys and states (0 when empty)."""
         return self._digests.get(shard, 0)
 
+    def digests(self, shards: Iterable[int]) -> list[int]:
+        """digest(shard) of each of these shards, in their order."""
+        get = self._digests.get
+        return [get(shard, 0) for shard in shards]
+
     def drop_shard(self, shard: int) -> int:
         """Forget a shard this node no longer replicates, its receipts too (a receipt without
         the slot it answers for would replay an increment this node no longer holds);
