@@ -231,6 +231,8 @@ class Replicator:
             await wait.sent_on(self.timeout)
         if wrote and self.sync:
             await self.persister.durable_now(self.timeout)
+        elif wrote:
+            await self.persister.below_backlog(self.timeout)
 
     # -- reads ------------------------------------------------------------------------------
 

@@ -19,6 +19,7 @@ share one round trip instead of each paying its own.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import logging
 import time
@@ -50,6 +51,7 @@ class Persister:
         tracing: Tracing = OFF,
         observe_flush: Callable[[float], object] | None = None,
         slot_rule: SlotRule | None = None,
+        max_backlog: int = 0,
     ) -> None:
         self.store = store
         self.tracing = tracing
@@ -72,6 +74,12 @@ class Persister:
         self._rule_token: tuple[object, ...] = ()
         self.taken_over = 0  # counters whose slots this node took over writing, for metrics
         self._waiters: list[asyncio.Future[None]] = []
+        # counters unflushed (changed, or in the flush under way) past which acknowledgements
+        # wait for flushes (0: never); and the flush under way's counters
+        self.max_backlog = max_backlog
+        self._in_flight = 0
+        self._flushed: asyncio.Event | None = None  # set at the end of each flush
+        self.pressure_waits = 0  # acknowledgements that waited for the backlog, for metrics
         self._wakeup = asyncio.Event()
         self._lock = asyncio.Lock()
         self._checked_at = 0.0
@@ -111,6 +119,7 @@ class Persister:
             receipts = self.store.take_dirty_receipts()
             reservations = self.store.take_dirty_reservations()
             started = time.monotonic()
+            self._in_flight = len(entries)
             try:
                 if entries or receipts or reservations or expired:
                     attributes = {
@@ -128,6 +137,7 @@ class Persister:
                     self._checked_at = started
             except Exception as error:
                 # Whatever failed, nothing taken is lost: it waits for the next flush.
+                self._flush_ended()
                 self.flush_failures += 1
                 self.store.mark_dirty(entries)
                 self.store.mark_receipts_dirty(receipts)
@@ -142,6 +152,7 @@ class Persister:
                 if expected:
                     return
                 raise  # a bug or an unmapped error: the supervisor logs it and backs off
+            self._flush_ended()
             self.store.receipts_flushed(receipts)  # durable now: states travel without them
             if not self.healthy:
                 log.info("durable replica back; flushed %d counters", len(entries))
@@ -152,6 +163,34 @@ class Persister:
             if self.observe_flush is not None and (entries or receipts or expired):
                 self.observe_flush(self.last_flush_s)
             _settle(waiters, None)
+
+    def _flush_ended(self) -> None:
+        self._in_flight = 0
+        if self._flushed is not None:
+            self._flushed.set()
+            self._flushed = None
+
+    @property
+    def unflushed(self) -> int:
+        """Counters whose latest change is not in the durable replica yet (or not known
+        to be: the flush carrying it has not ended)."""
+        return self.store.dirty_count() + self._in_flight
+
+    async def below_backlog(self, timeout: float) -> None:
+        """Back-pressure: return once the unflushed counters are at most max_backlog, or
+        after `timeout` (the write applied already; holding its acknowledgement slows the
+        writers to the pace of the durable replica), or at once with no bound set or the
+        durable replica unhealthy (then the backlog waits for it, as it always has)."""
+        if not self.max_backlog or self.unflushed <= self.max_backlog or not self.healthy:
+            return
+        self.pressure_waits += 1
+        self._wakeup.set()  # a flush now rather than at the end of the interval
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout):
+                while self.unflushed > self.max_backlog and self.healthy:
+                    if self._flushed is None:
+                        self._flushed = asyncio.Event()
+                    await self._flushed.wait()
 
     async def reachable(self, timeout: float) -> bool:
         """Whether the durable replica answers now, asked at most every PROBE_FRESH_S.
