@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from crdt import CodecError, PNCounter, codec
+from crdt.codec import MAX_KEY_PART_BYTES
 from crdt.gcounter import UINT64_MAX
 from crdt.receipts import Receipt
 from node.base.keys import Key
@@ -127,6 +128,8 @@ _SLOT_COLUMNS = f"counter, shard, actor, {_COUNT.format('p')}, {_COUNT.format('n
 LOAD_SLOTS = f"SELECT {_SLOT_COLUMNS} FROM slots WHERE counter > ? ORDER BY counter, actor LIMIT ?"
 LOAD_COUNTER = f"SELECT {_SLOT_COLUMNS} FROM slots WHERE counter = ? ORDER BY actor"
 LOAD_PAGE = 50_000  # rows fetched at a time: memory per step stays bounded
+# A name this short is within MAX_KEY_PART_BYTES whatever its characters (4 bytes each at most).
+SHORT_NAME_CHARS = MAX_KEY_PART_BYTES // 4
 SLOT_CHUNK = 50_000  # rows per statement: the JSON text of one stays a few MB
 
 
@@ -143,6 +146,30 @@ def _key(text: str, parts: dict[str, str]) -> Key:
         raw = json.loads(text)
     tenant, namespace, name = codec.key_from_wire(raw)
     return (parts.setdefault(tenant, tenant), parts.setdefault(namespace, namespace), name)
+
+
+class _Keys:
+    """Stored keys of a load, read in key order: a counter whose text starts like the last
+    one read in full (same tenant and namespace, nothing escaped) takes only its name from
+    the text, and shares the tenant and namespace strings with it."""
+
+    __slots__ = ("namespace", "parts", "prefix", "tenant")
+
+    def __init__(self) -> None:
+        self.parts: dict[str, str] = {}  # each tenant and namespace held once
+        self.prefix = ""  # '["tenant","namespace","' of the last key read in full
+        self.tenant = self.namespace = ""
+
+    def of(self, text: str) -> Key:
+        cut = text.rfind('","') + 3
+        if cut == len(self.prefix) and text.startswith(self.prefix) and text.endswith('"]'):
+            name = text[cut:-2]
+            if name and "\\" not in name and len(name) <= SHORT_NAME_CHARS:
+                return (self.tenant, self.namespace, name)
+        key = _key(text, self.parts)
+        if "\\" not in text:
+            self.prefix, self.tenant, self.namespace = text[:cut], key[0], key[1]
+        return key
 
 
 class SqliteReplica:
@@ -255,7 +282,7 @@ class SqliteReplica:
         await self.write_changes(entries, (), (), 0, 0)
 
     def _slot_page(
-        self, after: str, wanted: frozenset[int], parts: dict[str, str], checker: SlotChecker
+        self, after: str, wanted: frozenset[int], keys: _Keys, checker: SlotChecker
     ) -> tuple[list[SlotRow], str | None]:
         """The slots of the counters after `after` (a page of them, each counter whole) and
         the counter the next page starts after; None: this was the last page."""
@@ -274,13 +301,14 @@ class SqliteReplica:
         page: list[SlotRow] = []
         append = page.append
         last_text, key = "", ("", "", "")
+        key_of_text = keys.of
         checked = checker.actors
         try:
             for counter, shard, actor, p, n in rows:
                 if shard not in wanted:
                     continue
                 if counter != last_text:
-                    last_text, key = counter, _key(counter, parts)
+                    last_text, key = counter, key_of_text(counter)
                 if type(p) is not int or type(n) is not int:
                     p, n = int(p), int(n)
                 if actor not in checked or p > UINT64_MAX or n > UINT64_MAX or p < 0 or n < 0:
@@ -294,13 +322,13 @@ class SqliteReplica:
         """Pages of LOAD_PAGE rows at most, read in a worker thread one at a time; rows of
         other shards are skipped here (one pass over the table in key order)."""
         wanted = frozenset(shards)
-        parts: dict[str, str] = {}  # each tenant and namespace held once, not per counter
+        keys = _Keys()
         checker = SlotChecker()
         after: str | None = ""
         while wanted and after is not None:
             async with self._lock:
                 try:
-                    page, after = await in_thread(self._slot_page, after, wanted, parts, checker)
+                    page, after = await in_thread(self._slot_page, after, wanted, keys, checker)
                 except sqlite3.Error as error:
                     raise DurableError(f"sqlite load failed: {error}") from error
             if page:

@@ -14,13 +14,14 @@ from node.storage.durable import DurableError, states_of
 from node.storage.durable_sqlite import SqliteReplica
 
 NAMES = ["plain", 'quo"te', "back\\slash", '","', "comma,name", "ünïcödé", "tab\tname", "]"]
+NAMES += ["n" * 100, "é" * 100, "a", "b\\", "c"]  # long ones, an escape between plain ones
 
 
 async def test_keys_and_slots_load_back_exactly(tmp_path: Path):
     replica = SqliteReplica(tmp_path / "durable.sqlite3")
     states = {}
-    for index, name in enumerate(NAMES):
-        key = ("tenant", "ns", name)
+    for index, name in enumerate(NAMES * 2):
+        key = ("tenant", "ns" if index < len(NAMES) else "ns2", name)
         state = PNCounter.empty().increment("n1:1", index + 1)
         if index % 2:
             state = state.increment("n2:3", -index)  # two actors: two rows, one counter
@@ -36,11 +37,13 @@ async def test_keys_and_slots_load_back_exactly(tmp_path: Path):
     assert loaded == states
 
 
-async def test_a_corrupt_key_is_a_durable_error(tmp_path: Path):
+@pytest.mark.parametrize("stored", ['["t","ns"]', '["t","ns","c","d"]', '["t","ns",""]'])
+async def test_a_corrupt_key_is_a_durable_error(tmp_path: Path, stored: str):
     replica = SqliteReplica(tmp_path / "durable.sqlite3")
     try:
-        await replica.write([(("t", "ns", "c"), 1, PNCounter.empty().increment("n1:1", 1))])
-        replica._db.execute('UPDATE slots SET counter = \'["t","ns"]\'')
+        state = PNCounter.empty().increment("n1:1", 1)
+        await replica.write([(("t", "ns", "b"), 1, state), (("t", "ns", "c"), 1, state)])
+        replica._db.execute("UPDATE slots SET counter = ? WHERE counter LIKE '%c%'", (stored,))
         with pytest.raises(DurableError):
             await replica.load({1})
     finally:
