@@ -124,6 +124,8 @@ class Gossip:
             await asyncio.sleep(max(0.0, interval - elapsed) * random.uniform(0.8, 1.2))
 
     async def round(self) -> None:
+        # What a load left unweighed (node/storage/store_load.py), first: a shard per turn.
+        await self.store.weigh_unweighed()
         cluster = self.cluster
         cluster.refresh_down()
         known = {m.address for m in cluster.peers()}

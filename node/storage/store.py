@@ -43,7 +43,7 @@ MASK64 = (1 << 64) - 1
 DEFAULT_RECEIPT_WINDOW_MS = 86_400_000
 
 # A counter's record: (key weight, the key's share of its shard digest), then its packed state.
-HEADER = struct.Struct("<QQ")
+HEADER = struct.Struct("<QQ")  # a weight is odd: a record starting with byte 0 is unweighed
 HEADER_SIZE = HEADER.size
 _read_header = HEADER.unpack_from
 _pack_header = HEADER.pack
@@ -72,6 +72,7 @@ class CounterStore(DirtyCounters, LoadedCounters, StoreReceipts):
         # node that lost its data dir must learn before it takes writes (cluster/identity.py)
         self._incarnations: dict[str, int] = {}
         self._tenant_counts: dict[int, dict[str, int]] = {}  # per shard: counters per tenant
+        self._unweighed: set[int] = set()  # shards that may hold loaded, unweighed records
 
     def __len__(self) -> int:
         return self._count
@@ -172,7 +173,11 @@ class CounterStore(DirtyCounters, LoadedCounters, StoreReceipts):
         tenants = self._shards.get(shard)
         spaces = None if tenants is None else tenants.get(key[0])
         names = None if spaces is None else spaces.get(key[1])
-        return shard, names, (None if names is None else names.get(key[2]))
+        record = None if names is None else names.get(key[2])
+        if record is not None and not record[0]:  # loaded, not weighed yet (store_load.py)
+            assert names is not None
+            record = self._weigh(shard, names, key, record)
+        return shard, names, record
 
     def get(self, key: Key) -> PNCounter | None:
         record = self._record(key)
@@ -319,6 +324,8 @@ class CounterStore(DirtyCounters, LoadedCounters, StoreReceipts):
 
     def shard_shares(self, shard: int) -> list[tuple[Key, int, int]]:
         """(key, key weight, share) for each key of a shard: its anti-entropy fingerprint."""
+        if shard in self._unweighed:
+            self._weigh_shard(shard)
         return [(key, *_read_header(record)) for key, record in self._shard_records(shard)]
 
     def shard_entries(self, shard: int) -> list[tuple[Key, PNCounter]]:
@@ -343,7 +350,7 @@ class CounterStore(DirtyCounters, LoadedCounters, StoreReceipts):
 
     def share(self, key: Key) -> int:
         """The key's share of its shard digest: equal states of a key have equal shares."""
-        record = self._record(key)
+        record = self._lookup(key)[2]
         return 0 if record is None else int(_read_header(record)[1])
 
     def receipt_summaries(self, shard: int, lo: int, hi: int) -> list[tuple[Key, int, int]]:
@@ -353,7 +360,7 @@ class CounterStore(DirtyCounters, LoadedCounters, StoreReceipts):
         return [(key, weight(key), total) for key, total in self._receipts.summaries(shard, lo, hi)]
 
     def key_weight(self, key: Key) -> int:
-        record = self._record(key)
+        record = self._lookup(key)[2]
         return _weight(key) if record is None else int(_read_header(record)[0])
 
     def tenant_counts(self, shard: int) -> dict[str, int]:
@@ -362,10 +369,14 @@ class CounterStore(DirtyCounters, LoadedCounters, StoreReceipts):
 
     def digest(self, shard: int) -> int:
         """Order-independent hash of a shard's keys and states (0 when empty)."""
+        if shard in self._unweighed:
+            self._weigh_shard(shard)
         return self._digests.get(shard, 0)
 
     def digests(self, shards: Iterable[int]) -> list[int]:
         """digest(shard) of each of these shards, in their order."""
+        if self._unweighed:
+            return [self.digest(shard) for shard in shards]
         get = self._digests.get
         return [get(shard, 0) for shard in shards]
 
@@ -385,6 +396,7 @@ class CounterStore(DirtyCounters, LoadedCounters, StoreReceipts):
                         dirty.pop((tenant, namespace, name), None)
         self._count -= dropped
         self._digests.pop(shard, None)
+        self._unweighed.discard(shard)
         self._tenant_counts.pop(shard, None)
         return dropped
 

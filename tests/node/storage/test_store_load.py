@@ -7,7 +7,7 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from crdt import PNCounter
+from crdt import CounterOverflowError, PNCounter, SlotFullError
 from crdt.gcounter import UINT64_MAX
 from node.base.keys import Key
 from node.storage.durable import SlotRow, states_of
@@ -44,6 +44,13 @@ def _same(loaded: CounterStore, merged: CounterStore) -> None:
     assert merged.incarnations().items() <= loaded.incarnations().items()
 
 
+def _apply(store: CounterStore, key: Key, actor: str, delta: int) -> object:
+    try:
+        return store.increment_slot(key, actor, delta)
+    except (CounterOverflowError, SlotFullError) as error:
+        return type(error)
+
+
 counts = st.one_of(st.integers(0, 3), st.integers(0, UINT64_MAX))
 stored_states = st.dictionaries(
     st.sampled_from(KEYS),
@@ -51,9 +58,16 @@ stored_states = st.dictionaries(
 )
 
 
+changes = st.lists(
+    st.tuples(st.sampled_from(KEYS), st.sampled_from(ACTORS), st.integers(-3, 3)), max_size=4
+)
+
+
 @settings(max_examples=200, deadline=None)
-@given(stored_states, st.lists(st.sampled_from(ACTORS), max_size=3))
-def test_load_slots_answers_as_merging_the_states(stored, early_actors):
+@given(stored_states, st.lists(st.sampled_from(ACTORS), max_size=3), changes)
+def test_load_slots_answers_as_merging_the_states(stored, early_actors, then):
+    """Records load unweighed; whatever comes first after the load (a change, a share, a
+    digest), every figure is the one merging the states would give."""
     loaded, merged = CounterStore(_shard), CounterStore(_shard)
     for actor in early_actors:  # actors interned before the load, in another order
         loaded.increment(("x", "y", "z"), actor, 0)
@@ -62,10 +76,14 @@ def test_load_slots_answers_as_merging_the_states(stored, early_actors):
     held = loaded.load_slots(rows)
     for key, state in states_of(rows):
         merged.merge(key, state)
+    for key, actor, delta in then:
+        assert _apply(loaded, key, actor, delta) == _apply(merged, key, actor, delta)
+    assert all(loaded.value(key) == merged.value(key) for key in KEYS)  # reads weigh nothing
     _same(loaded, merged)
     assert held == sum(1 for slots in stored.values() if any(p or n for p, n in slots.values()))
-    assert {key for key, _, _ in loaded.take_dirty()} <= {("x", "y", "z")}
-    assert {key for key, _, _ in loaded.take_history_dirty()} <= {("x", "y", "z")}
+    changed = {("x", "y", "z")} | {key for key, _, _ in then}
+    assert {key for key, _, _ in loaded.take_dirty()} <= changed
+    assert {key for key, _, _ in loaded.take_history_dirty()} <= changed
 
 
 def test_a_counter_held_before_the_load_is_merged_and_written_back():
@@ -88,3 +106,16 @@ def test_a_counter_of_zero_slots_is_not_held():
     store = CounterStore(_shard)
     assert store.load_slots([(KEYS[0], 1, "n1:1", 0, 0), (KEYS[1], 0, "n1:1", 0, 0)]) == 0
     assert len(store) == 0 and KEYS[0] not in store and store.digest(1) == 0
+
+
+async def test_weigh_unweighed_weighs_every_loaded_record():
+    loaded, merged = CounterStore(_shard), CounterStore(_shard)
+    stored = {key: {"n1:1": (index + 1, index)} for index, key in enumerate(KEYS)}
+    rows = _rows(stored)
+    loaded.load_slots(rows)
+    for key, state in states_of(rows):
+        merged.merge(key, state)
+    assert loaded._unweighed == {0, 1}
+    assert await loaded.weigh_unweighed() == len(KEYS)
+    assert not loaded._unweighed and await loaded.weigh_unweighed() == 0
+    _same(loaded, merged)
