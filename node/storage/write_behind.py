@@ -35,7 +35,6 @@ log = logging.getLogger("counters.persistence")
 PING_INTERVAL_S = 1.0  # how often an idle node checks that its durable replica answers
 UNHEALTHY_CLOSE_S = 2.0  # the last flush's bound at stop while the durable replica is down
 PROBE_FRESH_S = 0.05  # how old a sync write's reachability check may be
-TAKE_OVER_SLICE = 20_000  # counters scanned per loop turn when the slot rule changes
 Rule = Callable[[int, str], bool]  # (shard, actor) -> whether this node writes that slot
 # (token, the slots written, those of them that are another node's: None, take none over)
 SlotRule = Callable[[], tuple[tuple[object, ...], Rule, Rule | None]]
@@ -294,16 +293,13 @@ class Persister:
     async def _follow_rule(self) -> Rule:
         """The slots this flush writes. When the rule changed since the last flush (a node
         went down, the ring moved), first mark every slot this node is newly responsible
-        for, so a slot whose owner died before writing it is written here: a scan of every
-        counter, in slices, so the loop keeps serving meanwhile."""
+        for, so a slot whose owner died before writing it is written here: a scan of the
+        counters holding such slots, a shard at a time, so the loop keeps serving meanwhile."""
         assert self.slot_rule is not None
         token, writes, foreign = self.slot_rule()
         if token != self._rule_token and foreign is not None:
-            keys = self.store.keys()
-            for start in range(0, len(keys), TAKE_OVER_SLICE):
-                self.taken_over += self.store.mark_slots_dirty(
-                    keys[start : start + TAKE_OVER_SLICE], foreign
-                )
+            for shard in self.store.shard_numbers():  # a shard per loop turn
+                self.taken_over += self.store.mark_shard_slots_dirty(shard, foreign)
                 await asyncio.sleep(0)
         self._rule_token = token
         return writes
