@@ -252,7 +252,8 @@ class Persister:
         # A load makes millions of long-lived objects, none of them cyclic; meanwhile the
         # cyclic collector would traverse the growing heap again and again (a sixth of a
         # start's CPU at a million counters), so it waits until the load is done.
-        # Page by page, each taken into the store in one loop turn while the next is read.
+        # Page by page (each read in a worker thread, then taken into the store in one
+        # loop turn), so the loop serves between pages.
         collecting = gc.isenabled()
         gc.disable()
         count = 0
