@@ -17,7 +17,7 @@ from collections.abc import Collection
 from typing import Any, Protocol
 
 from node.base.errors import PeerError
-from node.cluster import wire
+from node.cluster import readiness, wire
 from node.cluster.anti_entropy import AntiEntropy
 from node.cluster.handoff import Handoff, check_ring_shape
 from node.cluster.membership import Cluster
@@ -124,8 +124,6 @@ class Gossip:
             await asyncio.sleep(max(0.0, interval - elapsed) * random.uniform(0.8, 1.2))
 
     async def round(self) -> None:
-        # What a load left unweighed (node/storage/store_load.py), first: a shard per turn.
-        await self.store.weigh_unweighed()
         cluster = self.cluster
         cluster.refresh_down()
         known = {m.address for m in cluster.peers()}
@@ -148,6 +146,11 @@ class Gossip:
             else:
                 step = self.supervisor.run_once("handoff", self.handoff.step)
                 self._handoff = asyncio.create_task(step, name="handoff")
+        if self.store.unweighed() and not readiness.reasons(cluster):
+            # What a start loaded unweighed (node/storage/store_load.py), once the node
+            # serves: a shard per loop turn. Not before: the load's pages each touch every
+            # shard, and a node waits for its own status up, set by these rounds.
+            await self.store.weigh_unweighed()
         self.rounds += 1
 
     async def _bounded_exchange(self, node_id: str | None, address: str) -> None:

@@ -144,6 +144,10 @@ class LoadedCounters:
                 weighed += len(unweighed)
         return weighed
 
+    def unweighed(self) -> int:
+        """How many shards may hold records a load left unweighed."""
+        return len(self._unweighed)
+
     async def weigh_unweighed(self) -> int:
         """Weigh every shard a load left unweighed, one shard per loop turn (a few ms at a
         million counters), so the loop keeps serving; returns how many records."""
