@@ -97,8 +97,8 @@ class Config:
     # Counters changed but not yet in the durable replica (async durability) past which an
     # acknowledgement waits for the write-behind to catch up (up to the request timeout):
     # it bounds what the last flush of a SIGTERM carries (about 1 s per 100,000 counters
-    # with SQLite). Default 100000; 0: no bound.
-    max_persist_backlog: int = 100_000
+    # with SQLite, on a quiet machine). Default 50000; 0: no bound.
+    max_persist_backlog: int = 50_000
     # async: answer after the replica quorum, persist within the interval; sync: answer only
     # once the write is in the durable replica (flushes are shared by concurrent writes).
     durability: str = "async"
