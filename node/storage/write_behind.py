@@ -183,7 +183,6 @@ class Persister:
         if not self.max_backlog or self.unflushed <= self.max_backlog or not self.healthy:
             return
         self.pressure_waits += 1
-        self._wakeup.set()  # a flush now rather than at the end of the interval
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(timeout):
                 while self.unflushed > self.max_backlog and self.healthy:
