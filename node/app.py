@@ -184,6 +184,7 @@ def assemble(
         traces,
         node_metrics.flush_seconds.observe,
         SlotOwners(cluster).rule,
+        config.max_persist_backlog,
     )
     identity = Identity(cluster, store, durable, start)
     handoff = Handoff(cluster, store, pool, persister, identity)

@@ -5,7 +5,11 @@ other side lacks.
 An exchange that node A starts with node B (gossip.py runs one per peer every round):
 1. A's GOSSIP message carries a digest per shard they share (store.digest, over states) and,
    for shards holding idempotency receipts, a receipt digest over a range of settled time
-   buckets that A names (node/storage/receipt_digest.py).
+   buckets that A names (node/storage/receipt_digest.py). It also carries the total of its
+   shard digests, and B's reply carries B's: while A's total equals the one B last told it,
+   A sends no shard digests (nothing differs, or B's own exchange finds what does, since
+   B's total moved), only the total; every FULL_EVERY rounds it sends them all the same.
+   An idle cluster's exchanges then cost a few integers, not 256 digests each way.
 2. B compares them with its own and, for a random sample of at most
    `sync_shards_per_round` differing shards of each kind, answers per-counter fingerprints:
    the state's share of the digest, and the sum of its receipts in the range.
@@ -44,6 +48,8 @@ from node.storage.store import CounterStore
 PUSH_BATCH = 2000  # counters per repair frame
 UNBOUNDED = 1 << 62  # a bucket past any receipt
 PUSH_RECEIPTS = 20_000  # idempotency receipts per repair frame (about 100 bytes each)
+FULL_EVERY = 20  # exchanges with a peer between shard digests sent though the totals agree
+MASK64 = (1 << 64) - 1
 EMPTY = PNCounter.empty()
 Span = tuple[int, int]  # receipt buckets [lo, hi)
 
@@ -55,6 +61,7 @@ class Asked:
 
     states: list[tuple[int, Any]]
     receipts: tuple[int, int, int, dict[int, int]] | None
+    total: int | None = None  # the sender's total of its shard digests, if it sent one
 
 
 class AntiEntropy:
@@ -63,15 +70,39 @@ class AntiEntropy:
         self.shards_per_round = shards_per_round
         self.repaired_keys = 0  # counters pushed to peers
         self.divergent_shards = 0  # shared shards whose digests differed, as asked
+        self.totals: dict[str, int] = {}  # peer -> the total of digests it told us last
+        self._unsent: dict[str, int] = {}  # peer -> exchanges since we sent it digests
+
+    def total(self, shards: list[int]) -> int:
+        """The sum of these shards' digests: equal totals, all but surely equal digests."""
+        return sum(self.store.digests(shards)) & MASK64
+
+    def heard_total(self, peer: str, raw: object) -> None:
+        """Note the total a peer's message or reply carried (nothing if it had none)."""
+        if type(raw) is int:
+            self.totals[peer] = raw
+        else:
+            self.totals.pop(peer, None)
 
     # -- the initiator's message ------------------------------------------------------------
 
-    def digests(self, shards: list[int], now_ms: int, recovered: bool) -> dict[str, Any]:
-        """The message fields for these shared shards: state digests, and receipt digests
-        (with their bucket range) for the shards holding receipts once this node has loaded
-        all it holds (`recovered`): receipts still loading would differ everywhere."""
+    def digests(
+        self, shards: list[int], now_ms: int, recovered: bool, peer: str | None = None
+    ) -> dict[str, Any]:
+        """The message fields for these shared shards: their total and state digests (none
+        while the total is what `peer` last told us), and receipt digests (with their
+        bucket range) for the shards holding receipts once this node has loaded all it
+        holds (`recovered`): receipts still loading would differ everywhere."""
         store = self.store
-        fields: dict[str, Any] = {"digests": [[s, store.digest(s)] for s in shards]}
+        total = self.total(shards)
+        fields: dict[str, Any] = {"total": total, "digests": []}
+        unsent = self._unsent.get(peer, FULL_EVERY) if peer is not None else FULL_EVERY
+        if peer is None or self.totals.get(peer) != total or unsent >= FULL_EVERY:
+            pairs = zip(shards, store.digests(shards), strict=True)
+            fields["digests"] = [[shard, digest] for shard, digest in pairs]
+            unsent = 0
+        if peer is not None:
+            self._unsent[peer] = unsent + 1
         with_receipts = set(store.receipt_shards()).intersection(shards) if recovered else ()
         if with_receipts:
             bucket_ms, lo, hi = store.receipt_range(now_ms)
@@ -93,9 +124,11 @@ class AntiEntropy:
             if not isinstance(item, list) or len(item) != 2:
                 raise ProtocolError("a digest is [shard, value]")
             states.append((item[0], item[1]))
+        total = body.get("total")
+        total = total if type(total) is int else None
         raw = body.get("receipts")
         if raw is None:
-            return Asked(states, None)
+            return Asked(states, None, total)
         if not isinstance(raw, list) or len(raw) != 4 or not isinstance(raw[3], list):
             raise ProtocolError("receipts are [bucket ms, lo, hi, [[shard, digest], ...]]")
         bucket_ms, lo, hi, sums = raw
@@ -106,7 +139,7 @@ class AntiEntropy:
             if not isinstance(item, list) or len(item) != 2 or type(item[0]) is not int:
                 raise ProtocolError("a receipt digest is [shard, value]")
             theirs[item[0]] = item[1]
-        return Asked(states, (bucket_ms, lo, hi, theirs))
+        return Asked(states, (bucket_ms, lo, hi, theirs), total)
 
     def fingerprints(self, asked: Asked, shared: list[int], recovered: bool) -> dict[str, Any]:
         """Per-counter fingerprints of the shared shards whose digests differ from asked's;

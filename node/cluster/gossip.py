@@ -17,7 +17,7 @@ from collections.abc import Collection
 from typing import Any, Protocol
 
 from node.base.errors import PeerError
-from node.cluster import wire
+from node.cluster import readiness, wire
 from node.cluster.anti_entropy import AntiEntropy
 from node.cluster.handoff import Handoff, check_ring_shape
 from node.cluster.membership import Cluster
@@ -61,6 +61,8 @@ class Gossip:
         self.anti_entropy = AntiEntropy(store, cluster.config.sync_shards_per_round)
         self._ring_wire: tuple[RingState, dict[str, object]] | None = None
         self._ring_heard: tuple[object, RingState] | None = None  # the last ring parsed
+        # the ring state the shared shards were made from, and peer -> those shards
+        self._shared: tuple[RingState | None, dict[str, list[int]]] = (None, {})
         self._handoff: asyncio.Task[None] | None = None
         # peer -> the exchange a coordinator asked for out of turn (see refresh)
         self._refreshing: dict[str, asyncio.Task[None]] = {}
@@ -144,6 +146,11 @@ class Gossip:
             else:
                 step = self.supervisor.run_once("handoff", self.handoff.step)
                 self._handoff = asyncio.create_task(step, name="handoff")
+        if self.store.unweighed() and not readiness.reasons(cluster):
+            # What a start loaded unweighed (node/storage/store_load.py), once the node
+            # serves: a shard per loop turn. Not before: the load's pages each touch every
+            # shard, and a node waits for its own status up, set by these rounds.
+            await self.store.weigh_unweighed()
         self.rounds += 1
 
     async def _bounded_exchange(self, node_id: str | None, address: str) -> None:
@@ -186,28 +193,43 @@ class Gossip:
         return state
 
     def _shared_shards(self, peer: str | None) -> list[int]:
+        """The shards both hold (current or pending ring), sorted; remembered per peer for
+        the ring state they were made from: asked four times an exchange, 0.6 ms each."""
         if peer is None:
             return []
+        state = self.cluster.state
+        if self._shared[0] is not state:
+            self._shared = (state, {})
+        found = self._shared[1].get(peer)
+        if found is not None:
+            return found
         me = self.cluster.node_id
-        shards = []
-        for ring in (self.cluster.state.current, self.cluster.state.pending):
+        shards = set()
+        for ring in (state.current, state.pending):
             if ring is None:
                 continue
             for shard in ring.shards_of(me):
-                if peer in ring.preference_list(shard):
-                    shards.append(shard)
-        return sorted(set(shards))
+                if peer in ring.table[shard]:
+                    shards.add(shard)
+        found = self._shared[1][peer] = sorted(shards)
+        return found
 
-    def message(self, peer: str | None) -> dict[str, Any]:
+    def message(self, peer: str | None, reply: bool = False) -> dict[str, Any]:
+        """Our view, ring, counts and digests for `peer`; a `reply` carries only the total
+        of our digests (an exchange compares the digests its initiator sent)."""
         cluster = self.cluster
+        shared = self._shared_shards(peer)
+        if reply:
+            digests: dict[str, Any] = {"total": self.anti_entropy.total(shared)}
+        else:
+            now_ms = int(time.time() * 1000)
+            digests = self.anti_entropy.digests(shared, now_ms, cluster.recovered, peer)
         message: dict[str, Any] = {
             "from": cluster.node_id,
             "view": cluster.view.to_wire(),
             "ring": self._ring_to_wire(),
             "synced": cluster.synced_to_wire(),
-            **self.anti_entropy.digests(
-                self._shared_shards(peer), int(time.time() * 1000), cluster.recovered
-            ),
+            **digests,
             "tenants": self.quota.own_counts(max_age_s=cluster.config.gossip_interval_s / 2),
         }
         if cluster.recovered:  # the slots it holds are all loaded: what identity.py trusts
@@ -264,7 +286,8 @@ class Gossip:
             if refused:
                 return {"refused": refused}
         sender = self.absorb(body)
-        reply = self.message(sender)
+        self.anti_entropy.heard_total(sender, asked.total)
+        reply = self.message(sender, reply=True)
         shared = self._shared_shards(sender)
         reply.update(self.anti_entropy.fingerprints(asked, shared, self.cluster.recovered))
         if body.get("admit") is True:
@@ -290,6 +313,7 @@ class Gossip:
             message = self.message(node_id)
             reply = await link.call(wire.GOSSIP, message, deadline - loop.time())
             sender = self.absorb(reply)
+            self.anti_entropy.heard_total(sender, reply.get("total"))
             self.cluster.heard_peer = True
             self.cluster.announced = max(self.cluster.announced, incarnation)
             shared, now_ms = self._shared_shards(sender), int(time.time() * 1000)

@@ -41,6 +41,9 @@ HEDGE_FRACTION = 0.125  # of the request timeout: 0.25 s by default
 SYNC_STORE_DOWN = "sync durability needs the durable replica, which is unreachable; nothing applied"
 
 
+BACKLOG_WAIT_FRACTION = 0.25  # of the request timeout, at most, per acknowledgement
+
+
 def needed(consistency: str, quorum: int, replicas: int) -> int:
     """Replicas (this one included) that must answer at a consistency level."""
     if consistency == "one":
@@ -231,6 +234,9 @@ class Replicator:
             await wait.sent_on(self.timeout)
         if wrote and self.sync:
             await self.persister.durable_now(self.timeout)
+        elif wrote:
+            # A share of the timeout: a forwarded op's whole round trip must still fit it.
+            await self.persister.below_backlog(self.timeout * BACKLOG_WAIT_FRACTION)
 
     # -- reads ------------------------------------------------------------------------------
 

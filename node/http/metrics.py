@@ -164,6 +164,11 @@ class NodeCollector:
             "Flushes to the durable replica that failed.",
             self.persister.flush_failures,
         )
+        yield _counter(
+            "counters_persistence_backlog_waits",
+            "Acknowledgements held until the write-behind backlog fell below its bound.",
+            self.persister.pressure_waits,
+        )
         history = self.history.status()
         yield _gauge(
             "counters_history_lag_seconds",

@@ -5,13 +5,15 @@ from __future__ import annotations
 
 from node.base.config import Config
 from node.storage.durable import DurableReplica
-from node.storage.durable_redis import RedisReplica
 from node.storage.durable_sqlite import SqliteReplica
 
 
 def open_durable(config: Config) -> DurableReplica:
-    """Redis (standalone or Cluster) when a URL is given, else SQLite in the data dir."""
+    """Redis (standalone or Cluster) when a URL is given, else SQLite in the data dir.
+    redis-py is imported only then: an embedded node does not pay for it at every start."""
     if config.redis_url or config.redis_cluster_url:
+        from node.storage.durable_redis import RedisReplica
+
         return RedisReplica(
             config.redis_url or config.redis_cluster_url,
             cluster=bool(config.redis_cluster_url),

@@ -17,7 +17,7 @@ node/coordination/fencing.py) and deletes the ended ones; they are per granting 
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Collection, Sequence
+from collections.abc import AsyncIterator, Collection, Iterable, Sequence
 from typing import Protocol
 
 from crdt import CodecError, CounterOverflowError, PNCounter, codec
@@ -27,6 +27,9 @@ from node.base.keys import Key
 from node.storage.receipt_book import DirtyReceipt, DirtyReservation
 
 Entry = tuple[Key, int, PNCounter]  # key, shard, state
+# One stored slot as a load reads it: key, shard, actor, p, n. In a page of them a counter's
+# slots are adjacent and share one key object, and no counter is split between two pages.
+SlotRow = tuple[Key, int, str, int, int]
 ReceiptEntry = DirtyReceipt  # key, shard, idempotency key, receipt
 ReservationEntry = DirtyReservation  # key, shard, idempotency key, reservation or None
 RECEIPT_PAGE = 10_000  # receipts per page of a load: memory per step stays bounded
@@ -44,6 +47,10 @@ class DurableReplica(Protocol):
 
     async def load(self, shards: Collection[int]) -> list[tuple[Key, PNCounter]]:
         """Every counter of these shards, as stored."""
+
+    def load_slots(self, shards: Collection[int]) -> AsyncIterator[list[SlotRow]]:
+        """Every stored slot of these shards' counters, in pages of rows checked like any
+        input (see SlotRow): what a start loads, without a state object per counter."""
 
     async def write_changes(
         self,
@@ -97,6 +104,31 @@ def key_of(text: str) -> Key:
         return codec.key_from_wire(json.loads(text))
     except (ValueError, CodecError) as error:
         raise DurableError(f"corrupt key {text[:80]!r} in the durable replica") from error
+
+
+class SlotChecker:
+    """Checks stored slots as state_of does: each actor id once, each count every time."""
+
+    def __init__(self) -> None:
+        self.actors: set[object] = set()  # those checked already
+
+    def check(self, actor: object, p: object, n: object) -> None:
+        if actor not in self.actors:
+            if type(actor) is not str or not actor or len(actor.encode()) > MAX_ACTOR_BYTES:
+                raise DurableError(f"corrupt slot {actor!r} in the durable replica")
+            self.actors.add(actor)
+        if type(p) is not int or type(n) is not int or not (0 <= p <= UINT64_MAX >= n >= 0):
+            raise DurableError(f"corrupt slot {actor!r} in the durable replica")
+
+
+def states_of(rows: Iterable[SlotRow]) -> list[tuple[Key, PNCounter]]:
+    """The (key, state) pairs that slot rows (each counter's adjacent) make."""
+    grouped: list[tuple[Key, dict[str, tuple[int, int]]]] = []
+    for key, _, actor, p, n in rows:
+        if not grouped or grouped[-1][0] != key:
+            grouped.append((key, {}))
+        grouped[-1][1][actor] = (p, n)
+    return [(key, state_of(slots)) for key, slots in grouped]
 
 
 def state_of(slots: dict[str, tuple[int, int]]) -> PNCounter:

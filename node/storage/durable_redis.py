@@ -44,6 +44,7 @@ from node.storage.durable import (
     Entry,
     ReceiptEntry,
     ReservationEntry,
+    SlotRow,
     key_of,
     state_of,
 )
@@ -68,6 +69,7 @@ return known
 # write-behind forever and /readyz never reports it. It bounds the connect and each reply, so a
 # large flush is not cut short, and the whole of a ping or an incarnation call.
 SOCKET_TIMEOUT_S = 5.0
+LOAD_COUNTERS = 20_000  # counters per page of a load: the store takes a page per loop turn
 # What redis-py raises when Redis fails: RedisError for both clients, and for Redis Cluster
 # also RedisClusterException ("cannot be connected", slots not covered), which is not a
 # RedisError; OSError and TimeoutError from the socket beneath. All of it is a DurableError.
@@ -181,7 +183,8 @@ class RedisReplica:
     async def write(self, entries: Sequence[Entry]) -> None:
         await self.write_changes(entries, (), (), 0, int(time.time() * 1000))
 
-    async def load(self, shards: Collection[int]) -> list[tuple[Key, PNCounter]]:
+    async def _load(self, shards: Collection[int]) -> list[tuple[int, Key, PNCounter]]:
+        """(shard, key, state) of every counter of these shards."""
         shards = sorted(shards)
         try:
             async with self._client.pipeline(transaction=False) as pipe:
@@ -200,10 +203,22 @@ class RedisReplica:
         except REDIS_ERRORS as error:
             raise DurableError(f"redis load failed: {_text(error)}") from error
         return [
-            (key_of(name), _parse_hash(raw))
-            for (_, name), raw in zip(names, hashes, strict=True)
+            (shard, key_of(name), _parse_hash(raw))
+            for (shard, name), raw in zip(names, hashes, strict=True)
             if raw
         ]
+
+    async def load(self, shards: Collection[int]) -> list[tuple[Key, PNCounter]]:
+        return [(key, state) for _, key, state in await self._load(shards)]
+
+    async def load_slots(self, shards: Collection[int]) -> AsyncIterator[list[SlotRow]]:
+        """load's states as slot rows, in pages of at most LOAD_COUNTERS counters."""
+        loaded = await self._load(shards)
+        for start in range(0, len(loaded), LOAD_COUNTERS):
+            page: list[SlotRow] = []
+            for shard, key, state in loaded[start : start + LOAD_COUNTERS]:
+                page += ((key, shard, actor, *state.slot(actor)) for actor in state.actors())
+            yield page
 
     async def write_receipts(
         self, entries: Sequence[ReceiptEntry], window_ms: int, now_ms: int

@@ -33,6 +33,7 @@ from crdt.receipts import Receipt
 from node.base.keys import Key
 from node.storage.incarnation import incarnation_of
 from node.storage.store_dirty import DirtyCounters
+from node.storage.store_load import LoadedCounters
 from node.storage.store_receipts import StoreReceipts
 from ring import hash64
 
@@ -42,7 +43,7 @@ MASK64 = (1 << 64) - 1
 DEFAULT_RECEIPT_WINDOW_MS = 86_400_000
 
 # A counter's record: (key weight, the key's share of its shard digest), then its packed state.
-HEADER = struct.Struct("<QQ")
+HEADER = struct.Struct("<QQ")  # a weight is odd: a record starting with byte 0 is unweighed
 HEADER_SIZE = HEADER.size
 _read_header = HEADER.unpack_from
 _pack_header = HEADER.pack
@@ -52,7 +53,7 @@ _EMPTY_PN = PNCounter.empty()
 Names = dict[str, bytes]  # name -> record, for one (shard, tenant, namespace)
 
 
-class CounterStore(DirtyCounters, StoreReceipts):
+class CounterStore(DirtyCounters, LoadedCounters, StoreReceipts):
     def __init__(
         self,
         shard_of: Callable[[Key], int],
@@ -75,6 +76,7 @@ class CounterStore(DirtyCounters, StoreReceipts):
         # node that lost its data dir must learn before it takes writes (cluster/identity.py)
         self._incarnations: dict[str, int] = {}
         self._tenant_counts: dict[int, dict[str, int]] = {}  # per shard: counters per tenant
+        self._unweighed: set[int] = set()  # shards that may hold loaded, unweighed records
 
     def __len__(self) -> int:
         return self._count
@@ -179,7 +181,11 @@ class CounterStore(DirtyCounters, StoreReceipts):
         tenants = self._shards.get(shard)
         spaces = None if tenants is None else tenants.get(key[0])
         names = None if spaces is None else spaces.get(key[1])
-        return shard, names, (None if names is None else names.get(key[2]))
+        record = None if names is None else names.get(key[2])
+        if record is not None and not record[0]:  # loaded, not weighed yet (store_load.py)
+            assert names is not None
+            record = self._weigh(shard, names, key, record)
+        return shard, names, record
 
     def get(self, key: Key) -> PNCounter | None:
         record = self._record(key)
@@ -331,6 +337,8 @@ class CounterStore(DirtyCounters, StoreReceipts):
 
     def shard_shares(self, shard: int) -> list[tuple[Key, int, int]]:
         """(key, key weight, share) for each key of a shard: its anti-entropy fingerprint."""
+        if shard in self._unweighed:
+            self._weigh_shard(shard)
         return [(key, *_read_header(record)) for key, record in self._shard_records(shard)]
 
     def shard_entries(self, shard: int) -> list[tuple[Key, PNCounter]]:
@@ -355,7 +363,7 @@ class CounterStore(DirtyCounters, StoreReceipts):
 
     def share(self, key: Key) -> int:
         """The key's share of its shard digest: equal states of a key have equal shares."""
-        record = self._record(key)
+        record = self._lookup(key)[2]
         return 0 if record is None else int(_read_header(record)[1])
 
     def receipt_summaries(self, shard: int, lo: int, hi: int) -> list[tuple[Key, int, int]]:
@@ -365,7 +373,7 @@ class CounterStore(DirtyCounters, StoreReceipts):
         return [(key, weight(key), total) for key, total in self._receipts.summaries(shard, lo, hi)]
 
     def key_weight(self, key: Key) -> int:
-        record = self._record(key)
+        record = self._lookup(key)[2]
         return _weight(key) if record is None else int(_read_header(record)[0])
 
     def shard_values(self, shard: int) -> Iterator[tuple[Key, int]]:
@@ -392,7 +400,16 @@ class CounterStore(DirtyCounters, StoreReceipts):
 
     def digest(self, shard: int) -> int:
         """Order-independent hash of a shard's keys and states (0 when empty)."""
+        if shard in self._unweighed:
+            self._weigh_shard(shard)
         return self._digests.get(shard, 0)
+
+    def digests(self, shards: Iterable[int]) -> list[int]:
+        """digest(shard) of each of these shards, in their order."""
+        if self._unweighed:
+            return [self.digest(shard) for shard in shards]
+        get = self._digests.get
+        return [get(shard, 0) for shard in shards]
 
     def drop_shard(self, shard: int) -> int:
         """Forget a shard this node no longer replicates, its receipts too (a receipt without
@@ -411,6 +428,7 @@ class CounterStore(DirtyCounters, StoreReceipts):
                         dirty.pop((tenant, namespace, name), None)
         self._count -= dropped
         self._digests.pop(shard, None)
+        self._unweighed.discard(shard)
         self._tenant_counts.pop(shard, None)
         return dropped
 

@@ -68,24 +68,6 @@ class DirtyCounters:
         elif found is not None:
             found.update(actors)
 
-    def load_durable(self, entries: Iterable[tuple[Key, PNCounter]]) -> None:
-        """States read from the durable replica at start: held, but neither written back
-        nor recorded in the history again (a million of them would keep the write-behind
-        busy for a minute after each start, and so delay the next stop). A counter already
-        held is merged as usual: what it held beyond the durable copy still goes out."""
-        dirty, history_dirty = self._dirty, self._history_dirty
-        for key, state in entries:
-            if state.is_empty() or self._lookup(key)[2] is not None:
-                self.merge(key, state)
-                continue
-            was_dirty, was_history_dirty = key in dirty, key in history_dirty
-            self.merge(key, state)
-            if not was_dirty:
-                dirty.pop(key, None)
-            if not was_history_dirty:
-                history_dirty.discard(key)
-            self._arrived(key)  # loaded, not changed
-
     def _dirty_states(self, dirty: Iterable[Key]) -> list[tuple[Key, int, PNCounter]]:
         out = []
         for key in dirty:
@@ -123,17 +105,23 @@ class DirtyCounters:
         """Every counter held, as a list (a snapshot: the store may change meanwhile)."""
         return [key for shard in self._shard_numbers() for key, _ in self._shard_records(shard)]
 
-    def mark_slots_dirty(self, keys: Iterable[Key], writes: Callable[[int, str], bool]) -> int:
-        """Mark the slots of these counters that `writes(shard, actor)` picks as changed, so
-        the next flush writes them; returns how many counters had one."""
-        marked = 0
+    def shard_numbers(self) -> list[int]:
+        """The shards holding counters here (a snapshot)."""
+        return self._shard_numbers()
+
+    def mark_shard_slots_dirty(self, shard: int, writes: Callable[[int, str], bool]) -> int:
+        """Mark the slots of this shard's counters that `writes(shard, actor)` picks as
+        changed, so the next flush writes them; returns how many counters had one. It asks
+        `writes` once per actor, and reads no record when it picks none (a restarted node
+        whose rule changed scanned every counter it held for nothing, seconds at a million)."""
         table = self._actors.actors
-        for key in keys:
-            shard, _, record = self._lookup(key)
-            if record is None:
-                continue
-            held = [table[index] for index, _, _ in pk.SLOT.iter_unpack(record[HEADER_SIZE:])]
-            actors = [a for a in held if writes(shard, a)]
+        picked = {index for index, actor in enumerate(table) if writes(shard, actor)}
+        if not picked:
+            return 0
+        marked = 0
+        for key, record in self._shard_records(shard):
+            slots = pk.SLOT.iter_unpack(record[HEADER_SIZE:])
+            actors = [table[index] for index, _, _ in slots if index in picked]
             if actors:
                 self._put_dirty(key, actors)
                 marked += 1

@@ -19,6 +19,7 @@ share one round trip instead of each paying its own.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import logging
 import time
@@ -34,7 +35,6 @@ log = logging.getLogger("counters.persistence")
 PING_INTERVAL_S = 1.0  # how often an idle node checks that its durable replica answers
 UNHEALTHY_CLOSE_S = 2.0  # the last flush's bound at stop while the durable replica is down
 PROBE_FRESH_S = 0.05  # how old a sync write's reachability check may be
-TAKE_OVER_SLICE = 20_000  # counters scanned per loop turn when the slot rule changes
 Rule = Callable[[int, str], bool]  # (shard, actor) -> whether this node writes that slot
 # (token, the slots written, those of them that are another node's: None, take none over)
 SlotRule = Callable[[], tuple[tuple[object, ...], Rule, Rule | None]]
@@ -50,6 +50,7 @@ class Persister:
         tracing: Tracing = OFF,
         observe_flush: Callable[[float], object] | None = None,
         slot_rule: SlotRule | None = None,
+        max_backlog: int = 0,
     ) -> None:
         self.store = store
         self.tracing = tracing
@@ -72,13 +73,18 @@ class Persister:
         self._rule_token: tuple[object, ...] = ()
         self.taken_over = 0  # counters whose slots this node took over writing, for metrics
         self._waiters: list[asyncio.Future[None]] = []
+        # counters unflushed (changed, or in the flush under way) past which acknowledgements
+        # wait for flushes (0: never); and the flush under way's counters
+        self.max_backlog = max_backlog
+        self._in_flight = 0
+        self._flushed: asyncio.Event | None = None  # set at the end of each flush
+        self.pressure_waits = 0  # acknowledgements that waited for the backlog, for metrics
         self._wakeup = asyncio.Event()
         self._lock = asyncio.Lock()
         self._checked_at = 0.0
         self._probe: asyncio.Future[bool] | None = None
         self._probed_at = 0.0
         self._durable_expiring = True  # the durable replica may hold expired receipts
-        self._in_flight = 0  # counters taken by the flush under way
 
     @property
     def backlog(self) -> int:
@@ -133,7 +139,7 @@ class Persister:
                     self._checked_at = started
             except Exception as error:
                 # Whatever failed, nothing taken is lost: it waits for the next flush.
-                self._in_flight = 0
+                self._flush_ended()
                 self.flush_failures += 1
                 self.store.mark_dirty(entries)
                 self.store.mark_receipts_dirty(receipts)
@@ -148,7 +154,7 @@ class Persister:
                 if expected:
                     return
                 raise  # a bug or an unmapped error: the supervisor logs it and backs off
-            self._in_flight = 0
+            self._flush_ended()
             self.store.receipts_flushed(receipts)  # durable now: states travel without them
             if not self.healthy:
                 log.info("durable replica back; flushed %d counters", len(entries))
@@ -159,6 +165,27 @@ class Persister:
             if self.observe_flush is not None and (entries or receipts or expired):
                 self.observe_flush(self.last_flush_s)
             _settle(waiters, None)
+
+    def _flush_ended(self) -> None:
+        self._in_flight = 0
+        if self._flushed is not None:
+            self._flushed.set()
+            self._flushed = None
+
+    async def below_backlog(self, timeout: float) -> None:
+        """Back-pressure: return once the unflushed counters are at most max_backlog, or
+        after `timeout` (the write applied already; holding its acknowledgement slows the
+        writers to the pace of the durable replica), or at once with no bound set or the
+        durable replica unhealthy (then the backlog waits for it, as it always has)."""
+        if not self.max_backlog or self.backlog <= self.max_backlog or not self.healthy:
+            return
+        self.pressure_waits += 1
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout):
+                while self.backlog > self.max_backlog and self.healthy:
+                    if self._flushed is None:
+                        self._flushed = asyncio.Event()
+                    await self._flushed.wait()
 
     async def reachable(self, timeout: float) -> bool:
         """Whether the durable replica answers now, asked at most every PROBE_FRESH_S.
@@ -221,19 +248,20 @@ class Persister:
         # A load makes millions of long-lived objects, none of them cyclic; meanwhile the
         # cyclic collector would traverse the growing heap again and again (a sixth of a
         # start's CPU at a million counters), so it waits until the load is done.
+        # Page by page (each read in a worker thread, then taken into the store in one
+        # loop turn), so the loop serves between pages.
         collecting = gc.isenabled()
         gc.disable()
+        count = 0
         try:
-            entries = await self.durable.load(shards)
-            self.store.load_durable(entries)
-            count = len(entries)
-            del entries
+            async for page in self.durable.load_slots(shards):
+                count += self.store.load_slots(page)
         finally:
             if collecting:
                 gc.enable()
         now_ms = int(time.time() * 1000)
-        async for page in self.durable.load_receipts(shards, now_ms):
-            self.store.load_receipts(page)
+        async for receipts in self.durable.load_receipts(shards, now_ms):
+            self.store.load_receipts(receipts)
         async for held in self.durable.load_reservations(shards, now_ms):
             self.store.load_reservations(held, now_ms)  # this node's grants, before a restart
         return count
@@ -262,16 +290,13 @@ class Persister:
     async def _follow_rule(self) -> Rule:
         """The slots this flush writes. When the rule changed since the last flush (a node
         went down, the ring moved), first mark every slot this node is newly responsible
-        for, so a slot whose owner died before writing it is written here: a scan of every
-        counter, in slices, so the loop keeps serving meanwhile."""
+        for, so a slot whose owner died before writing it is written here: a scan of the
+        counters holding such slots, a shard at a time, so the loop keeps serving meanwhile."""
         assert self.slot_rule is not None
         token, writes, foreign = self.slot_rule()
         if token != self._rule_token and foreign is not None:
-            keys = self.store.keys()
-            for start in range(0, len(keys), TAKE_OVER_SLICE):
-                self.taken_over += self.store.mark_slots_dirty(
-                    keys[start : start + TAKE_OVER_SLICE], foreign
-                )
+            for shard in self.store.shard_numbers():  # a shard per loop turn
+                self.taken_over += self.store.mark_shard_slots_dirty(shard, foreign)
                 await asyncio.sleep(0)
         self._rule_token = token
         return writes

@@ -17,6 +17,7 @@ import pytest
 
 from node.base.keys import Key
 from node.cluster import wire
+from node.cluster.anti_entropy import FULL_EVERY
 from node.cluster.wire import ProtocolError
 from node.coordination.ops import Op, OpKind
 from tests.inprocess.cluster import InProcessCluster, Node, eventually
@@ -146,3 +147,40 @@ async def test_a_gossip_message_with_malformed_digests_is_refused_and_changes_no
     with pytest.raises(ProtocolError):
         first.parts.gossip.answer({**message, field: bad})
     assert first.cluster.detector.last_heard(second.node_id) == heard  # not even heard
+
+
+async def test_idle_exchanges_carry_the_total_and_no_digests(inproc: InProcessCluster):
+    """While a peer's last told total equals ours, a message carries no shard digests
+    (every FULL_EVERY exchanges it does all the same), and a reply never does."""
+    first, second, _ = await inproc.start(3)
+    await inproc.pause_gossip()
+    await _add(first, KEY, 3)
+    await eventually(lambda: second.store.get(KEY) == first.store.get(KEY), "replicated")
+    gossip = first.parts.gossip
+    await gossip.exchange(second.node_id, second.address)  # each learns the other's total
+    message = gossip.message(second.node_id)
+    assert message["digests"] == [] and type(message["total"]) is int
+    reply = second.parts.gossip.answer(message)
+    assert "digests" not in reply and reply["total"] == message["total"]
+    sent = [len(gossip.message(second.node_id)["digests"]) for _ in range(FULL_EVERY)]
+    assert sent.count(0) == FULL_EVERY - 1 and max(sent) > 0
+
+
+async def test_a_counter_only_the_peer_holds_comes_with_its_next_exchange(
+    inproc: InProcessCluster,
+):
+    """Our total did not move since we last told the peer, but the peer's did: its totals
+    differ from what we told it, so its next exchange sends the digests and pushes the
+    counter; the reply to ours tells us its new total, so ours sends them too."""
+    first, second, _ = await inproc.start(3)
+    await inproc.pause_gossip()
+    await first.parts.gossip.exchange(second.node_id, second.address)
+    await second.parts.gossip.exchange(first.node_id, first.address)
+    inproc.network.drop(1.0, dst=first.address, kinds=WRITES)
+    await _add(second, KEY, 5)
+    inproc.network.heal()
+    assert first.store.get(KEY) is None
+    await first.parts.gossip.exchange(second.node_id, second.address)
+    assert first.parts.gossip.message(second.node_id)["digests"]  # it learned they differ
+    await second.parts.gossip.exchange(first.node_id, first.address)
+    assert first.value(KEY) == 5 and first.store.get(KEY) == second.store.get(KEY)

@@ -100,6 +100,15 @@ def test_loads_and_drops_reach_the_index_without_being_changes() -> None:
     assert ask(realtime, clock).total == 4 * 5 + 2 * 100
 
 
+def test_a_bulk_load_at_start_reaches_the_index_without_being_a_change() -> None:
+    store, tap, realtime, clock = setup()
+    keys = [("t", "ns", f"v:{i}") for i in range(6)]
+    assert store.load_slots([(key, shard_of(key), "a:1", 5, 0) for key in keys]) == 6
+    asyncio.run(tap.turn())  # loads are not changes
+    answer = ask(realtime, clock, span_min=5)
+    assert (answer.counters, answer.total, answer.change) == (6, 30, 0)
+
+
 def test_a_shard_re_read_between_a_change_and_its_turn_counts_the_change_once() -> None:
     store, tap, realtime, clock = setup()
     realtime.observe(clock.ms)

@@ -106,3 +106,23 @@ def test_a_slot_wise_durable_replica_ends_up_with_every_slot_and_receipts_never_
         if held is not None:
             written = durable.get(key, PNCounter.empty())
             assert written.merge(held) == written, (key, written, held)
+
+
+def test_mark_shard_slots_dirty_marks_the_picked_slots_asking_once_per_actor():
+    store = CounterStore(lambda key: len(key[2]) % 2)  # x, y: shard 1; zz: shard 0
+    for key in KEYS:
+        store.merge(key, PNCounter.from_slot("a:1", 1, 0).merge(PNCounter.from_slot("b:1", 2, 1)))
+    store.merge(KEYS[0], PNCounter.from_slot("c:1", 3, 0))
+    store.take_dirty()
+    asked: list[tuple[int, str]] = []
+
+    def writes(shard: int, actor: str) -> bool:
+        asked.append((shard, actor))
+        return (actor == "b:1" and shard == 1) or actor == "c:1"
+
+    assert store.mark_shard_slots_dirty(1, writes) == 2
+    assert store.mark_shard_slots_dirty(0, lambda shard, actor: False) == 0
+    assert sorted(asked) == [(1, "a:1"), (1, "b:1"), (1, "c:1")]
+    taken = {key: state for key, _, state in store.take_dirty()}
+    both = PNCounter.from_slot("b:1", 2, 1).merge(PNCounter.from_slot("c:1", 3, 0))
+    assert taken == {KEYS[0]: both, KEYS[1]: PNCounter.from_slot("b:1", 2, 1)}

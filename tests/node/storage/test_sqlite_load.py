@@ -8,17 +8,20 @@ from pathlib import Path
 import pytest
 
 from crdt import PNCounter
-from node.storage.durable import DurableError
+from crdt.gcounter import UINT64_MAX
+from node.storage import durable_sqlite
+from node.storage.durable import DurableError, states_of
 from node.storage.durable_sqlite import SqliteReplica
 
 NAMES = ["plain", 'quo"te', "back\\slash", '","', "comma,name", "ünïcödé", "tab\tname", "]"]
+NAMES += ["n" * 100, "é" * 100, "a", "b\\", "c"]  # long ones, an escape between plain ones
 
 
 async def test_keys_and_slots_load_back_exactly(tmp_path: Path):
     replica = SqliteReplica(tmp_path / "durable.sqlite3")
     states = {}
-    for index, name in enumerate(NAMES):
-        key = ("tenant", "ns", name)
+    for index, name in enumerate(NAMES * 2):
+        key = ("tenant", "ns" if index < len(NAMES) else "ns2", name)
         state = PNCounter.empty().increment("n1:1", index + 1)
         if index % 2:
             state = state.increment("n2:3", -index)  # two actors: two rows, one counter
@@ -34,11 +37,61 @@ async def test_keys_and_slots_load_back_exactly(tmp_path: Path):
     assert loaded == states
 
 
-async def test_a_corrupt_key_is_a_durable_error(tmp_path: Path):
+@pytest.mark.parametrize("stored", ['["t","ns"]', '["t","ns","c","d"]', '["t","ns",""]'])
+async def test_a_corrupt_key_is_a_durable_error(tmp_path: Path, stored: str):
+    replica = SqliteReplica(tmp_path / "durable.sqlite3")
+    try:
+        state = PNCounter.empty().increment("n1:1", 1)
+        await replica.write([(("t", "ns", "b"), 1, state), (("t", "ns", "c"), 1, state)])
+        replica._db.execute("UPDATE slots SET counter = ? WHERE counter LIKE '%c%'", (stored,))
+        with pytest.raises(DurableError):
+            await replica.load({1})
+    finally:
+        await replica.close()
+
+
+async def test_slot_pages_hold_whole_counters_whatever_the_page_size(tmp_path, monkeypatch):
+    """Pages end between counters: a counter whose slots pass a page's end starts the
+    next one, and one whose slots fill a page comes whole on its own."""
+    monkeypatch.setattr(durable_sqlite, "LOAD_PAGE", 3)
+    replica = SqliteReplica(tmp_path / "durable.sqlite3")
+    states = {}
+    for index in range(7):
+        state = PNCounter.empty()
+        for actor in range(1 + index % 5):  # 1 to 5 slots: some pass or fill a page
+            state = state.increment(f"n{actor}:1", index + actor + 1)
+        states[("t", "ns", f"c{index}")] = state
+    try:
+        await replica.write([(key, 7, state) for key, state in states.items()])
+        await replica.write([(("t", "ns", "other"), 8, PNCounter.from_slot("a:1", 1, 0))])
+        pages = [page async for page in replica.load_slots({7})]
+    finally:
+        await replica.close()
+    seen = [key for page in pages for key in dict.fromkeys(row[0] for row in page)]
+    assert len(seen) == len(set(seen)) == 7  # no counter in two pages
+    assert dict(states_of([row for page in pages for row in page])) == states
+    assert all(row[1] == 7 for page in pages for row in page)
+
+
+async def test_counts_past_int64_load_exactly(tmp_path: Path):
+    replica = SqliteReplica(tmp_path / "durable.sqlite3")
+    state = PNCounter.from_slot("n1:1", UINT64_MAX, 2**63).merge(PNCounter.from_slot("n2:1", 1, 0))
+    try:
+        await replica.write([(("t", "ns", "big"), 3, state)])
+        assert dict(await replica.load({3})) == {("t", "ns", "big"): state}
+    finally:
+        await replica.close()
+
+
+@pytest.mark.parametrize(
+    "column, text",
+    [("p", "-0000000000000000005"), ("n", "x"), ("p", "99999999999999999999"), ("actor", "")],
+)
+async def test_a_corrupt_slot_is_a_durable_error(tmp_path: Path, column: str, text: str):
     replica = SqliteReplica(tmp_path / "durable.sqlite3")
     try:
         await replica.write([(("t", "ns", "c"), 1, PNCounter.empty().increment("n1:1", 1))])
-        replica._db.execute('UPDATE slots SET counter = \'["t","ns"]\'')
+        replica._db.execute(f"UPDATE slots SET {column} = ?", (text,))
         with pytest.raises(DurableError):
             await replica.load({1})
     finally:
