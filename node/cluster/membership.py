@@ -141,6 +141,16 @@ class Cluster:
         member = self.view.get(node_id)
         return member is not None and member.status != Status.REMOVED and node_id not in self.down
 
+    def status_of(self, node_id: str) -> str:
+        """node_id's status as this node sees it: its view's, or "down" for a member its
+        failure detector suspects; "unknown" for a stranger."""
+        member = self.view.get(node_id)
+        if member is None:
+            return "unknown"
+        if member.status != Status.REMOVED and node_id != self.node_id and node_id in self.down:
+            return Status.DOWN.value
+        return member.status.value
+
     def serving(self, node_id: str) -> bool:
         """Alive and caught up, so its state counts toward a read quorum."""
         if node_id == self.node_id:

@@ -24,22 +24,13 @@ from ring.claimant import queued
 routes = web.RouteTableDef()
 
 
-def _effective_status(cluster: Cluster, node_id: str) -> str:
-    member = cluster.view.get(node_id)
-    if member is None:
-        return "unknown"
-    if member.status != Status.REMOVED and node_id != cluster.node_id and node_id in cluster.down:
-        return Status.DOWN.value
-    return member.status.value
-
-
 def _members(cluster: Cluster) -> list[dict[str, Any]]:
     load = cluster.state.current.load()
     return [
         {
             "node_id": node_id,
             "address": member.address,
-            "status": _effective_status(cluster, node_id),
+            "status": cluster.status_of(node_id),
             "version": member.version,
             "shards": load.get(node_id, 0),
         }
@@ -135,7 +126,7 @@ async def add_node(request: web.Request) -> web.Response:
         node_id = gossip.absorb(reply)
     except wire.ProtocolError as error:
         raise QuorumUnavailable(f"{address} answered badly: {error}") from None
-    status = _effective_status(cluster, node_id)
+    status = cluster.status_of(node_id)
     answer = _change_answer(request, node_id, status)
     return bodies.json_response({**answer, "address": address}, status=202)
 

@@ -25,15 +25,6 @@ routes = web.RouteTableDef()
 EPOCH_HEADER = "Counters-Ring-Epoch"
 
 
-def _status(cluster: Cluster, node_id: str) -> str:
-    member = cluster.view.get(node_id)
-    if member is None:
-        return "unknown"
-    if member.status != Status.REMOVED and node_id != cluster.node_id and node_id in cluster.down:
-        return Status.DOWN.value
-    return member.status.value
-
-
 def topology(cluster: Cluster, tenant: str) -> dict[str, Any]:
     """The current ring as a client needs it: shard count, each shard's replicas (ids, in
     preference order), and each node's address and status as this node sees them."""
@@ -42,7 +33,7 @@ def topology(cluster: Cluster, tenant: str) -> dict[str, Any]:
     nodes: dict[str, Any] = {}
     for node_id in sorted(members | set(ring.nodes)):
         address = cluster.address_of(node_id)
-        nodes[node_id] = {"address": address, "status": _status(cluster, node_id)}
+        nodes[node_id] = {"address": address, "status": cluster.status_of(node_id)}
     return {
         "epoch": ring.epoch,
         "checksum": ring.checksum(),

@@ -21,7 +21,6 @@ the packed work itself, so hot paths use the slot-level calls that build none
 
 from __future__ import annotations
 
-import heapq
 import struct
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 
@@ -34,6 +33,7 @@ from node.base.keys import Key
 from node.storage.incarnation import incarnation_of
 from node.storage.store_dirty import DirtyCounters
 from node.storage.store_load import LoadedCounters
+from node.storage.store_reads import NamespaceReads
 from node.storage.store_receipts import StoreReceipts
 from ring import hash64
 
@@ -53,7 +53,7 @@ _EMPTY_PN = PNCounter.empty()
 Names = dict[str, bytes]  # name -> record, for one (shard, tenant, namespace)
 
 
-class CounterStore(DirtyCounters, LoadedCounters, StoreReceipts):
+class CounterStore(DirtyCounters, LoadedCounters, StoreReceipts, NamespaceReads):
     def __init__(
         self,
         shard_of: Callable[[Key], int],
@@ -376,28 +376,6 @@ class CounterStore(DirtyCounters, LoadedCounters, StoreReceipts):
         record = self._lookup(key)[2]
         return _weight(key) if record is None else int(_read_header(record)[0])
 
-    def shard_values(self, shard: int) -> Iterator[tuple[Key, int]]:
-        """(key, value) for each counter of a shard, without building states."""
-        value = pk.value
-        for key, record in self._shard_records(shard):
-            yield key, value(record, HEADER_SIZE)
-
-    def namespace_size(self, shard: int, tenant: str, namespace: str) -> int:
-        """How many counters a shard holds in (tenant, namespace)."""
-        return len(self._shards.get(shard, {}).get(tenant, {}).get(namespace, ()))
-
-    def namespace_values(
-        self, shard: int, tenant: str, namespace: str
-    ) -> Iterator[tuple[str, int]]:
-        """(name, value) for each counter of a shard in (tenant, namespace)."""
-        value = pk.value
-        for name, record in self._shards.get(shard, {}).get(tenant, {}).get(namespace, {}).items():
-            yield name, value(record, HEADER_SIZE)
-
-    def tenant_counts(self, shard: int) -> dict[str, int]:
-        """How many counters each tenant has in a shard (read-only)."""
-        return self._tenant_counts.get(shard, {})
-
     def digest(self, shard: int) -> int:
         """Order-independent hash of a shard's keys and states (0 when empty)."""
         if shard in self._unweighed:
@@ -431,34 +409,6 @@ class CounterStore(DirtyCounters, LoadedCounters, StoreReceipts):
         self._unweighed.discard(shard)
         self._tenant_counts.pop(shard, None)
         return dropped
-
-    def scan(
-        self, tenant: str, namespace: str, prefix: str, after: str, limit: int, shards: set[int]
-    ) -> list[tuple[str, PNCounter]]:
-        """Names in (tenant, namespace) starting with prefix, sorted, greater than `after`:
-        the first `limit` of them, from the namespace's own dicts."""
-        held = self._shards
-        spaces = [
-            names
-            for shard in shards
-            if (names := held.get(shard, {}).get(tenant, {}).get(namespace)) is not None
-        ]
-        chosen = heapq.nsmallest(
-            limit,
-            (
-                name
-                for names in spaces
-                for name in names
-                if name > after and name.startswith(prefix)
-            ),
-        )
-        state = self._state
-        return [
-            (name, state(record))
-            for name in chosen
-            for names in spaces
-            if (record := names.get(name)) is not None
-        ]
 
 
 def _weight(key: Key) -> int:
