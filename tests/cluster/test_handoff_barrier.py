@@ -57,13 +57,25 @@ async def test_writes_during_a_join_are_on_every_new_replica_when_the_ring_switc
     acked = dict(stream.acked)  # every one of these was acknowledged before we looked
 
     by_id = {node.node_id: node for node in [*nodes, joiner]}
-    short = {}
-    for name in names:
-        for node_id in _replicas(ring, name):
-            held = await cluster.value(by_id[node_id], NS, name, "one")  # its own memory
-            if held < acked[name]:
-                short[(name, node_id)] = (held, acked[name])
-    assert not short, f"replicas short of acknowledged increments: {short}"
+
+    async def short() -> dict[tuple[str, str], tuple[int, int]]:
+        found = {}
+        for name in names:
+            for node_id in _replicas(ring, name):
+                held = await cluster.value(by_id[node_id], NS, name, "one")  # its own memory
+                if held < acked[name]:
+                    found[(name, node_id)] = (held, acked[name])
+        return found
+
+    # A write acknowledged by W=2 of 3 may still be in flight to the third replica, for a
+    # moment on a loaded machine; a hole in the barrier waits for anti-entropy, which this
+    # test slows to one shard a round (minutes for 256 shards): 2 s tells the two apart.
+    async def none_short() -> bool:
+        return not await short()
+
+    missing = await short()
+    if missing:
+        await eventually(none_short, f"replicas short of acknowledged increments: {missing}", 2)
     await stream.check_totals(nodes[0])
 
 
