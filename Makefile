@@ -25,15 +25,17 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy crdt ring node client/counters_client
 
-# Every test: first those that need no real server and no node process (crdt, ring, node,
-# loadtest, in-process) on three workers, as `make check` runs them; then, one after
-# another, those that start real servers and node processes (tests/cluster, integration,
-# the compose node, the short seeded fault run), whose timing must not compete for the
-# two cores.
+# Every test: first those that start no node process (crdt, ring, node, loadtest,
+# in-process, client, and the integration tests of the stores against real Redis and
+# PostgreSQL, each worker with its own servers) on three workers; then, one after another,
+# those that start node processes (tests/cluster, the compose node, the short seeded fault
+# run), whose timing must not compete for the two cores.
 unit: $(STAMP)
-	$(BIN)/pytest -q -n 3 $(CHECK_SKIPS) tests tests/integration/test_history_api.py
-	$(BIN)/pytest -q -m "not scale" tests/cluster tests/integration \
-		tests/deploy/test_compose_node.py tests/faults --ignore=tests/integration/test_history_api.py
+	$(BIN)/pytest -q -n 3 $(UNIT_SKIPS) tests
+	$(BIN)/pytest -q -m "not scale" tests/cluster tests/deploy/test_compose_node.py tests/faults
+
+UNIT_SKIPS := --ignore=tests/cluster --ignore=tests/faults \
+	--ignore=tests/deploy/test_compose_node.py -p no:schemathesis -p no:locust
 
 # Scenarios at scale (marked `scale`): a minute or more each, so `make test` leaves them out
 # to stay within its 10 minutes; run them after a change to start, hand-off or receipts.
