@@ -171,7 +171,7 @@ async def test_a_resume_point_given_is_sent_and_a_busy_node_is_skipped(nodes: li
 
 
 async def test_a_refusal_is_raised_typed_at_once(nodes: list[Node]) -> None:
-    first, second = nodes
+    first, _ = nodes
     first.script = [(403, [])]
     async with AsyncClient([first.url], deadline_s=5, **FAST) as client:
         feed = client.events("ns")
