@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from collections.abc import Coroutine, Iterable, Iterator, Sequence
+from collections.abc import Coroutine, Generator, Iterable, Sequence
 from typing import Any, TypeVar
 
 from counters_client import errors
@@ -170,7 +170,7 @@ class Client:
         prefix: str = "",
         last_event_id: str | None = None,
         idle_timeout_s: float = IDLE_TIMEOUT_S,
-    ) -> Iterator[FeedItem]:
+    ) -> Generator[FeedItem, None, None]:
         """The change feed as a blocking iterator (AsyncClient.events); each step waits for
         the next event. Close it (or leave the for loop) to end the stream."""
         feed = self._client.events(namespace, prefix, last_event_id, idle_timeout_s)
