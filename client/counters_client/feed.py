@@ -8,7 +8,9 @@ a serving node, avoiding the one that failed, with the id of the last event it r
 Last-Event-ID: the node resumes right after it, so the caller sees no gap and no repeat.
 Opening is retried like other calls (connection errors, 502/503/504 with back-off, 429
 after Retry-After) within deadline_s per outage, then DeadlineExceeded; a refusal (4xx)
-is raised as its typed error.
+is raised as its typed error. Streams lost before their first frame make the next opening
+wait a growing back-off (with jitter, up to backoff_cap_s); the node's `retry:` hint is
+not used, as the client moves to another node anyway.
 """
 
 from __future__ import annotations
@@ -56,6 +58,7 @@ class Feed:
         self._parser = Parser()
         self._random = random.Random()
         self._closed = False
+        self._barren = 0  # streams in a row lost before they gave a frame: the back-off
 
     def __aiter__(self) -> Feed:
         return self
@@ -99,6 +102,7 @@ class Feed:
             self._take(frame)
 
     def _take(self, frame: Frame) -> None:
+        self._barren = 0
         if frame.event == "change":
             self._queue.append(change_event(frame.data, frame.id))
             self._resume_id = frame.id
@@ -111,6 +115,7 @@ class Feed:
 
     def _lost(self) -> None:
         self._drop()
+        self._barren += 1
         if self.url is not None:
             self.transport._suspect(self.url)
         if self.transport.options.route:
@@ -135,6 +140,13 @@ class Feed:
         )
         attempt = 0
         last: errors.CountersError | None = None
+        if self._barren:  # streams that end at once must not make a busy loop
+            await asyncio.sleep(
+                retry.backoff_s(
+                    self._barren - 1, options.backoff_base_s, options.backoff_cap_s,
+                    self._random.random(),
+                )
+            )  # fmt: skip
         while True:
             url = transport.any_node(transport.suspects())
             retry_after = None

@@ -202,3 +202,15 @@ async def test_the_blocking_client_iterates_the_feed(nodes: list[Node]) -> None:
 
     got = await asyncio.wait_for(asyncio.to_thread(blocking), 10)
     assert [event.value for event in got] == [1, 2]
+
+
+async def test_streams_that_end_at_once_are_reopened_with_a_back_off(nodes: list[Node]) -> None:
+    first, _ = nodes
+    first.script = [(200, [b": hello\n\n"])] * 1000  # each stream ends before any event
+    options = {**FAST, "backoff_base_s": 0.1, "backoff_cap_s": 0.2}
+    async with AsyncClient([first.url], deadline_s=5, **options) as client:
+        with pytest.raises(TimeoutError):
+            async with asyncio.timeout(1.0):
+                await client.events("ns").__anext__()
+    # about ten (a mean wait of 0.1 s); with no back-off, hundreds in a second
+    assert 3 <= len(first.resumed_from) <= 30, len(first.resumed_from)
