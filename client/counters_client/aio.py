@@ -12,6 +12,7 @@ import asyncio
 import json
 import threading
 import time
+import weakref
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -84,6 +85,7 @@ class AsyncClient:
             lock=_lock,
         )
         self._flusher: asyncio.Task[None] | None = None
+        self._feeds: weakref.WeakSet[Feed] = weakref.WeakSet()  # closed with the client
         self._closed = False
 
     # Life -----------------------------------------------------------------------------------
@@ -105,6 +107,8 @@ class AsyncClient:
             return
         self._closed = True
         self.batcher.close()
+        for feed in list(self._feeds):
+            await feed.aclose()  # its iteration ends: StopAsyncIteration
         try:
             await self.batcher.drain()
         finally:
@@ -233,12 +237,15 @@ class AsyncClient:
         """The namespace's change feed (counters under `prefix`) from now, or from after
         `last_event_id`: an async iterator of ChangeEvent and Gap that reconnects, to any
         node, where it left off (see feed.py). Opens on the first `async for` step; close
-        it with `await feed.aclose()` or `async with client.events(...) as feed`."""
+        it with `await feed.aclose()` or `async with client.events(...) as feed`; closing
+        the client ends it too."""
         if self._closed:
             raise RuntimeError("the client is closed")
-        return Feed(
+        feed = Feed(
             self.transport, path(namespace) + "/events", prefix, last_event_id, idle_timeout_s
         )
+        self._feeds.add(feed)
+        return feed
 
     async def get_many(
         self, namespace: str, names: Iterable[str], consistency: str | None = None

@@ -115,6 +115,8 @@ class Feed:
 
     def _lost(self) -> None:
         self._drop()
+        if self._closed:
+            return  # closed under a read (by the client's close): nothing to resume
         self._barren += 1
         if self.url is not None:
             self.transport._suspect(self.url)

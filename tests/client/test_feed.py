@@ -214,3 +214,22 @@ async def test_streams_that_end_at_once_are_reopened_with_a_back_off(nodes: list
                 await client.events("ns").__anext__()
     # about ten (a mean wait of 0.1 s); with no back-off, hundreds in a second
     assert 3 <= len(first.resumed_from) <= 30, len(first.resumed_from)
+
+
+async def test_closing_the_client_ends_the_iteration(nodes: list[Node]) -> None:
+    first, _ = nodes
+    first.script = [(200, [change(1, 1), HANG])]
+    items: list[Any] = []
+    got_one = asyncio.Event()
+    async with AsyncClient([first.url], deadline_s=5, **FAST) as client:
+        feed = client.events("ns")
+
+        async def drain() -> None:
+            async for item in feed:
+                items.append(item)
+                got_one.set()
+
+        reader = asyncio.create_task(drain())
+        await asyncio.wait_for(got_one.wait(), 10)
+    await asyncio.wait_for(reader, 5)  # ended, not failed, by the client's close
+    assert [e.value for e in items] == [1] and len(first.resumed_from) == 1
