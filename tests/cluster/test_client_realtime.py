@@ -15,6 +15,7 @@ from counters_client import (
     Aggregate,
     AsyncClient,
     ChangeEvent,
+    Client,
     Feed,
     Top,
     TopEntry,
@@ -73,6 +74,16 @@ async def realtime_reads_match(client: AsyncClient, values: dict[str, int]) -> N
         assert await client.get(NS, name) == value  # get stays a plain int
 
 
+def blocking_reads(urls: list[str], token: str) -> tuple[Any, ...]:
+    """The same reads through the blocking Client (run in a thread)."""
+    with Client(urls, token) as client:
+        return (
+            client.aggregate(NS, prefix="a:", window="15m"),
+            client.top(NS, k=3, prefix="a:"),
+            client.get_window(NS, "a:0", "15m", consistency="all"),
+        )
+
+
 async def bad_reads_are_refused(client: AsyncClient, values: dict[str, int]) -> None:
     for call, kind in (
         (client.top(NS, k=0), errors.InvalidBody),
@@ -113,6 +124,12 @@ async def test_realtime_reads_and_a_feed_that_survives_its_node(cluster: Cluster
     async with AsyncClient([n.url for n in nodes], token, deadline_s=20) as client:
         values = await write_model(client, 40)
         await realtime_reads_match(client, values)
+        blocking = await asyncio.to_thread(blocking_reads, [n.url for n in nodes], token)
+        assert blocking == (
+            await client.aggregate(NS, prefix="a:", window="15m"),
+            await client.top(NS, k=3, prefix="a:"),
+            await client.get_window(NS, "a:0", "15m", consistency="all"),
+        )
         await bad_reads_are_refused(client, values)
 
         items: list[Any] = []
