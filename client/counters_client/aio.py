@@ -12,6 +12,7 @@ import asyncio
 import json
 import threading
 import time
+import weakref
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -25,6 +26,8 @@ from counters_client.batcher import (
     retryable_op_error,
 )
 from counters_client.buffer import Coalescer
+from counters_client.feed import IDLE_TIMEOUT_S, Feed
+from counters_client.realtime import Aggregate, Top, Windowed
 from counters_client.transport import Options, Transport
 
 __all__ = ["AsyncClient", "Listener", "Stats"]
@@ -82,6 +85,7 @@ class AsyncClient:
             lock=_lock,
         )
         self._flusher: asyncio.Task[None] | None = None
+        self._feeds: weakref.WeakSet[Feed] = weakref.WeakSet()  # closed with the client
         self._closed = False
 
     # Life -----------------------------------------------------------------------------------
@@ -103,6 +107,8 @@ class AsyncClient:
             return
         self._closed = True
         self.batcher.close()
+        for feed in list(self._feeds):
+            await feed.aclose()  # its iteration ends: StopAsyncIteration
         try:
             await self.batcher.drain()
         finally:
@@ -180,6 +186,66 @@ class AsyncClient:
             params=self._params(consistency),
         )
         return int(reply["value"])
+
+    async def get_window(
+        self, namespace: str, name: str, window: str = "15m", consistency: str | None = None
+    ) -> Windowed:
+        """The counter's value and its net change and rate over a trailing window (1m to
+        24h, in m or h: "15m", "2h")."""
+        reply = await self.transport.call(
+            "GET",
+            self.transport.coordinator_route(namespace, name),
+            path(namespace, "counters", name),
+            params={**(self._params(consistency) or {}), "window": window},
+        )
+        return Windowed.from_json(reply)
+
+    async def aggregate(
+        self, namespace: str, prefix: str = "", window: str | None = None
+    ) -> Aggregate:
+        """How many counters are under `prefix`, their total and, with a window, their net
+        change over it."""
+        params = _query(prefix=prefix, window=window)
+        reply = await self.transport.call(
+            "GET", self.transport.any_node, path(namespace) + "/aggregate", params=params
+        )
+        return Aggregate.from_json(reply)
+
+    async def top(
+        self,
+        namespace: str,
+        k: int = 10,
+        by: str = "value",
+        window: str | None = None,
+        prefix: str = "",
+    ) -> Top:
+        """The k counters (up to 1,000) with the largest value, or (by="change", which
+        needs a window) the largest net change over the window; largest first."""
+        params = _query(prefix=prefix, window=window, k=str(k), by=by)
+        reply = await self.transport.call(
+            "GET", self.transport.any_node, path(namespace) + "/top", params=params
+        )
+        return Top.from_json(reply)
+
+    def events(
+        self,
+        namespace: str,
+        prefix: str = "",
+        last_event_id: str | None = None,
+        idle_timeout_s: float = IDLE_TIMEOUT_S,
+    ) -> Feed:
+        """The namespace's change feed (counters under `prefix`) from now, or from after
+        `last_event_id`: an async iterator of ChangeEvent and Gap that reconnects, to any
+        node, where it left off (see feed.py). Opens on the first `async for` step; close
+        it with `await feed.aclose()` or `async with client.events(...) as feed`; closing
+        the client ends it too."""
+        if self._closed:
+            raise RuntimeError("the client is closed")
+        feed = Feed(
+            self.transport, path(namespace) + "/events", prefix, last_event_id, idle_timeout_s
+        )
+        self._feeds.add(feed)
+        return feed
 
     async def get_many(
         self, namespace: str, names: Iterable[str], consistency: str | None = None
@@ -299,6 +365,11 @@ class AsyncClient:
 
     def _params(self, consistency: str | None) -> dict[str, str] | None:
         return {"consistency": consistency} if consistency else self.params
+
+
+def _query(**given: str | None) -> dict[str, str]:
+    """The query parameters given, without the empty ones."""
+    return {key: value for key, value in given.items() if value}
 
 
 def _range(start: str | float | None, end: str | float | None) -> dict[str, str]:

@@ -12,11 +12,13 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from collections.abc import Coroutine, Iterable, Sequence
+from collections.abc import Coroutine, Generator, Iterable, Sequence
 from typing import Any, TypeVar
 
 from counters_client import errors
 from counters_client.aio import AsyncClient, Stats
+from counters_client.feed import IDLE_TIMEOUT_S
+from counters_client.realtime import Aggregate, FeedItem, Top, Windowed
 
 T = TypeVar("T")
 
@@ -143,3 +145,42 @@ class Client:
 
     def rollups(self, namespace: str, **query: Any) -> dict[str, Any]:
         return self._run(self._client.rollups(namespace, **query))
+
+    def get_window(
+        self, namespace: str, name: str, window: str = "15m", consistency: str | None = None
+    ) -> Windowed:
+        return self._run(self._client.get_window(namespace, name, window, consistency))
+
+    def aggregate(self, namespace: str, prefix: str = "", window: str | None = None) -> Aggregate:
+        return self._run(self._client.aggregate(namespace, prefix, window))
+
+    def top(
+        self,
+        namespace: str,
+        k: int = 10,
+        by: str = "value",
+        window: str | None = None,
+        prefix: str = "",
+    ) -> Top:
+        return self._run(self._client.top(namespace, k, by, window, prefix))
+
+    def events(
+        self,
+        namespace: str,
+        prefix: str = "",
+        last_event_id: str | None = None,
+        idle_timeout_s: float = IDLE_TIMEOUT_S,
+    ) -> Generator[FeedItem, None, None]:
+        """The change feed as a blocking iterator (AsyncClient.events); each step waits for
+        the next event. Close it (or leave the for loop) to end the stream."""
+        feed = self._client.events(namespace, prefix, last_event_id, idle_timeout_s)
+        try:
+            while True:
+                try:
+                    item = self._run(feed.__anext__())
+                except StopAsyncIteration:
+                    return
+                yield item
+        finally:
+            if not self._loop.is_closed():
+                self._run(feed.aclose())
