@@ -12,7 +12,6 @@ from node.cluster.pool import PeerPool
 from node.realtime.feed_log import EventLog
 from node.realtime.publisher import Publisher
 from node.realtime.reader import FeedReader
-from node.realtime.sink_redis import RedisStreamSink
 from node.realtime.sinks import SinkPump
 from node.realtime.stream import StreamTally
 from node.storage.store import CounterStore
@@ -25,6 +24,9 @@ def open_sinks(config: Config) -> list[SinkPump]:
     url = config.events_redis_url or config.events_redis_cluster_url
     if not url:
         return []
+    # redis-py costs a tenth of a second to import: only a node that publishes pays it
+    from node.realtime.sink_redis import RedisStreamSink
+
     sink = RedisStreamSink(
         url,
         cluster=bool(config.events_redis_cluster_url),
