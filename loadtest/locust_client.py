@@ -14,8 +14,8 @@ its loop runs in its greenlet and waits in gevent's selector (the patched `selec
 blocking calls wait on gevent's patched locks, so the users' calls and the client's flushes
 take turns like any other greenlets. It is also what an application server does: one client
 per process, shared by its request handlers, whose adds of the same counter it sums. The
-cost is the client's CPU per call, about 1.7x what it is without gevent (the loop's wake-ups
-go through gevent's hub), in the Locust process only.
+cost is the client's CPU per call, 1.3-1.4x what it is without gevent (the loop's wake-ups
+go through gevent's hub), in the Locust process only (bench_client_gevent.py measures it).
 
 Each call is a Locust request of type "client": its time is the call's, its failure the
 typed `CountersError`. add() returns at once, so its sample is taken when the batch that
