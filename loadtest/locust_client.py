@@ -51,7 +51,6 @@ ADD = "add() -> acknowledged (zipf)"
 INCR = "incr() (zipf)"
 GET = "get() (zipf)"
 GET_MANY = "get_many() (zipf)"
-NAMES = (ADD, INCR, GET, GET_MANY)
 ADDS_PER_TASK = 10  # one page view counts a few things
 GET_MANY_SIZE = 10
 TOKEN_TTL_S = 24 * 3600
