@@ -71,3 +71,16 @@ async def test_rows_written_before_packs_are_still_answered_and_expire(tmp_path:
         assert await _loaded(replica, later_ms) == []
     finally:
         await replica.close()
+
+
+async def test_a_receipt_stored_twice_loads_once_as_first_stored(tmp_path: Path) -> None:
+    path, now_ms = tmp_path / "durable.sqlite3", int(time.time() * 1000)
+    replica = SqliteReplica(path)
+    key = ("t", "ns", "c")
+    first, later = Receipt(now_ms + 5, "n1:1", "a", 1), Receipt(now_ms, "n2:1", "b", 2)
+    try:
+        await replica.write_receipts([(key, SHARD, "K#0", first)], WINDOW, now_ms)
+        await replica.write_receipts([(key, SHARD, "K#0", later)], WINDOW, now_ms)
+        assert await _loaded(replica, now_ms) == [(key, SHARD, "K#0", first)]
+    finally:
+        await replica.close()
