@@ -6,10 +6,9 @@ numbers, so an upsert keeps max(p) and max(n) and writes stay idempotent. WAL wi
 synchronous=NORMAL survives a killed process (not a power cut of the machine). The sqlite3
 module blocks, so each call runs in a worker thread, one at a time.
 
-Idempotency receipts: one row per (counter, idempotency key) with its expiry, indexed by
-expiry (each write deletes at most EXPIRE_BATCH expired rows) and by (shard, counter, key),
-which a load pages through; INSERT OR IGNORE keeps the first receipt stored. A flush
-(`write_changes`) writes slots, receipts and reservations in one transaction.
+Idempotency receipts: one row per request, a pack of the receipts that share a time, an
+actor and a fingerprint (sqlite_receipts.py, receipt_packs.py). A flush (`write_changes`)
+writes slots, receipts and reservations in one transaction.
 
 Reservations (this node's grants of idempotency keys): one row per (counter, key) with the
 attempt holding it and until when, indexed like the receipts; an ended one is deleted, a
@@ -28,9 +27,9 @@ from typing import Any, TypeVar
 from crdt import CodecError, PNCounter, codec
 from crdt.codec import MAX_KEY_PART_BYTES
 from crdt.gcounter import UINT64_MAX
-from crdt.receipts import Receipt
 from node.base.keys import Key
 from node.base.threads import in_thread
+from node.storage import sqlite_receipts
 from node.storage.durable import (
     RECEIPT_PAGE,
     DurableError,
@@ -44,10 +43,12 @@ from node.storage.durable import (
     states_of,
 )
 from node.storage.receipt_book import Reservation
+from node.storage.receipt_packs import pack as pack_receipts
+from node.storage.sqlite_receipts import EXPIRE_BATCH
 
 Paged = TypeVar("Paged", bound=tuple[Key, int, str, Any])  # (counter, shard, key, what)
 
-SCHEMA = """
+SLOTS_SCHEMA = """
 CREATE TABLE IF NOT EXISTS slots (
     counter TEXT NOT NULL,
     shard INTEGER NOT NULL,
@@ -57,19 +58,8 @@ CREATE TABLE IF NOT EXISTS slots (
     PRIMARY KEY (counter, actor)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS slots_by_shard ON slots (shard);
-CREATE TABLE IF NOT EXISTS idempotency_receipts (
-    counter TEXT NOT NULL,
-    idem TEXT NOT NULL,
-    shard INTEGER NOT NULL,
-    expires_ms INTEGER NOT NULL,
-    at_ms INTEGER NOT NULL,
-    actor TEXT NOT NULL,
-    fingerprint TEXT NOT NULL,
-    value INTEGER NOT NULL,
-    PRIMARY KEY (idem, counter)
-) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS receipts_by_expiry ON idempotency_receipts (expires_ms);
-CREATE INDEX IF NOT EXISTS receipts_by_shard ON idempotency_receipts (shard, counter, idem);
+"""
+RESERVATIONS_SCHEMA = """
 CREATE TABLE IF NOT EXISTS reservations (
     counter TEXT NOT NULL,
     idem TEXT NOT NULL,
@@ -82,6 +72,7 @@ CREATE TABLE IF NOT EXISTS reservations (
 CREATE INDEX IF NOT EXISTS reservations_by_expiry ON reservations (until_ms);
 CREATE INDEX IF NOT EXISTS reservations_by_shard ON reservations (shard, counter, idem);
 """
+SCHEMA = SLOTS_SCHEMA + sqlite_receipts.SCHEMA + RESERVATIONS_SCHEMA
 PUT_RESERVATION = "INSERT OR REPLACE INTO reservations VALUES (?, ?, ?, ?, ?, ?)"
 DELETE_RESERVATION = "DELETE FROM reservations WHERE counter = ? AND idem = ?"
 EXPIRE_RESERVATIONS = """
@@ -92,20 +83,6 @@ DELETE FROM reservations WHERE (counter, idem) IN (
 LOAD_RESERVATIONS = """
 SELECT counter, idem, node, token, until_ms FROM reservations
 WHERE shard = ? AND (counter, idem) > (?, ?) AND until_ms >= ?
-ORDER BY counter, idem LIMIT ?
-"""
-INSERT_RECEIPT = "INSERT OR IGNORE INTO idempotency_receipts VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
-# Each write drops at most this many expired receipts, so a write never stalls on a backlog
-# (after a long stop, say); writes come at least every flush, so the backlog drains.
-EXPIRE_BATCH = 5_000
-EXPIRE = """
-DELETE FROM idempotency_receipts WHERE (counter, idem) IN (
-    SELECT counter, idem FROM idempotency_receipts WHERE expires_ms < ? LIMIT ?
-)
-"""
-LOAD_RECEIPTS = """
-SELECT counter, idem, shard, at_ms, actor, fingerprint, value FROM idempotency_receipts
-WHERE shard = ? AND (counter, idem) > (?, ?) AND expires_ms >= ?
 ORDER BY counter, idem LIMIT ?
 """
 # Slots go in as one JSON array per statement, [[counter, shard, actor, p, n], ...], read by
@@ -179,44 +156,10 @@ class SqliteReplica:
         self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
-        self._migrate_receipt_key()
+        sqlite_receipts.migrate_key(self._db)
         self._db.executescript(SCHEMA)
-        self._migrate_receipts()
+        sqlite_receipts.migrate_unexpiring(self._db)
         self._lock = asyncio.Lock()
-
-    def _migrate_receipt_key(self) -> None:
-        """Rebuild a receipt table keyed (counter, idem), as written before, keyed (idem,
-        counter): a keyed batch's receipts ("K#0", "K#1", ...) then land side by side in a
-        few pages instead of one random page each, a third of the CPU per row (7-17 us
-        against 23-45 us, 50,000-150,000 rows). SCHEMA creates the new table here."""
-        found = "SELECT sql FROM sqlite_master WHERE type = 'table' AND name = ?"
-        row = self._db.execute(found, ("idempotency_receipts",)).fetchone()
-        if row is None or "PRIMARY KEY (counter, idem)" not in row[0]:
-            return
-        with self._db:
-            self._db.execute("BEGIN")
-            self._db.execute("DROP INDEX IF EXISTS receipts_by_expiry")
-            self._db.execute("DROP INDEX IF EXISTS receipts_by_shard")
-            self._db.execute("ALTER TABLE idempotency_receipts RENAME TO receipts_by_counter")
-            for statement in SCHEMA.split(";"):
-                if "idempotency_receipts" in statement:
-                    self._db.execute(statement)
-            self._db.execute("INSERT INTO idempotency_receipts SELECT * FROM receipts_by_counter")
-            self._db.execute("DROP TABLE receipts_by_counter")
-
-    def _migrate_receipts(self) -> None:
-        """Move receipts from the table before expiry was stored (kept for a day, the
-        default window) and drop it."""
-        found = "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'receipts'"
-        if self._db.execute(found).fetchone() is None:
-            return
-        with self._db:
-            self._db.execute("BEGIN")
-            self._db.execute(
-                "INSERT OR IGNORE INTO idempotency_receipts SELECT counter, idem, shard,"
-                " at_ms + 86400000, at_ms, actor, fingerprint, value FROM receipts"
-            )
-            self._db.execute("DROP TABLE receipts")
 
     def _write_changes(
         self,
@@ -234,11 +177,7 @@ class SqliteReplica:
             for actor in state.actors():
                 p, n = state.slot(actor)
                 rows.append((name, shard, actor, _padded(p), _padded(n)))
-        receipt_rows = []
-        for key, shard, idem, r in receipts:
-            if r.at_ms + window_ms >= now_ms:
-                name = names.get(key) or names.setdefault(key, member(key))
-                receipt_rows.append((name, idem, shard, r.at_ms + window_ms, *r.to_wire()))
+        packs = pack_receipts(receipts, window_ms, now_ms) if receipts else []
         puts, deletes = [], []
         for key, shard, idem, held in reservations:
             name = names.get(key) or names.setdefault(key, member(key))
@@ -254,12 +193,12 @@ class SqliteReplica:
             rows.sort()
             for start in range(0, len(rows), SLOT_CHUNK):
                 db.execute(UPSERT, (json.dumps(rows[start : start + SLOT_CHUNK]),))
-            db.executemany(INSERT_RECEIPT, receipt_rows)
+            sqlite_receipts.write(db, packs)
             db.executemany(DELETE_RESERVATION, deletes)
             db.executemany(PUT_RESERVATION, puts)
             if not (receipts or reservations or window_ms):
                 return 0  # a plain `write`: no expiry pass
-            dropped: int = db.execute(EXPIRE, (now_ms, EXPIRE_BATCH)).rowcount
+            dropped = sqlite_receipts.expire(db, now_ms)
             return dropped + db.execute(EXPIRE_RESERVATIONS, (now_ms, EXPIRE_BATCH)).rowcount
 
     async def write_changes(
@@ -345,26 +284,39 @@ class SqliteReplica:
     def _receipt_page(
         self, shard: int, after: tuple[str, str], now_ms: int, keys: dict[str, Key]
     ) -> list[ReceiptEntry]:
-        page: list[ReceiptEntry] = []
-        rows = self._db.execute(LOAD_RECEIPTS, (shard, *after, now_ms, RECEIPT_PAGE))
-        for counter, idem, _, at_ms, actor, fingerprint, value in rows:
-            key = keys.get(counter)
-            if key is None:
-                key = keys[counter] = key_of(counter)
-            try:
-                receipt = Receipt.from_wire([at_ms, actor, fingerprint, value])
-            except CodecError as error:
-                raise DurableError(f"corrupt receipt in sqlite: {error}") from error
-            page.append((key, shard, idem, receipt))
-        return page
+        return sqlite_receipts.row_page(self._db, shard, after, now_ms, keys)
 
     async def load_receipts(
         self, shards: Collection[int], now_ms: int
     ) -> AsyncIterator[list[ReceiptEntry]]:
-        """Pages each shard in (counter, idempotency key) order, from where the last page
-        ended, so each page costs the same however far into the shard it is."""
+        """The rows of the table written before packs, each shard paged in (counter,
+        idempotency key) order from where the last page ended; then the packs, paged in id
+        order, their receipts of these shards in pages of at most RECEIPT_PAGE. A receipt
+        stored twice loads once, as first stored (as a row's INSERT OR IGNORE kept it)."""
+        seen: set[tuple[Key, str]] = set()
         async for page in self._pages(self._receipt_page, shards, now_ms, "receipt"):
+            seen.update((key, idem) for key, _, idem, _ in page)
             yield page
+        wanted = frozenset(shards)
+        keys: dict[Key, Key] = {}
+        after: int | None = 0
+        held: list[ReceiptEntry] = []
+        while wanted and after is not None:
+            async with self._lock:
+                try:
+                    found, after = await in_thread(
+                        sqlite_receipts.pack_page, self._db, after, now_ms, wanted, keys
+                    )
+                except sqlite3.Error as error:
+                    raise DurableError(f"sqlite receipt load failed: {error}") from error
+            for entry in found:
+                name = (entry[0], entry[2])
+                if name not in seen:
+                    seen.add(name)
+                    held.append(entry)
+            while len(held) >= RECEIPT_PAGE or (held and after is None):
+                yield held[:RECEIPT_PAGE]
+                held = held[RECEIPT_PAGE:]
 
     def _reservation_page(
         self, shard: int, after: tuple[str, str], now_ms: int, keys: dict[str, Key]

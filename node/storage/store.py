@@ -317,6 +317,17 @@ class CounterStore(DirtyCounters, LoadedCounters, StoreReceipts, NamespaceReads)
         self._put(shard, key, names, _pack_header(weight, share) + slots, share, previous, (actor,))
         return share
 
+    def merge_share(self, key: Key, incoming: PNCounter) -> int:
+        """merge(key, incoming) without building the merged state; returns key's share after
+        it. A state of one actor's slot (what a keyed write replicates) takes merge_slot's
+        path, which unpacks nothing."""
+        p_slots, n_slots = incoming.p.slots, incoming.n.slots
+        if len(p_slots) == 1 and (not n_slots or n_slots.keys() == p_slots.keys()):
+            [(actor, p)] = p_slots.items()
+            return self.merge_slot(key, actor, p, n_slots.get(actor, 0))
+        self.merge(key, incoming)
+        return self.share(key)
+
     def merge_many(self, entries: Iterable[tuple[Key, PNCounter]]) -> None:
         for key, state in entries:
             self.merge(key, state)
