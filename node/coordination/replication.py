@@ -234,7 +234,7 @@ class Replicator:
             await wait.sent_on(self.timeout)
         if wrote and self.sync:
             await self.persister.durable_now(self.timeout)
-        elif wrote:
+        elif wrote and self.persister.pressing:
             # A share of the timeout: a forwarded op's whole round trip must still fit it.
             await self.persister.below_backlog(self.timeout * BACKLOG_WAIT_FRACTION)
 
