@@ -114,14 +114,22 @@ class DirtyCounters:
         count as clean too."""
         dirty, self._dirty = self._dirty, {}
         out = []
+        shard_of = self._shard
         for key, changed in dirty.items():
+            actors: Collection[str] | None = changed
+            if writes is not None and changed is not None:
+                shard = shard_of(key)
+                actors = [a for a in changed if writes(shard, a)]
+                if not actors:
+                    # Only slots another node writes changed (a replica's merges, two in
+                    # three marks at N=3): no record read, no state built.
+                    continue
             shard, _, record = self._lookup(key)
             if record is None:
                 continue
             state = self._state(record)
-            actors: Collection[str] | None = changed
-            if writes is not None:
-                actors = [a for a in (changed or state.actors()) if writes(shard, a)]
+            if writes is not None and changed is None:
+                actors = [a for a in state.actors() if writes(shard, a)]
                 if not actors:
                     continue
             if actors is not None and len(actors) < len(state.p) + len(state.n):
@@ -164,6 +172,26 @@ class DirtyCounters:
         """Counters changed since the history last took them: (key, shard, state)."""
         dirty, self._history_dirty = self._history_dirty, set()
         return self._dirty_states(dirty)
+
+    def take_history_values(self, records: Callable[[int], bool]) -> list[tuple[Key, int]]:
+        """Counters changed since the history last took them, of the shards `records(shard)`
+        picks (those this node records), with their values: (key, value). The others count
+        as taken too. No state is built, and a counter of a shard not picked (two in three
+        at N=3) costs a hash lookup."""
+        dirty, self._history_dirty = self._history_dirty, set()
+        shard_of, lookup, value = self._shard, self._lookup, pk.value
+        picked: dict[int, bool] = {}
+        out = []
+        for key in dirty:
+            shard = shard_of(key)
+            mine = picked.get(shard)
+            if mine is None:
+                mine = picked[shard] = records(shard)
+            if mine:
+                record = lookup(key)[2]
+                if record is not None:
+                    out.append((key, value(record, HEADER_SIZE)))
+        return out
 
     def take_changes(self) -> list[Change]:
         """The change tap: each counter whose value changed since the last take, with its
