@@ -287,7 +287,7 @@ class Coordinator:
     ) -> list[OpResult]:
         results: Pending = [None] * len(ops)
         kinds = {op.kind for op in ops}  # once: most requests are one op, or one kind
-        if kinds - {OpKind.GET}:  # a write of any kind
+        if self.replicator.sync and kinds - {OpKind.GET}:  # a write of any kind, in sync mode
             await self.replicator.check_store()
         keyed = [index for index, op in enumerate(ops) if op.idem]
         if keyed:  # as one group: a keyed batch costs a few round trips, not two per op
