@@ -114,7 +114,7 @@ class DirtyCounters:
         count as clean too."""
         dirty, self._dirty = self._dirty, {}
         out = []
-        shard_of = self._shard
+        shard_of, table = self._shard, self._actors
         for key, changed in dirty.items():
             actors: Collection[str] | None = changed
             if writes is not None and changed is not None:
@@ -127,13 +127,16 @@ class DirtyCounters:
             shard, _, record = self._lookup(key)
             if record is None:
                 continue
+            if actors is not None:  # only the slots written: the others are never built
+                out.append((key, shard, pk.unpack_only(record[HEADER_SIZE:], table, actors)))
+                continue
             state = self._state(record)
-            if writes is not None and changed is None:
+            if writes is not None:
                 actors = [a for a in state.actors() if writes(shard, a)]
                 if not actors:
                     continue
-            if actors is not None and len(actors) < len(state.p) + len(state.n):
-                state = state.restricted_to(actors)
+                if len(actors) < len(state.p) + len(state.n):
+                    state = state.restricted_to(actors)
             out.append((key, shard, state))
         return out
 
