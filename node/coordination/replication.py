@@ -130,7 +130,7 @@ class Replicator:
         actor = _sole_actor(delta) if own_slot and not receipts else None
         send: Callable[[PeerLink, str | None], PeerFuture]
         if actor is not None:
-            send = partial(_send_slots, actor, [(key, *delta.slot(actor))])
+            send = partial(_send_slots, actor, [(key, *delta.slot(actor))], [key])
         else:
             send = partial(_send_states, [(key, delta, receipts)])
         cluster = self.cluster
@@ -164,8 +164,9 @@ class Replicator:
             else:  # receipts, or slots of two actors around a rotation: the whole delta
                 states.setdefault((replicas, targets), []).append((key, delta, found))
         for (replicas, targets, actor), items in slots.items():
-            send = partial(_send_slots, actor, items)
-            self._write_group(wait, replicas, targets, [k for k, _, _ in items], consistency, send)
+            keys = [k for k, _, _ in items]  # one list for the repairers and every link
+            send = partial(_send_slots, actor, items, keys)
+            self._write_group(wait, replicas, targets, keys, consistency, send)
         for (replicas, targets), items in states.items():
             send = partial(_send_states, items)
             self._write_group(wait, replicas, targets, [k for k, _, _ in items], consistency, send)
@@ -394,9 +395,13 @@ def _ignore(_: object) -> None:
 
 
 def _send_slots(
-    actor: str, items: list[tuple[Key, int, int]], link: PeerLink, trace: str | None
+    actor: str,
+    items: list[tuple[Key, int, int]],
+    keys: list[Key],
+    link: PeerLink,
+    trace: str | None,
 ) -> PeerFuture:
-    return link.replicate_slots(actor, items, trace)
+    return link.replicate_slots(actor, items, trace, keys)
 
 
 def _send_states(
