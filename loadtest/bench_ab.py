@@ -1,48 +1,66 @@
-"""Interleaved A/B of two checkouts with bench.py: CPU µs per op and ops/s, medians of rounds.
+"""Paired A/B of two checkouts: both systems up side by side, wrk alternating between them.
 
     .venv/bin/python loadtest/bench_ab.py --a /path/to/old --b /path/to/new --rounds 3 \
         --scenarios increment_uniform batch_uniform --duration 6
 
-On a shared machine wall-clock rates move by 2x between minutes, so comparing two runs made
-apart says little. This alternates the checkouts (A, B, A, B, ...) in one script run and quotes
-the median of each: the node processes' CPU per op hardly moves with other load, the ops/s do.
-Each run is bench.py's own (same wrk scripts, same systems), with the nodes started from the
-checkout under test (its directory is their working directory and PYTHONPATH).
+On a shared machine the load of everything else moves wall-clock rates by 2x from one
+minute to the next, and with them the CPU per op (at a lower rate a node's fixed
+background work is shared by fewer ops). So rather than run one checkout's bench after the
+other's, this starts both systems at once (each node process from its own checkout, by
+PYTHONPATH, from a neutral working directory) and alternates wrk between them, scenario
+by scenario, A then B then A..., so each pair of runs meets the same weather. The system
+not measured is idle meanwhile (a few % of a core). Each run is bench.py's measure(): its
+wrk scripts, warm-up and CPU accounting (user + system time of the system's processes).
+It prints every run, then the median of the rounds for each side and their ratio.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
+import contextlib
 import os
+import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
-HERE = Path(__file__).resolve().parent
+import bench
+from bench_systems import Processes, start_cluster
+
+SYSTEM_SHAPES = {"n3": (3, 3, 2), "n1": (1, 1, 1)}  # nodes, replicas, quorum
 
 
-def run_once(tree: Path, args: argparse.Namespace) -> list[dict[str, object]]:
-    with tempfile.NamedTemporaryFile(suffix=".json", delete=False) as out:
-        json_path = out.name
-    argv = [sys.executable, str(HERE / "bench.py"), "--systems", args.system]
-    argv += ["--scenarios", *args.scenarios, "--duration", str(args.duration)]
-    argv += ["--warmup", str(args.warmup), "--json", json_path]
-    env = {k: v for k, v in os.environ.items() if not k.startswith("COUNTERS_")}
-    env["PYTHONPATH"] = str(tree)
-    subprocess.run(argv, cwd=tree, env=env, capture_output=True, text=True, check=False)
+@contextlib.contextmanager
+def system_from(
+    tree: Path, name: str, shape: str, workdir: Path
+) -> Iterator[tuple[Processes, list[str]]]:
+    """A system whose node processes import the checkout at `tree`."""
+    processes = Processes(workdir)
+    saved = os.environ.get("PYTHONPATH")
+    os.environ["PYTHONPATH"] = str(tree)
     try:
-        results = json.loads(Path(json_path).read_text())["results"]
+        nodes, replicas, quorum = SYSTEM_SHAPES[shape]
+        urls = start_cluster(processes, name, nodes, replicas, quorum)
+    except BaseException:
+        processes.stop_all()
+        raise
     finally:
-        Path(json_path).unlink(missing_ok=True)
-    return [r for r in results if "failed" not in r]
+        if saved is None:
+            os.environ.pop("PYTHONPATH", None)
+        else:
+            os.environ["PYTHONPATH"] = saved
+    try:
+        yield processes, urls
+    finally:
+        processes.stop_all()
 
 
-def per_op(result: dict[str, object], scenario_ops: int) -> float:
+def per_op(result: dict[str, Any], ops: int) -> float:
     cpu = result.get("cpu_us_per_request")
-    return float(cpu) / scenario_ops if isinstance(cpu, (int, float)) else float("nan")
+    return float(cpu) / ops if isinstance(cpu, (int, float)) else float("nan")
 
 
 def main() -> int:
@@ -50,28 +68,51 @@ def main() -> int:
     parser.add_argument("--a", required=True, type=Path, help="checkout A (the old one)")
     parser.add_argument("--b", required=True, type=Path, help="checkout B (the new one)")
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--system", default="n3")
+    parser.add_argument("--system", default="n3", choices=list(SYSTEM_SHAPES))
     parser.add_argument("--scenarios", nargs="+", default=["increment_uniform", "batch_uniform"])
     parser.add_argument("--duration", type=float, default=6)
     parser.add_argument("--warmup", type=float, default=2)
     args = parser.parse_args()
-    ops = {"batch_uniform": 100, "batch_zipf": 100, "keyed_batch_uniform": 100}
+    timing = ["--duration", str(args.duration), "--warmup", str(args.warmup)]
+    wrk_args = bench.parse_args(["--scenarios", *args.scenarios, *timing])
+    workdir = Path(tempfile.mkdtemp(prefix="counters-ab-"))
+    os.chdir(workdir)  # `python -m node` must not find a checkout in the working directory
     seen: dict[tuple[str, str], list[tuple[float, float, float]]] = {}
-    for round_no in range(args.rounds):
-        for label, tree in (("A", args.a), ("B", args.b)):
-            for r in run_once(tree, args):
-                name = str(r["scenario"])
-                row = (per_op(r, ops.get(name, 1)), float(r["ops_per_s"]), float(r["p99_ms"]))
-                seen.setdefault((label, name), []).append(row)
-                print(
-                    f"round {round_no + 1} {label} {name:<20} {row[0]:8.1f} CPU us/op "
-                    f"{row[1]:10,.0f} ops/s  p99 {row[2]:7.1f} ms",
-                    flush=True,
-                )
+    try:
+        with (
+            system_from(args.a.resolve(), "a", args.system, workdir) as (procs_a, urls_a),
+            system_from(args.b.resolve(), "b", args.system, workdir) as (procs_b, urls_b),
+        ):
+            bench.preload(urls_a)
+            bench.preload(urls_b)
+            sides = (("A", procs_a, urls_a), ("B", procs_b, urls_b))
+            for round_no in range(args.rounds):
+                for name in args.scenarios:
+                    scenario = bench.SCENARIOS[name]
+                    for label, processes, urls in sides:
+                        r = bench.measure(label, scenario, urls, wrk_args, processes)
+                        if "failed" in r:
+                            print(f"round {round_no + 1} {label} {name}: {r['failed']}")
+                            continue
+                        row = (
+                            per_op(r, scenario.ops_per_request),
+                            float(r["ops_per_s"]),
+                            float(r["p99_ms"]),
+                        )
+                        seen.setdefault((label, name), []).append(row)
+                        print(
+                            f"round {round_no + 1} {label} {name:<20} {row[0]:8.1f} CPU us/op "
+                            f"{row[1]:10,.0f} ops/s  p99 {row[2]:7.1f} ms  "
+                            f"non2xx {r['non2xx']} load {r['load_avg_1m']:.1f}",
+                            flush=True,
+                        )
+                        processes.check_alive()
+    finally:
+        os.chdir("/")
+        shutil.rmtree(workdir, ignore_errors=True)
     print(f"\nmedians of {args.rounds} rounds; A = {args.a}, B = {args.b}")
     for name in args.scenarios:
-        line = f"{name:<20}"
-        medians = {}
+        line, medians = f"{name:<20}", {}
         for label in ("A", "B"):
             rows = seen.get((label, name), [])
             if not rows:
