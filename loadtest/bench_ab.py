@@ -23,6 +23,7 @@ import shutil
 import statistics
 import sys
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -63,6 +64,41 @@ def per_op(result: dict[str, Any], ops: int) -> float:
     return float(cpu) / ops if isinstance(cpu, (int, float)) else float("nan")
 
 
+def report(
+    args: argparse.Namespace,
+    runs: list[tuple[str, str, dict[str, Any]]],
+    idle: dict[str, list[float]],
+) -> None:
+    """Medians per side and scenario: CPU us per op as measured, and net of the side's idle
+    CPU (its gossip, anti-entropy and timers, measured while the other side ran), which at
+    the low rates of a loaded machine is a large share of each op's CPU."""
+    idle_rate = {side: statistics.median(rates) if rates else 0.0 for side, rates in idle.items()}
+    print(f"\nmedians of {args.rounds} rounds; A = {args.a}, B = {args.b}")
+    print(f"idle CPU while the other side ran: A {idle_rate['A']:.3f}, B {idle_rate['B']:.3f} s/s")
+    for name in args.scenarios:
+        ops = bench.SCENARIOS[name].ops_per_request
+        line, medians = f"{name:<20}", {}
+        for side in ("A", "B"):
+            mine = [r for s, n, r in runs if s == side and n == name]
+            if not mine:
+                line += f"  {side}: -"
+                continue
+            cpu = statistics.median(per_op(r, ops) for r in mine)
+            net = statistics.median(
+                per_op(r, ops) - idle_rate[side] * 1e6 / max(r["ops_per_s"], 1e-9) for r in mine
+            )
+            rate = statistics.median(float(r["ops_per_s"]) for r in mine)
+            p99 = statistics.median(float(r["p99_ms"]) for r in mine)
+            medians[side] = (cpu, net)
+            line += (
+                f"  {side}: {cpu:6.1f} us/op ({net:6.1f} net) {rate:8,.0f} ops/s p99 {p99:6.0f} ms"
+            )
+        if len(medians) == 2:
+            line += f"  B/A {medians['B'][0] / medians['A'][0]:.2f}x"
+            line += f" ({medians['B'][1] / medians['A'][1]:.2f}x net)"
+        print(line)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--a", required=True, type=Path, help="checkout A (the old one)")
@@ -77,7 +113,8 @@ def main() -> int:
     wrk_args = bench.parse_args(["--scenarios", *args.scenarios, *timing])
     workdir = Path(tempfile.mkdtemp(prefix="counters-ab-"))
     os.chdir(workdir)  # `python -m node` must not find a checkout in the working directory
-    seen: dict[tuple[str, str], list[tuple[float, float, float]]] = {}
+    runs: list[tuple[str, str, dict[str, Any]]] = []  # (side, scenario, bench.measure's)
+    idle: dict[str, list[float]] = {"A": [], "B": []}  # CPU s/s of a side while the other ran
     try:
         with (
             system_from(args.a.resolve(), "a", args.system, workdir) as (procs_a, urls_a),
@@ -85,47 +122,34 @@ def main() -> int:
         ):
             bench.preload(urls_a)
             bench.preload(urls_b)
-            sides = (("A", procs_a, urls_a), ("B", procs_b, urls_b))
+            sides = [("A", procs_a, urls_a), ("B", procs_b, urls_b)]
             for round_no in range(args.rounds):
                 for name in args.scenarios:
                     scenario = bench.SCENARIOS[name]
-                    for label, processes, urls in sides:
+                    for index, (label, processes, urls) in enumerate(sides):
+                        other = sides[1 - index][1]
+                        idle_before, started = other.cpu_seconds(), time.monotonic()
                         r = bench.measure(label, scenario, urls, wrk_args, processes)
+                        idle[sides[1 - index][0]].append(
+                            (other.cpu_seconds() - idle_before) / (time.monotonic() - started)
+                        )
                         if "failed" in r:
                             print(f"round {round_no + 1} {label} {name}: {r['failed']}")
                             continue
-                        row = (
-                            per_op(r, scenario.ops_per_request),
-                            float(r["ops_per_s"]),
-                            float(r["p99_ms"]),
-                        )
-                        seen.setdefault((label, name), []).append(row)
+                        runs.append((label, name, r))
                         print(
-                            f"round {round_no + 1} {label} {name:<20} {row[0]:8.1f} CPU us/op "
-                            f"{row[1]:10,.0f} ops/s  p99 {row[2]:7.1f} ms  "
+                            f"round {round_no + 1} {label} {name:<20} "
+                            f"{per_op(r, scenario.ops_per_request):8.1f} CPU us/op "
+                            f"{r['ops_per_s']:10,.0f} ops/s  p99 {r['p99_ms']:7.1f} ms  "
                             f"non2xx {r['non2xx']} load {r['load_avg_1m']:.1f}",
                             flush=True,
                         )
                         processes.check_alive()
+                sides.reverse()  # A B, then B A: a load that grows through a round is shared
     finally:
         os.chdir("/")
         shutil.rmtree(workdir, ignore_errors=True)
-    print(f"\nmedians of {args.rounds} rounds; A = {args.a}, B = {args.b}")
-    for name in args.scenarios:
-        line, medians = f"{name:<20}", {}
-        for label in ("A", "B"):
-            rows = seen.get((label, name), [])
-            if not rows:
-                line += f"  {label}: -"
-                continue
-            cpu = statistics.median(r[0] for r in rows)
-            rate = statistics.median(r[1] for r in rows)
-            p99 = statistics.median(r[2] for r in rows)
-            medians[label] = cpu
-            line += f"  {label}: {cpu:7.1f} us/op {rate:9,.0f} ops/s p99 {p99:6.1f} ms"
-        if len(medians) == 2:
-            line += f"  B/A CPU {medians['B'] / medians['A']:.2f}x"
-        print(line)
+    report(args, runs, idle)
     return 0
 
 
