@@ -39,7 +39,7 @@ from node.coordination.ops import (
 )
 from node.coordination.quorum import QuorumWait
 from node.coordination.quota import CounterQuota
-from node.coordination.replication import Replicator, needed
+from node.coordination.replication import Replicator, Writable, needed
 from node.coordination.rotation import ActorRotation
 from node.obs.tracing import OFF, Tracing
 from node.storage.store import CounterStore
@@ -325,12 +325,12 @@ class Coordinator:
         deltas: dict[Key, tuple[int, PNCounter]] = {}
         full: list[tuple[int, str]] = []
         actor = self.cluster.actor
-        writable: dict[tuple[str, ...], CountersError | None] = {}
+        writable: Writable = {}  # per preference list, for the whole batch
         for index, op in enumerate(ops):
             if op.kind is not OpKind.INCREMENT or results[index] is not None:
                 continue
             try:
-                self._check_writable(shards[index], consistency, writable)
+                self.replicator.check_writable(shards[index], consistency, writable)
                 self.quota.admit(op.key)
                 if any(ops[i].key == op.key for i, _ in full):
                     raise SlotFullError("an earlier op of this batch waits for a fresh slot")
@@ -360,24 +360,6 @@ class Coordinator:
             deltas[op.key] = (shards[index], delta)
         self.replicator.write_many(wait, deltas, consistency)
         return bool(deltas), full
-
-    def _check_writable(
-        self, shard: int, consistency: str, writable: dict[tuple[str, ...], CountersError | None]
-    ) -> None:
-        """Replicator.check_writable, remembered per preference list for one batch: it
-        depends on the replicas only (and on liveness, which changes only across an await).
-        A batch of 100 ops spreads over a few preference lists, and asking each op's
-        replicas whether they are reachable was a twentieth of a batch's CPU."""
-        replicas = self.cluster.replicas(shard)
-        if replicas not in writable:
-            try:
-                self.replicator.check_writable(shard, consistency)
-                writable[replicas] = None
-            except CountersError as error:
-                writable[replicas] = error
-        refusal = writable[replicas]
-        if refusal is not None:
-            raise refusal
 
     async def _increment_fresh(
         self,
