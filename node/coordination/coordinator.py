@@ -332,7 +332,7 @@ class Coordinator:
             try:
                 self.replicator.check_writable(shards[index], consistency, writable)
                 self.quota.admit(op.key)
-                if any(ops[i].key == op.key for i, _ in full):
+                if full and any(ops[i].key == op.key for i, _ in full):
                     raise SlotFullError("an earlier op of this batch waits for a fresh slot")
                 p, n = self.store.increment_slot(op.key, actor, op.delta)
             except CountersError as error:
