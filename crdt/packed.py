@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import struct
 from bisect import bisect_left
+from collections.abc import Collection
 
 from crdt.errors import CounterOverflowError, SlotFullError
 from crdt.gcounter import UINT64_MAX, GCounter, _exact_int, _gcounter
@@ -122,6 +123,23 @@ def unpack(packed: bytes, table: ActorTable) -> PNCounter:
             p[actors[index]] = count_p
         if count_n:
             n[actors[index]] = count_n
+    return _pncounter(_gcounter(p) if p else _EMPTY_G, _gcounter(n) if n else _EMPTY_G)
+
+
+def unpack_only(packed: bytes, table: ActorTable, actors: Collection[str]) -> PNCounter:
+    """unpack(packed, table).restricted_to(actors), building only those actors' slots: a
+    flush writes a node's own slot of each counter, not its whole state."""
+    names = table.actors
+    wanted = actors if isinstance(actors, (set, frozenset)) else set(actors)
+    p: dict[str, int] = {}
+    n: dict[str, int] = {}
+    for index, count_p, count_n in SLOT.iter_unpack(packed):
+        actor = names[index]
+        if actor in wanted:
+            if count_p:
+                p[actor] = count_p
+            if count_n:
+                n[actor] = count_n
     return _pncounter(_gcounter(p) if p else _EMPTY_G, _gcounter(n) if n else _EMPTY_G)
 
 

@@ -153,9 +153,13 @@ class CounterStore(DirtyCounters, LoadedCounters, StoreReceipts, NamespaceReads)
             counts = self._tenant_counts.setdefault(shard, {})
             counts[key[0]] = counts.get(key[0], 0) + 1
         changes = self._changes
-        if changes is not None and key not in changes:
-            previous = None if old is None else names.get(key[2])
-            changes[key] = 0 if previous is None else pk.value(previous, HEADER_SIZE)
+        if changes is not None:  # the change tap's mark, inline: once per write
+            marks = changes.get(shard)
+            if marks is None:
+                marks = changes[shard] = {}
+            if key not in marks:
+                previous = None if old is None else names.get(key[2])
+                marks[key] = 0 if previous is None else pk.value(previous, HEADER_SIZE)
         names[key[2]] = record
         self._digests[shard] = (self._digests.get(shard, 0) + share - (old or 0)) & MASK64
         if changed is None:
@@ -337,11 +341,14 @@ class CounterStore(DirtyCounters, LoadedCounters, StoreReceipts, NamespaceReads)
     ) -> None:
         """Merge states with the receipts that travel beside them (hand-off, anti-entropy).
         A counter new here arrives rather than changes: the change tap does not see it."""
-        changes = self._changes
         for key, state, found in entries:
             if found:
                 self._receipts.add_many(key, found)
-            arrives = changes is not None and key not in changes and self._record(key) is None
+            arrives = (
+                self._changes is not None
+                and not self._change_pending(key)
+                and self._record(key) is None
+            )
             self.merge(key, state)
             if arrives:
                 self._arrived(key)

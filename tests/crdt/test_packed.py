@@ -41,6 +41,13 @@ def test_unpack_of_pack_is_the_state(a: PNCounter) -> None:
 
 
 @LAWS
+@given(wide, st.lists(st.sampled_from(ACTOR_IDS)))
+def test_unpack_only_is_the_restricted_state(a: PNCounter, chosen: list[str]) -> None:
+    assert pk.unpack_only(packed(a), TABLE, chosen) == a.restricted_to(chosen)
+    assert pk.unpack_only(packed(a), TABLE, frozenset(chosen)) == a.restricted_to(chosen)
+
+
+@LAWS
 @given(pncounters(max_count=3), pncounters(max_count=3))
 def test_equal_states_and_only_they_pack_to_equal_bytes(a: PNCounter, b: PNCounter) -> None:
     assert (packed(a) == packed(b)) == (a == b)
