@@ -9,6 +9,11 @@ Under one table, equal states are equal bytes (sorted, no zero slots).
 
 value(): sum of p - sum of n, exact, as PNCounter.value().
 
+version(): sum of p + sum of n, every slot's lifetime total. Merge takes per-slot maxima and
+increment grows one slot, so a state's version never falls, and a state that dominates
+another and differs from it has a larger one: an order of a counter's states consistent with
+causality, where its value, which a decrement lowers, is not.
+
 increment(): PNCounter.increment on one slot, with the same refusals: CounterOverflowError when
 the value would move out of int64 or further out, SlotFullError when only the slot would pass
 UINT64_MAX; nothing changes either way.
@@ -48,6 +53,7 @@ __all__ = [
     "slots",
     "unpack",
     "value",
+    "version",
 ]
 
 SLOT = struct.Struct("<IQQ")
@@ -155,6 +161,15 @@ def value(packed: bytes, start: int = 0) -> int:
         _fields(packed[start:])  # makes the Struct of that count
     fields: tuple[int, ...] = _structs[count].unpack_from(packed, start)
     return sum(fields[1::3]) - sum(fields[2::3])
+
+
+def version(packed: bytes, start: int = 0) -> int:
+    """Sum of every slot's p and n, of the state packed from offset `start` on."""
+    count = (len(packed) - start) // SLOT_SIZE
+    if count >= len(_structs):
+        _fields(packed[start:])
+    fields: tuple[int, ...] = _structs[count].unpack_from(packed, start)
+    return sum(fields) - sum(fields[0::3])
 
 
 def slot(packed: bytes, index: int) -> tuple[int, int]:

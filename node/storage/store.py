@@ -200,6 +200,12 @@ class CounterStore(DirtyCounters, LoadedCounters, StoreReceipts, NamespaceReads)
         record = self._record(key)
         return None if record is None else pk.value(record, HEADER_SIZE)
 
+    def version(self, key: Key) -> int | None:
+        """The sum of key's slots, p and n (crdt/packed.py): grows with every change of its
+        state and never falls, a decrement's included; None when key is not held."""
+        record = self._record(key)
+        return None if record is None else pk.version(record, HEADER_SIZE)
+
     def increment(self, key: Key, actor: str, delta: int) -> tuple[PNCounter, PNCounter]:
         """Apply delta under actor; return the new state and the changed slot (the delta)."""
         slots, p, n = self._increment(key, actor, delta)
