@@ -20,6 +20,7 @@ from node.realtime.changes import Change
 from node.realtime.feed_log import EventLog
 from node.realtime.publisher import Publisher
 from node.realtime.sinks import SinkPump
+from node.storage.store import CounterStore
 
 COUNTERS = 100_000
 TURNS = 10
@@ -38,14 +39,19 @@ class NullSink:
 
 def run(owned_share: float, with_sink: bool) -> float:
     keys = [("acme", "videos", f"video:{i}") for i in range(COUNTERS)]
+    # a real store: the publisher reads each published counter's version from it
+    store = CounterStore(lambda key: int(key[2][6:]) % SHARDS)
+    for key in keys:
+        store.increment_slot(key, "n1:1", 1)
     cut = int(SHARDS * owned_share)
     sinks = [SinkPump(NullSink(), capacity=10 * COUNTERS)] if with_sink else []
     publisher = Publisher(
         EventLog(1, max_events=COUNTERS),
         SHARDS,
         lambda shard: shard < cut,
-        lambda key: 1,
+        store.value,
         sinks,
+        version_of=store.version,
         min_interval_ms=100,
         recall_ms=10_000,
     )
