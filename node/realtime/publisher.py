@@ -50,7 +50,6 @@ from node.realtime.feed_log import Event, EventLog, Item
 # kept by reference, about 80 B each, so 40 MB at most; below ~40,000 changes/s the recall
 # window (12 s by default) is reached first.
 MAX_RECALLED = 500_000
-VERSION_MAX = (1 << 64) - 1
 
 
 class EventConsumer(Protocol):
@@ -74,7 +73,7 @@ class Publisher:
         value_of: Callable[[Key], int | None],
         sinks: Sequence[EventConsumer],
         *,
-        version_of: Callable[[Key], int | None],
+        version_of: Callable[[Key, int], int | None],  # (key, its shard)
         min_interval_ms: int,
         recall_ms: int,
         clock_ms: Callable[[], int] = lambda: time.time_ns() // 1_000_000,
@@ -102,7 +101,7 @@ class Publisher:
         if owned:
             for key, shard, before, after in changes:
                 if shard in owned:
-                    add(key, shard, before, after, _capped(version_of(key)))
+                    add(key, shard, before, after, version_of(key, shard) or 0)
         self._recalled.append((at_ms, changes))
         self._recalled_count += len(changes)
         while self._recalled_count > MAX_RECALLED and len(self._recalled) > 1:
@@ -151,24 +150,19 @@ class Publisher:
             self._republish(gained, items)
 
     def _republish(self, gained: frozenset[int], items: list[Item]) -> None:
-        first_before: dict[Key, int] = {}
+        first_before: dict[Key, tuple[int, int]] = {}  # key -> (its first before, shard)
         for _, changes in self._recalled:
             for key, shard, before, _after in changes:
                 if shard in gained and key not in first_before:
-                    first_before[key] = before
+                    first_before[key] = (before, shard)
         if not first_before:
             return
         self.takeovers += 1
         value_of, version_of = self.value_of, self.version_of
-        for key, first in first_before.items():
+        for key, (first, shard) in first_before.items():
             value = value_of(key)
             if value is not None:
-                version = _capped(version_of(key))
+                version = version_of(key, shard) or 0
                 items.append((key[0], key[1], key[2], value, value - first, True, version))
                 self.replayed += 1
         self.coalescer.forget(set(first_before))  # their value is in the replayed event
-
-
-def _capped(version: int | None) -> int:
-    """A version as the wire carries it (a uint64: 2^64 increments is beyond any counter)."""
-    return min(version or 0, VERSION_MAX)

@@ -200,10 +200,12 @@ class CounterStore(DirtyCounters, LoadedCounters, StoreReceipts, NamespaceReads)
         record = self._record(key)
         return None if record is None else pk.value(record, HEADER_SIZE)
 
-    def version(self, key: Key) -> int | None:
+    def version(self, key: Key, shard: int) -> int | None:
         """The sum of key's slots, p and n (crdt/packed.py): grows with every change of its
-        state and never falls, a decrement's included; None when key is not held."""
-        record = self._record(key)
+        state and never falls, a decrement's included; None when key is not held. Its shard
+        is an argument: a caller that has it saves hashing the key."""
+        names = self._names(shard, key)
+        record = None if names is None else names.get(key[2])
         return None if record is None else pk.version(record, HEADER_SIZE)
 
     def increment(self, key: Key, actor: str, delta: int) -> tuple[PNCounter, PNCounter]:

@@ -36,7 +36,7 @@ def publisher_of(owned: set[int], values: dict[Key, int]) -> tuple[Publisher, Of
         lambda shard: shard in owned,
         values.get,
         [sink],
-        version_of=values.get,
+        version_of=lambda key, shard: values.get(key),
         min_interval_ms=100,
         recall_ms=10_000,
     )
