@@ -45,6 +45,11 @@ class DirtyCounters:
         (what a reader of values must use for a change the tap has yet to hand on)."""
         return self._changes or {}
 
+    def pending_shards(self) -> set[int]:
+        """The shards of the counters changed since the last take_changes."""
+        shard = self._shard
+        return {shard(key) for key in self._changes or ()}
+
     def _arrived(self, key: Key) -> None:
         """key is new here without being a change: the tap does not see it."""
         changes = self._changes
