@@ -248,6 +248,13 @@ class Realtime:
             self._top_by_change(query, answer)
         return answer
 
+    def _first(self, shard: int, query: Query) -> int:
+        """The first minute this node sums for the shard: the window's, or, answering a
+        window it did not observe whole (asked not strictly), the minute it began observing
+        the shard, so the change is exactly the one since then (the minute under way at its
+        start may hold recovery merges, which are not changes of that minute)."""
+        return max(first_minute(query.at_ms, query.span_min), self.since.get(shard, 0) // MINUTE_MS)
+
     def _change(self, shard: int, query: Query, name: str) -> int | None:
         if not query.span_min:
             return None
@@ -255,7 +262,7 @@ class Realtime:
         window = None if windows is None else windows.get(shard, query.tenant, query.namespace)
         if window is None:
             return 0
-        return window.change(name, first_minute(query.at_ms, query.span_min))
+        return window.change(name, self._first(shard, query))
 
     def _buckets(self, query: Query, answer: Answer) -> None:
         if self.windows is None or len(answer.done) != 1:
@@ -279,7 +286,6 @@ class Realtime:
         )
 
     def _aggregate(self, query: Query, answer: Answer) -> None:
-        first = first_minute(query.at_ms, query.span_min)
         tenant, namespace = query.tenant, query.namespace
         for shard in answer.done:
             if query.prefix:
@@ -292,7 +298,7 @@ class Realtime:
             if query.span_min and self.windows is not None:
                 window = self.windows.get(shard, tenant, namespace)
                 if window is not None:
-                    answer.change += window.total(first, query.prefix)
+                    answer.change += window.total(self._first(shard, query), query.prefix)
 
     def _top_by_value(self, query: Query, answer: Answer) -> None:
         found = [
@@ -308,7 +314,8 @@ class Realtime:
 
     def _top_by_change(self, query: Query, answer: Answer) -> None:
         """The k largest nonzero changes: from each shard's ranking of the span (ranking.py),
-        merged lazily; a shard whose ranking is past this query's first minute is scanned."""
+        merged lazily; a shard whose ranking is past this query's first minute, or that this
+        node observed only since after it (`_first`), is scanned."""
         if self.windows is None or not query.span_min:
             return
         first = first_minute(query.at_ms, query.span_min)
@@ -318,11 +325,14 @@ class Realtime:
             window = self.windows.get(shard, query.tenant, query.namespace)
             if window is None:
                 continue
-            ranking = window.ranking(query.span_min, first, now_ms)
+            shard_first = self._first(shard, query)
+            ranking = None
+            if shard_first == first:
+                ranking = window.ranking(query.span_min, first, now_ms)
             if ranking is not None:
                 items: Iterable[tuple[int, str]] = ranking.ranked_under(query.prefix)
             else:
-                scanned = window.changes(first, query.prefix)
+                scanned = window.changes(shard_first, query.prefix)
                 items = sorted((-change, name) for name, change in scanned.items() if change)
             ranked.append(iter(items))
         values = self.store.value

@@ -187,6 +187,31 @@ def test_what_a_node_took_before_it_was_a_recovered_replica_puts_its_start_at_a_
     assert not strict.done and set(strict.refused) == set(range(SHARDS))
 
 
+def test_a_window_answered_without_its_whole_observation_counts_from_the_cut() -> None:
+    """Asked not strictly (no replica observed the window whole: the cluster restarted
+    within it), a node sums only the minutes since it began observing: the minute of its
+    start holds what it merged while recovering, history rather than changes of then."""
+    recovered = False
+    store, tap, realtime, clock = setup(recovered=lambda: recovered)
+    clock.ms = T0 + 20_000
+    key = ("t", "ns", "v:0")
+    store.load_durable([(key, PNCounter.from_slot("a:1", 100, 0))])  # its own, at start
+    store.merge(key, PNCounter.from_slot("b:1", 50, 0))  # a peer's slot, while recovering
+    recovered = True
+    asyncio.run(tap.turn())
+    asyncio.run(realtime.turn())
+    assert realtime.since[0] == T0 + MINUTE_MS
+    clock.ms = T0 + MINUTE_MS + 5_000
+    store.increment_slot(key, "a:2", 7)
+    asyncio.run(tap.turn())
+    loose = ask(realtime, clock, span_min=15)
+    assert (loose.change, loose.since_ms) == (7, T0 + MINUTE_MS)
+    assert ask(realtime, clock, kind=Kind.WINDOW, name="v:0", span_min=15).change == 7
+    top = ask(realtime, clock, kind=Kind.TOP, by=By.CHANGE, k=3, span_min=15)
+    assert top.top == [("v:0", 157, 7)]
+    assert ask(realtime, clock, kind=Kind.TOP, k=1, span_min=15).top == [("v:0", 157, 7)]
+
+
 def test_a_node_still_recovering_answers_for_no_shard() -> None:
     store = CounterStore(shard_of, track_changes=True)
     recovered = False
