@@ -20,7 +20,8 @@ replica (fanout.py). A restarted node or a new replica of a shard so answers onl
 that began after it came, until, once its clock is past the cut, it takes the older
 buckets from a replica that saw them (buckets.py). When no live replica observed a window
 whole (the whole cluster restarted within it), the answer says so (`complete: false` with
-the time observation began): what is lost is the changes before it.
+the time observation began) and counts exactly the changes since (`_first`): what is lost
+is the changes before it. Windows are not seeded from the minute history (README says why).
 
 Totals and indexes follow the store shard by shard; a shard that took counters without
 changes (loads, hand-off arrivals) or that the store dropped is re-read from the store
