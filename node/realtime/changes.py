@@ -44,11 +44,15 @@ class ChangeTap:
         shard_of: Callable[[Key], int],
         subscribers: Sequence[ChangeSubscriber],
         clock_ms: Callable[[], int] = lambda: time.time_ns() // 1_000_000,
+        before_take: Sequence[Callable[[], None]] = (),
     ) -> None:
         self.store = store
         # the rule the store was made with; the store's marks carry each change's shard
         self.shard_of = shard_of
         self.subscribers = list(subscribers)
+        # run at each turn just before the take, even when nothing changed: what must know
+        # which changes a take holds relative to a moment (Realtime.watch: recovery)
+        self.before_take = list(before_take)
         self.clock_ms = clock_ms
         self.turns = 0
         self.changes = 0  # changes handed on since start
@@ -58,6 +62,8 @@ class ChangeTap:
         return self.store.take_changes()
 
     async def turn(self) -> None:
+        for call in self.before_take:
+            call()
         changes = self.take()
         self.turns += 1
         if not changes:

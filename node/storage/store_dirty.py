@@ -70,6 +70,11 @@ class DirtyCounters:
         changes = self._changes
         return changes is not None and key in changes.get(self._shard(key), ())
 
+    def pending_shards(self) -> set[int]:
+        """The shards of the counters changed since the last take_changes."""
+        shard = self._shard
+        return {shard(key) for key in self._changes or ()}
+
     def _arrived(self, key: Key) -> None:
         """key is new here without being a change: the tap does not see it."""
         changes = self._changes
