@@ -72,8 +72,7 @@ class DirtyCounters:
 
     def pending_shards(self) -> set[int]:
         """The shards of the counters changed since the last take_changes."""
-        shard = self._shard
-        return {shard(key) for key in self._changes or ()}
+        return {shard for shard, marks in (self._changes or {}).items() if marks}
 
     def _arrived(self, key: Key) -> None:
         """key is new here without being a change: the tap does not see it."""
