@@ -4,7 +4,9 @@ A base class of CounterStore (store.py), apart so that each module stays small. 
 loads every counter the node holds (a million, issue 13), so this path builds each record
 straight from its stored slots: no PNCounter, no lookup through the shard function (the
 stored shard is the one the store filed the counter under when it was written), and the
-shard's tenant counts summed as it goes. Loaded counters are clean: neither written back
+shard's tenant counts summed as it goes. Most pages are named ones (durable.NamedSlots:
+one tenant and namespace, one slot per counter), taken in one loop of a few dict
+operations and a struct pack per counter, the counts added once per page and shard. Loaded counters are clean: neither written back
 nor recorded in the history again (a million of them would keep the write-behind busy for
 a minute after each start, and so delay the next stop). A counter already held (merged
 from a peer while the load ran) is merged as usual: what it held beyond the durable copy
