@@ -382,13 +382,13 @@ def _flag(name: str) -> str:
     return "--" + name.replace("_", "-")
 
 
-def add_arguments(parser: argparse.ArgumentParser, helps: bool = True) -> None:
-    """One flag per Config field, its help the field's comment (with `helps`); defaults
-    stay None so the environment can fill them."""
-    helps_of = field_help() if helps else {}
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """One flag per Config field, its help the field's comment; defaults stay None so the
+    environment can fill them."""
+    helps = field_help()
     for f in fields(Config):
         variable = f"{ENV_PREFIX}{f.name.upper()}"
-        help_text = f"{helps_of.get(f.name, '')} (env {variable})".replace("%", "%%")
+        help_text = f"{helps.get(f.name, '')} (env {variable})".replace("%", "%%")
         parser.add_argument(_flag(f.name), dest=f.name, default=None, help=help_text.strip())
 
 
@@ -424,7 +424,5 @@ def from_sources(args: argparse.Namespace, environ: Mapping[str, str]) -> Config
 
 def parse(argv: Sequence[str], environ: Mapping[str, str]) -> Config:
     parser = argparse.ArgumentParser(prog="counters node")
-    # The comments are read from the source (a third of a second at every start): only
-    # when help may be asked for (-h, --help or an abbreviation of it).
-    add_arguments(parser, helps=any(arg == "-h" or arg.startswith("--h") for arg in argv))
+    add_arguments(parser)
     return from_sources(parser.parse_args(list(argv)), environ)
