@@ -6,11 +6,11 @@ straight from its stored slots: no PNCounter, no lookup through the shard functi
 stored shard is the one the store filed the counter under when it was written), and the
 shard's tenant counts summed as it goes. Most pages are named ones (durable.NamedSlots:
 one tenant and namespace, one slot per counter), taken in one loop of a few dict
-operations and a struct pack per counter, the counts added once per page and shard. Loaded counters are clean: neither written back
-nor recorded in the history again (a million of them would keep the write-behind busy for
-a minute after each start, and so delay the next stop). A counter already held (merged
-from a peer while the load ran) is merged as usual: what it held beyond the durable copy
-still goes out.
+operations and a struct pack per counter, the counts added once per page and shard.
+Loaded counters are clean: neither written back nor recorded in the history again (a
+million of them would keep the write-behind busy for a minute after each start, and so
+delay the next stop). A counter already held (merged from a peer while the load ran) is
+merged as usual: what it held beyond the durable copy still goes out.
 
 Weights wait: a loaded record's header is zeros (a real weight is odd, so its first byte
 never is), and its shard is noted unweighed. Its key weight (a hash of the key) and digest
