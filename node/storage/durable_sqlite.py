@@ -247,7 +247,7 @@ class SqliteReplica:
         try:
             while True:
                 page, after = await reading
-                if after is not None:  # SQLite reads it with the GIL released, mostly
+                if after is not None:  # read ahead: SQLite steps with the GIL released
                     reading = asyncio.ensure_future(self._read_page(pages, after))
                 if page:
                     yield page
@@ -258,6 +258,8 @@ class SqliteReplica:
                 reading.cancel()
                 with contextlib.suppress(asyncio.CancelledError, DurableError):
                     await reading
+            elif not reading.cancelled():
+                reading.exception()  # a failed read ahead the caller never asked for
 
     async def _read_page(self, pages: SlotPages, after: str) -> tuple[SlotPage, str | None]:
         async with self._lock:
