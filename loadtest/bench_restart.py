@@ -52,7 +52,8 @@ def start_once(data_dir: Path, tree: str, workdir: Path) -> tuple[float, float]:
     env = {**_node_env(), "PYTHONPATH": tree}
     with open(workdir / "node.log", "ab") as log:
         began = time.monotonic()
-        child = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=env)
+        # Not from the caller's directory: `-m` would import the node package found there.
+        child = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=workdir)
     try:
         while not _http_ok(f"http://{address}/readyz"):
             if child.poll() is not None:
