@@ -44,6 +44,7 @@ from node.storage.durable import (
     Entry,
     ReceiptEntry,
     ReservationEntry,
+    SlotPage,
     SlotRow,
     key_of,
     state_of,
@@ -223,6 +224,10 @@ class RedisReplica:
             page: list[SlotRow] = []
             for shard, key, state in loaded[start : start + LOAD_COUNTERS]:
                 page += ((key, shard, actor, *state.slot(actor)) for actor in state.actors())
+            yield page
+
+    async def load_pages(self, shards: Collection[int]) -> AsyncIterator[SlotPage]:
+        async for page in self.load_slots(shards):
             yield page
 
     async def write_receipts(

@@ -18,15 +18,14 @@ lapsed one goes in bounded steps like an expired receipt. The file is this node'
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import sqlite3
 from collections.abc import AsyncIterator, Callable, Collection, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
-from crdt import CodecError, PNCounter, codec
-from crdt.codec import MAX_KEY_PART_BYTES
-from crdt.gcounter import UINT64_MAX
+from crdt import PNCounter
 from node.base.keys import Key
 from node.base.threads import in_thread
 from node.storage import sqlite_receipts
@@ -36,15 +35,17 @@ from node.storage.durable import (
     Entry,
     ReceiptEntry,
     ReservationEntry,
-    SlotChecker,
+    SlotPage,
     SlotRow,
     key_of,
     member,
+    slot_rows,
     states_of,
 )
 from node.storage.receipt_book import Reservation
 from node.storage.receipt_packs import pack as pack_receipts
 from node.storage.sqlite_receipts import EXPIRE_BATCH
+from node.storage.sqlite_slots import SlotPages
 
 Paged = TypeVar("Paged", bound=tuple[Key, int, str, Any])  # (counter, shard, key, what)
 
@@ -96,57 +97,11 @@ INSERT INTO slots (counter, shard, actor, p, n)
 SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4 FROM json_each(?) WHERE true
 ON CONFLICT (counter, actor) DO UPDATE SET p = max(p, excluded.p), n = max(n, excluded.n)
 """
-# A page of slots in primary key order (a counter's slots together), from a counter on: a
-# range of the table's own B-tree, no index lookups (through the shard index a load cost a
-# lookup of the table per row, three times the pass). Counts that fit an int64 come as
-# integers, converted by SQLite rather than by int() per row; larger ones come as text.
-_COUNT = "CASE WHEN {0} <= '09223372036854775807' THEN CAST({0} AS INTEGER) ELSE {0} END"
-_SLOT_COLUMNS = f"counter, shard, actor, {_COUNT.format('p')}, {_COUNT.format('n')}"
-LOAD_SLOTS = f"SELECT {_SLOT_COLUMNS} FROM slots WHERE counter > ? ORDER BY counter, actor LIMIT ?"
-LOAD_COUNTER = f"SELECT {_SLOT_COLUMNS} FROM slots WHERE counter = ? ORDER BY actor"
-LOAD_PAGE = 50_000  # rows fetched at a time: memory per step stays bounded
-# A name this short is within MAX_KEY_PART_BYTES whatever its characters (4 bytes each at most).
-SHORT_NAME_CHARS = MAX_KEY_PART_BYTES // 4
 SLOT_CHUNK = 50_000  # rows per statement: the JSON text of one stays a few MB
 
 
 def _padded(count: int) -> str:
     return f"{count:020d}"
-
-
-def _key(text: str, parts: dict[str, str]) -> Key:
-    """A stored key (`member`'s JSON text); without a backslash its quotes can only be
-    the delimiters, so a split reads it exactly, five times faster than json.loads."""
-    if "\\" not in text and text.startswith('["') and text.endswith('"]'):
-        raw: Any = text[2:-2].split('","')
-    else:
-        raw = json.loads(text)
-    tenant, namespace, name = codec.key_from_wire(raw)
-    return (parts.setdefault(tenant, tenant), parts.setdefault(namespace, namespace), name)
-
-
-class _Keys:
-    """Stored keys of a load, read in key order: a counter whose text starts like the last
-    one read in full (same tenant and namespace, nothing escaped) takes only its name from
-    the text, and shares the tenant and namespace strings with it."""
-
-    __slots__ = ("namespace", "parts", "prefix", "tenant")
-
-    def __init__(self) -> None:
-        self.parts: dict[str, str] = {}  # each tenant and namespace held once
-        self.prefix = ""  # '["tenant","namespace","' of the last key read in full
-        self.tenant = self.namespace = ""
-
-    def of(self, text: str) -> Key:
-        cut = text.rfind('","') + 3
-        if cut == len(self.prefix) and text.startswith(self.prefix) and text.endswith('"]'):
-            name = text[cut:-2]
-            if name and "\\" not in name and len(name) <= SHORT_NAME_CHARS:
-                return (self.tenant, self.namespace, name)
-        key = _key(text, self.parts)
-        if "\\" not in text:
-            self.prefix, self.tenant, self.namespace = text[:cut], key[0], key[1]
-        return key
 
 
 class SqliteReplica:
@@ -220,58 +175,41 @@ class SqliteReplica:
     async def write(self, entries: Sequence[Entry]) -> None:
         await self.write_changes(entries, (), (), 0, 0)
 
-    def _slot_page(
-        self, after: str, wanted: frozenset[int], keys: _Keys, checker: SlotChecker
-    ) -> tuple[list[SlotRow], str | None]:
-        """The slots of the counters after `after` (a page of them, each counter whole) and
-        the counter the next page starts after; None: this was the last page."""
-        rows = self._db.execute(LOAD_SLOTS, (after, LOAD_PAGE)).fetchall()
-        following: str | None = None
-        if len(rows) == LOAD_PAGE:  # the last counter may go on: it starts the next page
-            last = rows[-1][0]
-            cut = len(rows) - 1
-            while cut and rows[cut - 1][0] == last:
-                cut -= 1
-            if cut:
-                del rows[cut:]
-            else:  # one counter fills the page: all of its slots, then the next page
-                rows = self._db.execute(LOAD_COUNTER, (last,)).fetchall()
-            following = rows[-1][0]
-        page: list[SlotRow] = []
-        append = page.append
-        last_text, key = "", ("", "", "")
-        key_of_text = keys.of
-        checked = checker.actors
+    async def load_pages(self, shards: Collection[int]) -> AsyncIterator[SlotPage]:
+        """Pages of LOAD_PAGE rows at most (sqlite_slots.py), read in a worker thread one
+        at a time, the next one while the caller takes this one; rows of other shards are
+        skipped there (one pass over the table in key order)."""
+        if not shards:
+            return
+        pages = SlotPages(self._db, frozenset(shards))
+        reading = asyncio.ensure_future(self._read_page(pages, ""))
         try:
-            for counter, shard, actor, p, n in rows:
-                if shard not in wanted:
-                    continue
-                if counter != last_text:
-                    last_text, key = counter, key_of_text(counter)
-                if type(p) is not int or type(n) is not int:
-                    p, n = int(p), int(n)
-                if actor not in checked or p > UINT64_MAX or n > UINT64_MAX or p < 0 or n < 0:
-                    checker.check(actor, p, n)
-                append((key, shard, actor, p, n))
-        except (ValueError, TypeError, CodecError) as error:
-            raise DurableError(f"corrupt slot of {last_text[:80]!r} in sqlite") from error
-        return page, following
+            while True:
+                page, after = await reading
+                if after is not None:  # read ahead: SQLite steps with the GIL released
+                    reading = asyncio.ensure_future(self._read_page(pages, after))
+                if page:
+                    yield page
+                if after is None:
+                    return
+        finally:
+            if not reading.done():  # the caller stopped early: no read runs on unseen
+                reading.cancel()
+                with contextlib.suppress(asyncio.CancelledError, DurableError):
+                    await reading
+            elif not reading.cancelled():
+                reading.exception()  # a failed read ahead the caller never asked for
+
+    async def _read_page(self, pages: SlotPages, after: str) -> tuple[SlotPage, str | None]:
+        async with self._lock:
+            try:
+                return await in_thread(pages.page, after)
+            except sqlite3.Error as error:
+                raise DurableError(f"sqlite load failed: {error}") from error
 
     async def load_slots(self, shards: Collection[int]) -> AsyncIterator[list[SlotRow]]:
-        """Pages of LOAD_PAGE rows at most, read in a worker thread one at a time; rows of
-        other shards are skipped here (one pass over the table in key order)."""
-        wanted = frozenset(shards)
-        keys = _Keys()
-        checker = SlotChecker()
-        after: str | None = ""
-        while wanted and after is not None:
-            async with self._lock:
-                try:
-                    page, after = await in_thread(self._slot_page, after, wanted, keys, checker)
-                except sqlite3.Error as error:
-                    raise DurableError(f"sqlite load failed: {error}") from error
-            if page:
-                yield page
+        async for page in self.load_pages(shards):
+            yield slot_rows(page)
 
     async def load(self, shards: Collection[int]) -> list[tuple[Key, PNCounter]]:
         return [pair async for page in self.load_slots(shards) for pair in states_of(page)]

@@ -260,8 +260,8 @@ class Persister:
         gc.disable()
         count = 0
         try:
-            async for page in self.durable.load_slots(shards):
-                count += self.store.load_slots(page)
+            async for page in self.durable.load_pages(shards):
+                count += self.store.load_page(page)
         finally:
             if collecting:
                 gc.enable()
