@@ -28,6 +28,7 @@ import itertools
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 
+from node.realtime.answers import AnswerCache
 from node.realtime.buckets import SETTLE_MS, Buckets, adopt, cut_minute, export
 from node.realtime.changes import Change
 from node.realtime.index import NamespaceIndex, ValueIndex, top_by_value
@@ -62,6 +63,8 @@ class Realtime:
         # per shard: the store's drops and arrivals the index has seen (stale_shards)
         self._seen: dict[int, tuple[int, int]] = {}
         self.rebuilds = 0  # shards indexed afresh from the store
+        self.answers = AnswerCache()  # answers.py: repeated queries, until something moves
+        self.kept_answers = 0  # queries answered from it
         self.queries: dict[Kind, int] = {kind: 0 for kind in Kind}  # answered here
 
     # -- feeding ----------------------------------------------------------------------------
@@ -73,11 +76,15 @@ class Realtime:
         if windows is None:
             for (tenant, namespace, name), shard, before, after in changes:
                 index_change(shard, tenant, namespace, name, before, after)
+            if self.answers:
+                self.answers.changed({change[0][:2] for change in changes})
             return
         window_add = windows.add
         for (tenant, namespace, name), shard, before, after in changes:
             index_change(shard, tenant, namespace, name, before, after)
             window_add(shard, tenant, namespace, name, minute, after - before)
+        if self.answers:
+            self.answers.changed({change[0][:2] for change in changes})
 
     def stale_shards(self) -> list[int]:
         """Shards the store dropped, or took counters into without changes (loads,
@@ -103,6 +110,7 @@ class Realtime:
             shard, totals, lambda space: store.namespace_values(shard, space[0], space[1])
         )
         self.rebuilds += 1
+        self.answers.clear()
 
     def observe(self, now_ms: int) -> None:
         """Start or stop observing shards as this node becomes or stops being a replica."""
@@ -120,8 +128,10 @@ class Realtime:
                     else:
                         self.since[shard] = 0
                         self.caught_up.add(shard)
+                    self.answers.clear()
             elif shard in self.since:
                 del self.since[shard]
+                self.answers.clear()
                 self.caught_up.discard(shard)
                 if windows is not None:
                     windows.drop_shard(shard)
@@ -145,6 +155,7 @@ class Realtime:
         if self.windows is not None:
             adopt(self.windows, shard, since // MINUTE_MS, theirs)
         self.since[shard] = their_since
+        self.answers.clear()
         return True
 
     async def turn(self) -> None:
@@ -163,6 +174,8 @@ class Realtime:
             for shard in set(self.stale_shards()) & set(query.shards):
                 self.rebuild(shard)
                 await asyncio.sleep(0)
+        if self.answers.get(query, len(self.store), self.clock_ms()) is not None:
+            return  # answer() will serve the kept answer: nothing to build
         needs_index = (query.kind is Kind.AGGREGATE and query.prefix) or (
             query.kind is Kind.TOP and query.by is By.VALUE
         )
@@ -202,6 +215,11 @@ class Realtime:
         if query.kind in (Kind.AGGREGATE, Kind.TOP):  # values read: none stale
             for shard in set(self.stale_shards()) & set(answer.done):
                 self.rebuild(shard)  # arrived since `prepare`, or asked without it
+            counters, now_ms = len(self.store), self.clock_ms()
+            kept = self.answers.get(query, counters, now_ms)
+            if kept is not None and (kept.done, kept.refused) == (answer.done, answer.refused):
+                self.kept_answers += 1
+                return kept
         if query.kind is Kind.BUCKETS:
             self._buckets(query, answer)
         elif query.kind is Kind.WINDOW:
@@ -212,6 +230,8 @@ class Realtime:
             self._top_by_value(query, answer)
         else:
             self._top_by_change(query, answer)
+        if query.kind in (Kind.AGGREGATE, Kind.TOP):
+            self.answers.put(query, answer, counters, now_ms)
         return answer
 
     def _change(self, shard: int, query: Query, name: str) -> int | None:
