@@ -8,9 +8,9 @@ served again only while none of these moved:
 
 - the generation of its (tenant, namespace), which every tap turn that changed one of its
   counters moves on (`changed`);
-- the node's epoch, which everything else that alters what an answer reads moves on
-  (`clear`): a shard re-read from the store, older buckets adopted, a shard observed or
-  no longer observed;
+- nothing else that alters what an answer reads: a shard re-read from the store, older
+  buckets adopted, a shard observed or no longer observed each drop every kept answer
+  (`clear`);
 - the number of counters the store holds (a counter created at 0 is no change, yet counted).
 
 A kept answer is therefore the one the query would compute now: answers stay exactly as
@@ -37,7 +37,6 @@ Space = tuple[str, str]
 @dataclass(frozen=True)
 class _Kept:
     answer: Answer
-    epoch: int
     generation: int
     counters: int  # the store's count when computed
     at_ms: int  # when computed, by the node's clock
@@ -47,7 +46,6 @@ class AnswerCache:
     def __init__(self) -> None:
         self._kept: dict[Query, _Kept] = {}
         self._generations: dict[Space, int] = {}
-        self._epoch = 0
 
     def __len__(self) -> int:
         return len(self._kept)
@@ -67,7 +65,6 @@ class AnswerCache:
         kept = self._kept.get(key)
         if (
             kept is None
-            or kept.epoch != self._epoch
             or kept.generation != self._generations.get((query.tenant, query.namespace), 0)
             or kept.counters != counters
             or not 0 <= now_ms - kept.at_ms < MAX_AGE_MS
@@ -84,7 +81,7 @@ class AnswerCache:
         while len(kept) >= MAX_ENTRIES:
             del kept[next(iter(kept))]
         generation = self._generations.get((query.tenant, query.namespace), 0)
-        kept[key] = _Kept(answer, self._epoch, generation, counters, now_ms)
+        kept[key] = _Kept(answer, generation, counters, now_ms)
 
     def changed(self, spaces: set[Space]) -> None:
         """Counters of these (tenant, namespace)s changed: their answers are stale."""
@@ -94,5 +91,4 @@ class AnswerCache:
 
     def clear(self) -> None:
         """Something besides a change moved (a shard re-read, adopted, observed or not)."""
-        self._epoch += 1
         self._kept.clear()
