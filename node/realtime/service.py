@@ -17,7 +17,9 @@ the time observation began): what is lost is the changes before it.
 
 Totals and indexes follow the store shard by shard; a shard that took counters without
 changes (loads, hand-off arrivals) or that the store dropped is re-read from the store
-before a query reads it.
+before a query reads it. An answer to an aggregate or top k is kept and served again, for
+the same shards done and refused, until something it read moves (answers.py): a dashboard
+polling a top k of a million counters costs one computation per change, not per poll.
 """
 
 from __future__ import annotations
