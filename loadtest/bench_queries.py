@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -101,7 +102,10 @@ async def _measure(counters: int, repeat: int) -> dict[str, dict[str, float]]:
 
 def _worker(args: argparse.Namespace) -> int:
     sys.path.insert(0, str(Path(args.worker).resolve()))
+    import node
+
     figures = asyncio.run(_measure(args.counters, args.repeat))
+    print(f"code: {node.__file__}", file=sys.stderr)
     print(json.dumps(figures))
     return 0
 
@@ -137,7 +141,10 @@ def main(argv: list[str] | None = None) -> int:
             print(f"round {round_number + 1}: {tree}", file=sys.stderr, flush=True)
             command = [sys.executable, __file__, "--worker", tree]
             command += ["--counters", str(args.counters), "--repeat", str(args.repeat)]
-            done = subprocess.run(command, capture_output=True, text=True, check=True, cwd=tree)
+            env = {**os.environ, "PYTHONPATH": tree}  # this tree's code, not the venv's
+            done = subprocess.run(
+                command, capture_output=True, text=True, check=True, cwd=tree, env=env
+            )
             results[tree].append(json.loads(done.stdout.splitlines()[-1]))
     print("\n".join(_table(results)))
     if args.json:
