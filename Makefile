@@ -52,7 +52,7 @@ scale-tests: $(STAMP)
 # Tests that fail intermittently and whose cause is not found yet (marked `quarantine`; each
 # says why): out of `make test` until fixed, run here to reproduce.
 quarantine: $(STAMP)
-	$(BIN)/pytest -q -m quarantine tests/cluster
+	$(BIN)/pytest -q -m quarantine tests/cluster || test $$? -eq 5  # 5: none marked
 
 test: lint typecheck unit
 

@@ -9,6 +9,11 @@ Under one table, equal states are equal bytes (sorted, no zero slots).
 
 value(): sum of p - sum of n, exact, as PNCounter.value().
 
+version(): sum of p + sum of n, every slot's lifetime total. Merge takes per-slot maxima and
+increment grows one slot, so a state's version never falls, and a state that dominates
+another and differs from it has a larger one: an order of a counter's states consistent with
+causality, where its value, which a decrement lowers, is not.
+
 increment(): PNCounter.increment on one slot, with the same refusals: CounterOverflowError when
 the value would move out of int64 or further out, SlotFullError when only the slot would pass
 UINT64_MAX; nothing changes either way.
@@ -29,6 +34,7 @@ from __future__ import annotations
 
 import struct
 from bisect import bisect_left
+from collections.abc import Collection
 
 from crdt.errors import CounterOverflowError, SlotFullError
 from crdt.gcounter import UINT64_MAX, GCounter, _exact_int, _gcounter
@@ -47,6 +53,7 @@ __all__ = [
     "slots",
     "unpack",
     "value",
+    "version",
 ]
 
 SLOT = struct.Struct("<IQQ")
@@ -125,6 +132,23 @@ def unpack(packed: bytes, table: ActorTable) -> PNCounter:
     return _pncounter(_gcounter(p) if p else _EMPTY_G, _gcounter(n) if n else _EMPTY_G)
 
 
+def unpack_only(packed: bytes, table: ActorTable, actors: Collection[str]) -> PNCounter:
+    """unpack(packed, table).restricted_to(actors), building only those actors' slots: a
+    flush writes a node's own slot of each counter, not its whole state."""
+    names = table.actors
+    wanted = actors if isinstance(actors, (set, frozenset)) else set(actors)
+    p: dict[str, int] = {}
+    n: dict[str, int] = {}
+    for index, count_p, count_n in SLOT.iter_unpack(packed):
+        actor = names[index]
+        if actor in wanted:
+            if count_p:
+                p[actor] = count_p
+            if count_n:
+                n[actor] = count_n
+    return _pncounter(_gcounter(p) if p else _EMPTY_G, _gcounter(n) if n else _EMPTY_G)
+
+
 def slots(packed: bytes) -> list[tuple[int, int, int]]:
     """(actor index, p, n) of every slot, in index order."""
     return list(SLOT.iter_unpack(packed))
@@ -137,6 +161,15 @@ def value(packed: bytes, start: int = 0) -> int:
         _fields(packed[start:])  # makes the Struct of that count
     fields: tuple[int, ...] = _structs[count].unpack_from(packed, start)
     return sum(fields[1::3]) - sum(fields[2::3])
+
+
+def version(packed: bytes, start: int = 0) -> int:
+    """Sum of every slot's p and n, of the state packed from offset `start` on."""
+    count = (len(packed) - start) // SLOT_SIZE
+    if count >= len(_structs):
+        _fields(packed[start:])
+    fields: tuple[int, ...] = _structs[count].unpack_from(packed, start)
+    return sum(fields) - sum(fields[0::3])
 
 
 def slot(packed: bytes, index: int) -> tuple[int, int]:

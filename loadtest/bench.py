@@ -7,11 +7,15 @@ Run from the repo root (wrk and redis-server must be on PATH):
 Each system is started on free 127.0.0.1 ports (see bench_systems.py), measured with wrk (a
 warm-up, then a fixed run per scenario) and stopped before the next one starts, so systems never
 share the CPU. Every process started here is stopped on exit, Ctrl-C and SIGTERM included.
+The scenario client_add_zipf is not wrk's: this process calls the Python client's add() as
+fast as it takes them, on Zipf keys (bench_client.py, issue 15), and its figures are
+printed in a table of their own beside the same systems' wrk figures (bench_report.py).
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import shutil
@@ -24,7 +28,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import bench_client
+from bench_report import ratios, report
 from bench_systems import SYSTEM_ABOUT, SYSTEMS, Processes, running
+from counters_client import CountersError
 
 HERE = Path(__file__).resolve().parent
 WRK_DIR = HERE / "wrk"
@@ -168,6 +175,31 @@ def measure(
     return result
 
 
+def client_options(args: argparse.Namespace) -> argparse.Namespace:
+    """bench_client.py's defaults (Zipf s = 1.1 over 100,000 names, flush every 10 ms,
+    as fast as accepted), timed like the wrk runs."""
+    return bench_client.parse_args(["--duration", str(args.duration), "--warmup", str(args.warmup)])
+
+
+@functools.cache
+def client_names(count: int, s: float, draws: int, seed: int) -> list[str]:
+    return bench_client.draw_names(count, s, draws, seed)
+
+
+def measure_client(
+    system: str, urls: list[str], args: argparse.Namespace, processes: Processes
+) -> dict[str, Any]:
+    """The client scenario on one system: add() through counters_client (bench_client.py)."""
+    result: dict[str, Any] = {"system": system, "scenario": bench_client.SCENARIO}
+    options = client_options(args)
+    names = client_names(options.names, options.zipf_s, options.draws, options.seed)
+    try:
+        result.update(bench_client.measure_system(system, urls, names, options, processes))
+    except (CountersError, OSError) as error:
+        result["failed"] = f"{type(error).__name__}: {error}"
+    return result
+
+
 def log_problems(workdir: Path, system: str) -> dict[str, dict[str, Any]]:
     """Warning, error and traceback lines each node of a system logged, shutdown included."""
     problems: dict[str, dict[str, Any]] = {}
@@ -192,7 +224,10 @@ def bench_system(
             preload(urls)
             for name in args.scenarios:
                 print(f"   {name} ...", file=sys.stderr, flush=True)
-                results.append(measure(system, SCENARIOS[name], urls, args, processes))
+                if name == bench_client.SCENARIO:
+                    results.append(measure_client(system, urls, args, processes))
+                else:
+                    results.append(measure(system, SCENARIOS[name], urls, args, processes))
                 processes.check_alive()
     except (RuntimeError, OSError) as error:
         print(f"   {system} failed: {error}", file=sys.stderr, flush=True)
@@ -202,150 +237,6 @@ def bench_system(
             for name in args.scenarios
             if name not in done
         ]
-
-
-# -- report ---------------------------------------------------------------------------------
-
-
-def _find(results: list[dict[str, Any]], system: str, scenario: str) -> dict[str, Any] | None:
-    for result in results:
-        if result["system"] == system and result["scenario"] == scenario and "failed" not in result:
-            return result
-    return None
-
-
-def _ratio(numerator: dict[str, Any] | None, denominator: dict[str, Any] | None) -> float | None:
-    if numerator is None or denominator is None or not denominator["ops_per_s"]:
-        return None
-    return float(numerator["ops_per_s"] / denominator["ops_per_s"])
-
-
-def ratios(results: list[dict[str, Any]], counters: str) -> dict[str, Any]:
-    scenarios = sorted({r["scenario"] for r in results}, key=list(SCENARIOS).index)
-    systems = sorted({r["system"] for r in results})
-    return {
-        "vs_baseline": {
-            s: _ratio(_find(results, counters, s), _find(results, "baseline", s)) for s in scenarios
-        },
-        "n3_vs_n1": {
-            s: _ratio(_find(results, "n3", s), _find(results, "n1", s)) for s in scenarios
-        },
-        "redis_vs_embedded": {
-            s: _ratio(_find(results, "n3redis", s), _find(results, "n3", s)) for s in scenarios
-        },
-        "hot_vs_uniform": {
-            system: _ratio(
-                _find(results, system, "hot_key"), _find(results, system, "increment_uniform")
-            )
-            for system in systems
-        },
-        # CPU per op of a keyed batch over a plain one (issue 11: at most 1.5x)
-        "keyed_vs_unkeyed_cpu": {
-            system: _cpu_ratio(
-                _find(results, system, "keyed_batch_uniform"),
-                _find(results, system, "batch_uniform"),
-            )
-            for system in systems
-            if system != "baseline"  # the baseline has no idempotency
-        },
-    }
-
-
-def _cpu_ratio(
-    numerator: dict[str, Any] | None, denominator: dict[str, Any] | None
-) -> float | None:
-    """CPU µs per request of one scenario over another's (same ops per request)."""
-    if numerator is None or denominator is None:
-        return None
-    top, bottom = numerator.get("cpu_us_per_request"), denominator.get("cpu_us_per_request")
-    return None if not top or not bottom else float(top / bottom)
-
-
-def _fmt_ratio(value: float | None) -> str:
-    return "-" if value is None else f"{value:.2f}x"
-
-
-def table(results: list[dict[str, Any]]) -> str:
-    head = f"{'system':<9}{'scenario':<19}{'req/s':>10}{'ops/s':>11}{'p50 ms':>9}{'p99 ms':>9}"
-    head += f"{'errors':>8}{'non2xx':>8}{'vs base':>9}{'CPU us/req':>11}"
-    lines = [head, "-" * len(head)]
-    for r in results:
-        label = f"{r['system']:<9}{r['scenario']:<19}"
-        if "failed" in r:
-            lines.append(f"{label}FAILED: {r['failed'][:70]}")
-            continue
-        base = _find(results, "baseline", r["scenario"])
-        vs_base = "-" if r["system"] == "baseline" else _fmt_ratio(_ratio(r, base))
-        lines.append(
-            f"{label}{r['requests_per_s']:>10,.0f}{r['ops_per_s']:>11,.0f}{r['p50_ms']:>9.2f}"
-            f"{r['p99_ms']:>9.2f}{r['errors']:>8}{r['non2xx']:>8}{vs_base:>9}"
-            f"{_fmt_cpu(r.get('cpu_us_per_request')):>11}"
-        )
-    return "\n".join(lines)
-
-
-def _fmt_cpu(us: float | None) -> str:
-    return "-" if us is None else f"{us:,.0f}"
-
-
-def _target_line(label: str, ok: bool | None, detail: str) -> str:
-    verdict = "n/a " if ok is None else ("met " if ok else "MISS")
-    return f"  [{verdict}] {label}: {detail}"
-
-
-def _p99(result: dict[str, Any] | None) -> str:
-    return "-" if result is None else f"{result['p99_ms']:.1f} ms"
-
-
-def targets(results: list[dict[str, Any]], counters: str, summary: dict[str, Any]) -> list[str]:
-    lines = []
-    # issue 13's goals
-    for name, want in (("increment_uniform", 1.3), ("read_uniform", 1.5)):
-        ratio, mine = summary["vs_baseline"].get(name), _find(results, counters, name)
-        ok = None if ratio is None or mine is None else ratio >= want and mine["p99_ms"] < 20
-        detail = f"{_fmt_ratio(ratio)} baseline, p99 {_p99(mine)} (want >= {want}x, < 20 ms)"
-        lines.append(_target_line(name, ok, detail))
-    for name in ("batch_uniform", "batch_zipf"):
-        ratio, mine = summary["vs_baseline"].get(name), _find(results, counters, name)
-        ok = None
-        if mine is not None and ratio is not None:
-            ok = mine["ops_per_s"] >= 100_000 and ratio >= 1.6 and mine["p99_ms"] < 50
-        rate = "-" if mine is None else f"{mine['ops_per_s']:,.0f}"
-        detail = f"{rate} increments/s, {_fmt_ratio(ratio)} baseline, p99 {_p99(mine)}"
-        lines.append(_target_line(name, ok, detail + " (want >= 100,000/s, 1.6x, < 50 ms)"))
-    for name, ratio in summary["n3_vs_n1"].items():
-        if name.startswith("batch"):
-            ok = None if ratio is None else ratio >= 0.6
-            detail = f"{_fmt_ratio(ratio)} (want >= 0.60x)"
-            lines.append(_target_line(f"N=3 vs N=1 {name}", ok, detail))
-    for name, ratio in summary["redis_vs_embedded"].items():
-        if ratio is not None:
-            detail = f"{_fmt_ratio(ratio)} of n3's ops/s (want >= 0.80x)"
-            lines.append(_target_line(f"Redis durable vs embedded {name}", ratio >= 0.8, detail))
-    for system, ratio in summary["hot_vs_uniform"].items():
-        # Only Counters has the hot-key target; the other systems' ratios are for context.
-        ok = None if ratio is None or system != counters else ratio >= 1.0
-        detail = f"{_fmt_ratio(ratio)} of increment_uniform"
-        detail += " (want >= 1.00x)" if system == counters else " (context)"
-        lines.append(_target_line(f"hot key vs uniform, {system}", ok, detail))
-    for system, ratio in summary["keyed_vs_unkeyed_cpu"].items():
-        ok = None if ratio is None else ratio <= 1.5
-        detail = f"{_fmt_ratio(ratio)} CPU per op of batch_uniform (want <= 1.50x)"
-        lines.append(_target_line(f"keyed vs unkeyed batch, {system}", ok, detail))
-    return lines
-
-
-def report(
-    results: list[dict[str, Any]], summary: dict[str, Any], problems: dict[str, Any], counters: str
-) -> str:
-    lines = [table(results), "", f"ratios of ops/s ({counters} unless named):"]
-    lines += targets(results, counters, summary)
-    lines.append("")
-    for system, nodes in problems.items():
-        for node, found in nodes.items():
-            lines.append(f"{system}/{node} log: {found['count']} warning/error/traceback lines")
-            lines += [f"    {line[:200]}" for line in found["first"][:3]]
-    return "\n".join(lines)
 
 
 def write_json(
@@ -377,7 +268,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="wrk connections, total (rounded down); default 63 for single ops, 15 for batches",
     )
     parser.add_argument("--threads", type=int, default=3, help="wrk threads, rotated over hosts")
-    parser.add_argument("--scenarios", nargs="+", default=list(SCENARIOS), help="default: all")
+    parser.add_argument(
+        "--scenarios", nargs="+", default=[*SCENARIOS, bench_client.SCENARIO], help="default: all"
+    )
     parser.add_argument(
         "--systems",
         nargs="+",
@@ -395,7 +288,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args.target = [url.rstrip("/") for url in args.target.split(",") if url]
     if args.target:
         args.systems = ["target" if s == "n3" else s for s in args.systems]
-    unknown = set(args.scenarios) - set(SCENARIOS) | set(args.systems) - set(SYSTEM_ABOUT)
+    unknown = set(args.scenarios) - {*SCENARIOS, bench_client.SCENARIO}
+    unknown |= set(args.systems) - set(SYSTEM_ABOUT)
     if unknown:
         parser.error(f"unknown scenario or system: {', '.join(sorted(unknown))}")
     if (args.connections and args.connections < args.threads) or args.duration <= 0:
@@ -442,7 +336,7 @@ def main(argv: list[str] | None = None) -> int:
         f"{args.connections or 'per scenario (63 single ops, 15 batches)'} connections, "
         f"{args.duration:g} s runs after {args.warmup:g} s warm-up; {os.cpu_count()} CPUs"
     )
-    print(report(results, summary, problems, counters))
+    print(report(results, summary, problems, counters, client_options(args)))
     if args.json:
         write_json(args.json, args, {"results": results, "ratios": summary}, problems)
     if interrupted:

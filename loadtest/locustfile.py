@@ -11,6 +11,11 @@
 - `Watcher` (weight 1, 0.5-1 s between looks): the real-time view (issue 14): the top 10 by
   change over the last hour, the namespace's aggregate over 15 minutes, and the windowed
   reads of the top three.
+- `ClientAppServer` (weight 5, no think time; locust_client.py): the same backend counting
+  through the Python client (counters_client): buffered add()s, whose samples are the
+  times from add() to acknowledged, and incr(), get() and get_many() routed to each
+  counter's coordinator. One Client per Locust process, shared by these users, acting for
+  the first tenant (locust_client.py says why one).
 - `FeedListener` (weight 1): follows the namespace's change feed (SSE) for a few seconds at a
   time, then reconnects with Last-Event-ID, as a browser's EventSource does. Each change
   received is a request named "SSE change (lag)" whose time is its lag: from when the
@@ -50,8 +55,10 @@ from functools import cache
 from typing import Any
 from urllib.parse import urlsplit
 
+import gevent
 from locust import FastHttpUser, between, constant, events, task
 from locust.env import Environment
+from locust_client import ClientAppServer
 from zipf import cumulative, rank
 
 from node.http.auth import READ, WRITE, mint
@@ -71,6 +78,7 @@ TOKEN_TTL_S = 3600
 HISTORY_SPAN_S = 600  # dashboards chart the last ten minutes, one point a minute
 MAX_BACKOFF_S = 10.0
 log = logging.getLogger("counters.locust")
+__all__ = ["AppServer", "ClientAppServer", "Dashboard", "FeedListener", "Watcher"]
 
 _user_numbers = itertools.count()  # spreads this process's users over the tenants in turn
 
@@ -125,6 +133,14 @@ def _name_the_run(environment: Environment, **_: Any) -> None:
     if options is not None and not options.counters_namespace:
         stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
         options.counters_namespace = f"load-{stamp}-{secrets.token_hex(2)}"
+
+
+@events.init.add_listener
+def _fresh_clock(**_: Any) -> None:
+    # gevent's hub caches its loop's time, and does not run while Locust loads this file and
+    # what it imports: seconds on a busy machine. --run-time's timer, set right after,
+    # would count from that stale time and end a 4 s run at once (as it did, 5-8 s stale).
+    gevent.get_hub().loop.update_now()
 
 
 @events.test_start.add_listener

@@ -224,7 +224,9 @@ def assemble(
         bucket_s=config.history_bucket_s,
         tracing=traces,
     )
-    changes = ChangeTap(store, cluster.shard_of, [realtime, feed.publisher])
+    changes = ChangeTap(
+        store, cluster.shard_of, [realtime, feed.publisher], before_take=[realtime.watch]
+    )
     return NodeParts(
         config, cluster, store, pool, persister, handoff, replicator, quota, idempotent,
         coordinator, gossip, guard, peer_server, history, supervisor, changes, realtime,

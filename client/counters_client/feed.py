@@ -6,6 +6,11 @@ ends for any reason (the node died or stopped, the connection broke, nothing arr
 `idle_timeout_s`, or the node cut off a slow reader with `event: cutoff`), it reconnects to
 a serving node, avoiding the one that failed, with the id of the last event it received as
 Last-Event-ID: the node resumes right after it, so the caller sees no gap and no repeat.
+A node's stream never goes back in a counter's order (each event's `version`), but a new
+stream remembers nothing of the old one, and across a coordinator's failover two nodes may
+both have published a counter's states: so the feed itself drops an event whose version is
+below the last it yielded for that counter (an equal one is the same state, a repeat, and is
+yielded), remembering the versions of the last `ORDER_MEMORY` counters it yielded.
 Opening is retried like other calls (connection errors, 502/503/504 with back-off, 429
 after Retry-After) within deadline_s per outage, then DeadlineExceeded; a refusal (4xx)
 is raised as its typed error. Streams lost before their first frame make the next opening
@@ -18,7 +23,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-from collections import deque
+from collections import OrderedDict, deque
 from typing import Any
 
 import aiohttp
@@ -30,6 +35,7 @@ from counters_client.transport import Transport, _json
 
 log = logging.getLogger("counters_client")
 IDLE_TIMEOUT_S = 45.0  # three of the node's default heartbeats (15 s)
+ORDER_MEMORY = 100_000  # counters whose last version the feed keeps (20 MB at most, tracemalloc)
 
 
 class Feed:
@@ -59,6 +65,9 @@ class Feed:
         self._random = random.Random()
         self._closed = False
         self._barren = 0  # streams in a row lost before they gave a frame: the back-off
+        self.stale = 0  # events dropped as older than one already yielded for their counter
+        # name -> version of its last event yielded, least recently yielded first
+        self._versions: OrderedDict[str, int] = OrderedDict()
 
     def __aiter__(self) -> Feed:
         return self
@@ -74,16 +83,34 @@ class Feed:
         self._drop()
 
     async def __anext__(self) -> FeedItem:
-        while not self._queue:
-            if self._closed:
-                raise StopAsyncIteration
-            if self._response is None:
-                await self._open()
-            await self._read()
-        item = self._queue.popleft()
-        if isinstance(item, ChangeEvent):
-            self.last_event_id = item.id
-        return item
+        while True:
+            while not self._queue:
+                if self._closed:
+                    raise StopAsyncIteration
+                if self._response is None:
+                    await self._open()
+                await self._read()
+            item = self._queue.popleft()
+            if isinstance(item, ChangeEvent):
+                self.last_event_id = item.id  # a resume point, yielded or not
+                if self._older(item):
+                    continue
+            return item
+
+    def _older(self, event: ChangeEvent) -> bool:
+        """Whether the event's state is older than the last one yielded for its counter (and
+        so dropped); remembers its version otherwise."""
+        if event.version is None:
+            return False
+        last = self._versions.pop(event.name, None)
+        if last is not None and event.version < last:
+            self._versions[event.name] = last
+            self.stale += 1
+            return True
+        self._versions[event.name] = event.version
+        if len(self._versions) > ORDER_MEMORY:
+            self._versions.popitem(last=False)
+        return False
 
     async def _read(self) -> None:
         """One chunk of the stream into the queue; a broken stream is dropped, to reopen."""

@@ -111,7 +111,9 @@ class ChangeEvent:
     counter's previous event, when it was published, and the event's id (its position in
     every node's log: a resume point). `replayed` events were republished by a shard's new
     coordinator with the current value; their `change` may repeat one already seen, so a
-    consumer that sums changes takes `value` from them."""
+    consumer that sums changes takes `value` from them. `version` orders a counter's states
+    (the sum of its slots' lifetime totals: it grows with every write, a decrement included);
+    None from a node that does not send it."""
 
     name: str
     value: int
@@ -119,6 +121,7 @@ class ChangeEvent:
     at: datetime
     id: str
     replayed: bool = False
+    version: int | None = None
 
 
 @dataclass(frozen=True)
@@ -149,6 +152,7 @@ def change_event(data: str, event_id: str | None) -> ChangeEvent:
             at=datetime.fromisoformat(str(body["at"])),
             id=event_id or "",
             replayed=bool(body.get("replayed", False)),
+            version=None if body.get("version") is None else int(body["version"]),
         )
     except (ValueError, KeyError, TypeError) as error:
         raise BadEvent(f"a change event's data is not the feed's: {data[:200]!r}") from error

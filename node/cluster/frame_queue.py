@@ -31,6 +31,9 @@ from node.base.keys import Key
 from node.cluster import wire
 
 StateFuture = asyncio.Future[wire.Stated | None]  # a peer's state and its receipts
+# the futures of a slot queued by batches only (replicate_slots): one shared empty list,
+# replaced (never appended to) when a single write of the same key joins it
+_NO_FUTURES: list[StateFuture] = []
 BatchFuture = asyncio.Future[list[wire.Stated | None]]  # per key of a batch, in order
 ShareOf = Callable[[Key], int]
 FRAME_KINDS = (wire.SLOTS, wire.REPLICATE, wire.READ)  # group-committed, in turn
@@ -149,25 +152,38 @@ class FrameQueue:
         if queued is None:
             slots[key] = (p, n, [future])
         else:
-            queued[2].append(future)
-            slots[key] = (max(p, queued[0]), max(n, queued[1]), queued[2])
+            futures = queued[2]
+            if futures is _NO_FUTURES:  # queued by a batch only: its futures list is shared
+                futures = [future]
+            else:
+                futures.append(future)
+            slots[key] = (max(p, queued[0]), max(n, queued[1]), futures)
         return future
 
     def replicate_slots(
-        self, actor: str, items: list[tuple[Key, int, int]], trace: str | None = None
+        self,
+        actor: str,
+        items: list[tuple[Key, int, int]],
+        trace: str | None = None,
+        keys: list[Key] | None = None,
     ) -> BatchFuture:
-        """Queue one actor's slots (key, p, n) of many distinct keys under one future."""
+        """Queue one actor's slots (key, p, n) of many distinct keys under one future.
+        `keys`: the items' keys in their order, if the caller has them already (shared,
+        never changed)."""
         if trace is not None:
             self._traces.setdefault(wire.SLOTS, trace)
         future: BatchFuture = asyncio.get_running_loop().create_future()
         slots = self._slots.setdefault(actor, {})
+        get = slots.get
         for key, p, n in items:
-            queued = slots.get(key)
-            if queued is None:
-                slots[key] = (p, n, [])
+            queued = get(key)
+            if queued is None:  # most keys of a batch: no list made per key
+                slots[key] = (p, n, _NO_FUTURES)
             else:
-                slots[key] = (max(p, queued[0]), max(n, queued[1]), queued[2])
-        keys = [key for key, _, _ in items]
+                p_was, n_was, futures = queued
+                slots[key] = (p if p > p_was else p_was, n if n > n_was else n_was, futures)
+        if keys is None:
+            keys = [key for key, _, _ in items]
         self._slot_batches.setdefault(actor, []).append((future, keys))
         return future
 

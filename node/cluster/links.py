@@ -148,11 +148,16 @@ class PeerLink:
         return future
 
     def replicate_slots(
-        self, actor: str, items: list[tuple[Key, int, int]], trace: str | None = None
+        self,
+        actor: str,
+        items: list[tuple[Key, int, int]],
+        trace: str | None = None,
+        keys: list[Key] | None = None,
     ) -> BatchFuture:
         """replicate_slot() of many distinct keys (key, p, n) under one future, which
-        resolves to the peer's answer for each key, in order."""
-        future = self._queue.replicate_slots(actor, items, trace)
+        resolves to the peer's answer for each key, in order. `keys`: the items' keys, if
+        the caller has them (shared by the links of a write, never changed)."""
+        future = self._queue.replicate_slots(actor, items, trace, keys)
         self._wakeup.set()
         return future
 

@@ -39,7 +39,7 @@ from node.coordination.ops import (
 )
 from node.coordination.quorum import QuorumWait
 from node.coordination.quota import CounterQuota
-from node.coordination.replication import Replicator, needed
+from node.coordination.replication import Replicator, Writable, needed
 from node.coordination.rotation import ActorRotation
 from node.obs.tracing import OFF, Tracing
 from node.storage.store import CounterStore
@@ -287,7 +287,7 @@ class Coordinator:
     ) -> list[OpResult]:
         results: Pending = [None] * len(ops)
         kinds = {op.kind for op in ops}  # once: most requests are one op, or one kind
-        if kinds - {OpKind.GET}:  # a write of any kind
+        if self.replicator.sync and kinds - {OpKind.GET}:  # a write of any kind, in sync mode
             await self.replicator.check_store()
         keyed = [index for index, op in enumerate(ops) if op.idem]
         if keyed:  # as one group: a keyed batch costs a few round trips, not two per op
@@ -325,13 +325,14 @@ class Coordinator:
         deltas: dict[Key, tuple[int, PNCounter]] = {}
         full: list[tuple[int, str]] = []
         actor = self.cluster.actor
+        writable: Writable = {}  # per preference list, for the whole batch
         for index, op in enumerate(ops):
             if op.kind is not OpKind.INCREMENT or results[index] is not None:
                 continue
             try:
-                self.replicator.check_writable(shards[index], consistency)
+                self.replicator.check_writable(shards[index], consistency, writable)
                 self.quota.admit(op.key)
-                if any(ops[i].key == op.key for i, _ in full):
+                if full and any(ops[i].key == op.key for i, _ in full):
                     raise SlotFullError("an earlier op of this batch waits for a fresh slot")
                 p, n = self.store.increment_slot(op.key, actor, op.delta)
             except CountersError as error:

@@ -26,7 +26,7 @@ import asyncio
 import secrets
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from crdt import PNCounter
@@ -47,13 +47,14 @@ EMPTY = PNCounter.empty()
 RETRY_AFTER_S = 1
 
 
-@dataclass
+@dataclass(slots=True)
 class _Tally:
-    """What the replicas asked said about one name in one round."""
+    """What the replicas asked said about one name in one round (one per keyed op: no set
+    until another attempt is seen holding the name, which is rare)."""
 
     needed: int  # grants required, this node's included
     grants: int = 0
-    holders: set[Holder] = field(default_factory=set)
+    holders: set[Holder] | None = None
 
 
 def grants_needed(consistency: str, read_quorum: int, replicas: int) -> int:
@@ -366,10 +367,17 @@ def _count(tally: _Tally, answer: Receipt | Reservation | Holder | None) -> None
     if answer is None:
         tally.grants += 1
     elif isinstance(answer, Reservation):
-        tally.holders.add((answer.node, answer.token))
+        _held_by(tally, (answer.node, answer.token))
     elif isinstance(answer, tuple):
-        tally.holders.add(answer)
+        _held_by(tally, answer)
     # a receipt is held in the store now: the op replays
+
+
+def _held_by(tally: _Tally, holder: Holder) -> None:
+    if tally.holders is None:
+        tally.holders = {holder}
+    else:
+        tally.holders.add(holder)
 
 
 def _reserve_answer(got: Receipt | Reservation | None) -> Any:

@@ -23,7 +23,7 @@ from typing import Any
 
 from crdt import PNCounter
 from crdt.receipts import Receipt
-from node.base.errors import PeerError, QuorumUnavailable
+from node.base.errors import CountersError, PeerError, QuorumUnavailable
 from node.base.keys import Key
 from node.cluster.handoff import NOT_HELD
 from node.cluster.links import PeerLink
@@ -36,6 +36,7 @@ from node.storage.store import CounterStore
 from node.storage.write_behind import Persister
 
 PeerFuture = asyncio.Future[Any]
+Writable = dict[tuple[str, ...], CountersError | None]  # check_writable's, per replicas
 HEDGE_FRACTION = 0.125  # of the request timeout: 0.25 s by default
 
 SYNC_STORE_DOWN = "sync durability needs the durable replica, which is unreachable; nothing applied"
@@ -94,9 +95,23 @@ class Replicator:
         if self.sync and not await self.persister.reachable(self.timeout):
             raise QuorumUnavailable(SYNC_STORE_DOWN, may_have_applied=False)
 
-    def check_writable(self, shard: int, consistency: str) -> None:
-        """Refuse before applying anything when the quorum is out of reach (nothing changes)."""
+    def check_writable(self, shard: int, consistency: str, seen: Writable | None = None) -> None:
+        """Refuse before applying anything when the quorum is out of reach (nothing changes).
+        `seen`: the answers of a batch's earlier calls, per preference list (they depend on
+        the replicas only, and liveness changes only across an await): a batch of 100 ops
+        spans a few lists, and asking every op's replicas was 5% of a batch's CPU."""
         replicas = self.cluster.replicas(shard)
+        if seen is not None:
+            if replicas not in seen:
+                try:
+                    self.check_writable(shard, consistency)
+                    seen[replicas] = None
+                except CountersError as error:
+                    seen[replicas] = error
+            refusal = seen[replicas]
+            if refusal is not None:
+                raise refusal
+            return
         wanted = needed(consistency, self.cluster.config.write_quorum, len(replicas))
         if self.sync and not self.persister.healthy:
             raise QuorumUnavailable(SYNC_STORE_DOWN, may_have_applied=False)
@@ -130,7 +145,7 @@ class Replicator:
         actor = _sole_actor(delta) if own_slot and not receipts else None
         send: Callable[[PeerLink, str | None], PeerFuture]
         if actor is not None:
-            send = partial(_send_slots, actor, [(key, *delta.slot(actor))])
+            send = partial(_send_slots, actor, [(key, *delta.slot(actor))], [key])
         else:
             send = partial(_send_states, [(key, delta, receipts)])
         cluster = self.cluster
@@ -164,8 +179,9 @@ class Replicator:
             else:  # receipts, or slots of two actors around a rotation: the whole delta
                 states.setdefault((replicas, targets), []).append((key, delta, found))
         for (replicas, targets, actor), items in slots.items():
-            send = partial(_send_slots, actor, items)
-            self._write_group(wait, replicas, targets, [k for k, _, _ in items], consistency, send)
+            keys = [k for k, _, _ in items]  # one list for the repairers and every link
+            send = partial(_send_slots, actor, items, keys)
+            self._write_group(wait, replicas, targets, keys, consistency, send)
         for (replicas, targets), items in states.items():
             send = partial(_send_states, items)
             self._write_group(wait, replicas, targets, [k for k, _, _ in items], consistency, send)
@@ -234,7 +250,7 @@ class Replicator:
             await wait.sent_on(self.timeout)
         if wrote and self.sync:
             await self.persister.durable_now(self.timeout)
-        elif wrote:
+        elif wrote and self.persister.pressing:
             # A share of the timeout: a forwarded op's whole round trip must still fit it.
             await self.persister.below_backlog(self.timeout * BACKLOG_WAIT_FRACTION)
 
@@ -394,9 +410,13 @@ def _ignore(_: object) -> None:
 
 
 def _send_slots(
-    actor: str, items: list[tuple[Key, int, int]], link: PeerLink, trace: str | None
+    actor: str,
+    items: list[tuple[Key, int, int]],
+    keys: list[Key],
+    link: PeerLink,
+    trace: str | None,
 ) -> PeerFuture:
-    return link.replicate_slots(actor, items, trace)
+    return link.replicate_slots(actor, items, trace, keys)
 
 
 def _send_states(

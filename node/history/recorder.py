@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from crdt import saturate
 from node.base.keys import Key
 from node.history.model import HistoryError, HistoryStore, Row, bucket_of
 from node.obs.tracing import OFF, Tracing
@@ -156,15 +157,11 @@ class Recorder:
         returns how many."""
         bucket = bucket_of(now, self.bucket_s)
         recorded = 0
-        owned: dict[int, bool] = {}
-        for key, shard, state in self.counters.take_history_dirty():
-            mine = owned.get(shard)
-            if mine is None:
-                mine = owned[shard] = self.owns(shard)
-            if mine:
-                # saturated (crdt/pncounter.py): history columns are int64
-                self.buffer.put(key, bucket, state.saturated_value()[0], now)
-                recorded += 1
+        put = self.buffer.put
+        for key, value in self.counters.take_history_values(self.owns):
+            # saturated (crdt/pncounter.py): history columns are int64
+            put(key, bucket, saturate(value)[0], now)
+            recorded += 1
         dropped = self.buffer.trim()
         if dropped:
             log.warning(

@@ -9,6 +9,9 @@ Claims: `tenant` (required; counters are keyed by it, so tenants never see each 
 `scope` (space-separated counters:read, counters:write, counters:admin) and optionally
 `namespaces` (a list narrowing the token to those namespaces). A missing or invalid token is
 401, a valid one without the scope or namespace 403; either way nothing changes.
+
+PyJWT is imported where a token is read or minted, not with this module: it imports
+`cryptography`, a tenth of a node's start-up imports, which a node with `--auth none` never uses.
 """
 
 from __future__ import annotations
@@ -20,7 +23,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import jwt
 from aiohttp import web
 
 from node.base.config import Config
@@ -67,6 +69,8 @@ PRINCIPAL = web.RequestKey("principal", Principal)  # who sent the request
 
 class Authenticator:
     def __init__(self, config: Config) -> None:
+        import jwt
+
         self.config = config
         self.algorithms = config.jwt_algorithm_list()
         self._secret = config.jwt_secret
@@ -78,6 +82,8 @@ class Authenticator:
         )
 
     def _key(self, token: str) -> Any:
+        import jwt
+
         try:
             header = jwt.get_unverified_header(token)
         except jwt.PyJWTError as error:
@@ -102,6 +108,8 @@ class Authenticator:
     def authenticate(self, header: str | None) -> Principal:
         if not header or not header.startswith("Bearer "):
             raise Unauthorized("an Authorization: Bearer <token> header is required")
+        import jwt
+
         token = header[len("Bearer ") :].strip()
         config = self.config
         try:
@@ -165,6 +173,8 @@ def mint(
     secret: str, tenant: str, scopes: list[str], ttl_s: float, namespaces: list[str] | None
 ) -> str:
     """An HS256 token for development (`counters token`)."""
+    import jwt
+
     now = int(time.time())
     claims: dict[str, Any] = {
         "tenant": tenant,

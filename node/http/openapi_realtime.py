@@ -18,10 +18,17 @@ WINDOW_PARAM = {"name": "window", "in": "query", "required": False, "schema": SP
 INCOMPLETE = {
     "complete": {
         "const": False,
-        "description": "present (false) when no live replica observed the whole window "
-        "(the cluster restarted within it): changes before observed_since_ms are missing",
+        "description": "present (false) when no live replica observed the whole window: "
+        "the whole cluster restarted within it (or, for about a minute, a restart and a join "
+        "touched the same shard). The change is then exactly the net change since the "
+        "answering replicas began observing, at latest observed_since_ms; changes before "
+        "are missing, not estimated. Complete again once the window begins after "
+        "observed_since_ms",
     },
-    "observed_since_ms": {"type": "integer", "description": "unix ms observation began"},
+    "observed_since_ms": {
+        "type": "integer",
+        "description": "unix ms (a minute boundary) from which the answer counts changes",
+    },
 }
 COUNTER_WINDOW = {
     "type": "object",

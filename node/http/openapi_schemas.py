@@ -69,12 +69,24 @@ SCHEMAS: dict[str, Any] = {
         "description": "The data of an SSE `event: change` (and of a Redis stream entry): "
         "one counter's change, coalesced to at most one event per counter per "
         "--events-min-interval-ms",
-        "required": ["name", "value", "change", "at"],
+        "required": ["name", "value", "change", "at", "version"],
         "properties": {
             "name": NAME,
             "value": LISTED_VALUE,
-            "change": {"type": "integer", "description": "net change since its last event"},
+            "change": {
+                "type": "integer",
+                "description": "net change since its last event (on an SSE stream: since "
+                "the last event of the counter that stream sent)",
+            },
             "at": {**ISO, "description": "when it was published, ISO 8601 UTC with ms"},
+            "version": {
+                "type": "integer",
+                "minimum": 0,
+                "description": "the counter's state's version: larger for every later "
+                "state, a decrement's too. A stream never sends one below the last it sent "
+                "of the counter; a reader that reconnects, or of the Redis stream, drops an "
+                "event whose version is below the last it took of that counter",
+            },
             "replayed": {
                 "type": "boolean",
                 "description": "present (true) when republished by a node that took the "

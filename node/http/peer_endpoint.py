@@ -181,8 +181,10 @@ class PeerServer:
             for key, state, share, found in updates:
                 if found:
                     store.add_receipts(key, found)
-                merged = store.merge(key, state)
-                reply.append(None if store.share(key) == share else _stated(store, key, merged))
+                if store.merge_share(key, state) == share:
+                    reply.append(None)
+                else:
+                    reply.append(_stated(store, key, store.get(key) or EMPTY))
             return reply
         if kind == wire.RECEIPTS:
             return self._receipts(wire.receipt_reads_from_wire(body))

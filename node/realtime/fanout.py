@@ -20,7 +20,7 @@ from node.base.errors import PeerError, QuorumUnavailable
 from node.cluster.membership import Cluster
 from node.cluster.pool import PeerPool
 from node.cluster.wire import REALTIME, ProtocolError
-from node.realtime.buckets import parse
+from node.realtime.buckets import Buckets, parse
 from node.realtime.query import Answer, By, Kind, Query, answer_from_wire
 from node.realtime.service import NOT_HELD, Realtime
 from node.realtime.windows import MINUTE_MS
@@ -110,24 +110,32 @@ class Fanout:
         await self.catch_up()
 
     async def catch_up(self) -> None:
-        """For each shard due (buckets.py): the first other live replica that observed it
-        from earlier gives its buckets before our cut; tried once per observation."""
+        """For each shard due (buckets.py): of the other live replicas that observed it
+        from earlier, the one that observed it longest gives its buckets before our cut
+        (the first that observed it since ever ends the search); tried once per
+        observation. Not merely the first earlier one: a replica that itself began late
+        would leave this one late for good, and so short of full observers after a join."""
         realtime, me = self.realtime, self.cluster.node_id
         for shard in realtime.catch_up_due(realtime.clock_ms()):
             since = realtime.since[shard]
             query = Query(Kind.BUCKETS, "", "", at_ms=since, shards=(shard,))
+            best: tuple[int, Buckets] | None = None
             for node_id in self.candidates(shard):
                 if node_id == me:
                     continue
                 answer = await self._ask(node_id, query)
                 if answer is None or answer.done != [shard] or answer.buckets is None:
                     continue
+                if answer.since_ms >= (since if best is None else best[0]):
+                    continue
                 try:
-                    theirs = parse(answer.buckets, since // MINUTE_MS)
+                    best = answer.since_ms, parse(answer.buckets, since // MINUTE_MS)
                 except ProtocolError:
                     continue
-                if realtime.adopt(shard, since, answer.since_ms, theirs):
+                if answer.since_ms == 0:
                     break
+            if best is not None:
+                realtime.adopt(shard, since, *best)
             realtime.caught_up.add(shard)
 
     async def _ask(self, node_id: str, query: Query) -> Answer | None:

@@ -50,6 +50,7 @@ class Feed:
             lambda shard: cluster.coordinator(shard) == cluster.node_id,
             store.value,
             self.pumps,
+            version_of=store.version,
             min_interval_ms=config.events_min_interval_ms,
             # long enough for the others to notice a coordinator's death and move on
             recall_ms=max(RECALL_MIN_MS, int(4 * config.failure_timeout_s * 1000)),

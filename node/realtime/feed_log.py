@@ -46,13 +46,13 @@ class Event(NamedTuple):
     change: int  # net change since the counter's previous event (replayed: see publisher.py)
     at_ms: int  # unix ms of the change tap's turn that published it
     replayed: bool  # republished by a node that took the shard over (publisher.py)
+    version: int  # the counter's state's version (crdt/packed.py): a later state's is larger
 
 
 Subject = tuple[str, str]  # (tenant, namespace)
-Item = tuple[str, str, str, int, int, bool]  # tenant, namespace, name, value, change, replayed
-
-
-Record = tuple[int, str, int, int, int, bool]  # seq, name, value, change, at_ms, replayed
+# tenant, namespace, name, value, change, replayed, version
+Item = tuple[str, str, str, int, int, bool, int]
+Record = tuple[int, str, int, int, int, bool, int]  # seq, name, value, change, at_ms, replayed, ...
 
 
 class _Filed:
@@ -115,20 +115,22 @@ class EventLog:
         return self.floor - self.base
 
     def append(self, items: Iterable[Item], at_ms: int, *, events: bool = True) -> list[Event]:
-        """File (tenant, namespace, name, value, change, replayed) items as events at `at_ms`
-        (never earlier than the last event's: a reader merges logs by time); returns them
+        """File (tenant, namespace, name, value, change, replayed, version) items as events
+        at `at_ms` (never earlier than the last event's: a reader merges logs by time); returns them
         as Events when `events`."""
         at_ms = self.last_at_ms = max(at_ms, self.last_at_ms)
         filed_of, seq, out = self._filed, self.head, []
-        for tenant, namespace, name, value, change, replayed in items:
+        for tenant, namespace, name, value, change, replayed, version in items:
             seq += 1
             filed = filed_of.get((tenant, namespace))
             if filed is None:
                 filed = filed_of[tenant, namespace] = _Filed()
             filed.seqs.append(seq)
-            filed.records.append((seq, name, value, change, at_ms, replayed))
+            filed.records.append((seq, name, value, change, at_ms, replayed, version))
             if events:
-                out.append(Event(seq, tenant, namespace, name, value, change, at_ms, replayed))
+                out.append(
+                    Event(seq, tenant, namespace, name, value, change, at_ms, replayed, version)
+                )
         if seq != self.head:
             self._appends.append((at_ms, seq))
             self.head = seq
@@ -165,9 +167,11 @@ class EventLog:
         found: list[Event] = []
         tenant, namespace = subject
         for i in range(first, stop):
-            seq, name, value, change, at_ms, replayed = records[i]
+            seq, name, value, change, at_ms, replayed, version = records[i]
             if name.startswith(prefix):
-                found.append(Event(seq, tenant, namespace, name, value, change, at_ms, replayed))
+                found.append(
+                    Event(seq, tenant, namespace, name, value, change, at_ms, replayed, version)
+                )
                 if len(found) == limit:
                     return Read(self.floor, seq, found)
         upto = self.head if stop == len(seqs) else seqs[stop - 1]

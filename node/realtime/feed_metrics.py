@@ -59,6 +59,11 @@ class FeedCollector:
         yield CounterMetricFamily(
             "counters_events_streamed", "Change events sent on SSE streams", value=tally.sent
         )
+        yield CounterMetricFamily(
+            "counters_events_stale",
+            "Events an SSE stream here did not send: an older state of a counter than one it sent",
+            value=tally.stale,
+        )
         lag = HistogramMetricFamily(
             "counters_events_stream_lag_seconds",
             "From an event's publication (on any node) to an SSE stream here sending it",

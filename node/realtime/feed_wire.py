@@ -1,8 +1,9 @@
 """The EVENTS peer message (kind 14): "events of tenant/namespace/prefix after seq s".
 
 Request body: [tenant, namespace, prefix, after, limit]. Reply: [floor, upto, [[seq, name,
-value, change, at_ms, replayed], ...]] (feed_log.Read). Both sides validate before use and
-raise ProtocolError, so a malformed message never reaches the log or a client.
+value, change, at_ms, replayed, version], ...]] (feed_log.Read; a version is a uint64). Both
+sides validate before use and raise ProtocolError, so a malformed message never reaches the
+log or a client.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from node.realtime.feed_log import Event, Read
 
 MAX_READ = 5000
 INT64 = 1 << 63
+UINT64 = 1 << 64
 
 
 class EventsAsk(NamedTuple):
@@ -54,7 +56,11 @@ def ask_from_wire(obj: object) -> EventsAsk:
 
 
 def read_to_wire(read: Read) -> list[Any]:
-    events = [[e.seq, e.name, e.value, e.change, e.at_ms, e.replayed] for e in read.events]
+    # a version past uint64 would take 2^64 increments; capped, it still fits the frame
+    events = [
+        [e.seq, e.name, e.value, e.change, e.at_ms, e.replayed, min(e.version, UINT64 - 1)]
+        for e in read.events
+    ]
     return [read.floor, read.upto, events]
 
 
@@ -63,9 +69,9 @@ def read_from_wire(obj: object, tenant: str, namespace: str) -> Read:
         raise ProtocolError("an events reply is [floor, upto, [event, ...]]")
     events = []
     for item in obj[2]:
-        if not isinstance(item, list) or len(item) != 6 or type(item[5]) is not bool:
-            raise ProtocolError("an event is [seq, name, value, change, at_ms, replayed]")
-        seq, name, value, change, at_ms, replayed = item
+        if not isinstance(item, list) or len(item) != 7 or type(item[5]) is not bool:
+            raise ProtocolError("an event is [seq, name, value, change, at_ms, replayed, version]")
+        seq, name, value, change, at_ms, replayed, version = item
         events.append(
             Event(
                 _int(seq, 0),
@@ -76,6 +82,7 @@ def read_from_wire(obj: object, tenant: str, namespace: str) -> Read:
                 _int(change, -INT64 * 2, INT64 * 2),
                 _int(at_ms, 0),
                 replayed,
+                _int(version, 0, UINT64),
             )
         )
     return Read(_int(obj[0], 0), _int(obj[1], 0), events)

@@ -18,9 +18,20 @@ and a node that becomes a shard's coordinator republishes each of them with its 
 marked `replayed`. So the last event of every counter carries its latest value: delivery is
 at least once, never less; a replayed event may repeat a change the old coordinator already
 published, so a consumer that sums `change` should treat replayed events as corrections (take
-`value`). Within one node's log, a counter's events are in order; a feed reader merges the
-logs by time, so a counter's events stay in order unless two nodes' clocks disagree by more
-than the time between two of its events.
+`value`).
+
+Order per counter. Every event carries the version of the counter's state its value was
+read from (the sum of its slots, crdt/packed.py; read in the same step as the value, so the
+two always match): it grows with every change of the state, a decrement's included, and a
+later state of a counter, on any replica, has a larger one. Within one node's log a
+counter's versions only grow. Across a hand-over they need not: the new coordinator's
+replica may lag the old one's, so what it republishes can be older than what the old one
+published (the join test saw a counter's stream go 60, 68, 63, 69), and while two nodes'
+views of the ring differ both may publish. So the order is kept where events from several
+logs meet: an SSE stream never sends an event older than one it sent of that counter
+(stream.py), and a consumer of a sink orders by `version` (sink_redis.py). Neither waits
+for the new coordinator: its replica catches up by replication and anti-entropy, and each
+change that brings is published with a newer version.
 """
 
 from __future__ import annotations
@@ -62,6 +73,7 @@ class Publisher:
         value_of: Callable[[Key], int | None],
         sinks: Sequence[EventConsumer],
         *,
+        version_of: Callable[[Key, int], int | None],  # (key, its shard)
         min_interval_ms: int,
         recall_ms: int,
         clock_ms: Callable[[], int] = lambda: time.time_ns() // 1_000_000,
@@ -70,6 +82,7 @@ class Publisher:
         self.shards = shards
         self.coordinates = coordinates
         self.value_of = value_of
+        self.version_of = version_of
         self.sinks = list(sinks)
         self.coalescer = Coalescer(min_interval_ms)
         self.recall_ms = recall_ms
@@ -82,11 +95,13 @@ class Publisher:
         self.takeovers = 0
 
     def on_changes(self, changes: Sequence[Change], at_ms: int) -> None:
-        owned, add = self._owned, self.coalescer.add
+        """A change tap turn's changes. The tap calls this in the same step as it read the
+        values (no await between), so each version read here is the state of `after`."""
+        owned, add, version_of = self._owned, self.coalescer.add, self.version_of
         if owned:
             for key, shard, before, after in changes:
                 if shard in owned:
-                    add(key, shard, before, after)
+                    add(key, shard, before, after, version_of(key, shard) or 0)
         self._recalled.append((at_ms, changes))
         self._recalled_count += len(changes)
         while self._recalled_count > MAX_RECALLED and len(self._recalled) > 1:
@@ -104,8 +119,8 @@ class Publisher:
         Returns the events published."""
         items: list[Item] = []
         self._coordinators_changed(now_ms, items)
-        for key, value, change in self.coalescer.due(now_ms):
-            items.append((key[0], key[1], key[2], value, change, False))
+        for key, value, change, version in self.coalescer.due(now_ms):
+            items.append((key[0], key[1], key[2], value, change, False, version))
         events = self.log.append(items, now_ms, events=bool(self.sinks))
         self.published += len(items)
         if events:
@@ -128,24 +143,26 @@ class Publisher:
             # Handed on (a ring change, or this node fell behind): what waits here changed
             # while this node published the shard, so it goes out now; later changes are
             # the new coordinator's to publish.
-            for key, value, change in self.coalescer.take(set(lost)):
-                items.append((key[0], key[1], key[2], value, change, False))
+            for key, value, change, version in self.coalescer.take(set(lost)):
+                items.append((key[0], key[1], key[2], value, change, False, version))
         gained = owned - before
         if gained:
             self._republish(gained, items)
 
     def _republish(self, gained: frozenset[int], items: list[Item]) -> None:
-        first_before: dict[Key, int] = {}
+        first_before: dict[Key, tuple[int, int]] = {}  # key -> (its first before, shard)
         for _, changes in self._recalled:
             for key, shard, before, _after in changes:
                 if shard in gained and key not in first_before:
-                    first_before[key] = before
+                    first_before[key] = (before, shard)
         if not first_before:
             return
         self.takeovers += 1
-        for key, first in first_before.items():
-            value = self.value_of(key)
+        value_of, version_of = self.value_of, self.version_of
+        for key, (first, shard) in first_before.items():
+            value = value_of(key)
             if value is not None:
-                items.append((key[0], key[1], key[2], value, value - first, True))
+                version = version_of(key, shard) or 0
+                items.append((key[0], key[1], key[2], value, value - first, True, version))
                 self.replayed += 1
         self.coalescer.forget(set(first_before))  # their value is in the replayed event

@@ -5,15 +5,23 @@ Observation. A replica's windows hold what it saw change since it began observin
 from the minute boundary after its first turn after recovery at start (its own loads and
 recovery pulls are done by then, so none of them lands in a minute it claims), or after it
 became a replica of a shard it gained (the hand-off is done by then). `since[shard]` is
-that boundary, or 0 when the shard held no counter then (no change of it ever happened, so
-a new cluster's windows are complete from its first write). A window is complete at a
+that boundary, or 0 when its windows saw the whole history of the shard's counters here:
+every counter it holds came as a change (none loaded, handed over or dropped) and every
+change of it came while this node was a recovered replica of it, so the windows hold each
+change at the minute it reached this node, as any full observer's do. A new cluster's
+windows are so complete from its first write, whether that write reached a node before or
+after the node's first turn (the turn is only when it notices; deciding by "holds no
+counter at the first turn" made a node that took writes in the half second before it
+misjudge itself a late observer, which left a shard without a full observer once a join
+moved the other one away: issue 14). A window is complete at a
 replica when it began at or after `since`; asked strictly, a replica refuses the shards it
 cannot answer completely and says since when it observes them, and the asker tries the next
 replica (fanout.py). A restarted node or a new replica of a shard so answers only windows
 that began after it came, until, once its clock is past the cut, it takes the older
 buckets from a replica that saw them (buckets.py). When no live replica observed a window
 whole (the whole cluster restarted within it), the answer says so (`complete: false` with
-the time observation began): what is lost is the changes before it.
+the time observation began) and counts exactly the changes since (`_first`): what is lost
+is the changes before it. Windows are not seeded from the minute history (README says why).
 
 Totals and indexes follow the store shard by shard; a shard that took counters without
 changes (loads, hand-off arrivals) or that the store dropped is re-read from the store
@@ -62,6 +70,11 @@ class Realtime:
         self.windows: Windows | None = Windows() if windows else None
         self.since: dict[int, int] = {}  # shard -> unix ms this node observes it from
         self.caught_up: set[int] = set()  # shards whose older buckets need no catch-up
+        # Shards with a change the windows took while this node was not a recovered replica
+        # of them (recovery merges, frames before a hand-off), or whose windows it dropped:
+        # their windows lack or misplace history, so observing them starts at a cut.
+        self.unseen: set[int] = set()
+        self._live = False  # recovered() as last seen (watch)
         # per shard: the store's drops and arrivals the index has seen (stale_shards)
         self._seen: dict[int, tuple[int, int]] = {}
         self.rebuilds = 0  # shards indexed afresh from the store
@@ -70,6 +83,15 @@ class Realtime:
         self.queries: dict[Kind, int] = {kind: 0 for kind in Kind}  # answered here
 
     # -- feeding ----------------------------------------------------------------------------
+
+    def watch(self) -> None:
+        """Note the instant this node is recovered: the changes the store holds for the tap
+        so far may be recovery merges. The change tap calls it before each take, so no
+        change made after recovery is taken for one made before it."""
+        live = self.recovered()
+        if live and not self._live:
+            self.unseen |= self.store.pending_shards()
+        self._live = live
 
     def on_changes(self, changes: Sequence[Change], at_ms: int) -> None:
         minute = at_ms // MINUTE_MS
@@ -82,9 +104,12 @@ class Realtime:
                 self.answers.changed({change[0][:2] for change in changes})
             return
         window_add = windows.add
+        since, live, is_replica, unseen = self.since, self._live, self.is_replica, self.unseen
         for (tenant, namespace, name), shard, before, after in changes:
             index_change(shard, tenant, namespace, name, before, after)
             window_add(shard, tenant, namespace, name, minute, after - before)
+            if shard not in since and not (live and is_replica(shard)):
+                unseen.add(shard)
         if self.answers:
             self.answers.changed({change[0][:2] for change in changes})
 
@@ -114,27 +139,37 @@ class Realtime:
         self.rebuilds += 1
         self.answers.clear()
 
+    def observed_whole(self, shard: int) -> bool:
+        """Whether this node's windows hold every change of the shard's counters here (see
+        the module's docstring): then it observes the shard since ever (0)."""
+        store = self.store
+        return (
+            shard not in self.unseen
+            and not store.arrivals.get(shard, 0)
+            and not store.drops.get(shard, 0)
+        )
+
     def observe(self, now_ms: int) -> None:
         """Start or stop observing shards as this node becomes or stops being a replica."""
-        if not self.recovered():
+        self.watch()
+        if not self._live:
             return
         windows = self.windows
         for shard in range(self.shard_count):
             if self.is_replica(shard):
                 if shard not in self.since:
-                    # Recovered or handed over, and holding no counter of it: no counter of
-                    # it has ever changed, so this node has seen every change there is.
                     # Else from the next minute: the one under way may hold recovery merges.
-                    if self.store.tenant_counts(shard):
-                        self.since[shard] = cut_minute(now_ms) * MINUTE_MS
-                    else:
+                    if self.observed_whole(shard):
                         self.since[shard] = 0
                         self.caught_up.add(shard)
+                    else:
+                        self.since[shard] = cut_minute(now_ms) * MINUTE_MS
                     self.answers.clear()
             elif shard in self.since:
                 del self.since[shard]
                 self.answers.clear()
                 self.caught_up.discard(shard)
+                self.unseen.add(shard)
                 if windows is not None:
                     windows.drop_shard(shard)
         if windows is not None:
@@ -236,6 +271,13 @@ class Realtime:
             self.answers.put(query, answer, counters, now_ms)
         return answer
 
+    def _first(self, shard: int, query: Query) -> int:
+        """The first minute this node sums for the shard: the window's, or, answering a
+        window it did not observe whole (asked not strictly), the minute it began observing
+        the shard, so the change is exactly the one since then (the minute under way at its
+        start may hold recovery merges, which are not changes of that minute)."""
+        return max(first_minute(query.at_ms, query.span_min), self.since.get(shard, 0) // MINUTE_MS)
+
     def _change(self, shard: int, query: Query, name: str) -> int | None:
         if not query.span_min:
             return None
@@ -243,7 +285,7 @@ class Realtime:
         window = None if windows is None else windows.get(shard, query.tenant, query.namespace)
         if window is None:
             return 0
-        return window.change(name, first_minute(query.at_ms, query.span_min))
+        return window.change(name, self._first(shard, query))
 
     def _buckets(self, query: Query, answer: Answer) -> None:
         if self.windows is None or len(answer.done) != 1:
@@ -267,7 +309,6 @@ class Realtime:
         )
 
     def _aggregate(self, query: Query, answer: Answer) -> None:
-        first = first_minute(query.at_ms, query.span_min)
         tenant, namespace = query.tenant, query.namespace
         for shard in answer.done:
             if query.prefix:
@@ -280,7 +321,7 @@ class Realtime:
             if query.span_min and self.windows is not None:
                 window = self.windows.get(shard, tenant, namespace)
                 if window is not None:
-                    answer.change += window.total(first, query.prefix)
+                    answer.change += window.total(self._first(shard, query), query.prefix)
 
     def _top_by_value(self, query: Query, answer: Answer) -> None:
         found = [
@@ -296,7 +337,8 @@ class Realtime:
 
     def _top_by_change(self, query: Query, answer: Answer) -> None:
         """The k largest nonzero changes: from each shard's ranking of the span (ranking.py),
-        merged lazily; a shard whose ranking is past this query's first minute is scanned."""
+        merged lazily; a shard whose ranking is past this query's first minute, or that this
+        node observed only since after it (`_first`), is scanned."""
         if self.windows is None or not query.span_min:
             return
         first = first_minute(query.at_ms, query.span_min)
@@ -306,11 +348,14 @@ class Realtime:
             window = self.windows.get(shard, query.tenant, query.namespace)
             if window is None:
                 continue
-            ranking = window.ranking(query.span_min, first, now_ms)
+            shard_first = self._first(shard, query)
+            ranking = None
+            if shard_first == first:
+                ranking = window.ranking(query.span_min, first, now_ms)
             if ranking is not None:
                 items: Iterable[tuple[int, str]] = ranking.ranked_under(query.prefix)
             else:
-                scanned = window.changes(first, query.prefix)
+                scanned = window.changes(shard_first, query.prefix)
                 items = sorted((-change, name) for name, change in scanned.items() if change)
             ranked.append(iter(items))
         values = self.store.value

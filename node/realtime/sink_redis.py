@@ -1,10 +1,15 @@
 """The Redis Streams sink: each event as `XADD counters:events:<tenant>:<namespace> MAXLEN ~
-<maxlen> * name .. value .. change .. at ..`, a batch per pipeline (standalone Redis or Redis
-Cluster, where a stream is one key and the cluster pipeline sends each to its node).
+<maxlen> * name .. value .. change .. at .. version ..`, a batch per pipeline (standalone
+Redis or Redis Cluster, where a stream is one key and the cluster pipeline sends each to its
+node).
 
 A consumer group of any Redis client reads the stream (XREADGROUP), and a Kafka Connect Redis
 source can carry it to Kafka. `MAXLEN ~` keeps each stream near `maxlen` entries at little
-cost (Redis trims whole macro nodes). `at` is the publication time, ISO-8601 UTC.
+cost (Redis trims whole macro nodes). `at` is the publication time, ISO-8601 UTC. Each node
+appends its own events, so across a coordinator hand-over a counter's entries from two nodes
+may interleave out of order: `version` (its state's, crdt/packed.py) orders them, and a
+consumer keeps a counter's value only from an entry whose version is not below the last it
+kept.
 """
 
 from __future__ import annotations
@@ -48,6 +53,7 @@ class RedisStreamSink:
                         "value": event.value,
                         "change": event.change,
                         "at": iso_ms(event.at_ms),
+                        "version": event.version,
                     }
                     if event.replayed:
                         fields["replayed"] = 1

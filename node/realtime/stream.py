@@ -18,6 +18,26 @@ follows. A member absent from the position (joined since, or not reachable when 
 made) is read from the oldest event it holds: some of those may predate the stream (at least
 once, never fewer). Events of several logs read at once go out merged by time.
 
+Order per counter. A counter's events come from whichever node coordinated its shard when
+they were published, and across a hand-over (a join, a leave, a kill -9) two nodes' logs
+hold events of it: the new coordinator's replica may lag the old one's (it republishes what
+it holds, publisher.py), both may publish for a moment while their views of the ring differ,
+and two logs read at once are snapshots taken at slightly different times. So each event
+carries its counter's `version` (the sum of its state's slots, crdt/packed.py: it grows with
+every change of the state, anywhere, a decrement's included), and a stream never sends an
+event whose version is below that of the counter's last event it sent: the values a stream
+shows for a counter follow its state's history, never back to an older state (a decrement
+is a newer state, so a value may go down; an equal version is the same state, a repeat).
+Its `change` is then the change since the last event the stream sent of that counter, so a
+stream's changes add up to the value it shows across hand-overs, drops and repeats. A newer
+state always comes: the coordinator publishes each change of its replica, which catches up.
+A stream remembers the last event of up to REMEMBER_MAX counters, each for REMEMBER_MS
+(about 300 B each, so at most 3 MB a stream); a hand-over's stale events come within
+seconds. A client that reconnects (Last-Event-ID) starts a stream that remembers nothing:
+to keep the order across its reconnects it drops, itself, an event whose `version` is below
+the last it took of that counter (as a consumer of the Redis stream must: each node appends
+its own events there).
+
 The stream's memory is one read (at most READ_LIMIT events per member) plus what the
 transport buffers: a write that cannot finish within `stall_s` (the client stopped
 reading) cuts the stream off with a final `event: cutoff`, so a slow consumer costs bounded
@@ -29,11 +49,15 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from collections import OrderedDict
 from collections.abc import Mapping
 
 from node.obs.metrics import Histogram
 from node.realtime.feed_log import Event, Subject, encode_position, iso_ms
 from node.realtime.reader import FeedReader
+
+REMEMBER_MAX = 10_000  # counters whose last event a stream remembers, at most
+REMEMBER_MS = 30_000  # ... and for how long after it
 
 
 class StreamTally:
@@ -46,16 +70,18 @@ class StreamTally:
         self.cut_off = 0  # slow consumers dropped
         self.gaps = 0
         self.sent = 0
+        self.stale = 0  # events not sent: older than one the stream had sent of their counter
         self.lag = Histogram()  # seconds from an event's publication to a stream sending it
         self.closing = asyncio.Event()  # set when the node stops: every stream ends
 
 
-def change_frame(event: Event, event_id: str) -> str:
+def change_frame(event: Event, event_id: str, change: int) -> str:
     data: dict[str, object] = {
         "name": event.name,
         "value": event.value,
-        "change": event.change,
+        "change": change,
         "at": iso_ms(event.at_ms),
+        "version": event.version,
     }
     if event.replayed:
         data["replayed"] = True
@@ -88,6 +114,8 @@ class Follower:
         self.position: dict[str, int] = dict(position or {})
         self.tail = position is None  # the first read only finds where every log is
         self.tally = tally
+        # name -> (version, value, at_ms) of its last event sent, least recently sent first
+        self.last_sent: OrderedDict[str, tuple[int, int, int]] = OrderedDict()
 
     async def next_frames(self) -> list[str]:
         if self.tail:
@@ -108,11 +136,34 @@ class Follower:
             merged += [(event.at_ms, node, event) for event in read.events]
         merged.sort(key=lambda item: item[0])  # stable: each log's own order is kept
         position, observe, now_ms = self.position, self.tally.lag.observe, time.time() * 1000
+        last_sent, sent = self.last_sent, 0
         for _, node, event in merged:
             position[node] = event.seq
-            frames.append(change_frame(event, encode_position(position)))
+            last = last_sent.get(event.name)
+            if last is None:
+                change = event.change
+            elif event.version < last[0]:
+                self.tally.stale += 1  # an older state than one sent: the value would go back
+                continue
+            else:
+                change = event.value - last[1]
+                last_sent.move_to_end(event.name)
+            last_sent[event.name] = (event.version, event.value, event.at_ms)
+            frames.append(change_frame(event, encode_position(position), change))
             observe(max(0.0, now_ms - event.at_ms) / 1000)
+            sent += 1
+        if merged:
+            self._forget(merged[-1][0] - REMEMBER_MS)
         for node, read in reads.items():
             position[node] = max(position.get(node, 0), read.upto)
-        self.tally.sent += len(merged)
+        self.tally.sent += sent
         return frames
+
+    def _forget(self, before_ms: int) -> None:
+        """Bound what the stream remembers: by count, and by age (a hand-over's stale events
+        come within seconds of the newer ones)."""
+        last_sent = self.last_sent
+        while last_sent and (
+            len(last_sent) > REMEMBER_MAX or next(iter(last_sent.values()))[2] < before_ms
+        ):
+            last_sent.popitem(last=False)

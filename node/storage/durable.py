@@ -17,7 +17,9 @@ node/coordination/fencing.py) and deletes the ended ones; they are per granting 
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import AsyncIterator, Collection, Iterable, Sequence
+from dataclasses import dataclass
 from typing import Protocol
 
 from crdt import CodecError, CounterOverflowError, PNCounter, codec
@@ -30,6 +32,29 @@ Entry = tuple[Key, int, PNCounter]  # key, shard, state
 # One stored slot as a load reads it: key, shard, actor, p, n. In a page of them a counter's
 # slots are adjacent and share one key object, and no counter is split between two pages.
 SlotRow = tuple[Key, int, str, int, int]
+NamedRow = tuple[str, int, str | None, int, int]  # name, shard, actor (None: the page's), p, n
+
+
+@dataclass(frozen=True, slots=True)
+class NamedSlots:
+    """A page of counters of one tenant and namespace with one slot each (no name twice),
+    checked like any input: what a start mostly loads, read with no Python code per row
+    (durable_sqlite.py) and taken into the store in one tight loop (store_load.py)."""
+
+    tenant: str
+    namespace: str
+    actor: str  # the actor of the rows whose actor is None
+    rows: list[NamedRow]
+
+    def slot_rows(self) -> list[SlotRow]:
+        tenant, namespace, usual = self.tenant, self.namespace, self.actor
+        return [
+            ((tenant, namespace, name), shard, usual if actor is None else actor, p, n)
+            for name, shard, actor, p, n in self.rows
+        ]
+
+
+SlotPage = list[SlotRow] | NamedSlots  # what a load yields: either kind of page
 ReceiptEntry = DirtyReceipt  # key, shard, idempotency key, receipt
 ReservationEntry = DirtyReservation  # key, shard, idempotency key, reservation or None
 RECEIPT_PAGE = 10_000  # receipts per page of a load: memory per step stays bounded
@@ -51,6 +76,9 @@ class DurableReplica(Protocol):
     def load_slots(self, shards: Collection[int]) -> AsyncIterator[list[SlotRow]]:
         """Every stored slot of these shards' counters, in pages of rows checked like any
         input (see SlotRow): what a start loads, without a state object per counter."""
+
+    def load_pages(self, shards: Collection[int]) -> AsyncIterator[SlotPage]:
+        """load_slots's slots, some pages of them perhaps as NamedSlots: what a start loads."""
 
     async def write_changes(
         self,
@@ -94,9 +122,19 @@ class DurableReplica(Protocol):
     async def close(self) -> None: ...
 
 
+# What json.dumps(ensure_ascii=False) escapes in a string: quotes, backslashes, controls.
+_NEEDS_ESCAPE = re.compile(r'[\x00-\x1f\\"]').search
+
+
 def member(key: Key) -> str:
-    """A key as one unambiguous string (names cannot hold every separator; JSON can)."""
-    return json.dumps(key, separators=(",", ":"), ensure_ascii=False)
+    """A key as one unambiguous string (names cannot hold every separator; JSON can).
+
+    json.dumps's exact text, built directly when no part needs escaping (nearly every
+    key): a flush names every counter it writes, and json.dumps was most of its CPU."""
+    tenant, namespace, name = key
+    if _NEEDS_ESCAPE(tenant) or _NEEDS_ESCAPE(namespace) or _NEEDS_ESCAPE(name):
+        return json.dumps(key, separators=(",", ":"), ensure_ascii=False)
+    return f'["{tenant}","{namespace}","{name}"]'
 
 
 def key_of(text: str) -> Key:
@@ -119,6 +157,10 @@ class SlotChecker:
             self.actors.add(actor)
         if type(p) is not int or type(n) is not int or not (0 <= p <= UINT64_MAX >= n >= 0):
             raise DurableError(f"corrupt slot {actor!r} in the durable replica")
+
+
+def slot_rows(page: SlotPage) -> list[SlotRow]:
+    return page.slot_rows() if isinstance(page, NamedSlots) else page
 
 
 def states_of(rows: Iterable[SlotRow]) -> list[tuple[Key, PNCounter]]:

@@ -44,6 +44,7 @@ from node.storage.durable import (
     Entry,
     ReceiptEntry,
     ReservationEntry,
+    SlotPage,
     SlotRow,
     key_of,
     state_of,
@@ -75,9 +76,14 @@ LOAD_COUNTERS = 20_000  # counters per page of a load: the store takes a page pe
 # RedisError; OSError and TimeoutError from the socket beneath. All of it is a DurableError.
 # And AttributeError: the asyncio cluster client, whose nodes go away under it, trips on a
 # connection or node it has already dropped ("'NoneType' object has no attribute
-# 'writelines'", seen when the whole cluster stopped; redis/redis-py#3835). The calls these
-# guard are Redis calls only, so no bug of ours hides behind it.
-REDIS_ERRORS = (RedisError, RedisClusterException, OSError, TimeoutError, AttributeError)
+# 'writelines'", seen when the whole cluster stopped; redis/redis-py#3835), and under uvloop
+# RuntimeError ("unable to perform operation on <TCPTransport closed=True ...>; the handler is
+# closed", seen in CI when the whole cluster stopped; MagicStack/uvloop#506, the same race as
+# redis/redis-py#4287). The calls these guard are Redis calls only, so no bug of ours hides
+# behind it.
+REDIS_ERRORS = (
+    RedisError, RedisClusterException, OSError, TimeoutError, AttributeError, RuntimeError
+)  # fmt: skip
 
 
 def _text(error: BaseException) -> str:
@@ -218,6 +224,10 @@ class RedisReplica:
             page: list[SlotRow] = []
             for shard, key, state in loaded[start : start + LOAD_COUNTERS]:
                 page += ((key, shard, actor, *state.slot(actor)) for actor in state.actors())
+            yield page
+
+    async def load_pages(self, shards: Collection[int]) -> AsyncIterator[SlotPage]:
+        async for page in self.load_slots(shards):
             yield page
 
     async def write_receipts(

@@ -6,10 +6,9 @@ numbers, so an upsert keeps max(p) and max(n) and writes stay idempotent. WAL wi
 synchronous=NORMAL survives a killed process (not a power cut of the machine). The sqlite3
 module blocks, so each call runs in a worker thread, one at a time.
 
-Idempotency receipts: one row per (counter, idempotency key) with its expiry, indexed by
-expiry (each write deletes at most EXPIRE_BATCH expired rows) and by (shard, counter, key),
-which a load pages through; INSERT OR IGNORE keeps the first receipt stored. A flush
-(`write_changes`) writes slots, receipts and reservations in one transaction.
+Idempotency receipts: one row per request, a pack of the receipts that share a time, an
+actor and a fingerprint (sqlite_receipts.py, receipt_packs.py). A flush (`write_changes`)
+writes slots, receipts and reservations in one transaction.
 
 Reservations (this node's grants of idempotency keys): one row per (counter, key) with the
 attempt holding it and until when, indexed like the receipts; an ended one is deleted, a
@@ -19,35 +18,38 @@ lapsed one goes in bounded steps like an expired receipt. The file is this node'
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import sqlite3
 from collections.abc import AsyncIterator, Callable, Collection, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
-from crdt import CodecError, PNCounter, codec
-from crdt.codec import MAX_KEY_PART_BYTES
-from crdt.gcounter import UINT64_MAX
-from crdt.receipts import Receipt
+from crdt import PNCounter
 from node.base.keys import Key
 from node.base.threads import in_thread
+from node.storage import sqlite_receipts
 from node.storage.durable import (
     RECEIPT_PAGE,
     DurableError,
     Entry,
     ReceiptEntry,
     ReservationEntry,
-    SlotChecker,
+    SlotPage,
     SlotRow,
     key_of,
     member,
+    slot_rows,
     states_of,
 )
 from node.storage.receipt_book import Reservation
+from node.storage.receipt_packs import pack as pack_receipts
+from node.storage.sqlite_receipts import EXPIRE_BATCH
+from node.storage.sqlite_slots import SlotPages
 
 Paged = TypeVar("Paged", bound=tuple[Key, int, str, Any])  # (counter, shard, key, what)
 
-SCHEMA = """
+SLOTS_SCHEMA = """
 CREATE TABLE IF NOT EXISTS slots (
     counter TEXT NOT NULL,
     shard INTEGER NOT NULL,
@@ -57,19 +59,8 @@ CREATE TABLE IF NOT EXISTS slots (
     PRIMARY KEY (counter, actor)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS slots_by_shard ON slots (shard);
-CREATE TABLE IF NOT EXISTS idempotency_receipts (
-    counter TEXT NOT NULL,
-    idem TEXT NOT NULL,
-    shard INTEGER NOT NULL,
-    expires_ms INTEGER NOT NULL,
-    at_ms INTEGER NOT NULL,
-    actor TEXT NOT NULL,
-    fingerprint TEXT NOT NULL,
-    value INTEGER NOT NULL,
-    PRIMARY KEY (idem, counter)
-) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS receipts_by_expiry ON idempotency_receipts (expires_ms);
-CREATE INDEX IF NOT EXISTS receipts_by_shard ON idempotency_receipts (shard, counter, idem);
+"""
+RESERVATIONS_SCHEMA = """
 CREATE TABLE IF NOT EXISTS reservations (
     counter TEXT NOT NULL,
     idem TEXT NOT NULL,
@@ -82,6 +73,7 @@ CREATE TABLE IF NOT EXISTS reservations (
 CREATE INDEX IF NOT EXISTS reservations_by_expiry ON reservations (until_ms);
 CREATE INDEX IF NOT EXISTS reservations_by_shard ON reservations (shard, counter, idem);
 """
+SCHEMA = SLOTS_SCHEMA + sqlite_receipts.SCHEMA + RESERVATIONS_SCHEMA
 PUT_RESERVATION = "INSERT OR REPLACE INTO reservations VALUES (?, ?, ?, ?, ?, ?)"
 DELETE_RESERVATION = "DELETE FROM reservations WHERE counter = ? AND idem = ?"
 EXPIRE_RESERVATIONS = """
@@ -92,20 +84,6 @@ DELETE FROM reservations WHERE (counter, idem) IN (
 LOAD_RESERVATIONS = """
 SELECT counter, idem, node, token, until_ms FROM reservations
 WHERE shard = ? AND (counter, idem) > (?, ?) AND until_ms >= ?
-ORDER BY counter, idem LIMIT ?
-"""
-INSERT_RECEIPT = "INSERT OR IGNORE INTO idempotency_receipts VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
-# Each write drops at most this many expired receipts, so a write never stalls on a backlog
-# (after a long stop, say); writes come at least every flush, so the backlog drains.
-EXPIRE_BATCH = 5_000
-EXPIRE = """
-DELETE FROM idempotency_receipts WHERE (counter, idem) IN (
-    SELECT counter, idem FROM idempotency_receipts WHERE expires_ms < ? LIMIT ?
-)
-"""
-LOAD_RECEIPTS = """
-SELECT counter, idem, shard, at_ms, actor, fingerprint, value FROM idempotency_receipts
-WHERE shard = ? AND (counter, idem) > (?, ?) AND expires_ms >= ?
 ORDER BY counter, idem LIMIT ?
 """
 # Slots go in as one JSON array per statement, [[counter, shard, actor, p, n], ...], read by
@@ -119,57 +97,11 @@ INSERT INTO slots (counter, shard, actor, p, n)
 SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4 FROM json_each(?) WHERE true
 ON CONFLICT (counter, actor) DO UPDATE SET p = max(p, excluded.p), n = max(n, excluded.n)
 """
-# A page of slots in primary key order (a counter's slots together), from a counter on: a
-# range of the table's own B-tree, no index lookups (through the shard index a load cost a
-# lookup of the table per row, three times the pass). Counts that fit an int64 come as
-# integers, converted by SQLite rather than by int() per row; larger ones come as text.
-_COUNT = "CASE WHEN {0} <= '09223372036854775807' THEN CAST({0} AS INTEGER) ELSE {0} END"
-_SLOT_COLUMNS = f"counter, shard, actor, {_COUNT.format('p')}, {_COUNT.format('n')}"
-LOAD_SLOTS = f"SELECT {_SLOT_COLUMNS} FROM slots WHERE counter > ? ORDER BY counter, actor LIMIT ?"
-LOAD_COUNTER = f"SELECT {_SLOT_COLUMNS} FROM slots WHERE counter = ? ORDER BY actor"
-LOAD_PAGE = 50_000  # rows fetched at a time: memory per step stays bounded
-# A name this short is within MAX_KEY_PART_BYTES whatever its characters (4 bytes each at most).
-SHORT_NAME_CHARS = MAX_KEY_PART_BYTES // 4
 SLOT_CHUNK = 50_000  # rows per statement: the JSON text of one stays a few MB
 
 
 def _padded(count: int) -> str:
     return f"{count:020d}"
-
-
-def _key(text: str, parts: dict[str, str]) -> Key:
-    """A stored key (`member`'s JSON text); without a backslash its quotes can only be
-    the delimiters, so a split reads it exactly, five times faster than json.loads."""
-    if "\\" not in text and text.startswith('["') and text.endswith('"]'):
-        raw: Any = text[2:-2].split('","')
-    else:
-        raw = json.loads(text)
-    tenant, namespace, name = codec.key_from_wire(raw)
-    return (parts.setdefault(tenant, tenant), parts.setdefault(namespace, namespace), name)
-
-
-class _Keys:
-    """Stored keys of a load, read in key order: a counter whose text starts like the last
-    one read in full (same tenant and namespace, nothing escaped) takes only its name from
-    the text, and shares the tenant and namespace strings with it."""
-
-    __slots__ = ("namespace", "parts", "prefix", "tenant")
-
-    def __init__(self) -> None:
-        self.parts: dict[str, str] = {}  # each tenant and namespace held once
-        self.prefix = ""  # '["tenant","namespace","' of the last key read in full
-        self.tenant = self.namespace = ""
-
-    def of(self, text: str) -> Key:
-        cut = text.rfind('","') + 3
-        if cut == len(self.prefix) and text.startswith(self.prefix) and text.endswith('"]'):
-            name = text[cut:-2]
-            if name and "\\" not in name and len(name) <= SHORT_NAME_CHARS:
-                return (self.tenant, self.namespace, name)
-        key = _key(text, self.parts)
-        if "\\" not in text:
-            self.prefix, self.tenant, self.namespace = text[:cut], key[0], key[1]
-        return key
 
 
 class SqliteReplica:
@@ -179,44 +111,10 @@ class SqliteReplica:
         self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
-        self._migrate_receipt_key()
+        sqlite_receipts.migrate_key(self._db)
         self._db.executescript(SCHEMA)
-        self._migrate_receipts()
+        sqlite_receipts.migrate_unexpiring(self._db)
         self._lock = asyncio.Lock()
-
-    def _migrate_receipt_key(self) -> None:
-        """Rebuild a receipt table keyed (counter, idem), as written before, keyed (idem,
-        counter): a keyed batch's receipts ("K#0", "K#1", ...) then land side by side in a
-        few pages instead of one random page each, a third of the CPU per row (7-17 us
-        against 23-45 us, 50,000-150,000 rows). SCHEMA creates the new table here."""
-        found = "SELECT sql FROM sqlite_master WHERE type = 'table' AND name = ?"
-        row = self._db.execute(found, ("idempotency_receipts",)).fetchone()
-        if row is None or "PRIMARY KEY (counter, idem)" not in row[0]:
-            return
-        with self._db:
-            self._db.execute("BEGIN")
-            self._db.execute("DROP INDEX IF EXISTS receipts_by_expiry")
-            self._db.execute("DROP INDEX IF EXISTS receipts_by_shard")
-            self._db.execute("ALTER TABLE idempotency_receipts RENAME TO receipts_by_counter")
-            for statement in SCHEMA.split(";"):
-                if "idempotency_receipts" in statement:
-                    self._db.execute(statement)
-            self._db.execute("INSERT INTO idempotency_receipts SELECT * FROM receipts_by_counter")
-            self._db.execute("DROP TABLE receipts_by_counter")
-
-    def _migrate_receipts(self) -> None:
-        """Move receipts from the table before expiry was stored (kept for a day, the
-        default window) and drop it."""
-        found = "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'receipts'"
-        if self._db.execute(found).fetchone() is None:
-            return
-        with self._db:
-            self._db.execute("BEGIN")
-            self._db.execute(
-                "INSERT OR IGNORE INTO idempotency_receipts SELECT counter, idem, shard,"
-                " at_ms + 86400000, at_ms, actor, fingerprint, value FROM receipts"
-            )
-            self._db.execute("DROP TABLE receipts")
 
     def _write_changes(
         self,
@@ -234,11 +132,7 @@ class SqliteReplica:
             for actor in state.actors():
                 p, n = state.slot(actor)
                 rows.append((name, shard, actor, _padded(p), _padded(n)))
-        receipt_rows = []
-        for key, shard, idem, r in receipts:
-            if r.at_ms + window_ms >= now_ms:
-                name = names.get(key) or names.setdefault(key, member(key))
-                receipt_rows.append((name, idem, shard, r.at_ms + window_ms, *r.to_wire()))
+        packs = pack_receipts(receipts, window_ms, now_ms) if receipts else []
         puts, deletes = [], []
         for key, shard, idem, held in reservations:
             name = names.get(key) or names.setdefault(key, member(key))
@@ -254,12 +148,12 @@ class SqliteReplica:
             rows.sort()
             for start in range(0, len(rows), SLOT_CHUNK):
                 db.execute(UPSERT, (json.dumps(rows[start : start + SLOT_CHUNK]),))
-            db.executemany(INSERT_RECEIPT, receipt_rows)
+            sqlite_receipts.write(db, packs)
             db.executemany(DELETE_RESERVATION, deletes)
             db.executemany(PUT_RESERVATION, puts)
             if not (receipts or reservations or window_ms):
                 return 0  # a plain `write`: no expiry pass
-            dropped: int = db.execute(EXPIRE, (now_ms, EXPIRE_BATCH)).rowcount
+            dropped = sqlite_receipts.expire(db, now_ms)
             return dropped + db.execute(EXPIRE_RESERVATIONS, (now_ms, EXPIRE_BATCH)).rowcount
 
     async def write_changes(
@@ -281,58 +175,41 @@ class SqliteReplica:
     async def write(self, entries: Sequence[Entry]) -> None:
         await self.write_changes(entries, (), (), 0, 0)
 
-    def _slot_page(
-        self, after: str, wanted: frozenset[int], keys: _Keys, checker: SlotChecker
-    ) -> tuple[list[SlotRow], str | None]:
-        """The slots of the counters after `after` (a page of them, each counter whole) and
-        the counter the next page starts after; None: this was the last page."""
-        rows = self._db.execute(LOAD_SLOTS, (after, LOAD_PAGE)).fetchall()
-        following: str | None = None
-        if len(rows) == LOAD_PAGE:  # the last counter may go on: it starts the next page
-            last = rows[-1][0]
-            cut = len(rows) - 1
-            while cut and rows[cut - 1][0] == last:
-                cut -= 1
-            if cut:
-                del rows[cut:]
-            else:  # one counter fills the page: all of its slots, then the next page
-                rows = self._db.execute(LOAD_COUNTER, (last,)).fetchall()
-            following = rows[-1][0]
-        page: list[SlotRow] = []
-        append = page.append
-        last_text, key = "", ("", "", "")
-        key_of_text = keys.of
-        checked = checker.actors
+    async def load_pages(self, shards: Collection[int]) -> AsyncIterator[SlotPage]:
+        """Pages of LOAD_PAGE rows at most (sqlite_slots.py), read in a worker thread one
+        at a time, the next one while the caller takes this one; rows of other shards are
+        skipped there (one pass over the table in key order)."""
+        if not shards:
+            return
+        pages = SlotPages(self._db, frozenset(shards))
+        reading = asyncio.ensure_future(self._read_page(pages, ""))
         try:
-            for counter, shard, actor, p, n in rows:
-                if shard not in wanted:
-                    continue
-                if counter != last_text:
-                    last_text, key = counter, key_of_text(counter)
-                if type(p) is not int or type(n) is not int:
-                    p, n = int(p), int(n)
-                if actor not in checked or p > UINT64_MAX or n > UINT64_MAX or p < 0 or n < 0:
-                    checker.check(actor, p, n)
-                append((key, shard, actor, p, n))
-        except (ValueError, TypeError, CodecError) as error:
-            raise DurableError(f"corrupt slot of {last_text[:80]!r} in sqlite") from error
-        return page, following
+            while True:
+                page, after = await reading
+                if after is not None:  # read ahead: SQLite steps with the GIL released
+                    reading = asyncio.ensure_future(self._read_page(pages, after))
+                if page:
+                    yield page
+                if after is None:
+                    return
+        finally:
+            if not reading.done():  # the caller stopped early: no read runs on unseen
+                reading.cancel()
+                with contextlib.suppress(asyncio.CancelledError, DurableError):
+                    await reading
+            elif not reading.cancelled():
+                reading.exception()  # a failed read ahead the caller never asked for
+
+    async def _read_page(self, pages: SlotPages, after: str) -> tuple[SlotPage, str | None]:
+        async with self._lock:
+            try:
+                return await in_thread(pages.page, after)
+            except sqlite3.Error as error:
+                raise DurableError(f"sqlite load failed: {error}") from error
 
     async def load_slots(self, shards: Collection[int]) -> AsyncIterator[list[SlotRow]]:
-        """Pages of LOAD_PAGE rows at most, read in a worker thread one at a time; rows of
-        other shards are skipped here (one pass over the table in key order)."""
-        wanted = frozenset(shards)
-        keys = _Keys()
-        checker = SlotChecker()
-        after: str | None = ""
-        while wanted and after is not None:
-            async with self._lock:
-                try:
-                    page, after = await in_thread(self._slot_page, after, wanted, keys, checker)
-                except sqlite3.Error as error:
-                    raise DurableError(f"sqlite load failed: {error}") from error
-            if page:
-                yield page
+        async for page in self.load_pages(shards):
+            yield slot_rows(page)
 
     async def load(self, shards: Collection[int]) -> list[tuple[Key, PNCounter]]:
         return [pair async for page in self.load_slots(shards) for pair in states_of(page)]
@@ -345,26 +222,39 @@ class SqliteReplica:
     def _receipt_page(
         self, shard: int, after: tuple[str, str], now_ms: int, keys: dict[str, Key]
     ) -> list[ReceiptEntry]:
-        page: list[ReceiptEntry] = []
-        rows = self._db.execute(LOAD_RECEIPTS, (shard, *after, now_ms, RECEIPT_PAGE))
-        for counter, idem, _, at_ms, actor, fingerprint, value in rows:
-            key = keys.get(counter)
-            if key is None:
-                key = keys[counter] = key_of(counter)
-            try:
-                receipt = Receipt.from_wire([at_ms, actor, fingerprint, value])
-            except CodecError as error:
-                raise DurableError(f"corrupt receipt in sqlite: {error}") from error
-            page.append((key, shard, idem, receipt))
-        return page
+        return sqlite_receipts.row_page(self._db, shard, after, now_ms, keys)
 
     async def load_receipts(
         self, shards: Collection[int], now_ms: int
     ) -> AsyncIterator[list[ReceiptEntry]]:
-        """Pages each shard in (counter, idempotency key) order, from where the last page
-        ended, so each page costs the same however far into the shard it is."""
+        """The rows of the table written before packs, each shard paged in (counter,
+        idempotency key) order from where the last page ended; then the packs, paged in id
+        order, their receipts of these shards in pages of at most RECEIPT_PAGE. A receipt
+        stored twice loads once, as first stored (as a row's INSERT OR IGNORE kept it)."""
+        seen: set[tuple[Key, str]] = set()
         async for page in self._pages(self._receipt_page, shards, now_ms, "receipt"):
+            seen.update((key, idem) for key, _, idem, _ in page)
             yield page
+        wanted = frozenset(shards)
+        keys: dict[Key, Key] = {}
+        after: int | None = 0
+        held: list[ReceiptEntry] = []
+        while wanted and after is not None:
+            async with self._lock:
+                try:
+                    found, after = await in_thread(
+                        sqlite_receipts.pack_page, self._db, after, now_ms, wanted, keys
+                    )
+                except sqlite3.Error as error:
+                    raise DurableError(f"sqlite receipt load failed: {error}") from error
+            for entry in found:
+                name = (entry[0], entry[2])
+                if name not in seen:
+                    seen.add(name)
+                    held.append(entry)
+            while len(held) >= RECEIPT_PAGE or (held and after is None):
+                yield held[:RECEIPT_PAGE]
+                held = held[RECEIPT_PAGE:]
 
     def _reservation_page(
         self, shard: int, after: tuple[str, str], now_ms: int, keys: dict[str, Key]

@@ -153,9 +153,13 @@ class CounterStore(DirtyCounters, LoadedCounters, StoreReceipts, NamespaceReads)
             counts = self._tenant_counts.setdefault(shard, {})
             counts[key[0]] = counts.get(key[0], 0) + 1
         changes = self._changes
-        if changes is not None and key not in changes:
-            previous = None if old is None else names.get(key[2])
-            changes[key] = 0 if previous is None else pk.value(previous, HEADER_SIZE)
+        if changes is not None:  # the change tap's mark, inline: once per write
+            marks = changes.get(shard)
+            if marks is None:
+                marks = changes[shard] = {}
+            if key not in marks:
+                previous = None if old is None else names.get(key[2])
+                marks[key] = 0 if previous is None else pk.value(previous, HEADER_SIZE)
         names[key[2]] = record
         self._digests[shard] = (self._digests.get(shard, 0) + share - (old or 0)) & MASK64
         if changed is None:
@@ -195,6 +199,14 @@ class CounterStore(DirtyCounters, LoadedCounters, StoreReceipts, NamespaceReads)
         """get(key).value() without building the state; None when key is not held."""
         record = self._record(key)
         return None if record is None else pk.value(record, HEADER_SIZE)
+
+    def version(self, key: Key, shard: int) -> int | None:
+        """The sum of key's slots, p and n (crdt/packed.py): grows with every change of its
+        state and never falls, a decrement's included; None when key is not held. Its shard
+        is an argument: a caller that has it saves hashing the key."""
+        names = self._names(shard, key)
+        record = None if names is None else names.get(key[2])
+        return None if record is None else pk.version(record, HEADER_SIZE)
 
     def increment(self, key: Key, actor: str, delta: int) -> tuple[PNCounter, PNCounter]:
         """Apply delta under actor; return the new state and the changed slot (the delta)."""
@@ -317,6 +329,17 @@ class CounterStore(DirtyCounters, LoadedCounters, StoreReceipts, NamespaceReads)
         self._put(shard, key, names, _pack_header(weight, share) + slots, share, previous, (actor,))
         return share
 
+    def merge_share(self, key: Key, incoming: PNCounter) -> int:
+        """merge(key, incoming) without building the merged state; returns key's share after
+        it. A state of one actor's slot (what a keyed write replicates) takes merge_slot's
+        path, which unpacks nothing."""
+        p_slots, n_slots = incoming.p.slots, incoming.n.slots
+        if len(p_slots) == 1 and (not n_slots or n_slots.keys() == p_slots.keys()):
+            [(actor, p)] = p_slots.items()
+            return self.merge_slot(key, actor, p, n_slots.get(actor, 0))
+        self.merge(key, incoming)
+        return self.share(key)
+
     def merge_many(self, entries: Iterable[tuple[Key, PNCounter]]) -> None:
         for key, state in entries:
             self.merge(key, state)
@@ -326,11 +349,14 @@ class CounterStore(DirtyCounters, LoadedCounters, StoreReceipts, NamespaceReads)
     ) -> None:
         """Merge states with the receipts that travel beside them (hand-off, anti-entropy).
         A counter new here arrives rather than changes: the change tap does not see it."""
-        changes = self._changes
         for key, state, found in entries:
             if found:
                 self._receipts.add_many(key, found)
-            arrives = changes is not None and key not in changes and self._record(key) is None
+            arrives = (
+                self._changes is not None
+                and not self._change_pending(key)
+                and self._record(key) is None
+            )
             self.merge(key, state)
             if arrives:
                 self._arrived(key)

@@ -5,6 +5,7 @@ apart so that each module stays small; it reads records through the store's look
 from __future__ import annotations
 
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
+from typing import NamedTuple
 
 from crdt import PNCounter
 from crdt import packed as pk
@@ -12,6 +13,19 @@ from node.base.keys import Key
 
 _CLEAN: set[str] = set()  # marker: a key not in the dirty map
 HEADER_SIZE = 16  # store.HEADER's size: a record's packed state starts there
+Names = dict[str, bytes]  # name -> record, for one (shard, tenant, namespace)
+
+
+class Change(NamedTuple):
+    """A counter's net change over a turn of the change tap (node/realtime/changes.py)."""
+
+    key: Key
+    shard: int
+    before: int  # the value before the turn's first change (0 for a counter new here)
+    after: int  # the value at the end of the turn
+
+
+_new_change = tuple.__new__  # Change(...) without the Python frame of its __new__
 
 
 class DirtyCounters:
@@ -22,13 +36,16 @@ class DirtyCounters:
         # slots changed (None: all of them), so a flush writes a changed slot, not the state
         self._dirty: dict[Key, set[str] | None] = {}
         self._history_dirty: set[Key] = set()  # changed since history last recorded them
-        # the change tap (take_changes), when asked for: per counter changed since the last
-        # take, its value before the first of those changes
-        self._changes: dict[Key, int] | None = {} if track_changes else None
+        # the change tap (take_changes), when asked for: per shard, per counter changed since
+        # the last take, its value before the first of those changes. By shard, so a take
+        # reads each counter's record without hashing its key to its shard again.
+        self._changes: dict[int, dict[Key, int]] | None = {} if track_changes else None
         # per shard: counters that arrived without being changes (loads, hand-off arrivals),
         # so what follows the changes knows to look at the store again (node/realtime)
         self.arrivals: dict[int, int] = {}
         self._actors = pk.ActorTable()  # the actor ids of every packed state here
+
+    _shards: dict[int, dict[str, dict[str, Names]]]  # the store's records
 
     # the store's (CounterStore overrides them)
     def _lookup(self, key: Key) -> tuple[int, object, bytes | None]:
@@ -41,15 +58,30 @@ class DirtyCounters:
         raise NotImplementedError
 
     def pending_changes(self) -> Mapping[Key, int]:
-        """Read-only: per counter changed since the last take_changes, its value before
-        (what a reader of values must use for a change the tap has yet to hand on)."""
-        return self._changes or {}
+        """Per counter changed since the last take_changes, its value before (what a reader
+        of values must use for a change the tap has yet to hand on): a copy."""
+        changes = self._changes
+        if not changes:
+            return {}
+        return {key: before for marks in changes.values() for key, before in marks.items()}
+
+    def _change_pending(self, key: Key) -> bool:
+        """Whether the change tap holds a mark of key (False when it tracks nothing)."""
+        changes = self._changes
+        return changes is not None and key in changes.get(self._shard(key), ())
+
+    def pending_shards(self) -> set[int]:
+        """The shards of the counters changed since the last take_changes."""
+        return {shard for shard, marks in (self._changes or {}).items() if marks}
 
     def _arrived(self, key: Key) -> None:
         """key is new here without being a change: the tap does not see it."""
         changes = self._changes
-        if changes is not None and changes.pop(key, None) is not None:
-            shard = self._shard(key)
+        if changes is None:
+            return
+        shard = self._shard(key)
+        marks = changes.get(shard)
+        if marks is not None and marks.pop(key, None) is not None:
             self.arrivals[shard] = self.arrivals.get(shard, 0) + 1
 
     def _shard_numbers(self) -> list[int]:
@@ -86,18 +118,29 @@ class DirtyCounters:
         count as clean too."""
         dirty, self._dirty = self._dirty, {}
         out = []
+        shard_of, table = self._shard, self._actors
         for key, changed in dirty.items():
+            actors: Collection[str] | None = changed
+            if writes is not None and changed is not None:
+                shard = shard_of(key)
+                actors = [a for a in changed if writes(shard, a)]
+                if not actors:
+                    # Only slots another node writes changed (a replica's merges, two in
+                    # three marks at N=3): no record read, no state built.
+                    continue
             shard, _, record = self._lookup(key)
             if record is None:
                 continue
+            if actors is not None:  # only the slots written: the others are never built
+                out.append((key, shard, pk.unpack_only(record[HEADER_SIZE:], table, actors)))
+                continue
             state = self._state(record)
-            actors: Collection[str] | None = changed
             if writes is not None:
-                actors = [a for a in (changed or state.actors()) if writes(shard, a)]
+                actors = [a for a in state.actors() if writes(shard, a)]
                 if not actors:
                     continue
-            if actors is not None and len(actors) < len(state.p) + len(state.n):
-                state = state.restricted_to(actors)
+                if len(actors) < len(state.p) + len(state.n):
+                    state = state.restricted_to(actors)
             out.append((key, shard, state))
         return out
 
@@ -137,17 +180,54 @@ class DirtyCounters:
         dirty, self._history_dirty = self._history_dirty, set()
         return self._dirty_states(dirty)
 
-    def take_changes(self) -> dict[Key, int]:
-        """The change tap: each counter whose value may have changed since the last take,
-        with its value before (0 for a counter new here), and start afresh. Counters loaded
-        at start (load_durable) or arriving with a hand-off are not changes. Read the value
-        after with `value(key)` (None: the shard was dropped since). Empty unless the store
-        was made with track_changes."""
+    def take_history_values(self, records: Callable[[int], bool]) -> list[tuple[Key, int]]:
+        """Counters changed since the history last took them, of the shards `records(shard)`
+        picks (those this node records), with their values: (key, value). The others count
+        as taken too. No state is built, and a counter of a shard not picked (two in three
+        at N=3) costs a hash lookup."""
+        dirty, self._history_dirty = self._history_dirty, set()
+        shard_of, lookup, value = self._shard, self._lookup, pk.value
+        picked: dict[int, bool] = {}
+        out = []
+        for key in dirty:
+            shard = shard_of(key)
+            mine = picked.get(shard)
+            if mine is None:
+                mine = picked[shard] = records(shard)
+            if mine:
+                record = lookup(key)[2]
+                if record is not None:
+                    out.append((key, value(record, HEADER_SIZE)))
+        return out
+
+    def take_changes(self) -> list[Change]:
+        """The change tap: each counter whose value changed since the last take, with its
+        value before (0 for a counter new here) and now, and start afresh. Counters loaded
+        at start (load_durable) or arriving with a hand-off are not changes, nor are those
+        of a shard dropped since. Empty unless the store was made with track_changes.
+
+        One pass over the marks, shard by shard, reading each record from its namespace's
+        dict: no key is hashed to its shard again, and no state is built."""
         changes = self._changes
         if not changes:
-            return {}
+            return []
         self._changes = {}
-        return changes
+        held, value, new = self._shards, pk.value, _new_change
+        out: list[Change] = []
+        for shard, marks in changes.items():
+            tenants = held.get(shard)
+            if tenants is None:
+                continue  # dropped since
+            for key, before in marks.items():
+                spaces = tenants.get(key[0])
+                names = None if spaces is None else spaces.get(key[1])
+                record = None if names is None else names.get(key[2])
+                if record is None:
+                    continue
+                after = value(record, HEADER_SIZE)
+                if after != before:
+                    out.append(new(Change, (key, shard, before, after)))
+        return out
 
     def dirty_count(self) -> int:
         return len(self._dirty)

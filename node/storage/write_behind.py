@@ -172,6 +172,12 @@ class Persister:
             self._flushed.set()
             self._flushed = None
 
+    @property
+    def pressing(self) -> bool:
+        """Whether an acknowledgement must wait for the backlog now (below_backlog): asked
+        on every write before any coroutine is made for the rare wait."""
+        return bool(self.max_backlog) and self.backlog > self.max_backlog and self.healthy
+
     async def below_backlog(self, timeout: float) -> None:
         """Back-pressure: return once the unflushed counters are at most max_backlog, or
         after `timeout` (the write applied already; holding its acknowledgement slows the
@@ -254,8 +260,8 @@ class Persister:
         gc.disable()
         count = 0
         try:
-            async for page in self.durable.load_slots(shards):
-                count += self.store.load_slots(page)
+            async for page in self.durable.load_pages(shards):
+                count += self.store.load_page(page)
         finally:
             if collecting:
                 gc.enable()

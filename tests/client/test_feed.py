@@ -159,6 +159,30 @@ async def test_the_feed_resumes_on_the_next_node_after_a_drop_a_cutoff_and_silen
     assert (feed.reconnects, feed.cutoffs, feed.last_event_id) == (3, 1, "n1:5")
 
 
+def versioned(seq: int, value: int, version: int) -> bytes:
+    data = {"name": "c", "value": value, "change": 0, "at": "2026-12-01T00:00:00.000Z"}
+    data["version"] = version
+    return f"id: n1:{seq}\nevent: change\ndata: {json.dumps(data)}\n\n".encode()
+
+
+async def test_an_older_state_after_a_reconnect_is_dropped_and_a_decrement_is_not(
+    nodes: list[Node],
+) -> None:
+    """Across a failover two nodes may both have published a counter's states; the second
+    stream remembers nothing of the first, so the feed keeps the order itself: by version
+    (the state), not by value, which may go down."""
+    first, second = nodes
+    first.script = [(200, [versioned(1, 60, 60), versioned(2, 68, 68)])]  # then it breaks
+    second.script = [
+        (200, [versioned(3, 63, 63), versioned(4, 68, 68), versioned(5, 66, 70), HANG])
+    ]
+    async with AsyncClient([first.url, second.url], deadline_s=5, **FAST) as client:
+        async with client.events("ns") as feed:
+            items = await take(feed, 4)
+    assert [(e.value, e.version) for e in items] == [(60, 60), (68, 68), (68, 68), (66, 70)]
+    assert feed.stale == 1 and feed.last_event_id == "n1:5"
+
+
 async def test_a_resume_point_given_is_sent_and_a_busy_node_is_skipped(nodes: list[Node]) -> None:
     first, second = nodes
     first.script = [(503, [])]

@@ -13,7 +13,6 @@ import socket
 from typing import Any
 
 import aiohttp
-import pytest
 import redis.asyncio as redis
 
 from node.http.auth import READ, WRITE
@@ -301,14 +300,11 @@ async def test_the_node_keeps_serving_while_its_event_sink_is_down(
         await client.aclose()
 
 
-# Quarantined: in one clean-clone CI run of 3, a counter's values on the stream went 60, 68,
-# 63, 69 across the join: an event older than one already sent, so "ordered per counter"
-# does not hold across a coordinator hand-over yet (a new coordinator's republish may carry
-# a value it has not caught up on). `make quarantine`.
-@pytest.mark.quarantine
 async def test_the_feed_follows_counters_through_a_join(cluster: Cluster):
     """A node joins while writes go on: coordinators change for a quarter of the shards,
-    and every counter's last event still carries its total, its values never going back."""
+    and every counter's last event still carries its total, its values never going back
+    (once, a counter went 60, 68, 63, 69: a new coordinator republished its lagging replica's
+    value; tests/node/realtime/test_feed_order.py has that hand-over step by step)."""
     nodes = await cluster.start(3)
     names = [f"j{i}" for i in range(40)]
     assert cluster.session is not None

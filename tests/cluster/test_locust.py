@@ -1,5 +1,6 @@
 """loadtest/locustfile.py against a real cluster: every kind of request is served without a
-failure, and the cluster holds exactly the increments Locust counted as acknowledged.
+failure, and the cluster holds exactly the increments Locust counted as acknowledged, those
+the client users (loadtest/locust_client.py) made through counters_client included.
 
 Locust runs as a subprocess: importing it here would monkey-patch this process with gevent.
 """
@@ -36,13 +37,16 @@ READS = (
     "SSE connect",  # the feed listener's streams, and the changes they received
     "SSE change (lag)",
 )
+# The client users' calls (one sample per add(), once acknowledged), all for TENANTS[0].
+CLIENT_INCREMENTS = ("add() -> acknowledged (zipf)", "incr() (zipf)")
+CLIENT_READS = ("get() (zipf)", "get_many() (zipf)")
 
 
 def _run_locust(host: str, workdir: Path) -> tuple[dict[str, dict[str, Any]], str]:
     """Locust's final statistics by request name, and what it printed."""
     command = [
         sys.executable, "-m", "locust", "-f", str(REPO / "loadtest" / "locustfile.py"),
-        "--headless", "-u", "6", "-r", "6", "-t", "4s",
+        "--headless", "-u", "7", "-r", "7", "-t", "4s",  # 7: one user of each kind at least
         "--stop-timeout", "10",  # users finish their request: the counts below stay exact
         "--only-summary", "--json-file", str(workdir / "stats"), "--host", host,
         "--counters-namespace", NAMESPACE, "--counters-tenants", ",".join(TENANTS),
@@ -72,10 +76,11 @@ async def test_a_headless_locust_run_is_served_and_counted_exactly(cluster: Clus
     stats, output = await asyncio.to_thread(_run_locust, nodes[0].url, tmp_path)
 
     summary = {name: (e["num_requests"], e["num_failures"]) for name, e in stats.items()}
-    for name in (*INCREMENTS, BATCH, *READS):
+    for name in (*INCREMENTS, BATCH, *READS, *CLIENT_INCREMENTS, *CLIENT_READS):
         assert summary.get(name, (0, 0))[0] > 0, (name, summary, output[-3000:])
     assert all(failures == 0 for _, failures in summary.values()), (summary, output[-3000:])
-    acknowledged = sum(summary[name][0] for name in INCREMENTS) + BATCH_SIZE * summary[BATCH][0]
+    acknowledged = sum(summary[name][0] for name in (*INCREMENTS, *CLIENT_INCREMENTS))
+    acknowledged += BATCH_SIZE * summary[BATCH][0]
 
     # Every acknowledged increment is on the cluster, split over the tenants, and nothing else.
     totals: dict[str, dict[str, int]] = {}

@@ -8,8 +8,6 @@ from __future__ import annotations
 import random
 from typing import Any
 
-import pytest
-
 from tests.cluster.harness import Cluster, Node, eventually
 
 NS = "rt"
@@ -95,18 +93,10 @@ async def _through_a_kill(cluster: Cluster, nodes: list[Node], model: Model) -> 
     await answers_match(cluster, victim, model)  # its own windows begin at its restart
 
 
-async def test_realtime_answers_equal_the_model_across_a_kill(cluster: Cluster):
-    nodes = await cluster.start(3)
-    model = Model()
-    await model.write(cluster, nodes, 120, seed=1)
-    await _through_a_kill(cluster, nodes, model)
-    await answers_match(cluster, nodes[0], model)
-
-
-# Quarantined: in one clean-clone CI run of 3 the answer at the joiner stayed incomplete for
-# 15 s (a window change of 1515 where the writes made 2084, `complete: false`) although two
-# replicas of every shard had observed every change. Not understood yet; `make quarantine`.
-@pytest.mark.quarantine
+# Once quarantined (1 run in 3 answered `complete: false` at the joiner): a node that took
+# writes before its first real-time turn judged itself a late observer of those shards, and
+# a join could then move the one full observer of such a shard away (service.py, issue 14).
+# It holds the kill-only scenario whole (the kill-only test it replaces, for make test's time).
 async def test_realtime_answers_equal_the_model_across_a_kill_and_a_join(cluster: Cluster):
     nodes = await cluster.start(3)
     model = Model()

@@ -341,7 +341,11 @@ class InMemoryLink:
         return self._state_request(wire.REPLICATE, body, len(items))
 
     def replicate_slots(
-        self, actor: str, items: list[tuple[Key, int, int]], trace: str | None = None
+        self,
+        actor: str,
+        items: list[tuple[Key, int, int]],
+        trace: str | None = None,
+        keys: list[Key] | None = None,
     ) -> asyncio.Future[list[wire.Stated | None]]:
         """PeerLink.replicate_slots: one SLOTS request for all the keys."""
         share_of = self._pool.share_of

@@ -85,7 +85,7 @@ async def test_a_coordinator_killed_mid_flush_never_keeps_the_slot_without_the_r
     first = inproc.nodes[inproc.replicas(key)[0]]
     with _db(first) as db:
         db.execute(
-            "CREATE TRIGGER crash BEFORE INSERT ON idempotency_receipts"
+            "CREATE TRIGGER crash BEFORE INSERT ON receipt_packs"
             " BEGIN SELECT RAISE(ABORT, 'killed mid-flush'); END"
         )
     inproc.network.drop(1.0, src=first.address, kinds=REPLICATION)

@@ -92,7 +92,7 @@ async def test_a_retry_after_the_coordinator_died_unflushed_never_counts_twice(
     await inproc.converged(key, 1)
     with _db(x) as db:
         db.execute(
-            "CREATE TRIGGER crash BEFORE INSERT ON idempotency_receipts"
+            "CREATE TRIGGER crash BEFORE INSERT ON receipt_packs"
             " BEGIN SELECT RAISE(ABORT, 'killed before its flush'); END"
         )
     inproc.network.drop(1.0, src=x.address, kinds=REPLICATION)

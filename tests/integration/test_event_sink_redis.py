@@ -17,7 +17,7 @@ from tests.support import free_port
 
 def events(tenant: str, count: int) -> list[Event]:
     return [
-        Event(i + 1, tenant, "web", f"c{i % 7}", i, 1, 1_700_000_000_000 + i, i == 3)
+        Event(i + 1, tenant, "web", f"c{i % 7}", i, 1, 1_700_000_000_000 + i, i == 3, 2 * i)
         for i in range(count)
     ]
 
@@ -44,6 +44,7 @@ async def test_a_batch_lands_in_order_in_each_subjects_stream(
             b"value": b"0",
             b"change": b"1",
             b"at": b"2023-11-14T22:13:20.000Z",
+            b"version": b"0",
         }
         assert got[3][b"replayed"] == b"1"
         assert len(await read_back(client, stream_of(tenant + "-other", "web"))) == 5

@@ -370,6 +370,37 @@ async def test_a_batch_of_slots_shares_the_frame_and_gets_its_keys_answers_in_it
         await pool.close()
 
 
+async def test_a_single_write_joining_a_batchs_slot_gets_its_own_answer(peer: FakePeer):
+    """A key queued by a batch first holds no future of its own; a single write of it that
+    follows gets one, and a later batch's slots of the same key do not inherit it."""
+    pool, link = await _link(peer, request_timeout_s=10.0)
+    try:
+        await _call(link, "connect", 1.0)
+        peer.mode = "hold"
+        first = link.replicate_slots(ACTOR, [(("t", "ns", "k0"), 1, 0), (("t", "ns", "k1"), 4, 0)])
+        single = link.replicate_slot(("t", "ns", "k1"), ACTOR, 5, 0)
+        await peer.wait_received(2)
+        ws, seal, kind, request_id, body = peer.held.pop()
+        assert kind == wire.SLOTS
+        assert _slot_keys(body) == [("t", "ns", "k0"), ("t", "ns", "k1")]
+        assert body[1][9] == 5  # k1 once, its larger slot value
+        theirs = PNCounter.empty().increment("other:1", 2)
+        answers = [None, wire.stated_to_wire(theirs, {})]
+        await ws.send_bytes(seal.seal(wire.encode(wire.REPLY, request_id, [True, answers])))
+        async with asyncio.timeout(5):
+            assert await single == (theirs, {})
+            assert await first == [None, (theirs, {})]
+        second = link.replicate_slots(ACTOR, [(("t", "ns", "k1"), 6, 0)])
+        await peer.wait_received(3)
+        ws, seal, kind, request_id, body = peer.held.pop()
+        assert kind == wire.SLOTS and _slot_keys(body) == [("t", "ns", "k1")]
+        await ws.send_bytes(seal.seal(wire.encode(wire.REPLY, request_id, [True, [None]])))
+        async with asyncio.timeout(5):
+            assert await second == [None]
+    finally:
+        await pool.close()
+
+
 async def test_a_link_that_dies_fails_the_batches_still_queued(peer: FakePeer):
     pool, link = await _link(peer, request_timeout_s=10.0, max_inflight_frames=1)
     try:

@@ -21,6 +21,7 @@ from node.storage.store import CounterStore
 
 SHARDS = 2
 MINUTE = 60_000
+NAMES = ("ab", "abc")  # one per shard
 
 
 def shard_of(key: tuple[str, str, str]) -> int:
@@ -127,6 +128,45 @@ def test_no_earlier_replica_leaves_the_late_one_as_it_was() -> None:
     clock.ms = 106 * MINUTE + SETTLE_MS
     asyncio.run(Fanout(Cluster(), Pool(other), late).catch_up())  # type: ignore[arg-type]
     assert late.since[0] == 106 * MINUTE and 0 in late.caught_up
+
+
+class Pools:
+    """Links to several replicas, by address (= node id here)."""
+
+    def __init__(self, nodes: dict[str, Realtime]) -> None:
+        self.nodes = nodes
+
+    def link(self, address: str) -> Link:
+        return Link(self.nodes[address])
+
+
+class ThreeReplicas(Cluster):
+    def replicas(self, shard: int) -> tuple[str, ...]:
+        return ("late", "restarted", "early")
+
+
+def test_a_late_replica_takes_the_buckets_of_the_one_that_observed_longest() -> None:
+    """The first other replica began observing late too (it restarted): taking its buckets
+    would leave this one late for good, so short of a full observer once a join moves the
+    early one away. It takes the early one's."""
+    clock = Clock(105 * MINUTE + 30_000)
+    _, early = node(clock)
+    early.observe(100 * MINUTE)  # empty store: observed since ever
+    restarted_store, restarted = node(clock)
+    late_store, late = node(clock)
+    for store in (restarted_store, late_store):
+        store.load_durable([(("t", "ns", n), PNCounter.from_slot("a:1", 9, 0)) for n in NAMES])
+    restarted.observe(102 * MINUTE + 1)
+    late.observe(clock.ms)
+    for minute, name, delta in [(101, "ab", 3), (103, "abc", 4), (104, "ab", -1)]:
+        feed(early, minute, name, delta)
+        if minute >= 103:
+            feed(restarted, minute, name, delta)
+    clock.ms = 106 * MINUTE + SETTLE_MS
+    pool = Pools({"restarted": restarted, "early": early})
+    asyncio.run(Fanout(ThreeReplicas(), pool, late).catch_up())  # type: ignore[arg-type]
+    assert late.since == {0: 0, 1: 0}
+    assert changes(late) == changes(early) == {0: {"ab": 2}, 1: {"abc": 4}}
 
 
 @pytest.mark.parametrize(

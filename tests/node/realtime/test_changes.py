@@ -71,7 +71,7 @@ def test_loads_and_hand_off_arrivals_are_not_changes() -> None:
     tap, seen = tap_of(store)
     store.load_durable([(X, PNCounter.from_slot("a:1", 9, 0))])
     store.merge_carried([(Y, PNCounter.from_slot("a:1", 4, 0), {})])
-    assert store.take_changes() == {}
+    assert store.take_changes() == []
     # a hand-off that brings more of a counter already held is a change (seen late)
     store.merge_carried([(X, PNCounter.from_slot("b:1", 2, 0), {})])
     asyncio.run(tap.turn())
@@ -81,7 +81,7 @@ def test_loads_and_hand_off_arrivals_are_not_changes() -> None:
 def test_a_store_without_the_tap_keeps_no_marks() -> None:
     store = CounterStore(shard_of)
     store.increment_slot(X, "a:1", 5)
-    assert store.take_changes() == {}
+    assert store.take_changes() == []
 
 
 def test_a_dropped_shard_is_not_a_change() -> None:

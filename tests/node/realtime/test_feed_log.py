@@ -22,8 +22,8 @@ from node.realtime.feed_log import (
 T = "t"
 
 
-def items(*names: str, ns: str = "ns") -> list[tuple[str, str, str, int, int, bool]]:
-    return [(T, ns, name, i, 1, False) for i, name in enumerate(names)]
+def items(*names: str, ns: str = "ns") -> list[tuple[str, str, str, int, int, bool, int]]:
+    return [(T, ns, name, i, 1, False, i) for i, name in enumerate(names)]
 
 
 def test_sequence_numbers_grow_within_a_life_and_across_restarts() -> None:
@@ -41,7 +41,7 @@ def test_reads_see_only_their_subject_and_prefix_in_order() -> None:
     log = EventLog(1)
     log.append(items("video:1", "photo:1", "video:2"), 1000)
     log.append(items("video:1", ns="other"), 1000)
-    log.append([("u", "ns", "video:1", 5, 5, False)], 1000)  # another tenant
+    log.append([("u", "ns", "video:1", 5, 5, False, 5)], 1000)  # another tenant
     read = log.read((T, "ns"), "video:", log.floor, 10)
     assert [e.name for e in read.events] == ["video:1", "video:2"]
     assert read.upto == log.head  # it looked at everything there was
@@ -111,20 +111,20 @@ K1, K2 = (T, "ns", "a"), (T, "ns", "b")
 
 def test_coalescing_emits_at_most_one_event_per_interval_with_the_net_change() -> None:
     co = Coalescer(min_interval_ms=100)
-    co.add(K1, 0, 0, 5)
-    assert co.due(1000) == [(K1, 5, 5)]
-    co.add(K1, 0, 5, 7)
-    co.add(K1, 0, 7, 4)  # changes within the interval wait, coalesced
+    co.add(K1, 0, 0, 5, 5)
+    assert co.due(1000) == [(K1, 5, 5, 5)]
+    co.add(K1, 0, 5, 7, 7)
+    co.add(K1, 0, 7, 4, 10)  # changes within the interval wait, coalesced
     assert co.due(1050) == []
-    assert co.due(1100) == [(K1, 4, -1)]  # net change since the previous event
+    assert co.due(1100) == [(K1, 4, -1, 10)]  # net change since the previous event, version
 
 
 def test_a_counter_back_where_it_was_emits_nothing() -> None:
     co = Coalescer(min_interval_ms=100)
-    co.add(K1, 0, 3, 5)
-    co.add(K1, 0, 5, 3)
-    co.add(K2, 0, 0, 1)
-    assert co.due(1000) == [(K2, 1, 1)]
+    co.add(K1, 0, 3, 5, 5)
+    co.add(K1, 0, 5, 3, 7)
+    co.add(K2, 0, 0, 1, 1)
+    assert co.due(1000) == [(K2, 1, 1, 1)]
     assert len(co) == 0
 
 
@@ -140,12 +140,12 @@ def test_the_changes_of_a_counters_events_sum_to_its_change(
     seen: dict[tuple[str, str, str], list[tuple[int, int]]] = {K1: [], K2: []}
     now = 0
     for key, delta, wait in steps:
-        co.add(key, 0, value[key], value[key] + delta)
+        co.add(key, 0, value[key], value[key] + delta, 0)
         value[key] += delta
         now += wait
-        for key_, _, change in co.due(now):
+        for key_, _, change, _ in co.due(now):
             seen[key_].append((now, change))
-    for key_, _, change in co.due(now + 1000):
+    for key_, _, change, _ in co.due(now + 1000):
         seen[key_].append((now + 1000, change))
     for key in (K1, K2):
         assert sum(change for _, change in seen[key]) == value[key]

@@ -36,6 +36,7 @@ def publisher_of(owned: set[int], values: dict[Key, int]) -> tuple[Publisher, Of
         lambda shard: shard in owned,
         values.get,
         [sink],
+        version_of=lambda key, shard: values.get(key),
         min_interval_ms=100,
         recall_ms=10_000,
     )
@@ -104,7 +105,7 @@ class FlakySink:
 
 
 def events_of(*values: int) -> list[Event]:
-    return [Event(v, "t", "ns", "x", v, 1, 1000, False) for v in values]
+    return [Event(v, "t", "ns", "x", v, 1, 1000, False, v) for v in values]
 
 
 def test_a_pump_keeps_events_while_its_sink_is_down_and_bounds_them() -> None:
@@ -135,9 +136,14 @@ def test_a_malformed_events_request_is_refused(body: object) -> None:
 
 def test_an_events_reply_round_trips_and_a_bad_one_is_refused() -> None:
     log = EventLog(2)
-    log.append([("t", "ns", "x", 5, -2, True)], 1000)
+    log.append([("t", "ns", "x", 5, -2, True, 9)], 1000)
     read = log.read(("t", "ns"), "", log.floor, 10)
     assert feed_wire.read_from_wire(feed_wire.read_to_wire(read), "t", "ns") == read
-    for bad in ([0, 0], [0, 0, [[1, "x", 1, 1, 1]]], [0, 0, [[1, "x", "1", 1, 1, False]]]):
+    for bad in (
+        [0, 0],
+        [0, 0, [[1, "x", 1, 1, 1, False]]],  # no version
+        [0, 0, [[1, "x", "1", 1, 1, False, 1]]],
+        [0, 0, [[1, "x", 1, 1, 1, False, -1]]],
+    ):
         with pytest.raises(ProtocolError):
             feed_wire.read_from_wire(bad, "t", "ns")

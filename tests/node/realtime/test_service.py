@@ -6,6 +6,7 @@ round-trip and malformed ones are refused."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -35,12 +36,16 @@ class Clock:
         return self.ms
 
 
-def setup(replica_of: set[int] | None = None) -> tuple[CounterStore, ChangeTap, Realtime, Clock]:
+def setup(
+    replica_of: set[int] | None = None, recovered: Callable[[], bool] = lambda: True
+) -> tuple[CounterStore, ChangeTap, Realtime, Clock]:
+    """A node's store, change tap and Realtime, wired as node/app.py wires them."""
     clock = Clock()
     store = CounterStore(shard_of, track_changes=True)
     held = set(range(SHARDS)) if replica_of is None else replica_of
-    realtime = Realtime(store, SHARDS, lambda s: s in held, lambda: True, clock_ms=clock)
-    return store, ChangeTap(store, shard_of, [realtime], clock_ms=clock), realtime, clock
+    realtime = Realtime(store, SHARDS, lambda s: s in held, recovered, clock_ms=clock)
+    tap = ChangeTap(store, shard_of, [realtime], clock_ms=clock, before_take=[realtime.watch])
+    return store, tap, realtime, clock
 
 
 def ask(realtime: Realtime, clock: Clock, **fields: Any) -> Answer:
@@ -123,7 +128,7 @@ def test_a_shard_re_read_between_a_change_and_its_turn_counts_the_change_once() 
 
 def test_a_window_older_than_the_observation_is_refused_when_asked_strictly() -> None:
     store, _tap, realtime, clock = setup(replica_of={0, 1, 2})
-    store.increment_slot(("t", "ns", "v:0"), "a:1", 1)  # held before observation began
+    store.load_durable([(("t", "ns", "v:0"), PNCounter.from_slot("a:1", 1, 0))])  # a start's
     realtime.observe(clock.ms)
     assert realtime.since == {0: T0, 1: 0, 2: 0}
     strict = ask(realtime, clock, span_min=5, strict=True)
@@ -132,6 +137,79 @@ def test_a_window_older_than_the_observation_is_refused_when_asked_strictly() ->
     assert sorted(loose.done) == [0, 1, 2] and loose.since_ms == T0
     clock.ms += 7 * MINUTE_MS  # the window now begins after T0: complete
     assert sorted(ask(realtime, clock, span_min=5, strict=True).done) == [0, 1, 2]
+
+
+def test_writes_a_recovered_replica_took_before_its_first_turn_are_observed() -> None:
+    """Issue 14: a node that became a replica took writes before its first real-time turn
+    (every 0.5 s) noticed it; its windows hold them all, so it observes its shards since
+    ever and answers a window of any age. It used to judge them held before it observed,
+    refuse such windows until its next minute, and so leave a shard whose other full
+    observer a join moved away with no replica answering it whole."""
+    store, tap, realtime, clock = setup()
+    asyncio.run(tap.turn())  # recovered: the tap's turns take only what came since
+    store.increment_slot(("t", "ns", "v:0"), "a:1", 4)
+    asyncio.run(tap.turn())
+    store.increment_slot(("t", "ns", "v:1"), "a:1", 6)  # not handed on yet at the first turn
+    asyncio.run(realtime.turn())
+    assert realtime.since == dict.fromkeys(range(SHARDS), 0)
+    asyncio.run(tap.turn())
+    clock.ms += 30 * MINUTE_MS
+    store.increment_slot(("t", "ns", "v:1"), "a:1", 1)
+    asyncio.run(tap.turn())
+    whole = ask(realtime, clock, span_min=60, strict=True)
+    assert sorted(whole.done) == list(range(SHARDS)) and whole.change == 11
+    assert ask(realtime, clock, span_min=15, strict=True).change == 1
+
+
+def test_what_a_node_took_before_it_was_a_recovered_replica_puts_its_start_at_a_cut() -> None:
+    """Changes taken while recovering (recovery merges), or made before recovery and handed
+    on after it, or taken for a shard not yet this node's (a frame before its hand-off), or
+    a shard dropped and held again: the windows lack or misplace history there."""
+    recovered = False
+    held = {0, 1, 2}
+    store, tap, realtime, clock = setup(held, lambda: recovered)
+    store.increment_slot(("t", "ns", "v:0"), "a:1", 1)  # a merge while recovering
+    asyncio.run(tap.turn())
+    store.increment_slot(("t", "ns", "v:1"), "a:1", 1)  # made while recovering...
+    recovered = True
+    asyncio.run(tap.turn())  # ...handed on after it
+    store.increment_slot(("t", "ns", "v:3"), "a:1", 1)  # shard 3 is not ours yet
+    asyncio.run(tap.turn())
+    held.add(3)
+    realtime.observe(clock.ms)
+    assert realtime.since == {0: T0, 1: T0, 2: 0, 3: T0}
+    held.discard(2)
+    realtime.observe(clock.ms)
+    held.add(2)
+    realtime.observe(clock.ms + 1)
+    assert realtime.since[2] == T0 + MINUTE_MS  # its windows went when it stopped observing
+    strict = ask(realtime, clock, span_min=5, strict=True)
+    assert not strict.done and set(strict.refused) == set(range(SHARDS))
+
+
+def test_a_window_answered_without_its_whole_observation_counts_from_the_cut() -> None:
+    """Asked not strictly (no replica observed the window whole: the cluster restarted
+    within it), a node sums only the minutes since it began observing: the minute of its
+    start holds what it merged while recovering, history rather than changes of then."""
+    recovered = False
+    store, tap, realtime, clock = setup(recovered=lambda: recovered)
+    clock.ms = T0 + 20_000
+    key = ("t", "ns", "v:0")
+    store.load_durable([(key, PNCounter.from_slot("a:1", 100, 0))])  # its own, at start
+    store.merge(key, PNCounter.from_slot("b:1", 50, 0))  # a peer's slot, while recovering
+    recovered = True
+    asyncio.run(tap.turn())
+    asyncio.run(realtime.turn())
+    assert realtime.since[0] == T0 + MINUTE_MS
+    clock.ms = T0 + MINUTE_MS + 5_000
+    store.increment_slot(key, "a:2", 7)
+    asyncio.run(tap.turn())
+    loose = ask(realtime, clock, span_min=15)
+    assert (loose.change, loose.since_ms) == (7, T0 + MINUTE_MS)
+    assert ask(realtime, clock, kind=Kind.WINDOW, name="v:0", span_min=15).change == 7
+    top = ask(realtime, clock, kind=Kind.TOP, by=By.CHANGE, k=3, span_min=15)
+    assert top.top == [("v:0", 157, 7)]
+    assert ask(realtime, clock, kind=Kind.TOP, k=1, span_min=15).top == [("v:0", 157, 7)]
 
 
 def test_a_node_still_recovering_answers_for_no_shard() -> None:

@@ -9,6 +9,9 @@ import asyncio
 import json
 from collections.abc import Mapping
 
+import pytest
+
+from node.realtime import stream
 from node.realtime.feed_log import EventLog, Read, Subject, decode_position
 from node.realtime.stream import Follower, StreamTally
 
@@ -34,7 +37,7 @@ class TwoLogs:
 
 
 def put(log: EventLog, name: str, value: int, at_ms: int, tenant: str = "t") -> None:
-    log.append([(tenant, "ns", name, value, 1, False)], at_ms)
+    log.append([(tenant, "ns", name, value, 1, False, value)], at_ms)
 
 
 def frames_of(follower: Follower) -> list[dict[str, object]]:
@@ -74,3 +77,26 @@ def test_a_position_below_a_logs_floor_is_a_gap_then_what_is_held() -> None:
     assert frames[0]["event"] == "gap" and frames[0]["data"]["node"] == "n1"  # type: ignore[index]
     assert [f["data"]["value"] for f in frames[1:]] == [4, 5, 6, 7]  # type: ignore[index]
     assert tally.gaps == 1 and tally.sent == 4
+
+
+def test_an_older_state_of_a_counter_is_not_sent_and_memory_of_sent_ones_is_bounded(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(stream, "REMEMBER_MAX", 2)
+    reader = TwoLogs()
+    n1, n2 = reader.logs["n1"], reader.logs["n2"]
+    follower = Follower(reader, T, "", {}, StreamTally(10))  # type: ignore[arg-type]
+    put(n1, "a", 5, 1000)
+    put(n2, "a", 3, 1001)  # an older state, from another log: not sent
+    put(n2, "b", 1, 1002)
+    put(n2, "c", 1, 1003)
+    assert [(f["data"]["name"], f["data"]["value"]) for f in frames_of(follower)] == [  # type: ignore[index]
+        ("a", 5),
+        ("b", 1),
+        ("c", 1),
+    ]
+    assert follower.tally.stale == 1 and list(follower.last_sent) == ["b", "c"]  # a forgotten
+    put(n2, "a", 4, 60_000)
+    put(n2, "d", 1, 60_001)  # the others are past REMEMBER_MS by now: forgotten
+    assert [f["data"]["value"] for f in frames_of(follower)] == [4, 1]  # type: ignore[index]
+    assert list(follower.last_sent) == ["a", "d"]

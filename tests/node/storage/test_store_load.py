@@ -1,16 +1,18 @@
-"""CounterStore.load_slots, the bulk load of a start: the store it leaves answers exactly as
-one that merged the same states one by one would (values, shares, digests, tenant counts),
-and holds them clean; a counter already held is merged and written back as usual."""
+"""CounterStore.load_slots and load_named, the bulk load of a start: the store they leave
+answers exactly as one that merged the same states one by one would (values, shares,
+digests, tenant counts), and holds them clean; a counter already held is merged and
+written back as usual."""
 
 from __future__ import annotations
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from crdt import CounterOverflowError, PNCounter, SlotFullError
 from crdt.gcounter import UINT64_MAX
 from node.base.keys import Key
-from node.storage.durable import SlotRow, states_of
+from node.storage.durable import NamedRow, NamedSlots, SlotRow, states_of
 from node.storage.store import CounterStore
 
 KEYS: list[Key] = [("t", "ns", "a"), ("t", "ns", "bb"), ("t", "other", "a"), ("u", "ns", "c")]
@@ -28,6 +30,31 @@ def _rows(stored: dict[Key, dict[str, tuple[int, int]]]) -> list[SlotRow]:
         for key, slots in stored.items()
         for actor, (p, n) in sorted(slots.items())
     ]
+
+
+def _load_named(store: CounterStore, rows: list[SlotRow]) -> int:
+    """Load rows as a SQLite load pages them: the counters of one slot as named pages, one
+    per tenant and namespace (actor None where it is the page's first), the others as
+    slot rows."""
+    slots_of: dict[Key, int] = {}
+    for key, *_ in rows:
+        slots_of[key] = slots_of.get(key, 0) + 1
+    named: dict[tuple[str, str], list[NamedRow]] = {}
+    first: dict[tuple[str, str], str] = {}
+    for (tenant, namespace, name), shard, actor, p, n in rows:
+        if slots_of[(tenant, namespace, name)] == 1:
+            usual = first.setdefault((tenant, namespace), actor)
+            same = None if actor == usual else actor
+            named.setdefault((tenant, namespace), []).append((name, shard, same, p, n))
+    loaded = 0
+    for (tenant, namespace), page in named.items():
+        loaded += store.load_page(NamedSlots(tenant, namespace, first[(tenant, namespace)], page))
+    loaded += store.load_page([row for row in rows if slots_of[row[0]] > 1])
+    return loaded
+
+
+def _load_slots(store: CounterStore, rows: list[SlotRow]) -> int:
+    return store.load_slots(rows)
 
 
 def _same(loaded: CounterStore, merged: CounterStore) -> None:
@@ -63,9 +90,10 @@ changes = st.lists(
 )
 
 
+@pytest.mark.parametrize("load", [_load_slots, _load_named])
 @settings(max_examples=200, deadline=None)
 @given(stored_states, st.lists(st.sampled_from(ACTORS), max_size=3), changes)
-def test_load_slots_answers_as_merging_the_states(stored, early_actors, then):
+def test_load_slots_answers_as_merging_the_states(load, stored, early_actors, then):
     """Records load unweighed; whatever comes first after the load (a change, a share, a
     digest), every figure is the one merging the states would give."""
     loaded, merged = CounterStore(_shard), CounterStore(_shard)
@@ -73,7 +101,7 @@ def test_load_slots_answers_as_merging_the_states(stored, early_actors, then):
         loaded.increment(("x", "y", "z"), actor, 0)
         merged.increment(("x", "y", "z"), actor, 0)
     rows = _rows(stored)
-    held = loaded.load_slots(rows)
+    held = load(loaded, rows)
     for key, state in states_of(rows):
         merged.merge(key, state)
     for key, actor, delta in then:
@@ -102,10 +130,26 @@ def test_a_counter_held_before_the_load_is_merged_and_written_back():
     assert len(store) == 2 and store.tenant_counts(0) == {"t": 1}
 
 
+def test_a_named_page_merges_a_counter_held_before_the_load():
+    store = CounterStore(_shard)
+    store.increment(KEYS[1], "n1:2", 3)  # merged from a peer while the load ran
+    store.take_dirty()
+    page = NamedSlots("t", "ns", "n1:1", [("a", 1, None, 5, 1), ("bb", 0, "n2:1", 7, 0)])
+    assert store.load_page(page) == 2
+    assert store.get(KEYS[0]) == PNCounter.from_slot("n1:1", 5, 1)
+    assert store.get(KEYS[1]) == PNCounter.from_slot("n1:2", 3, 0).merge(
+        PNCounter.from_slot("n2:1", 7, 0)
+    )
+    assert {key for key, _, _ in store.take_dirty()} == {KEYS[1]}
+    assert len(store) == 2 and store.tenant_counts(0) == {"t": 1}
+
+
 def test_a_counter_of_zero_slots_is_not_held():
     store = CounterStore(_shard)
     assert store.load_slots([(KEYS[0], 1, "n1:1", 0, 0), (KEYS[1], 0, "n1:1", 0, 0)]) == 0
     assert len(store) == 0 and KEYS[0] not in store and store.digest(1) == 0
+    assert store.load_page(NamedSlots("t", "ns", "n1:1", [("a", 1, None, 0, 0)])) == 0
+    assert len(store) == 0 and KEYS[0] not in store and store._shards == {}
 
 
 async def test_weigh_unweighed_weighs_every_loaded_record():

@@ -42,6 +42,8 @@ ops = st.one_of(
     st.tuples(st.just("merge"), st.sampled_from(KEYS), st.sampled_from(ACTORS), counts, counts),
     st.tuples(st.just("merge_slot"), st.sampled_from(KEYS), st.sampled_from(ACTORS), counts,
               counts),
+    st.tuples(st.just("merge_share"), st.sampled_from(KEYS), st.sampled_from(ACTORS), counts,
+              counts, st.sampled_from([None, *ACTORS]), counts),
     st.tuples(st.just("reset"), st.sampled_from(KEYS)),
     st.tuples(st.just("drop"), st.sampled_from([0, 1])),
 )  # fmt: skip
@@ -81,6 +83,15 @@ def apply(store: CounterStore, model: dict[Key, PNCounter], op: tuple) -> None: 
         expected = old.merge(incoming)
         share = store.merge_slot(key, args[1], args[2], args[3])
         assert share == reference_share(key, expected)
+        if key in model or not incoming.is_empty():
+            model[key] = expected
+    elif kind == "merge_share":  # one actor's slot (a keyed write's), or two actors'
+        actor, p, n, other, count = args[1:]
+        incoming = PNCounter.from_slot(actor, p, n)
+        if other is not None:
+            incoming = incoming.merge(PNCounter.from_slot(other, count, 0))
+        expected = old.merge(incoming)
+        assert store.merge_share(key, incoming) == reference_share(key, expected)
         if key in model or not incoming.is_empty():
             model[key] = expected
     elif kind == "reset":
