@@ -1,15 +1,16 @@
 """Real-time reads at scale (issue 14), a phase of bench_scale.py and a standalone in-process
 measure of what windows cost per change.
 
-    .venv/bin/python loadtest/bench_scale.py --counters 1000000 --restarts 1 --realtime
+    .venv/bin/python loadtest/bench_scale.py --counters 1000000 --restarts 0 --realtime
     .venv/bin/python loadtest/bench_scale.py --counters 1000000 --restarts 1 --no-windows
     .venv/bin/python loadtest/bench_realtime.py --changes 200000
 
 The phase (`--realtime`, after bench_scale's fill and increments, so every counter exists and
-changed within the hour, and 10 s for their flushes): each query once, timed apart (it may
+changed within the hour, and 10 s for their flushes, then until the node is quiet (under 5%
+of a core over a second, at most two minutes more)): each query once, timed apart (it may
 build what the others read: a namespace index, a ranking), then `--realtime-queries` times
-in a row from one client: p50/p99/max latency; and a check that the aggregate equals the
-acknowledged values.
+in a row from one client: p50/p99/max latency and the node's CPU per query; and a check
+that the aggregate equals the acknowledged values.
 
 The in-process measure feeds changes of distinct counters through the change tap into a
 Realtime with windows on and off: CPU µs per change of each, and bytes per counter held.
@@ -25,6 +26,7 @@ import statistics
 import sys
 import time
 import tracemalloc
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +36,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 NAMESPACE = "scale"  # bench_scale.py's
 SETTLE_S = 10.0  # after the load: the write-behind and history flushes of it finish first
+SETTLE_MAX_S = 120.0  # ... and then until the nodes are quiet, at most this long
+QUIET_CPU = 0.05  # quiet: under 5% of a core over a second
 QUERIES = {
     "aggregate": "/aggregate",
     "aggregate_window_1h": "/aggregate?window=1h",
@@ -66,7 +70,9 @@ def _summary(seconds: list[float]) -> dict[str, float]:
     }
 
 
-async def _phase(urls: list[str], queries: int) -> dict[str, Any]:
+async def _phase(
+    urls: list[str], queries: int, cpu_seconds: Callable[[], float] | None
+) -> dict[str, Any]:
     base = f"{urls[0]}/v1/namespaces/{NAMESPACE}"
     figures: dict[str, Any] = {}
     timeout = aiohttp.ClientTimeout(total=120)
@@ -76,10 +82,13 @@ async def _phase(urls: list[str], queries: int) -> dict[str, Any]:
             first, _ = await _timed(session, base + path)
             figures[label + "_first_ms"] = first * 1000
             timings, body = [], None
+            cpu_before = cpu_seconds() if cpu_seconds else 0.0
             for _ in range(queries):
                 seconds, body = await _timed(session, base + path)
                 timings.append(seconds)
             figures[label] = _summary(timings)
+            if cpu_seconds:  # the nodes' CPU per query: unlike latency, steady on a busy machine
+                figures[label]["cpu_us"] = (cpu_seconds() - cpu_before) * 1e6 / queries
             figures[label + "_body"] = _short(body)
     return figures
 
@@ -90,10 +99,27 @@ def _short(body: Any) -> Any:
     return body
 
 
-def realtime_phase(urls: list[str], acknowledged: dict[str, int], queries: int) -> dict[str, Any]:
-    """The phase's figures; RuntimeError when the aggregate misses an acknowledged value."""
+def _settle(cpu_seconds: Callable[[], float] | None) -> None:
+    """Wait for the load's aftermath (the write-behind, the history's record and write of
+    a million rows) to end, so the queries are timed on a node done with it."""
     time.sleep(SETTLE_S)
-    figures = asyncio.run(_phase(urls, queries))
+    deadline = time.monotonic() + SETTLE_MAX_S
+    while cpu_seconds is not None and time.monotonic() < deadline:
+        before = cpu_seconds()
+        time.sleep(1.0)
+        if cpu_seconds() - before < QUIET_CPU:
+            return
+
+
+def realtime_phase(
+    urls: list[str],
+    acknowledged: dict[str, int],
+    queries: int,
+    cpu_seconds: Callable[[], float] | None = None,
+) -> dict[str, Any]:
+    """The phase's figures; RuntimeError when the aggregate misses an acknowledged value."""
+    _settle(cpu_seconds)
+    figures = asyncio.run(_phase(urls, queries, cpu_seconds))
     body = figures["aggregate_body"]
     want = (len(acknowledged), sum(acknowledged.values()))
     if (body["counters"], body["total"]) != want:
@@ -108,6 +134,8 @@ def report_lines(figures: dict[str, Any]) -> list[str]:
             f = figures[label]
             first = figures.get(label + "_first_ms")
             extra = f", first {first:.0f}" if first is not None else ""
+            if "cpu_us" in f:
+                extra += f", {f['cpu_us']:,.0f} CPU us/query"
             lines.append(
                 f"  {label:<24} p50 {f['p50_ms']:6.1f}  p99 {f['p99_ms']:6.1f}  "
                 f"max {f['max_ms']:6.1f} ms{extra}"

@@ -51,8 +51,28 @@ class Fanout:
         ordered += [n for n in replicas if n != me and cluster.alive(n)]
         return ordered
 
+    def _plan(self, shards: list[int]) -> dict[int, list[str]]:
+        """Each shard's candidates: whom to ask first, and then. Per query that is a loop
+        over every shard: liveness is read once per node, not once per shard."""
+        cluster, me = self.cluster, self.cluster.node_id
+        ready = cluster.ready
+        alive: dict[str, bool] = {}
+        left = {}
+        for shard in shards:
+            replicas = cluster.replicas(shard)
+            ordered = [me] if ready and me in replicas else []
+            for node in replicas:
+                if node != me:
+                    live = alive.get(node)
+                    if live is None:
+                        live = alive[node] = cluster.alive(node)
+                    if live:
+                        ordered.append(node)
+            left[shard] = ordered
+        return left
+
     async def run(self, query: Query, shards: list[int]) -> Result:
-        left = {shard: self.candidates(shard) for shard in shards}
+        left = self._plan(shards)
         fallback: dict[int, tuple[int, str]] = {}  # shard -> (since, node) observed longest
         result = Result()
         answers: list[Answer] = []
@@ -141,9 +161,10 @@ def _merge(query: Query, answers: list[Answer], result: Result) -> Result:
         result.total += answer.total
         result.change += answer.change
         top.extend(answer.top)
-    if query.by is By.VALUE:
-        top.sort(key=lambda entry: (-entry[1], entry[0]))
-    else:
-        top.sort(key=lambda entry: (-(entry[2] or 0), entry[0]))
+    if len(answers) > 1:  # one node's top is in order already
+        if query.by is By.VALUE:
+            top.sort(key=lambda entry: (-entry[1], entry[0]))
+        else:
+            top.sort(key=lambda entry: (-(entry[2] or 0), entry[0]))
     result.top = top[: query.k]
     return result

@@ -22,6 +22,13 @@ Per counter that is a dict entry, two sorted-list entries (a tuple for by_value)
 group update per delimiter in its name: ~150 bytes beside the store's record, for the
 namespaces in use only.
 
+Any other prefix a query asks for is learned, at most LEARNED per index, the oldest
+forgotten first: its count and total, kept as counters change (an aggregate under it is
+then O(1) per shard too), and, for a run of at most LEARNED_RUN names, the run sorted by
+value (the top k under it), which a change of a name under it drops. A change touches one
+shard: the other shards' learned sums and runs stay, so a query after it redoes only the
+changed shard's part. At most LEARNED x LEARNED_RUN tuples per shard's index in use.
+
 Counters loaded at start or arriving with a hand-off are not changes, nor is a shard the
 store drops: `Realtime` resets such a shard from the store (totals, and indexes in use).
 """
@@ -31,12 +38,15 @@ from __future__ import annotations
 import heapq
 import itertools
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import Any
 
 from sortedcontainers import SortedList
 
 DELIMITERS = frozenset(":/")
 # Under this many names a prefix's top k sorts the run of names; above, it filters by_value.
 SMALL_RUN = 4096
+LEARNED = 8  # prefixes learned per index (count and total; runs sorted by value)
+LEARNED_RUN = 128  # a run of names is learned when no longer than this (memory: see above)
 
 
 def _groups_of(name: str) -> list[str]:
@@ -57,7 +67,7 @@ def _after_prefix(prefix: str) -> str | None:
 class NamespaceIndex:
     """One (shard, tenant, namespace)'s counters, indexed by name, prefix group and value."""
 
-    __slots__ = ("by_value", "groups", "names", "total", "values")
+    __slots__ = ("by_value", "groups", "names", "runs", "sums", "total", "values")
 
     def __init__(self) -> None:
         self.values: dict[str, int] = {}
@@ -65,6 +75,8 @@ class NamespaceIndex:
         self.by_value: SortedList = SortedList()  # (-value, name)
         self.total = 0
         self.groups: dict[str, list[int]] = {}  # delimited prefix -> [count, total]
+        self.sums: dict[str, list[int]] = {}  # learned prefix -> [count, total]
+        self.runs: dict[str, list[tuple[int, str]]] = {}  # learned prefix -> (-value, name)
 
     def __len__(self) -> int:
         return len(self.values)
@@ -112,6 +124,17 @@ class NamespaceIndex:
                     groups[group][1] += grown
             self.total += grown
         self.by_value.add((-value, name))
+        if self.sums:
+            for prefix, found in self.sums.items():
+                if name.startswith(prefix):
+                    if old is None:
+                        found[0] += 1
+                        found[1] += value
+                    else:
+                        found[1] += value - old
+        if self.runs:
+            for prefix in [p for p in self.runs if name.startswith(p)]:
+                del self.runs[prefix]
 
     def _run(self, prefix: str) -> tuple[int, int]:
         """[start, stop) positions in `names` of the names under prefix."""
@@ -129,19 +152,37 @@ class NamespaceIndex:
             return group[0], group[1]
         if prefix[-1] in DELIMITERS:  # a delimited prefix no name has
             return 0, 0
-        start, stop = self._run(prefix)
-        values = self.values
-        return stop - start, sum(values[name] for name in self.names.islice(start, stop))
+        found = self.sums.get(prefix)
+        if found is None:
+            start, stop = self._run(prefix)
+            values = self.values
+            total = sum(values[name] for name in self.names.islice(start, stop))
+            found = _learn(self.sums, prefix, [stop - start, total])
+        return found[0], found[1]
 
     def ranked(self, prefix: str) -> Iterator[tuple[int, str]]:
         """(-value, name) under prefix, largest value first (ties by name)."""
         if not prefix:
             return iter(self.by_value)
+        run = self.runs.get(prefix)
+        if run is not None:
+            return iter(run)
         start, stop = self._run(prefix)
         if stop - start <= SMALL_RUN:
             values = self.values
-            return iter(sorted((-values[n], n) for n in self.names.islice(start, stop)))
+            run = sorted((-values[n], n) for n in self.names.islice(start, stop))
+            if len(run) <= LEARNED_RUN:
+                _learn(self.runs, prefix, run)
+            return iter(run)
         return (item for item in self.by_value if item[1].startswith(prefix))
+
+
+def _learn(learned: dict[str, Any], prefix: str, found: Any) -> Any:
+    """Keep what was found under prefix, forgetting the oldest beyond LEARNED."""
+    while len(learned) >= LEARNED:
+        del learned[next(iter(learned))]
+    learned[prefix] = found
+    return found
 
 
 def top_by_value(

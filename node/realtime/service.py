@@ -25,7 +25,9 @@ is the changes before it. Windows are not seeded from the minute history (README
 
 Totals and indexes follow the store shard by shard; a shard that took counters without
 changes (loads, hand-off arrivals) or that the store dropped is re-read from the store
-before a query reads it.
+before a query reads it. An answer to an aggregate or top k is kept and served again, for
+the same shards done and refused, until something it read moves (answers.py): a dashboard
+polling a top k of a million counters costs one computation per change, not per poll.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ import itertools
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 
+from node.realtime.answers import AnswerCache
 from node.realtime.buckets import SETTLE_MS, Buckets, adopt, cut_minute, export
 from node.realtime.changes import Change
 from node.realtime.index import NamespaceIndex, ValueIndex, top_by_value
@@ -75,6 +78,8 @@ class Realtime:
         # per shard: the store's drops and arrivals the index has seen (stale_shards)
         self._seen: dict[int, tuple[int, int]] = {}
         self.rebuilds = 0  # shards indexed afresh from the store
+        self.answers = AnswerCache()  # answers.py: repeated queries, until something moves
+        self.kept_answers = 0  # queries answered from it
         self.queries: dict[Kind, int] = {kind: 0 for kind in Kind}  # answered here
 
     # -- feeding ----------------------------------------------------------------------------
@@ -95,6 +100,8 @@ class Realtime:
         if windows is None:
             for (tenant, namespace, name), shard, before, after in changes:
                 index_change(shard, tenant, namespace, name, before, after)
+            if self.answers:
+                self.answers.changed({change[0][:2] for change in changes})
             return
         window_add = windows.add
         since, live, is_replica, unseen = self.since, self._live, self.is_replica, self.unseen
@@ -103,6 +110,8 @@ class Realtime:
             window_add(shard, tenant, namespace, name, minute, after - before)
             if shard not in since and not (live and is_replica(shard)):
                 unseen.add(shard)
+        if self.answers:
+            self.answers.changed({change[0][:2] for change in changes})
 
     def stale_shards(self) -> list[int]:
         """Shards the store dropped, or took counters into without changes (loads,
@@ -128,6 +137,7 @@ class Realtime:
             shard, totals, lambda space: store.namespace_values(shard, space[0], space[1])
         )
         self.rebuilds += 1
+        self.answers.clear()
 
     def observed_whole(self, shard: int) -> bool:
         """Whether this node's windows hold every change of the shard's counters here (see
@@ -154,8 +164,10 @@ class Realtime:
                         self.caught_up.add(shard)
                     else:
                         self.since[shard] = cut_minute(now_ms) * MINUTE_MS
+                    self.answers.clear()
             elif shard in self.since:
                 del self.since[shard]
+                self.answers.clear()
                 self.caught_up.discard(shard)
                 self.unseen.add(shard)
                 if windows is not None:
@@ -180,6 +192,7 @@ class Realtime:
         if self.windows is not None:
             adopt(self.windows, shard, since // MINUTE_MS, theirs)
         self.since[shard] = their_since
+        self.answers.clear()
         return True
 
     async def turn(self) -> None:
@@ -198,6 +211,8 @@ class Realtime:
             for shard in set(self.stale_shards()) & set(query.shards):
                 self.rebuild(shard)
                 await asyncio.sleep(0)
+        if self.answers.get(query, len(self.store), self.clock_ms()) is not None:
+            return  # answer() will serve the kept answer: nothing to build
         needs_index = (query.kind is Kind.AGGREGATE and query.prefix) or (
             query.kind is Kind.TOP and query.by is By.VALUE
         )
@@ -237,6 +252,11 @@ class Realtime:
         if query.kind in (Kind.AGGREGATE, Kind.TOP):  # values read: none stale
             for shard in set(self.stale_shards()) & set(answer.done):
                 self.rebuild(shard)  # arrived since `prepare`, or asked without it
+            counters, now_ms = len(self.store), self.clock_ms()
+            kept = self.answers.get(query, counters, now_ms)
+            if kept is not None and (kept.done, kept.refused) == (answer.done, answer.refused):
+                self.kept_answers += 1
+                return kept
         if query.kind is Kind.BUCKETS:
             self._buckets(query, answer)
         elif query.kind is Kind.WINDOW:
@@ -247,6 +267,8 @@ class Realtime:
             self._top_by_value(query, answer)
         else:
             self._top_by_change(query, answer)
+        if query.kind in (Kind.AGGREGATE, Kind.TOP):
+            self.answers.put(query, answer, counters, now_ms)
         return answer
 
     def _first(self, shard: int, query: Query) -> int:

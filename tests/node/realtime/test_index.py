@@ -6,7 +6,13 @@ from __future__ import annotations
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from node.realtime.index import INDEX_IDLE_MS, NamespaceIndex, ValueIndex, top_by_value
+from node.realtime.index import (
+    INDEX_IDLE_MS,
+    LEARNED,
+    NamespaceIndex,
+    ValueIndex,
+    top_by_value,
+)
 
 names = st.sampled_from(["a", "a:1", "a:2", "a:10", "a:1:x", "b", "b/c", "ba", "c:\U0010ffff"])
 sets = st.lists(st.tuples(names, st.integers(-(2**63), 2**63 - 1) | st.integers(-3, 3)))
@@ -83,3 +89,45 @@ def test_value_index_keeps_totals_always_and_indexes_while_asked() -> None:
     assert values.indexed() == 1
     values.forget_idle(3 + INDEX_IDLE_MS)
     assert values.indexed() == 0
+
+
+steps = st.lists(
+    st.one_of(
+        st.tuples(st.just("set"), names, st.integers(-3, 3) | st.integers(-(2**63), 2**63 - 1)),
+        st.tuples(
+            st.just("ask"), prefixes | st.sampled_from(["a:1", "b", "ba"]), st.integers(1, 4)
+        ),
+    ),
+    max_size=40,
+)
+
+
+@given(steps)
+@example([("ask", "a", 3), ("set", "a:1", 2), ("ask", "a", 3)])
+@example([("set", "a:1", 1), ("ask", "a", 1), ("set", "a:2", 5), ("ask", "a", 1)])
+def test_learned_prefixes_follow_the_sets_between_queries(
+    steps: list[tuple[str, str, int]],
+) -> None:
+    """Prefixes learned by a query (their sums and sorted runs) answer later queries as the
+    model does, whatever sets came between."""
+    index = NamespaceIndex()
+    model: dict[str, int] = {}
+    for step, name, number in steps:
+        if step == "set":
+            index.set(name, number)
+            model[name] = number
+        else:
+            chosen = [v for n, v in model.items() if n.startswith(name)]
+            assert index.aggregate(name) == (len(chosen), sum(chosen))
+            top = [(n, v) for n, v, _ in top_by_value([index], name, number)]
+            assert top == model_top(model, name, number)
+
+
+def test_learned_prefixes_are_bounded() -> None:
+    index = NamespaceIndex.build((f"p{i:03d}", i) for i in range(500))
+    for i in range(3 * LEARNED):
+        index.aggregate(f"p{i:02d}")
+        top_by_value([index], f"p{i:02d}", 1)
+    assert len(index.sums) == LEARNED and len(index.runs) == LEARNED
+    assert top_by_value([index], "p", 1)[0][:2] == ("p499", 499)  # 500 names: never learned
+    assert "p" not in index.runs
