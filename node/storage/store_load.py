@@ -171,16 +171,8 @@ class LoadedCounters:
                 return 0
             record = UNWEIGHED + b"".join([pk.SLOT.pack(*slot) for slot in slots])
         tenant, namespace, name = key
-        tenants = self._shards.get(shard)
-        if tenants is None:
-            tenants = self._shards[shard] = {}
-        spaces = tenants.get(tenant)
-        if spaces is None:
-            spaces = tenants[tenant] = {}
-        names = spaces.get(namespace)
-        if names is None:
-            names = spaces[namespace] = {}
-        elif name in names:  # merged from a peer meanwhile: merged as any state
+        names = self._names_made(shard, tenant, namespace)
+        if name in names:  # merged from a peer meanwhile: merged as any state
             self.merge(key, pk.unpack(record[HEADER.size :], self._actors))
             return 1
         names[name] = record
