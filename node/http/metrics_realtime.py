@@ -32,6 +32,11 @@ class RealtimeCollector:
             value=self.fanout.rounds,
         )
         yield CounterMetricFamily(
+            "counters_realtime_kept_answers",
+            "Real-time queries answered from a kept answer (nothing it read had changed).",
+            value=realtime.kept_answers,
+        )
+        yield CounterMetricFamily(
             "counters_realtime_shard_rebuilds",
             "Shards indexed afresh from the store (loads, hand-off arrivals, drops).",
             value=realtime.rebuilds,
