@@ -158,6 +158,7 @@ def _feed(changes: int, minutes: int, windows: bool, traced: bool) -> float:
     clock = [0]
     realtime = Realtime(store, 256, lambda s: True, lambda: True, windows, lambda: clock[0])
     tap = ChangeTap(store, shard_of, [realtime], clock_ms=lambda: clock[0])
+    realtime.observe(0)  # a replica of every shard from the start, as a node is once ready
     keys = [("t", "ns", f"c{i:07d}") for i in range(changes)]
     cpu_s = 0.0
     gc.collect()
