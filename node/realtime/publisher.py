@@ -100,7 +100,7 @@ class Publisher:
         owned, add, version_of = self._owned, self.coalescer.add, self.version_of
         if owned:
             for key, shard, before, after in changes:
-                if shard in owned:
+                if shard in owned and after != before:  # not a counter new here at 0
                     add(key, shard, before, after, version_of(key, shard) or 0)
         self._recalled.append((at_ms, changes))
         self._recalled_count += len(changes)

@@ -107,7 +107,8 @@ class Realtime:
         since, live, is_replica, unseen = self.since, self._live, self.is_replica, self.unseen
         for (tenant, namespace, name), shard, before, after in changes:
             index_change(shard, tenant, namespace, name, before, after)
-            window_add(shard, tenant, namespace, name, minute, after - before)
+            if after != before:  # else a counter new here at 0: named, not a change
+                window_add(shard, tenant, namespace, name, minute, after - before)
             if shard not in since and not (live and is_replica(shard)):
                 unseen.add(shard)
         if self.answers:

@@ -159,7 +159,7 @@ class CounterStore(DirtyCounters, LoadedCounters, StoreReceipts, NamespaceReads)
                 marks = changes[shard] = {}
             if key not in marks:
                 previous = None if old is None else names.get(key[2])
-                marks[key] = 0 if previous is None else pk.value(previous, HEADER_SIZE)
+                marks[key] = None if previous is None else pk.value(previous, HEADER_SIZE)
         names[key[2]] = record
         self._digests[shard] = (self._digests.get(shard, 0) + share - (old or 0)) & MASK64
         if changed is None:

@@ -13,6 +13,7 @@ from node.base.keys import Key
 
 _CLEAN: set[str] = set()  # marker: a key not in the dirty map
 HEADER_SIZE = 16  # store.HEADER's size: a record's packed state starts there
+_UNMARKED = object()  # no change-tap mark (a mark of a counter new here is None)
 Names = dict[str, bytes]  # name -> record, for one (shard, tenant, namespace)
 
 
@@ -37,9 +38,9 @@ class DirtyCounters:
         self._dirty: dict[Key, set[str] | None] = {}
         self._history_dirty: set[Key] = set()  # changed since history last recorded them
         # the change tap (take_changes), when asked for: per shard, per counter changed since
-        # the last take, its value before the first of those changes. By shard, so a take
-        # reads each counter's record without hashing its key to its shard again.
-        self._changes: dict[int, dict[Key, int]] | None = {} if track_changes else None
+        # the last take, its value before the first of those changes (None: it is new here).
+        # By shard, so a take reads each counter's record without hashing its key again.
+        self._changes: dict[int, dict[Key, int | None]] | None = {} if track_changes else None
         # per shard: counters that arrived without being changes (loads, hand-off arrivals),
         # so what follows the changes knows to look at the store again (node/realtime)
         self.arrivals: dict[int, int] = {}
@@ -63,7 +64,7 @@ class DirtyCounters:
         changes = self._changes
         if not changes:
             return {}
-        return {key: before for marks in changes.values() for key, before in marks.items()}
+        return {key: before or 0 for marks in changes.values() for key, before in marks.items()}
 
     def _change_pending(self, key: Key) -> bool:
         """Whether the change tap holds a mark of key (False when it tracks nothing)."""
@@ -81,7 +82,7 @@ class DirtyCounters:
             return
         shard = self._shard(key)
         marks = changes.get(shard)
-        if marks is not None and marks.pop(key, None) is not None:
+        if marks is not None and marks.pop(key, _UNMARKED) is not _UNMARKED:
             self.arrivals[shard] = self.arrivals.get(shard, 0) + 1
 
     def _shard_numbers(self) -> list[int]:
@@ -201,8 +202,9 @@ class DirtyCounters:
         return out
 
     def take_changes(self) -> list[Change]:
-        """The change tap: each counter whose value changed since the last take, with its
-        value before (0 for a counter new here) and now, and start afresh. Counters loaded
+        """The change tap: each counter whose value changed since the last take, or that is
+        new here (even at 0, so what indexes names learns it), with its value before (0 for
+        a counter new here) and now, and start afresh. Counters loaded
         at start (load_durable) or arriving with a hand-off are not changes, nor are those
         of a shard dropped since. Empty unless the store was made with track_changes.
 
@@ -225,8 +227,8 @@ class DirtyCounters:
                 if record is None:
                     continue
                 after = value(record, HEADER_SIZE)
-                if after != before:
-                    out.append(new(Change, (key, shard, before, after)))
+                if after != before:  # None, new here, differs from every value
+                    out.append(new(Change, (key, shard, before or 0, after)))
         return out
 
     def dirty_count(self) -> int:

@@ -45,15 +45,15 @@ def test_changes_within_a_turn_arrive_as_one_net_change() -> None:
     store.increment_slot(X, "a:1", 2)
     store.merge_slot(X, "b:1", 0, 3)
     store.increment_slot(Y, "a:1", 1)
-    store.increment_slot(Y, "a:1", -1)  # back where it was: no change
+    store.increment_slot(Y, "a:1", -1)  # back at 0, but new here: named, with no change
     asyncio.run(tap.turn())
-    assert seen.turns == [([Change(X, shard_of(X), 0, 4)], 42)]
+    assert seen.turns == [([Change(X, shard_of(X), 0, 4), Change(Y, shard_of(Y), 0, 0)], 42)]
     store.merge(X, PNCounter.from_slot("c:1", 10, 0))
-    store.reset(Y)
+    store.reset(Y)  # at 0 and not new: no change
     asyncio.run(tap.turn())
     assert seen.turns[1] == ([Change(X, shard_of(X), 4, 14)], 42)
     asyncio.run(tap.turn())  # nothing changed: nothing handed on
-    assert len(seen.turns) == 2 and tap.changes == 2
+    assert len(seen.turns) == 2 and tap.changes == 3
 
 
 def test_a_reset_is_a_negative_change() -> None:

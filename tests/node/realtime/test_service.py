@@ -256,3 +256,22 @@ def test_malformed_queries_are_refused(change: dict[int, object]) -> None:
         query_from_wire(body, SHARDS)
     with pytest.raises(ProtocolError):
         query_from_wire(body[:5], SHARDS)
+
+
+def test_a_counter_created_at_zero_is_counted_under_its_prefix() -> None:
+    """A counter made and back at 0 within one tap turn is held, so the namespace's count
+    has it; the tap hands it on (new here) so the prefix's index has it too. Found by a
+    review: the two counts disagreed (1 under the prefix, 2 without) until a re-read."""
+    store, tap, realtime, clock = setup()
+    realtime.observe(clock.ms)
+    store.increment(("t", "ns", "a:x:1"), "n1:1", 3)
+    asyncio.run(tap.turn())
+    assert ask(realtime, clock, prefix="a:").counters == 1  # the prefix's index is built
+    store.increment(("t", "ns", "a:y:1"), "n1:1", 5)  # a new counter ...
+    store.increment(("t", "ns", "a:y:1"), "n1:1", -5)  # ... back at 0 within the turn
+    asyncio.run(tap.turn())
+    clock.ms += 3_000  # past any kept answer's age
+    assert ask(realtime, clock).counters == 2  # unprefixed: the store's count
+    assert ask(realtime, clock, prefix="a:").counters == 2  # under its prefix: the index's
+    top = ask(realtime, clock, prefix="a:", kind=Kind.TOP, k=5)
+    assert [(name, value) for name, value, _ in top.top] == [("a:x:1", 3), ("a:y:1", 0)]
