@@ -46,9 +46,12 @@ unit: $(STAMP)
 UNIT_SKIPS := --ignore=tests/cluster --ignore=tests/faults \
 	--ignore=tests/deploy/test_compose_node.py -p no:schemathesis -p no:locust
 CLUSTER_MARKS := -m "not scale and not quarantine"
+# The feed's exact event sequence and anti-entropy's "no write missed" step fail when a
+# busy core stalls a node past its failure timeout (1.5 s in tests), as on three workers.
 CLUSTER_TIMED := tests/faults $(addprefix tests/cluster/,test_quorum_timeout.py \
 	test_sync_durability_failures.py test_ready_means_ready.py test_hostile_limits.py \
-	test_link_liveness.py test_readiness_degraded.py test_stop_at_scale.py test_auth.py)
+	test_link_liveness.py test_readiness_degraded.py test_stop_at_scale.py test_auth.py \
+	test_feed.py test_replication.py)
 
 # Scenarios at scale (marked `scale`): a minute or more each, so `make test` leaves them out
 # to stay within its 10 minutes; run them after a change to start, hand-off or receipts.
