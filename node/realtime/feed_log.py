@@ -35,6 +35,11 @@ SCAN_LIMIT = 20_000  # events of a subject looked at per read, so a rare prefix 
 MAX_ID_NODES = 256  # a cluster of more nodes than this would need ids that say less
 MAX_ID_CHARS = 8192
 NODE_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
+# A version past this (2^64 - 1 in increments and decrements over the counter's life) is
+# filed as this: the same figure in this node's log and in peers' reads of it (feed_wire.py
+# carries a uint64), so merged logs order it alike; past it a stream cannot tell such a
+# counter's older states from newer ones and sends each (stream.py).
+MAX_VERSION = (1 << 64) - 1
 
 
 class Event(NamedTuple):
@@ -122,6 +127,8 @@ class EventLog:
         filed_of, seq, out = self._filed, self.head, []
         for tenant, namespace, name, value, change, replayed, version in items:
             seq += 1
+            if version > MAX_VERSION:
+                version = MAX_VERSION
             filed = filed_of.get((tenant, namespace))
             if filed is None:
                 filed = filed_of[tenant, namespace] = _Filed()

@@ -56,10 +56,9 @@ def ask_from_wire(obj: object) -> EventsAsk:
 
 
 def read_to_wire(read: Read) -> list[Any]:
-    # a version past uint64 would take 2^64 increments; capped, it still fits the frame
+    # versions fit a uint64: the log files a larger one as its cap (feed_log.MAX_VERSION)
     events = [
-        [e.seq, e.name, e.value, e.change, e.at_ms, e.replayed, min(e.version, UINT64 - 1)]
-        for e in read.events
+        [e.seq, e.name, e.value, e.change, e.at_ms, e.replayed, e.version] for e in read.events
     ]
     return [read.floor, read.upto, events]
 

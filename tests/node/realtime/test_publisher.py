@@ -6,13 +6,14 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 
+import msgpack
 import pytest
 
 from node.base.keys import Key
 from node.cluster.wire import ProtocolError
 from node.realtime import feed_wire
 from node.realtime.changes import Change
-from node.realtime.feed_log import Event, EventLog
+from node.realtime.feed_log import MAX_VERSION, Event, EventLog
 from node.realtime.publisher import Publisher
 from node.realtime.sinks import SinkError, SinkPump
 
@@ -132,6 +133,20 @@ def test_a_pump_keeps_events_while_its_sink_is_down_and_bounds_them() -> None:
 def test_a_malformed_events_request_is_refused(body: object) -> None:
     with pytest.raises(ProtocolError):
         feed_wire.ask_from_wire(body)
+
+
+def test_a_version_past_uint64_reads_the_same_here_and_at_a_peer() -> None:
+    # a counter whose lifetime increments and decrements pass 2^64 (its slots rotate at
+    # int64's edge): this node's own read and a peer's read over the wire must order its
+    # events alike, or a stream merging both drops the newer state as stale
+    log = EventLog(2)
+    log.append([("t", "ns", "x", 5, 1, False, (1 << 64) + 5)], 1000)
+    log.append([("t", "ns", "x", 6, 1, False, (1 << 64) + 9)], 1001)
+    local = log.read(("t", "ns"), "", log.floor, 10)
+    wire = msgpack.unpackb(msgpack.packb(feed_wire.read_to_wire(local)))
+    remote = feed_wire.read_from_wire(wire, "t", "ns")
+    assert remote == local
+    assert [e.version for e in local.events] == [MAX_VERSION, MAX_VERSION]
 
 
 def test_an_events_reply_round_trips_and_a_bad_one_is_refused() -> None:
