@@ -3,7 +3,8 @@
 A write bumps this node's own actor slot, sends the new slot value to every other replica
 (and to nodes receiving the shard in a hand-off) and answers once W replicas, itself
 included, hold it. A read merges R replicas' states and repairs the stale ones. A node that
-is not a ready replica of the shard forwards the work to the first serving replica.
+is not a ready replica of the shard forwards the work to the first serving replica (a keyed
+op of a batch: to the batch's home when that serves the shard, `_owners`).
 Batches take the same paths, many keys at a time, so their updates share peer frames; the
 paths to the other replicas are node/coordination/replication.py's.
 """
@@ -29,7 +30,7 @@ from node.cluster.links import PeerLink
 from node.cluster.membership import Cluster
 from node.cluster.wire import FORWARD, ProtocolError
 from node.coordination.hints import Hints
-from node.coordination.idempotency import Idempotent
+from node.coordination.idempotency import Idempotent, home
 from node.coordination.ops import (
     Op,
     OpKind,
@@ -122,14 +123,21 @@ class Coordinator:
         return results
 
     def _owners(self, ops: list[Op], shards: list[int]) -> list[str | None]:
-        """Who runs each op. An idempotent op always runs on the shard's first serving
-        replica, which serialises the retries of one key; other ops on any ready replica."""
-        return [
-            self.cluster.coordinator(shard, self.replicator.reachable)
-            if op.idem
-            else self.owner(shard)
-            for op, shard in zip(ops, shards, strict=True)
-        ]
+        """Who runs each op. A keyed op of a batch runs at its home (idempotency.home) when
+        that serves the op's shard, else (as any other keyed op) on the shard's first
+        serving replica: one node either way, chosen from its name and the view, so the
+        retries of one key wait for each other there. Other ops on any ready replica."""
+        cluster, reachable, out = self.cluster, self.replicator.reachable, []
+        homes: dict[tuple[str, str], str | None] = {}  # idempotency.home's, per batch
+        for op, shard in zip(ops, shards, strict=True):
+            if not op.idem:
+                out.append(self.owner(shard))
+            elif op.kind is OpKind.CLAIM:  # where its own shard says
+                out.append(cluster.coordinator(shard, reachable))
+            else:
+                at = home(cluster, reachable, op.key, op.idem, cluster.replicas(shard), homes)
+                out.append(at or cluster.coordinator(shard, reachable))
+        return out
 
     async def _catch_up_view(self, ops: list[Op], shards: list[int], consistency: str) -> None:
         """Before choosing who runs what: when a shard these ops must read (a read, a reset,
