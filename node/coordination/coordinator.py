@@ -31,13 +31,7 @@ from node.cluster.membership import Cluster
 from node.cluster.wire import FORWARD, ProtocolError
 from node.coordination.hints import Hints
 from node.coordination.idempotency import Idempotent, home
-from node.coordination.ops import (
-    Op,
-    OpKind,
-    OpResult,
-    forward_to_wire,
-    results_from_wire,
-)
+from node.coordination.ops import Op, OpKind, OpResult, forward_to_wire, results_from_wire
 from node.coordination.quorum import QuorumWait
 from node.coordination.quota import CounterQuota
 from node.coordination.replication import Replicator, Writable, needed
@@ -101,14 +95,14 @@ class Coordinator:
         shard_of = self.cluster.shard_of
         shards = [shard_of(op.key) for op in ops]
         await self._catch_up_view(ops, shards, consistency)
-        owners = self._owners(ops, shards)
+        owners = self._owners(ops, shards, hops)
         me = self.cluster.node_id
         if hops and self.refresh_view is not None and any(o != me for o in owners):
             # Forwarded here, yet to be forwarded again: the sender's view and ours disagree
             # about who serves (nodes turning up at start, or a ring change). Ask the peers
             # for their views now rather than spend the last hop on a stale one.
             await self.refresh_view([m.node_id for m in self.cluster.peers()])
-            owners = self._owners(ops, shards)
+            owners = self._owners(ops, shards, hops)
         if all(owner == me for owner in owners):  # the common case: no grouping needed
             try:
                 results = await self._run_local(ops, shards, consistency, fingerprint)
@@ -122,11 +116,10 @@ class Coordinator:
             self._count_failures(results)
         return results
 
-    def _owners(self, ops: list[Op], shards: list[int]) -> list[str | None]:
-        """Who runs each op. A keyed op of a batch runs at its home (idempotency.home) when
-        that serves the op's shard, else (as any other keyed op) on the shard's first
-        serving replica: one node either way, chosen from its name and the view, so the
-        retries of one key wait for each other there. Other ops on any ready replica."""
+    def _owners(self, ops: list[Op], shards: list[int], hops: int = 0) -> list[str | None]:
+        """Who runs each op. A keyed op: at its batch's home (idempotency.home) if that
+        serves its shard, else on the shard's first serving replica, or, forwarded, here
+        when this is a ready replica of it (idempotency.py). Others: any ready replica."""
         cluster, reachable, out = self.cluster, self.replicator.reachable, []
         homes: dict[tuple[str, str], str | None] = {}  # idempotency.home's, per batch
         for op, shard in zip(ops, shards, strict=True):
@@ -134,6 +127,8 @@ class Coordinator:
                 out.append(self.owner(shard))
             elif op.kind is OpKind.CLAIM:  # where its own shard says
                 out.append(cluster.coordinator(shard, reachable))
+            elif hops and self.owner(shard) == cluster.node_id:  # forwarded to a replica:
+                out.append(cluster.node_id)  # run here, never on into the hop limit
             else:
                 at = home(cluster, reachable, op.key, op.idem, cluster.replicas(shard), homes)
                 out.append(at or cluster.coordinator(shard, reachable))

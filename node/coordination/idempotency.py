@@ -105,7 +105,10 @@ makes the attempts of a key wait for each other on one node rather than contest.
 home is the coordinator of its claim counter (claim_key of its key "K", which its ops "K#i"
 name: request_key); when it serves every shard of the batch (N equal to the node count) the
 whole batch runs there as one group, with one forward from the node asked. A single keyed op
-runs on its shard's first serving replica.
+runs on its shard's first serving replica. A keyed op that arrives forwarded runs where it
+lands when that node is a ready replica of its shard: a sender whose idea of the home differs
+(another view, another version) would otherwise have it sent on until the hop limit refused
+it, on every retry while the views differ (tests/inprocess/test_keyed_home_routing.py).
 
 The keyed ops of one request run as a group, so a batch of 1,000 costs a few round trips,
 not two per op: one RESERVE request per set of read peers for every receipt not held here
