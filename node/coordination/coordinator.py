@@ -3,7 +3,8 @@
 A write bumps this node's own actor slot, sends the new slot value to every other replica
 (and to nodes receiving the shard in a hand-off) and answers once W replicas, itself
 included, hold it. A read merges R replicas' states and repairs the stale ones. A node that
-is not a ready replica of the shard forwards the work to the first serving replica.
+is not a ready replica of the shard forwards the work to the first serving replica (a keyed
+op of a batch: to the batch's home when that serves the shard, `_owners`).
 Batches take the same paths, many keys at a time, so their updates share peer frames; the
 paths to the other replicas are node/coordination/replication.py's.
 """
@@ -29,14 +30,8 @@ from node.cluster.links import PeerLink
 from node.cluster.membership import Cluster
 from node.cluster.wire import FORWARD, ProtocolError
 from node.coordination.hints import Hints
-from node.coordination.idempotency import Idempotent
-from node.coordination.ops import (
-    Op,
-    OpKind,
-    OpResult,
-    forward_to_wire,
-    results_from_wire,
-)
+from node.coordination.idempotency import Idempotent, home
+from node.coordination.ops import Op, OpKind, OpResult, forward_to_wire, results_from_wire
 from node.coordination.quorum import QuorumWait
 from node.coordination.quota import CounterQuota
 from node.coordination.replication import Replicator, Writable, needed
@@ -100,14 +95,14 @@ class Coordinator:
         shard_of = self.cluster.shard_of
         shards = [shard_of(op.key) for op in ops]
         await self._catch_up_view(ops, shards, consistency)
-        owners = self._owners(ops, shards)
+        owners = self._owners(ops, shards, hops)
         me = self.cluster.node_id
         if hops and self.refresh_view is not None and any(o != me for o in owners):
             # Forwarded here, yet to be forwarded again: the sender's view and ours disagree
             # about who serves (nodes turning up at start, or a ring change). Ask the peers
             # for their views now rather than spend the last hop on a stale one.
             await self.refresh_view([m.node_id for m in self.cluster.peers()])
-            owners = self._owners(ops, shards)
+            owners = self._owners(ops, shards, hops)
         if all(owner == me for owner in owners):  # the common case: no grouping needed
             try:
                 results = await self._run_local(ops, shards, consistency, fingerprint)
@@ -121,15 +116,23 @@ class Coordinator:
             self._count_failures(results)
         return results
 
-    def _owners(self, ops: list[Op], shards: list[int]) -> list[str | None]:
-        """Who runs each op. An idempotent op always runs on the shard's first serving
-        replica, which serialises the retries of one key; other ops on any ready replica."""
-        return [
-            self.cluster.coordinator(shard, self.replicator.reachable)
-            if op.idem
-            else self.owner(shard)
-            for op, shard in zip(ops, shards, strict=True)
-        ]
+    def _owners(self, ops: list[Op], shards: list[int], hops: int = 0) -> list[str | None]:
+        """Who runs each op. A keyed op: at its batch's home (idempotency.home) if that
+        serves its shard, else on the shard's first serving replica, or, forwarded, here
+        when this is a ready replica of it (idempotency.py). Others: any ready replica."""
+        cluster, reachable, out = self.cluster, self.replicator.reachable, []
+        homes: dict[tuple[str, str], str | None] = {}  # idempotency.home's, per batch
+        for op, shard in zip(ops, shards, strict=True):
+            if not op.idem:
+                out.append(self.owner(shard))
+            elif op.kind is OpKind.CLAIM:  # where its own shard says
+                out.append(cluster.coordinator(shard, reachable))
+            elif hops and self.owner(shard) == cluster.node_id:  # forwarded to a replica:
+                out.append(cluster.node_id)  # run here, never on into the hop limit
+            else:
+                at = home(cluster, reachable, op.key, op.idem, cluster.replicas(shard), homes)
+                out.append(at or cluster.coordinator(shard, reachable))
+        return out
 
     async def _catch_up_view(self, ops: list[Op], shards: list[int], consistency: str) -> None:
         """Before choosing who runs what: when a shard these ops must read (a read, a reset,

@@ -1,13 +1,15 @@
 """Exactly-once increments: an Idempotency-Key is applied once, whichever node gets the retry.
 
-Every op carrying a key runs on its shard's first serving replica, one attempt per key at a
-time on that node. Before it applies, it reserves the key at a quorum (fencing.py), in the
-one round trip that reads receipts: each asked replica atomically answers the receipt it
-holds, or another attempt's reservation, or records this attempt's and grants. With a
-receipt, the node answers the first result (or 422 if the request differs); with grants from
-max(R, majority) replicas (itself included) and no receipt, it applies the op and replicates
-the new slot together with the receipt to a write quorum, in one frame, so a receipt exists
-wherever the increment does and outlives the node that wrote it.
+Every op carrying a key runs on one serving replica of its shard chosen from its name and
+the view (the shard's first serving replica; a batch's op, the batch's home when that serves
+the shard: coordinator.py), one attempt per key at a time on that node. Before it applies,
+it reserves the key at a quorum (fencing.py), in the one round trip that reads receipts:
+each asked replica atomically answers the receipt it holds, or another attempt's
+reservation, or records this attempt's and grants. With a receipt, the node answers the
+first result (or 422 if the request differs); with grants from max(R, majority) replicas
+(itself included) and no receipt, it applies the op and replicates the new slot together
+with the receipt to a write quorum, in one frame, so a receipt exists wherever the
+increment does and outlives the node that wrote it.
 
 Why a key never counts twice. An attempt applies only (a) holding grants from a majority of
 the replicas and (b) while its own node still holds its reservation, checked in the loop
@@ -96,8 +98,20 @@ replayed counter, paid only by retries.
 A batch first claims its key on a counter of its own, so a different batch under a used key
 is refused before any op applies; then each op runs under the key plus its index.
 
+Where a keyed op runs is routing, not safety: two attempts of one key on two nodes (views
+that disagree, or nodes of different versions during an upgrade, which route differently)
+meet at the replicas' reservations like retries on two nodes do, above. The choice only
+makes the attempts of a key wait for each other on one node rather than contest. A batch's
+home is the coordinator of its claim counter (claim_key of its key "K", which its ops "K#i"
+name: request_key); when it serves every shard of the batch (N equal to the node count) the
+whole batch runs there as one group, with one forward from the node asked. A single keyed op
+runs on its shard's first serving replica. A keyed op that arrives forwarded runs where it
+lands when that node is a ready replica of its shard: a sender whose idea of the home differs
+(another view, another version) would otherwise have it sent on until the hop limit refused
+it, on every retry while the views differ (tests/inprocess/test_keyed_home_routing.py).
+
 The keyed ops of one request run as a group, so a batch of 1,000 costs a few round trips,
-not two per op: one RECEIPTS request per set of read peers for every receipt not held here
+not two per op: one RESERVE request per set of read peers for every receipt not held here
 (shards with the same read peers share it), then every op applies in order, and each
 counter's new slot travels with all its new receipts in one REPLICATE entry through the
 group-committed links. Attempts that share an (counter, idempotency key) still run one at a
@@ -110,7 +124,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from functools import partial
 from typing import cast
 
@@ -133,6 +147,39 @@ CLAIMS_NAMESPACE = "#idempotency"  # '#' is not allowed in client names: no clie
 
 def claim_key(tenant: str, idempotency_key: str) -> Key:
     return (tenant, CLAIMS_NAMESPACE, idempotency_key)
+
+
+def home(
+    cluster: Cluster,
+    reachable: Callable[[str], bool],
+    key: Key,
+    idem: str,
+    replicas: tuple[str, ...],
+    homes: dict[tuple[str, str], str | None],
+) -> str:
+    """Where a batch's keyed op runs if it can, else "": the coordinator of the batch's claim
+    counter, when that serves the op's shard (`replicas`). So a keyed batch runs as one group
+    on one node when that node serves all its shards (N equal to the node count), not as one
+    group per shard coordinator, each with its own forward, reservations and replication
+    frames. `homes` remembers each (tenant, batch key)'s within one routing."""
+    batch = request_key(idem)
+    if not batch:
+        return ""
+    request = (key[0], batch)
+    if request not in homes:
+        homes[request] = cluster.coordinator(cluster.shard_of(claim_key(*request)), reachable)
+    at = homes[request]
+    return at if at is not None and at in replicas and cluster.serving(at) else ""
+
+
+def request_key(idem: str) -> str:
+    """The Idempotency-Key of the batch an op's key comes from, or "" for any other: a batch
+    runs its ops under "K#0", "K#1", ... (node/http/counters.py), so "K#i" gives "K". Only
+    routing uses it (coordinator.py: a batch's keyed ops run at one home), and a client key
+    that happens to end in "#" and digits is as safe there: what matters is that every
+    attempt of a key picks the same node from the same view."""
+    head, hashed, index = idem.rpartition("#")
+    return head if hashed and index.isdigit() else ""
 
 
 Name = tuple[Key, str]  # (counter, idempotency key)

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from node.cluster import wire
+from node.coordination.idempotency import claim_key
 from node.coordination.ops import Op, OpKind, OpResult
 from tests.inprocess.cluster import InProcessCluster, Node, eventually
 
@@ -209,7 +210,9 @@ async def test_a_keyed_batch_retried_while_its_coordinator_is_cut_off_counts_onc
 ):
     await inproc.start(3)
     key = inproc.key_where(lambda replicas: True)
-    first, second, _ = (inproc.nodes[n] for n in inproc.replicas(key))
+    # the batch's ops run at its home, its claim counter's coordinator (every node serves
+    # every shard here)
+    first, second, _ = (inproc.nodes[n] for n in inproc.replicas(claim_key("t", "batch-1")))
     ops = [Op(OpKind.INCREMENT, key, i + 1, idem=f"batch-1#{i}") for i in range(50)]
     total = sum(op.delta for op in ops)
     inproc.network.drop(1.0, src=first.address, kinds=REPLICATION)
