@@ -29,11 +29,6 @@ SETTLE_MS = 2_000  # past the cut, for the other replica's last pre-cut changes 
 Buckets = dict[Space, list[tuple[int, dict[str, int]]]]  # oldest first
 
 
-def cut_minute(since_ms: int) -> int:
-    """The first minute that starts at or after since_ms."""
-    return -(-since_ms // 60_000)
-
-
 def export(windows: Windows, shard: int, since: int, before: int) -> list[Any] | None:
     """A shard's buckets of minutes `since` to `before` (those before since may hold what
     this node's own recovery merged), in wire form; None when too many."""

@@ -21,6 +21,7 @@ from node.cluster.membership import Cluster
 from node.cluster.pool import PeerPool
 from node.cluster.wire import REALTIME, ProtocolError
 from node.realtime.buckets import Buckets, parse
+from node.realtime.coverage import Observation, better
 from node.realtime.query import Answer, By, Kind, Query, answer_from_wire
 from node.realtime.service import NOT_HELD, Realtime
 from node.realtime.windows import MINUTE_MS
@@ -117,25 +118,27 @@ class Fanout:
         would leave this one late for good, and so short of full observers after a join."""
         realtime, me = self.realtime, self.cluster.node_id
         for shard in realtime.catch_up_due(realtime.clock_ms()):
-            since = realtime.since[shard]
-            query = Query(Kind.BUCKETS, "", "", at_ms=since, shards=(shard,))
-            best: tuple[int, Buckets] | None = None
+            ours = realtime.observation(shard)
+            cut = ours.live_cut()
+            query = Query(Kind.BUCKETS, "", "", at_ms=cut * MINUTE_MS, shards=(shard,))
+            best: tuple[Observation, Buckets] | None = None
             for node_id in self.candidates(shard):
                 if node_id == me:
                     continue
                 answer = await self._ask(node_id, query)
                 if answer is None or answer.done != [shard] or answer.buckets is None:
                     continue
-                if answer.since_ms >= (since if best is None else best[0]):
+                theirs = Observation(answer.since_ms, tuple(answer.gaps))
+                if not better(theirs, ours if best is None else best[0], cut):
                     continue
                 try:
-                    best = answer.since_ms, parse(answer.buckets, since // MINUTE_MS)
+                    best = theirs, parse(answer.buckets, cut)
                 except ProtocolError:
                     continue
-                if answer.since_ms == 0:
+                if theirs == Observation():
                     break
             if best is not None:
-                realtime.adopt(shard, since, *best)
+                realtime.adopt(shard, ours, *best)
             realtime.caught_up.add(shard)
 
     async def _ask(self, node_id: str, query: Query) -> Answer | None:

@@ -39,11 +39,19 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 
 from node.realtime.answers import AnswerCache
-from node.realtime.buckets import SETTLE_MS, Buckets, adopt, cut_minute, export
+from node.realtime.buckets import SETTLE_MS, Buckets, adopt, export
 from node.realtime.changes import Change
+from node.realtime.coverage import Gap, Observation, better, cut_minute
 from node.realtime.index import NamespaceIndex, ValueIndex, top_by_value
+from node.realtime.journal import Journal
 from node.realtime.query import Answer, By, Kind, Query
-from node.realtime.windows import MINUTE_MS, Windows, first_minute, window_start_ms
+from node.realtime.windows import (
+    MAX_SPAN_MIN,
+    MINUTE_MS,
+    Windows,
+    first_minute,
+    window_start_ms,
+)
 from node.storage.store import CounterStore
 
 NOT_HELD = -1
@@ -60,6 +68,7 @@ class Realtime:
         recovered: Callable[[], bool],
         windows: bool = True,
         clock_ms: Callable[[], int] = lambda: time.time_ns() // 1_000_000,
+        journal: Journal | None = None,
     ) -> None:
         self.store = store
         self.shard_count = shard_count
@@ -69,6 +78,14 @@ class Realtime:
         self.index = ValueIndex()
         self.windows: Windows | None = Windows() if windows else None
         self.since: dict[int, int] = {}  # shard -> unix ms this node observes it from
+        self.gaps: dict[int, tuple[Gap, ...]] = {}  # shard -> its restores' gaps (coverage.py)
+        # What the window file is yet to take (window_persist.py); None: no window file.
+        self.journal = journal if self.windows is not None else None
+        # per shard whose every counter's value the journal has had handed on (a shard
+        # observed whole, or restored): the store's (drops, arrivals) then; other loads
+        # or drops since end it (`whole`)
+        self.whole_marks: dict[int, tuple[int, int]] = {}
+        self._minute = 0  # the latest minute changes went to: a clock stepping back stays
         self.caught_up: set[int] = set()  # shards whose older buckets need no catch-up
         # Shards with a change the windows took while this node was not a recovered replica
         # of them (recovery merges, frames before a hand-off), or whose windows it dropped:
@@ -83,6 +100,11 @@ class Realtime:
         self.queries: dict[Kind, int] = {kind: 0 for kind in Kind}  # answered here
 
     # -- feeding ----------------------------------------------------------------------------
+
+    @property
+    def live(self) -> bool:
+        """Recovered, as the change tap's last turn saw it."""
+        return self._live
 
     def watch(self) -> None:
         """Note the instant this node is recovered: the changes the store holds for the tap
@@ -105,12 +127,38 @@ class Realtime:
             return
         window_add = windows.add
         since, live, is_replica, unseen = self.since, self._live, self.is_replica, self.unseen
+        if self.journal is not None:
+            self._journaled(changes, max(minute, self._minute))
+            return
         for (tenant, namespace, name), shard, before, after in changes:
             index_change(shard, tenant, namespace, name, before, after)
             if after != before:  # else a counter new here at 0: named, not a change
                 window_add(shard, tenant, namespace, name, minute, after - before)
             if shard not in since and not (live and is_replica(shard)):
                 unseen.add(shard)
+        if self.answers:
+            self.answers.changed({change[0][:2] for change in changes})
+
+    def _journaled(self, changes: Sequence[Change], minute: int) -> None:
+        """on_changes with a window file: the same, and the journal takes each change."""
+        assert self.windows is not None and self.journal is not None
+        self._minute = minute
+        index_change, window_add = self.index.change, self.windows.add
+        since, live, is_replica, unseen = self.since, self._live, self.is_replica, self.unseen
+        journal = self.journal
+        deltas, afters, restoring = journal.minute(minute), journal.afters, journal.restoring
+        for change in changes:
+            key, shard, before, after = change
+            tenant, namespace, name = key
+            index_change(shard, tenant, namespace, name, before, after)
+            if shard not in since and not (live and is_replica(shard)):
+                unseen.add(shard)
+            if restoring and shard in restoring:
+                continue  # the restore's tail (window_persist.py)
+            if after != before:
+                window_add(shard, tenant, namespace, name, minute, after - before)
+                deltas[key] = deltas.get(key, 0) + after - before
+            afters[key] = change
         if self.answers:
             self.answers.changed({change[0][:2] for change in changes})
 
@@ -156,45 +204,84 @@ class Realtime:
         if not self._live:
             return
         windows = self.windows
+        restoring = () if self.journal is None else self.journal.restoring
         for shard in range(self.shard_count):
             if self.is_replica(shard):
-                if shard not in self.since:
+                if shard not in self.since and shard not in restoring:
                     # Else from the next minute: the one under way may hold recovery merges.
                     if self.observed_whole(shard):
                         self.since[shard] = 0
                         self.caught_up.add(shard)
+                        self.whole_marks[shard] = (0, 0)
                     else:
                         self.since[shard] = cut_minute(now_ms) * MINUTE_MS
                     self.answers.clear()
             elif shard in self.since:
                 del self.since[shard]
+                self.gaps.pop(shard, None)
+                self.whole_marks.pop(shard, None)
                 self.answers.clear()
                 self.caught_up.discard(shard)
                 self.unseen.add(shard)
                 if windows is not None:
                     windows.drop_shard(shard)
+                if self.journal is not None:
+                    self.journal.drop(shard)
         if windows is not None:
             windows.prune(now_ms)
+        oldest = first_minute(now_ms, MAX_SPAN_MIN)
+        for shard, gaps in list(self.gaps.items()):
+            self.gaps[shard] = Observation(0, gaps).pruned(oldest).gaps
         self.index.forget_idle(now_ms)
+
+    def observation(self, shard: int) -> Observation:
+        """Which windows of the shard this node answers exactly (it observes it)."""
+        return Observation(self.since[shard], self.gaps.get(shard, ()))
+
+    def whole(self, shard: int) -> bool:
+        """Whether the journal has had every counter of the shard handed on (restorable)."""
+        store = self.store
+        now = (store.drops.get(shard, 0), store.arrivals.get(shard, 0))
+        return self.whole_marks.get(shard) == now
 
     def catch_up_due(self, now_ms: int) -> list[int]:
         """Shards observed from a cut this clock is past: time to take older buckets."""
         return [
             shard
-            for shard, since in self.since.items()
-            if shard not in self.caught_up and now_ms >= since + SETTLE_MS
+            for shard in self.since
+            if shard not in self.caught_up
+            and now_ms >= self.observation(shard).live_cut() * MINUTE_MS + SETTLE_MS
         ]
 
-    def adopt(self, shard: int, since: int, their_since: int, theirs: Buckets) -> bool:
-        """Take a replica's buckets before our cut, if it observed the shard from earlier
-        (and we still from `since`); True when taken."""
-        if self.since.get(shard) != since or their_since >= since:
+    def adopt(self, shard: int, ours: Observation, theirs: Observation, buckets: Buckets) -> bool:
+        """Take a replica's buckets before our live cut, if its observation answers more
+        windows (coverage.py) and ours is still `ours`; True when taken."""
+        cut = ours.live_cut()
+        if shard not in self.since or self.observation(shard) != ours:
+            return False
+        if not better(theirs, ours, cut):
             return False
         if self.windows is not None:
-            adopt(self.windows, shard, since // MINUTE_MS, theirs)
-        self.since[shard] = their_since
+            adopt(self.windows, shard, cut, buckets)
+        if self.journal is not None:
+            self.journal.rewritten.add(shard)
+        self.since[shard] = theirs.since_ms
+        self.gaps[shard] = theirs.gaps
         self.answers.clear()
         return True
+
+    def install(self, shard: int, observation: Observation, buckets: Buckets, whole: bool) -> None:
+        """Observe the shard as restored (window_persist.py): these buckets, this coverage."""
+        if self.windows is not None:
+            self.windows.drop_shard(shard)
+            adopt(self.windows, shard, cut_minute(self.clock_ms()) + 1, buckets)
+        self.since[shard] = observation.since_ms
+        self.gaps[shard] = observation.gaps
+        self.caught_up.discard(shard)
+        if whole:
+            store = self.store
+            self.whole_marks[shard] = (store.drops.get(shard, 0), store.arrivals.get(shard, 0))
+        self.answers.clear()
 
     async def turn(self) -> None:
         """One supervised turn: observe. Stale shards are re-read when a query needs them
@@ -241,11 +328,15 @@ class Realtime:
         start_ms = window_start_ms(query.at_ms, query.span_min) if query.span_min else 0
         if any(shard not in self.since for shard in query.shards):
             self.observe(self.clock_ms())  # recovered or handed over since the last turn
+        first = start_ms // MINUTE_MS
         for shard in query.shards:
             since = self.since.get(shard)
             if since is None or not self.is_replica(shard):
                 answer.refused[shard] = NOT_HELD
-            elif query.strict and query.span_min and since > start_ms:
+                continue
+            if query.span_min:
+                since = max(since, self._start(shard, first) * MINUTE_MS)
+            if query.strict and query.span_min and since > start_ms:
                 answer.refused[shard] = since
             else:
                 answer.done.append(shard)
@@ -277,7 +368,16 @@ class Realtime:
         window it did not observe whole (asked not strictly), the minute it began observing
         the shard, so the change is exactly the one since then (the minute under way at its
         start may hold recovery merges, which are not changes of that minute)."""
-        return max(first_minute(query.at_ms, query.span_min), self.since.get(shard, 0) // MINUTE_MS)
+        return self._start(shard, first_minute(query.at_ms, query.span_min))
+
+    def _start(self, shard: int, first: int) -> int:
+        """The first minute the shard's buckets sum exactly from, for a window beginning at
+        minute `first` (coverage.py; no object made: a query asks it of every shard)."""
+        start = max(first, cut_minute(self.since.get(shard, 0)))
+        for low, high in self.gaps.get(shard, ()):
+            if low < start < high:
+                start = high
+        return start
 
     def _change(self, shard: int, query: Query, name: str) -> int | None:
         if not query.span_min:
@@ -295,6 +395,7 @@ class Realtime:
         [shard] = answer.done
         since = self.since[shard] // MINUTE_MS
         answer.buckets = export(self.windows, shard, since, query.at_ms // MINUTE_MS)
+        answer.gaps = list(self.gaps.get(shard, ()))
 
     def _window(self, query: Query, answer: Answer) -> None:
         for shard in answer.done:
