@@ -259,7 +259,13 @@ def assemble(
         coordinator, gossip, guard, peer_server, history, supervisor, changes, realtime,
         Fanout(cluster, pool, realtime), feed,
         None if journal is None or window_file is None
-        else WindowPersister(realtime, journal, *window_file, clock_ms=clock_ms),
+        else WindowPersister(
+            realtime,
+            journal,
+            *window_file,
+            clock_ms=clock_ms,
+            unpulled=lambda shard: any(shard in shards for shards in handoff.missed.values()),
+        ),
     )  # fmt: skip
 
 

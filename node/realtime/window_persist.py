@@ -57,6 +57,7 @@ from node.realtime.windows import MAX_SPAN_MIN, MINUTE_MS, first_minute
 from node.storage.store_dirty import Change
 
 WRITE_INTERVAL_S = 1.0  # how often the window file takes the journal: what a kill -9 loses
+RESTORE_WAIT_S = 30.0  # how long a restore waits for a replica down at recovery to be pulled
 log = logging.getLogger("counters.realtime")
 
 
@@ -80,13 +81,20 @@ def tails(
     values: Iterable[tuple[Key, int]], pending: Mapping[Key, int], afters: Mapping[Key, int]
 ) -> dict[Key, tuple[int, int]]:
     """Per counter whose value moved since P: (its tail, its value as handed on now). A
-    change the tap has yet to hand on is not in it (the tap hands it on, from `pending`)."""
+    change the tap has yet to hand on is not in it (the tap hands it on, from `pending`). A
+    counter held at P and not now (its writes lost with every copy) moved to 0: should it
+    come back, it comes as a change."""
     out = {}
+    held = set()
     for key, value in values:
+        held.add(key)
         seen = pending.get(key, value)
         tail = seen - afters.get(key, 0)
         if tail:
             out[key] = (tail, seen)
+    for key, after in afters.items():
+        if after and key not in held:
+            out[key] = (-after, 0)
     return out
 
 
@@ -114,8 +122,14 @@ class WindowPersister:
         file: WindowFile,
         stored: dict[int, Stored],
         clock_ms: Callable[[], int] = lambda: time.time_ns() // 1_000_000,
+        unpulled: Callable[[int], bool] = lambda shard: False,
     ) -> None:
         self.realtime = realtime
+        # whether a replica of the shard was down when this node recovered, so its state
+        # was not pulled yet (cluster/handoff.py): the values then may lack what this node
+        # had observed, which would count it twice; the restore waits (RESTORE_WAIT_S)
+        self.unpulled = unpulled
+        self.live_since_ms: int | None = None
         self.journal = journal
         self.file = file
         self.clock_ms = clock_ms
@@ -126,20 +140,27 @@ class WindowPersister:
         self.writes = 0
         self.restored = 0  # shards restored from the file
         self.tail_counters = 0  # counters whose tail a restore added
+        self.given_up = 0  # shards not restored: a replica stayed unpulled too long
 
     async def turn(self) -> None:
         if self.journal.restoring and self.realtime.live:
+            if self.live_since_ms is None:
+                self.live_since_ms = self.clock_ms()
             await self.restore()
         if self.clock_ms() - self.last_write_ms >= WRITE_INTERVAL_S * 1000:
             await self.write()
 
     async def restore(self) -> None:
         journal, realtime = self.journal, self.realtime
+        waited = self.clock_ms() - (self.live_since_ms or 0) > RESTORE_WAIT_S * 1000
         for shard in sorted(journal.restoring):
+            if self.unpulled(shard) and not waited:
+                continue
             stored = self.stored.pop(shard)
-            if not realtime.is_replica(shard):
-                journal.restoring.discard(shard)
+            if not realtime.is_replica(shard) or self.unpulled(shard):
+                journal.restoring.discard(shard)  # observed from a cut, as without a file
                 journal.drop(shard)
+                self.given_up += self.unpulled(shard)
                 continue
             try:
                 loaded = await in_thread(self.file.load, shard)

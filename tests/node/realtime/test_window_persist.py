@@ -16,7 +16,7 @@ from node.realtime.journal import Journal
 from node.realtime.query import Answer, Kind, Query
 from node.realtime.service import Realtime
 from node.realtime.window_file import FILE_NAME
-from node.realtime.window_persist import WindowPersister, open_window_file
+from node.realtime.window_persist import RESTORE_WAIT_S, WindowPersister, open_window_file
 from node.realtime.windows import MINUTE_MS
 from node.storage.store import CounterStore
 
@@ -38,16 +38,24 @@ class Node:
     def __init__(self, data_dir: Path, now_ms: int) -> None:
         self.ms = now_ms
         self.recovered = False
+        self.unpulled: set[int] = set()  # shards with a replica not pulled at recovery
         self.store = CounterStore(shard_of, track_changes=True)
         journal = Journal()
         self.realtime = Realtime(
-            self.store, SHARDS, lambda s: True, lambda: self.recovered, self.clock, journal=journal
+            self.store,
+            SHARDS,
+            lambda s: True,
+            lambda: self.recovered,
+            clock_ms=self.clock,
+            journal=journal,
         )
         self.tap = ChangeTap(
             self.store, shard_of, [self.realtime], self.clock, [self.realtime.watch]
         )
         file, stored = asyncio.run(open_window_file(data_dir, now_ms))
-        self.persister = WindowPersister(self.realtime, journal, file, stored, self.clock)
+        self.persister = WindowPersister(
+            self.realtime, journal, file, stored, self.clock, lambda s: s in self.unpulled
+        )
 
     def clock(self) -> int:
         return self.ms
@@ -172,3 +180,39 @@ def test_an_absent_file_restores_nothing(tmp_path: Path) -> None:
     assert node.persister.restored == 0
     loose = node.ask(15)
     assert (loose.change, loose.since_ms, loose.refused) == (0, T0 + MINUTE_MS, {})
+
+
+def test_a_counter_absent_at_the_restore_is_counted_once_when_it_comes(tmp_path: Path) -> None:
+    first = Node(tmp_path, T0 + 1_000)
+    first.recover()
+    first.add(1, 3)
+    first.add(3, 4)
+    first.stop()
+    second = Node(tmp_path, T0 + 30_000)
+    second.store.load_durable([(key(1), PNCounter.from_slot("a:1", 3, 0))])  # v:3 not here
+    second.recover()
+    assert second.minutes() == {1000: {"v:1": 3, "v:3": 0}}
+    second.store.merge(key(3), PNCounter.from_slot("a:1", 4, 0))  # back from a peer, later
+    asyncio.run(second.tap.turn())
+    assert second.ask(15, strict=True).change == 7 and second.ask(15, name="v:3").change == 4
+
+
+def test_a_restore_waits_for_the_replicas_not_pulled_and_then_gives_up(tmp_path: Path) -> None:
+    first = Node(tmp_path, T0 + 1_000)
+    first.recover()
+    first.add(1, 3)  # shard 1
+    first.add(2, 4)  # shard 0
+    first.stop()
+    second = Node(tmp_path, T0 + 20_000)
+    second.store.load_durable(values(first))
+    second.unpulled = {1}  # a replica of shard 1 was down: its state may hold more
+    second.recover()
+    assert second.persister.restored == 1  # shard 0; shard 1 waits, answered as from now
+    waiting = second.ask(15)
+    assert (waiting.change, waiting.since_ms, waiting.counters) == (4, T0 + MINUTE_MS, 2)
+    assert second.ask(15, strict=True).refused == {1: T0 + MINUTE_MS}
+    second.ms += int(RESTORE_WAIT_S * 1000) + 1
+    asyncio.run(second.persister.turn())
+    second.realtime.observe(second.ms)
+    assert second.persister.given_up == 1 and second.persister.restored == 1
+    assert second.realtime.since[1] == T0 + MINUTE_MS  # from its cut, as without a file
