@@ -13,7 +13,11 @@ in a row from one client: p50/p99/max latency and the node's CPU per query; and 
 that the aggregate equals the acknowledged values.
 
 The in-process measure feeds changes of distinct counters through the change tap into a
-Realtime with windows on and off: CPU µs per change of each, and bytes per counter held.
+Realtime with windows on and off: CPU µs per change of each, and bytes per counter held;
+and with windows and a window file (window_persist.py): the CPU per change of the journal
+and of the file's writes (its worker thread's included, one write per minute of changes
+here, the same rows as one a second), and the file's bytes per (counter, minute) and per
+counter.
 """
 
 from __future__ import annotations
@@ -180,6 +184,57 @@ def _feed(changes: int, minutes: int, windows: bool, traced: bool) -> float:
     return held / changes  # the store's records included
 
 
+def _feed_file(changes: int, minutes: int) -> dict[str, float]:
+    """As _feed with windows, a journal and a window file in a temporary dir: CPU µs per
+    change (handing on and writing), and the file's size per (counter, minute) and counter."""
+    import tempfile
+
+    from node.realtime.changes import ChangeTap
+    from node.realtime.journal import Journal
+    from node.realtime.service import Realtime
+    from node.realtime.window_persist import WindowPersister, open_window_file
+    from node.storage.store import CounterStore
+
+    store = CounterStore(shard_of, track_changes=True)
+    clock = [0]
+    journal = Journal()
+    realtime = Realtime(
+        store, 256, lambda s: True, lambda: True, True, lambda: clock[0], journal=journal
+    )
+    tap = ChangeTap(store, shard_of, [realtime], clock_ms=lambda: clock[0])
+    realtime.observe(0)
+    keys = [("t", "ns", f"c{i:07d}") for i in range(changes)]
+    cpu_s = 0.0
+    with tempfile.TemporaryDirectory() as data_dir:
+        file, stored = asyncio.run(open_window_file(Path(data_dir), 0))
+        persister = WindowPersister(realtime, journal, file, stored, lambda: clock[0])
+        gc.collect()
+        for minute in range(minutes):
+            clock[0] = minute * 60_000
+            for key in keys:
+                store.increment_slot(key, "a:1", 1)
+            taken = tap.take()
+            began = time.process_time()
+            realtime.on_changes(taken, clock[0])
+            asyncio.run(persister.write())
+            cpu_s += time.process_time() - began
+            del taken
+        for shard in range(256):  # as the log merges itself once it outgrows its last merge
+            with file.db:
+                file.compact(shard)
+        file.db.execute("VACUUM")
+        file.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        bucket_bytes, value_bytes = file.blob_bytes()
+        size = file.size_bytes()
+        file.close()
+    return {
+        "cpu_us_per_change": cpu_s * 1e6 / (changes * minutes),
+        "bucket_blob_bytes_per_counter_minute": bucket_bytes / (changes * minutes),
+        "value_blob_bytes_per_counter": value_bytes / changes,
+        "file_bytes_per_counter_minute": size / (changes * minutes),
+    }
+
+
 def inprocess_cost(changes: int, minutes: int = 3) -> dict[str, Any]:
     """CPU µs per change handed to Realtime (windows on, off) and bytes held per counter."""
     from node.storage.store import CounterStore
@@ -203,6 +258,7 @@ def inprocess_cost(changes: int, minutes: int = 3) -> dict[str, Any]:
         figures[label]["realtime_bytes_per_counter"] = (
             figures[label]["bytes_per_counter"] - figures["store_bytes_per_counter"]
         )
+    figures["window_file"] = _feed_file(changes, max(minutes, 2))
     return figures
 
 
@@ -216,8 +272,15 @@ def main(argv: list[str] | None = None) -> int:
     on, off = figures["windows_on"], figures["windows_off"]
     per_entry = (on["bytes_per_counter"] - off["bytes_per_counter"]) / args.minutes
     figures["window_bytes_per_counter_minute"] = per_entry
-    for label, f in (("windows on", on), ("windows off", off)):
+    on_file = figures["window_file"]
+    for label, f in (("windows on", on), ("windows off", off), ("window file", on_file)):
         print(f"{label:<12} {f['cpu_us_per_change']:5.2f} CPU us per change handed on")
+    print(
+        f"window file: {on_file['file_bytes_per_counter_minute']:.0f} B on disk per counter "
+        f"and minute with a change, all told; of which blobs: "
+        f"{on_file['bucket_blob_bytes_per_counter_minute']:.1f} B per (counter, minute), "
+        f"{on_file['value_blob_bytes_per_counter']:.1f} B per counter (its last value)"
+    )
     print(
         f"indexes: {off['realtime_bytes_per_counter']:.0f} B per counter beside the store "
         f"(nothing is kept per counter); windows: {per_entry:.0f} B "

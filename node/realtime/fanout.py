@@ -3,7 +3,8 @@
 A shard's candidates are this node first when it is a ready replica (no round trip), then
 its live replicas in preference order. Each round asks every node for the shards assigned
 to it, all at once (a query waits for the slowest node, not their sum). A shard refused
-(not held there, or, for a window, observed only since after the window began) or on a node
+(not held there, or, for a window, observed only since after the window began or beginning
+in a restore's gap, coverage.py) or on a node
 that failed moves to its next candidate. When no candidate observed a window whole, the one
 that observed it longest answers it, and the result says `complete: false` and since when.
 
@@ -111,10 +112,11 @@ class Fanout:
         await self.catch_up()
 
     async def catch_up(self) -> None:
-        """For each shard due (buckets.py): of the other live replicas that observed it
-        from earlier, the one that observed it longest gives its buckets before our cut
-        (the first that observed it since ever ends the search); tried once per
-        observation. Not merely the first earlier one: a replica that itself began late
+        """For each shard due (buckets.py): of the other live replicas whose observation
+        answers more windows than ours (coverage.better: it began earlier, or, restored,
+        was written through later), the best gives its buckets before our live cut (one
+        that observed it since ever, with no gap, ends the search); tried once per
+        observation. Not merely the first better one: a replica that itself began late
         would leave this one late for good, and so short of full observers after a join."""
         realtime, me = self.realtime, self.cluster.node_id
         for shard in realtime.catch_up_due(realtime.clock_ms()):

@@ -178,7 +178,10 @@ class Observing:
             adopt(self.windows, shard, cut_minute(self.clock_ms()) + 1, buckets)
         self.since[shard] = observation.since_ms
         self.gaps[shard] = observation.gaps
-        self.caught_up.discard(shard)
+        if observation == Observation():  # observed since ever, no gap: nothing is better
+            self.caught_up.add(shard)
+        else:
+            self.caught_up.discard(shard)
         if whole:
             store = self.store
             self.whole_marks[shard] = (store.drops.get(shard, 0), store.arrivals.get(shard, 0))

@@ -89,7 +89,7 @@ class Realtime(Observing):
         index_change, window_add = self.index.change, self.windows.add
         since, live, is_replica, unseen = self.since, self._live, self.is_replica, self.unseen
         journal = self.journal
-        deltas, afters, restoring = journal.minute(minute), journal.afters, journal.restoring
+        touched, afters, restoring = journal.touched, journal.afters, journal.restoring
         for change in changes:
             key, shard, before, after = change
             tenant, namespace, name = key
@@ -100,7 +100,7 @@ class Realtime(Observing):
                 continue  # the restore's tail (window_persist.py)
             if after != before:
                 window_add(shard, tenant, namespace, name, minute, after - before)
-                deltas[key] = deltas.get(key, 0) + after - before
+                touched.setdefault((shard, tenant, namespace), minute)
             afters[key] = change
         if self.answers:
             self.answers.changed({change[0][:2] for change in changes})

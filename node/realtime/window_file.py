@@ -3,11 +3,16 @@
 One SQLite file (`windows.sqlite3`), this node's alone and the same whether the durable
 replica is SQLite or Redis. Per shard this node observes: its observation (coverage.py),
 the time its rows were last written through (`through_ms`, P), and whether the file holds
-every counter's value as of P (`whole`: restorable); per (counter, minute) the net change
-observed; per counter the value the change tap last handed on as of P (`afters`). Each write
-adds what changed since the previous one in one transaction, so after a kill -9 the file
-holds the state of its last write entirely or the previous one: buckets, afters and P
-always agree. WAL with synchronous=NORMAL survives a killed process (not a power cut).
+every counter's value as of P (`whole`: restorable). Per (shard, tenant, namespace, minute)
+the bucket, whole, as one msgpack map (name -> change): a write replaces
+the buckets changed since the previous one, so its cost is the packing of those buckets
+(C speed), not a B-tree row per change. Per shard, a log of blobs of the values the change
+tap last handed on (tenant, namespace, name, value, ...), one per write that changed the
+shard, later ones winning; merged into one when it outgrows its last merge (COMPACT_SLACK),
+so a value costs O(1) to keep however often its counter changes. Each write
+is one transaction, so after a kill -9 the file holds the state of its last write entirely
+or the previous one: buckets, values and P always agree. WAL with synchronous=NORMAL
+survives a killed process (not a power cut).
 
 The sqlite3 module blocks: every method here runs in a worker thread, one at a time
 (window_persist.py). A file that cannot be read is set aside (renamed `.bad`) and a new one
@@ -24,14 +29,20 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import msgpack
+
 from node.base.keys import Key
 from node.realtime.coverage import Observation
 from node.storage.store_dirty import Change
 
 FILE_NAME = "windows.sqlite3"
-VERSION = 1
+VERSION = 2
 log = logging.getLogger("counters.realtime")
 
+# a shard's value log is merged into one blob once the values logged since its last
+# merge outnumber the merged ones by this many: each merge's cost is paid by as many
+# values written before it, and the log stays within twice its merged size plus this
+COMPACT_SLACK = 4096
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS observed (
@@ -46,24 +57,17 @@ CREATE TABLE IF NOT EXISTS buckets (
     tenant TEXT NOT NULL,
     namespace TEXT NOT NULL,
     minute INTEGER NOT NULL,
-    name TEXT NOT NULL,
-    delta INTEGER NOT NULL,
-    PRIMARY KEY (shard, tenant, namespace, minute, name)
+    deltas BLOB NOT NULL,
+    PRIMARY KEY (shard, tenant, namespace, minute)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS afters (
     shard INTEGER NOT NULL,
-    tenant TEXT NOT NULL,
-    namespace TEXT NOT NULL,
-    name TEXT NOT NULL,
-    value INTEGER NOT NULL,
-    PRIMARY KEY (shard, tenant, namespace, name)
+    seq INTEGER NOT NULL,
+    items BLOB NOT NULL,
+    PRIMARY KEY (shard, seq)
 ) WITHOUT ROWID;
 """
-ADD_DELTA = (
-    "INSERT INTO buckets VALUES (?, ?, ?, ?, ?, ?) "
-    "ON CONFLICT DO UPDATE SET delta = delta + excluded.delta"
-)
-PUT_AFTER = "INSERT OR REPLACE INTO afters VALUES (?, ?, ?, ?, ?)"
+PUT_BUCKET = "INSERT OR REPLACE INTO buckets VALUES (?, ?, ?, ?, ?)"
 PUT_OBSERVED = "INSERT OR REPLACE INTO observed VALUES (?, ?, ?, ?, ?)"
 
 
@@ -80,19 +84,20 @@ class Stored:
     whole: bool
 
 
-Row = tuple[str, str, int, str, int]  # tenant, namespace, minute, name, delta
+Space = tuple[str, str]  # (tenant, namespace)
+BucketKey = tuple[int, str, str, int]  # shard, tenant, namespace, minute
 
 
 @dataclass
 class Batch:
-    """What one write adds: taken from the journal (window_persist.py) on the event loop."""
+    """What one write adds: taken from the journal (journal.py) on the event loop."""
 
-    deltas: dict[int, dict[Key, int]] = field(default_factory=dict)  # minute -> key -> delta
+    buckets: dict[BucketKey, dict[str, int]] = field(default_factory=dict)  # copies, whole
     # key -> the change tap's last change of it: its shard and its value after
     afters: dict[Key, Change] = field(default_factory=dict)
     observed: dict[int, Stored] = field(default_factory=dict)
     dropped: set[int] = field(default_factory=set)  # shards whose rows go (before the rest)
-    rewritten: dict[int, list[Row]] = field(default_factory=dict)  # shards' buckets anew
+    rewritten: set[int] = field(default_factory=set)  # shards whose buckets all go first
     oldest_minute: int = 0  # buckets before it go
 
 
@@ -100,14 +105,22 @@ class Batch:
 class Loaded:
     """A shard's rows, read back for a restore."""
 
-    buckets: dict[tuple[str, str], list[tuple[int, dict[str, int]]]]  # oldest first
+    buckets: dict[Space, list[tuple[int, dict[str, int]]]]  # oldest first
     afters: dict[Key, int]
+
+
+def _pack_afters(changes: Iterable[Change]) -> bytes:
+    return bytes(msgpack.packb([x for change in changes for x in (*change[0], change[3])]))
 
 
 class WindowFile:
     def __init__(self, path: Path) -> None:
         self.path = path
         self.db = self._open()
+        self._seq = 0
+        # per shard: values logged since its log was last merged, and how many that left
+        self._logged: dict[int, int] = {}
+        self._merged: dict[int, int] = {}
 
     def _open(self) -> sqlite3.Connection:
         try:
@@ -128,6 +141,7 @@ class WindowFile:
                 "WHERE through_ms >= ?",
                 (oldest_ms,),
             ).fetchall()
+            self._seq = self.db.execute("SELECT coalesce(max(seq), 0) FROM afters").fetchone()[0]
             return {
                 shard: Stored(Observation(since, _gaps(gaps)), through, bool(whole))
                 for shard, since, gaps, through, whole in rows
@@ -136,34 +150,40 @@ class WindowFile:
             raise WindowFileError(f"window file {self.path}: {error}") from error
 
     def load(self, shard: int) -> Loaded:
+        """The shard's buckets and values; WindowFileError when unreadable."""
         try:
-            buckets: dict[tuple[str, str], list[tuple[int, dict[str, int]]]] = {}
+            buckets: dict[Space, list[tuple[int, dict[str, int]]]] = {}
             rows = self.db.execute(
-                "SELECT tenant, namespace, minute, name, delta FROM buckets WHERE shard = ? "
+                "SELECT tenant, namespace, minute, deltas FROM buckets WHERE shard = ? "
                 "ORDER BY tenant, namespace, minute",
                 (shard,),
             )
-            for tenant, namespace, minute, name, delta in rows:
-                minutes = buckets.setdefault((tenant, namespace), [])
-                if not minutes or minutes[-1][0] != minute:
-                    minutes.append((minute, {}))
-                minutes[-1][1][name] = delta
-            afters = {
-                (tenant, namespace, name): value
-                for tenant, namespace, name, value in self.db.execute(
-                    "SELECT tenant, namespace, name, value FROM afters WHERE shard = ?", (shard,)
-                )
-            }
-            return Loaded(buckets, afters)
-        except sqlite3.Error as error:
+            for tenant, namespace, minute, packed in rows:
+                bucket = msgpack.unpackb(packed)
+                if not isinstance(bucket, dict):
+                    raise ValueError("a bucket is a map of names to changes")
+                buckets.setdefault((tenant, namespace), []).append((minute, bucket))
+            return Loaded(buckets, self._afters(shard))
+        except (sqlite3.Error, ValueError, TypeError) as error:
             raise WindowFileError(f"window file {self.path}: {error}") from error
+
+    def _afters(self, shard: int) -> dict[Key, int]:
+        afters: dict[Key, int] = {}
+        rows = self.db.execute("SELECT items FROM afters WHERE shard = ? ORDER BY seq", (shard,))
+        for (packed,) in rows:
+            flat = msgpack.unpackb(packed)
+            for index in range(0, len(flat), 4):
+                tenant, namespace, name, value = flat[index : index + 4]
+                afters[(tenant, namespace, name)] = value
+        return afters
 
     def write(self, batch: Batch) -> None:
         """One transaction: all of the batch or none of it."""
         try:
             with self.db:
                 self._write(batch)
-        except sqlite3.Error as error:
+        except (sqlite3.Error, ValueError, TypeError) as error:
+            self._logged.clear()  # counted again from here: a merge only comes later
             raise WindowFileError(f"window file {self.path}: {error}") from error
 
     def _write(self, batch: Batch) -> None:
@@ -171,13 +191,24 @@ class WindowFile:
         for shard in batch.dropped:
             for table in ("observed", "buckets", "afters"):
                 db.execute(f"DELETE FROM {table} WHERE shard = ?", (shard,))
-        for shard, rows in batch.rewritten.items():
+            self._logged.pop(shard, None)
+            self._merged.pop(shard, None)
+        for shard in batch.rewritten:
             db.execute("DELETE FROM buckets WHERE shard = ?", (shard,))
-            db.executemany(ADD_DELTA, ((shard, *row) for row in rows))
-        db.executemany(ADD_DELTA, _delta_rows(batch.deltas, batch.afters))
         db.executemany(
-            PUT_AFTER, ((change[1], *key, change[3]) for key, change in batch.afters.items())
+            PUT_BUCKET, ((*key, msgpack.packb(bucket)) for key, bucket in batch.buckets.items())
         )
+        by_shard: dict[int, list[Change]] = {}
+        for change in batch.afters.values():
+            by_shard.setdefault(change[1], []).append(change)
+        for shard, changes in by_shard.items():
+            self._seq += 1
+            db.execute(
+                "INSERT INTO afters VALUES (?, ?, ?)", (shard, self._seq, _pack_afters(changes))
+            )
+            logged = self._logged[shard] = self._logged.get(shard, 0) + len(changes)
+            if logged > self._merged.get(shard, 0) + COMPACT_SLACK:
+                self.compact(shard)
         db.executemany(
             PUT_OBSERVED,
             (
@@ -188,6 +219,21 @@ class WindowFile:
         )  # fmt: skip
         if batch.oldest_minute:
             db.execute("DELETE FROM buckets WHERE minute < ?", (batch.oldest_minute,))
+
+    def compact(self, shard: int) -> None:
+        """The shard's value log as one blob: the latest value of each counter."""
+        afters = self._afters(shard)
+        self.db.execute("DELETE FROM afters WHERE shard = ?", (shard,))
+        self._seq += 1
+        packed = bytes(msgpack.packb([x for key, value in afters.items() for x in (*key, value)]))
+        self.db.execute("INSERT INTO afters VALUES (?, ?, ?)", (shard, self._seq, packed))
+        self._logged[shard], self._merged[shard] = 0, len(afters)
+
+    def blob_bytes(self) -> tuple[int, int]:
+        """The bytes of the bucket blobs and of the value blobs (for benchmarks)."""
+        buckets = self.db.execute("SELECT coalesce(sum(length(deltas)), 0) FROM buckets")
+        afters = self.db.execute("SELECT coalesce(sum(length(items)), 0) FROM afters")
+        return buckets.fetchone()[0], afters.fetchone()[0]
 
     def size_bytes(self) -> int:
         return sum(
@@ -224,13 +270,3 @@ def _gaps(text: str) -> tuple[tuple[int, int], ...]:
     if not isinstance(gaps, list):
         raise ValueError("gaps are a list")
     return tuple((int(low), int(high)) for low, high in gaps)
-
-
-def _delta_rows(
-    deltas: dict[int, dict[Key, int]], afters: dict[Key, Change]
-) -> Iterable[tuple[int, str, str, int, str, int]]:
-    """Bucket rows; a key with a delta has its last change in the same batch."""
-    for minute, changed in deltas.items():
-        for key, delta in changed.items():
-            if delta:
-                yield afters[key][1], key[0], key[1], minute, key[2], delta

@@ -48,7 +48,6 @@ from node.realtime.service import Realtime
 from node.realtime.window_file import (
     FILE_NAME,
     Loaded,
-    Row,
     Stored,
     WindowFile,
     WindowFileError,
@@ -184,9 +183,8 @@ class WindowPersister:
         observation = stored.observation.restored(stored.through_ms, self.clock_ms())
         journal.restoring.discard(shard)
         realtime.install(shard, observation, buckets, whole=True)
-        deltas = journal.minute(minute)
         for key, (tail, seen) in moved.items():
-            deltas[key] = deltas.get(key, 0) + tail
+            journal.touch((shard, key[0], key[1]), minute)
             journal.afters[key] = Change(key, shard, seen - tail, seen)
         self.restored += 1
         self.tail_counters += len(moved)
@@ -194,7 +192,8 @@ class WindowPersister:
     async def write(self) -> None:
         """One batch to the file, in a worker thread; a failed one is given back."""
         realtime, now_ms = self.realtime, self.clock_ms()
-        batch = self.journal.take(self._rows)
+        assert realtime.windows is not None
+        batch = self.journal.take(realtime.windows)
         for shard in realtime.since:
             batch.observed[shard] = Stored(
                 realtime.observation(shard), now_ms, realtime.whole(shard)
@@ -207,16 +206,6 @@ class WindowPersister:
             self.journal.give_back(batch)
             raise
         self.writes += 1
-
-    def _rows(self, shard: int) -> list[Row]:
-        windows = self.realtime.windows
-        rows: list[Row] = []
-        if windows is None:
-            return rows
-        for (tenant, namespace), window in windows.spaces(shard):
-            for minute, bucket in zip(window.minutes, window.deltas, strict=True):
-                rows.extend((tenant, namespace, minute, name, d) for name, d in bucket.items())
-        return rows
 
     async def close(self) -> None:
         """The last write (a clean stop loses nothing), then the file closes."""
