@@ -182,7 +182,7 @@ class WindowFile:
         try:
             with self.db:
                 self._write(batch)
-        except (sqlite3.Error, ValueError, TypeError) as error:
+        except (sqlite3.Error, ValueError, TypeError, OverflowError) as error:
             self._logged.clear()  # counted again from here: a merge only comes later
             raise WindowFileError(f"window file {self.path}: {error}") from error
 

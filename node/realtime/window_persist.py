@@ -1,28 +1,36 @@
 """Windows that survive a restart of every node: written to the window file, restored at start.
 
 Writing. Every `WRITE_INTERVAL_S` (and once more at a clean stop, after the change tap's
-last turn) the journal's batch goes to the window file in a worker thread: the deltas of the
-(counter, minute) buckets changed, each changed counter's value as the tap last handed it
+last turn) the journal's batch goes to the window file in a worker thread: the buckets
+changed since the last write, whole, each changed counter's value as the tap last handed it
 on, and per shard observed its coverage and `through_ms` (P, the take's time). A shard is
 *whole* when the file has the value of every counter it holds here: every counter came to
 this node's windows as a change (observed since ever), or the shard was restored (below);
 loads or drops since (a hand-off) end that, and such a shard is not restored later.
 
 Restoring. At start the file's whole shards wait (`journal.restoring`): the change tap's
-changes of them, recovery merges included, go to neither windows nor journal. Once this node
-is recovered, each such shard it is still a replica of is restored in one loop turn: its
-buckets from the file, and per counter its tail, the value the tap has handed on now minus
-the value the file holds for P (0 for a counter it did not hold then), added to the bucket
-of P's minute. Each change of a counter is then counted exactly once: a change handed on
-before P is in the file's buckets (the file's value for P is the sum of those before it); one
-after P and before the restore is in the tail, and neither in a bucket nor in the journal;
-one after it is observed live. The tail's changes all came after P, so every window that
-begins at or before P's minute is exact, and so is any that begins at or after the restore's
-cut; windows between (a gap) are not answered here (coverage.py). A kill -9 loses at most
-the changes since the last write from the buckets, and none from the windows' sums: they are
-the tail (the values are durable with `--durability sync`; with async durability, a value
-lost with the write-behind is lost to the window too). A SIGTERM writes after the tap's last
-turn, so P is the stop and the tail holds only what other replicas took afterwards.
+changes of them, recovery merges included, go to neither windows nor journal, and queries
+see them as observed from now on. Once this node is recovered and has pulled every
+replica of the shard (one down at its recovery is waited for, RESTORE_WAIT_S at most: its
+own copy of replicated slots is written behind, so without the others' its values may lack
+what it observed, and their return would count twice; past the wait the shard is observed
+from a cut, as without a file), each such shard it is still a replica of is restored in
+one loop turn: its buckets from the file, and per counter its tail, the value the tap has
+handed on now minus the value the file holds for P (0 for a counter it did not hold then;
+minus that value for one it no longer holds), added to the bucket of P's minute. Each
+change of a counter is then counted exactly once: a change handed on before P is in the
+file's buckets, and the file's value for P is the value after it; one after P and before
+the restore is in the tail, and neither in a bucket nor in the journal; one after it is
+observed live. The tail's changes all came after P, so every window that begins at or
+before P's minute is exact, and so is any that begins at or after the restore's cut;
+windows between (a gap: a restart that ends in a later minute than P's leaves one) are not
+answered here (coverage.py). Past that, the bound is the windows' own: a change lands in
+the minute a replica observed it, within the replication delay of when it was made. A kill
+-9 loses at most the changes since the last write (a second) from the buckets, and none
+from the windows' sums: they are the tail (the values are durable with `--durability
+sync`; with async durability, a value lost with the write-behind is lost to the window
+too). A SIGTERM writes after the tap's last turn, so P is the stop and the tail holds only
+what other replicas took afterwards.
 
 Replicas restored at different P (one was down longer) answer the same windows exactly for
 those they cover; the one with the latest P covers the most, and the catch-up (fanout.py)

@@ -7,7 +7,10 @@ unreadable, absent or not whole file restores nothing and the windows say so."""
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 from pathlib import Path
+
+import pytest
 
 from crdt import PNCounter
 from node.base.keys import Key
@@ -15,7 +18,7 @@ from node.realtime.changes import ChangeTap
 from node.realtime.journal import Journal
 from node.realtime.query import Answer, Kind, Query
 from node.realtime.service import Realtime
-from node.realtime.window_file import FILE_NAME
+from node.realtime.window_file import FILE_NAME, WindowFileError
 from node.realtime.window_persist import RESTORE_WAIT_S, WindowPersister, open_window_file
 from node.realtime.windows import MINUTE_MS
 from node.storage.store import CounterStore
@@ -216,3 +219,24 @@ def test_a_restore_waits_for_the_replicas_not_pulled_and_then_gives_up(tmp_path:
     second.realtime.observe(second.ms)
     assert second.persister.given_up == 1 and second.persister.restored == 1
     assert second.realtime.since[1] == T0 + MINUTE_MS  # from its cut, as without a file
+
+
+def test_a_failed_write_is_given_back_and_written_by_the_next(tmp_path: Path) -> None:
+    first = Node(tmp_path, T0 + 1_000)
+    first.recover()
+    first.add(1, 3)
+    file = first.persister.file
+    working, file.db = file.db, sqlite3.connect(":memory:")
+    file.db.close()  # the disk fails under this write
+    with pytest.raises(WindowFileError):
+        asyncio.run(first.persister.write())
+    file.db = working
+    first.add(2, 4)
+    asyncio.run(first.persister.write())
+    durable = values(first)
+    file.close()  # killed after that write: nothing is missing from the file
+    second = Node(tmp_path, T0 + 30_000)
+    second.store.load_durable(durable)
+    second.recover()
+    assert second.persister.tail_counters == 0
+    assert second.minutes() == {1000: {"v:1": 3, "v:2": 4}}
