@@ -99,6 +99,7 @@ class Batch:
     dropped: set[int] = field(default_factory=set)  # shards whose rows go (before the rest)
     rewritten: set[int] = field(default_factory=set)  # shards whose buckets all go first
     oldest_minute: int = 0  # buckets before it go
+    through_ms: int = 0  # every shard with a row is written through it (0: not said)
 
 
 @dataclass
@@ -134,12 +135,15 @@ class WindowFile:
         return db
 
     def observations(self, oldest_ms: int) -> dict[int, Stored]:
-        """Every shard's stored observation written through at or after oldest_ms."""
+        """Every shard's stored observation written through at or after oldest_ms: its row's
+        time, or the file's when later (a write that said so covered every row)."""
         try:
+            found = self.db.execute("SELECT value FROM meta WHERE name = 'through_ms'")
+            through_all = (found.fetchone() or (0,))[0]
             rows = self.db.execute(
-                "SELECT shard, since_ms, gaps, through_ms, whole FROM observed "
-                "WHERE through_ms >= ?",
-                (oldest_ms,),
+                "SELECT shard, since_ms, gaps, max(through_ms, ?), whole FROM observed "
+                "WHERE max(through_ms, ?) >= ?",
+                (through_all, through_all, oldest_ms),
             ).fetchall()
             self._seq = self.db.execute("SELECT coalesce(max(seq), 0) FROM afters").fetchone()[0]
             return {
@@ -219,6 +223,8 @@ class WindowFile:
         )  # fmt: skip
         if batch.oldest_minute:
             db.execute("DELETE FROM buckets WHERE minute < ?", (batch.oldest_minute,))
+        if batch.through_ms:
+            db.execute("INSERT OR REPLACE INTO meta VALUES ('through_ms', ?)", (batch.through_ms,))
 
     def compact(self, shard: int) -> None:
         """The shard's value log as one blob: the latest value of each counter."""

@@ -51,6 +51,7 @@ from pathlib import Path
 from node.base.keys import Key
 from node.base.threads import in_thread
 from node.realtime.buckets import Buckets
+from node.realtime.coverage import Observation
 from node.realtime.journal import Journal
 from node.realtime.service import Realtime
 from node.realtime.window_file import (
@@ -148,6 +149,7 @@ class WindowPersister:
         self.restored = 0  # shards restored from the file
         self.tail_counters = 0  # counters whose tail a restore added
         self.given_up = 0  # shards not restored: a replica stayed unpulled too long
+        self._written: dict[int, tuple[Observation, bool]] = {}  # the file's rows, per shard
 
     async def turn(self) -> None:
         if self.journal.restoring and self.realtime.live:
@@ -202,10 +204,16 @@ class WindowPersister:
         realtime, now_ms = self.realtime, self.clock_ms()
         assert realtime.windows is not None
         batch = self.journal.take(realtime.windows)
+        # Every shard observed is written through now: by one row of the file's (its
+        # `through_ms`) once no shard waits for a restore (whose rows' own P must stay);
+        # until then, by each shard's row. A shard's row otherwise goes only when it moves.
+        waiting = bool(self.journal.restoring)
+        written = self._written
         for shard in realtime.since:
-            batch.observed[shard] = Stored(
-                realtime.observation(shard), now_ms, realtime.whole(shard)
-            )
+            observation, whole = realtime.observation(shard), realtime.whole(shard)
+            if waiting or written.get(shard) != (observation, whole):
+                batch.observed[shard] = Stored(observation, now_ms, whole)
+        batch.through_ms = 0 if waiting else now_ms
         batch.oldest_minute = first_minute(now_ms, MAX_SPAN_MIN)
         self.last_write_ms = now_ms
         try:
@@ -213,6 +221,10 @@ class WindowPersister:
         except WindowFileError:
             self.journal.give_back(batch)
             raise
+        for shard in batch.dropped:
+            written.pop(shard, None)
+        for shard, stored in batch.observed.items():
+            written[shard] = (stored.observation, stored.whole)
         self.writes += 1
 
     async def close(self) -> None:
