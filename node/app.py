@@ -158,7 +158,10 @@ class NodeParts:
         # own thread with the GIL released, so the last flushes take the longer of the two.
         closing = [self.persister.close(), self.history.close()]
         if self.window_file is not None:
-            await self.changes.turn()  # the last changes into the windows, then to the file
+            try:  # the last changes into the windows, then to the file
+                await self.changes.turn()
+            except Exception:  # what it did not hand on is a restore's tail: nothing lost
+                log.exception("the change tap's last turn failed")
             closing.append(self.window_file.close())
         closed = await asyncio.gather(*closing, return_exceptions=True)
         await self.pool.close()
