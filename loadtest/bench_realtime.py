@@ -13,7 +13,11 @@ in a row from one client: p50/p99/max latency and the node's CPU per query; and 
 that the aggregate equals the acknowledged values.
 
 The in-process measure feeds changes of distinct counters through the change tap into a
-Realtime with windows on and off: CPU µs per change of each, and bytes per counter held.
+Realtime with windows on and off: CPU µs per change of each, and bytes per counter held;
+and with windows and a window file (window_persist.py): the CPU per change of the journal
+and of the file's writes (its worker thread's included, one write per minute of changes
+here, the same rows as one a second), and the file's bytes per (counter, minute) and per
+counter.
 """
 
 from __future__ import annotations
@@ -180,6 +184,108 @@ def _feed(changes: int, minutes: int, windows: bool, traced: bool) -> float:
     return held / changes  # the store's records included
 
 
+def _feed_file(changes: int, minutes: int) -> dict[str, float]:
+    """As _feed with windows, a journal and a window file in a temporary dir: CPU µs per
+    change (handing on and writing), and the file's size per (counter, minute) and counter."""
+    import tempfile
+
+    from node.realtime.changes import ChangeTap
+    from node.realtime.journal import Journal
+    from node.realtime.service import Realtime
+    from node.realtime.window_persist import WindowPersister, open_window_file
+    from node.storage.store import CounterStore
+
+    store = CounterStore(shard_of, track_changes=True)
+    clock = [0]
+    journal = Journal()
+    realtime = Realtime(
+        store, 256, lambda s: True, lambda: True, True, lambda: clock[0], journal=journal
+    )
+    tap = ChangeTap(store, shard_of, [realtime], clock_ms=lambda: clock[0])
+    realtime.observe(0)
+    keys = [("t", "ns", f"c{i:07d}") for i in range(changes)]
+    cpu_s = 0.0
+    with tempfile.TemporaryDirectory() as data_dir:
+        file, stored = asyncio.run(open_window_file(Path(data_dir), 0))
+        persister = WindowPersister(realtime, journal, file, stored, lambda: clock[0])
+        gc.collect()
+        for minute in range(minutes):
+            clock[0] = minute * 60_000
+            for key in keys:
+                store.increment_slot(key, "a:1", 1)
+            taken = tap.take()
+            began = time.process_time()
+            realtime.on_changes(taken, clock[0])
+            asyncio.run(persister.write())
+            cpu_s += time.process_time() - began
+            del taken
+        for shard in range(256):  # as the log merges itself once it outgrows its last merge
+            with file.db:
+                file.compact(shard)
+        file.db.execute("VACUUM")
+        file.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        bucket_bytes, value_bytes = file.blob_bytes()
+        size = file.size_bytes()
+        file.close()
+    return {
+        "cpu_us_per_change": cpu_s * 1e6 / (changes * minutes),
+        "bucket_blob_bytes_per_counter_minute": bucket_bytes / (changes * minutes),
+        "value_blob_bytes_per_counter": value_bytes / changes,
+        "file_bytes_per_counter_minute": size / (changes * minutes),
+    }
+
+
+def _restore_cost(changes: int, minutes: int) -> float:
+    """CPU seconds a node takes to restore `changes` counters' windows (`minutes` minutes
+    of buckets each) from its window file at start, every shard, once recovered."""
+    import tempfile
+
+    from node.realtime.changes import ChangeTap
+    from node.realtime.journal import Journal
+    from node.realtime.service import Realtime
+    from node.realtime.window_persist import WindowPersister, open_window_file
+    from node.storage.store import CounterStore
+
+    keys = [("t", "ns", f"c{i:07d}") for i in range(changes)]
+
+    def life(data_dir: Path, now_ms: int, live: list[bool]) -> tuple[Any, ...]:
+        store = CounterStore(shard_of, track_changes=True)
+        journal, clock = Journal(), [now_ms]
+        realtime = Realtime(
+            store, 256, lambda s: True, lambda: live[0], clock_ms=lambda: clock[0],
+            journal=journal,
+        )  # fmt: skip
+        tap = ChangeTap(store, shard_of, [realtime], lambda: clock[0], [realtime.watch])
+        file, stored = asyncio.run(open_window_file(data_dir, now_ms))
+        persister = WindowPersister(realtime, journal, file, stored, lambda: clock[0])
+        return store, realtime, tap, persister, clock
+
+    with tempfile.TemporaryDirectory() as name:
+        data_dir = Path(name)
+        store, realtime, tap, persister, clock = life(data_dir, 0, [True])
+        asyncio.run(tap.turn())
+        realtime.observe(0)
+        for minute in range(minutes):
+            clock[0] = minute * 60_000
+            for key in keys:
+                store.increment_slot(key, "a:1", 1)
+            asyncio.run(tap.turn())
+            asyncio.run(persister.write())
+        asyncio.run(persister.close())
+        live = [False]
+        store, _, tap, persister, _ = life(data_dir, clock[0] + 5_000, live)
+        store.load_slots([(key, shard_of(key), "a:1", minutes, 0) for key in keys])
+        live[0] = True
+        asyncio.run(tap.turn())
+        gc.collect()
+        began = time.process_time()
+        asyncio.run(persister.turn())
+        spent = time.process_time() - began
+        assert persister.restored == 256, persister.restored
+        persister.file.close()
+    return spent
+
+
 def inprocess_cost(changes: int, minutes: int = 3) -> dict[str, Any]:
     """CPU µs per change handed to Realtime (windows on, off) and bytes held per counter."""
     from node.storage.store import CounterStore
@@ -203,6 +309,8 @@ def inprocess_cost(changes: int, minutes: int = 3) -> dict[str, Any]:
         figures[label]["realtime_bytes_per_counter"] = (
             figures[label]["bytes_per_counter"] - figures["store_bytes_per_counter"]
         )
+    figures["window_file"] = _feed_file(changes, max(minutes, 2))
+    figures["window_file"]["restore_cpu_s"] = _restore_cost(changes, minutes)
     return figures
 
 
@@ -216,8 +324,16 @@ def main(argv: list[str] | None = None) -> int:
     on, off = figures["windows_on"], figures["windows_off"]
     per_entry = (on["bytes_per_counter"] - off["bytes_per_counter"]) / args.minutes
     figures["window_bytes_per_counter_minute"] = per_entry
-    for label, f in (("windows on", on), ("windows off", off)):
+    on_file = figures["window_file"]
+    for label, f in (("windows on", on), ("windows off", off), ("window file", on_file)):
         print(f"{label:<12} {f['cpu_us_per_change']:5.2f} CPU us per change handed on")
+    print(
+        f"window file: {on_file['file_bytes_per_counter_minute']:.0f} B on disk per counter "
+        f"and minute with a change, all told; of which blobs: "
+        f"{on_file['bucket_blob_bytes_per_counter_minute']:.1f} B per (counter, minute), "
+        f"{on_file['value_blob_bytes_per_counter']:.1f} B per counter (its last value); "
+        f"restoring them at start: {on_file['restore_cpu_s']:.2f} s CPU"
+    )
     print(
         f"indexes: {off['realtime_bytes_per_counter']:.0f} B per counter beside the store "
         f"(nothing is kept per counter); windows: {per_entry:.0f} B "

@@ -7,6 +7,7 @@ import contextlib
 import logging
 import os
 import sys
+import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
@@ -76,7 +77,10 @@ from node.realtime.changes import ChangeTap
 from node.realtime.fanout import Fanout
 from node.realtime.feed import Feed
 from node.realtime.feed_metrics import FeedCollector
+from node.realtime.journal import Journal
 from node.realtime.service import Realtime
+from node.realtime.window_file import Stored, WindowFile
+from node.realtime.window_persist import WindowPersister, open_window_file
 from node.storage.backends import open_durable, outlives_data_dir
 from node.storage.durable import DurableReplica
 from node.storage.incarnation import Start, start_incarnation
@@ -87,6 +91,7 @@ MAX_BODY_BYTES = 1024 * 1024
 GOSSIP_JITTER = 0.2  # keeps nodes started together from gossiping in lockstep
 CHANGE_TURN_S = 0.1  # how often the change tap hands the store's changes on (node/realtime)
 REALTIME_TURN_S = 0.5  # how often real-time state starts observing shards and catches up
+WINDOW_FILE_TURN_S = 0.1  # how often the window file looks for a restore or a write due
 log = logging.getLogger("counters.node")
 
 
@@ -113,6 +118,7 @@ class NodeParts:
     realtime: Realtime
     fanout: Fanout
     feed: Feed
+    window_file: WindowPersister | None  # None: windows off, or no data dir to keep them
 
     def tasks(self) -> list[asyncio.Task[None]]:
         """Start the background loops, each supervised (node/obs/supervision.py): gossip
@@ -127,6 +133,11 @@ class NodeParts:
             supervisor.start("changes", self.changes.turn, every(CHANGE_TURN_S)),
             supervisor.start("realtime", self.fanout.turn, every(REALTIME_TURN_S)),
             supervisor.start("feed", self.feed.publisher.turn, every(CHANGE_TURN_S)),
+            *(
+                [supervisor.start("window-file", self.window_file.turn, every(WINDOW_FILE_TURN_S))]
+                if self.window_file is not None
+                else []
+            ),
             *(
                 [supervisor.start("event-sinks", self.feed.drain_sinks, every(CHANGE_TURN_S))]
                 if self.feed.pumps
@@ -145,9 +156,14 @@ class NodeParts:
         await self.feed.close()
         # Side by side: two SQLite files (or Redis and PostgreSQL), each written from its
         # own thread with the GIL released, so the last flushes take the longer of the two.
-        closed = await asyncio.gather(
-            self.persister.close(), self.history.close(), return_exceptions=True
-        )
+        closing = [self.persister.close(), self.history.close()]
+        if self.window_file is not None:
+            try:  # the last changes into the windows, then to the file
+                await self.changes.turn()
+            except Exception:  # what it did not hand on is a restore's tail: nothing lost
+                log.exception("the change tap's last turn failed")
+            closing.append(self.window_file.close())
+        closed = await asyncio.gather(*closing, return_exceptions=True)
         await self.pool.close()
         for outcome in closed:
             if isinstance(outcome, BaseException):
@@ -165,9 +181,11 @@ def assemble(
     node_metrics: Metrics,
     traces: Tracing = OFF,
     make_pool: PoolFactory | None = None,
+    window_file: tuple[WindowFile, dict[int, Stored]] | None = None,
 ) -> NodeParts:
     """Wire a node's parts. `make_pool` makes its peer links (an in-memory transport in
-    tests); by default, WebSocket links that report their frames to the metrics."""
+    tests); by default, WebSocket links that report their frames to the metrics.
+    `window_file`: the opened window file and what it can restore (window_persist.py)."""
     cluster = Cluster(config, start.incarnation)
     store = CounterStore(
         cluster.shard_of, int(config.idempotency_window_s * 1000), track_changes=True
@@ -198,12 +216,20 @@ def assemble(
         cluster, store, replicator, quota, idempotent, rotation, traces, refresh_view=gossip.refresh
     )
     guard = ReplayGuard()
+    shift_ms = config.realtime_clock_shift_ms
+
+    def clock_ms() -> int:  # the real-time clock (node/realtime), shifted in tests only
+        return time.time_ns() // 1_000_000 + shift_ms
+
+    journal = Journal() if window_file is not None and config.realtime_windows else None
     realtime = Realtime(
         store,
         config.shards,
         lambda shard: cluster.node_id in cluster.replicas(shard),
         lambda: cluster.recovered,
         windows=config.realtime_windows,
+        clock_ms=clock_ms,
+        journal=journal,
     )
     feed = Feed(config, cluster, pool, store)
     peer_server = PeerServer(
@@ -225,12 +251,24 @@ def assemble(
         tracing=traces,
     )
     changes = ChangeTap(
-        store, cluster.shard_of, [realtime, feed.publisher], before_take=[realtime.watch]
+        store,
+        cluster.shard_of,
+        [realtime, feed.publisher],
+        clock_ms=clock_ms,
+        before_take=[realtime.watch],
     )
     return NodeParts(
         config, cluster, store, pool, persister, handoff, replicator, quota, idempotent,
         coordinator, gossip, guard, peer_server, history, supervisor, changes, realtime,
         Fanout(cluster, pool, realtime), feed,
+        None if journal is None or window_file is None
+        else WindowPersister(
+            realtime,
+            journal,
+            *window_file,
+            clock_ms=clock_ms,
+            unpulled=lambda shard: any(shard in shards for shards in handoff.missed.values()),
+        ),
     )  # fmt: skip
 
 
@@ -241,7 +279,13 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
         config.data_path, config.node_id, durable, outlives_data_dir(config)
     )
     node_metrics, traces = app[METRICS], app[TRACING]
-    parts = assemble(config, start, durable, open_history(config), node_metrics, traces)
+    window_file = None
+    if config.realtime_windows:
+        now_ms = time.time_ns() // 1_000_000 + config.realtime_clock_shift_ms
+        window_file = await open_window_file(config.data_path, now_ms)
+    parts = assemble(
+        config, start, durable, open_history(config), node_metrics, traces, window_file=window_file
+    )
     app[CLUSTER], app[STORE], app[POOL] = parts.cluster, parts.store, parts.pool
     app[PERSISTER], app[HANDOFF], app[GOSSIP] = parts.persister, parts.handoff, parts.gossip
     app[COORDINATOR], app[PEER_GUARD] = parts.coordinator, parts.guard

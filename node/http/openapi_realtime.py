@@ -19,11 +19,12 @@ INCOMPLETE = {
     "complete": {
         "const": False,
         "description": "present (false) when no live replica observed the whole window: "
-        "the whole cluster restarted within it (or, for about a minute, a restart and a join "
-        "touched the same shard). The change is then exactly the net change since the "
-        "answering replicas began observing, at latest observed_since_ms; changes before "
-        "are missing, not estimated. Complete again once the window begins after "
-        "observed_since_ms",
+        "every replica of a shard restarted within it without a usable window file (lost or "
+        "unreadable data dir), a whole-cluster stop began after the window did and lasted "
+        "over a minute, or, for about a minute, a restart and a join touched the same shard. "
+        "The change is then exactly the net change since the answering replicas began "
+        "observing, at latest observed_since_ms; changes before are missing, not estimated. "
+        "Complete again once the window begins after observed_since_ms",
     },
     "observed_since_ms": {
         "type": "integer",

@@ -6,7 +6,6 @@ changes nothing), then ask node/realtime/fanout.py. The tenant comes from the to
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 from aiohttp import web
@@ -36,8 +35,9 @@ def span(request: web.Request, required: bool = False) -> int:
         raise InvalidBody(f"{error}: 1m to 24h, in minutes (m) or hours (h)") from None
 
 
-def _now_ms() -> int:
-    return time.time_ns() // 1_000_000
+def _now_ms(request: web.Request) -> int:
+    """The real-time clock: the one the change tap files minutes by (shifted in tests)."""
+    return request.app[FANOUT].realtime.clock_ms()
 
 
 def _incomplete(body: dict[str, Any], result: Result) -> None:
@@ -49,7 +49,8 @@ def _incomplete(body: dict[str, Any], result: Result) -> None:
 async def window_of(request: web.Request, key: Key, span_min: int) -> dict[str, Any]:
     """The "window" member of a counter read: its net change over the span, and the rate."""
     shard = request.app[CLUSTER].shard_of(key)
-    query = Query(Kind.WINDOW, key[0], key[1], name=key[2], span_min=span_min, at_ms=_now_ms())
+    now_ms = _now_ms(request)
+    query = Query(Kind.WINDOW, key[0], key[1], name=key[2], span_min=span_min, at_ms=now_ms)
     result = await request.app[FANOUT].run(query, [shard])
     body: dict[str, Any] = {
         "span": span_text(span_min),
@@ -77,7 +78,7 @@ async def aggregate(request: web.Request) -> web.Response:
     prefix, span_min = _prefix(request), span(request)
     tenant = auth.principal(request, auth.READ, namespace).tenant
     query = Query(
-        Kind.AGGREGATE, tenant, namespace, prefix=prefix, span_min=span_min, at_ms=_now_ms()
+        Kind.AGGREGATE, tenant, namespace, prefix=prefix, span_min=span_min, at_ms=_now_ms(request)
     )
     result = await request.app[FANOUT].run(query, _all_shards(request))
     body: dict[str, Any] = {
@@ -112,8 +113,9 @@ async def top(request: web.Request) -> web.Response:
     prefix, k, by = _prefix(request), _k(request), _by(request)
     span_min = span(request, required=by is By.CHANGE)
     tenant = auth.principal(request, auth.READ, namespace).tenant
+    now_ms = _now_ms(request)
     query = Query(
-        Kind.TOP, tenant, namespace, prefix=prefix, span_min=span_min, by=by, k=k, at_ms=_now_ms()
+        Kind.TOP, tenant, namespace, prefix=prefix, span_min=span_min, by=by, k=k, at_ms=now_ms
     )
     result = await request.app[FANOUT].run(query, _all_shards(request))
     entries: list[dict[str, Any]] = []

@@ -1,15 +1,18 @@
 """Window catch-up: a replica that began observing a shard late (restarted, or gained it in a
 hand-off) takes the older minutes of its windows from a replica that observed them.
 
-A node observes a shard from the minute boundary after it began to (`since`, service.py):
-every change of a minute from then on reached its own buckets; those before may also hold
-what its recovery merged. That boundary is the cut: every change before it reached the
-other replica's buckets from the other's own `since` on, which is earlier. So once the clock is
-past the cut (plus the replication delay), this node replaces its buckets before the cut by
-the other's and from then on observes the shard since the other's `since`: no change is
-counted twice (its own pre-cut buckets, recovery merges included, are dropped) and none is
-missed. A rolling restart of every node thus leaves windows complete; only a whole-cluster
-restart loses what came before it (fanout.py says so in the answer).
+A node observes a shard live from a minute boundary on (`since`, observing.py; for a shard
+restored from the window file, the restore's cut: `Observation.live_cut`): every change of
+a minute from then on reached its own buckets; those before may also hold what its
+recovery merged, or a restore's tail. That boundary is the cut: every change before it
+reached the other replica's buckets as the other's observation says (coverage.py). So once
+the clock is past the cut (plus the replication delay), this node replaces its buckets
+before the cut by the other's and from then on observes the shard as the other does: no
+change is counted twice (its own pre-cut buckets, recovery merges included, are dropped)
+and none is missed. It does so only when the other's observation answers strictly more
+windows and no gap of the other's ends after the cut (coverage.better). A rolling restart
+thus leaves windows complete, and a restart of every node too, with window files
+(window_persist.py); without them it loses what came before (fanout.py says so).
 
 The wire form of a shard's buckets: [[tenant, namespace, [[minute, [name, delta, name,
 delta, ...]], ...]], ...], at most MAX_ENTRIES (counter, minute) entries: a replica whose
@@ -27,11 +30,6 @@ MAX_ENTRIES = 250_000  # (counter, minute) entries one shard's catch-up carries,
 SETTLE_MS = 2_000  # past the cut, for the other replica's last pre-cut changes to land
 
 Buckets = dict[Space, list[tuple[int, dict[str, int]]]]  # oldest first
-
-
-def cut_minute(since_ms: int) -> int:
-    """The first minute that starts at or after since_ms."""
-    return -(-since_ms // 60_000)
 
 
 def export(windows: Windows, shard: int, since: int, before: int) -> list[Any] | None:

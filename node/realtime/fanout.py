@@ -3,7 +3,8 @@
 A shard's candidates are this node first when it is a ready replica (no round trip), then
 its live replicas in preference order. Each round asks every node for the shards assigned
 to it, all at once (a query waits for the slowest node, not their sum). A shard refused
-(not held there, or, for a window, observed only since after the window began) or on a node
+(not held there, or, for a window, observed only since after the window began or beginning
+in a restore's gap, coverage.py) or on a node
 that failed moves to its next candidate. When no candidate observed a window whole, the one
 that observed it longest answers it, and the result says `complete: false` and since when.
 
@@ -21,6 +22,7 @@ from node.cluster.membership import Cluster
 from node.cluster.pool import PeerPool
 from node.cluster.wire import REALTIME, ProtocolError
 from node.realtime.buckets import Buckets, parse
+from node.realtime.coverage import Observation, better
 from node.realtime.query import Answer, By, Kind, Query, answer_from_wire
 from node.realtime.service import NOT_HELD, Realtime
 from node.realtime.windows import MINUTE_MS
@@ -110,32 +112,35 @@ class Fanout:
         await self.catch_up()
 
     async def catch_up(self) -> None:
-        """For each shard due (buckets.py): of the other live replicas that observed it
-        from earlier, the one that observed it longest gives its buckets before our cut
-        (the first that observed it since ever ends the search); tried once per
-        observation. Not merely the first earlier one: a replica that itself began late
+        """For each shard due (buckets.py): of the other live replicas whose observation
+        answers more windows than ours (coverage.better: it began earlier, or, restored,
+        was written through later), the best gives its buckets before our live cut (one
+        that observed it since ever, with no gap, ends the search); tried once per
+        observation. Not merely the first better one: a replica that itself began late
         would leave this one late for good, and so short of full observers after a join."""
         realtime, me = self.realtime, self.cluster.node_id
         for shard in realtime.catch_up_due(realtime.clock_ms()):
-            since = realtime.since[shard]
-            query = Query(Kind.BUCKETS, "", "", at_ms=since, shards=(shard,))
-            best: tuple[int, Buckets] | None = None
+            ours = realtime.observation(shard)
+            cut = ours.live_cut()
+            query = Query(Kind.BUCKETS, "", "", at_ms=cut * MINUTE_MS, shards=(shard,))
+            best: tuple[Observation, Buckets] | None = None
             for node_id in self.candidates(shard):
                 if node_id == me:
                     continue
                 answer = await self._ask(node_id, query)
                 if answer is None or answer.done != [shard] or answer.buckets is None:
                     continue
-                if answer.since_ms >= (since if best is None else best[0]):
+                theirs = Observation(answer.since_ms, tuple(answer.gaps))
+                if not better(theirs, ours if best is None else best[0], cut):
                     continue
                 try:
-                    best = answer.since_ms, parse(answer.buckets, since // MINUTE_MS)
+                    best = theirs, parse(answer.buckets, cut)
                 except ProtocolError:
                     continue
-                if answer.since_ms == 0:
+                if theirs == Observation():
                     break
             if best is not None:
-                realtime.adopt(shard, since, *best)
+                realtime.adopt(shard, ours, *best)
             realtime.caught_up.add(shard)
 
     async def _ask(self, node_id: str, query: Query) -> Answer | None:

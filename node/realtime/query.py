@@ -95,6 +95,7 @@ class Answer:
     top: list[tuple[str, int, int | None]] = field(default_factory=list)  # name, value, change
     since_ms: int = 0  # the latest observation start among the shards done
     buckets: list[Any] | None = None  # BUCKETS: the shard's buckets, wire form (buckets.py)
+    gaps: list[tuple[int, int]] = field(default_factory=list)  # BUCKETS: coverage.py's gaps
 
     def to_wire(self) -> list[Any]:
         return [
@@ -107,6 +108,7 @@ class Answer:
              for name, value, change in self.top],
             self.since_ms,
             self.buckets,
+            [list(gap) for gap in self.gaps],
         ]  # fmt: skip
 
 
@@ -127,16 +129,21 @@ def _int(obj: object) -> int:
 
 
 def answer_from_wire(obj: object) -> Answer:
-    if not isinstance(obj, list) or len(obj) != 8:
-        raise ProtocolError("a realtime answer is a list of 8")
-    done, refused, counters, total, change, top, since, buckets = obj
+    if not isinstance(obj, list) or len(obj) != 9:
+        raise ProtocolError("a realtime answer is a list of 9")
+    done, refused, counters, total, change, top, since, buckets, gaps = obj
     if not isinstance(done, list) or not all(type(s) is int for s in done):
         raise ProtocolError("bad realtime shards done")
     if not isinstance(refused, list) or not isinstance(top, list):
         raise ProtocolError("bad realtime answer")
     if buckets is not None and not isinstance(buckets, list):
         raise ProtocolError("bad realtime buckets")  # buckets.parse checks the rest
+    if not isinstance(gaps, list) or not all(
+        isinstance(gap, list) and len(gap) == 2 and all(type(m) is int for m in gap) for gap in gaps
+    ):
+        raise ProtocolError("bad realtime gaps")
     answer = Answer(done, {}, _int(counters), _int(total), _int(change), [], _int(since), buckets)
+    answer.gaps = [(low, high) for low, high in gaps]
     for item in refused:
         if not isinstance(item, list) or len(item) != 2:
             raise ProtocolError("bad realtime refusal")

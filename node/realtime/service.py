@@ -1,27 +1,6 @@
 """This node's real-time state: windows and value indexes fed by the change tap, and the
-answers to queries about its shards.
-
-Observation. A replica's windows hold what it saw change since it began observing a shard:
-from the minute boundary after its first turn after recovery at start (its own loads and
-recovery pulls are done by then, so none of them lands in a minute it claims), or after it
-became a replica of a shard it gained (the hand-off is done by then). `since[shard]` is
-that boundary, or 0 when its windows saw the whole history of the shard's counters here:
-every counter it holds came as a change (none loaded, handed over or dropped) and every
-change of it came while this node was a recovered replica of it, so the windows hold each
-change at the minute it reached this node, as any full observer's do. A new cluster's
-windows are so complete from its first write, whether that write reached a node before or
-after the node's first turn (the turn is only when it notices; deciding by "holds no
-counter at the first turn" made a node that took writes in the half second before it
-misjudge itself a late observer, which left a shard without a full observer once a join
-moved the other one away: issue 14). A window is complete at a
-replica when it began at or after `since`; asked strictly, a replica refuses the shards it
-cannot answer completely and says since when it observes them, and the asker tries the next
-replica (fanout.py). A restarted node or a new replica of a shard so answers only windows
-that began after it came, until, once its clock is past the cut, it takes the older
-buckets from a replica that saw them (buckets.py). When no live replica observed a window
-whole (the whole cluster restarted within it), the answer says so (`complete: false` with
-the time observation began) and counts exactly the changes since (`_first`): what is lost
-is the changes before it. Windows are not seeded from the minute history (README says why).
+answers to queries about its shards. Which shards it observes since when, and so which
+windows it answers exactly, is its base (observing.py).
 
 Totals and indexes follow the store shard by shard; a shard that took counters without
 changes (loads, hand-off arrivals) or that the store dropped is re-read from the store
@@ -38,18 +17,24 @@ import itertools
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 
-from node.realtime.answers import AnswerCache
-from node.realtime.buckets import SETTLE_MS, Buckets, adopt, cut_minute, export
+from node.realtime.buckets import export
 from node.realtime.changes import Change
+from node.realtime.coverage import cut_minute
 from node.realtime.index import NamespaceIndex, ValueIndex, top_by_value
+from node.realtime.journal import Journal
+from node.realtime.observing import Observing
 from node.realtime.query import Answer, By, Kind, Query
-from node.realtime.windows import MINUTE_MS, Windows, first_minute, window_start_ms
+from node.realtime.windows import (
+    MINUTE_MS,
+    first_minute,
+    window_start_ms,
+)
 from node.storage.store import CounterStore
 
 NOT_HELD = -1
 
 
-class Realtime:
+class Realtime(Observing):
     """Change subscriber and local query answerer for one node."""
 
     def __init__(
@@ -60,38 +45,18 @@ class Realtime:
         recovered: Callable[[], bool],
         windows: bool = True,
         clock_ms: Callable[[], int] = lambda: time.time_ns() // 1_000_000,
+        journal: Journal | None = None,
     ) -> None:
-        self.store = store
-        self.shard_count = shard_count
-        self.is_replica = is_replica
-        self.recovered = recovered
-        self.clock_ms = clock_ms
+        super().__init__(store, shard_count, is_replica, recovered, windows, clock_ms, journal)
         self.index = ValueIndex()
-        self.windows: Windows | None = Windows() if windows else None
-        self.since: dict[int, int] = {}  # shard -> unix ms this node observes it from
-        self.caught_up: set[int] = set()  # shards whose older buckets need no catch-up
-        # Shards with a change the windows took while this node was not a recovered replica
-        # of them (recovery merges, frames before a hand-off), or whose windows it dropped:
-        # their windows lack or misplace history, so observing them starts at a cut.
-        self.unseen: set[int] = set()
-        self._live = False  # recovered() as last seen (watch)
+        self._minute = 0  # the latest minute changes went to: a clock stepping back stays
         # per shard: the store's drops and arrivals the index has seen (stale_shards)
         self._seen: dict[int, tuple[int, int]] = {}
         self.rebuilds = 0  # shards indexed afresh from the store
-        self.answers = AnswerCache()  # answers.py: repeated queries, until something moves
         self.kept_answers = 0  # queries answered from it
         self.queries: dict[Kind, int] = {kind: 0 for kind in Kind}  # answered here
 
     # -- feeding ----------------------------------------------------------------------------
-
-    def watch(self) -> None:
-        """Note the instant this node is recovered: the changes the store holds for the tap
-        so far may be recovery merges. The change tap calls it before each take, so no
-        change made after recovery is taken for one made before it."""
-        live = self.recovered()
-        if live and not self._live:
-            self.unseen |= self.store.pending_shards()
-        self._live = live
 
     def on_changes(self, changes: Sequence[Change], at_ms: int) -> None:
         minute = at_ms // MINUTE_MS
@@ -105,12 +70,38 @@ class Realtime:
             return
         window_add = windows.add
         since, live, is_replica, unseen = self.since, self._live, self.is_replica, self.unseen
+        if self.journal is not None:
+            self._journaled(changes, max(minute, self._minute))
+            return
         for (tenant, namespace, name), shard, before, after in changes:
             index_change(shard, tenant, namespace, name, before, after)
             if after != before:  # else a counter new here at 0: named, not a change
                 window_add(shard, tenant, namespace, name, minute, after - before)
             if shard not in since and not (live and is_replica(shard)):
                 unseen.add(shard)
+        if self.answers:
+            self.answers.changed({change[0][:2] for change in changes})
+
+    def _journaled(self, changes: Sequence[Change], minute: int) -> None:
+        """on_changes with a window file: the same, and the journal takes each change."""
+        assert self.windows is not None and self.journal is not None
+        self._minute = minute
+        index_change, window_add = self.index.change, self.windows.add
+        since, live, is_replica, unseen = self.since, self._live, self.is_replica, self.unseen
+        journal = self.journal
+        touched, afters, restoring = journal.touched, journal.afters, journal.restoring
+        for change in changes:
+            key, shard, before, after = change
+            tenant, namespace, name = key
+            index_change(shard, tenant, namespace, name, before, after)
+            if shard not in since and not (live and is_replica(shard)):
+                unseen.add(shard)
+            if restoring and shard in restoring:
+                continue  # the restore's tail (window_persist.py)
+            if after != before:
+                window_add(shard, tenant, namespace, name, minute, after - before)
+                touched.setdefault((shard, tenant, namespace), minute)
+            afters[key] = change
         if self.answers:
             self.answers.changed({change[0][:2] for change in changes})
 
@@ -140,61 +131,11 @@ class Realtime:
         self.rebuilds += 1
         self.answers.clear()
 
-    def observed_whole(self, shard: int) -> bool:
-        """Whether this node's windows hold every change of the shard's counters here (see
-        the module's docstring): then it observes the shard since ever (0)."""
-        store = self.store
-        return (
-            shard not in self.unseen
-            and not store.arrivals.get(shard, 0)
-            and not store.drops.get(shard, 0)
-        )
-
     def observe(self, now_ms: int) -> None:
-        """Start or stop observing shards as this node becomes or stops being a replica."""
-        self.watch()
-        if not self._live:
-            return
-        windows = self.windows
-        for shard in range(self.shard_count):
-            if self.is_replica(shard):
-                if shard not in self.since:
-                    # Else from the next minute: the one under way may hold recovery merges.
-                    if self.observed_whole(shard):
-                        self.since[shard] = 0
-                        self.caught_up.add(shard)
-                    else:
-                        self.since[shard] = cut_minute(now_ms) * MINUTE_MS
-                    self.answers.clear()
-            elif shard in self.since:
-                del self.since[shard]
-                self.answers.clear()
-                self.caught_up.discard(shard)
-                self.unseen.add(shard)
-                if windows is not None:
-                    windows.drop_shard(shard)
-        if windows is not None:
-            windows.prune(now_ms)
-        self.index.forget_idle(now_ms)
-
-    def catch_up_due(self, now_ms: int) -> list[int]:
-        """Shards observed from a cut this clock is past: time to take older buckets."""
-        return [
-            shard
-            for shard, since in self.since.items()
-            if shard not in self.caught_up and now_ms >= since + SETTLE_MS
-        ]
-
-    def adopt(self, shard: int, since: int, their_since: int, theirs: Buckets) -> bool:
-        """Take a replica's buckets before our cut, if it observed the shard from earlier
-        (and we still from `since`); True when taken."""
-        if self.since.get(shard) != since or their_since >= since:
-            return False
-        if self.windows is not None:
-            adopt(self.windows, shard, since // MINUTE_MS, theirs)
-        self.since[shard] = their_since
-        self.answers.clear()
-        return True
+        """Observing.observe, and idle namespace indexes go."""
+        super().observe(now_ms)
+        if self.live:
+            self.index.forget_idle(now_ms)
 
     async def turn(self) -> None:
         """One supervised turn: observe. Stale shards are re-read when a query needs them
@@ -241,11 +182,17 @@ class Realtime:
         start_ms = window_start_ms(query.at_ms, query.span_min) if query.span_min else 0
         if any(shard not in self.since for shard in query.shards):
             self.observe(self.clock_ms())  # recovered or handed over since the last turn
+        first = start_ms // MINUTE_MS
         for shard in query.shards:
             since = self.since.get(shard)
+            if since is None and self.journal is not None and shard in self.journal.restoring:
+                since = cut_minute(query.at_ms) * MINUTE_MS  # not yet: as if from now on
             if since is None or not self.is_replica(shard):
                 answer.refused[shard] = NOT_HELD
-            elif query.strict and query.span_min and since > start_ms:
+                continue
+            if query.span_min:
+                since = max(since, self._start(shard, first) * MINUTE_MS)
+            if query.strict and query.span_min and since > start_ms:
                 answer.refused[shard] = since
             else:
                 answer.done.append(shard)
@@ -277,7 +224,7 @@ class Realtime:
         window it did not observe whole (asked not strictly), the minute it began observing
         the shard, so the change is exactly the one since then (the minute under way at its
         start may hold recovery merges, which are not changes of that minute)."""
-        return max(first_minute(query.at_ms, query.span_min), self.since.get(shard, 0) // MINUTE_MS)
+        return self._start(shard, first_minute(query.at_ms, query.span_min))
 
     def _change(self, shard: int, query: Query, name: str) -> int | None:
         if not query.span_min:
@@ -295,6 +242,7 @@ class Realtime:
         [shard] = answer.done
         since = self.since[shard] // MINUTE_MS
         answer.buckets = export(self.windows, shard, since, query.at_ms // MINUTE_MS)
+        answer.gaps = list(self.gaps.get(shard, ()))
 
     def _window(self, query: Query, answer: Answer) -> None:
         for shard in answer.done:

@@ -11,8 +11,11 @@ store's) per minute in which the counter changed, at most 1,441 of them; nothing
 counter unchanged for 24 hours. Measured: 34 bytes per (counter, minute) with small changes
 (`loadtest/bench_realtime.py`), 28 more when |change| > 256 (an int object). A counter
 changed every minute of a day costs ~50-90 KB, one changed a few times an hour a few
-hundred bytes. Buckets are grouped per (shard, tenant, namespace), so a namespace's
-aggregate never walks other namespaces, and a shard that leaves the node goes in one pop.
+hundred bytes. With a window file (window_persist.py) the journal also holds each counter
+changed since its last write (one second) once, until the write takes it: bounded by a
+second's changes, not by the day. Buckets are grouped per (shard, tenant, namespace), so a
+namespace's aggregate never walks other namespaces, and a shard that leaves the node goes
+in one pop.
 
 Which changes land in which minute is this replica's observation: the tap turn's time.
 A write reaches each replica within the replication delay, so a window is exact for every

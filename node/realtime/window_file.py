@@ -1,0 +1,278 @@
+"""The window file: a node's own window buckets and observation state, kept in its data dir.
+
+One SQLite file (`windows.sqlite3`), this node's alone and the same whether the durable
+replica is SQLite or Redis. Per shard this node observes: its observation (coverage.py),
+the time its rows were last written through (`through_ms`, P), and whether the file holds
+every counter's value as of P (`whole`: restorable). Per (shard, tenant, namespace, minute)
+the bucket, whole, as one msgpack map (name -> change): a write replaces
+the buckets changed since the previous one, so its cost is the packing of those buckets
+(C speed), not a B-tree row per change. Per shard, a log of blobs of the values the change
+tap last handed on (tenant, namespace, name, value, ...), one per write that changed the
+shard, later ones winning; merged into one when it outgrows its last merge (COMPACT_SLACK),
+so a value costs O(1) to keep however often its counter changes. Each write
+is one transaction, so after a kill -9 the file holds the state of its last write entirely
+or the previous one: buckets, values and P always agree. WAL with synchronous=NORMAL
+survives a killed process (not a power cut).
+
+The sqlite3 module blocks: every method here runs in a worker thread, one at a time
+(window_persist.py). A file that cannot be read is set aside (renamed `.bad`) and a new one
+begun: nothing is restored from it, and the windows answer from their live cut, saying so.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import sqlite3
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import msgpack
+
+from node.base.keys import Key
+from node.realtime.coverage import Observation
+from node.storage.store_dirty import Change
+
+FILE_NAME = "windows.sqlite3"
+VERSION = 2
+log = logging.getLogger("counters.realtime")
+
+# a shard's value log is merged into one blob once the values logged since its last
+# merge outnumber the merged ones by this many: each merge's cost is paid by as many
+# values written before it, and the log stays within twice its merged size plus this
+COMPACT_SLACK = 4096
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS observed (
+    shard INTEGER PRIMARY KEY,
+    since_ms INTEGER NOT NULL,
+    gaps TEXT NOT NULL,
+    through_ms INTEGER NOT NULL,
+    whole INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS buckets (
+    shard INTEGER NOT NULL,
+    tenant TEXT NOT NULL,
+    namespace TEXT NOT NULL,
+    minute INTEGER NOT NULL,
+    deltas BLOB NOT NULL,
+    PRIMARY KEY (shard, tenant, namespace, minute)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS afters (
+    shard INTEGER NOT NULL,
+    seq INTEGER NOT NULL,
+    items BLOB NOT NULL,
+    PRIMARY KEY (shard, seq)
+) WITHOUT ROWID;
+"""
+PUT_BUCKET = "INSERT OR REPLACE INTO buckets VALUES (?, ?, ?, ?, ?)"
+PUT_OBSERVED = "INSERT OR REPLACE INTO observed VALUES (?, ?, ?, ?, ?)"
+
+
+class WindowFileError(Exception):
+    """The window file could not be read or written."""
+
+
+@dataclass(frozen=True)
+class Stored:
+    """A shard's observation as the file holds it."""
+
+    observation: Observation
+    through_ms: int
+    whole: bool
+
+
+Space = tuple[str, str]  # (tenant, namespace)
+BucketKey = tuple[int, str, str, int]  # shard, tenant, namespace, minute
+
+
+@dataclass
+class Batch:
+    """What one write adds: taken from the journal (journal.py) on the event loop."""
+
+    buckets: dict[BucketKey, dict[str, int]] = field(default_factory=dict)  # copies, whole
+    # key -> the change tap's last change of it: its shard and its value after
+    afters: dict[Key, Change] = field(default_factory=dict)
+    observed: dict[int, Stored] = field(default_factory=dict)
+    dropped: set[int] = field(default_factory=set)  # shards whose rows go (before the rest)
+    rewritten: set[int] = field(default_factory=set)  # shards whose buckets all go first
+    oldest_minute: int = 0  # buckets before it go
+    through_ms: int = 0  # every shard with a row is written through it (0: not said)
+
+
+@dataclass
+class Loaded:
+    """A shard's rows, read back for a restore."""
+
+    buckets: dict[Space, list[tuple[int, dict[str, int]]]]  # oldest first
+    afters: dict[Key, int]
+
+
+def _pack_afters(changes: Iterable[Change]) -> bytes:
+    return bytes(msgpack.packb([x for change in changes for x in (*change[0], change[3])]))
+
+
+class WindowFile:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.db = self._open()
+        self._seq = 0
+        # per shard: values logged since its log was last merged, and how many that left
+        self._logged: dict[int, int] = {}
+        self._merged: dict[int, int] = {}
+
+    def _open(self) -> sqlite3.Connection:
+        try:
+            db = _connect(self.path)
+        except sqlite3.DatabaseError as error:
+            log.warning("window file %s unreadable, set aside: %s", self.path, error)
+            for suffix in ("", "-wal", "-shm"):
+                with contextlib.suppress(FileNotFoundError):
+                    Path(f"{self.path}{suffix}").replace(f"{self.path}{suffix}.bad")
+            db = _connect(self.path)
+        return db
+
+    def observations(self, oldest_ms: int) -> dict[int, Stored]:
+        """Every shard's stored observation written through at or after oldest_ms: its row's
+        time, or the file's when later (a write that said so covered every row)."""
+        try:
+            found = self.db.execute("SELECT value FROM meta WHERE name = 'through_ms'")
+            through_all = (found.fetchone() or (0,))[0]
+            rows = self.db.execute(
+                "SELECT shard, since_ms, gaps, max(through_ms, ?), whole FROM observed "
+                "WHERE max(through_ms, ?) >= ?",
+                (through_all, through_all, oldest_ms),
+            ).fetchall()
+            self._seq = self.db.execute("SELECT coalesce(max(seq), 0) FROM afters").fetchone()[0]
+            return {
+                shard: Stored(Observation(since, _gaps(gaps)), through, bool(whole))
+                for shard, since, gaps, through, whole in rows
+            }
+        except (sqlite3.Error, ValueError, TypeError) as error:
+            raise WindowFileError(f"window file {self.path}: {error}") from error
+
+    def load(self, shard: int) -> Loaded:
+        """The shard's buckets and values; WindowFileError when unreadable."""
+        try:
+            buckets: dict[Space, list[tuple[int, dict[str, int]]]] = {}
+            rows = self.db.execute(
+                "SELECT tenant, namespace, minute, deltas FROM buckets WHERE shard = ? "
+                "ORDER BY tenant, namespace, minute",
+                (shard,),
+            )
+            for tenant, namespace, minute, packed in rows:
+                bucket = msgpack.unpackb(packed)
+                if not isinstance(bucket, dict):
+                    raise ValueError("a bucket is a map of names to changes")
+                buckets.setdefault((tenant, namespace), []).append((minute, bucket))
+            return Loaded(buckets, self._afters(shard))
+        except (sqlite3.Error, ValueError, TypeError) as error:
+            raise WindowFileError(f"window file {self.path}: {error}") from error
+
+    def _afters(self, shard: int) -> dict[Key, int]:
+        afters: dict[Key, int] = {}
+        rows = self.db.execute("SELECT items FROM afters WHERE shard = ? ORDER BY seq", (shard,))
+        for (packed,) in rows:
+            flat = msgpack.unpackb(packed)
+            for index in range(0, len(flat), 4):
+                tenant, namespace, name, value = flat[index : index + 4]
+                afters[(tenant, namespace, name)] = value
+        return afters
+
+    def write(self, batch: Batch) -> None:
+        """One transaction: all of the batch or none of it."""
+        try:
+            with self.db:
+                self._write(batch)
+        except (sqlite3.Error, ValueError, TypeError, OverflowError) as error:
+            self._logged.clear()  # counted again from here: a merge only comes later
+            raise WindowFileError(f"window file {self.path}: {error}") from error
+
+    def _write(self, batch: Batch) -> None:
+        db = self.db
+        for shard in batch.dropped:
+            for table in ("observed", "buckets", "afters"):
+                db.execute(f"DELETE FROM {table} WHERE shard = ?", (shard,))
+            self._logged.pop(shard, None)
+            self._merged.pop(shard, None)
+        for shard in batch.rewritten:
+            db.execute("DELETE FROM buckets WHERE shard = ?", (shard,))
+        db.executemany(
+            PUT_BUCKET, ((*key, msgpack.packb(bucket)) for key, bucket in batch.buckets.items())
+        )
+        by_shard: dict[int, list[Change]] = {}
+        for change in batch.afters.values():
+            by_shard.setdefault(change[1], []).append(change)
+        for shard, changes in by_shard.items():
+            self._seq += 1
+            db.execute(
+                "INSERT INTO afters VALUES (?, ?, ?)", (shard, self._seq, _pack_afters(changes))
+            )
+            logged = self._logged[shard] = self._logged.get(shard, 0) + len(changes)
+            if logged > self._merged.get(shard, 0) + COMPACT_SLACK:
+                self.compact(shard)
+        db.executemany(
+            PUT_OBSERVED,
+            (
+                (shard, s.observation.since_ms, json.dumps(s.observation.gaps), s.through_ms,
+                 int(s.whole))
+                for shard, s in batch.observed.items()
+            ),
+        )  # fmt: skip
+        if batch.oldest_minute:
+            db.execute("DELETE FROM buckets WHERE minute < ?", (batch.oldest_minute,))
+        if batch.through_ms:
+            db.execute("INSERT OR REPLACE INTO meta VALUES ('through_ms', ?)", (batch.through_ms,))
+
+    def compact(self, shard: int) -> None:
+        """The shard's value log as one blob: the latest value of each counter."""
+        afters = self._afters(shard)
+        self.db.execute("DELETE FROM afters WHERE shard = ?", (shard,))
+        self._seq += 1
+        packed = bytes(msgpack.packb([x for key, value in afters.items() for x in (*key, value)]))
+        self.db.execute("INSERT INTO afters VALUES (?, ?, ?)", (shard, self._seq, packed))
+        self._logged[shard], self._merged[shard] = 0, len(afters)
+
+    def blob_bytes(self) -> tuple[int, int]:
+        """The bytes of the bucket blobs and of the value blobs (for benchmarks)."""
+        buckets = self.db.execute("SELECT coalesce(sum(length(deltas)), 0) FROM buckets")
+        afters = self.db.execute("SELECT coalesce(sum(length(items)), 0) FROM afters")
+        return buckets.fetchone()[0], afters.fetchone()[0]
+
+    def size_bytes(self) -> int:
+        return sum(
+            Path(f"{self.path}{suffix}").stat().st_size
+            for suffix in ("", "-wal")
+            if Path(f"{self.path}{suffix}").exists()
+        )
+
+    def close(self) -> None:
+        self.db.close()
+
+
+def _connect(path: Path) -> sqlite3.Connection:
+    db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    try:
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=NORMAL")
+        db.executescript(SCHEMA)
+        row = db.execute("SELECT value FROM meta WHERE name = 'version'").fetchone()
+        if row is None:
+            db.execute("INSERT INTO meta VALUES ('version', ?)", (VERSION,))
+        elif row[0] != VERSION:
+            raise sqlite3.DatabaseError(f"window file version {row[0]}, not {VERSION}")
+        db.execute("SELECT count(*) FROM observed").fetchone()
+    except BaseException:
+        db.close()
+        raise
+    db.isolation_level = "DEFERRED"  # transactions again, one per `with db`
+    return db
+
+
+def _gaps(text: str) -> tuple[tuple[int, int], ...]:
+    gaps = json.loads(text)
+    if not isinstance(gaps, list):
+        raise ValueError("gaps are a list")
+    return tuple((int(low), int(high)) for low, high in gaps)

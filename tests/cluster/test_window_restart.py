@@ -1,0 +1,143 @@
+"""Windows survive a restart of every node (issue 14): write with sync durability into
+counters across two minutes' buckets, kill -9 every node at once right after the last
+acknowledged write (so the last second's buckets were never written to the window files),
+start them all again, and every windowed read, windowed aggregate and top k by change
+equals the model, with no `complete: false`; then the same across a SIGTERM of every node.
+
+The nodes' real-time clock is shifted (COUNTERS_REALTIME_CLOCK_SHIFT_MS) so that a
+minute's edge falls a few seconds after the cluster is up: the test crosses it without
+waiting a minute."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from typing import Any
+
+from tests.cluster.harness import Cluster, Node, eventually
+
+NS = "wr"
+NAMES = [f"{group}:{i}" for group in ("a", "b") for i in range(5)]
+MINUTE_MS = 60_000
+LEAD_MS = 12_000  # from the shifted clock at start to the minute's edge
+
+
+class Model:
+    def __init__(self) -> None:
+        self.values: dict[str, int] = {}
+
+    async def write(self, cluster: Cluster, nodes: list[Node], rounds: int, seed: int) -> None:
+        rng = random.Random(seed)
+        for _ in range(rounds):
+            name, delta = rng.choice(NAMES), rng.randint(-3, 20)
+            status, body = await cluster.increment(rng.choice(nodes), NS, name, delta)
+            assert status == 200, body
+            self.values[name] = self.values.get(name, 0) + delta
+
+
+async def windows_match(cluster: Cluster, node: Node, model: Model) -> None:
+    """Every window at node (all writes lie within them) equals the model, complete."""
+    seen: dict[str, Any] = {}
+    values = model.values
+
+    async def check() -> bool:
+        for span, seconds in (("1m", 60), ("15m", 900)):
+            for prefix in ("", "a:"):
+                path = f"/v1/namespaces/{NS}/aggregate?prefix={prefix}&window={span}"
+                status, body = await cluster.get(node, path)
+                seen[f"aggregate {prefix} {span}"] = (status, body)
+                chosen = [v for n, v in values.items() if n.startswith(prefix)]
+                want = {
+                    "namespace": NS,
+                    "prefix": prefix,
+                    "counters": len(chosen),
+                    "total": sum(chosen),
+                    "window": {"span": span, "change": sum(chosen)},
+                }
+                if (status, body) != (200, want):
+                    return False
+            status, body = await cluster.get(
+                node, f"/v1/namespaces/{NS}/top?k=4&by=change&window={span}"
+            )
+            seen[f"top {span}"] = (status, body)
+            ranked = sorted(((-v, n) for n, v in values.items() if v))[:4]
+            want_top = [{"name": n, "value": -v, "change": -v} for v, n in ranked]
+            if status != 200 or body["top"] != want_top or "complete" in body:
+                return False
+            for name in NAMES:
+                path = f"/v1/namespaces/{NS}/counters/{name}?window={span}"
+                status, body = await cluster.get(node, path)
+                seen[f"window {name} {span}"] = (status, body)
+                want_change = values.get(name, 0)
+                if status != 200 or body.get("window") != {
+                    "span": span,
+                    "change": want_change,
+                    "rate_per_s": round(want_change / seconds, 6),
+                }:
+                    return False
+        return True
+
+    await eventually(check, f"complete windows at {node.node_id}", 20, show=lambda: seen)
+
+
+async def restart_all(cluster: Cluster, nodes: list[Node]) -> None:
+    for node in nodes:
+        node.start(cluster.seeds())
+    for node in nodes:
+        await cluster.wait_ready(node)
+    await cluster.settled_ring(nodes, {node.node_id for node in nodes})
+
+
+async def test_windows_survive_a_kill_and_a_stop_of_every_node(cluster: Cluster):
+    now_ms = time.time_ns() // 1_000_000
+    edge_ms = (now_ms + LEAD_MS) // MINUTE_MS * MINUTE_MS + MINUTE_MS
+    shift_ms = edge_ms - LEAD_MS - now_ms  # the shifted clock reaches the edge in LEAD_MS
+    cluster.settings.update(
+        COUNTERS_DURABILITY="sync", COUNTERS_REALTIME_CLOCK_SHIFT_MS=str(shift_ms)
+    )
+    nodes = await cluster.start(3)
+    model = Model()
+    await model.write(cluster, nodes, 30, seed=1)
+    to_edge_s = (edge_ms - shift_ms - time.time_ns() // 1_000_000) / 1000
+    assert to_edge_s > 0, f"the first writes ended {-to_edge_s:.1f}s after the minute's edge"
+    await asyncio.sleep(to_edge_s + 0.2)  # the clock itself, not a state: nothing to poll
+    await model.write(cluster, nodes, 30, seed=2)
+
+    for node in nodes:  # within the window files' write interval of the last write
+        node.kill()
+    await restart_all(cluster, nodes)
+    for node in nodes:
+        await windows_match(cluster, node, model)
+
+    await model.write(cluster, nodes, 20, seed=3)
+    await cluster.stop()
+    await restart_all(cluster, nodes)
+    for node in nodes:
+        await windows_match(cluster, node, model)
+
+
+async def test_a_node_without_a_readable_window_file_says_its_windows_are_incomplete(
+    cluster: Cluster,
+):
+    """Its window file unreadable (then, set aside, absent): the only replica restores
+    nothing, so windows count from its restart and say so; values are untouched."""
+    [node] = await cluster.start(1)
+    for damage in ("unreadable", "absent"):
+        status, _ = await cluster.increment(node, NS, "a:1", 5)
+        assert status == 200
+        await cluster.stop()
+        window_file = cluster.root / node.node_id / "windows.sqlite3"
+        if damage == "unreadable":
+            window_file.write_bytes(b"\x00not sqlite" * 4096)
+        else:
+            window_file.unlink()
+        for suffix in ("-wal", "-shm"):
+            window_file.with_name(window_file.name + suffix).unlink(missing_ok=True)
+        await restart_all(cluster, [node])
+        status, body = await cluster.get(node, f"/v1/namespaces/{NS}/counters/a:1?window=15m")
+        assert status == 200, body
+        window = body["window"]  # from its restart: nothing before it, and it says so
+        assert window["change"] == 0 and window.get("complete") is False, (damage, body)
+        assert window["observed_since_ms"] > time.time_ns() // 1_000_000 - MINUTE_MS, body
+        assert body["value"] == (5 if damage == "unreadable" else 10)

@@ -1,0 +1,242 @@
+"""The window file (node/realtime/window_file.py, window_persist.py) over a real store, change
+tap and SQLite file: a node that dies after its last write restores its buckets and adds
+each counter's tail (what it missed) to the minute of that write, counting every change
+once, recovery merges included; a long stop leaves a gap it does not answer strictly; an
+unreadable, absent or not whole file restores nothing and the windows say so."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from crdt import PNCounter
+from node.base.keys import Key
+from node.realtime.changes import ChangeTap
+from node.realtime.journal import Journal
+from node.realtime.query import Answer, Kind, Query
+from node.realtime.service import Realtime
+from node.realtime.window_file import FILE_NAME, WindowFileError
+from node.realtime.window_persist import RESTORE_WAIT_S, WindowPersister, open_window_file
+from node.realtime.windows import MINUTE_MS
+from node.storage.store import CounterStore
+
+SHARDS = 2
+T0 = 1_000 * MINUTE_MS
+
+
+def shard_of(key: Key) -> int:
+    return int(key[2].rsplit(":", 1)[-1]) % SHARDS
+
+
+def key(i: int) -> Key:
+    return ("t", "ns", f"v:{i}")
+
+
+class Node:
+    """One life of a node: a store, its tap, Realtime and the window file of `data_dir`."""
+
+    def __init__(self, data_dir: Path, now_ms: int) -> None:
+        self.ms = now_ms
+        self.recovered = False
+        self.unpulled: set[int] = set()  # shards with a replica not pulled at recovery
+        self.store = CounterStore(shard_of, track_changes=True)
+        journal = Journal()
+        self.realtime = Realtime(
+            self.store,
+            SHARDS,
+            lambda s: True,
+            lambda: self.recovered,
+            clock_ms=self.clock,
+            journal=journal,
+        )
+        self.tap = ChangeTap(
+            self.store, shard_of, [self.realtime], self.clock, [self.realtime.watch]
+        )
+        file, stored = asyncio.run(open_window_file(data_dir, now_ms))
+        self.persister = WindowPersister(
+            self.realtime, journal, file, stored, self.clock, lambda s: s in self.unpulled
+        )
+
+    def clock(self) -> int:
+        return self.ms
+
+    def recover(self) -> None:
+        self.recovered = True
+        asyncio.run(self.tap.turn())
+        asyncio.run(self.persister.turn())  # restores what waits, writes
+        self.realtime.observe(self.ms)
+
+    def add(self, i: int, delta: int, actor: str = "a:1") -> None:
+        self.store.increment_slot(key(i), actor, delta)
+        asyncio.run(self.tap.turn())
+
+    def ask(self, span_min: int, strict: bool = False, name: str = "") -> Answer:
+        kind = Kind.WINDOW if name else Kind.AGGREGATE
+        query = Query(
+            kind, "t", "ns", name=name, span_min=span_min, at_ms=self.ms,
+            shards=tuple(range(SHARDS)), strict=strict,
+        )  # fmt: skip
+        return self.realtime.answer(query)
+
+    def minutes(self) -> dict[int, dict[str, int]]:
+        """minute -> name -> change, over every shard."""
+        out: dict[int, dict[str, int]] = {}
+        assert self.realtime.windows is not None
+        for shard in range(SHARDS):
+            window = self.realtime.windows.get(shard, "t", "ns")
+            for minute, bucket in zip(window.minutes, window.deltas, strict=True) if window else ():
+                out.setdefault(minute, {}).update(bucket)
+        return out
+
+    def stop(self) -> None:
+        asyncio.run(self.persister.close())
+
+
+def values(node: Node) -> list[tuple[Key, PNCounter]]:
+    return [(k, PNCounter.from_slot("a:1", v, 0)) for k, v in node.store.shard_values(0)] + [
+        (k, PNCounter.from_slot("a:1", v, 0)) for k, v in node.store.shard_values(1)
+    ]
+
+
+def test_a_kill_after_the_last_write_loses_no_change_from_the_windows(tmp_path: Path) -> None:
+    first = Node(tmp_path, T0 + 1_000)
+    first.recover()  # an empty store: observed since ever
+    first.add(1, 3)
+    first.add(2, 4)
+    first.ms = T0 + MINUTE_MS + 10_000
+    first.add(1, 5)
+    asyncio.run(first.persister.write())  # P: minute 1001
+    first.ms += 10_000
+    first.add(2, 6)  # after the last write: a kill -9 loses them from the file
+    first.add(3, 2)
+    durable = values(first)
+    first.persister.file.close()  # killed: nothing more is written
+
+    second = Node(tmp_path, T0 + MINUTE_MS + 40_000)
+    own = [(k, s) for k, s in durable if k != key(2)]
+    second.store.load_durable([*own, (key(2), PNCounter.from_slot("a:1", 4, 0))])
+    second.store.merge(key(2), PNCounter.from_slot("a:1", 10, 0))  # a peer's, while recovering
+    second.recover()
+    assert second.persister.restored == SHARDS and second.persister.tail_counters == 2
+    assert second.minutes() == {1000: {"v:1": 3, "v:2": 4}, 1001: {"v:1": 5, "v:2": 6, "v:3": 2}}
+    strict = second.ask(1, strict=True)  # minutes 1000 and 1001: observed whole
+    assert sorted(strict.done) == [0, 1] and strict.change == 20
+    second.add(1, 1)  # live again: counted once
+    assert second.ask(15, name="v:1").change == 9
+    second.stop()  # a clean stop writes through the stop: nothing to add at the next start
+
+    third = Node(tmp_path, second.ms + 5_000)
+    third.store.load_durable(values(second))
+    third.recover()
+    assert third.persister.tail_counters == 0
+    assert third.minutes() == second.minutes()
+    assert third.ask(15, strict=True).change == 21
+
+
+def test_a_long_stop_leaves_a_gap_that_is_not_answered_strictly(tmp_path: Path) -> None:
+    first = Node(tmp_path, T0 + 1_000)
+    first.recover()
+    first.add(1, 3)
+    first.stop()  # P: minute 1000
+    second = Node(tmp_path, T0 + 10 * MINUTE_MS + 30_000)  # back in minute 1010
+    second.store.load_durable([(key(1), PNCounter.from_slot("a:1", 3, 0))])
+    second.store.merge(key(1), PNCounter.from_slot("b:1", 7, 0))  # the others' meanwhile
+    second.recover()
+    assert second.minutes() == {1000: {"v:1": 10}}  # the tail, in P's minute
+    whole = second.ask(15, strict=True)  # from minute 995: before P, so the tail is in
+    assert sorted(whole.done) == [0, 1] and whole.change == 10
+    inside = second.ask(5, strict=True)  # from minute 1005: the tail may be before or after
+    assert inside.refused == dict.fromkeys(range(SHARDS), 1011 * MINUTE_MS)
+    loose = second.ask(5)
+    assert (loose.change, loose.since_ms) == (0, 1011 * MINUTE_MS)
+
+
+def test_an_unreadable_file_is_set_aside_and_restores_nothing(tmp_path: Path) -> None:
+    first = Node(tmp_path, T0 + 1_000)
+    first.recover()
+    first.add(1, 3)
+    first.stop()
+    (tmp_path / FILE_NAME).write_bytes(b"not a window file" * 100)
+    for suffix in ("-wal", "-shm"):
+        (tmp_path / (FILE_NAME + suffix)).unlink(missing_ok=True)
+    second = Node(tmp_path, T0 + 20_000)
+    assert (tmp_path / (FILE_NAME + ".bad")).exists()
+    second.store.load_durable([(key(1), PNCounter.from_slot("a:1", 3, 0))])
+    second.recover()
+    assert second.persister.restored == 0
+    strict = second.ask(15, strict=True)
+    assert strict.refused == {1: T0 + MINUTE_MS}  # v:1's shard from its cut; 0 is empty
+    second.stop()  # shard 1 observed from its cut is not whole (v:1 was loaded): not kept
+    third = Node(tmp_path, T0 + 30_000)
+    third.store.load_durable([(key(1), PNCounter.from_slot("a:1", 3, 0))])
+    third.recover()
+    assert third.persister.restored == 1 and third.ask(15, strict=True).done == [0]
+
+
+def test_an_absent_file_restores_nothing(tmp_path: Path) -> None:
+    node = Node(tmp_path / "fresh", T0 + 1_000)
+    node.store.load_durable([(key(1), PNCounter.from_slot("a:1", 3, 0))])
+    node.recover()
+    assert node.persister.restored == 0
+    loose = node.ask(15)
+    assert (loose.change, loose.since_ms, loose.refused) == (0, T0 + MINUTE_MS, {})
+
+
+def test_a_counter_absent_at_the_restore_is_counted_once_when_it_comes(tmp_path: Path) -> None:
+    first = Node(tmp_path, T0 + 1_000)
+    first.recover()
+    first.add(1, 3)
+    first.add(3, 4)
+    first.stop()
+    second = Node(tmp_path, T0 + 30_000)
+    second.store.load_durable([(key(1), PNCounter.from_slot("a:1", 3, 0))])  # v:3 not here
+    second.recover()
+    assert second.minutes() == {1000: {"v:1": 3, "v:3": 0}}
+    second.store.merge(key(3), PNCounter.from_slot("a:1", 4, 0))  # back from a peer, later
+    asyncio.run(second.tap.turn())
+    assert second.ask(15, strict=True).change == 7 and second.ask(15, name="v:3").change == 4
+
+
+def test_a_restore_waits_for_the_replicas_not_pulled_and_then_gives_up(tmp_path: Path) -> None:
+    first = Node(tmp_path, T0 + 1_000)
+    first.recover()
+    first.add(1, 3)  # shard 1
+    first.add(2, 4)  # shard 0
+    first.stop()
+    second = Node(tmp_path, T0 + 20_000)
+    second.store.load_durable(values(first))
+    second.unpulled = {1}  # a replica of shard 1 was down: its state may hold more
+    second.recover()
+    assert second.persister.restored == 1  # shard 0; shard 1 waits, answered as from now
+    waiting = second.ask(15)
+    assert (waiting.change, waiting.since_ms, waiting.counters) == (4, T0 + MINUTE_MS, 2)
+    assert second.ask(15, strict=True).refused == {1: T0 + MINUTE_MS}
+    second.ms += int(RESTORE_WAIT_S * 1000) + 1
+    asyncio.run(second.persister.turn())
+    second.realtime.observe(second.ms)
+    assert second.persister.given_up == 1 and second.persister.restored == 1
+    assert second.realtime.since[1] == T0 + MINUTE_MS  # from its cut, as without a file
+
+
+def test_a_failed_write_is_given_back_and_written_by_the_next(tmp_path: Path) -> None:
+    first = Node(tmp_path, T0 + 1_000)
+    first.recover()
+    first.add(1, 3)
+    file = first.persister.file
+    working, file.db = file.db, sqlite3.connect(":memory:")
+    file.db.close()  # the disk fails under this write
+    with pytest.raises(WindowFileError):
+        asyncio.run(first.persister.write())
+    file.db = working
+    first.add(2, 4)
+    asyncio.run(first.persister.write())
+    durable = values(first)
+    file.close()  # killed after that write: nothing is missing from the file
+    second = Node(tmp_path, T0 + 30_000)
+    second.store.load_durable(durable)
+    second.recover()
+    assert second.persister.tail_counters == 0
+    assert second.minutes() == {1000: {"v:1": 3, "v:2": 4}}
