@@ -31,14 +31,16 @@ minute history (README says why).
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
+from node.base.keys import Key
 from node.realtime.answers import AnswerCache
 from node.realtime.buckets import SETTLE_MS, Buckets, adopt
 from node.realtime.coverage import Gap, Observation, better, cut_minute
 from node.realtime.journal import Journal
 from node.realtime.windows import MAX_SPAN_MIN, MINUTE_MS, Windows, first_minute
 from node.storage.store import CounterStore
+from node.storage.store_dirty import Change
 
 
 class Observing:
@@ -68,6 +70,9 @@ class Observing:
         # observed whole, or restored): the store's (drops, arrivals) then; other loads
         # or drops since end it (`whole`)
         self.whole_marks: dict[int, tuple[int, int]] = {}
+        # per shard observed: the store's drops of it when observing began; one since (a
+        # shard dropped and gained back between turns) keeps it from being made whole
+        self.base_drops: dict[int, int] = {}
         self.caught_up: set[int] = set()  # shards whose older buckets need no catch-up
         # Shards with a change the windows took while this node was not a recovered replica
         # of them (recovery merges, frames before a hand-off), or whose windows it dropped:
@@ -110,6 +115,7 @@ class Observing:
         for shard in range(self.shard_count):
             if self.is_replica(shard):
                 if shard not in self.since and shard not in restoring:
+                    self.base_drops[shard] = self.store.drops.get(shard, 0)
                     # Else from the next minute: the one under way may hold recovery merges.
                     if self.observed_whole(shard):
                         self.since[shard] = 0
@@ -121,6 +127,7 @@ class Observing:
             elif shard in self.since:
                 del self.since[shard]
                 self.gaps.pop(shard, None)
+                self.base_drops.pop(shard, None)
                 self.whole_marks.pop(shard, None)
                 self.answers.clear()
                 self.caught_up.discard(shard)
@@ -144,6 +151,30 @@ class Observing:
         store = self.store
         now = (store.drops.get(shard, 0), store.arrivals.get(shard, 0))
         return self.whole_marks.get(shard) == now
+
+    def make_whole(self, shard: int, pending: Mapping[Key, int]) -> bool:
+        """Hand the journal the value of every counter of an observed shard it may lack one
+        of (observed from a cut after a load, or since taking hand-off arrivals), so the
+        window file can restore it (window_persist.py); True when done. The value is the one
+        the tap has handed on (`pending`: before a change it has yet to hand on), so a
+        restore's tail (now minus it) holds exactly the changes handed on after the file's
+        write. Not after a drop of the shard during this observation: the file may hold
+        values of counters gone since, whose tails would be wrong; nor while the file's
+        rows of the shard wait to be dropped (the write drops its values with them)."""
+        journal, store = self.journal, self.store
+        if journal is None or shard not in self.since or shard in journal.restoring:
+            return False
+        if shard in journal.dropped:  # its rows go with the next write, these values too
+            return False
+        drops = store.drops.get(shard, 0)
+        if drops != self.base_drops.get(shard):
+            return False
+        afters = journal.afters
+        for key, value in store.shard_values(shard):
+            seen = pending.get(key, value)
+            afters[key] = Change(key, shard, seen, seen)
+        self.whole_marks[shard] = (drops, store.arrivals.get(shard, 0))
+        return True
 
     def catch_up_due(self, now_ms: int) -> list[int]:
         """Shards observed from a cut this clock is past: time to take older buckets."""
@@ -182,8 +213,9 @@ class Observing:
             self.caught_up.add(shard)
         else:
             self.caught_up.discard(shard)
+        store = self.store
+        self.base_drops[shard] = store.drops.get(shard, 0)
         if whole:
-            store = self.store
             self.whole_marks[shard] = (store.drops.get(shard, 0), store.arrivals.get(shard, 0))
         self.answers.clear()
 

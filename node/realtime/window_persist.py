@@ -5,8 +5,11 @@ last turn) the journal's batch goes to the window file in a worker thread: the b
 changed since the last write, whole, each changed counter's value as the tap last handed it
 on, and per shard observed its coverage and `through_ms` (P, the take's time). A shard is
 *whole* when the file has the value of every counter it holds here: every counter came to
-this node's windows as a change (observed since ever), or the shard was restored (below);
-loads or drops since (a hand-off) end that, and such a shard is not restored later.
+this node's windows as a change (observed since ever), or the shard was restored (below),
+or a write handed the journal every counter's value first (`make_whole`: a shard observed
+from a cut after a start without a restorable file, or one that took hand-off arrivals,
+such as a shard gained in a join). Loads since end that until the next write makes it
+whole again; a drop of the shard ends it for the rest of the observation.
 
 Restoring. At start the file's whole shards wait (`journal.restoring`): the change tap's
 changes of them, recovery merges included, go to neither windows nor journal, and queries
@@ -65,6 +68,9 @@ from node.realtime.windows import MAX_SPAN_MIN, MINUTE_MS, first_minute
 from node.storage.store_dirty import Change
 
 WRITE_INTERVAL_S = 1.0  # how often the window file takes the journal: what a kill -9 loses
+# Shards made whole per write (Realtime.make_whole: every counter's value to the file): a
+# start without a restorable file makes all of them so within a few seconds, in pieces.
+WHOLE_PER_WRITE = 32
 RESTORE_WAIT_S = 30.0  # how long a restore waits for a replica down at recovery to be pulled
 log = logging.getLogger("counters.realtime")
 
@@ -203,6 +209,13 @@ class WindowPersister:
         """One batch to the file, in a worker thread; a failed one is given back."""
         realtime, now_ms = self.realtime, self.clock_ms()
         assert realtime.windows is not None
+        pending: Mapping[Key, int] | None = None
+        made = 0
+        for shard in list(realtime.since):  # observed, but not restorable yet
+            if made < WHOLE_PER_WRITE and not realtime.whole(shard):
+                if pending is None:
+                    pending = realtime.store.pending_changes()
+                made += realtime.make_whole(shard, pending)
         batch = self.journal.take(realtime.windows)
         # Every shard observed is written through now: by one row of the file's (its
         # `through_ms`) once no shard waits for a restore (whose rows' own P must stay);

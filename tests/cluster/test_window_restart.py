@@ -141,3 +141,59 @@ async def test_a_node_without_a_readable_window_file_says_its_windows_are_incomp
         assert window["change"] == 0 and window.get("complete") is False, (damage, body)
         assert window["observed_since_ms"] > time.time_ns() // 1_000_000 - MINUTE_MS, body
         assert body["value"] == (5 if damage == "unreadable" else 10)
+
+
+async def test_a_node_started_without_its_window_file_restores_its_windows_later(
+    cluster: Cluster,
+):
+    """Started without a window file, the only replica observes its loaded counters' shard
+    from the next minute's cut; a write of the file hands it every counter's value
+    (Realtime.make_whole), so after a kill -9 and a start a minute later (its clock shifted
+    one more minute) a window beginning at that cut is restored, exact and complete."""
+    [node] = await cluster.start(1)
+    status, _ = await cluster.increment(node, NS, "a:1", 5)  # loaded at the next starts
+    assert status == 200
+    await cluster.stop()
+    window_file = cluster.root / node.node_id / "windows.sqlite3"
+    for suffix in ("", "-wal", "-shm"):
+        window_file.with_name(window_file.name + suffix).unlink(missing_ok=True)
+
+    now_ms = time.time_ns() // 1_000_000
+    edge_ms = (now_ms + LEAD_MS) // MINUTE_MS * MINUTE_MS + MINUTE_MS
+    shift_ms = edge_ms - LEAD_MS - now_ms
+    cluster.settings.update(
+        COUNTERS_DURABILITY="sync", COUNTERS_REALTIME_CLOCK_SHIFT_MS=str(shift_ms)
+    )
+    await restart_all(cluster, [node])  # observes a:1's shard from the edge (its cut)
+    to_edge_s = (edge_ms - shift_ms - time.time_ns() // 1_000_000) / 1000
+    assert to_edge_s > 0, f"the node was ready {-to_edge_s:.1f}s after the minute's edge"
+    await asyncio.sleep(to_edge_s + 2.5)  # past the edge, and a write of the file after it
+    model = {"a:1": 7, "a:2": 4}
+    for name, delta in model.items():
+        status, body = await cluster.increment(node, NS, name, delta)
+        assert status == 200, body
+    node.kill()  # these two are not in the file: the restore's tail
+
+    cluster.settings["COUNTERS_REALTIME_CLOCK_SHIFT_MS"] = str(shift_ms + MINUTE_MS)
+    await restart_all(cluster, [node])
+    seen: dict[str, Any] = {}
+
+    async def restored() -> bool:
+        for name, change in model.items():
+            path = f"/v1/namespaces/{NS}/counters/{name}?window=1m"
+            status, body = seen[name] = await cluster.get(node, path)
+            if status != 200 or body["window"] != {
+                "span": "1m",
+                "change": change,
+                "rate_per_s": round(change / 60, 6),
+            }:
+                return False
+        path = f"/v1/namespaces/{NS}/aggregate?window=1m"
+        status, body = seen["aggregate"] = await cluster.get(node, path)
+        return (status, body.get("window"), body.get("total")) == (
+            200,
+            {"span": "1m", "change": 11},
+            16,
+        )
+
+    await eventually(restored, "windows restored at the cut", 20, show=lambda: seen)

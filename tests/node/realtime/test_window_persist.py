@@ -169,11 +169,53 @@ def test_an_unreadable_file_is_set_aside_and_restores_nothing(tmp_path: Path) ->
     assert second.persister.restored == 0
     strict = second.ask(15, strict=True)
     assert strict.refused == {1: T0 + MINUTE_MS}  # v:1's shard from its cut; 0 is empty
-    second.stop()  # shard 1 observed from its cut is not whole (v:1 was loaded): not kept
+    # shard 1, observed from its cut, is made whole by the stop's write (v:1's value as
+    # loaded goes to the file), so it is restored too, with the same cut
+    second.stop()
     third = Node(tmp_path, T0 + 30_000)
     third.store.load_durable([(key(1), PNCounter.from_slot("a:1", 3, 0))])
     third.recover()
-    assert third.persister.restored == 1 and third.ask(15, strict=True).done == [0]
+    assert third.persister.restored == SHARDS
+    assert third.ask(15, strict=True).refused == {1: T0 + MINUTE_MS}
+
+
+def test_a_shard_observed_from_a_cut_is_made_whole_and_restored_exactly(tmp_path: Path) -> None:
+    # Started without a restorable file, v:1 loaded: shard 1 is observed from the next
+    # minute's cut, and the file lacks v:1's value until a write hands it on (make_whole).
+    # A kill after that, then a start: the shard is restored, and windows from its cut on
+    # are exact, the change after the last write included (its tail).
+    first = Node(tmp_path, T0 + 1_000)
+    first.store.load_durable([(key(1), PNCounter.from_slot("a:1", 3, 0))])
+    first.recover()
+    assert not first.realtime.whole(1)
+    first.ms = T0 + MINUTE_MS + 5_000  # minute 1001: the cut
+    first.add(1, 5)
+    asyncio.run(first.persister.write())  # P, in minute 1001; the shard made whole first
+    assert first.realtime.whole(1)
+    first.ms += 10_000
+    first.add(1, 2)  # after the last write: a kill -9 loses it from the file
+    durable = values(first)
+    first.persister.file.close()
+
+    second = Node(tmp_path, first.ms + 5_000)
+    second.store.load_durable(durable)
+    second.recover()
+    assert second.persister.restored == SHARDS and second.persister.tail_counters == 1
+    second.ms = T0 + 2 * MINUTE_MS + 1_000  # a 1m window now begins at the cut
+    strict = second.ask(1, strict=True)
+    assert sorted(strict.done) == [0, 1] and strict.change == 7
+    assert second.ask(15, strict=True).refused == {1: T0 + MINUTE_MS}  # before the cut
+
+
+def test_a_shard_dropped_while_observed_is_not_made_whole(tmp_path: Path) -> None:
+    # Its file rows may hold counters gone with the drop, whose tails would be wrong.
+    node = Node(tmp_path, T0 + 1_000)
+    node.store.load_durable([(key(1), PNCounter.from_slot("a:1", 3, 0))])
+    node.recover()
+    node.store.drop_shard(1)
+    node.store.load_durable([(key(1), PNCounter.from_slot("a:1", 3, 0))])
+    asyncio.run(node.persister.write())
+    assert not node.realtime.whole(1) and node.realtime.whole(0)
 
 
 def test_an_absent_file_restores_nothing(tmp_path: Path) -> None:
