@@ -151,7 +151,7 @@ def _read_dump(path: Path, deadline: float) -> dict[str, str]:
 
 
 def _project_frame(trace: tracemalloc.Trace) -> str:
-    frames = trace.traceback  # most recent first
+    frames = list(reversed(trace.traceback))  # most recent first
     inner = f"{Path(frames[0].filename).name}:{frames[0].lineno}"
     for frame in frames:
         if any(part in frame.filename for part in PROJECT):
@@ -160,13 +160,23 @@ def _project_frame(trace: tracemalloc.Trace) -> str:
     return f"(outside the project) {frames[0].filename.split('/')[-1]}:{frames[0].lineno}"
 
 
-def _breakdown(snapshot_path: Path, counters: int, top: int) -> list[str]:
-    snapshot = tracemalloc.Snapshot.load(str(snapshot_path))
+def _grouped(snapshot_path: Path) -> dict[str, list[int]]:
+    """Innermost project frame -> [bytes, blocks] of the live blocks allocated there."""
     sizes: dict[str, list[int]] = {}
-    for trace in snapshot.traces:
+    for trace in tracemalloc.Snapshot.load(str(snapshot_path)).traces:
         entry = sizes.setdefault(_project_frame(trace), [0, 0])
         entry[0] += trace.size
         entry[1] += 1
+    return sizes
+
+
+def _breakdown(snapshot_path: Path, empty_path: Path, counters: int, top: int) -> list[str]:
+    """The blocks grown since the empty node's snapshot, per counter."""
+    sizes = _grouped(snapshot_path)
+    for where, (size, blocks) in _grouped(empty_path).items():
+        entry = sizes.setdefault(where, [0, 0])
+        entry[0] -= size
+        entry[1] -= blocks
     total = sum(size for size, _ in sizes.values())
     lines = [f"traced: {total / counters:.1f} B per counter, by innermost project frame:"]
     for where, (size, blocks) in sorted(sizes.items(), key=lambda item: -item[1][0])[:top]:
@@ -176,6 +186,8 @@ def _breakdown(snapshot_path: Path, counters: int, top: int) -> list[str]:
 
 def _report(name: str, figures: dict[str, str], empty: dict[str, str], counters: int) -> list[str]:
     def per(label: str, unit: int = 1) -> str:
+        if label not in figures or label not in empty:
+            return "     n/a"
         grown = int(figures[label].replace(",", "")) - int(empty[label].replace(",", ""))
         return f"{grown * unit / counters:8.1f} B per counter"
 
@@ -225,6 +237,7 @@ def drive(args: argparse.Namespace) -> None:
         bound = time.monotonic() + args.max_s
         child.send_signal(signal.SIGUSR1)
         empty = _read_dump(Path(f"{dump_to}.1"), bound)
+        empty_snapshot = Path(f"{dump_to}.1.snapshot")
         deadline = Deadline(args.max_s)
         chunks = chunked(range(args.counters))
         for what, delta in (("creation", fill_delta), ("increments", lambda i: 1)):
@@ -235,13 +248,15 @@ def drive(args: argparse.Namespace) -> None:
         after = _read_dump(Path(f"{dump_to}.2"), bound)
         print("\n".join(_report("right after the fill", after, empty, args.counters)))
         if args.trace:
-            print("\n".join(_breakdown(Path(f"{dump_to}.2.snapshot"), args.counters, args.top)))
+            snapshot = Path(f"{dump_to}.2.snapshot")
+            print("\n".join(_breakdown(snapshot, empty_snapshot, args.counters, args.top)))
         time.sleep(args.later_s)
         child.send_signal(signal.SIGUSR1)
         later = _read_dump(Path(f"{dump_to}.3"), bound)
         print("\n".join(_report(f"{args.later_s:g} s later", later, empty, args.counters)))
         if args.trace:
-            print("\n".join(_breakdown(Path(f"{dump_to}.3.snapshot"), args.counters, args.top)))
+            snapshot = Path(f"{dump_to}.3.snapshot")
+            print("\n".join(_breakdown(snapshot, empty_snapshot, args.counters, args.top)))
     finally:
         processes.stop_all()
         if args.keep_dir:
