@@ -129,6 +129,7 @@ def serve(dump_to: str, trace: bool, argv: list[str]) -> None:
 
     signal.signal(signal.SIGUSR1, on_signal)
     sys.argv = ["node", *argv]
+    sys.path.insert(0, os.getcwd())  # as `python -m node` from the repo root would
     runpy.run_module("node", run_name="__main__")
 
 
