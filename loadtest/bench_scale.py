@@ -38,9 +38,10 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-from bench import Terminated, _raise_on_sigterm, _target_line
+from bench import Terminated, _raise_on_sigterm
 from bench_realtime import realtime_phase
 from bench_realtime import report_lines as realtime_lines
+from bench_report import _target_line
 from bench_systems import Processes, _http_ok, start_cluster
 
 NAMESPACE = "scale"

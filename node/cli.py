@@ -65,7 +65,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         from node import app
         from node.base import config
         from node.base.errors import RefusedToStart
+        from node.base.heap import pin_mmap_threshold
 
+        pin_mmap_threshold()  # before the node allocates: large blocks in their own mappings
         try:
             settings = config.parse(rest, os.environ)
         except config.ConfigError as error:
