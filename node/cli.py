@@ -65,9 +65,10 @@ def main(argv: Sequence[str] | None = None) -> None:
         from node import app
         from node.base import config
         from node.base.errors import RefusedToStart
-        from node.base.heap import pin_mmap_threshold
+        from node.base.heap import pin_mmap_threshold, tune_gc
 
         pin_mmap_threshold()  # before the node allocates: large blocks in their own mappings
+        tune_gc()
         try:
             settings = config.parse(rest, os.environ)
         except config.ConfigError as error:
