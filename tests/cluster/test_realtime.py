@@ -5,45 +5,13 @@ gains): the answers come from replicas that observed the whole window."""
 
 from __future__ import annotations
 
-import random
 from typing import Any
 
 from tests.cluster.harness import Cluster, Node, eventually
+from tests.cluster.realtime_model import Model
 
 NS = "rt"
 NAMES = [f"{group}:{i}" for group in ("a", "b") for i in range(8)]
-
-
-class Model:
-    """What the acknowledged writes say: values, and changes (all within the window)."""
-
-    def __init__(self) -> None:
-        self.values: dict[str, int] = {}
-
-    async def write(self, cluster: Cluster, nodes: list[Node], rounds: int, seed: int) -> None:
-        rng = random.Random(seed)
-        for _ in range(rounds):
-            name, delta = rng.choice(NAMES), rng.randint(-3, 20)
-            status, body = await cluster.increment(rng.choice(nodes), NS, name, delta)
-            assert status == 200, body
-            self.values[name] = self.values.get(name, 0) + delta
-
-    def aggregate(self, prefix: str) -> dict[str, Any]:
-        chosen = [v for n, v in self.values.items() if n.startswith(prefix)]
-        return {
-            "namespace": NS,
-            "prefix": prefix,
-            "counters": len(chosen),
-            "total": sum(chosen),
-            "window": {"span": "15m", "change": sum(chosen)},
-        }
-
-    def top(self, prefix: str, by: str, k: int) -> list[dict[str, Any]]:
-        chosen = [(n, v) for n, v in self.values.items() if n.startswith(prefix)]
-        chosen.sort(key=lambda item: (-item[1], item[0]))
-        if by == "change":  # changes equal values here; a zero net change is not ranked
-            chosen = [(n, v) for n, v in chosen if v]
-        return [{"name": n, "value": v, "change": v} for n, v in chosen[:k]]
 
 
 async def answers_match(cluster: Cluster, node: Node, model: Model) -> None:
@@ -99,7 +67,7 @@ async def _through_a_kill(cluster: Cluster, nodes: list[Node], model: Model) -> 
 # It holds the kill-only scenario whole (the kill-only test it replaces, for make test's time).
 async def test_realtime_answers_equal_the_model_across_a_kill_and_a_join(cluster: Cluster):
     nodes = await cluster.start(3)
-    model = Model()
+    model = Model(NS, NAMES)
     await model.write(cluster, nodes, 120, seed=1)
     for node in nodes:
         await answers_match(cluster, node, model)

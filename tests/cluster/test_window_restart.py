@@ -11,29 +11,16 @@ waiting a minute."""
 from __future__ import annotations
 
 import asyncio
-import random
 import time
 from typing import Any
 
 from tests.cluster.harness import Cluster, Node, eventually
+from tests.cluster.realtime_model import Model
 
 NS = "wr"
 NAMES = [f"{group}:{i}" for group in ("a", "b") for i in range(5)]
 MINUTE_MS = 60_000
 LEAD_MS = 12_000  # from the shifted clock at start to the minute's edge
-
-
-class Model:
-    def __init__(self) -> None:
-        self.values: dict[str, int] = {}
-
-    async def write(self, cluster: Cluster, nodes: list[Node], rounds: int, seed: int) -> None:
-        rng = random.Random(seed)
-        for _ in range(rounds):
-            name, delta = rng.choice(NAMES), rng.randint(-3, 20)
-            status, body = await cluster.increment(rng.choice(nodes), NS, name, delta)
-            assert status == 200, body
-            self.values[name] = self.values.get(name, 0) + delta
 
 
 async def windows_match(cluster: Cluster, node: Node, model: Model) -> None:
@@ -47,23 +34,13 @@ async def windows_match(cluster: Cluster, node: Node, model: Model) -> None:
                 path = f"/v1/namespaces/{NS}/aggregate?prefix={prefix}&window={span}"
                 status, body = await cluster.get(node, path)
                 seen[f"aggregate {prefix} {span}"] = (status, body)
-                chosen = [v for n, v in values.items() if n.startswith(prefix)]
-                want = {
-                    "namespace": NS,
-                    "prefix": prefix,
-                    "counters": len(chosen),
-                    "total": sum(chosen),
-                    "window": {"span": span, "change": sum(chosen)},
-                }
-                if (status, body) != (200, want):
+                if (status, body) != (200, model.aggregate(prefix, span)):
                     return False
             status, body = await cluster.get(
                 node, f"/v1/namespaces/{NS}/top?k=4&by=change&window={span}"
             )
             seen[f"top {span}"] = (status, body)
-            ranked = sorted(((-v, n) for n, v in values.items() if v))[:4]
-            want_top = [{"name": n, "value": -v, "change": -v} for v, n in ranked]
-            if status != 200 or body["top"] != want_top or "complete" in body:
+            if status != 200 or body["top"] != model.top("", "change", 4) or "complete" in body:
                 return False
             for name in NAMES:
                 path = f"/v1/namespaces/{NS}/counters/{name}?window={span}"
@@ -97,7 +74,7 @@ async def test_windows_survive_a_kill_and_a_stop_of_every_node(cluster: Cluster)
         COUNTERS_DURABILITY="sync", COUNTERS_REALTIME_CLOCK_SHIFT_MS=str(shift_ms)
     )
     nodes = await cluster.start(3)
-    model = Model()
+    model = Model(NS, NAMES)
     await model.write(cluster, nodes, 30, seed=1)
     to_edge_s = (edge_ms - shift_ms - time.time_ns() // 1_000_000) / 1000
     assert to_edge_s > 0, f"the first writes ended {-to_edge_s:.1f}s after the minute's edge"
