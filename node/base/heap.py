@@ -10,7 +10,8 @@ MiB), so after the first bursts their large blocks come from the heap instead, a
 they free stays there in holes between long-lived blocks, which neither glibc nor
 malloc_trim can give back: at 200,000 counters, 380 bytes per counter of the node's RSS
 was free heap after a fill (loadtest/memory_breakdown.py). Pinning the threshold at glibc's
-default (128 KiB) keeps large blocks in their own mappings; the cost is an mmap and a
+default (128 KiB) keeps large blocks in their own mappings whenever the heap has no free
+room for them (glibc looks there first); the cost is an mmap and a
 munmap per large block, a few per batch against the batch's 1,000 ops.
 
 Only glibc has mallopt(M_MMAP_THRESHOLD); elsewhere this does nothing. An operator's
