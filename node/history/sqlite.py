@@ -11,6 +11,7 @@ transactions, one per migration, so two processes opening one file apply each on
 from __future__ import annotations
 
 import asyncio
+import heapq
 import json
 import sqlite3
 from collections.abc import Callable, Sequence
@@ -45,6 +46,8 @@ ON CONFLICT (tenant, namespace, name, bucket) DO UPDATE
 SET value = excluded.value, recorded_at = excluded.recorded_at
 WHERE excluded.recorded_at >= counter_history.recorded_at
 """
+# A counter's value per step and the value before the range; the deltas are taken in Python
+# (series_of): in SQLite an integer subtraction past int64 turns into an inexact REAL.
 SERIES = f"""
 WITH steps AS (
     SELECT step, value FROM (
@@ -55,17 +58,16 @@ WITH steps AS (
           AND bucket >= :start AND bucket < :end
     ) WHERE newest = 1
 )
-SELECT step, value,
-       value - coalesce(lag(value) OVER (ORDER BY step), (
-           SELECT value FROM counter_history
-           WHERE tenant = :tenant AND namespace = :namespace AND name = :name
-             AND bucket < :start
-           ORDER BY bucket DESC LIMIT 1
-       ), 0) AS delta
+SELECT step, value, (
+    SELECT value FROM counter_history
+    WHERE tenant = :tenant AND namespace = :namespace AND name = :name AND bucket < :start
+    ORDER BY bucket DESC LIMIT 1
+) AS before
 FROM steps ORDER BY step
 """
-ROLLUPS = f"""
-WITH periods AS (
+# each counter's newest value per period in range
+PERIODS = f"""
+periods AS (
     SELECT name, period, value FROM (
         SELECT name, {PERIOD_OF_BUCKET} AS period, value,
                row_number() OVER (
@@ -74,7 +76,9 @@ WITH periods AS (
         FROM counter_history
         WHERE tenant = :tenant AND namespace = :namespace AND bucket >= :start AND bucket < :end
     ) WHERE newest = 1
-), deltas AS (
+)"""
+ROLLUPS = f"""
+WITH {PERIODS}, deltas AS (
     SELECT period, name,
            value - coalesce(lag(value) OVER (PARTITION BY name ORDER BY period), (
                SELECT h.value FROM counter_history AS h
@@ -90,6 +94,19 @@ WITH periods AS (
     FROM deltas
 )
 SELECT period, total, name, delta FROM ranked WHERE rank <= :top ORDER BY period, rank
+"""
+# The same periods with each counter's value before the range, for rollups_exact: the ranked
+# query's sum() raises "integer overflow" past int64, and a delta past it turns into a REAL.
+ROLLUP_VALUES = f"""
+WITH {PERIODS}
+SELECT name, period, value,
+       CASE WHEN row_number() OVER (PARTITION BY name ORDER BY period) = 1 THEN (
+           SELECT h.value FROM counter_history AS h
+           WHERE h.tenant = :tenant AND h.namespace = :namespace AND h.name = periods.name
+             AND h.bucket < :start
+           ORDER BY h.bucket DESC LIMIT 1
+       ) END AS before
+FROM periods ORDER BY name, period
 """
 # The rows an answer depends on: the newest per (counter, period) in range, and the newest
 # before it per counter. Merging these from every node answers like merging every row.
@@ -193,7 +210,7 @@ class SqliteHistory:
         parameters: dict[str, Any] = {"tenant": tenant, "namespace": namespace, "name": name}
         parameters.update(format=TRUNCATE[step], start=start, end=end)
         rows = await self._call("history query", self._fetch, SERIES, parameters)
-        return [(step_at, value, delta) for step_at, value, delta in rows]
+        return series_of(rows)
 
     async def rollups(
         self, tenant: str, namespace: str, period: str, start: int, end: int, top: int
@@ -201,8 +218,21 @@ class SqliteHistory:
         parameters: dict[str, Any] = {"tenant": tenant, "namespace": namespace}
         parameters["format"] = TRUNCATE[period]
         parameters.update(start=start, end=end, top=top)
-        rows = await self._call("rollup query", self._fetch, ROLLUPS, parameters)
-        return rollups_of(rows)
+        return await self._call("rollup query", self._rollups, parameters)
+
+    def _rollups(self, parameters: dict[str, Any]) -> list[Rollup]:
+        """The ranked query, or where a sum or a delta leaves int64, rollups_exact."""
+        try:
+            rows = self._fetch(ROLLUPS, parameters)
+        except sqlite3.OperationalError as error:
+            if "integer overflow" not in str(error):
+                raise
+        else:
+            if not any(
+                isinstance(total, float) or isinstance(delta, float) for _, total, _, delta in rows
+            ):
+                return rollups_of(rows)
+        return rollups_exact(self._fetch(ROLLUP_VALUES, parameters), parameters["top"])
 
     async def compact(
         self, tenant: str, namespace: str, name: str | None, step: str, start: int, end: int
@@ -221,3 +251,34 @@ class SqliteHistory:
     async def close(self) -> None:
         async with self._lock:
             await in_thread(self._db.close)
+
+
+def series_of(rows: Sequence[tuple[int, int, int | None]]) -> list[Point]:
+    """(step, value, the value before the range) rows as points with exact deltas."""
+    out: list[Point] = []
+    for step_at, value, before in rows:
+        previous = out[-1][1] if out else (before or 0)
+        out.append((step_at, value, value - previous))
+    return out
+
+
+def rollups_exact(rows: Sequence[tuple[str, int, int, int | None]], top: int) -> list[Rollup]:
+    """What ROLLUPS answers, in Python's integers: (name, period, value, the value before the
+    range on a counter's first row) rows in (name, period) order."""
+    totals: dict[int, int] = {}
+    changes: dict[int, list[tuple[int, str]]] = {}
+    current, previous = None, 0
+    for name, period, value, before in rows:
+        if name != current:
+            current, previous = name, before or 0
+        delta, previous = value - previous, value
+        totals[period] = totals.get(period, 0) + delta
+        changes.setdefault(period, []).append((-delta, name))
+    return [
+        (
+            period,
+            totals[period],
+            [(name, -d) for d, name in heapq.nsmallest(top, changes[period]) if d < 0],
+        )
+        for period in sorted(totals)
+    ]

@@ -13,9 +13,16 @@ from pathlib import Path
 
 import pytest
 
-from node.history.model import HistoryStore, Row, migrations
+from node.history.model import HistoryStore, Row, migrations, rollups_of
 from node.history.postgres import PgHistory
-from node.history.sqlite import MEMORY, SqliteHistory
+from node.history.sqlite import (
+    MEMORY,
+    ROLLUP_VALUES,
+    ROLLUPS,
+    TRUNCATE,
+    SqliteHistory,
+    rollups_exact,
+)
 from tests.integration.history_backends import BACKENDS, DAY, DAY0, HOUR, TENANT, open_store
 
 
@@ -91,7 +98,24 @@ async def test_values_at_the_int64_limits_are_exact(store: HistoryStore, ns: str
     await store.write(rows(ns, "edge", {DAY0: high, DAY0 + 60: low + 1}))
     series = await store.series(TENANT, ns, "edge", "minute", DAY0, DAY0 + 120)
     assert [value for _, value, _ in series] == [high, low + 1]
-    assert series[0][2] == high
+    assert [delta for _, _, delta in series] == [high, low + 1 - high]  # past int64, exact
+
+
+async def test_rollups_past_the_int64_limits_are_exact(store: HistoryStore, ns: str) -> None:
+    """A period's total and a counter's change can leave int64 though every value is in it
+    (SQLite's sum() refuses, PostgreSQL counts in numeric): the answer stays exact."""
+    low, high = -(2**63), 2**63 - 1
+    await store.write(rows(ns, "up", {DAY0: high, DAY0 + HOUR: high}))
+    await store.write(rows(ns, "up-too", {DAY0: high - 1}))
+    await store.write(rows(ns, "swing", {DAY0 - 60: high, DAY0 + HOUR: low}))
+    hours = await store.rollups(TENANT, ns, "hour", DAY0, DAY0 + 2 * HOUR, 10)
+    assert hours == [
+        (DAY0, 2 * high - 1, [("up", high), ("up-too", high - 1)]),
+        (DAY0 + HOUR, low - high, []),  # swing fell by 2**64 - 1 from before the range
+    ]
+    assert await store.rollups(TENANT, ns, "day", DAY0, DAY0 + DAY, 1) == [
+        (DAY0, 2 * high - 1 + low - high, [("up", high)])
+    ]
 
 
 # -- queries ----------------------------------------------------------------------------------
@@ -208,6 +232,26 @@ async def test_postgres_and_sqlite_answer_identically(
     finally:
         for opened in stores:
             await opened.close()
+
+
+async def test_sqlites_exact_rollups_answer_like_its_ranked_query(ns: str) -> None:
+    """Past int64 SQLite answers rollups in Python (rollups_exact): in range, the same."""
+    store = SqliteHistory(MEMORY)
+    try:
+        await store.write(synthetic_rows(ns))
+        answers = 0
+        for (start, end), period, top in itertools.product(
+            [(DAY0 - DAY, DAY0 + 4 * DAY), (DAY0 + 1234, DAY0 + 1234 + 600)], TRUNCATE, [1, 3, 10]
+        ):
+            parameters: dict[str, object] = {"tenant": TENANT, "namespace": ns}
+            parameters["format"] = TRUNCATE[period]
+            parameters.update(start=start, end=end, top=top)
+            ranked = rollups_of(store._fetch(ROLLUPS, parameters))
+            assert rollups_exact(store._fetch(ROLLUP_VALUES, parameters), top) == ranked
+            answers += len(ranked)
+        assert answers > 100
+    finally:
+        await store.close()
 
 
 async def test_merged_compact_rows_answer_like_one_store_holding_every_row(
