@@ -109,6 +109,9 @@ def main() -> int:
     parser.add_argument("--duration", type=float, default=6)
     parser.add_argument("--warmup", type=float, default=2)
     args = parser.parse_args()
+    # Before the chdir below: a relative checkout (`--b .`) resolved after it named the empty
+    # working directory, and its nodes silently ran whatever the venv's editable install holds.
+    args.a, args.b = args.a.resolve(), args.b.resolve()
     timing = ["--duration", str(args.duration), "--warmup", str(args.warmup)]
     wrk_args = bench.parse_args(["--scenarios", *args.scenarios, *timing])
     workdir = Path(tempfile.mkdtemp(prefix="counters-ab-"))
@@ -117,8 +120,8 @@ def main() -> int:
     idle: dict[str, list[float]] = {"A": [], "B": []}  # CPU s/s of a side while the other ran
     try:
         with (
-            system_from(args.a.resolve(), "a", args.system, workdir) as (procs_a, urls_a),
-            system_from(args.b.resolve(), "b", args.system, workdir) as (procs_b, urls_b),
+            system_from(args.a, "a", args.system, workdir) as (procs_a, urls_a),
+            system_from(args.b, "b", args.system, workdir) as (procs_b, urls_b),
         ):
             bench.preload(urls_a)
             bench.preload(urls_b)
