@@ -162,10 +162,7 @@ class CounterStore(DirtyCounters, LoadedCounters, StoreReceipts, NamespaceReads)
                 marks[key] = None if previous is None else pk.value(previous, HEADER_SIZE)
         names[key[2]] = record
         self._digests[shard] = (self._digests.get(shard, 0) + share - (old or 0)) & MASK64
-        if changed is None:
-            self._dirty[key] = None
-        else:
-            self._put_dirty(key, changed)
+        self._put_dirty(shard, key, changed)
         self._history_dirty.add(key)
 
     def _shard_numbers(self) -> list[int]:
@@ -422,14 +419,11 @@ class CounterStore(DirtyCounters, LoadedCounters, StoreReceipts, NamespaceReads)
         self.shards_dropped += 1  # hints.py: an actor's slots may now be unknown here
         self.drops[shard] = self.drops.get(shard, 0) + 1
         self._receipts.drop_shard(shard)
+        self._dirty.pop(shard, None)
         dropped = 0
-        dirty = self._dirty
-        for tenant, spaces in self._shards.pop(shard, {}).items():
-            for namespace, names in spaces.items():
+        for spaces in self._shards.pop(shard, {}).values():
+            for names in spaces.values():
                 dropped += len(names)
-                if dirty:
-                    for name in names:
-                        dirty.pop((tenant, namespace, name), None)
         self._count -= dropped
         self._digests.pop(shard, None)
         self._unweighed.discard(shard)
