@@ -176,9 +176,11 @@ class CounterStore(DirtyCounters, LoadedCounters, StoreReceipts, NamespaceReads)
 
     # -- reads and changes --------------------------------------------------------------------
 
-    def _lookup(self, key: Key) -> tuple[int, Names | None, bytes | None]:
-        """(shard, its names dict for key's tenant and namespace or None, key's record or None)."""
-        shard = self._shard(key)
+    def _lookup(self, key: Key, shard: int = -1) -> tuple[int, Names | None, bytes | None]:
+        """(shard, its names dict for key's tenant and namespace or None, key's record or None).
+        `shard`: key's, if the caller has it (-1: hash the key)."""
+        if shard < 0:
+            shard = self._shard(key)
         tenants = self._shards.get(shard)
         spaces = None if tenants is None else tenants.get(key[0])
         names = None if spaces is None else spaces.get(key[1])
@@ -298,14 +300,15 @@ class CounterStore(DirtyCounters, LoadedCounters, StoreReceipts, NamespaceReads)
             self._put(shard, key, names, record, share, old_share, actors)  # only these can change
         return pk.unpack(slots, self._actors)
 
-    def merge_slot(self, key: Key, actor: str, p: int, n: int) -> int:
+    def merge_slot(self, key: Key, actor: str, p: int, n: int, shard: int = -1) -> int:
         """merge(key, PNCounter.from_slot(actor, p, n)) without building states; returns
         key's share after it (what share(key) answers). CounterOverflowError, and nothing
-        changes, unless p and n are uint64s."""
+        changes, unless p and n are uint64s. `shard`: key's, if the caller has it (a
+        replication frame's were found checking that they are held here)."""
         for count in (p, n):
             if type(count) is not int or not 0 <= count <= UINT64_MAX:
                 raise CounterOverflowError(f"slot count {count!r} is not a uint64")
-        shard, names, record = self._lookup(key)
+        shard, names, record = self._lookup(key, shard)
         if record is None:
             if not p and not n:
                 return 0

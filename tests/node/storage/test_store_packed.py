@@ -41,7 +41,7 @@ ops = st.one_of(
               st.integers(-5, 5)),
     st.tuples(st.just("merge"), st.sampled_from(KEYS), st.sampled_from(ACTORS), counts, counts),
     st.tuples(st.just("merge_slot"), st.sampled_from(KEYS), st.sampled_from(ACTORS), counts,
-              counts),
+              counts, st.booleans()),  # True: the caller gives the key's shard
     st.tuples(st.just("merge_share"), st.sampled_from(KEYS), st.sampled_from(ACTORS), counts,
               counts, st.sampled_from([None, *ACTORS]), counts),
     st.tuples(st.just("reset"), st.sampled_from(KEYS)),
@@ -81,7 +81,8 @@ def apply(store: CounterStore, model: dict[Key, PNCounter], op: tuple) -> None: 
     elif kind == "merge_slot":
         incoming = PNCounter.from_slot(args[1], args[2], args[3])
         expected = old.merge(incoming)
-        share = store.merge_slot(key, args[1], args[2], args[3])
+        given_shard = _shard(key) if args[4] else -1
+        share = store.merge_slot(key, args[1], args[2], args[3], given_shard)
         assert share == reference_share(key, expected)
         if key in model or not incoming.is_empty():
             model[key] = expected
