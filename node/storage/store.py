@@ -85,6 +85,10 @@ class CounterStore(DirtyCounters, LoadedCounters, StoreReceipts, NamespaceReads)
         """Whether key is held, without building its state."""
         return self._record(key) is not None
 
+    def has(self, key: Key, shard: int = -1) -> bool:
+        """`key in store`; `shard`: key's, if the caller has it (-1: hash the key)."""
+        return self._record(key, shard) is not None
+
     def incarnations(self) -> dict[str, int]:
         """Node id -> the highest incarnation of it in any slot this store has held."""
         return dict(self._incarnations)
@@ -108,8 +112,8 @@ class CounterStore(DirtyCounters, LoadedCounters, StoreReceipts, NamespaceReads)
         self._last_key = key
         return shard
 
-    def _record(self, key: Key) -> bytes | None:
-        tenants = self._shards.get(self._shard(key))
+    def _record(self, key: Key, shard: int = -1) -> bytes | None:
+        tenants = self._shards.get(self._shard(key) if shard < 0 else shard)
         spaces = None if tenants is None else tenants.get(key[0])
         names = None if spaces is None else spaces.get(key[1])
         return None if names is None else names.get(key[2])
@@ -194,9 +198,10 @@ class CounterStore(DirtyCounters, LoadedCounters, StoreReceipts, NamespaceReads)
         record = self._record(key)
         return None if record is None else pk.unpack(record[HEADER_SIZE:], self._actors)
 
-    def value(self, key: Key) -> int | None:
-        """get(key).value() without building the state; None when key is not held."""
-        record = self._record(key)
+    def value(self, key: Key, shard: int = -1) -> int | None:
+        """get(key).value() without building the state; None when key is not held.
+        `shard`: key's, if the caller has it (-1: hash the key)."""
+        record = self._record(key, shard)
         return None if record is None else pk.value(record, HEADER_SIZE)
 
     def version(self, key: Key, shard: int) -> int | None:
@@ -217,15 +222,18 @@ class CounterStore(DirtyCounters, LoadedCounters, StoreReceipts, NamespaceReads)
             return state, _pncounter(_gcounter({actor: p}), _EMPTY_G)
         return state, _pncounter(_EMPTY_G, _gcounter({actor: n}))
 
-    def increment_slot(self, key: Key, actor: str, delta: int) -> tuple[int, int]:
+    def increment_slot(self, key: Key, actor: str, delta: int, shard: int = -1) -> tuple[int, int]:
         """increment without building states: actor's new (p, n) slot of key. The delta
-        increment returns is that slot's p half when delta > 0, its n half when < 0."""
-        _, p, n = self._increment(key, actor, delta)
+        increment returns is that slot's p half when delta > 0, its n half when < 0.
+        `shard`: key's, if the caller has it (-1: hash the key)."""
+        _, p, n = self._increment(key, actor, delta, shard)
         return p, n
 
-    def _increment(self, key: Key, actor: str, delta: int) -> tuple[bytes, int, int]:
+    def _increment(
+        self, key: Key, actor: str, delta: int, shard: int = -1
+    ) -> tuple[bytes, int, int]:
         """Apply delta under actor: (key's new packed state, actor's new p, n)."""
-        shard, names, record = self._lookup(key)
+        shard, names, record = self._lookup(key, shard)
         index = self._actors.ids.get(actor)
         new_actor = index is None
         if index is None:  # interned once the increment is accepted: the largest index
