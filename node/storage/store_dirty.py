@@ -5,7 +5,7 @@ apart so that each module stays small; it reads records through the store's look
 from __future__ import annotations
 
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
-from typing import NamedTuple
+from typing import NamedTuple, cast
 
 from crdt import PNCounter
 from crdt import packed as pk
@@ -34,10 +34,11 @@ class DirtyCounters:
 
     def __init__(self, track_changes: bool = False) -> None:
         # changed since the last write to the durable replica: per shard, per key, the actors
-        # whose slots changed (None: all of them), so a flush writes a changed slot, not the
-        # state. By shard, so a flush reads each record and asks the slot rule without
-        # hashing a key to its shard again (under batches that was a third of a flush).
-        self._dirty: dict[int, dict[Key, set[str] | None]] = {}
+        # whose slots changed (a tuple, a set once a second actor's did; None: all of them),
+        # so a flush writes a changed slot, not the state. By shard, so a flush reads each
+        # record and asks the slot rule without hashing a key to its shard again (under
+        # batches that was a third of a flush).
+        self._dirty: dict[int, dict[Key, Collection[str] | None]] = {}
         self._history_dirty: set[Key] = set()  # changed since history last recorded them
         # the change tap (take_changes), when asked for: per shard, per counter changed since
         # the last take, its value before the first of those changes (None: it is new here).
@@ -97,17 +98,23 @@ class DirtyCounters:
         return pk.unpack(record[HEADER_SIZE:], self._actors)
 
     def _put_dirty(self, shard: int, key: Key, actors: Collection[str] | None) -> None:
-        """Mark these slots of key (None: all of them) for the next flush."""
+        """Mark these slots of key (None: all of them) for the next flush. A first mark
+        keeps the writer's tuple (one actor's slot, most writes), so a write makes no set."""
         marks = self._dirty.get(shard)
         if marks is None:
             marks = self._dirty[shard] = {}
         found = marks.get(key, _CLEAN)
+        if found is None:
+            return  # all of its slots go already
         if actors is None:
             marks[key] = None
         elif found is _CLEAN:
-            marks[key] = set(actors)
-        elif found is not None:
-            found.update(actors)
+            marks[key] = actors if type(actors) is tuple else tuple(actors)
+        elif type(found) is tuple:
+            if found != actors:
+                marks[key] = {*found, *actors}
+        else:
+            cast(set[str], found).update(actors)
 
     def _dirty_states(self, dirty: Iterable[Key]) -> list[tuple[Key, int, PNCounter]]:
         out = []

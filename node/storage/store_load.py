@@ -25,7 +25,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import struct
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from operator import itemgetter
 
 from crdt import PNCounter
@@ -53,7 +53,7 @@ class LoadedCounters:
     _count: int
     _actors: pk.ActorTable
     _weights: list[tuple[int, int]]
-    _dirty: dict[int, dict[Key, set[str] | None]]
+    _dirty: dict[int, dict[Key, Collection[str] | None]]
     _history_dirty: set[Key]
     _unweighed: set[int]
     arrivals: dict[int, int]

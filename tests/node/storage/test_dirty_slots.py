@@ -161,3 +161,21 @@ def test_a_dropped_shard_leaves_nothing_dirty_and_the_others_stay():
         store.increment_slot(key, "a:1", 1)
     assert store.drop_shard(1) == 2 and store.dirty_count() == 1
     assert [(key, shard) for key, shard, _ in store.take_dirty()] == [(KEYS[2], 0)]
+
+
+def test_a_flush_takes_every_actor_changed_since_the_last_whatever_the_order():
+    store = CounterStore(lambda key: len(key[2]) % 2)
+    store.increment_slot(KEYS[0], "a:1", 1)
+    store.merge_slot(KEYS[0], "b:1", 2, 0)
+    store.increment_slot(KEYS[0], "a:1", 1)  # again: the two slots stay marked, once each
+    store.merge_slot(KEYS[0], "c:1", 0, 4)
+    store.increment_slot(KEYS[1], "a:1", 3)
+    store.increment_slot(KEYS[1], "a:1", 3)
+    store.merge(KEYS[2], PNCounter.from_slot("b:1", 1, 0))  # new here: every slot
+    store.merge_slot(KEYS[2], "c:1", 1, 0)
+    taken = {key: state for key, _, state in store.take_dirty()}
+    a, b, c = (PNCounter.from_slot(*slot) for slot in (("a:1", 2, 0), ("b:1", 2, 0), ("c:1", 0, 4)))
+    assert taken[KEYS[0]] == a.merge(b).merge(c)
+    assert taken[KEYS[1]] == PNCounter.from_slot("a:1", 6, 0)
+    assert taken[KEYS[2]] == store.get(KEYS[2])
+    assert store.take_dirty() == []
