@@ -55,15 +55,18 @@ class ShardNotHeld(CountersError):
     type = "shard-not-held"
 
 
-def refuse_unheld(cluster: Cluster, keys: Iterable[Key]) -> None:
-    """Raise ShardNotHeld, before anything is merged, if a key's shard is not this node's."""
+def refuse_unheld(cluster: Cluster, keys: Iterable[Key]) -> list[int]:
+    """Raise ShardNotHeld, before anything is merged, if a key's shard is not this node's;
+    else the keys' shards, in their order (a frame's merges need not hash them again)."""
     holds, shard_of = cluster.holds, cluster.shard_of
-    unheld = sorted({shard for shard in map(shard_of, keys) if not holds(shard)})
+    shards = [shard_of(key) for key in keys]
+    unheld = sorted(shard for shard in set(shards) if not holds(shard))
     if unheld:
         raise ShardNotHeld(
             f"{cluster.node_id} {NOT_HELD} shards {unheld[:8]} in ring epoch "
             f"{cluster.state.current.epoch} and does not receive them; nothing applied"
         )
+    return shards
 
 
 class Handoff:

@@ -317,7 +317,7 @@ class Coordinator:
         await self.replicator.settle(wait, wrote)
         for key, answers in reads.items():
             self.replicator.repair(key, answers)
-        return self._finish(ops, results)
+        return self._finish(ops, shards, results)
 
     def _increment_local(
         self, wait: QuorumWait, ops: list[Op], shards: list[int], consistency: str, results: Pending
@@ -333,11 +333,12 @@ class Coordinator:
             if op.kind is not OpKind.INCREMENT or results[index] is not None:
                 continue
             try:
-                self.replicator.check_writable(shards[index], consistency, writable)
-                self.quota.admit(op.key)
+                shard = shards[index]  # hashed once per op (run): the calls below take it
+                self.replicator.check_writable(shard, consistency, writable)
+                self.quota.admit(op.key, shard)
                 if full and any(ops[i].key == op.key for i, _ in full):
                     raise SlotFullError("an earlier op of this batch waits for a fresh slot")
-                p, n = self.store.increment_slot(op.key, actor, op.delta)
+                p, n = self.store.increment_slot(op.key, actor, op.delta, shard)
             except CountersError as error:
                 results[index] = OpResult.failed(error)
                 continue
@@ -396,13 +397,13 @@ class Coordinator:
             self.replicator.write(wait, key, shard, delta, consistency)
         return bool(deltas)
 
-    def _finish(self, ops: list[Op], results: Pending) -> list[OpResult]:
+    def _finish(self, ops: list[Op], shards: list[int], results: Pending) -> list[OpResult]:
         """Fill in the value of every op that ran here without an error, and count them."""
-        applied = self.applied
+        applied, value_of = self.applied, self.store.value
         for index, op in enumerate(ops):
             result = results[index]
             if result is None:
-                value, saturated = saturate(self.store.value(op.key) or 0)
+                value, saturated = saturate(value_of(op.key, shards[index]) or 0)
                 results[index] = OpResult(value, saturated=saturated)
                 applied[op.kind] += 1
             elif op.kind is not OpKind.CLAIM and result.ok and not result.replayed:

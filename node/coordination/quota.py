@@ -96,10 +96,11 @@ class CounterQuota:
         coordinated = self._coordinated()
         return others + sum(self.store.tenant_counts(s).get(tenant, 0) for s in coordinated)
 
-    def admit(self, key: Key) -> None:
+    def admit(self, key: Key, shard: int = -1) -> None:
         """Refuse an increment that would create a counter past its tenant's quota (a zero
-        delta creates one too); existing counters always pass."""
-        if key not in self.store:
+        delta creates one too); existing counters always pass. `shard`: key's, if the
+        caller has it (-1: the store hashes the key)."""
+        if not self.store.has(key, shard):
             self.admit_new(key[0])
 
     def admit_new(self, tenant: str) -> None:

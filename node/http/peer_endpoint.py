@@ -166,10 +166,11 @@ class PeerServer:
         store = self.store
         if kind == wire.SLOTS:
             actor, slots = wire.slots_from_wire(body)  # validate all before merging any
-            refuse_unheld(self.gossip.cluster, (key for key, *_ in slots))
+            shards = refuse_unheld(self.gossip.cluster, [key for key, *_ in slots])
             answer: list[Any] = []
-            for key, p, n, share in slots:
-                if store.merge_slot(key, actor, p, n) == share:
+            merge_slot = store.merge_slot
+            for (key, p, n, share), shard in zip(slots, shards, strict=True):
+                if merge_slot(key, actor, p, n, shard) == share:
                     answer.append(None)
                 else:
                     answer.append(_stated(store, key, store.get(key) or EMPTY))

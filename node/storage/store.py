@@ -85,6 +85,10 @@ class CounterStore(DirtyCounters, LoadedCounters, StoreReceipts, NamespaceReads)
         """Whether key is held, without building its state."""
         return self._record(key) is not None
 
+    def has(self, key: Key, shard: int = -1) -> bool:
+        """`key in store`; `shard`: key's, if the caller has it (-1: hash the key)."""
+        return self._record(key, shard) is not None
+
     def incarnations(self) -> dict[str, int]:
         """Node id -> the highest incarnation of it in any slot this store has held."""
         return dict(self._incarnations)
@@ -108,8 +112,8 @@ class CounterStore(DirtyCounters, LoadedCounters, StoreReceipts, NamespaceReads)
         self._last_key = key
         return shard
 
-    def _record(self, key: Key) -> bytes | None:
-        tenants = self._shards.get(self._shard(key))
+    def _record(self, key: Key, shard: int = -1) -> bytes | None:
+        tenants = self._shards.get(self._shard(key) if shard < 0 else shard)
         spaces = None if tenants is None else tenants.get(key[0])
         names = None if spaces is None else spaces.get(key[1])
         return None if names is None else names.get(key[2])
@@ -162,10 +166,7 @@ class CounterStore(DirtyCounters, LoadedCounters, StoreReceipts, NamespaceReads)
                 marks[key] = None if previous is None else pk.value(previous, HEADER_SIZE)
         names[key[2]] = record
         self._digests[shard] = (self._digests.get(shard, 0) + share - (old or 0)) & MASK64
-        if changed is None:
-            self._dirty[key] = None
-        else:
-            self._put_dirty(key, changed)
+        self._put_dirty(shard, key, changed)
         self._history_dirty.add(key)
 
     def _shard_numbers(self) -> list[int]:
@@ -179,9 +180,11 @@ class CounterStore(DirtyCounters, LoadedCounters, StoreReceipts, NamespaceReads)
 
     # -- reads and changes --------------------------------------------------------------------
 
-    def _lookup(self, key: Key) -> tuple[int, Names | None, bytes | None]:
-        """(shard, its names dict for key's tenant and namespace or None, key's record or None)."""
-        shard = self._shard(key)
+    def _lookup(self, key: Key, shard: int = -1) -> tuple[int, Names | None, bytes | None]:
+        """(shard, its names dict for key's tenant and namespace or None, key's record or None).
+        `shard`: key's, if the caller has it (-1: hash the key)."""
+        if shard < 0:
+            shard = self._shard(key)
         tenants = self._shards.get(shard)
         spaces = None if tenants is None else tenants.get(key[0])
         names = None if spaces is None else spaces.get(key[1])
@@ -195,9 +198,10 @@ class CounterStore(DirtyCounters, LoadedCounters, StoreReceipts, NamespaceReads)
         record = self._record(key)
         return None if record is None else pk.unpack(record[HEADER_SIZE:], self._actors)
 
-    def value(self, key: Key) -> int | None:
-        """get(key).value() without building the state; None when key is not held."""
-        record = self._record(key)
+    def value(self, key: Key, shard: int = -1) -> int | None:
+        """get(key).value() without building the state; None when key is not held.
+        `shard`: key's, if the caller has it (-1: hash the key)."""
+        record = self._record(key, shard)
         return None if record is None else pk.value(record, HEADER_SIZE)
 
     def version(self, key: Key, shard: int) -> int | None:
@@ -218,15 +222,18 @@ class CounterStore(DirtyCounters, LoadedCounters, StoreReceipts, NamespaceReads)
             return state, _pncounter(_gcounter({actor: p}), _EMPTY_G)
         return state, _pncounter(_EMPTY_G, _gcounter({actor: n}))
 
-    def increment_slot(self, key: Key, actor: str, delta: int) -> tuple[int, int]:
+    def increment_slot(self, key: Key, actor: str, delta: int, shard: int = -1) -> tuple[int, int]:
         """increment without building states: actor's new (p, n) slot of key. The delta
-        increment returns is that slot's p half when delta > 0, its n half when < 0."""
-        _, p, n = self._increment(key, actor, delta)
+        increment returns is that slot's p half when delta > 0, its n half when < 0.
+        `shard`: key's, if the caller has it (-1: hash the key)."""
+        _, p, n = self._increment(key, actor, delta, shard)
         return p, n
 
-    def _increment(self, key: Key, actor: str, delta: int) -> tuple[bytes, int, int]:
+    def _increment(
+        self, key: Key, actor: str, delta: int, shard: int = -1
+    ) -> tuple[bytes, int, int]:
         """Apply delta under actor: (key's new packed state, actor's new p, n)."""
-        shard, names, record = self._lookup(key)
+        shard, names, record = self._lookup(key, shard)
         index = self._actors.ids.get(actor)
         new_actor = index is None
         if index is None:  # interned once the increment is accepted: the largest index
@@ -301,14 +308,15 @@ class CounterStore(DirtyCounters, LoadedCounters, StoreReceipts, NamespaceReads)
             self._put(shard, key, names, record, share, old_share, actors)  # only these can change
         return pk.unpack(slots, self._actors)
 
-    def merge_slot(self, key: Key, actor: str, p: int, n: int) -> int:
+    def merge_slot(self, key: Key, actor: str, p: int, n: int, shard: int = -1) -> int:
         """merge(key, PNCounter.from_slot(actor, p, n)) without building states; returns
         key's share after it (what share(key) answers). CounterOverflowError, and nothing
-        changes, unless p and n are uint64s."""
+        changes, unless p and n are uint64s. `shard`: key's, if the caller has it (a
+        replication frame's were found checking that they are held here)."""
         for count in (p, n):
             if type(count) is not int or not 0 <= count <= UINT64_MAX:
                 raise CounterOverflowError(f"slot count {count!r} is not a uint64")
-        shard, names, record = self._lookup(key)
+        shard, names, record = self._lookup(key, shard)
         if record is None:
             if not p and not n:
                 return 0
@@ -422,14 +430,11 @@ class CounterStore(DirtyCounters, LoadedCounters, StoreReceipts, NamespaceReads)
         self.shards_dropped += 1  # hints.py: an actor's slots may now be unknown here
         self.drops[shard] = self.drops.get(shard, 0) + 1
         self._receipts.drop_shard(shard)
+        self._dirty.pop(shard, None)
         dropped = 0
-        dirty = self._dirty
-        for tenant, spaces in self._shards.pop(shard, {}).items():
-            for namespace, names in spaces.items():
+        for spaces in self._shards.pop(shard, {}).values():
+            for names in spaces.values():
                 dropped += len(names)
-                if dirty:
-                    for name in names:
-                        dirty.pop((tenant, namespace, name), None)
         self._count -= dropped
         self._digests.pop(shard, None)
         self._unweighed.discard(shard)

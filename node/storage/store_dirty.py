@@ -5,7 +5,7 @@ apart so that each module stays small; it reads records through the store's look
 from __future__ import annotations
 
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
-from typing import NamedTuple
+from typing import NamedTuple, cast
 
 from crdt import PNCounter
 from crdt import packed as pk
@@ -33,9 +33,12 @@ class DirtyCounters:
     """Dirty bookkeeping over the store's records (see CounterStore)."""
 
     def __init__(self, track_changes: bool = False) -> None:
-        # changed since the last write to the durable replica: per key, the actors whose
-        # slots changed (None: all of them), so a flush writes a changed slot, not the state
-        self._dirty: dict[Key, set[str] | None] = {}
+        # changed since the last write to the durable replica: per shard, per key, the actors
+        # whose slots changed (a tuple, a set once a second actor's did; None: all of them),
+        # so a flush writes a changed slot, not the state. By shard, so a flush reads each
+        # record and asks the slot rule without hashing a key to its shard again (under
+        # batches that was a third of a flush).
+        self._dirty: dict[int, dict[Key, Collection[str] | None]] = {}
         self._history_dirty: set[Key] = set()  # changed since history last recorded them
         # the change tap (take_changes), when asked for: per shard, per counter changed since
         # the last take, its value before the first of those changes (None: it is new here).
@@ -94,12 +97,24 @@ class DirtyCounters:
     def _state(self, record: bytes) -> PNCounter:
         return pk.unpack(record[HEADER_SIZE:], self._actors)
 
-    def _put_dirty(self, key: Key, actors: Collection[str]) -> None:
-        found = self._dirty.get(key, _CLEAN)
-        if found is _CLEAN:
-            self._dirty[key] = set(actors)
-        elif found is not None:
-            found.update(actors)
+    def _put_dirty(self, shard: int, key: Key, actors: Collection[str] | None) -> None:
+        """Mark these slots of key (None: all of them) for the next flush. A first mark
+        keeps the writer's tuple (one actor's slot, most writes), so a write makes no set."""
+        marks = self._dirty.get(shard)
+        if marks is None:
+            marks = self._dirty[shard] = {}
+        found = marks.get(key, _CLEAN)
+        if found is None:
+            return  # all of its slots go already
+        if actors is None:
+            marks[key] = None
+        elif found is _CLEAN:
+            marks[key] = actors if type(actors) is tuple else tuple(actors)
+        elif type(found) is tuple:
+            if found != actors:
+                marks[key] = {*found, *actors}
+        else:
+            cast(set[str], found).update(actors)
 
     def _dirty_states(self, dirty: Iterable[Key]) -> list[tuple[Key, int, PNCounter]]:
         out = []
@@ -116,33 +131,45 @@ class DirtyCounters:
         they count as clean from now. Both durable replicas merge slot by slot, so the
         slots that did not change since the last flush need not go again. `writes(shard,
         actor)`: whether this node writes that slot (cluster/slot_owners.py); the others
-        count as clean too."""
+        count as clean too. It is asked once per shard and actor, and a counter whose
+        changed slots are all another node's (a replica's merges, two in three marks at
+        N=3) costs a set and a dict lookup: no record read, no state built."""
         dirty, self._dirty = self._dirty, {}
-        out = []
-        shard_of, table = self._shard, self._actors
-        for key, changed in dirty.items():
-            actors: Collection[str] | None = changed
-            if writes is not None and changed is not None:
-                shard = shard_of(key)
-                actors = [a for a in changed if writes(shard, a)]
-                if not actors:
-                    # Only slots another node writes changed (a replica's merges, two in
-                    # three marks at N=3): no record read, no state built.
+        out: list[tuple[Key, int, PNCounter]] = []
+        held, table, unpack_only = self._shards, self._actors, pk.unpack_only
+        for shard, marks in dirty.items():
+            tenants = held.get(shard)
+            if tenants is None:
+                continue  # dropped since
+            picked: dict[str, bool] = {}  # this shard's answers of writes(shard, actor)
+            for key, changed in marks.items():
+                actors: Collection[str] | None = changed
+                if writes is not None and changed is not None:
+                    actors = []
+                    for actor in changed:
+                        mine = picked.get(actor)
+                        if mine is None:
+                            mine = picked[actor] = writes(shard, actor)
+                        if mine:
+                            actors.append(actor)
+                    if not actors:
+                        continue
+                spaces = tenants.get(key[0])
+                names = None if spaces is None else spaces.get(key[1])
+                record = None if names is None else names.get(key[2])
+                if record is None:
                     continue
-            shard, _, record = self._lookup(key)
-            if record is None:
-                continue
-            if actors is not None:  # only the slots written: the others are never built
-                out.append((key, shard, pk.unpack_only(record[HEADER_SIZE:], table, actors)))
-                continue
-            state = self._state(record)
-            if writes is not None:
-                actors = [a for a in state.actors() if writes(shard, a)]
-                if not actors:
+                if actors is not None:  # only the slots written: the others are never built
+                    out.append((key, shard, unpack_only(record[HEADER_SIZE:], table, actors)))
                     continue
-                if len(actors) < len(state.p) + len(state.n):
-                    state = state.restricted_to(actors)
-            out.append((key, shard, state))
+                state = self._state(record)
+                if writes is not None:
+                    actors = [a for a in state.actors() if writes(shard, a)]
+                    if not actors:
+                        continue
+                    if len(actors) < len(state.p) + len(state.n):
+                        state = state.restricted_to(actors)
+                out.append((key, shard, state))
         return out
 
     def keys(self) -> list[Key]:
@@ -167,14 +194,14 @@ class DirtyCounters:
             slots = pk.SLOT.iter_unpack(record[HEADER_SIZE:])
             actors = [table[index] for index, _, _ in slots if index in picked]
             if actors:
-                self._put_dirty(key, actors)
+                self._put_dirty(shard, key, actors)
                 marked += 1
         return marked
 
     def mark_dirty(self, entries: Iterable[tuple[Key, int, PNCounter]]) -> None:
         """Put back counters whose write failed; their slots' latest values go next time."""
-        for key, _, state in entries:
-            self._put_dirty(key, state.p.slots.keys() | state.n.slots.keys())
+        for key, shard, state in entries:
+            self._put_dirty(shard, key, state.p.slots.keys() | state.n.slots.keys())
 
     def take_history_dirty(self) -> list[tuple[Key, int, PNCounter]]:
         """Counters changed since the history last took them: (key, shard, state)."""
@@ -232,4 +259,4 @@ class DirtyCounters:
         return out
 
     def dirty_count(self) -> int:
-        return len(self._dirty)
+        return sum(map(len, self._dirty.values()))

@@ -25,7 +25,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import struct
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from operator import itemgetter
 
 from crdt import PNCounter
@@ -53,7 +53,7 @@ class LoadedCounters:
     _count: int
     _actors: pk.ActorTable
     _weights: list[tuple[int, int]]
-    _dirty: dict[Key, set[str] | None]
+    _dirty: dict[int, dict[Key, Collection[str] | None]]
     _history_dirty: set[Key]
     _unweighed: set[int]
     arrivals: dict[int, int]
@@ -238,13 +238,15 @@ class LoadedCounters:
         """States read from the durable replica (as `load_slots`, from states)."""
         dirty, history_dirty = self._dirty, self._history_dirty
         for key, state in entries:
-            if state.is_empty() or self._lookup(key)[2] is not None:
+            shard, _, record = self._lookup(key)
+            if state.is_empty() or record is not None:
                 self.merge(key, state)
                 continue
-            was_dirty, was_history_dirty = key in dirty, key in history_dirty
+            was_dirty = key in dirty.get(shard, ())
+            was_history_dirty = key in history_dirty
             self.merge(key, state)
             if not was_dirty:
-                dirty.pop(key, None)
+                dirty.get(shard, {}).pop(key, None)
             if not was_history_dirty:
                 history_dirty.discard(key)
             self._arrived(key)  # loaded, not changed

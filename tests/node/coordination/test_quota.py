@@ -96,3 +96,14 @@ def test_a_dropped_shard_does_not_hide_counters_created_after_it(tmp_path: Path)
     store.increment(acme[4], "n1:1", 1)  # 5 of 5, the store at 5 counters again
     with pytest.raises(QuotaExceeded):
         quota.admit_new("acme")
+
+
+def test_admit_given_the_key_shard_answers_as_without_it(tmp_path: Path):
+    quota, store = _node(tmp_path, "acme=2")
+    _create(store, "acme", 2)
+    held, new = ("acme", "ns", "c0"), ("acme", "ns", "fresh")
+    for shard in (quota.cluster.shard_of(held), -1):
+        quota.admit(held, shard)  # an existing counter always passes
+    for shard in (quota.cluster.shard_of(new), -1):
+        with pytest.raises(QuotaExceeded):
+            quota.admit(new, shard)

@@ -126,3 +126,56 @@ def test_mark_shard_slots_dirty_marks_the_picked_slots_asking_once_per_actor():
     taken = {key: state for key, _, state in store.take_dirty()}
     both = PNCounter.from_slot("b:1", 2, 1).merge(PNCounter.from_slot("c:1", 3, 0))
     assert taken == {KEYS[0]: both, KEYS[1]: PNCounter.from_slot("b:1", 2, 1)}
+
+
+def test_take_dirty_asks_the_slot_rule_once_per_shard_and_actor():
+    store = CounterStore(lambda key: len(key[2]) % 2)  # x, y: shard 1; zz: shard 0
+    for key in KEYS:
+        store.merge_slot(key, "b:1", 2, 0)  # another node's slot, as a replica merges it
+        store.increment_slot(key, "a:1", 1)  # this node's own
+    asked: list[tuple[int, str]] = []
+
+    def writes(shard: int, actor: str) -> bool:
+        asked.append((shard, actor))
+        return actor == "a:1"
+
+    taken = {key: (shard, state) for key, shard, state in store.take_dirty(writes)}
+    assert sorted(asked) == [(0, "a:1"), (0, "b:1"), (1, "a:1"), (1, "b:1")]
+    own = PNCounter.from_slot("a:1", 1, 0)
+    assert taken == {KEYS[0]: (1, own), KEYS[1]: (1, own), KEYS[2]: (0, own)}
+    assert store.dirty_count() == 0 and store.take_dirty(writes) == []
+
+
+def test_take_dirty_skips_counters_whose_changed_slots_it_does_not_write_and_drops_them():
+    store = CounterStore(lambda key: len(key[2]) % 2)
+    store.merge_slot(KEYS[0], "b:1", 2, 0)
+    store.merge_slot(KEYS[2], "b:1", 5, 0)
+    assert store.dirty_count() == 2
+    assert store.take_dirty(lambda shard, actor: actor != "b:1") == []
+    assert store.dirty_count() == 0  # clean now, though nothing was written
+
+
+def test_a_dropped_shard_leaves_nothing_dirty_and_the_others_stay():
+    store = CounterStore(lambda key: len(key[2]) % 2)
+    for key in KEYS:
+        store.increment_slot(key, "a:1", 1)
+    assert store.drop_shard(1) == 2 and store.dirty_count() == 1
+    assert [(key, shard) for key, shard, _ in store.take_dirty()] == [(KEYS[2], 0)]
+
+
+def test_a_flush_takes_every_actor_changed_since_the_last_whatever_the_order():
+    store = CounterStore(lambda key: len(key[2]) % 2)
+    store.increment_slot(KEYS[0], "a:1", 1)
+    store.merge_slot(KEYS[0], "b:1", 2, 0)
+    store.increment_slot(KEYS[0], "a:1", 1)  # again: the two slots stay marked, once each
+    store.merge_slot(KEYS[0], "c:1", 0, 4)
+    store.increment_slot(KEYS[1], "a:1", 3)
+    store.increment_slot(KEYS[1], "a:1", 3)
+    store.merge(KEYS[2], PNCounter.from_slot("b:1", 1, 0))  # new here: every slot
+    store.merge_slot(KEYS[2], "c:1", 1, 0)
+    taken = {key: state for key, _, state in store.take_dirty()}
+    a, b, c = (PNCounter.from_slot(*slot) for slot in (("a:1", 2, 0), ("b:1", 2, 0), ("c:1", 0, 4)))
+    assert taken[KEYS[0]] == a.merge(b).merge(c)
+    assert taken[KEYS[1]] == PNCounter.from_slot("a:1", 6, 0)
+    assert taken[KEYS[2]] == store.get(KEYS[2])
+    assert store.take_dirty() == []

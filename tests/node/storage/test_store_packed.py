@@ -38,10 +38,10 @@ ops = st.one_of(
     st.tuples(st.just("increment"), st.sampled_from(KEYS), st.sampled_from(ACTORS),
               st.integers(-(2**63), 2**63 - 1) | st.integers(-5, 5)),
     st.tuples(st.just("increment_slot"), st.sampled_from(KEYS), st.sampled_from(ACTORS),
-              st.integers(-5, 5)),
+              st.integers(-5, 5), st.booleans()),  # True: the caller gives the key's shard
     st.tuples(st.just("merge"), st.sampled_from(KEYS), st.sampled_from(ACTORS), counts, counts),
     st.tuples(st.just("merge_slot"), st.sampled_from(KEYS), st.sampled_from(ACTORS), counts,
-              counts),
+              counts, st.booleans()),  # True: the caller gives the key's shard
     st.tuples(st.just("merge_share"), st.sampled_from(KEYS), st.sampled_from(ACTORS), counts,
               counts, st.sampled_from([None, *ACTORS]), counts),
     st.tuples(st.just("reset"), st.sampled_from(KEYS)),
@@ -70,7 +70,8 @@ def apply(store: CounterStore, model: dict[Key, PNCounter], op: tuple) -> None: 
             state, changed = store.increment(key, actor, delta)
             assert state == expected and changed == expected.delta_since(old)
         else:
-            assert store.increment_slot(key, actor, delta) == expected.slot(actor)
+            given_shard = _shard(key) if args[3] else -1
+            assert store.increment_slot(key, actor, delta, given_shard) == expected.slot(actor)
         model[key] = expected
     elif kind == "merge":
         incoming = PNCounter.from_slot(args[1], args[2], args[3])
@@ -81,7 +82,8 @@ def apply(store: CounterStore, model: dict[Key, PNCounter], op: tuple) -> None: 
     elif kind == "merge_slot":
         incoming = PNCounter.from_slot(args[1], args[2], args[3])
         expected = old.merge(incoming)
-        share = store.merge_slot(key, args[1], args[2], args[3])
+        given_shard = _shard(key) if args[4] else -1
+        share = store.merge_slot(key, args[1], args[2], args[3], given_shard)
         assert share == reference_share(key, expected)
         if key in model or not incoming.is_empty():
             model[key] = expected
@@ -113,6 +115,10 @@ def test_the_store_answers_as_a_map_of_pncounters(steps: list[tuple]) -> None:  
         state = model.get(key)
         assert store.get(key) == state
         assert store.value(key) == (None if state is None else state.value())
+        assert store.value(key, _shard(key)) == store.value(key)
+        assert (
+            store.has(key) == store.has(key, _shard(key)) == (state is not None) == (key in store)
+        )
         assert store.share(key) == (0 if state is None else reference_share(key, state))
     for shard in (0, 1):
         held = {key: state for key, state in model.items() if _shard(key) == shard}
