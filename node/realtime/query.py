@@ -129,9 +129,12 @@ def _int(obj: object) -> int:
 
 
 def answer_from_wire(obj: object) -> Answer:
-    if not isinstance(obj, list) or len(obj) != 9:
-        raise ProtocolError("a realtime answer is a list of 9")
-    done, refused, counters, total, change, top, since, buckets, gaps = obj
+    # 8 fields from a node before the window file (no gaps: it never restored one), more
+    # from a later one (fields it added are left alone): a rolling upgrade keeps answering
+    if not isinstance(obj, list) or len(obj) < 8:
+        raise ProtocolError("a realtime answer is a list of at least 8")
+    done, refused, counters, total, change, top, since, buckets = obj[:8]
+    gaps = obj[8] if len(obj) > 8 else []
     if not isinstance(done, list) or not all(type(s) is int for s in done):
         raise ProtocolError("bad realtime shards done")
     if not isinstance(refused, list) or not isinstance(top, list):

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from node.base.errors import PeerError, QuorumUnavailable
+from node.cluster.wire import ProtocolError
 from node.realtime.fanout import Fanout, Result, _merge
 from node.realtime.query import Answer, Kind, Query, answer_from_wire, query_from_wire
 from node.realtime.service import NOT_HELD
@@ -146,3 +147,19 @@ def test_answers_merge_exactly() -> None:
     merged = _merge(Query(Kind.TOP, "t", "ns", k=2), [one, two], Result())
     assert (merged.counters, merged.total, merged.change) == (3, 17, 12)
     assert merged.top == [("x", 5, 1), ("z", 5, 9)]  # by value, ties by name
+
+
+def test_an_answer_from_a_node_before_or_after_this_version_is_read() -> None:
+    """A rolling upgrade: a node before the window file answers 8 fields (no restore gaps),
+    a later one may add fields; both are read, and a shorter or malformed answer is not."""
+    answer = Answer([0], {}, 2, 10, 3, [("x", 5, 1)], 0)
+    answer.gaps = [(5, 7)]
+    wire = answer.to_wire()
+    assert len(wire) == 9 and answer_from_wire(wire) == answer
+    older = answer_from_wire(wire[:8])
+    assert older.gaps == [] and (older.counters, older.total, older.top) == (2, 10, [("x", 5, 1)])
+    assert answer_from_wire([*wire, "a later field"]) == answer
+    with pytest.raises(ProtocolError):
+        answer_from_wire(wire[:7])
+    with pytest.raises(ProtocolError):
+        answer_from_wire([*wire[:8], [[5]]])  # a gap is [low, high]
