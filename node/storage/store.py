@@ -82,11 +82,11 @@ class CounterStore(DirtyCounters, LoadedCounters, StoreReceipts, NamespaceReads)
         return self._count
 
     def __contains__(self, key: Key) -> bool:
-        """Whether key is held, without building its state."""
-        return self._record(key) is not None
+        return self.has(key)
 
     def has(self, key: Key, shard: int = -1) -> bool:
-        """`key in store`; `shard`: key's, if the caller has it (-1: hash the key)."""
+        """Whether key is held, without building its state. `shard`: key's, if the caller
+        has it (-1: hash the key)."""
         return self._record(key, shard) is not None
 
     def incarnations(self) -> dict[str, int]:
