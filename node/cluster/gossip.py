@@ -75,6 +75,10 @@ class Gossip:
     def divergent_shards(self) -> int:
         return self.anti_entropy.divergent_shards
 
+    @property
+    def deferred_shards(self) -> int:
+        return self.anti_entropy.deferred_shards
+
     async def stop(self) -> None:
         tasks = [t for t in [self._handoff, *self._refreshing.values()] if t is not None]
         for task in tasks:
@@ -289,7 +293,7 @@ class Gossip:
         self.anti_entropy.heard_total(sender, asked.total)
         reply = self.message(sender, reply=True)
         shared = self._shared_shards(sender)
-        reply.update(self.anti_entropy.fingerprints(asked, shared, self.cluster.recovered))
+        reply.update(self.anti_entropy.fingerprints(asked, shared, self.cluster.recovered, sender))
         if body.get("admit") is True:
             reply["admitted"] = True
         return reply

@@ -143,6 +143,12 @@ class NodeCollector:
             gossip.divergent_shards,
         )
         yield _counter(
+            "counters_deferred_shards",
+            "Shared shards whose digests differed but that changed lately here: their "
+            "comparison with that peer waited for a later exchange (in flight, not lost).",
+            gossip.deferred_shards,
+        )
+        yield _counter(
             "counters_repaired_keys",
             "Counters pushed to a peer by anti-entropy.",
             gossip.repaired_keys,

@@ -39,6 +39,7 @@ class DirtyCounters:
         # record and asks the slot rule without hashing a key to its shard again (under
         # batches that was a third of a flush).
         self._dirty: dict[int, dict[Key, Collection[str] | None]] = {}
+        self._taken_shards: set[int] = set()  # the shards of the last take_dirty's marks
         self._history_dirty: set[Key] = set()  # changed since history last recorded them
         # the change tap (take_changes), when asked for: per shard, per counter changed since
         # the last take, its value before the first of those changes (None: it is new here).
@@ -135,6 +136,7 @@ class DirtyCounters:
         changed slots are all another node's (a replica's merges, two in three marks at
         N=3) costs a set and a dict lookup: no record read, no state built."""
         dirty, self._dirty = self._dirty, {}
+        self._taken_shards = set(dirty)
         out: list[tuple[Key, int, PNCounter]] = []
         held, table, unpack_only = self._shards, self._actors, pk.unpack_only
         for shard, marks in dirty.items():
@@ -171,6 +173,13 @@ class DirtyCounters:
                         state = state.restricted_to(actors)
                 out.append((key, shard, state))
         return out
+
+    def changed_lately(self, shard: int) -> bool:
+        """Whether a counter of the shard changed here (a write or a merge) since the flush
+        before the last one: within one to two write-behind intervals, or since the last
+        flush that failed. What anti-entropy asks to tell a shard whose replicas differ by
+        the writes in flight from one that stands still (node/cluster/anti_entropy.py)."""
+        return shard in self._dirty or shard in self._taken_shards
 
     def keys(self) -> list[Key]:
         """Every counter held, as a list (a snapshot: the store may change meanwhile)."""

@@ -1,0 +1,95 @@
+"""Anti-entropy defers a differing shard that changed lately here, never for long.
+
+Under load every shard's replicas differ by the writes in flight, and comparing them all at
+every exchange shipped every counter in flight. A shard that changed here within the last
+write-behind intervals is compared with a peer at one exchange in HOT_EVERY + 1; one that
+stands still is compared at once; each peer keeps its own turn.
+"""
+
+from __future__ import annotations
+
+from crdt import PNCounter
+from node.base.keys import Key
+from node.cluster.anti_entropy import HOT_EVERY, HOT_PER_EXCHANGE, AntiEntropy, Asked
+from node.storage.store import CounterStore
+
+HOT: Key = ("t", "ns", "hot")
+STILL: Key = ("t", "ns", "still")
+SHARDS = {HOT: 1, STILL: 2}
+
+
+def _store() -> CounterStore:
+    store = CounterStore(SHARDS.__getitem__)
+    for key in (HOT, STILL):
+        store.merge(key, PNCounter.empty().increment("n2:1", 5))
+    store.take_dirty()
+    store.take_dirty()  # two flushes since: neither shard changed lately
+    return store
+
+
+def _asked() -> Asked:
+    """A peer's digests that differ from ours for both shards."""
+    return Asked(states=[(1, 12345), (2, 67890)], receipts=None)
+
+
+def _compared(ae: AntiEntropy, peer: str) -> list[int]:
+    fields = ae.fingerprints(_asked(), [1, 2], recovered=True, peer=peer)
+    return [shard for shard, _ in fields["shares"]]
+
+
+def test_a_shard_that_stands_still_is_compared_at_every_exchange():
+    ae = AntiEntropy(_store(), shards_per_round=64)
+    for _ in range(HOT_EVERY + 2):
+        assert _compared(ae, "n2") == [1, 2]
+    assert ae.deferred_shards == 0
+
+
+def test_a_shard_changed_lately_is_compared_once_in_hot_every_plus_one_exchanges_per_peer():
+    store = _store()
+    ae = AntiEntropy(store, shards_per_round=64)
+    store.increment(HOT, "n1:1", 1)  # a write here: shard 1 changed lately
+    seen = [_compared(ae, "n2") for _ in range(2 * (HOT_EVERY + 1))]
+    assert seen == ([[1, 2]] + [[2]] * HOT_EVERY) * 2
+    assert ae.deferred_shards == 2 * HOT_EVERY
+    assert _compared(ae, "n3") == [1, 2]  # another peer's turn is its own
+    store.take_dirty()
+    assert _compared(ae, "n2") == [1, 2]  # the next turn's comparison
+    assert _compared(ae, "n2") == [2]  # changed since the flush before the last: still lately
+    store.take_dirty()
+    for _ in range(2):
+        assert _compared(ae, "n2") == [1, 2]  # two flushes without a change: it stands still
+
+
+def test_a_merge_and_a_failed_flush_count_as_changes():
+    store = _store()
+    ae = AntiEntropy(store, shards_per_round=64)
+    assert _compared(ae, "n2") == [1, 2]
+    store.merge(HOT, PNCounter.empty().increment("n3:1", 2))  # a replica's merge
+    assert _compared(ae, "n2") == [1, 2]  # its first comparison is due
+    assert _compared(ae, "n2") == [2]
+    taken = store.take_dirty()
+    store.take_dirty()
+    assert _compared(ae, "n2") == [1, 2]
+    store.mark_dirty(taken)  # the flush failed: its counters are marked again
+    assert _compared(ae, "n2") == [1, 2]
+    assert _compared(ae, "n2") == [2]
+
+
+def test_busy_shards_take_turns_within_a_bound_per_exchange():
+    """When many shards are busy, at most HOT_PER_EXCHANGE of them are compared per
+    exchange, those that waited longest first: each still gets its turn, evenly."""
+    busy = 5 * HOT_PER_EXCHANGE
+    keys = {("t", "ns", f"c{shard}"): shard for shard in range(busy)}
+    store = CounterStore(keys.__getitem__)
+    for key in keys:
+        store.increment(key, "n1:1", 1)
+    ae = AntiEntropy(store, shards_per_round=64)
+    asked = Asked(states=[(shard, 1) for shard in range(busy)], receipts=None)
+    turns = [
+        [s for s, _ in ae.fingerprints(asked, list(range(busy)), True, "n2")["shares"]]
+        for _ in range(3 * 5)
+    ]
+    assert all(len(turn) == HOT_PER_EXCHANGE for turn in turns)
+    for start in range(0, len(turns), 5):  # every 5 exchanges, every shard once
+        window = [shard for turn in turns[start : start + 5] for shard in turn]
+        assert sorted(window) == list(range(busy))
