@@ -26,15 +26,19 @@ that changed here lately (a write or a merge within one to two write-behind inte
 store.changed_lately) differs from its other replicas by the writes in flight, which
 replication is delivering anyway; under load every shard does, at every exchange, and
 comparing them all shipped every counter in flight (9% of a loaded node's CPU under batches
-of uniform keys). So the answering side defers such a shard's comparison with a given peer
-HOT_EVERY exchanges, and then compares at most HOT_PER_EXCHANGE of them per exchange, those
-that waited longest first; a shard that stands still here is compared at once. A counter
-written without pause thus converges within max(HOT_EVERY + 1, shards changed lately /
-HOT_PER_EXCHANGE) exchanges with each peer: 5 when few shards are busy, 32 (16 s at the
-default gossip interval) when all 256 of a 3-node cluster are. The counters in flight when a
-shard is compared are shipped too (merge is idempotent, so only bytes and CPU are lost).
-Work per exchange is bounded by the shards sampled; frames by PUSH_BATCH counters and
-PUSH_RECEIPTS receipts. Shards whose digests match cost one comparison each.
+of uniform keys). So the answering side compares the shards that stand still first (at most
+shards_per_round, sampled), and in the room left the shards changed lately whose comparison
+with this peer has waited HOT_EVERY exchanges or more, longest-waiting first, at most
+max(HOT_PER_EXCHANGE, a 32nd of the shards shared with the peer) of them; one not compared
+waits one exchange more. A counter written without pause thus converges within
+max(HOT_EVERY + 1, 32) exchanges with each peer once no shard that stands still differs: 5
+when few shards are busy, 32 (16 s at the default gossip interval) when all are. Its turn is
+spent even if the push that follows is cut short by the exchange's deadline or lost (the
+rest waits for the next turn), and anti-entropy's own merges make a shard changed lately
+too. The counters in flight when a shard is compared are shipped as well (merge is
+idempotent, so only bytes and CPU are lost). Work per exchange is bounded by the shards
+compared; frames by PUSH_BATCH counters and PUSH_RECEIPTS receipts. Shards whose digests
+match cost one comparison each.
 """
 
 from __future__ import annotations
@@ -80,12 +84,12 @@ class AntiEntropy:
         self.store = store
         self.shards_per_round = shards_per_round
         self.repaired_keys = 0  # counters pushed to peers
-        self.divergent_shards = 0  # shared shards whose digests differed, as asked
+        self.divergent_shards = 0  # shared shards whose digests differed, compared or not
         self.totals: dict[str, int] = {}  # peer -> the total of digests it told us last
         self._unsent: dict[str, int] = {}  # peer -> exchanges since we sent it digests
-        # (peer, shard) -> that peer's exchanges since the shard, changed lately here, was
+        # peer -> shard -> that peer's exchanges since the shard, changed lately here, was
         # last compared with it (absent: compared at the last exchange where it differed)
-        self._deferred: dict[tuple[str, int], int] = {}
+        self._deferred: dict[str, dict[int, int]] = {}
         self.deferred_shards = 0  # differing shards whose comparison waited, for metrics
 
     def total(self, shards: list[int]) -> int:
@@ -160,7 +164,7 @@ class AntiEntropy:
         self, asked: Asked, shared: list[int], recovered: bool, peer: str = ""
     ) -> dict[str, Any]:
         """Per-counter fingerprints of the shared shards whose digests differ from asked's
-        (those that changed lately here, at one exchange with `peer` in HOT_EVERY + 1);
+        (those that changed lately here only when their turn with `peer` comes: _due);
         receipts are compared only once this node has loaded all it holds."""
         store = self.store
         mine = set(shared)
@@ -170,7 +174,8 @@ class AntiEntropy:
             for shard, theirs in asked.states
             if type(shard) is int and shard in mine and store.digest(shard) != theirs
         ]
-        for shard in self._sample(self._due(peer, differing)):
+        self.divergent_shards += len(differing)
+        for shard in self._due(peer, differing, mine):
             flat: list[int] = []
             for _, weight, share in store.shard_shares(shard):
                 flat += (weight, share)
@@ -182,8 +187,9 @@ class AntiEntropy:
             return fields  # another window (a configuration change) or a clock far behind
         candidates = mine.intersection(store.receipt_shards()) | mine.intersection(theirs)
         differing = [s for s in candidates if store.receipt_digest(s, lo, hi) != theirs.get(s, 0)]
+        self.divergent_shards += len(differing)
         receipt_shares = []
-        for shard in self._sample(differing):
+        for shard in sorted(self._sample(differing)):
             flat = []
             for _, weight, total in store.receipt_summaries(shard, lo, hi):
                 flat += (weight, total)
@@ -192,33 +198,42 @@ class AntiEntropy:
             fields["receipt_shares"] = receipt_shares
         return fields
 
-    def _due(self, peer: str, differing: list[int]) -> list[int]:
-        """The differing shards to compare with `peer` now: those that stand still here, and
-        of those changed lately, whose comparison with it was deferred at least HOT_EVERY
-        times since the last, the HOT_PER_EXCHANGE that waited longest."""
-        due: list[int] = []
+    def _due(self, peer: str, differing: list[int], shared: set[int]) -> list[int]:
+        """The differing shards to compare with `peer` now, at most shards_per_round: those
+        that stand still here (a random sample when there are more), then, in the room
+        left, of those changed lately whose comparison with it was deferred at least
+        HOT_EVERY times since the last, the longest-waiting, at most max(HOT_PER_EXCHANGE,
+        a 32nd of the `shared` shards). A shard changed lately that is not compared waits
+        one exchange more; only one that is compared starts waiting afresh."""
+        waits = self._deferred.setdefault(peer, {})
+        if len(waits) > len(shared):  # shards no longer shared (a ring change) go
+            waits = self._deferred[peer] = {s: n for s, n in waits.items() if s in shared}
+        still: list[int] = []
         hot: list[tuple[int, int]] = []  # (exchanges waited, shard) of shards changed lately
-        deferred, changed_lately = self._deferred, self.store.changed_lately
+        changed_lately = self.store.changed_lately
         for shard in differing:
             if changed_lately(shard):
-                hot.append((deferred.get((peer, shard), HOT_EVERY), shard))
+                hot.append((waits.get(shard, HOT_EVERY), shard))
             else:
-                deferred.pop((peer, shard), None)
-                due.append(shard)
+                waits.pop(shard, None)
+                still.append(shard)
+        due = self._sample(still)
+        room = min(self.shards_per_round - len(due), max(HOT_PER_EXCHANGE, len(shared) // 32))
         hot.sort(reverse=True)
-        for rank, (waited, shard) in enumerate(hot):
-            if waited >= HOT_EVERY and rank < HOT_PER_EXCHANGE:
-                deferred[(peer, shard)] = 0
+        for waited, shard in hot:
+            if waited >= HOT_EVERY and room > 0:
+                room -= 1
+                waits[shard] = 0
                 due.append(shard)
             else:
-                deferred[(peer, shard)] = waited + 1
+                waits[shard] = waited + 1
                 self.deferred_shards += 1
-        return due
+        return sorted(due)
 
     def _sample(self, differing: list[int]) -> list[int]:
-        self.divergent_shards += len(differing)
+        """At most shards_per_round of these, picked at random."""
         random.shuffle(differing)  # not always the same shards first when capped
-        return sorted(differing[: self.shards_per_round])
+        return differing[: self.shards_per_round]
 
     # -- the initiator again: what to push --------------------------------------------------
 

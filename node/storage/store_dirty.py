@@ -136,7 +136,7 @@ class DirtyCounters:
         changed slots are all another node's (a replica's merges, two in three marks at
         N=3) costs a set and a dict lookup: no record read, no state built."""
         dirty, self._dirty = self._dirty, {}
-        self._taken_shards = set(dirty)
+        self._taken_shards = {shard for shard, marks in dirty.items() if marks}
         out: list[tuple[Key, int, PNCounter]] = []
         held, table, unpack_only = self._shards, self._actors, pk.unpack_only
         for shard, marks in dirty.items():
@@ -179,7 +179,7 @@ class DirtyCounters:
         before the last one: within one to two write-behind intervals, or since the last
         flush that failed. What anti-entropy asks to tell a shard whose replicas differ by
         the writes in flight from one that stands still (node/cluster/anti_entropy.py)."""
-        return shard in self._dirty or shard in self._taken_shards
+        return bool(self._dirty.get(shard)) or shard in self._taken_shards
 
     def keys(self) -> list[Key]:
         """Every counter held, as a list (a snapshot: the store may change meanwhile)."""

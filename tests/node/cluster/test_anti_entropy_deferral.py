@@ -93,3 +93,41 @@ def test_busy_shards_take_turns_within_a_bound_per_exchange():
     for start in range(0, len(turns), 5):  # every 5 exchanges, every shard once
         window = [shard for turn in turns[start : start + 5] for shard in turn]
         assert sorted(window) == list(range(busy))
+
+
+def test_shards_that_stand_still_go_first_and_a_busy_shard_left_out_keeps_its_turn():
+    """The cap per exchange (shards_per_round) is filled with the shards that stand still
+    first; a busy shard that finds no room is not counted as compared."""
+    store = _store()
+    store.increment(HOT, "n1:1", 1)
+    ae = AntiEntropy(store, shards_per_round=1)
+    for _ in range(3):
+        assert _compared(ae, "n2") == [2]  # the still shard takes the only room
+    quiet = Asked(states=[(1, 12345)], receipts=None)  # shard 2 agrees now: room for 1
+    assert [s for s, _ in ae.fingerprints(quiet, [1, 2], True, "n2")["shares"]] == [1]
+
+
+def test_a_loaded_shard_is_not_busy():
+    """A counter loaded from the durable replica is not a change (load_durable leaves the
+    shard's emptied marks behind): the shard is compared at once."""
+    store = CounterStore(SHARDS.__getitem__)
+    store.load_durable([(HOT, PNCounter.empty().increment("n2:1", 5))])
+    assert store.has(HOT)
+    ae = AntiEntropy(store, shards_per_round=64)
+    for _ in range(2):
+        assert _compared(ae, "n2") == [1, 2]
+    store.take_dirty()
+    assert _compared(ae, "n2") == [1, 2]
+
+
+def test_the_busy_shards_compared_per_exchange_grow_with_the_shards_shared():
+    busy = 1024
+    keys = {("t", "ns", f"c{shard}"): shard for shard in range(busy)}
+    store = CounterStore(keys.__getitem__)
+    for key in keys:
+        store.increment(key, "n1:1", 1)
+    ae = AntiEntropy(store, shards_per_round=64)
+    asked = Asked(states=[(shard, 1) for shard in range(busy)], receipts=None)
+    fields = ae.fingerprints(asked, list(range(busy)), True, "n2")
+    assert len(fields["shares"]) == busy // 32
+    assert ae.divergent_shards == busy  # deferred ones counted as differing too
