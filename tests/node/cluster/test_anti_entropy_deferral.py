@@ -37,6 +37,17 @@ def _compared(ae: AntiEntropy, peer: str) -> list[int]:
     return [shard for shard, _ in fields["shares"]]
 
 
+def _busy(shards: int) -> tuple[AntiEntropy, Asked]:
+    """Shards 0..shards-1, one counter each written here (all changed lately), and a
+    peer's digests that differ for all of them."""
+    keys = {("t", "ns", f"c{shard}"): shard for shard in range(shards)}
+    store = CounterStore(keys.__getitem__)
+    for key in keys:
+        store.increment(key, "n1:1", 1)
+    asked = Asked(states=[(shard, 1) for shard in range(shards)], receipts=None)
+    return AntiEntropy(store, shards_per_round=64), asked
+
+
 def test_a_shard_that_stands_still_is_compared_at_every_exchange():
     ae = AntiEntropy(_store(), shards_per_round=64)
     for _ in range(HOT_EVERY + 2):
@@ -79,12 +90,7 @@ def test_busy_shards_take_turns_within_a_bound_per_exchange():
     """When many shards are busy, at most HOT_PER_EXCHANGE of them are compared per
     exchange, those that waited longest first: each still gets its turn, evenly."""
     busy = 5 * HOT_PER_EXCHANGE
-    keys = {("t", "ns", f"c{shard}"): shard for shard in range(busy)}
-    store = CounterStore(keys.__getitem__)
-    for key in keys:
-        store.increment(key, "n1:1", 1)
-    ae = AntiEntropy(store, shards_per_round=64)
-    asked = Asked(states=[(shard, 1) for shard in range(busy)], receipts=None)
+    ae, asked = _busy(busy)
     turns = [
         [s for s, _ in ae.fingerprints(asked, list(range(busy)), True, "n2")["shares"]]
         for _ in range(3 * 5)
@@ -122,12 +128,7 @@ def test_a_loaded_shard_is_not_busy():
 
 def test_the_busy_shards_compared_per_exchange_grow_with_the_shards_shared():
     busy = 1024
-    keys = {("t", "ns", f"c{shard}"): shard for shard in range(busy)}
-    store = CounterStore(keys.__getitem__)
-    for key in keys:
-        store.increment(key, "n1:1", 1)
-    ae = AntiEntropy(store, shards_per_round=64)
-    asked = Asked(states=[(shard, 1) for shard in range(busy)], receipts=None)
+    ae, asked = _busy(busy)
     fields = ae.fingerprints(asked, list(range(busy)), True, "n2")
     assert len(fields["shares"]) == busy // 32
     assert ae.divergent_shards == busy  # deferred ones counted as differing too
