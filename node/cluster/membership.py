@@ -124,6 +124,13 @@ class Cluster:
                     return chosen
         return self._first_serving(replicas)
 
+    def placement(self) -> tuple[object, ...]:
+        """Everything coordinator(shard) answers from when not given `reachable`: the view,
+        the ring, the nodes suspected down, and whether this node is ready. Each is replaced,
+        never changed in place, so two equal placements give every shard the same coordinator
+        (equal parts compare by identity first: an unchanged placement costs four checks)."""
+        return (self.view, self.state, self.down, self.ready)
+
     def _first_serving(self, replicas: Sequence[str]) -> str | None:
         for node_id in replicas:
             if self.serving(node_id):

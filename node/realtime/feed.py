@@ -54,6 +54,7 @@ class Feed:
             min_interval_ms=config.events_min_interval_ms,
             # long enough for the others to notice a coordinator's death and move on
             recall_ms=max(RECALL_MIN_MS, int(4 * config.failure_timeout_s * 1000)),
+            placement=cluster.placement,
         )
         # a stream waits for the slowest member each read: a dying one costs at most this
         self.reader = FeedReader(cluster, pool, self.log, min(config.request_timeout_s, 1.0))

@@ -77,10 +77,16 @@ class Publisher:
         min_interval_ms: int,
         recall_ms: int,
         clock_ms: Callable[[], int] = lambda: time.time_ns() // 1_000_000,
+        placement: Callable[[], object] | None = None,
     ) -> None:
         self.log = log
         self.shards = shards
         self.coordinates = coordinates
+        # What `coordinates` answers from (Cluster.placement), asked each tick: while it
+        # compares equal, the shards owned are those of the last tick, and a tick does not
+        # ask every shard again (256 calls, once per change tap turn under load). None: ask.
+        self.placement = placement
+        self._placed: object = None
         self.value_of = value_of
         self.version_of = version_of
         self.sinks = list(sinks)
@@ -134,6 +140,11 @@ class Publisher:
         oldest = now_ms - self.recall_ms
         while self._recalled and self._recalled[0][0] < oldest:
             self._recalled_count -= len(self._recalled.popleft()[1])
+        if self.placement is not None:
+            placed = self.placement()
+            if self._owned is not None and placed == self._placed:
+                return
+            self._placed = placed
         owned = frozenset(s for s in range(self.shards) if self.coordinates(s))
         before, self._owned = self._owned, owned
         if before is None or owned == before:

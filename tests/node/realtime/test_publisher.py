@@ -79,6 +79,40 @@ def test_a_node_that_hands_a_shard_on_publishes_what_it_held_back_then_stops() -
     assert publisher.tick(1300) == []
 
 
+def test_with_a_placement_a_tick_asks_the_shards_only_when_the_placement_changed() -> None:
+    owned: set[int] = {0}
+    asked: list[int] = []
+    placement = ["ring 1"]
+
+    def coordinates(shard: int) -> bool:
+        asked.append(shard)
+        return shard in owned
+
+    values = {A: 3, B: 9}
+    publisher = Publisher(
+        EventLog(1),
+        4,
+        coordinates,
+        values.get,
+        [Offered()],
+        version_of=lambda key, shard: values.get(key),
+        min_interval_ms=100,
+        recall_ms=10_000,
+        placement=lambda: tuple(placement),  # a new tuple each call, equal until changed
+    )
+    publisher.tick(0)
+    assert sorted(asked) == [0, 1, 2, 3]
+    asked.clear()
+    publisher.on_changes([Change(A, 0, 0, 3), Change(B, 1, 2, 9)], 1000)
+    publisher.tick(1100)
+    assert asked == []  # the same placement: the shards owned are the last tick's
+    owned.add(1)
+    placement[0] = "ring 2"  # B's coordinator died: this node coordinates shard 1 now
+    events = publisher.tick(1200)
+    assert sorted(asked) == [0, 1, 2, 3]
+    assert [(e.name, e.value, e.replayed) for e in events] == [("b", 9, True)]
+
+
 def test_recollections_expire_after_the_recall_window() -> None:
     owned: set[int] = set()
     publisher, _ = publisher_of(owned, {A: 1})
