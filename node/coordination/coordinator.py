@@ -103,7 +103,9 @@ class Coordinator:
             # for their views now rather than spend the last hop on a stale one.
             await self.refresh_view([m.node_id for m in self.cluster.peers()])
             owners = self._owners(ops, shards, hops)
-        if all(owner == me for owner in owners):  # the common case: no grouping needed
+        if len(ops) > 1 and ops[0].kind is OpKind.CLAIM:  # a keyed batch, with its claim
+            results = await self._run_claimed(ops, shards, owners, consistency, hops, fingerprint)
+        elif all(owner == me for owner in owners):  # the common case: no grouping needed
             try:
                 results = await self._run_local(ops, shards, consistency, fingerprint)
             except (QuorumUnavailable, QuorumTimeout) as error:
@@ -215,6 +217,48 @@ class Coordinator:
             for index, result in zip(indexes, outcome, strict=True):
                 results[index] = result
         return _decided(results)
+
+    async def _run_claimed(
+        self,
+        ops: list[Op],
+        shards: list[int],
+        owners: list[str | None],
+        consistency: str,
+        hops: int,
+        fingerprint: str,
+    ) -> list[OpResult]:
+        """A keyed batch: its claim (ops[0]), then its ops, none of which may apply unless
+        the claim succeeds. When one node runs them all (N equal to the node count: the
+        claim's coordinator is the batch's home), they run there as one group, where the
+        claim gates the ops in the loop turn that applies them (idempotency.py): one
+        forward, one reservation round and one replication round, not two of each.
+        Otherwise, or when that node cannot be reached (nothing ran there; the ops must not
+        be split among others while the claim runs), the claim runs first and the ops only
+        after it succeeded."""
+        owner = owners[0]
+        if owner is not None and all(o == owner for o in owners):
+            try:
+                if owner == self.cluster.node_id:
+                    return await self._run_local(ops, shards, consistency, fingerprint)
+                return await self._forward(owner, ops, consistency, hops, fingerprint)
+            except PeerUnreachable:
+                pass  # unsent: the long way below
+            except PeerError as error:  # sent: it may have run there
+                failed = QuorumUnavailable(
+                    f"forwarding to {owner} failed: {error}", may_have_applied=True
+                )
+                return [OpResult.failed(failed) for _ in ops]
+            except CountersError as error:
+                return [OpResult.failed(error) for _ in ops]
+        [claimed] = await self._run_groups(
+            ops[:1], shards[:1], owners[:1], consistency, hops, fingerprint
+        )
+        if claimed.problem is not None:
+            return [claimed] * len(ops)
+        rest = await self._run_groups(
+            ops[1:], shards[1:], owners[1:], consistency, hops, fingerprint
+        )
+        return [claimed, *rest]
 
     async def _run_group(
         self,

@@ -95,8 +95,19 @@ and the next retry replays again. It never applies again: the receipt stays held
 request whose fingerprint differs (422) sends nothing. The cost is one write round trip per
 replayed counter, paid only by retries.
 
-A batch first claims its key on a counter of its own, so a different batch under a used key
-is refused before any op applies; then each op runs under the key plus its index.
+A batch claims its key on a counter of its own, so a different batch under a used key is
+refused before any op applies; each op runs under the key plus its index. The claim leads
+the ops: when one node runs them all (N equal to the node count, where the claim's
+coordinator is the batch's home), they run there as one group, the claim's name reserved in
+the same round as the ops' and its receipt replicated in the same frames, and the claim
+gates the ops in the loop turn that applies them: if it fails (a different request's
+receipt, a reservation held elsewhere, in doubt), every op answers its failure and none
+applies. A claim that applies is recorded before any op of the group, so a RESOLVE from
+another request under the key, answered between loop turns, finds its receipt. Otherwise
+the claim runs first on its own, and the ops only after it succeeded
+(Coordinator._run_claimed). A node of an earlier version runs such a group without the
+gate: during an upgrade, a different request under a used key is refused op by op (by the
+ops' own receipts) rather than whole.
 
 Where a keyed op runs is routing, not safety: two attempts of one key on two nodes (views
 that disagree, or nodes of different versions during an upgrade, which route differently)
@@ -260,7 +271,13 @@ class Idempotent:
         # replicas -> why a write there is refused (None: writable): asked once per
         # preference list in this loop turn, not once per op (valid until the next await)
         writable: dict[tuple[str, ...], CountersError | None] = {}
+        claimed = len(ops) > 1 and ops[0].kind is OpKind.CLAIM  # a batch's claim gates it
         for index, op in enumerate(ops):
+            if index and claimed:
+                claim = cast(OpResult, results[0])  # decided at index 0
+                if claim.problem is not None:
+                    results[index] = claim  # nothing of a batch applies without its claim
+                    continue
             if results[index] is not None:
                 continue
             receipt = store.receipt(op.key, op.idem, now_ms)

@@ -145,13 +145,17 @@ async def batch(request: web.Request) -> web.Response:
     if "Idempotency-Key" in request.headers:
         idem, fingerprint = validation.idempotency(request, bodies.as_json(body))
     if idem:
-        # Claim the key for this batch first: a different batch under it changes nothing.
+        # The batch claims its key first, so a different batch under it changes nothing:
+        # the claim leads the ops, which run only if it succeeds (Coordinator._run_claimed).
         claim = Op(OpKind.CLAIM, claim_key(principal.tenant, idem), 0, idem)
-        [claimed] = await coordinator.run([claim], consistency, fingerprint=fingerprint)
+        ops = [Op(op.kind, op.key, op.delta, f"{idem}#{i}") for i, op in enumerate(ops)]
+        claimed, *results = await coordinator.run(
+            [claim, *ops], consistency, fingerprint=fingerprint
+        )
         if claimed.problem is not None:
             raise RemoteError(claimed.problem)
-        ops = [Op(op.kind, op.key, op.delta, f"{idem}#{i}") for i, op in enumerate(ops)]
-    results = await coordinator.run(ops, consistency, fingerprint=fingerprint)
+    else:
+        results = await coordinator.run(ops, consistency, fingerprint=fingerprint)
     out = _batch_results(ops, results)
     reply: dict[str, Any] = {"namespace": namespace, "consistency": consistency, "results": out}
     if writes:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 
 from node.cluster import wire
+from node.coordination.idempotency import claim_key
 from node.coordination.ops import Op, OpKind, OpResult
 from tests.inprocess.cluster import InProcessCluster, Node
 
@@ -104,3 +105,58 @@ async def test_a_different_request_under_used_keys_is_refused_op_by_op(
     ] * 3
     assert [r.value for r in results[3:]] == [4, 5]  # new names apply
     await inproc.converged(key, 5)
+
+
+def _claimed(idem: str, ops: list[Op]) -> list[Op]:
+    """A batch as the HTTP handler sends it: its claim first, then its ops."""
+    return [Op(OpKind.CLAIM, claim_key("t", idem), 0, idem), *ops]
+
+
+async def test_a_batch_whose_claim_is_refused_applies_none_of_its_ops(inproc: InProcessCluster):
+    """The claim and the ops run as one group (one forward, one reservation round): the
+    claim still gates them, so a different request under a used key applies nothing, not
+    even the ops past the first request's (which no receipt refuses)."""
+    await inproc.start(3)
+    key = ("t", "ns", "k")
+    for asked in ("n1", "n2", "n3"):  # home, and forwarded to it
+        idem = f"used-{asked}"
+        node = inproc.nodes[asked]
+        first = await node.coordinator.run(
+            _claimed(idem, _ops(key, 2, idem)), "quorum", fingerprint=FINGERPRINT
+        )
+        assert all(r.ok for r in first), first
+        before = node.value(key)
+
+        other = await node.coordinator.run(
+            _claimed(idem, _ops(key, 5, idem)), "quorum", fingerprint="another request"
+        )
+
+        assert [r.problem and r.problem["type"].rsplit("/")[-1] for r in other] == [
+            "idempotency-key-reused"
+        ] * 6
+        await inproc.settled()
+        for node_id in inproc.replicas(key):
+            assert inproc.nodes[node_id].value(key) == before
+
+
+async def test_a_keyed_batch_and_its_claim_take_one_forward_and_one_reservation_round(
+    inproc: InProcessCluster,
+):
+    await inproc.start(3)
+    keys = [("t", "ns", f"k{i}") for i in range(40)]
+    for asked in ("n1", "n2", "n3"):
+        idem = f"one-round-{asked}"
+        home = inproc.replicas(claim_key("t", idem))[0]
+        sent_before = dict(inproc.network.sent)
+        ops = [Op(OpKind.INCREMENT, key, 1, f"{idem}#{i}") for i, key in enumerate(keys)]
+
+        results = await inproc.nodes[asked].coordinator.run(
+            _claimed(idem, ops), "quorum", fingerprint=FINGERPRINT
+        )
+
+        assert [r.value for r in results[1:]] == [int(asked[1])] * 40  # n1, n2, n3 in turn
+        sent = {k: n - sent_before.get(k, 0) for k, n in inproc.network.sent.items()}
+        assert sent.get(wire.FORWARD, 0) == (0 if asked == home else 1)
+        # R = 2: one RESERVE per read peer for the claim and the ops together (at most the
+        # two others), where a claim run first took one more round trip of its own
+        assert 1 <= sent.get(wire.RESERVE, 0) <= 2
