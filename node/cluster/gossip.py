@@ -22,7 +22,7 @@ from node.cluster.anti_entropy import AntiEntropy
 from node.cluster.handoff import Handoff, check_ring_shape
 from node.cluster.membership import Cluster
 from node.cluster.pool import PeerPool
-from node.cluster.wire import ProtocolError
+from node.cluster.wire import FEATURES, ProtocolError
 from node.obs.supervision import Supervisor
 from node.storage.store import CounterStore
 from ring import Status, View
@@ -235,6 +235,7 @@ class Gossip:
             "synced": cluster.synced_to_wire(),
             **digests,
             "tenants": self.quota.own_counts(max_age_s=cluster.config.gossip_interval_s / 2),
+            "features": list(FEATURES),
         }
         if cluster.recovered:  # the slots it holds are all loaded: what identity.py trusts
             message["incarnations"] = self.store.incarnations()
@@ -271,12 +272,16 @@ class Gossip:
                 isinstance(k, str) and type(v) is int for k, v in incarnations.items()
             ):
                 raise ProtocolError("incarnations are {node id: int}")
+        features = body.get("features", [])  # none from a node of an earlier version
+        if not isinstance(features, list) or not all(isinstance(f, str) for f in features):
+            raise ProtocolError("features are a list of names")
         # a node's own claims about itself count only if it was not removed, or an operator
         # just admitted it again (its reply to an admission says so)
         self.cluster.absorb(view, state, marks, sender, admitted=body.get("admitted") is True)
         if incarnations is not None:
             self.cluster.report(sender, incarnations)
         self.cluster.heard(sender)
+        self.cluster.features[sender] = frozenset(features)
         self.quota.heard(sender, body.get("tenants"))
         return sender
 

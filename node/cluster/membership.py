@@ -67,6 +67,8 @@ class Cluster:
         self._replicas = config.replicas
         # peer -> why its gossip is refused (a ring of another shard or replica count)
         self.refused: dict[str, str] = {}
+        # node id -> what its gossip said it does (wire.FEATURES): nothing until heard
+        self.features: dict[str, frozenset[str]] = {}
         # tenant -> namespace -> name -> shard: nested, so that an entry costs a dict slot
         # and no tuple, and its name is the string the store holds already (issue 13)
         self._shards: dict[str, dict[str, dict[str, int]]] = {}
@@ -123,6 +125,11 @@ class Cluster:
                 if chosen is not None:
                     return chosen
         return self._first_serving(replicas)
+
+    def supports(self, node_id: str, feature: str) -> bool:
+        """Whether node_id does `feature` (wire.FEATURES): this node does; a peer, once its
+        gossip said so."""
+        return node_id == self.node_id or feature in self.features.get(node_id, ())
 
     def placement(self) -> tuple[object, ...]:
         """Everything coordinator(shard) answers from when not given `reachable`: the view,

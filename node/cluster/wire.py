@@ -71,6 +71,11 @@ KINDS = frozenset(
     }
 )
 SLOT_FIELDS = 6
+# What a node of this version does beyond answering the kinds above, said in its gossip
+# ("features"), so a peer relies on it only once heard (a rolling upgrade mixes versions):
+# "claimed-batch": a FORWARD of a batch's claim followed by its ops runs them as one group in
+# which a failed claim applies none of the ops (node/coordination/coordinator.py).
+FEATURES = ("claimed-batch",)
 
 MAX_FRAME_BYTES = 64 * 1024 * 1024
 MAX_TRACE_CHARS = 128

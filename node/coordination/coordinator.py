@@ -12,7 +12,6 @@ paths to the other replicas are node/coordination/replication.py's.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Collection
 from functools import partial
 from typing import cast
 
@@ -34,15 +33,16 @@ from node.coordination.idempotency import Idempotent, home
 from node.coordination.ops import Op, OpKind, OpResult, forward_to_wire, results_from_wire
 from node.coordination.quorum import QuorumWait
 from node.coordination.quota import CounterQuota
-from node.coordination.replication import Replicator, Writable, needed
+from node.coordination.replication import Replicator, Writable
 from node.coordination.rotation import ActorRotation
+from node.coordination.view_catch_up import ViewCatchUp, ViewRefresh
 from node.obs.tracing import OFF, Tracing
 from node.storage.store import CounterStore
 
 MAX_HOPS = 2
+GATED = "claimed-batch"  # wire.FEATURES: a batch's claim and ops run as one group, gated
 _FAILURE_REASONS = {QuorumUnavailable.type: "unavailable", QuorumTimeout.type: "timeout"}
 Pending = list[OpResult | None]  # results in the order of ops; None: not decided yet
-ViewRefresh = Callable[[Collection[str]], Awaitable[None]]  # asks peers for their view now
 
 
 class Coordinator:
@@ -66,13 +66,11 @@ class Coordinator:
         self.hints = Hints(cluster, store, rotation, replicator.reachable)
         self.tracing = tracing
         self.refresh_view = refresh_view  # Gossip.refresh: ask peers for their state now
+        self.catch_up = ViewCatchUp(cluster, refresh_view)
         self.timeout = cluster.config.request_timeout_s
         # ops run here, for metrics
         self.applied = {OpKind.INCREMENT: 0, OpKind.GET: 0, OpKind.RESET: 0}
         self.quorum_failures = {"unavailable": 0, "timeout": 0}  # ops of requests from clients
-        # (view, down set) -> peers alive but not serving in it: both are replaced, never
-        # changed in place, so the set is recomputed only when the view changes.
-        self._lagging: tuple[object, object, frozenset[str]] = (None, None, frozenset())
 
     def owner(self, shard: int) -> str | None:
         """Who runs an operation on this shard: this node if it is a ready replica."""
@@ -94,7 +92,7 @@ class Coordinator:
         quorum failures are counted."""
         shard_of = self.cluster.shard_of
         shards = [shard_of(op.key) for op in ops]
-        await self._catch_up_view(ops, shards, consistency)
+        await self.catch_up.before_routing(ops, shards, consistency)
         owners = self._owners(ops, shards, hops)
         me = self.cluster.node_id
         if hops and self.refresh_view is not None and any(o != me for o in owners):
@@ -115,7 +113,9 @@ class Coordinator:
         else:
             results = await self._run_groups(ops, shards, owners, consistency, hops, fingerprint)
         if not hops:
-            self._count_failures(results)
+            claim = results[0] if ops[0].kind is OpKind.CLAIM else None
+            # a batch refused at its claim is one failure, not one per op it gated
+            self._count_failures([claim] if claim is not None and not claim.ok else results)
         return results
 
     def _owners(self, ops: list[Op], shards: list[int], hops: int = 0) -> list[str | None]:
@@ -135,44 +135,6 @@ class Coordinator:
                 at = home(cluster, reachable, op.key, op.idem, cluster.replicas(shard), homes)
                 out.append(at or cluster.coordinator(shard, reachable))
         return out
-
-    async def _catch_up_view(self, ops: list[Op], shards: list[int], consistency: str) -> None:
-        """Before choosing who runs what: when a shard these ops must read (a read, a reset,
-        a keyed op) has too few serving replicas in this node's view while others are alive
-        but not yet serving in it, ask those for their state now. A peer turns itself up
-        when it has recovered and the others hear so a gossip round later; a request must
-        not be refused for that lag (node/cluster/readiness.py)."""
-        cluster = self.cluster
-        if self.refresh_view is None:
-            return
-        lagging = self._lagging_peers()
-        if not lagging:
-            return  # the common case: two identity checks per request
-        ask: set[str] = set()
-        checked: set[int] = set()
-        for op, shard in zip(ops, shards, strict=True):
-            if (op.kind is OpKind.INCREMENT and not op.idem) or shard in checked:
-                continue  # a plain increment needs live replicas, not serving ones
-            checked.add(shard)
-            replicas = cluster.replicas(shard)
-            behind = [n for n in replicas if n in lagging]
-            serving = sum(1 for n in replicas if cluster.serving(n))
-            if behind and serving < needed(consistency, cluster.config.read_quorum, len(replicas)):
-                ask.update(behind)
-        if ask:
-            await self.refresh_view(ask)
-
-    def _lagging_peers(self) -> frozenset[str]:
-        cluster = self.cluster
-        view, down, lagging = self._lagging
-        if view is not cluster.view or down is not cluster.down:
-            lagging = frozenset(
-                m.node_id
-                for m in cluster.peers()
-                if cluster.alive(m.node_id) and not cluster.serving(m.node_id)
-            )
-            self._lagging = (cluster.view, cluster.down, lagging)
-        return lagging
 
     def _count_failures(self, results: list[OpResult]) -> None:
         for result in results:
@@ -232,33 +194,30 @@ class Coordinator:
         claim's coordinator is the batch's home), they run there as one group, where the
         claim gates the ops in the loop turn that applies them (idempotency.py): one
         forward, one reservation round and one replication round, not two of each.
-        Otherwise, or when that node cannot be reached (nothing ran there; the ops must not
-        be split among others while the claim runs), the claim runs first and the ops only
-        after it succeeded."""
+        Otherwise, when that node cannot be reached (nothing ran there; the ops must not be
+        split among others while the claim runs), or when its gossip has not said it gates
+        (wire.FEATURES: a node of an earlier version would apply the ops of a failed claim),
+        the claim runs first and the ops only after it succeeded."""
         owner = owners[0]
-        if owner is not None and all(o == owner for o in owners):
+        if owner and owners.count(owner) == len(owners) and self.cluster.supports(owner, GATED):
             try:
                 if owner == self.cluster.node_id:
                     return await self._run_local(ops, shards, consistency, fingerprint)
                 return await self._forward(owner, ops, consistency, hops, fingerprint)
             except PeerUnreachable:
                 pass  # unsent: the long way below
-            except PeerError as error:  # sent: it may have run there
-                failed = QuorumUnavailable(
-                    f"forwarding to {owner} failed: {error}", may_have_applied=True
-                )
+            except CountersError as error:  # PeerError: sent, so it may have run there
+                failed = error
+                if isinstance(error, PeerError):
+                    failed = QuorumUnavailable(
+                        f"forwarding to {owner} failed: {error}", may_have_applied=True
+                    )
                 return [OpResult.failed(failed) for _ in ops]
-            except CountersError as error:
-                return [OpResult.failed(error) for _ in ops]
-        [claimed] = await self._run_groups(
-            ops[:1], shards[:1], owners[:1], consistency, hops, fingerprint
-        )
+        run = partial(self._run_groups, consistency=consistency, hops=hops, fingerprint=fingerprint)
+        [claimed] = await run(ops[:1], shards[:1], owners[:1])
         if claimed.problem is not None:
             return [claimed] * len(ops)
-        rest = await self._run_groups(
-            ops[1:], shards[1:], owners[1:], consistency, hops, fingerprint
-        )
-        return [claimed, *rest]
+        return [claimed, *await run(ops[1:], shards[1:], owners[1:])]
 
     async def _run_group(
         self,

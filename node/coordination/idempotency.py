@@ -105,9 +105,11 @@ receipt, a reservation held elsewhere, in doubt), every op answers its failure a
 applies. A claim that applies is recorded before any op of the group, so a RESOLVE from
 another request under the key, answered between loop turns, finds its receipt. Otherwise
 the claim runs first on its own, and the ops only after it succeeded
-(Coordinator._run_claimed). A node of an earlier version runs such a group without the
-gate: during an upgrade, a different request under a used key is refused op by op (by the
-ops' own receipts) rather than whole.
+(Coordinator._run_claimed). A group is forwarded only to a node whose gossip said it gates
+(wire.FEATURES): a node of an earlier version would apply the ops of a failed claim. A home
+that holds the claim's receipt of a different request refuses the group before reserving
+anything; one that learns it in the reservation round leaves the ops' reservations to lapse
+(or to a later attempt's RESOLVE), as any op that fails after reserving does.
 
 Where a keyed op runs is routing, not safety: two attempts of one key on two nodes (views
 that disagree, or nodes of different versions during an upgrade, which route differently)
@@ -252,6 +254,11 @@ class Idempotent:
     ) -> list[OpResult]:
         store = self.store
         now_ms = int(time.time() * 1000)
+        claimed = len(ops) > 1 and ops[0].kind is OpKind.CLAIM  # a batch's claim gates it
+        if claimed:  # a different request under a used key, known here: refused, nothing sent
+            receipt = store.receipt(ops[0].key, ops[0].idem, now_ms)
+            if receipt is not None and receipt.fingerprint != fingerprint:
+                return [self._replay(receipt, fingerprint)] * len(ops)
         results: list[OpResult | None] = [None] * len(ops)
         unknown = [i for i, op in enumerate(ops) if store.receipt(op.key, op.idem, now_ms) is None]
         if unknown:
@@ -271,7 +278,6 @@ class Idempotent:
         # replicas -> why a write there is refused (None: writable): asked once per
         # preference list in this loop turn, not once per op (valid until the next await)
         writable: dict[tuple[str, ...], CountersError | None] = {}
-        claimed = len(ops) > 1 and ops[0].kind is OpKind.CLAIM  # a batch's claim gates it
         for index, op in enumerate(ops):
             if index and claimed:
                 claim = cast(OpResult, results[0])  # decided at index 0

@@ -126,6 +126,7 @@ async def test_a_batch_whose_claim_is_refused_applies_none_of_its_ops(inproc: In
         )
         assert all(r.ok for r in first), first
         before = node.value(key)
+        sent_before = dict(inproc.network.sent)
 
         other = await node.coordinator.run(
             _claimed(idem, _ops(key, 5, idem)), "quorum", fingerprint="another request"
@@ -134,6 +135,8 @@ async def test_a_batch_whose_claim_is_refused_applies_none_of_its_ops(inproc: In
         assert [r.problem and r.problem["type"].rsplit("/")[-1] for r in other] == [
             "idempotency-key-reused"
         ] * 6
+        # the home holds the claim's receipt: it refuses before reserving anything
+        assert inproc.network.sent[wire.RESERVE] == sent_before.get(wire.RESERVE, 0)
         await inproc.settled()
         for node_id in inproc.replicas(key):
             assert inproc.nodes[node_id].value(key) == before
@@ -160,3 +163,42 @@ async def test_a_keyed_batch_and_its_claim_take_one_forward_and_one_reservation_
         # R = 2: one RESERVE per read peer for the claim and the ops together (at most the
         # two others), where a claim run first took one more round trip of its own
         assert 1 <= sent.get(wire.RESERVE, 0) <= 2
+
+
+async def test_a_batch_goes_whole_only_to_a_home_whose_gossip_says_it_gates(
+    inproc: InProcessCluster,
+):
+    """A node of an earlier version would apply the ops of a failed claim: until its gossip
+    says "claimed-batch", the claim is forwarded first and the ops only after it."""
+    await inproc.start(3)
+    idem = "mixed-versions"
+    home = inproc.replicas(claim_key("t", idem))[0]
+    asked = inproc.nodes[next(n for n in ("n1", "n2", "n3") if n != home)]
+    assert asked.cluster.supports(home, "claimed-batch")  # every node of this version says so
+    await inproc.pause_gossip()
+    del asked.cluster.features[home]  # as if home ran an earlier version
+    sent_before = dict(inproc.network.sent)
+
+    results = await asked.coordinator.run(
+        _claimed(idem, _ops(("t", "ns", "k"), 3, idem)), "quorum", fingerprint=FINGERPRINT
+    )
+
+    assert [r.value for r in results[1:]] == [1, 2, 3]
+    assert inproc.network.sent[wire.FORWARD] - sent_before.get(wire.FORWARD, 0) == 2
+
+
+async def test_a_batch_refused_at_its_claim_counts_one_quorum_failure(inproc: InProcessCluster):
+    await inproc.start(3)
+    idem = "cut-off"
+    home = inproc.nodes[inproc.replicas(claim_key("t", idem))[0]]
+    for node in inproc.nodes.values():
+        if node is not home:
+            inproc.network.isolate(node.address)
+    failures = sum(home.coordinator.quorum_failures.values())
+
+    results = await home.coordinator.run(
+        _claimed(idem, _ops(("t", "ns", "k"), 10, idem)), "all", fingerprint=FINGERPRINT
+    )
+
+    assert not any(r.ok for r in results)
+    assert sum(home.coordinator.quorum_failures.values()) == failures + 1
