@@ -89,7 +89,8 @@ class Realtime(Observing):
         index_change, window_add = self.index.change, self.windows.add
         since, live, is_replica, unseen = self.since, self._live, self.is_replica, self.unseen
         journal = self.journal
-        touched, afters, restoring = journal.touched, journal.afters, journal.restoring
+        touched, names, afters = journal.touched, journal.names, journal.afters
+        restoring = journal.restoring
         for change in changes:
             key, shard, before, after = change
             tenant, namespace, name = key
@@ -100,7 +101,12 @@ class Realtime(Observing):
                 continue  # the restore's tail (window_persist.py)
             if after != before:
                 window_add(shard, tenant, namespace, name, minute, after - before)
-                touched.setdefault((shard, tenant, namespace), minute)
+                space = (shard, tenant, namespace)
+                changed = names.get(space)
+                if changed is None:  # the first since the take: minutes never go back
+                    changed = names[space] = set()
+                    touched.setdefault(space, minute)
+                changed.add(name)
             afters[key] = change
         if self.answers:
             self.answers.changed({change[0][:2] for change in changes})

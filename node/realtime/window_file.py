@@ -4,9 +4,14 @@ One SQLite file (`windows.sqlite3`), this node's alone and the same whether the 
 replica is SQLite or Redis. Per shard this node observes: its observation (coverage.py),
 the time its rows were last written through (`through_ms`, P), and whether the file holds
 every counter's value as of P (`whole`: restorable). Per (shard, tenant, namespace, minute)
-the bucket, whole, as one msgpack map (name -> change): a write replaces
-the buckets changed since the previous one, so its cost is the packing of those buckets
-(C speed), not a B-tree row per change. Per shard, a log of blobs of the values the change
+the bucket, as one msgpack map (name -> change) of the whole bucket and, for the space's
+newest minute written, a row per write of the entries it changed (`entries`: name -> the
+entry's value then, so later rows win), so a write costs the packing of what changed since
+the previous one (C speed), not of the buckets it touched nor a B-tree row per change. When
+a space's write reaches a later minute, the earlier minute's rows are merged into its whole
+row (a bucket stops changing once its space has a newer one: windows.py), so each bucket is
+packed whole once and a space holds at most one minute of entry rows (a write a second: 60).
+Per shard, a log of blobs of the values the change
 tap last handed on (tenant, namespace, name, value, ...), one per write that changed the
 shard, later ones winning; merged into one when it outgrows its last merge (COMPACT_SLACK),
 so a value costs O(1) to keep however often its counter changes. Each write
@@ -36,7 +41,7 @@ from node.realtime.coverage import Observation
 from node.storage.store_dirty import Change
 
 FILE_NAME = "windows.sqlite3"
-VERSION = 2
+VERSION = 3  # 2: no bucket_entries table (opened and migrated: it is added)
 log = logging.getLogger("counters.realtime")
 
 # a shard's value log is merged into one blob once the values logged since its last
@@ -60,6 +65,15 @@ CREATE TABLE IF NOT EXISTS buckets (
     deltas BLOB NOT NULL,
     PRIMARY KEY (shard, tenant, namespace, minute)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS bucket_entries (
+    shard INTEGER NOT NULL,
+    tenant TEXT NOT NULL,
+    namespace TEXT NOT NULL,
+    minute INTEGER NOT NULL,
+    seq INTEGER NOT NULL,
+    entries BLOB NOT NULL,
+    PRIMARY KEY (shard, tenant, namespace, minute, seq)
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS afters (
     shard INTEGER NOT NULL,
     seq INTEGER NOT NULL,
@@ -69,6 +83,7 @@ CREATE TABLE IF NOT EXISTS afters (
 """
 PUT_BUCKET = "INSERT OR REPLACE INTO buckets VALUES (?, ?, ?, ?, ?)"
 PUT_OBSERVED = "INSERT OR REPLACE INTO observed VALUES (?, ?, ?, ?, ?)"
+PUT_ENTRIES = "INSERT INTO bucket_entries VALUES (?, ?, ?, ?, ?, ?)"
 
 
 class WindowFileError(Exception):
@@ -85,6 +100,7 @@ class Stored:
 
 
 Space = tuple[str, str]  # (tenant, namespace)
+SpaceKey = tuple[int, str, str]  # shard, tenant, namespace
 BucketKey = tuple[int, str, str, int]  # shard, tenant, namespace, minute
 
 
@@ -100,6 +116,8 @@ class Batch:
     rewritten: set[int] = field(default_factory=set)  # shards whose buckets all go first
     oldest_minute: int = 0  # buckets before it go
     through_ms: int = 0  # every shard with a row is written through it (0: not said)
+    # the entries changed since the last write: bucket -> name -> its value in the bucket now
+    entries: dict[BucketKey, dict[str, int]] = field(default_factory=dict)
 
 
 @dataclass
@@ -122,6 +140,9 @@ class WindowFile:
         # per shard: values logged since its log was last merged, and how many that left
         self._logged: dict[int, int] = {}
         self._merged: dict[int, int] = {}
+        # (shard, tenant, namespace) -> the minutes it has entry rows of (one, but for a
+        # file a failed merge left otherwise), as committed: read again after a failed write
+        self._entry_minutes: dict[SpaceKey, set[int]] | None = self._load_entry_minutes()
 
     def _open(self) -> sqlite3.Connection:
         try:
@@ -134,6 +155,18 @@ class WindowFile:
             db = _connect(self.path)
         return db
 
+    def _load_entry_minutes(self) -> dict[SpaceKey, set[int]]:
+        found: dict[SpaceKey, set[int]] = {}
+        try:
+            rows = self.db.execute(
+                "SELECT DISTINCT shard, tenant, namespace, minute FROM bucket_entries"
+            ).fetchall()
+        except sqlite3.Error as error:
+            raise WindowFileError(f"window file {self.path}: {error}") from error
+        for shard, tenant, namespace, minute in rows:
+            found.setdefault((shard, tenant, namespace), set()).add(minute)
+        return found
+
     def observations(self, oldest_ms: int) -> dict[int, Stored]:
         """Every shard's stored observation written through at or after oldest_ms: its row's
         time, or the file's when later (a write that said so covered every row)."""
@@ -145,7 +178,10 @@ class WindowFile:
                 "WHERE max(through_ms, ?) >= ?",
                 (through_all, through_all, oldest_ms),
             ).fetchall()
-            self._seq = self.db.execute("SELECT coalesce(max(seq), 0) FROM afters").fetchone()[0]
+            self._seq = self.db.execute(
+                "SELECT max(coalesce((SELECT max(seq) FROM afters), 0), "
+                "coalesce((SELECT max(seq) FROM bucket_entries), 0))"
+            ).fetchone()[0]
             return {
                 shard: Stored(Observation(since, _gaps(gaps)), through, bool(whole))
                 for shard, since, gaps, through, whole in rows
@@ -167,9 +203,49 @@ class WindowFile:
                 if not isinstance(bucket, dict):
                     raise ValueError("a bucket is a map of names to changes")
                 buckets.setdefault((tenant, namespace), []).append((minute, bucket))
+            self._add_entries(shard, buckets)
             return Loaded(buckets, self._afters(shard))
         except (sqlite3.Error, ValueError, TypeError) as error:
             raise WindowFileError(f"window file {self.path}: {error}") from error
+
+    def _add_entries(
+        self, shard: int, buckets: dict[Space, list[tuple[int, dict[str, int]]]]
+    ) -> None:
+        """The shard's entry rows over its whole buckets, in write order (later ones win)."""
+        rows = self.db.execute(
+            "SELECT tenant, namespace, minute, entries FROM bucket_entries WHERE shard = ? "
+            "ORDER BY seq",
+            (shard,),
+        )
+        for tenant, namespace, minute, packed in rows:
+            entries = msgpack.unpackb(packed)
+            if not isinstance(entries, dict):
+                raise ValueError("bucket entries are a map of names to changes")
+            minutes = buckets.setdefault((tenant, namespace), [])
+            bucket = next((b for m, b in minutes if m == minute), None)
+            if bucket is None:
+                minutes.append((minute, entries))
+                minutes.sort(key=lambda item: item[0])
+            else:
+                bucket.update(entries)
+
+    def _bucket(self, shard: int, tenant: str, namespace: str, minute: int) -> dict[str, int]:
+        """One bucket as the file holds it: its whole row, then its entry rows in order."""
+        bucket: dict[str, int] = {}
+        row = self.db.execute(
+            "SELECT deltas FROM buckets WHERE shard = ? AND tenant = ? AND namespace = ? "
+            "AND minute = ?",
+            (shard, tenant, namespace, minute),
+        ).fetchone()
+        if row is not None:
+            bucket.update(msgpack.unpackb(row[0]))
+        for (packed,) in self.db.execute(
+            "SELECT entries FROM bucket_entries WHERE shard = ? AND tenant = ? "
+            "AND namespace = ? AND minute = ? ORDER BY seq",
+            (shard, tenant, namespace, minute),
+        ):
+            bucket.update(msgpack.unpackb(packed))
+        return bucket
 
     def _afters(self, shard: int) -> dict[Key, int]:
         afters: dict[Key, int] = {}
@@ -184,24 +260,34 @@ class WindowFile:
     def write(self, batch: Batch) -> None:
         """One transaction: all of the batch or none of it."""
         try:
+            if self._entry_minutes is None:  # a write failed: read what its rollback left
+                self._entry_minutes = self._load_entry_minutes()
             with self.db:
                 self._write(batch)
         except (sqlite3.Error, ValueError, TypeError, OverflowError) as error:
             self._logged.clear()  # counted again from here: a merge only comes later
+            self._entry_minutes = None
             raise WindowFileError(f"window file {self.path}: {error}") from error
 
     def _write(self, batch: Batch) -> None:
-        db = self.db
+        db, known = self.db, self._entry_minutes
+        assert known is not None  # read again by write() after a failed one
         for shard in batch.dropped:
-            for table in ("observed", "buckets", "afters"):
+            for table in ("observed", "buckets", "bucket_entries", "afters"):
                 db.execute(f"DELETE FROM {table} WHERE shard = ?", (shard,))
             self._logged.pop(shard, None)
             self._merged.pop(shard, None)
         for shard in batch.rewritten:
             db.execute("DELETE FROM buckets WHERE shard = ?", (shard,))
+            db.execute("DELETE FROM bucket_entries WHERE shard = ?", (shard,))
+        if batch.dropped or batch.rewritten:
+            gone = batch.dropped | batch.rewritten
+            for space in [space for space in known if space[0] in gone]:
+                del known[space]
         db.executemany(
             PUT_BUCKET, ((*key, msgpack.packb(bucket)) for key, bucket in batch.buckets.items())
         )
+        self._write_entries(batch.entries, known)
         by_shard: dict[int, list[Change]] = {}
         for change in batch.afters.values():
             by_shard.setdefault(change[1], []).append(change)
@@ -223,8 +309,45 @@ class WindowFile:
         )  # fmt: skip
         if batch.oldest_minute:
             db.execute("DELETE FROM buckets WHERE minute < ?", (batch.oldest_minute,))
+            db.execute("DELETE FROM bucket_entries WHERE minute < ?", (batch.oldest_minute,))
+            for space, minutes in list(known.items()):
+                minutes -= {m for m in minutes if m < batch.oldest_minute}
+                if not minutes:
+                    del known[space]
         if batch.through_ms:
             db.execute("INSERT OR REPLACE INTO meta VALUES ('through_ms', ?)", (batch.through_ms,))
+
+    def _write_entries(
+        self, entries: dict[BucketKey, dict[str, int]], known: dict[SpaceKey, set[int]]
+    ) -> None:
+        """A row per bucket of the entries changed; before a space's first row of a minute,
+        its rows of earlier minutes are merged into their whole rows. Oldest minute first,
+        so a write that spans a minute's end merges the earlier minute with its own row."""
+        db, rows = self.db, list[tuple[int, str, str, int, int, bytes]]()
+        for (shard, tenant, namespace, minute), changed in sorted(entries.items()):
+            space = (shard, tenant, namespace)
+            minutes = known.get(space)
+            if minutes is None:
+                minutes = known[space] = set()
+            elif len(minutes) > 1 or minute not in minutes:  # rare: once a minute a space
+                db.executemany(PUT_ENTRIES, rows)  # this write's rows of earlier minutes too
+                rows = []
+                for earlier in sorted(m for m in minutes if m < minute):
+                    self._merge_entries(shard, tenant, namespace, earlier)
+                    minutes.discard(earlier)
+            minutes.add(minute)
+            self._seq += 1
+            rows.append((shard, tenant, namespace, minute, self._seq, msgpack.packb(changed)))
+        db.executemany(PUT_ENTRIES, rows)
+
+    def _merge_entries(self, shard: int, tenant: str, namespace: str, minute: int) -> None:
+        bucket = self._bucket(shard, tenant, namespace, minute)
+        self.db.execute(PUT_BUCKET, (shard, tenant, namespace, minute, msgpack.packb(bucket)))
+        self.db.execute(
+            "DELETE FROM bucket_entries WHERE shard = ? AND tenant = ? AND namespace = ? "
+            "AND minute = ?",
+            (shard, tenant, namespace, minute),
+        )
 
     def compact(self, shard: int) -> None:
         """The shard's value log as one blob: the latest value of each counter."""
@@ -237,7 +360,10 @@ class WindowFile:
 
     def blob_bytes(self) -> tuple[int, int]:
         """The bytes of the bucket blobs and of the value blobs (for benchmarks)."""
-        buckets = self.db.execute("SELECT coalesce(sum(length(deltas)), 0) FROM buckets")
+        buckets = self.db.execute(
+            "SELECT coalesce((SELECT sum(length(deltas)) FROM buckets), 0) "
+            "+ coalesce((SELECT sum(length(entries)) FROM bucket_entries), 0)"
+        )
         afters = self.db.execute("SELECT coalesce(sum(length(items)), 0) FROM afters")
         return buckets.fetchone()[0], afters.fetchone()[0]
 
@@ -261,6 +387,8 @@ def _connect(path: Path) -> sqlite3.Connection:
         row = db.execute("SELECT value FROM meta WHERE name = 'version'").fetchone()
         if row is None:
             db.execute("INSERT INTO meta VALUES ('version', ?)", (VERSION,))
+        elif row[0] == 2:  # the schema above added its one new table: nothing else changed
+            db.execute("UPDATE meta SET value = ? WHERE name = 'version'", (VERSION,))
         elif row[0] != VERSION:
             raise sqlite3.DatabaseError(f"window file version {row[0]}, not {VERSION}")
         db.execute("SELECT count(*) FROM observed").fetchone()

@@ -1,10 +1,11 @@
 """Windows that survive a restart of every node: written to the window file, restored at start.
 
 Writing. Every `WRITE_INTERVAL_S` (and once more at a clean stop, after the change tap's
-last turn) the journal's batch goes to the window file in a worker thread: the buckets
-changed since the last write, whole, each changed counter's value as the tap last handed it
-on, and per shard observed its coverage and `through_ms` (P, the take's time). A shard is
-*whole* when the file has the value of every counter it holds here: every counter came to
+last turn) the journal's batch goes to the window file in a worker thread: the bucket
+entries changed since the last write (journal.py), each changed counter's value as the tap
+last handed it on, and per shard observed its coverage and `through_ms` (P, the take's
+time). A shard is *whole* when the file has the value of every counter it holds here: every
+counter came to
 this node's windows as a change (observed since ever), or the shard was restored (below),
 or a write handed the journal every counter's value first (`make_whole`: a shard observed
 from a cut after a start without a restorable file, or one that took hand-off arrivals,
@@ -200,7 +201,7 @@ class WindowPersister:
         journal.restoring.discard(shard)
         realtime.install(shard, observation, buckets, whole=True)
         for key, (tail, seen) in moved.items():
-            journal.touch((shard, key[0], key[1]), minute)
+            journal.touch((shard, key[0], key[1]), minute, (key[2],))
             journal.afters[key] = Change(key, shard, seen - tail, seen)
         self.restored += 1
         self.tail_counters += len(moved)

@@ -10,6 +10,7 @@ import asyncio
 import sqlite3
 from pathlib import Path
 
+import msgpack
 import pytest
 
 from crdt import PNCounter
@@ -282,3 +283,81 @@ def test_a_failed_write_is_given_back_and_written_by_the_next(tmp_path: Path) ->
     second.recover()
     assert second.persister.tail_counters == 0
     assert second.minutes() == {1000: {"v:1": 3, "v:2": 4}}
+
+
+def test_a_write_holds_only_the_entries_changed_since_the_last(tmp_path: Path) -> None:
+    """A write costs what changed since the last one, not the buckets it touched."""
+    first = Node(tmp_path, T0 + 1_000)
+    first.recover()
+    for i in range(200):
+        first.add(i, 1)
+    asyncio.run(first.persister.write())
+    first.add(7, 2)
+    first.add(8, 3)
+
+    batch = first.persister.journal.take(first.realtime.windows)  # what the next write holds
+
+    assert batch.buckets == {}  # no bucket copied whole
+    assert {name: v for entries in batch.entries.values() for name, v in entries.items()} == {
+        "v:7": 3,  # the entries' values in the minute's bucket, not the last change
+        "v:8": 4,
+    }
+
+
+def test_writes_within_a_minute_and_across_its_end_restore_every_bucket(tmp_path: Path) -> None:
+    first = Node(tmp_path, T0 + 1_000)
+    first.recover()
+    write = first.persister.write
+    first.add(1, 3)
+    asyncio.run(write())
+    first.add(2, 4)
+    first.add(1, 1)
+    asyncio.run(write())  # minute 1000 in two rows of entries
+    first.ms = T0 + MINUTE_MS + 1_000
+    first.add(3, 5)
+    first.add(1, 2)
+    asyncio.run(write())  # minute 1001 begins: minute 1000's rows merged into one
+    first.add(2, 1)
+    asyncio.run(write())
+    expected = first.minutes()
+    assert expected == {1000: {"v:1": 4, "v:2": 4}, 1001: {"v:3": 5, "v:1": 2, "v:2": 1}}
+    db = first.persister.file.db
+    assert {m for (m,) in db.execute("SELECT minute FROM bucket_entries")} == {1001}
+    assert {m for (m,) in db.execute("SELECT minute FROM buckets")} == {1000}
+    durable = values(first)
+    first.persister.file.close()  # killed after the last write
+
+    second = Node(tmp_path, first.ms + 5_000)
+    second.store.load_durable(durable)
+    second.recover()
+    assert second.persister.tail_counters == 0
+    assert second.minutes() == expected
+
+
+def test_a_window_file_of_the_previous_version_is_read_and_kept(tmp_path: Path) -> None:
+    first = Node(tmp_path, T0 + 1_000)
+    first.recover()
+    first.add(1, 3)
+    first.add(2, 4)
+    asyncio.run(first.persister.write())
+    durable = values(first)
+    file = first.persister.file
+    # as version 2 wrote it: whole buckets, no table of entries
+    bucket = file._bucket(0, "t", "ns", 1000), file._bucket(1, "t", "ns", 1000)
+    with file.db:
+        for shard in (0, 1):
+            file.db.execute(
+                "INSERT OR REPLACE INTO buckets VALUES (?, 't', 'ns', 1000, ?)",
+                (shard, msgpack.packb(bucket[shard])),
+            )
+        file.db.execute("DROP TABLE bucket_entries")
+        file.db.execute("UPDATE meta SET value = 2 WHERE name = 'version'")
+    file.close()
+
+    second = Node(tmp_path, T0 + 30_000)
+    second.store.load_durable(durable)
+    second.recover()
+    assert second.persister.restored == SHARDS and second.persister.tail_counters == 0
+    assert second.minutes() == {1000: {"v:1": 3, "v:2": 4}}
+    version = second.persister.file.db.execute("SELECT value FROM meta WHERE name = 'version'")
+    assert version.fetchone()[0] == 3
