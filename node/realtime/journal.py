@@ -52,7 +52,7 @@ class Journal:
         self.rewritten.discard(shard)
 
     def take(self, windows: Windows) -> Batch:
-        """The batch to write, its buckets copied from `windows` now."""
+        """The batch to write, its entries read from `windows` now."""
         afters, self.afters = self.afters, {}
         touched, self.touched = self.touched, {}
         names, self.names = self.names, {}
@@ -68,7 +68,9 @@ class Journal:
         entries: dict[BucketKey, dict[str, int]] = {}
         for space, changed in names.items():
             shard, tenant, namespace = space
-            if shard in dropped or shard in rewritten:  # its rows go, or go whole
+            # A dropped shard's rows go first (window_file.py): what it holds now was
+            # observed since, and must be written (an entry of before the drop is not found)
+            if shard in rewritten:  # its buckets go whole
                 continue
             found = windows.get(shard, tenant, namespace)
             if found is None:

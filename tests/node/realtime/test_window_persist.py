@@ -361,3 +361,33 @@ def test_a_window_file_of_the_previous_version_is_read_and_kept(tmp_path: Path) 
     assert second.minutes() == {1000: {"v:1": 3, "v:2": 4}}
     version = second.persister.file.db.execute("SELECT value FROM meta WHERE name = 'version'")
     assert version.fetchone()[0] == 3
+
+
+def test_changes_of_a_shard_observed_again_before_its_drop_is_written_are_kept(
+    tmp_path: Path,
+) -> None:
+    first = Node(tmp_path, T0 + 1_000)
+    first.recover()
+    first.add(1, 3)
+    asyncio.run(first.persister.write())
+    first.ms = T0 + 59_500
+    held = {0: True, 1: False}
+    first.realtime.is_replica = lambda s: held[s]  # type: ignore[method-assign]
+    first.realtime.observe(first.ms)  # shard 1 dropped
+    held[1] = True
+    first.realtime.observe(first.ms)  # observed again, from minute 1001
+    first.ms = T0 + MINUTE_MS + 200
+    first.add(3, 5)
+    first.add(5, 7)
+    asyncio.run(first.persister.write())  # the drop's rows go, then v:3 and v:5 are written
+    first.add(7, 1)
+    asyncio.run(first.persister.write())  # shard 1 made whole
+    first.ms += 2_000
+    asyncio.run(first.persister.write())
+    expected, durable = first.minutes(), values(first)
+    first.persister.file.close()  # killed
+
+    second = Node(tmp_path, first.ms + 5_000)
+    second.store.load_durable(durable)
+    second.recover()
+    assert second.minutes() == expected
