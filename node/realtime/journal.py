@@ -78,6 +78,9 @@ class Journal:
             earliest, minutes, deltas = touched[space], found.minutes, found.deltas
             if minutes and minutes[-1] == earliest:  # the usual case: all in the newest minute
                 bucket = deltas[-1]
+                if 2 * len(changed) >= len(bucket):  # most of it: whole, as cheap to write
+                    buckets[(shard, tenant, namespace, earliest)] = bucket.copy()
+                    continue
                 try:  # each name changed went to this bucket: read in C, no loop here
                     values = map(bucket.__getitem__, changed)
                     entries[(shard, tenant, namespace, earliest)] = dict(
@@ -106,5 +109,8 @@ class Journal:
             self.afters.setdefault(key, change)
         for (shard, tenant, namespace, minute), entries in batch.entries.items():
             self.touch((shard, tenant, namespace), minute, entries)
+        for (shard, tenant, namespace, minute), bucket in batch.buckets.items():
+            if shard not in batch.rewritten:  # a bucket mostly changed, taken whole
+                self.touch((shard, tenant, namespace), minute, bucket)
         self.dropped |= batch.dropped
         self.rewritten |= batch.rewritten - self.dropped

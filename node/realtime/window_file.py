@@ -108,7 +108,8 @@ BucketKey = tuple[int, str, str, int]  # shard, tenant, namespace, minute
 class Batch:
     """What one write adds: taken from the journal (journal.py) on the event loop."""
 
-    buckets: dict[BucketKey, dict[str, int]] = field(default_factory=dict)  # copies, whole
+    # copies, whole: a rewritten shard's, and those of which most entries changed
+    buckets: dict[BucketKey, dict[str, int]] = field(default_factory=dict)
     # key -> the change tap's last change of it: its shard and its value after
     afters: dict[Key, Change] = field(default_factory=dict)
     observed: dict[int, Stored] = field(default_factory=dict)
@@ -284,10 +285,7 @@ class WindowFile:
             gone = batch.dropped | batch.rewritten
             for space in [space for space in known if space[0] in gone]:
                 del known[space]
-        db.executemany(
-            PUT_BUCKET, ((*key, msgpack.packb(bucket)) for key, bucket in batch.buckets.items())
-        )
-        self._write_entries(batch.entries, known)
+        self._write_buckets(batch, known)
         by_shard: dict[int, list[Change]] = {}
         for change in batch.afters.values():
             by_shard.setdefault(change[1], []).append(change)
@@ -317,14 +315,18 @@ class WindowFile:
         if batch.through_ms:
             db.execute("INSERT OR REPLACE INTO meta VALUES ('through_ms', ?)", (batch.through_ms,))
 
-    def _write_entries(
-        self, entries: dict[BucketKey, dict[str, int]], known: dict[SpaceKey, set[int]]
-    ) -> None:
-        """A row per bucket of the entries changed; before a space's first row of a minute,
-        its rows of earlier minutes are merged into their whole rows. Oldest minute first,
-        so a write that spans a minute's end merges the earlier minute with its own row."""
-        db, rows = self.db, list[tuple[int, str, str, int, int, bytes]]()
-        for (shard, tenant, namespace, minute), changed in sorted(entries.items()):
+    def _write_buckets(self, batch: Batch, known: dict[SpaceKey, set[int]]) -> None:
+        """Whole buckets replace their rows; entries add a row per bucket. Before a space's
+        row of a minute, its entry rows of earlier minutes merge into their whole rows.
+        Oldest minute first, so a write that spans a minute's end merges the earlier
+        minute with its own row."""
+        db = self.db
+        wholes: list[tuple[int, str, str, int, bytes]] = []
+        rows: list[tuple[int, str, str, int, int, bytes]] = []
+        items = [(key, True, bucket) for key, bucket in batch.buckets.items()]
+        items += [(key, False, entries) for key, entries in batch.entries.items()]
+        items.sort(key=lambda item: item[0])
+        for (shard, tenant, namespace, minute), whole, values in items:
             space = (shard, tenant, namespace)
             minutes = known.get(space)
             if minutes is None:
@@ -335,14 +337,24 @@ class WindowFile:
                 for earlier in sorted(m for m in minutes if m < minute):
                     self._merge_entries(shard, tenant, namespace, earlier)
                     minutes.discard(earlier)
-            minutes.add(minute)
-            self._seq += 1
-            rows.append((shard, tenant, namespace, minute, self._seq, msgpack.packb(changed)))
+            if whole:
+                if minute in minutes:  # its entry rows are in the whole row now
+                    self._drop_entries(shard, tenant, namespace, minute)
+                    minutes.discard(minute)
+                wholes.append((shard, tenant, namespace, minute, msgpack.packb(values)))
+            else:
+                minutes.add(minute)
+                self._seq += 1
+                rows.append((shard, tenant, namespace, minute, self._seq, msgpack.packb(values)))
+        db.executemany(PUT_BUCKET, wholes)
         db.executemany(PUT_ENTRIES, rows)
 
     def _merge_entries(self, shard: int, tenant: str, namespace: str, minute: int) -> None:
         bucket = self._bucket(shard, tenant, namespace, minute)
         self.db.execute(PUT_BUCKET, (shard, tenant, namespace, minute, msgpack.packb(bucket)))
+        self._drop_entries(shard, tenant, namespace, minute)
+
+    def _drop_entries(self, shard: int, tenant: str, namespace: str, minute: int) -> None:
         self.db.execute(
             "DELETE FROM bucket_entries WHERE shard = ? AND tenant = ? AND namespace = ? "
             "AND minute = ?",

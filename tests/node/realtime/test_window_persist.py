@@ -308,22 +308,26 @@ def test_writes_within_a_minute_and_across_its_end_restore_every_bucket(tmp_path
     first = Node(tmp_path, T0 + 1_000)
     first.recover()
     write = first.persister.write
-    first.add(1, 3)
-    asyncio.run(write())
-    first.add(2, 4)
-    first.add(1, 1)
-    asyncio.run(write())  # minute 1000 in two rows of entries
+    for i in range(10, 30):
+        first.add(i, 1)
+    asyncio.run(write())  # every entry changed: whole buckets
+    first.add(10, 3)
+    asyncio.run(write())  # minute 1000: a row of entries
+    first.add(11, 4)
+    first.add(10, 1)
+    asyncio.run(write())  # and another
     first.ms = T0 + MINUTE_MS + 1_000
-    first.add(3, 5)
-    first.add(1, 2)
-    asyncio.run(write())  # minute 1001 begins: minute 1000's rows merged into one
-    first.add(2, 1)
-    asyncio.run(write())
+    for i in range(10, 30):
+        first.add(i, 2)
+    asyncio.run(write())  # minute 1001 begins (whole): minute 1000's rows merged into one
+    first.add(12, 1)
+    asyncio.run(write())  # minute 1001: a row of entries
     expected = first.minutes()
-    assert expected == {1000: {"v:1": 4, "v:2": 4}, 1001: {"v:3": 5, "v:1": 2, "v:2": 1}}
+    assert expected[1000]["v:10"] == 5 and expected[1000]["v:11"] == 5
+    assert expected[1001]["v:12"] == 3 and len(expected[1001]) == 20
     db = first.persister.file.db
     assert {m for (m,) in db.execute("SELECT minute FROM bucket_entries")} == {1001}
-    assert {m for (m,) in db.execute("SELECT minute FROM buckets")} == {1000}
+    assert {m for (m,) in db.execute("SELECT minute FROM buckets")} == {1000, 1001}
     durable = values(first)
     first.persister.file.close()  # killed after the last write
 
