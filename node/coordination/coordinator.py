@@ -113,7 +113,7 @@ class Coordinator:
         else:
             results = await self._run_groups(ops, shards, owners, consistency, hops, fingerprint)
         if not hops:
-            claim = results[0] if ops[0].kind is OpKind.CLAIM else None
+            claim = results[0] if ops and ops[0].kind is OpKind.CLAIM else None
             # a batch refused at its claim is one failure, not one per op it gated
             self._count_failures([claim] if claim is not None and not claim.ok else results)
         return results

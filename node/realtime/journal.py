@@ -12,9 +12,10 @@ the bucket (window_file.py), and the batch's entries and the values it records f
 counter agree as of the take's time (`through_ms`). A take costs O(counters changed since
 the last one), whatever the buckets hold; copying the touched buckets whole cost O(counters
 changed this minute) at every write: with a million counters changed within the minute and
-15,000 changes a second, 73 ms of the event loop and 645 ms of the writer thread's CPU per
-write, against 22 and 110 now (loadtest/bench_window_file.py). A shard whose buckets were
-replaced (`rewritten`: a catch-up) still goes whole. A failed write gives the batch back
+15,000 changes a second, 59 ms of the event loop and 468 ms of the writer thread's CPU per
+write, against 15 and 59 now (loadtest/bench_window_file.py). A bucket of which half the
+entries or more changed goes whole (a copy in C, one row), and so do the buckets of a shard
+whose buckets were replaced (`rewritten`: a catch-up). A failed write gives the batch back
 (`give_back`): its values under what came since, its entries read again from the windows
 at the next take, so nothing is lost or counted twice on disk.
 """

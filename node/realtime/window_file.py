@@ -200,10 +200,7 @@ class WindowFile:
                 (shard,),
             )
             for tenant, namespace, minute, packed in rows:
-                bucket = msgpack.unpackb(packed)
-                if not isinstance(bucket, dict):
-                    raise ValueError("a bucket is a map of names to changes")
-                buckets.setdefault((tenant, namespace), []).append((minute, bucket))
+                buckets.setdefault((tenant, namespace), []).append((minute, _names(packed)))
             self._add_entries(shard, buckets)
             return Loaded(buckets, self._afters(shard))
         except (sqlite3.Error, ValueError, TypeError) as error:
@@ -219,9 +216,7 @@ class WindowFile:
             (shard,),
         )
         for tenant, namespace, minute, packed in rows:
-            entries = msgpack.unpackb(packed)
-            if not isinstance(entries, dict):
-                raise ValueError("bucket entries are a map of names to changes")
+            entries = _names(packed)
             minutes = buckets.setdefault((tenant, namespace), [])
             bucket = next((b for m, b in minutes if m == minute), None)
             if bucket is None:
@@ -239,13 +234,13 @@ class WindowFile:
             (shard, tenant, namespace, minute),
         ).fetchone()
         if row is not None:
-            bucket.update(msgpack.unpackb(row[0]))
+            bucket.update(_names(row[0]))
         for (packed,) in self.db.execute(
             "SELECT entries FROM bucket_entries WHERE shard = ? AND tenant = ? "
             "AND namespace = ? AND minute = ? ORDER BY seq",
             (shard, tenant, namespace, minute),
         ):
-            bucket.update(msgpack.unpackb(packed))
+            bucket.update(_names(packed))
         return bucket
 
     def _afters(self, shard: int) -> dict[Key, int]:
@@ -409,6 +404,14 @@ def _connect(path: Path) -> sqlite3.Connection:
         raise
     db.isolation_level = "DEFERRED"  # transactions again, one per `with db`
     return db
+
+
+def _names(packed: bytes) -> dict[str, int]:
+    """A bucket's row (whole, or its entries): a map of names to changes."""
+    names = msgpack.unpackb(packed)
+    if not isinstance(names, dict):
+        raise ValueError("a bucket's row is a map of names to changes")
+    return names
 
 
 def _gaps(text: str) -> tuple[tuple[int, int], ...]:
