@@ -136,37 +136,30 @@ def _pack_afters(changes: Iterable[Change]) -> bytes:
 class WindowFile:
     def __init__(self, path: Path) -> None:
         self.path = path
-        self.db = self._open()
-        self._seq = 0
         # per shard: values logged since its log was last merged, and how many that left
         self._logged: dict[int, int] = {}
         self._merged: dict[int, int] = {}
-        # (shard, tenant, namespace) -> the minutes it has entry rows of (one, but for a
-        # file a failed merge left otherwise), as committed: read again after a failed write
-        self._entry_minutes: dict[SpaceKey, set[int]] | None = self._load_entry_minutes()
+        # the last row's sequence number; (shard, tenant, namespace) -> the minutes it has
+        # entry rows of (one, but for a file a failed merge left otherwise), as committed:
+        # read again after a failed write
+        self._seq = 0
+        self._entry_minutes: dict[SpaceKey, set[int]] | None = None
+        self.db = self._open()
 
     def _open(self) -> sqlite3.Connection:
+        """The file, and what a write goes on from; one that cannot be read is set aside
+        (every row must be readable: a new row's number must follow every older one's)."""
         try:
             db = _connect(self.path)
+            self._seq, self._entry_minutes = _sequence(db), _entry_minutes(db)
         except sqlite3.DatabaseError as error:
             log.warning("window file %s unreadable, set aside: %s", self.path, error)
             for suffix in ("", "-wal", "-shm"):
                 with contextlib.suppress(FileNotFoundError):
                     Path(f"{self.path}{suffix}").replace(f"{self.path}{suffix}.bad")
             db = _connect(self.path)
+            self._seq, self._entry_minutes = 0, {}
         return db
-
-    def _load_entry_minutes(self) -> dict[SpaceKey, set[int]]:
-        found: dict[SpaceKey, set[int]] = {}
-        try:
-            rows = self.db.execute(
-                "SELECT DISTINCT shard, tenant, namespace, minute FROM bucket_entries"
-            ).fetchall()
-        except sqlite3.Error as error:
-            raise WindowFileError(f"window file {self.path}: {error}") from error
-        for shard, tenant, namespace, minute in rows:
-            found.setdefault((shard, tenant, namespace), set()).add(minute)
-        return found
 
     def observations(self, oldest_ms: int) -> dict[int, Stored]:
         """Every shard's stored observation written through at or after oldest_ms: its row's
@@ -179,10 +172,6 @@ class WindowFile:
                 "WHERE max(through_ms, ?) >= ?",
                 (through_all, through_all, oldest_ms),
             ).fetchall()
-            self._seq = self.db.execute(
-                "SELECT max(coalesce((SELECT max(seq) FROM afters), 0), "
-                "coalesce((SELECT max(seq) FROM bucket_entries), 0))"
-            ).fetchone()[0]
             return {
                 shard: Stored(Observation(since, _gaps(gaps)), through, bool(whole))
                 for shard, since, gaps, through, whole in rows
@@ -257,7 +246,7 @@ class WindowFile:
         """One transaction: all of the batch or none of it."""
         try:
             if self._entry_minutes is None:  # a write failed: read what its rollback left
-                self._entry_minutes = self._load_entry_minutes()
+                self._entry_minutes = _entry_minutes(self.db)
             with self.db:
                 self._write(batch)
         except (sqlite3.Error, ValueError, TypeError, OverflowError) as error:
@@ -404,6 +393,23 @@ def _connect(path: Path) -> sqlite3.Connection:
         raise
     db.isolation_level = "DEFERRED"  # transactions again, one per `with db`
     return db
+
+
+def _sequence(db: sqlite3.Connection) -> int:
+    """The highest row number of the value log and the bucket entries."""
+    row = db.execute(
+        "SELECT max(coalesce((SELECT max(seq) FROM afters), 0), "
+        "coalesce((SELECT max(seq) FROM bucket_entries), 0))"
+    ).fetchone()
+    return int(row[0])
+
+
+def _entry_minutes(db: sqlite3.Connection) -> dict[SpaceKey, set[int]]:
+    found: dict[SpaceKey, set[int]] = {}
+    rows = db.execute("SELECT DISTINCT shard, tenant, namespace, minute FROM bucket_entries")
+    for shard, tenant, namespace, minute in rows:
+        found.setdefault((shard, tenant, namespace), set()).add(minute)
+    return found
 
 
 def _names(packed: bytes) -> dict[str, int]:

@@ -19,10 +19,11 @@ from node.realtime.changes import ChangeTap
 from node.realtime.journal import Journal
 from node.realtime.query import Answer, Kind, Query
 from node.realtime.service import Realtime
-from node.realtime.window_file import FILE_NAME, WindowFileError
+from node.realtime.window_file import FILE_NAME, Batch, WindowFile, WindowFileError
 from node.realtime.window_persist import RESTORE_WAIT_S, WindowPersister, open_window_file
 from node.realtime.windows import MINUTE_MS
 from node.storage.store import CounterStore
+from node.storage.store_dirty import Change
 
 SHARDS = 2
 T0 = 1_000 * MINUTE_MS
@@ -395,3 +396,22 @@ def test_changes_of_a_shard_observed_again_before_its_drop_is_written_are_kept(
     second.store.load_durable(durable)
     second.recover()
     assert second.minutes() == expected
+
+
+def test_a_reopened_file_numbers_its_rows_after_the_old_ones(tmp_path: Path) -> None:
+    """Rows are read back in number order, later ones winning: a file opened again must
+    number its rows after every row it holds, whether or not its observations were read."""
+    path = tmp_path / FILE_NAME
+    change = Change(key(1), 1, 0, 3)
+    first = WindowFile(path)
+    first.write(Batch(afters={key(1): change}, entries={(1, "t", "ns", 1000): {"v:1": 3}}))
+    first.close()
+
+    again = WindowFile(path)  # observations() not asked
+    again.write(
+        Batch(afters={key(1): change._replace(after=5)}, entries={(1, "t", "ns", 1000): {"v:1": 5}})
+    )
+
+    loaded = again.load(1)
+    assert loaded.buckets == {("t", "ns"): [(1000, {"v:1": 5})]}
+    assert loaded.afters == {key(1): 5}
