@@ -206,13 +206,10 @@ class Coordinator:
                 return await self._forward(owner, ops, consistency, hops, fingerprint)
             except PeerUnreachable:
                 pass  # unsent: the long way below
-            except CountersError as error:  # PeerError: sent, so it may have run there
-                failed = error
-                if isinstance(error, PeerError):
-                    failed = QuorumUnavailable(
-                        f"forwarding to {owner} failed: {error}", may_have_applied=True
-                    )
-                return [OpResult.failed(failed) for _ in ops]
+            except PeerError as error:  # sent: it may have run there
+                return _forward_failed(owner, ops, error, sent=True)
+            except CountersError as error:
+                return [OpResult.failed(error) for _ in ops]
         run = partial(self._run_groups, consistency=consistency, hops=hops, fingerprint=fingerprint)
         [claimed] = await run(ops[:1], shards[:1], owners[:1])
         if claimed.problem is not None:
@@ -252,16 +249,7 @@ class Coordinator:
                 return await self._run_groups(
                     ops, shards, others, consistency, hops, fingerprint, passed_over=owner
                 )
-            # Every op but a read changes state there: an increment, a reset, a claim.
-            return [
-                OpResult.failed(
-                    QuorumUnavailable(
-                        f"forwarding to {owner} failed: {error}",
-                        may_have_applied=sent and op.kind is not OpKind.GET,
-                    )
-                )
-                for op in ops
-            ]
+            return _forward_failed(owner, ops, error, sent)
         except CountersError as error:
             return [OpResult.failed(error) for _ in ops]
 
@@ -442,6 +430,15 @@ class Coordinator:
             if not floor.is_empty():
                 replicator.write(cleared, key, shard, floor, consistency, own_slot=False)
         await replicator.settle(cleared, wrote=bool(todo))
+
+
+def _forward_failed(owner: object, ops: list[Op], error: PeerError, sent: bool) -> list[OpResult]:
+    """Every op but a read changes state there, so it may have applied if the forward sent."""
+    why = f"forwarding to {owner} failed: {error}"
+    return [
+        OpResult.failed(QuorumUnavailable(why, may_have_applied=sent and op.kind is not OpKind.GET))
+        for op in ops
+    ]
 
 
 def _decided(results: Pending) -> list[OpResult]:

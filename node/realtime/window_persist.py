@@ -4,13 +4,13 @@ Writing. Every `WRITE_INTERVAL_S` (and once more at a clean stop, after the chan
 last turn) the journal's batch goes to the window file in a worker thread: the bucket
 entries changed since the last write (journal.py), each changed counter's value as the tap
 last handed it on, and per shard observed its coverage and `through_ms` (P, the take's
-time). A shard is *whole* when the file has the value of every counter it holds here: every
-counter came to
-this node's windows as a change (observed since ever), or the shard was restored (below),
-or a write handed the journal every counter's value first (`make_whole`: a shard observed
-from a cut after a start without a restorable file, or one that took hand-off arrivals,
-such as a shard gained in a join). Loads since end that until the next write makes it
-whole again; a drop of the shard ends it for the rest of the observation.
+time). A shard is *whole* when the file has the value of every counter it holds here:
+every counter came to this node's windows as a change (observed since ever), or the shard
+was restored (below), or a write handed the journal every counter's value first
+(`make_whole`: a shard observed from a cut after a start without a restorable file, or one
+that took hand-off arrivals, such as a shard gained in a join). Loads since end that until
+the next write makes it whole again; a drop of the shard ends it for the rest of the
+observation.
 
 Restoring. At start the file's whole shards wait (`journal.restoring`): the change tap's
 changes of them, recovery merges included, go to neither windows nor journal, and queries
