@@ -199,6 +199,11 @@ class NodeCollector:
         )
         yield _gauge("counters_store_counters", "Counters held in memory.", len(self.store))
         yield _gauge(
+            "counters_store_unweighed_shards",
+            "Shards whose loaded counters still wait for their digest weights (after a start).",
+            self.store.unweighed(),
+        )
+        yield _gauge(
             "counters_idempotency_receipts",
             "Idempotency receipts held in memory (those of the window).",
             self.store.receipt_count(),

@@ -46,6 +46,12 @@ class RealtimeCollector:
             "Counters in the namespace indexes in use (prefix aggregates, top by value).",
             value=realtime.index.indexed(),
         )
+        journal = realtime.journal
+        yield GaugeMetricFamily(
+            "counters_realtime_restoring_shards",
+            "Shards whose windows wait to be restored from the window file (after a start).",
+            value=0 if journal is None else len(journal.restoring),
+        )
         yield GaugeMetricFamily(
             "counters_realtime_observed_shards",
             "Shards whose changes this node observes (windows it can answer).",

@@ -61,6 +61,7 @@ from node.realtime.service import Realtime
 from node.realtime.window_file import (
     FILE_NAME,
     Loaded,
+    Space,
     Stored,
     WindowFile,
     WindowFileError,
@@ -93,23 +94,42 @@ async def open_window_file(data_dir: Path, now_ms: int) -> tuple[WindowFile, dic
 
 
 def tails(
-    values: Iterable[tuple[Key, int]], pending: Mapping[Key, int], afters: Mapping[Key, int]
+    spaces: Iterable[tuple[str, str, dict[str, int]]],
+    pending: Mapping[Key, int],
+    afters: Mapping[Space, Mapping[str, int]],
 ) -> dict[Key, tuple[int, int]]:
-    """Per counter whose value moved since P: (its tail, its value as handed on now). A
-    change the tap has yet to hand on is not in it (the tap hands it on, from `pending`). A
-    counter held at P and not now (its writes lost with every copy) moved to 0: should it
-    come back, it comes as a change."""
+    """Per counter whose value moved since P: (its tail, its value as handed on now), from
+    the shard's values now per namespace (`spaces`, dicts this may change) and the file's
+    (`afters`). A change the tap has yet to hand on is not in it (the tap hands it on, from
+    `pending`). A counter held at P and not now (its writes lost with every copy) moved to
+    0: should it come back, it comes as a change. A namespace whose values equal the file's
+    (every one after a clean stop) costs one dict comparison, in C."""
+    waiting: dict[Space, dict[str, int]] = {}
+    for (tenant, namespace, name), before in pending.items():
+        waiting.setdefault((tenant, namespace), {})[name] = before
     out = {}
-    held = set()
-    for key, value in values:
-        held.add(key)
-        seen = pending.get(key, value)
-        tail = seen - afters.get(key, 0)
-        if tail:
-            out[key] = (tail, seen)
-    for key, after in afters.items():
-        if after and key not in held:
-            out[key] = (-after, 0)
+    seen_spaces = set()
+    for tenant, namespace, values in spaces:
+        space = (tenant, namespace)
+        seen_spaces.add(space)
+        for name, before in waiting.get(space, {}).items():
+            if name in values:
+                values[name] = before
+        after = afters.get(space, {})
+        if values == after:
+            continue
+        for name, seen in values.items():
+            tail = seen - after.get(name, 0)
+            if tail:
+                out[(tenant, namespace, name)] = (tail, seen)
+        for name, value in after.items():
+            if value and name not in values:
+                out[(tenant, namespace, name)] = (-value, 0)
+    for space, after in afters.items():
+        if space not in seen_spaces:
+            for name, value in after.items():
+                if value:
+                    out[(*space, name)] = (-value, 0)
     return out
 
 
@@ -194,7 +214,7 @@ class WindowPersister:
         """In one loop turn: between the values read and the shard observed live, the tap
         hands nothing on."""
         journal, realtime, store = self.journal, self.realtime, self.realtime.store
-        moved = tails(store.shard_values(shard), store.pending_changes(), loaded.afters)
+        moved = tails(store.space_values(shard), store.pending_changes(), loaded.afters)
         minute = stored.through_ms // MINUTE_MS
         buckets = with_tails(loaded.buckets, moved, minute)
         observation = stored.observation.restored(stored.through_ms, self.clock_ms())

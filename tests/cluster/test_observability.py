@@ -123,6 +123,8 @@ async def test_metrics_count_what_clients_did(cluster: Cluster):
         assert samples[("counters_node_ready", ())] == 1
         assert samples[("counters_ring_members", (("status", "up"),))] == 3
         assert samples[("counters_store_counters", ())] >= 8  # N=3 of 3: every node holds all
+        assert samples[("counters_store_unweighed_shards", ())] == 0  # nothing loaded
+        assert samples[("counters_realtime_restoring_shards", ())] == 0  # no window file
     assert len({s[("counters_ring_checksum", ())] for s in scrapes}) == 1
     assert len({s[("counters_ring_epoch", ())] for s in scrapes}) == 1
 

@@ -9,18 +9,27 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 from pathlib import Path
+from types import SimpleNamespace
+from typing import cast
 
 import msgpack
 import pytest
 
 from crdt import PNCounter
 from node.base.keys import Key
+from node.http.metrics_realtime import RealtimeCollector
 from node.realtime.changes import ChangeTap
+from node.realtime.fanout import Fanout
 from node.realtime.journal import Journal
 from node.realtime.query import Answer, Kind, Query
 from node.realtime.service import Realtime
 from node.realtime.window_file import FILE_NAME, Batch, WindowFile, WindowFileError
-from node.realtime.window_persist import RESTORE_WAIT_S, WindowPersister, open_window_file
+from node.realtime.window_persist import (
+    RESTORE_WAIT_S,
+    WindowPersister,
+    open_window_file,
+    tails,
+)
 from node.realtime.windows import MINUTE_MS
 from node.storage.store import CounterStore
 from node.storage.store_dirty import Change
@@ -414,4 +423,79 @@ def test_a_reopened_file_numbers_its_rows_after_the_old_ones(tmp_path: Path) -> 
 
     loaded = again.load(1)
     assert loaded.buckets == {("t", "ns"): [(1000, {"v:1": 5})]}
-    assert loaded.afters == {key(1): 5}
+    assert loaded.afters == {("t", "ns"): {"v:1": 5}}
+
+
+def test_tails_are_the_moves_since_the_file_per_namespace() -> None:
+    """A namespace equal to the file's has no tail; the others give each counter's move, a
+    change the tap has yet to hand on counts from its value before, and a counter the file
+    held but the store does not (in a namespace held or not) moves to 0."""
+    spaces = [
+        ("t", "same", {"a": 1, "b": 2}),
+        ("t", "ns", {"a": 5, "b": 2, "new": 3, "waits": 9}),
+    ]
+    pending = {("t", "ns", "waits"): 4, ("t", "ns", "absent"): 7}  # before the tap's next turn
+    afters = {
+        ("t", "same"): {"a": 1, "b": 2},
+        ("t", "ns"): {"a": 1, "b": 2, "gone": 6, "waits": 1, "zero": 0},
+        ("u", "lost"): {"x": 3, "y": 0},
+    }
+    assert tails(spaces, pending, afters) == {
+        ("t", "ns", "a"): (4, 5),
+        ("t", "ns", "new"): (3, 3),
+        ("t", "ns", "waits"): (3, 4),
+        ("t", "ns", "gone"): (-6, 0),
+        ("u", "lost", "x"): (-3, 0),
+    }
+    assert tails([("t", "same", {"a": 1})], {}, {}) == {("t", "same", "a"): (1, 1)}
+
+
+def test_value_rows_of_several_namespaces_are_read_back_later_ones_winning(
+    tmp_path: Path,
+) -> None:
+    """A value row mixes namespaces (rows of earlier versions interleave them); each is read
+    back whole, a later row's value winning; a row of the wrong shape is an unreadable file."""
+    file = WindowFile(tmp_path / FILE_NAME)
+    first = ["t", "a", "x", 1, "t", "b", "x", 2, "t", "a", "y", 3, "t", "a", "x", 4]
+    later = ["t", "b", "x", 5, "u", "a", "z", 6]
+    with file.db:
+        for seq, flat in enumerate((first, later), start=1):
+            file.db.execute("INSERT INTO afters VALUES (?, ?, ?)", (0, seq, msgpack.packb(flat)))
+    assert file.load(0).afters == {
+        ("t", "a"): {"x": 4, "y": 3},
+        ("t", "b"): {"x": 5},
+        ("u", "a"): {"z": 6},
+    }
+    file.compact(0)  # one row again, read back the same
+    assert file.load(0).afters == {
+        ("t", "a"): {"x": 4, "y": 3},
+        ("t", "b"): {"x": 5},
+        ("u", "a"): {"z": 6},
+    }
+    with file.db:
+        file.db.execute("INSERT INTO afters VALUES (?, ?, ?)", (0, 9, msgpack.packb(["t", "a"])))
+    with pytest.raises(WindowFileError):
+        file.load(0)
+
+
+def test_the_shards_waiting_for_a_restore_are_a_gauge(tmp_path: Path) -> None:
+    """Operators (and bench_scale.py, before it measures idle CPU) see how many shards still
+    wait for their windows after a start: every restorable one, then none once restored."""
+
+    def restoring(node: Node) -> float:
+        collector = RealtimeCollector(node.realtime, cast(Fanout, SimpleNamespace(rounds=0)))
+        [gauge] = [m for m in collector.collect() if m.name == "counters_realtime_restoring_shards"]
+        return gauge.samples[0].value
+
+    first = Node(tmp_path, T0 + 1_000)
+    first.recover()
+    first.add(1, 3)
+    first.add(2, 4)
+    assert restoring(first) == 0
+    first.stop()
+    second = Node(tmp_path, T0 + 2_000)
+    assert restoring(second) == SHARDS
+    second.store.load_durable(values(first))
+    second.recover()
+    assert restoring(second) == 0
+    assert second.minutes() == first.minutes()
