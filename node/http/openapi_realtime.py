@@ -37,7 +37,10 @@ COUNTER_WINDOW = {
     "additionalProperties": False,
     "properties": {
         "span": SPAN,
-        "change": {"type": "integer", "description": "net change over the window"},
+        "change": {
+            "type": "integer",
+            "description": "net change over the window, up to the value answered beside it",
+        },
         "rate_per_s": {"type": "number", "description": "change / the span's seconds"},
         **INCOMPLETE,
     },

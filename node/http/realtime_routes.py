@@ -46,16 +46,26 @@ def _incomplete(body: dict[str, Any], result: Result) -> None:
         body["observed_since_ms"] = result.since_ms
 
 
-async def window_of(request: web.Request, key: Key, span_min: int) -> dict[str, Any]:
-    """The "window" member of a counter read: its net change over the span, and the rate."""
+async def window_of(
+    request: web.Request, key: Key, span_min: int, value: int | None
+) -> dict[str, Any]:
+    """The "window" member of a counter read: its net change over the span up to `value`,
+    the value the read answers (None: saturated), and the rate. The replica answering counts
+    changes up to the value its change tap last handed on (`seen`), which may lag the read
+    (a write still on its way there, or not yet tapped) or lead it (one since): the
+    difference is a change of now, inside every window, so it is added and the change
+    agrees with the value answered beside it."""
     shard = request.app[CLUSTER].shard_of(key)
     now_ms = _now_ms(request)
     query = Query(Kind.WINDOW, key[0], key[1], name=key[2], span_min=span_min, at_ms=now_ms)
     result = await request.app[FANOUT].run(query, [shard])
+    change = result.change
+    if value is not None and result.seen is not None:  # None: a node of an earlier version
+        change += value - result.seen
     body: dict[str, Any] = {
         "span": span_text(span_min),
-        "change": result.change,
-        "rate_per_s": round(result.change / (span_min * 60), 6),
+        "change": change,
+        "rate_per_s": round(change / (span_min * 60), 6),
     }
     _incomplete(body, result)
     return body

@@ -36,6 +36,7 @@ class Result:
     top: list[tuple[str, int, int | None]] = field(default_factory=list)
     complete: bool = True
     since_ms: int = 0  # when incomplete: the latest observation start among what answered
+    seen: int | None = None  # WINDOW: the value the change runs up to (None: not said)
 
 
 class Fanout:
@@ -165,6 +166,8 @@ def _merge(query: Query, answers: list[Answer], result: Result) -> Result:
         result.counters += answer.counters
         result.total += answer.total
         result.change += answer.change
+        if answer.done:  # WINDOW: one counter, so one answer did it
+            result.seen = answer.seen
         top.extend(answer.top)
     if len(answers) > 1:  # one node's top is in order already
         if query.by is By.VALUE:

@@ -96,6 +96,9 @@ class Answer:
     since_ms: int = 0  # the latest observation start among the shards done
     buckets: list[Any] | None = None  # BUCKETS: the shard's buckets, wire form (buckets.py)
     gaps: list[tuple[int, int]] = field(default_factory=list)  # BUCKETS: coverage.py's gaps
+    # WINDOW: the counter's value as this node's windows count up to (the change tap's last
+    # hand-on), so the reader can add what its own read of the value holds beyond it
+    seen: int | None = None
 
     def to_wire(self) -> list[Any]:
         return [
@@ -109,6 +112,7 @@ class Answer:
             self.since_ms,
             self.buckets,
             [list(gap) for gap in self.gaps],
+            None if self.seen is None else _big(self.seen),
         ]  # fmt: skip
 
 
@@ -129,12 +133,14 @@ def _int(obj: object) -> int:
 
 
 def answer_from_wire(obj: object) -> Answer:
-    # 8 fields from a node before the window file (no gaps: it never restored one), more
-    # from a later one (fields it added are left alone): a rolling upgrade keeps answering
+    # 8 fields from a node before the window file (no gaps: it never restored one), 9 from
+    # one before `seen`, more from a later one (fields it added are left alone): a rolling
+    # upgrade keeps answering
     if not isinstance(obj, list) or len(obj) < 8:
         raise ProtocolError("a realtime answer is a list of at least 8")
     done, refused, counters, total, change, top, since, buckets = obj[:8]
     gaps = obj[8] if len(obj) > 8 else []
+    seen = obj[9] if len(obj) > 9 else None
     if not isinstance(done, list) or not all(type(s) is int for s in done):
         raise ProtocolError("bad realtime shards done")
     if not isinstance(refused, list) or not isinstance(top, list):
@@ -147,6 +153,7 @@ def answer_from_wire(obj: object) -> Answer:
         raise ProtocolError("bad realtime gaps")
     answer = Answer(done, {}, _int(counters), _int(total), _int(change), [], _int(since), buckets)
     answer.gaps = [(low, high) for low, high in gaps]
+    answer.seen = None if seen is None else _int(seen)
     for item in refused:
         if not isinstance(item, list) or len(item) != 2:
             raise ProtocolError("bad realtime refusal")

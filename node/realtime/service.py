@@ -253,6 +253,9 @@ class Realtime(Observing):
     def _window(self, query: Query, answer: Answer) -> None:
         for shard in answer.done:
             answer.change += self._change(shard, query, query.name) or 0
+        if len(answer.done) == 1:  # the counter's shard, as window_of asks
+            key = (query.tenant, query.namespace, query.name)
+            answer.seen = self.store.handed_value(key, answer.done[0])
 
     def _namespace(self, shard: int, query: Query) -> NamespaceIndex:
         store, tenant, namespace = self.store, query.tenant, query.namespace

@@ -70,6 +70,16 @@ class DirtyCounters:
             return {}
         return {key: before or 0 for marks in changes.values() for key, before in marks.items()}
 
+    def handed_value(self, key: Key, shard: int) -> int:
+        """key's value as the change tap last handed it on, what node/realtime's windows
+        count up to: its value before a change the tap has yet to hand on, else its value
+        now (0 when not held)."""
+        marks = (self._changes or {}).get(shard)
+        if marks and key in marks:
+            return marks[key] or 0
+        record = self._lookup(key)[2]
+        return 0 if record is None else pk.value(record, HEADER_SIZE)
+
     def _change_pending(self, key: Key) -> bool:
         """Whether the change tap holds a mark of key (False when it tracks nothing)."""
         changes = self._changes

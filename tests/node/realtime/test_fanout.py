@@ -151,13 +151,16 @@ def test_answers_merge_exactly() -> None:
 
 def test_an_answer_from_a_node_before_or_after_this_version_is_read() -> None:
     """A rolling upgrade: a node before the window file answers 8 fields (no restore gaps),
-    a later one may add fields; both are read, and a shorter or malformed answer is not."""
+    one before `seen` 9, a later one may add fields; all are read, and a shorter or
+    malformed answer is not."""
     answer = Answer([0], {}, 2, 10, 3, [("x", 5, 1)], 0)
     answer.gaps = [(5, 7)]
+    answer.seen = 4
     wire = answer.to_wire()
-    assert len(wire) == 9 and answer_from_wire(wire) == answer
+    assert len(wire) == 10 and answer_from_wire(wire) == answer
     older = answer_from_wire(wire[:8])
     assert older.gaps == [] and (older.counters, older.total, older.top) == (2, 10, [("x", 5, 1)])
+    assert older.seen is None and answer_from_wire(wire[:9]).gaps == [(5, 7)]
     assert answer_from_wire([*wire, "a later field"]) == answer
     with pytest.raises(ProtocolError):
         answer_from_wire(wire[:7])

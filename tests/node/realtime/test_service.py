@@ -51,7 +51,8 @@ def setup(
 def ask(realtime: Realtime, clock: Clock, **fields: Any) -> Answer:
     """This node's answer about all shards, a namespace aggregate unless fields say else."""
     fields.setdefault("kind", Kind.AGGREGATE)
-    query = Query(tenant="t", namespace="ns", at_ms=clock.ms, shards=tuple(range(SHARDS)), **fields)
+    fields.setdefault("shards", tuple(range(SHARDS)))
+    query = Query(tenant="t", namespace="ns", at_ms=clock.ms, **fields)
     return realtime.answer(query)
 
 
@@ -239,6 +240,33 @@ def test_query_and_answer_bodies_round_trip() -> None:
     assert query_from_wire(query.to_wire(), SHARDS) == query
     answer = Answer([1], {3: NOT_HELD, 2: T0}, 5, 2**70, -(2**70), [("a", 2**64, None)], T0)
     assert answer_from_wire(answer.to_wire()) == answer
+    answer.seen = -(2**70)  # a WINDOW answer's value seen
+    assert answer_from_wire(answer.to_wire()) == answer
+    earlier = answer_from_wire(answer.to_wire()[:9])  # a node of an earlier version
+    assert earlier.seen is None and earlier.change == answer.change
+    with pytest.raises(ProtocolError):
+        answer_from_wire([*answer.to_wire()[:9], "seven"])
+
+
+def test_a_window_says_the_value_its_change_runs_up_to() -> None:
+    """A WINDOW answer's change counts what the change tap handed on; `seen` is the value
+    that makes up to, so a reader holding a newer value (a write the tap has yet to hand
+    on here, or one still on its way to this replica) can add the difference."""
+    store, tap, realtime, clock = setup()
+    realtime.observe(clock.ms)
+    key = ("t", "ns", "v:1")
+    store.increment_slot(key, "a:1", 5)
+    asyncio.run(tap.turn())
+    store.increment_slot(key, "a:1", 3)  # not handed on yet
+    fields: dict[str, Any] = {"kind": Kind.WINDOW, "name": "v:1", "span_min": 15}
+    window = ask(realtime, clock, shards=(shard_of(key),), **fields)
+    assert (window.change, window.seen) == (5, 5)
+    asyncio.run(tap.turn())
+    window = ask(realtime, clock, shards=(shard_of(key),), **fields)
+    assert (window.change, window.seen) == (8, 8)
+    fields["name"] = "v:2"
+    absent = ask(realtime, clock, shards=(shard_of(("t", "ns", "v:2")),), **fields)
+    assert (absent.change, absent.seen) == (0, 0)
 
 
 @pytest.mark.parametrize(
