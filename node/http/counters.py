@@ -105,7 +105,9 @@ async def get_counter(request: web.Request) -> web.Response:
         return await _run_one(request, op, consistency)
     [result] = await request.app[COORDINATOR].run([op], consistency)
     body = _body(op.key[1], op.key[2], result, consistency)
-    value = None if result.saturated else result.value
+    # the change up to the value read, when that holds every acknowledged write (quorum,
+    # all): a value read at one may lag the replica answering the window by any amount
+    value = None if result.saturated or consistency == "one" else result.value
     body["window"] = await realtime_routes.window_of(request, op.key, span_min, value)
     return bodies.json_response(body)
 

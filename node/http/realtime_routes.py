@@ -50,11 +50,13 @@ async def window_of(
     request: web.Request, key: Key, span_min: int, value: int | None
 ) -> dict[str, Any]:
     """The "window" member of a counter read: its net change over the span up to `value`,
-    the value the read answers (None: saturated), and the rate. The replica answering counts
-    changes up to the value its change tap last handed on (`seen`), which may lag the read
-    (a write still on its way there, or not yet tapped) or lead it (one since): the
-    difference is a change of now, inside every window, so it is added and the change
-    agrees with the value answered beside it."""
+    the value the read answers (None: as the replica counts it), and the rate. The replica
+    answering counts changes up to the value its change tap last handed on (`seen`), which
+    may lag the read (a write still on its way there, or not yet tapped) or lead it (one
+    since): the difference is a change of now, inside every window, so it is added and the
+    change agrees with the value answered beside it. A replica that does not count the
+    minute under way (it observes the shard from the next minute's cut, or waits to restore
+    it) says no `seen`: the difference is not in what it counts."""
     shard = request.app[CLUSTER].shard_of(key)
     now_ms = _now_ms(request)
     query = Query(Kind.WINDOW, key[0], key[1], name=key[2], span_min=span_min, at_ms=now_ms)

@@ -254,8 +254,11 @@ class Realtime(Observing):
         for shard in answer.done:
             answer.change += self._change(shard, query, query.name) or 0
         if len(answer.done) == 1:  # the counter's shard, as window_of asks
-            key = (query.tenant, query.namespace, query.name)
-            answer.seen = self.store.handed_value(key, answer.done[0])
+            [shard] = answer.done
+            since = self.since.get(shard)  # None: restoring, counted from a cut meanwhile
+            if since is not None and since <= query.at_ms:  # the minute under way counts
+                key = (query.tenant, query.namespace, query.name)
+                answer.seen = self.store.handed_value(key, shard)
 
     def _namespace(self, shard: int, query: Query) -> NamespaceIndex:
         store, tenant, namespace = self.store, query.tenant, query.namespace

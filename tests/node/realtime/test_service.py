@@ -208,6 +208,12 @@ def test_a_window_answered_without_its_whole_observation_counts_from_the_cut() -
     loose = ask(realtime, clock, span_min=15)
     assert (loose.change, loose.since_ms) == (7, T0 + MINUTE_MS)
     assert ask(realtime, clock, kind=Kind.WINDOW, name="v:0", span_min=15).change == 7
+    # Found by a review: before its cut, the node counts nothing of the minute under way,
+    # so it says no value for a reader to add the rest of the minute's changes to.
+    clock.ms = T0 + 30_000
+    early = ask(realtime, clock, kind=Kind.WINDOW, name="v:0", span_min=15, shards=(0,))
+    assert (early.done, early.seen) == ([0], None)
+    clock.ms = T0 + MINUTE_MS + 5_000
     top = ask(realtime, clock, kind=Kind.TOP, by=By.CHANGE, k=3, span_min=15)
     assert top.top == [("v:0", 157, 7)]
     assert ask(realtime, clock, kind=Kind.TOP, k=1, span_min=15).top == [("v:0", 157, 7)]

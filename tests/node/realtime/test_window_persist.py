@@ -495,6 +495,10 @@ def test_the_shards_waiting_for_a_restore_are_a_gauge(tmp_path: Path) -> None:
     first.stop()
     second = Node(tmp_path, T0 + 2_000)
     assert restoring(second) == SHARDS
+    second.recovered = True  # recovered, the restore still to come: counted from a cut
+    query = Query(Kind.WINDOW, "t", "ns", name="v:1", span_min=15, at_ms=second.ms, shards=(1,))
+    waiting = second.realtime.answer(query)
+    assert waiting.done == [1] and waiting.seen is None  # the minute under way: not counted
     second.store.load_durable(values(first))
     second.recover()
     assert restoring(second) == 0
