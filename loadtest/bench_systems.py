@@ -78,11 +78,12 @@ class Processes:
         return "\n".join(text.splitlines()[-lines:])
 
     def stop_all(self) -> None:
-        for child in self.children.values():
+        """Each child in the reverse order of the starts, waited for before the next: the
+        nodes stop before the redis-server they flush to, so their last flush lands."""
+        deadline = time.monotonic() + STOP_TIMEOUT_S
+        for child in reversed(list(self.children.values())):
             if child.poll() is None:
                 child.terminate()
-        deadline = time.monotonic() + STOP_TIMEOUT_S
-        for child in self.children.values():
             try:
                 child.wait(max(0.1, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
