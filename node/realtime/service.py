@@ -319,8 +319,9 @@ class Realtime(Observing):
                 scanned = window.changes(shard_first, query.prefix)
                 items = sorted((-change, name) for name, change in scanned.items() if change)
             ranked.append(iter(items))
-        values = self.store.value
+        # each value as the tap handed it on, as the changes beside it and the indexes
+        # count: not one newer than its change (nor than a kept answer, answers.py)
+        values = self.store.handed_value
         tenant, namespace = query.tenant, query.namespace
         for negated, name in itertools.islice(heapq.merge(*ranked), query.k):
-            value = values((tenant, namespace, name))
-            answer.top.append((name, 0 if value is None else value, -negated))
+            answer.top.append((name, values((tenant, namespace, name)), -negated))

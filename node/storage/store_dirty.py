@@ -70,10 +70,12 @@ class DirtyCounters:
             return {}
         return {key: before or 0 for marks in changes.values() for key, before in marks.items()}
 
-    def handed_value(self, key: Key, shard: int) -> int:
+    def handed_value(self, key: Key, shard: int = -1) -> int:
         """key's value as the change tap last handed it on, what node/realtime's windows
-        count up to: its value before a change the tap has yet to hand on, else its value
-        now (0 when not held)."""
+        and indexes count up to: its value before a change the tap has yet to hand on, else
+        its value now (0 when not held). `shard`: key's, if the caller has it."""
+        if shard < 0:
+            shard = self._shard(key)
         marks = (self._changes or {}).get(shard)
         if marks and key in marks:
             return marks[key] or 0

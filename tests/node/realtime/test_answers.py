@@ -85,10 +85,21 @@ steps = st.lists(st.one_of(runs, others.map(lambda step: [step])), max_size=12).
     lambda parts: [step for part in parts for step in part]
 )
 AGGREGATE = {"kind": Kind.AGGREGATE, "by": By.VALUE, "prefix": "", "k": 1, "span_min": 0}
+TOP_CHANGE = {"kind": Kind.TOP, "by": By.CHANGE, "prefix": "", "k": 1, "span_min": 1}
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(steps)
+@example(  # found by the search: a top by change read a value newer than its change
+    [
+        ("ask", AGGREGATE),
+        ("add", "t", "a:2", 1),
+        ("turn",),
+        ("ask", TOP_CHANGE),
+        ("add", "t", "a:2", 1),
+        ("ask", TOP_CHANGE),
+    ]
+)
 @example(
     [
         ("add", "t", "a:1", 3),
