@@ -133,6 +133,23 @@ def tails(
     return out
 
 
+def shared_names(buckets: Buckets, spaces: Iterable[tuple[str, str, Mapping[str, int]]]) -> Buckets:
+    """The buckets keyed by the store's own name strings where it holds the name: the
+    file's are new strings, a copy of each name per minute (about 150 B per counter at a
+    million with two minutes of changes, for as long as the minutes stay)."""
+    for tenant, namespace, held in spaces:
+        minutes = buckets.get((tenant, namespace))
+        if not minutes:
+            continue
+        for index, (minute, bucket) in enumerate(minutes):
+            shared = {name: bucket[name] for name in held if name in bucket}
+            if len(shared) < len(bucket):  # counters the store no longer holds keep theirs
+                for name, delta in bucket.items():
+                    shared.setdefault(name, delta)
+            minutes[index] = (minute, shared)
+    return buckets
+
+
 def with_tails(buckets: Buckets, moved: Mapping[Key, tuple[int, int]], minute: int) -> Buckets:
     """The buckets with each tail added to the bucket of `minute` (made where missing)."""
     for (tenant, namespace, name), (tail, _) in moved.items():
@@ -214,9 +231,10 @@ class WindowPersister:
         """In one loop turn: between the values read and the shard observed live, the tap
         hands nothing on."""
         journal, realtime, store = self.journal, self.realtime, self.realtime.store
-        moved = tails(store.space_values(shard), store.pending_changes(), loaded.afters)
+        spaces = list(store.space_values(shard))
+        moved = tails(spaces, store.pending_changes(), loaded.afters)
         minute = stored.through_ms // MINUTE_MS
-        buckets = with_tails(loaded.buckets, moved, minute)
+        buckets = with_tails(shared_names(loaded.buckets, spaces), moved, minute)
         observation = stored.observation.restored(stored.through_ms, self.clock_ms())
         journal.restoring.discard(shard)
         realtime.install(shard, observation, buckets, whole=True)
