@@ -135,7 +135,7 @@ def tails(
 
 def shared_names(buckets: Buckets, spaces: Iterable[tuple[str, str, Mapping[str, int]]]) -> Buckets:
     """The buckets keyed by the store's own name strings where it holds the name: the
-    file's are new strings, a copy of each name per minute (about 150 B per counter at a
+XX
     million with two minutes of changes, for as long as the minutes stay)."""
     for tenant, namespace, held in spaces:
         minutes = buckets.get((tenant, namespace))
