@@ -20,24 +20,21 @@ talk to), started on free 127.0.0.1 ports (bench_systems.py). It measures, in th
     and every counter's value (and their total) after the last one.
 Figures are medians where a phase is repeated. Every wait is bounded (`--max-s` for the
 whole run) and every process started here is stopped on exit, Ctrl-C and SIGTERM included.
+The load it sends lives in scale_load.py, what it does to the node processes in scale_nodes.py.
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import os
 import random
 import shutil
 import signal
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
-from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -46,13 +43,11 @@ from bench import Terminated, _raise_on_sigterm
 from bench_realtime import realtime_phase
 from bench_realtime import report_lines as realtime_lines
 from bench_report import _target_line
-from bench_systems import Processes, _http_ok, start_cluster
+from bench_systems import Processes, start_cluster
+from scale_load import BATCH, Deadline, check_values, fill_delta, timed_load
+from scale_nodes import finish_start_work, idle_cpu_percent, rss_bytes, start_nodes, stop_nodes
 
-NAMESPACE = "scale"
-BATCH = 1_000  # ops per request: the node's most per batch
 DEFAULT_QUOTA = 1_000_000  # the node's default --max-counters-per-tenant
-READY_TIMEOUT_S = 300.0
-REQUEST_TIMEOUT_S = 120.0
 SETTLE_S = 3.0  # after the load, before idle CPU is measured: the last flushes finish
 
 # Goals of issue 13 (one node, N=1, a million counters).
@@ -61,210 +56,6 @@ GOAL_EXIT_S = 5.0
 GOAL_CREATE_RATIO = 0.8
 GOAL_IDLE_CPU_PCT = 5.0
 GOAL_RSS_BYTES = 300.0
-
-
-def name_of(index: int) -> str:
-    return f"c{index:07d}"
-
-
-def fill_delta(index: int) -> int:
-    """The first increment of each counter differs, so a value shows which counter it is."""
-    return 1 + index % 5
-
-
-def _body(indexes: Sequence[int], delta: Callable[[int], int] | None) -> bytes:
-    """A batch body, written directly: the client must not be what the run measures."""
-    if delta is None:
-        ops = ",".join(f'{{"op":"get","name":"{name_of(i)}"}}' for i in indexes)
-    else:
-        ops = ",".join(
-            f'{{"op":"increment","name":"{name_of(i)}","delta":{delta(i)}}}' for i in indexes
-        )
-    return f'{{"ops":[{ops}]}}'.encode()
-
-
-class Deadline:
-    def __init__(self, seconds: float) -> None:
-        self.at = time.monotonic() + seconds
-
-    def left(self) -> float:
-        return self.at - time.monotonic()
-
-    def check(self, what: str) -> None:
-        if self.left() <= 0:
-            raise TimeoutError(f"--max-s reached during {what}")
-
-
-async def _post(session: aiohttp.ClientSession, url: str, body: bytes) -> list[dict[str, Any]]:
-    async with session.post(
-        f"{url}/v1/namespaces/{NAMESPACE}/batch",
-        data=body,
-        headers={"Content-Type": "application/json"},
-    ) as response:
-        text = await response.text()
-        if response.status != 200:
-            raise RuntimeError(f"batch answered {response.status}: {text[:300]}")
-    results: list[dict[str, Any]] = json.loads(text)["results"]
-    bad = [r for r in results if "value" not in r]
-    if bad:
-        raise RuntimeError(f"{len(bad)} ops of a batch failed, first: {bad[0]}")
-    return results
-
-
-async def run_batches(
-    urls: list[str],
-    chunks: list[Sequence[int]],
-    delta: Callable[[int], int] | None,
-    clients: int,
-    deadline: Deadline,
-    what: str,
-) -> dict[str, int]:
-    """One batch per chunk of counter indexes (increments by `delta`, or gets), sent from
-    `clients` concurrent clients spread over the nodes; returns the values answered."""
-    values: dict[str, int] = {}
-    pending = iter(enumerate(chunks))
-    timeout = aiohttp.ClientTimeout(total=REQUEST_TIMEOUT_S)
-
-    async def client(session: aiohttp.ClientSession) -> None:
-        for number, indexes in pending:
-            deadline.check(what)
-            results = await _post(session, urls[number % len(urls)], _body(indexes, delta))
-            for result in results:
-                values[result["name"]] = result["value"]
-
-    async with aiohttp.ClientSession(timeout=timeout) as session:
-        await asyncio.gather(*(client(session) for _ in range(clients)))
-    return values
-
-
-def chunked(indexes: Sequence[int]) -> list[Sequence[int]]:
-    return [indexes[start : start + BATCH] for start in range(0, len(indexes), BATCH)]
-
-
-def timed_load(
-    processes: Processes,
-    urls: list[str],
-    args: argparse.Namespace,
-    deadline: Deadline,
-    delta: Callable[[int], int],
-    what: str,
-) -> tuple[dict[str, Any], dict[str, int]]:
-    """Increment every counter once by `delta`; the figures, and the values acknowledged."""
-    cpu_before, began = processes.cpu_seconds(), time.monotonic()
-    chunks = chunked(range(args.counters))
-    values = asyncio.run(run_batches(urls, chunks, delta, args.clients, deadline, what))
-    seconds = time.monotonic() - began
-    cpu_s = processes.cpu_seconds() - cpu_before
-    figures = {
-        "seconds": seconds,
-        "ops_per_s": args.counters / seconds,
-        "cpu_us_per_op": cpu_s * 1e6 / args.counters,
-    }
-    return figures, values
-
-
-def rss_bytes(processes: Processes, name: str) -> int:
-    pid = processes.children[name].pid
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) * 1024
-    raise RuntimeError(f"no VmRSS for {name}")
-
-
-def stop_nodes(processes: Processes, names: list[str], timeout_s: float) -> float:
-    """SIGTERM every node at once; seconds until the last one exited (killed past
-    `timeout_s`, which fails the run: a kill may lose what was acknowledged)."""
-    began = time.monotonic()
-    for name in names:
-        processes.children[name].send_signal(signal.SIGTERM)
-    for name in names:
-        child = processes.children[name]
-        try:
-            code = child.wait(max(0.1, began + timeout_s - time.monotonic()))
-        except subprocess.TimeoutExpired:
-            child.kill()
-            child.wait()
-            raise RuntimeError(f"{name} still running {timeout_s:.0f} s after SIGTERM") from None
-        if code != 0:
-            raise RuntimeError(f"{name} exited with {code}:\n{processes.tail(name)}")
-    return time.monotonic() - began
-
-
-def start_nodes(processes: Processes, names: list[str], urls: list[str]) -> tuple[float, float]:
-    """Start the nodes again on their data dirs; seconds until every /readyz answers 200,
-    and the CPU seconds the nodes used until then (on a busy machine the wall time
-    stretches, the CPU time hardly moves)."""
-    began = time.monotonic()
-    for name in names:
-        processes.restart(name)
-    pending = list(urls)
-    while pending:
-        processes.check_alive()
-        pending = [url for url in pending if not _http_ok(f"{url}/readyz")]
-        if pending and time.monotonic() - began > READY_TIMEOUT_S:
-            raise RuntimeError(f"not ready {READY_TIMEOUT_S:.0f} s after a restart: {pending}")
-        if pending:
-            time.sleep(0.05)
-    return time.monotonic() - began, processes.cpu_seconds()
-
-
-# The work a start leaves for after ready, as /metrics counts it: shards whose loaded
-# counters wait for their digest weights, shards whose windows wait for the window file.
-START_WORK_GAUGES = ("counters_store_unweighed_shards", "counters_realtime_restoring_shards")
-
-
-def _start_work_left(url: str) -> float:
-    with urllib.request.urlopen(f"{url}/metrics", timeout=5) as response:
-        text = response.read().decode()
-    left = 0.0
-    for line in text.splitlines():
-        name, _, value = line.partition(" ")
-        if name in START_WORK_GAUGES:
-            left += float(value)
-    return left
-
-
-def finish_start_work(processes: Processes, urls: list[str]) -> tuple[float, float]:
-    """Wait until every node has done what a start leaves for after ready (weighing the
-    loaded counters, restoring the windows); the seconds that took, and the nodes' CPU
-    seconds meanwhile. Idle CPU is measured after it: it is a start's cost, once."""
-    began, cpu = time.monotonic(), processes.cpu_seconds()
-    while any(_start_work_left(url) for url in urls):
-        processes.check_alive()
-        if time.monotonic() - began > READY_TIMEOUT_S:
-            raise RuntimeError(f"start work not done {READY_TIMEOUT_S:.0f} s after ready")
-        time.sleep(0.2)
-    return time.monotonic() - began, processes.cpu_seconds() - cpu
-
-
-def check_values(
-    urls: list[str],
-    acknowledged: dict[str, int],
-    indexes: Sequence[int],
-    args: argparse.Namespace,
-    deadline: Deadline,
-) -> dict[str, Any]:
-    """Read these counters back in batches of gets: which differ from what was acknowledged
-    (every counter was acknowledged, so each must read exactly its acknowledged value)."""
-    found = asyncio.run(
-        run_batches(urls, chunked(indexes), None, args.clients, deadline, "the check")
-    )
-    names = [name_of(i) for i in indexes]
-    wrong = [(n, found.get(n), acknowledged[n]) for n in names if found.get(n) != acknowledged[n]]
-    return {
-        "checked": len(names),
-        "wrong": len(wrong),
-        "first_wrong": wrong[:5],
-        "total_read": sum(found.get(n, 0) for n in names),
-        "total_acknowledged": sum(acknowledged[n] for n in names),
-    }
-
-
-def idle_cpu_percent(processes: Processes, seconds: float) -> float:
-    """The nodes' CPU time over `seconds` with no load, in % of one core (all nodes)."""
-    before, began = processes.cpu_seconds(), time.monotonic()
-    time.sleep(seconds)
-    return 100.0 * (processes.cpu_seconds() - before) / (time.monotonic() - began)
 
 
 def _median(values: list[float]) -> float | None:

@@ -217,8 +217,8 @@ def _node_argv(workdir: Path, address: str, counters: int) -> list[str]:
 
 
 def drive(args: argparse.Namespace) -> None:
-    from bench_scale import Deadline, chunked, fill_delta, run_batches
     from bench_systems import Processes, free_port, wait_ready
+    from scale_load import Deadline, chunked, fill_delta, run_batches
 
     workdir = Path(tempfile.mkdtemp(prefix="counters-memory-"))
     processes = Processes(workdir)
