@@ -60,6 +60,6 @@ class RealtimeCollector:
         windows = realtime.windows
         yield GaugeMetricFamily(
             "counters_realtime_window_entries",
-            "(counter, minute) entries of the windows held: ~34 bytes each.",
+            "(counter, minute) entries of the windows held: ~34 bytes each, names interned.",
             value=0 if windows is None else windows.entries(),
         )

@@ -6,16 +6,20 @@ so it covers between W and W + 1 minutes and never less than asked. `rate_per_s`
 by W minutes. Spans are 1m .. 24h at minute resolution; buckets older than the longest span
 are dropped every turn, so state grows only with counters changed within the last 24 hours.
 
-Memory, stated per counter: one dict entry (name -> net change; the name string is the
-store's) per minute in which the counter changed, at most 1,441 of them; nothing for a
-counter unchanged for 24 hours. Measured: 34 bytes per (counter, minute) with small changes
-(`loadtest/bench_realtime.py`), 28 more when |change| > 256 (an int object). A counter
-changed every minute of a day costs ~50-90 KB, one changed a few times an hour a few
-hundred bytes. With a window file (window_persist.py) the journal also holds each counter
-changed since its last write (one second) once, until the write takes it: bounded by a
-second's changes, not by the day. Buckets are grouped per (shard, tenant, namespace), so a
-namespace's aggregate never walks other namespaces, and a shard that leaves the node goes
-in one pop.
+Memory, stated per counter: one dict entry (name -> net change) per minute in which the
+counter changed, at most 1,441 of them; nothing for a counter unchanged for 24 hours. A
+name new to a bucket is interned (`sys.intern`, once per counter and minute): each request
+decodes a new string of it, and without that every minute's bucket kept its own copy (64 B
+for a short name). Measured (`loadtest/bench_realtime.py`, a new string per minute as
+requests give): 34 bytes per (counter, minute) with small changes, 28 more when |change| >
+256 (an int object), and the interpreter's table of interned strings about 42 B per name
+held; with ten minutes of changes 37 B per (counter, minute) all told, where the copies
+made it 85. A counter changed every minute of a day costs ~55 KB, one changed a few times
+an hour a few hundred bytes. With a window file (window_persist.py) the journal also holds
+each counter changed since its last write (one second) once, until the write takes it:
+bounded by a second's changes, not by the day. Buckets are grouped per (shard, tenant,
+namespace), so a namespace's aggregate never walks other namespaces, and a shard that
+leaves the node goes in one pop.
 
 Which changes land in which minute is this replica's observation: the tap turn's time.
 A write reaches each replica within the replication delay, so a window is exact for every
@@ -28,6 +32,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
+from sys import intern
 
 from node.realtime.ranking import RANKING_IDLE_MS, ChangeRanking
 
@@ -79,19 +84,24 @@ class NamespaceWindow:
     def add(self, minute: int, name: str, delta: int) -> None:
         minutes = self.minutes
         if minutes and minute < minutes[-1]:
-            minute = minutes[-1]
-        for ranking in self.rankings.values():
-            if minute >= ranking.first:  # a ranking ahead of this node's clock: not yet
-                ranking.add(name, delta)
+            minute = minutes[-1]  # a clock stepping back lands in the newest bucket
         if not minutes or minute > minutes[-1]:
+            name = intern(name)  # one string per name, whatever the minutes and requests
             minutes.append(minute)
             self.deltas.append({name: delta})
             self.totals.append(delta)
-            return
-        # A clock stepping back lands in the newest bucket rather than reordering them.
-        bucket = self.deltas[-1]
-        bucket[name] = bucket.get(name, 0) + delta
-        self.totals[-1] += delta
+        else:
+            bucket = self.deltas[-1]
+            old = bucket.get(name)
+            if old is None:
+                name = intern(name)  # once per (name, minute): not per change
+                bucket[name] = delta
+            else:
+                bucket[name] = old + delta
+            self.totals[-1] += delta
+        for ranking in self.rankings.values():
+            if minute >= ranking.first:  # a ranking ahead of this node's clock: not yet
+                ranking.add(name, delta)
 
     def ranking(self, span_min: int, first: int, now_ms: int) -> ChangeRanking | None:
         """The ranking of changes since minute `first` (made, or rolled forward to it);

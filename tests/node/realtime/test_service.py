@@ -309,3 +309,21 @@ def test_a_counter_created_at_zero_is_counted_under_its_prefix() -> None:
     assert ask(realtime, clock, prefix="a:").counters == 2  # under its prefix: the index's
     top = ask(realtime, clock, prefix="a:", kind=Kind.TOP, k=5)
     assert [(name, value) for name, value, _ in top.top] == [("a:x:1", 3), ("a:y:1", 0)]
+
+
+def test_a_counter_changed_in_many_minutes_keeps_one_name_string() -> None:
+    """Each request decodes a new string of a name. The windows keep a bucket per minute a
+    counter changed in, each keyed by its name: one shared string, not a copy per minute."""
+    store, tap, realtime, clock = setup()
+    realtime.observe(clock.ms)
+    for _ in range(3):
+        name = "".join(["v", ":", "1"])  # equal to the last, a new object: a decoded request
+        store.increment_slot(("t", "ns", name), "a:1", 1)
+        asyncio.run(tap.turn())
+        clock.ms += MINUTE_MS
+    assert realtime.windows is not None
+    window = realtime.windows.get(shard_of(("t", "ns", "v:1")), "t", "ns")
+    assert window is not None and len(window.deltas) == 3
+    kept = [next(iter(bucket)) for bucket in window.deltas]
+    assert kept == ["v:1"] * 3 and kept[1] is kept[0] and kept[2] is kept[0]
+    assert ask(realtime, clock, kind=Kind.WINDOW, name="v:1", span_min=60).change == 3
