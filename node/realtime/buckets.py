@@ -16,11 +16,14 @@ thus leaves windows complete, and a restart of every node too, with window files
 
 The wire form of a shard's buckets: [[tenant, namespace, [[minute, [name, delta, name,
 delta, ...]], ...]], ...], at most MAX_ENTRIES (counter, minute) entries: a replica whose
-shard holds more answers none, and the asker stays incomplete for the older windows.
+shard holds more answers none, and the asker stays incomplete for the older windows. Names
+are interned as they are parsed, as windows.py interns those it is handed: one string per
+name across the minutes taken and those observed after.
 """
 
 from __future__ import annotations
 
+from sys import intern
 from typing import Any
 
 from node.cluster.wire import ProtocolError
@@ -80,7 +83,8 @@ def parse(obj: object, before: int) -> Buckets:
             ):
                 raise ProtocolError("bad bucket deltas")
             entries += len(names)
-            parsed.append((minute, dict(zip(names, deltas, strict=True))))
+            # Interned as windows.py keys its buckets: one string per name, not per minute.
+            parsed.append((minute, dict(zip(map(intern, names), deltas, strict=True))))
     if entries > MAX_ENTRIES:
         raise ProtocolError("too many bucket entries")
     return out

@@ -7,19 +7,24 @@ by W minutes. Spans are 1m .. 24h at minute resolution; buckets older than the l
 are dropped every turn, so state grows only with counters changed within the last 24 hours.
 
 Memory, stated per counter: one dict entry (name -> net change) per minute in which the
-counter changed, at most 1,441 of them; nothing for a counter unchanged for 24 hours. A
-name new to a bucket is interned (`sys.intern`, once per counter and minute): each request
-decodes a new string of it, and without that every minute's bucket kept its own copy (64 B
-for a short name). Measured (`loadtest/bench_realtime.py`, a new string per minute as
-requests give): 34 bytes per (counter, minute) with small changes, 28 more when |change| >
-256 (an int object), and the interpreter's table of interned strings about 42 B per name
-held; with ten minutes of changes 37 B per (counter, minute) all told, where the copies
-made it 85. A counter changed every minute of a day costs ~55 KB, one changed a few times
-an hour a few hundred bytes. With a window file (window_persist.py) the journal also holds
-each counter changed since its last write (one second) once, until the write takes it:
-bounded by a second's changes, not by the day. Buckets are grouped per (shard, tenant,
-namespace), so a namespace's aggregate never walks other namespaces, and a shard that
-leaves the node goes in one pop.
+counter changed, at most 1,441 of them; nothing for a counter unchanged for 24 hours but
+its name's entry in the interpreter's table of interned strings. A name new to a bucket is
+interned (`sys.intern`, once per counter and minute): each request decodes a new string of
+it, and without that every minute's bucket kept its own copy (64 B for a short name). The
+table's entry, about 42 B, lasts as long as anything holds the string: for a counter made
+on this node the interned string is the store's own (the tap hands on its key), so the
+entry lasts as long as the store holds the counter; in return the buckets share the store's
+string. A counter loaded at start and changed after keeps two strings (the store's, and
+the one the windows interned). Measured (`loadtest/bench_realtime.py`, a new string per
+minute as requests give): 34 bytes per (counter, minute) with small changes, 28 more when
+|change| > 256 (an int object); with ten minutes of changes 37 B per (counter, minute) all
+told, the table included, where the copies made it 85. A counter changed every minute of a
+day costs ~50-90 KB, one changed a few times an hour a few hundred bytes.
+
+With a window file (window_persist.py) the journal also holds each counter changed since
+its last write (one second) once, until the write takes it: bounded by a second's changes,
+not by the day. Buckets are grouped per (shard, tenant, namespace), so a namespace's
+aggregate never walks other namespaces, and a shard that leaves the node goes in one pop.
 
 Which changes land in which minute is this replica's observation: the tap turn's time.
 A write reaches each replica within the replication delay, so a window is exact for every

@@ -17,6 +17,7 @@ from node.realtime.changes import Change
 from node.realtime.fanout import Fanout
 from node.realtime.query import query_from_wire
 from node.realtime.service import Realtime
+from node.realtime.windows import NamespaceWindow
 from node.storage.store import CounterStore
 
 SHARDS = 2
@@ -186,3 +187,17 @@ def test_a_late_replica_takes_the_buckets_of_the_one_that_observed_longest() -> 
 def test_malformed_buckets_are_refused(bad: object) -> None:
     with pytest.raises(ProtocolError):
         parse(bad, 10)
+
+
+def test_parsed_buckets_keep_one_string_per_name() -> None:
+    """Each minute of the wire form decodes its own copy of a name: parsed, they share one,
+    the one the windows key later changes of the name by."""
+    wire = [["t", "ns", [[minute, ["".join(["v", ":1"]), 1]] for minute in (3, 4, 5)]]]
+    minutes = parse(wire, 10)[("t", "ns")]
+    kept = [next(iter(bucket)) for _, bucket in minutes]
+    assert kept == ["v:1"] * 3 and kept[1] is kept[0] and kept[2] is kept[0]
+    later = "".join(["v", ":1"])  # as a request decodes it
+    window = NamespaceWindow()
+    window.minutes, window.deltas = [3], [minutes[0][1]]
+    window.add(6, later, 1)
+    assert next(iter(window.deltas[-1])) is kept[0]
