@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import asyncio
 import heapq
-import json
 import sqlite3
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
+
+import msgspec
 
 from node.base.threads import in_thread
 from node.history.model import HistoryError, Point, Rollup, Row, migrations, rollups_of
@@ -195,7 +196,7 @@ class SqliteHistory:
         with self._db:
             self._db.execute("BEGIN")
             # in key order: neighbouring rows share B-tree pages
-            self._db.execute(UPSERT, (json.dumps(sorted(rows)),))
+            self._db.execute(UPSERT, (msgspec.json.encode(sorted(rows)).decode(),))
 
     async def write(self, rows: Sequence[Row]) -> None:
         if rows:

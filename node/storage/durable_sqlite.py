@@ -19,11 +19,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import sqlite3
 from collections.abc import AsyncIterator, Callable, Collection, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
+
+import msgspec
 
 from crdt import PNCounter
 from node.base.keys import Key
@@ -147,7 +148,9 @@ class SqliteReplica:
             # row than random order on a large table).
             rows.sort()
             for start in range(0, len(rows), SLOT_CHUNK):
-                db.execute(UPSERT, (json.dumps(rows[start : start + SLOT_CHUNK]),))
+                db.execute(
+                    UPSERT, (msgspec.json.encode(rows[start : start + SLOT_CHUNK]).decode(),)
+                )
             sqlite_receipts.write(db, packs)
             db.executemany(DELETE_RESERVATION, deletes)
             db.executemany(PUT_RESERVATION, puts)
