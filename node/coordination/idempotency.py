@@ -188,9 +188,9 @@ def home(
 def request_key(idem: str) -> str:
     """The Idempotency-Key of the batch an op's key comes from, or "" for any other: a batch
     runs its ops under "K#0", "K#1", ... (node/http/counters.py), so "K#i" gives "K". Only
-    routing uses it (coordinator.py: a batch's keyed ops run at one home), and a client key
-    that happens to end in "#" and digits is as safe there: what matters is that every
-    attempt of a key picks the same node from the same view."""
+    routing uses it (coordinator.py: a batch's keyed ops run at one home). A client's key
+    holds no "#" (validation.IDEMPOTENCY_KEY), so a single op's key never reads as a batch's
+    op, nor takes the receipt of one."""
     head, hashed, index = idem.rpartition("#")
     return head if hashed and index.isdigit() else ""
 

@@ -68,6 +68,10 @@ async def test_a_batch_under_a_key_applies_once_and_a_different_batch_is_refused
     cluster: Cluster,
 ):
     nodes = await cluster.start(3)
+    # Op i of batch "batch-1" keeps its receipt as "batch-1#i": a single op may not take it
+    # first (it would leave op 0 refused alone while the rest of the batch applied).
+    status, body = await _increment(cluster, nodes[0], "b0", 1, "batch-1#0")
+    assert status == 400 and body["type"].endswith("/invalid-body"), body
     ops = [{"op": "increment", "name": f"b{i}", "delta": i + 1} for i in range(5)]
     headers = {"Idempotency-Key": "batch-1"}
     answers = []
