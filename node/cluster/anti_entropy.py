@@ -46,7 +46,7 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -91,6 +91,13 @@ class AntiEntropy:
         # last compared with it (absent: compared at the last exchange where it differed)
         self._deferred: dict[str, dict[int, int]] = {}
         self.deferred_shards = 0  # differing shards whose comparison waited, for metrics
+
+    def forget_all_but(self, peers: Collection[str]) -> None:
+        """Drop what is kept per peer (its total, its turn, its deferred shards) for peers
+        that are no longer members: asked at every ring change (gossip.py)."""
+        for kept in (self.totals, self._unsent, self._deferred):
+            for peer in [peer for peer in kept if peer not in peers]:
+                del kept[peer]
 
     def total(self, shards: list[int]) -> int:
         """The sum of these shards' digests: equal totals, all but surely equal digests."""

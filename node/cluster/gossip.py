@@ -204,6 +204,7 @@ class Gossip:
         state = self.cluster.state
         if self._shared[0] is not state:
             self._shared = (state, {})
+            self.anti_entropy.forget_all_but({m.node_id for m in self.cluster.peers()})
         found = self._shared[1].get(peer)
         if found is not None:
             return found

@@ -132,3 +132,19 @@ def test_the_busy_shards_compared_per_exchange_grow_with_the_shards_shared():
     fields = ae.fingerprints(asked, list(range(busy)), True, "n2")
     assert len(fields["shares"]) == busy // 32
     assert ae.divergent_shards == busy  # deferred ones counted as differing too
+
+
+def test_what_is_kept_per_peer_goes_with_the_peer():
+    """A peer removed from the ring leaves nothing behind: its last total, its turn for
+    full digests and its deferred shards are dropped, the other peers' kept."""
+    ae, asked = _busy(4)
+    for peer in ("n2", "n3"):
+        ae.digests([0, 1, 2, 3], now_ms=0, recovered=True, peer=peer)
+        ae.heard_total(peer, 7)
+        ae.fingerprints(asked, [0, 1, 2, 3], recovered=True, peer=peer)
+    kept = (ae.totals, ae._unsent, ae._deferred)
+    assert [sorted(d) for d in kept] == [["n2", "n3"]] * 3
+
+    ae.forget_all_but({"n2", "n4"})
+
+    assert [sorted(d) for d in kept] == [["n2"]] * 3
