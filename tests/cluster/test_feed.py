@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import json
 import socket
 from typing import Any
@@ -161,8 +162,14 @@ async def test_the_feed_over_sse_and_redis_streams(cluster: Cluster, redis_serve
         await globex.until(lambda: globex.changes("video:1"), "globex sees its own")
         seen = acme.changes("video:1")
         # every change in order: each value a total some acknowledged write made, rising,
-        # and the changes add up (coalescing merges neighbours, never drops or reorders)
-        assert [e["value"] for e in seen] == sorted({e["value"] for e in seen})
+        # and the changes add up (coalescing merges neighbours, never drops or reorders).
+        # At least once: a node that takes the shard over (one stalled past the failure
+        # timeout on a busy machine) republishes the latest value, which a stream then sends
+        # again as a change of 0 with the same version (README, "Real time").
+        values = [e["value"] for e in seen]
+        assert values == sorted(values), seen
+        repeats = [(a, b) for a, b in itertools.pairwise(seen) if a["value"] == b["value"]]
+        assert all(b["change"] == 0 and b["version"] == a["version"] for a, b in repeats), seen
         assert {e["value"] for e in seen} <= set(totals)
         assert sum(e["change"] for e in seen) == totals[-1]
         assert all(e["name"] == "video:1" for e in acme.changes("video:1"))
