@@ -83,7 +83,6 @@ def parse(obj: object, before: int) -> Buckets:
             ):
                 raise ProtocolError("bad bucket deltas")
             entries += len(names)
-            # Interned as windows.py keys its buckets: one string per name, not per minute.
             parsed.append((minute, dict(zip(map(intern, names), deltas, strict=True))))
     if entries > MAX_ENTRIES:
         raise ProtocolError("too many bucket entries")

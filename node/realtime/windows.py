@@ -91,19 +91,17 @@ class NamespaceWindow:
         if minutes and minute < minutes[-1]:
             minute = minutes[-1]  # a clock stepping back lands in the newest bucket
         if not minutes or minute > minutes[-1]:
-            name = intern(name)  # one string per name, whatever the minutes and requests
             minutes.append(minute)
-            self.deltas.append({name: delta})
-            self.totals.append(delta)
+            self.deltas.append({})
+            self.totals.append(0)
+        bucket = self.deltas[-1]
+        old = bucket.get(name)
+        if old is None:
+            name = intern(name)  # once per (name, minute), not per change: one string per name
+            bucket[name] = delta
         else:
-            bucket = self.deltas[-1]
-            old = bucket.get(name)
-            if old is None:
-                name = intern(name)  # once per (name, minute): not per change
-                bucket[name] = delta
-            else:
-                bucket[name] = old + delta
-            self.totals[-1] += delta
+            bucket[name] = old + delta
+        self.totals[-1] += delta
         for ranking in self.rankings.values():
             if minute >= ranking.first:  # a ranking ahead of this node's clock: not yet
                 ranking.add(name, delta)
