@@ -11,8 +11,12 @@ Retention: an event stays while the log holds fewer than `max_events` newer ones
 younger than `retention_ms` (defaults 100,000 and 300 s). `floor` is the highest sequence
 number no longer held (every event above it still is): a reader whose position is below the
 floor has missed events. Events are filed per (tenant, namespace), so a read touches only
-its own subject's events, found by bisection. An event costs about 150 B (a tuple and its
-sequence number; the name is the store's own string), so the default log about 15 MB.
+its own subject's events, found by bisection. An event held costs 184 B (its record tuple,
+its sequence number and its list entries), 219 B when its value and version are past the
+small ints (tracemalloc over 100,000), plus its name when that is not the store's own
+string (a change made by a request to a counter that existed holds the request's copy:
+49 B and one per character); records past the floor wait up to SWEEP_MS for the sweep.
+So the default log takes about 20-35 MB under load.
 
 An SSE event id is the reader's position in every node's log, `node:seq,node:seq` (a node
 absent from it has not been read yet); `decode_position` refuses anything else.
