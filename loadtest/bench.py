@@ -3,6 +3,7 @@
 Run from the repo root (wrk and redis-server must be on PATH):
 
     .venv/bin/python loadtest/bench.py --duration 10 --json bench.json
+    .venv/bin/python loadtest/bench.py --duration 8 --rounds 3    # medians of three rounds
 
 Each system is started on free 127.0.0.1 ports (see bench_systems.py), measured with wrk (a
 warm-up, then a fixed run per scenario) and stopped before the next one starts, so systems never
@@ -30,6 +31,7 @@ from typing import Any
 
 import bench_client
 from bench_report import ratios, report
+from bench_rounds import median_ratios, medians
 from bench_systems import SYSTEM_ABOUT, SYSTEMS, Processes, running
 from counters_client import CountersError
 
@@ -283,6 +285,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--no-status", dest="count_status", action="store_false", help="skip wrk's response hook"
     )
     parser.add_argument("--keep-dir", action="store_true", help="keep logs and data dirs")
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=1,
+        help="run every system this many times over; report medians, ratios within a round",
+    )
     args = parser.parse_args(argv)
     args.scenarios, args.systems = _names(args.scenarios), _names(args.systems)
     args.target = [url.rstrip("/") for url in args.target.split(",") if url]
@@ -294,6 +302,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error(f"unknown scenario or system: {', '.join(sorted(unknown))}")
     if (args.connections and args.connections < args.threads) or args.duration <= 0:
         parser.error("need --connections >= --threads and a positive --duration")
+    if args.rounds < 1:
+        parser.error("need --rounds >= 1")
     return args
 
 
@@ -313,13 +323,18 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, _raise_on_sigterm)
     workdir = Path(tempfile.mkdtemp(prefix="counters-bench-"))
     processes = Processes(workdir)
-    results: list[dict[str, Any]] = []
+    rounds: list[list[dict[str, Any]]] = []
     problems: dict[str, Any] = {}
     interrupted = False
     try:
-        for system in args.systems:
-            bench_system(system, processes, args, results)
-            problems[system] = log_problems(workdir, system)
+        for number in range(1, args.rounds + 1):
+            this_round: list[dict[str, Any]] = []
+            rounds.append(this_round)
+            if args.rounds > 1:
+                print(f"round {number} of {args.rounds}", file=sys.stderr, flush=True)
+            for system in args.systems:
+                bench_system(system, processes, args, this_round)
+                problems[system] = log_problems(workdir, system)
     except (KeyboardInterrupt, Terminated):
         interrupted = True
         print("interrupted: the results below are partial", file=sys.stderr)
@@ -330,18 +345,30 @@ def main(argv: list[str] | None = None) -> int:
         else:
             shutil.rmtree(workdir, ignore_errors=True)
     counters = "target" if args.target else "n3"
-    summary = ratios(results, counters)
+    by_round = [ratios(results, counters) for results in rounds]
+    if len(rounds) == 1:  # every figure as measured, wrk's raw output included
+        results, summary = rounds[0], by_round[0]
+    else:
+        results, summary = medians(rounds), median_ratios(by_round)
     print(
         f"wrk: {args.threads} threads, "
         f"{args.connections or 'per scenario (63 single ops, 15 batches)'} connections, "
         f"{args.duration:g} s runs after {args.warmup:g} s warm-up; {os.cpu_count()} CPUs"
     )
+    if len(rounds) > 1:
+        print(
+            f"medians of {len(rounds)} rounds; the table's 'vs base' divides them, the ratios"
+            " below it are each the median of the rounds' own"
+        )
     print(report(results, summary, problems, counters, client_options(args)))
     if args.json:
-        write_json(args.json, args, {"results": results, "ratios": summary}, problems)
+        document: dict[str, Any] = {"results": results, "ratios": summary}
+        if len(rounds) > 1:
+            document.update(rounds=rounds, ratios_by_round=by_round)
+        write_json(args.json, args, document, problems)
     if interrupted:
         return 130
-    return 1 if any("failed" in r for r in results) else 0
+    return 1 if any("failed" in r for results in rounds for r in results) else 0
 
 
 if __name__ == "__main__":
