@@ -17,7 +17,10 @@ has a new one). Three steps, the first one the only one in the common case:
    "in doubt" (errors.InDoubt, 503 with Retry-After): nothing applies.
 3. Reserve again, superseding the aborted attempts' reservations. After "void", every replica
    of the shard must answer (the dead attempt may have applied and sent its slot and
-   receipt, which travel together, to any of them); one missing is "in doubt" again.
+   receipt, which travel together, to any of them); one missing is "in doubt" again. An
+   attempt that held the key here after step 1 and holds it no more was itself given up
+   meanwhile (another attempt's RESOLVE): it answers "in doubt" and never reserves here
+   again, or two attempts that gave each other up would both supersede each other and apply.
 """
 
 from __future__ import annotations
@@ -55,6 +58,7 @@ class _Tally:
     needed: int  # grants required, this node's included
     grants: int = 0
     holders: set[Holder] | None = None
+    here: bool = False  # this node granted it in this round
 
 
 def grants_needed(consistency: str, read_quorum: int, replicas: int) -> int:
@@ -157,7 +161,7 @@ class Fence:
                     may_have_applied=False,
                 )
         if contested:
-            refused.update(await self._contest(names, contested, consistency, now_ms))
+            refused.update(await self._contest(names, tallies, contested, consistency, now_ms))
             self.in_doubt += sum(1 for error in refused.values() if isinstance(error, InDoubt))
         return refused
 
@@ -167,11 +171,12 @@ class Fence:
     async def _contest(
         self,
         names: dict[Name, int],
+        first: dict[Name, _Tally],
         contested: dict[Name, set[Holder]],
         consistency: str,
         now_ms: int,
     ) -> dict[Name, CountersError]:
-        """Steps 2 and 3 for names another attempt holds."""
+        """Steps 2 and 3 for names another attempt holds; `first`: step 1's tallies."""
         verdicts = await self._resolve(contested, now_ms)
         refused: dict[Name, CountersError] = {}
         again: dict[bool, dict[Name, int]] = {False: {}, True: {}}  # everyone? -> names
@@ -182,6 +187,14 @@ class Fence:
                 again[verdict == fence_wire.VOID][name] = names[name]
         superseded = {name: [token for _, token in contested[name]] for name in contested}
         for everyone, chosen in again.items():
+            # An attempt that held its name here after step 1 and holds it no more was
+            # given up by another attempt's RESOLVE while it resolved its own contest: it
+            # must never hold the name here again, or two attempts that gave each other up
+            # would both reserve again, each superseding the other, and both apply.
+            # Checked in the loop turn whose _round reserves here.
+            for name in [n for n in chosen if first[n].here and not self.holds(*n, _now_ms())]:
+                del chosen[name]
+                refused[name] = self._doubt("another attempt gave this one up")
             if not chosen:
                 continue
             self.superseded += len(chosen)
@@ -229,7 +242,9 @@ class Fence:
             peers, wanted, required = found
             tally = tallies[name] = _Tally(required)
             old = superseded.get(name, [])
-            _count(tally, book.reserve(key, idem, me, token, now_ms, old))
+            here = book.reserve(key, idem, me, token, now_ms, old)
+            tally.here = here is None
+            _count(tally, here)
             if wanted > 0:
                 entry = groups.setdefault((peers, wanted), {}).setdefault(key, ([], []))
                 entry[0].append(idem)

@@ -17,8 +17,9 @@ turn that applies it. Two attempts cannot both hold (a) at once: the majorities 
 a replica that granted one of them and answered the other with the holder. A retry that
 meets a holder without a receipt never applies blindly; it asks the holder "receipt or
 abort" (RESOLVE), which atomically either answers the receipt (the retry replays it) or
-releases its reservation, so (b) fails and the old attempt can never apply afterwards; only
-then does the retry take the key over from the grants the old attempt held. A coordinator
+releases its reservation, so (b) fails and the old attempt can never apply afterwards (an
+attempt never takes its own node's reservation back once given up: fencing.py, step 3);
+only then does the retry take the key over from the grants the old attempt held. A coordinator
 paused or cut off after applying thus holds its reservation at a majority: a retry
 elsewhere cannot reach it and answers 503 in-doubt with Retry-After (errors.InDoubt: the
 earlier attempt may have applied; nothing applied now), never 200 and never a second apply.

@@ -322,3 +322,37 @@ async def _random_faults_then_retries(inproc: InProcessCluster) -> None:
                 break
         assert answers[-1].ok, answers[-3:]
     await inproc.converged(key, sum(deltas.values()), nodes=inproc.live(), timeout=10)
+
+
+async def test_two_attempts_that_give_each_other_up_never_both_apply(inproc: InProcessCluster):
+    """Two attempts of one key run at once on two replicas outside each other's read peers
+    (N=5, R=W=3: each asks the first two replicas). Each wins one of those two, so each
+    sees the other holding the key and asks it to give its attempt up (RESOLVE), and both
+    do. Neither may then take its own node's reservation back in its second round: each
+    would supersede the other at the shared replicas, hold a majority, and apply."""
+    await inproc.start(5, replicas=5, write_quorum=3, read_quorum=3)
+    key = inproc.key_where(lambda replicas: True)
+    first, second, _, a_node, b_node = (inproc.nodes[n] for n in inproc.replicas(key))
+    # each attempt's RESERVE reaches one of the two shared replicas late: A wins the
+    # first, B the second
+    inproc.network.delay(0.05, 0.05, src=a_node.address, dst=second.address, kinds=[wire.RESERVE])
+    inproc.network.delay(0.05, 0.05, src=b_node.address, dst=first.address, kinds=[wire.RESERVE])
+    shard = a_node.cluster.shard_of(key)
+    op = Op(OpKind.INCREMENT, key, 5, idem="order-1")
+
+    results = await asyncio.gather(
+        a_node.coordinator.idempotent.run(op, shard, "quorum", FINGERPRINT),
+        b_node.coordinator.idempotent.run(op, shard, "quorum", FINGERPRINT),
+    )
+
+    assert inproc.network.sent[wire.RESOLVE] >= 2  # the race happened: each gave the other up
+    applied = [r for r in results if r.problem is None]
+    assert len(applied) <= 1, results
+    for result in results:
+        if result.problem is not None:
+            assert result.problem["type"].endswith("/in-doubt"), result
+    inproc.network.heal()
+    await inproc.settled()
+    retry = await a_node.coordinator.idempotent.run(op, shard, "quorum", FINGERPRINT)
+    assert retry.value == 5 and retry.replayed == bool(applied), retry
+    await inproc.converged(key, 5, nodes=inproc.live())
