@@ -26,9 +26,12 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from crdt import PNCounter
 from node.base.errors import QuorumTimeout, QuorumUnavailable
+from node.base.keys import Key
 from node.obs.tracing import OFF, Tracing
 from node.storage.durable import DurableError, DurableReplica
+from node.storage.receipt_book import DirtyReceipt, DirtyReservation
 from node.storage.store import CounterStore
 
 log = logging.getLogger("counters.persistence")
@@ -137,13 +140,19 @@ class Persister:
                 elif started - self._checked_at >= PING_INTERVAL_S or not self.healthy:
                     await self.durable.ping()  # so an idle node notices an outage too
                     self._checked_at = started
+            except asyncio.CancelledError:
+                # A stop cancels the loop mid-flush (App.close), maybe before the durable
+                # replica got anything: what was taken waits for the last flush (close), and
+                # so do the sync writes that waited for this one. Writing it twice is harmless.
+                self._flush_ended()
+                self._put_back(entries, receipts, reservations)
+                self._waiters = waiters + self._waiters
+                raise
             except Exception as error:
                 # Whatever failed, nothing taken is lost: it waits for the next flush.
                 self._flush_ended()
                 self.flush_failures += 1
-                self.store.mark_dirty(entries)
-                self.store.mark_receipts_dirty(receipts)
-                self.store.mark_reservations_dirty(reservations)
+                self._put_back(entries, receipts, reservations)
                 expected = isinstance(error, DurableError)
                 if self.healthy and expected:
                     log.warning(
@@ -165,6 +174,17 @@ class Persister:
             if self.observe_flush is not None and (entries or receipts or expired):
                 self.observe_flush(self.last_flush_s)
             _settle(waiters, None)
+
+    def _put_back(
+        self,
+        entries: list[tuple[Key, int, PNCounter]],
+        receipts: list[DirtyReceipt],
+        reservations: list[DirtyReservation],
+    ) -> None:
+        """What a flush took and did not write: dirty again, for the next one."""
+        self.store.mark_dirty(entries)
+        self.store.mark_receipts_dirty(receipts)
+        self.store.mark_reservations_dirty(reservations)
 
     def _flush_ended(self) -> None:
         self._in_flight = 0
