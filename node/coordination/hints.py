@@ -13,7 +13,9 @@ The hint then travels like any counter of a shard this node does not hold: write
 persists it (with Redis, in the very keys the replicas use), and the hand-over
 (node/cluster/handover.py) pushes it to every replica once all of them are reachable and
 drops it here only when all have acknowledged. A crash before that loses it, which is the
-contract of `one` ("writes not yet on a second replica").
+contract of `one` ("writes not yet on a second replica"), except with `--durability sync`:
+there, as for every write, a hint is refused with nothing applied while the durable replica
+is down, and answered only once the durable replica holds it.
 
 One care: this node's actor may already own a slot of the counter at the replicas, from an
 earlier hint or from when it replicated the shard, whose state it no longer holds (dropped
@@ -31,6 +33,7 @@ from crdt import CounterOverflowError, SlotFullError
 from node.base.errors import CountersError, Overflow
 from node.cluster.membership import Cluster
 from node.coordination.ops import Op, OpKind, OpResult
+from node.coordination.replication import Replicator
 from node.coordination.rotation import ActorRotation
 from node.storage.store import CounterStore
 
@@ -41,12 +44,13 @@ class Hints:
         cluster: Cluster,
         store: CounterStore,
         rotation: ActorRotation,
-        reachable: Callable[[str], bool],
+        replicator: Replicator,
     ) -> None:
         self.cluster = cluster
         self.store = store
         self.rotation = rotation
-        self.reachable = reachable
+        self.replicator = replicator
+        self.reachable: Callable[[str], bool] = replicator.reachable
         self.applied = 0  # hinted increments, for metrics
         self._clean = (cluster.actor, store.shards_dropped)  # an actor no drop has tainted
 
@@ -65,6 +69,21 @@ class Hints:
         )
 
     async def apply(self, ops: list[Op]) -> list[OpResult]:
+        """Apply the ops here; in sync mode, answer once the durable replica holds them."""
+        replicator = self.replicator
+        try:
+            await replicator.check_store()  # sync mode: refused, nothing applied, when down
+        except CountersError as error:
+            return [OpResult.failed(error) for _ in ops]
+        results = await self._apply(ops)
+        if replicator.sync and any(result.ok for result in results):
+            try:
+                await replicator.persister.durable_now(replicator.timeout)
+            except CountersError as error:  # applied here; may persist later
+                return [OpResult.failed(error) if result.ok else result for result in results]
+        return results
+
+    async def _apply(self, ops: list[Op]) -> list[OpResult]:
         results = []
         for op in ops:
             actor = await self._actor_for(op)

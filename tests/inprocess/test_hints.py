@@ -51,3 +51,28 @@ async def test_a_node_cut_off_from_every_replica_keeps_one_increments_and_hands_
     assert again.ok and again.hinted, again
     inproc.network.heal()
     await inproc.converged(key, 9, replicas)
+
+
+async def test_a_hint_with_sync_durability_is_answered_once_the_durable_replica_holds_it(
+    inproc: InProcessCluster,
+):
+    """`--durability sync` promises every acknowledged write is in the durable replica
+    (README: consistency levels), a hint included: a kill -9 right after its 200 must not
+    lose it. The flush interval is long, so only the sync wait can have written it."""
+    await inproc.start(4, failure_timeout_s=3.0, durability="sync", persist_interval_s=60)
+    key = inproc.key_where(lambda replicas: "n4" not in replicas)
+    entry = inproc.nodes["n4"]
+    replicas = [inproc.nodes[n] for n in inproc.replicas(key)]
+    inproc.network.partition([entry.address], [n.address for n in replicas])
+    await eventually(
+        lambda: not any(entry.parts.pool.reachable(n.address) for n in replicas),
+        "n4's links to the replicas dead",
+    )
+
+    (hinted,) = await entry.coordinator.run([Op(OpKind.INCREMENT, key, 5)], "one")
+
+    assert hinted.ok and hinted.hinted, hinted
+    held = dict(await entry.durable.load({entry.cluster.shard_of(key)}))
+    assert held[key].value() == 5, held
+    inproc.network.heal()
+    await inproc.converged(key, 5, replicas)
