@@ -6,8 +6,12 @@ Redis). Now a slot is written by the node whose actor it is (its owner), which a
 increments and holds the counter while it replicates the shard, and by the other replicas
 only when the owner cannot: when it is not alive in this node's view (down, removed, or
 never heard of), or does not replicate the counter's shard in the current ring (the shard
-moved away, so the owner no longer holds the slot). Slots whose actor names no node (none
-today) are written by everyone.
+moved away, so the owner no longer holds the slot). Slots whose actor names no node are
+written by everyone, and so are floor slots (crdt/pncounter.py): a reset raises the floor
+of every actor at once, so the reset's coordinator must write all of them for a sync reset
+to be in the durable replica when it answers (its owners would write theirs only at their
+next flush, and a whole-cluster kill -9 before that brought the cleared increments back).
+Resets are rare, so the floors' extra writes cost nothing that shows.
 
 What a whole-cluster kill -9 keeps is unchanged: an increment acknowledged in sync mode was
 flushed by its coordinator, the owner of the slot it changed, before the answer; in async
@@ -25,6 +29,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from crdt.pncounter import FLOOR_SUFFIX
 from node.cluster.membership import Cluster
 from node.storage.incarnation import incarnation_of
 
@@ -43,9 +48,10 @@ class SlotOwners:
         self._owners: dict[str, str] = {}  # actor -> its node id ("": none)
 
     def owner(self, actor: str) -> str:
+        """The node whose actor this is, or "" when every node writes its slots."""
         found = self._owners.get(actor)
         if found is None:
-            parsed = incarnation_of(actor)
+            parsed = None if actor.endswith(FLOOR_SUFFIX) else incarnation_of(actor)
             found = self._owners[actor] = _UNPARSED if parsed is None else parsed[0]
         return found
 

@@ -53,3 +53,21 @@ async def test_slots_are_written_by_their_owner_and_taken_over_when_it_dies(
     await eventually(lambda: "n1" in n2.cluster.down and "n1" in n3.cluster.down, "n1 down")
     for node in (n2, n3):  # both take n1's slots over, at their latest values
         await _written(node, {a1: (7, 0)})
+
+
+async def test_a_sync_reset_is_in_the_durable_replicas_when_it_answers(inproc: InProcessCluster):
+    """A reset raises a floor slot per actor (crdt/pncounter.py). With --durability sync its
+    200 promises the reset is durable: a whole-cluster kill -9 right after it must not bring
+    the cleared increments back. Each floor's owner writes it only at its next flush (60 s
+    here), so the reset's coordinator must have written every floor itself."""
+    nodes = await inproc.start(3, durability="sync", persist_interval_s=60)
+    for delta, node in enumerate(nodes, start=2):  # a slot of every node's actor
+        await _increment(node, delta)
+    resets = await nodes[1].coordinator.run([Op(OpKind.RESET, k) for k in KEYS], "all")
+    assert all(r.ok for r in resets), resets
+
+    on_disk: dict[Key, PNCounter] = {}  # what a restart of every node would load and merge
+    for node in nodes:
+        for key, state in (await _durable(node)).items():
+            on_disk[key] = on_disk[key].merge(state) if key in on_disk else state
+    assert {key: on_disk[key].value() for key in KEYS} == dict.fromkeys(KEYS, 0)
