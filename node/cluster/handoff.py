@@ -129,7 +129,9 @@ class Handoff:
         await self._catch_up_pending()
         await self._catch_up_missed()
         # Shards lost in a ring change go to their owners, then out of memory (handover.py).
-        await hand_over(cluster, self.store, self.pool, int(time.time() * 1000))
+        await hand_over(
+            cluster, self.store, self.pool, int(time.time() * 1000), self.persister.durable
+        )
 
     async def _catch_up_pending(self) -> None:
         cluster = self.cluster
@@ -161,9 +163,12 @@ class Handoff:
                 self.missed.pop(node_id, None)
 
     async def _load(self, shards: frozenset[int]) -> bool:
-        """Merge the durable replica's copy of these shards; False if it could not answer."""
+        """Merge the durable replica's copy of these shards, and of those this node's own
+        copy holds without replicating them (durable.stored_shards: a hint, a hand-over cut
+        short by a stop), which hand_over then pushes to their owners; False if it could
+        not answer."""
         try:
-            count = await self.persister.load(shards)
+            count = await self.persister.load(shards | await self.persister.durable.stored_shards())
         except DurableError as error:
             if not self._load_failing:
                 log.warning("cannot recover from the durable replica yet (retrying): %s", error)

@@ -10,9 +10,12 @@ dropped from memory (CounterStore.drop_shard). A replica that is down or does no
 keeps the shard here for a later round. Writes for a lost shard are refused meanwhile
 (handoff.refuse_unheld), so nothing lands here after the push.
 
-Not dropped: the durable replica's copy. SQLite is this node's own file, and a node loads
-only the shards it holds at start, so what stays there is dead weight, not a second truth;
-Redis is shared by the cluster, and the owners' copies live in the very same keys.
+The durable replica's copy goes with it when that copy is this node's alone (SQLite):
+a start loads the shards such a copy holds besides those the node replicates
+(durable.stored_shards), so a hand-over cut short by a stop, or a hint, is handed over
+after the restart rather than forgotten on disk, and a shard handed over is not loaded
+(and pushed) again. Redis is shared by the cluster: the owners' copies live in the very
+same keys, which stay.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from node.base.errors import PeerError
 from node.cluster import wire
 from node.cluster.membership import Cluster
 from node.cluster.pool import PeerPool
+from node.storage.durable import DurableError, DurableReplica
 from node.storage.store import CounterStore
 
 log = logging.getLogger("counters.handover")
@@ -38,9 +42,11 @@ def lost_shards(cluster: Cluster, store: CounterStore, now_ms: int) -> list[int]
     ]
 
 
-async def hand_over(cluster: Cluster, store: CounterStore, pool: PeerPool, now_ms: int) -> int:
-    """Push each lost shard to its replicas and drop it once all of them acknowledged;
-    returns how many shards were dropped."""
+async def hand_over(
+    cluster: Cluster, store: CounterStore, pool: PeerPool, now_ms: int, durable: DurableReplica
+) -> int:
+    """Push each lost shard to its replicas and drop it once all of them acknowledged, from
+    memory and from this node's own durable copy; returns how many shards were dropped."""
     dropped = 0
     timeout = cluster.config.request_timeout_s * 5
     failing: set[str] = set()  # owners that failed a push this round: not asked again
@@ -69,5 +75,9 @@ async def hand_over(cluster: Cluster, store: CounterStore, pool: PeerPool, now_m
             continue  # a newer ring gave it back meanwhile: keep it
         count = store.drop_shard(shard)
         dropped += 1
+        try:
+            await durable.forget_shard(shard)
+        except DurableError as error:  # only weight: a later start pushes it once more
+            log.warning("forgetting handed-over shard %d on disk failed: %s", shard, error)
         log.info("handed shard %d (%d counters) over to %s, dropped it", shard, count, owners)
     return dropped

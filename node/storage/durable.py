@@ -111,6 +111,16 @@ class DurableReplica(Protocol):
         """The unexpired receipts of these shards' counters, in pages of at most
         RECEIPT_PAGE, however many there are."""
 
+    async def stored_shards(self) -> set[int]:
+        """The shards a start loads beside those the node replicates, to hand them over:
+        those of which a copy that is this node's alone (SQLite) holds slots (a hint, a
+        lost shard whose hand-over waited for a replica when the node stopped). None for a
+        copy the cluster shares (Redis): the owners load those very keys themselves."""
+
+    async def forget_shard(self, shard: int) -> None:
+        """Delete a shard handed over to its owners from a copy that is this node's alone,
+        so later starts do not load it again; nothing for a shared copy."""
+
     async def last_incarnation(self, node_id: str, current: int) -> int:
         """Record `current` as node_id's incarnation unless a higher one is known; return the
         highest known before this call (0 if none), so a node whose data dir was lost still

@@ -297,6 +297,13 @@ class RedisReplica:
         if page:
             yield page
 
+    async def stored_shards(self) -> set[int]:
+        """None: the cluster shares these keys, and the owners load them (durable.py)."""
+        return set()
+
+    async def forget_shard(self, shard: int) -> None:
+        """Nothing: the owners' copies are these very keys."""
+
     async def last_incarnation(self, node_id: str, current: int) -> int:
         try:
             async with asyncio.timeout(self.timeout_s):

@@ -75,6 +75,15 @@ CREATE INDEX IF NOT EXISTS reservations_by_expiry ON reservations (until_ms);
 CREATE INDEX IF NOT EXISTS reservations_by_shard ON reservations (shard, counter, idem);
 """
 SCHEMA = SLOTS_SCHEMA + sqlite_receipts.SCHEMA + RESERVATIONS_SCHEMA
+STORED_SHARDS = """
+WITH RECURSIVE held(shard) AS (
+    SELECT min(shard) FROM slots
+    UNION ALL
+    SELECT (SELECT min(shard) FROM slots WHERE shard > held.shard) FROM held
+    WHERE held.shard IS NOT NULL
+)
+SELECT shard FROM held WHERE shard IS NOT NULL
+"""
 PUT_RESERVATION = "INSERT OR REPLACE INTO reservations VALUES (?, ?, ?, ?, ?, ?)"
 DELETE_RESERVATION = "DELETE FROM reservations WHERE counter = ? AND idem = ?"
 EXPIRE_RESERVATIONS = """
@@ -301,6 +310,28 @@ class SqliteReplica:
                 if len(page) < RECEIPT_PAGE:
                     break
                 after = (member(page[-1][0]), page[-1][2])
+
+    async def stored_shards(self) -> set[int]:
+        """Every shard with a slot here, one index probe per shard (a skip scan)."""
+        async with self._lock:
+            try:
+                rows = await in_thread(lambda: self._db.execute(STORED_SHARDS).fetchall())
+            except sqlite3.Error as error:
+                raise DurableError(f"sqlite shard list failed: {error}") from error
+        return {shard for (shard,) in rows}
+
+    async def forget_shard(self, shard: int) -> None:
+        """Its slots, receipts and reservations (receipt packs hold no shard: they expire)."""
+        async with self._lock:
+            try:
+                await in_thread(self._forget_shard, shard)
+            except sqlite3.Error as error:
+                raise DurableError(f"sqlite forget of shard {shard} failed: {error}") from error
+
+    def _forget_shard(self, shard: int) -> None:
+        with self._db as db:
+            for table in ("slots", "idempotency_receipts", "reservations"):
+                db.execute(f"DELETE FROM {table} WHERE shard = ?", (shard,))
 
     async def last_incarnation(self, node_id: str, current: int) -> int:
         """The incarnation file sits in the same data dir as this file: nothing to add."""

@@ -4,6 +4,8 @@ them again, where before it refused it (503). Keyed ops still need a majority's 
 
 from __future__ import annotations
 
+import asyncio
+
 from node.coordination.ops import Op, OpKind
 from tests.inprocess.cluster import InProcessCluster, eventually
 
@@ -76,3 +78,34 @@ async def test_a_hint_with_sync_durability_is_answered_once_the_durable_replica_
     assert held[key].value() == 5, held
     inproc.network.heal()
     await inproc.converged(key, 5, replicas)
+
+
+async def test_a_hint_outlives_a_clean_restart_of_its_node(inproc: InProcessCluster):
+    """A stop's last flush writes a hint to the node's own durable copy (SQLite), though
+    the node does not replicate its shard; the restart must load it and hand it over, not
+    leave it forgotten on disk, and forget it there once handed over."""
+    await inproc.start(4, failure_timeout_s=3.0)
+    key = inproc.key_where(lambda replicas: "n4" not in replicas)
+    entry = inproc.nodes["n4"]
+    replicas = [inproc.nodes[n] for n in inproc.replicas(key)]
+    inproc.network.partition([entry.address], [n.address for n in replicas])
+    await eventually(
+        lambda: not any(entry.parts.pool.reachable(n.address) for n in replicas),
+        "n4's links to the replicas dead",
+    )
+    (hinted,) = await entry.coordinator.run([Op(OpKind.INCREMENT, key, 5)], "one")
+    assert hinted.ok and hinted.hinted, hinted
+    await entry.parts.persister.flush()  # a clean stop's last flush
+    await inproc.kill(entry)
+    inproc.network.heal()
+
+    entry = await inproc.restart(entry)
+
+    await inproc.converged(key, 5, replicas)
+    await eventually(lambda: entry.value(key) is None, "n4 dropped the handed-over hint")
+    shard = entry.cluster.shard_of(key)
+    async with asyncio.timeout(5):  # and forgot it on disk: a later start loads it no more
+        while True:
+            if shard not in await entry.durable.stored_shards():
+                break
+            await asyncio.sleep(0.05)

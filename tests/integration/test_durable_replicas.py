@@ -156,3 +156,23 @@ async def test_flushing_only_changed_slots_reloads_every_slot(
     loaded = dict(await replica.load({11}))
     assert loaded[key] == store.get(key)
     assert loaded[key].value() == 5 + 1 - 6 + 7
+
+
+async def test_a_copy_of_its_own_lists_and_forgets_shards_a_shared_one_keeps_them(
+    replica: DurableReplica, tmp_path: Path
+):
+    """A start loads the shards a node's own copy holds to hand them over, and a hand-over
+    forgets them there (node/cluster/handover.py); a shared copy (Redis) is the owners'
+    too: it lists none and forgets nothing."""
+    ns = tmp_path.name
+    state = PNCounter.empty().increment("n1:1", 4)
+    await replica.write([(_key(f"c{shard}", ns), shard, state) for shard in (3, 7, 4095)])
+
+    listed = await replica.stored_shards()
+    await replica.forget_shard(7)
+
+    shared = isinstance(replica, RedisReplica)
+    assert listed == (set() if shared else {3, 7, 4095})
+    assert await replica.stored_shards() == (set() if shared else {3, 4095})
+    assert (_key("c7", ns) in dict(await replica.load({7}))) is shared
+    assert _key("c3", ns) in dict(await replica.load({3}))
