@@ -7,11 +7,11 @@ increments and holds the counter while it replicates the shard, and by the other
 only when the owner cannot: when it is not alive in this node's view (down, removed, or
 never heard of), or does not replicate the counter's shard in the current ring (the shard
 moved away, so the owner no longer holds the slot). Slots whose actor names no node are
-written by everyone, and so are floor slots (crdt/pncounter.py): a reset raises the floor
-of every actor at once, so the reset's coordinator must write all of them for a sync reset
-to be in the durable replica when it answers (its owners would write theirs only at their
-next flush, and a whole-cluster kill -9 before that brought the cleared increments back).
-Resets are rare, so the floors' extra writes cost nothing that shows.
+written by everyone, and so are floor slots (crdt/pncounter.py) as they change: a reset
+raises the floor of every actor at once, so the reset's coordinator must write all of them
+for a sync reset to be in the durable replica when it answers (their owners would write
+theirs only at their next flush, and a whole-cluster kill -9 before that brought the
+cleared increments back). Resets are rare, so the floors' extra writes do not show.
 
 What a whole-cluster kill -9 keeps is unchanged: an increment acknowledged in sync mode was
 flushed by its coordinator, the owner of the slot it changed, before the answer; in async
@@ -48,10 +48,10 @@ class SlotOwners:
         self._owners: dict[str, str] = {}  # actor -> its node id ("": none)
 
     def owner(self, actor: str) -> str:
-        """The node whose actor this is, or "" when every node writes its slots."""
+        """The node whose actor (or floor actor) this is, "" for none: every node writes."""
         found = self._owners.get(actor)
         if found is None:
-            parsed = None if actor.endswith(FLOOR_SUFFIX) else incarnation_of(actor)
+            parsed = incarnation_of(actor)
             found = self._owners[actor] = _UNPARSED if parsed is None else parsed[0]
         return found
 
@@ -80,7 +80,10 @@ class SlotOwners:
             return not up or node not in replicas(shard)
 
         def writes(shard: int, actor: str) -> bool:
-            return owner(actor) == me or foreign(shard, actor)
+            # every replica writes a floor as it changes, the reset's coordinator included;
+            # for a takeover (`foreign`) a floor stays its owner's: a rule change scans no
+            # more records than before
+            return owner(actor) == me or actor.endswith(FLOOR_SUFFIX) or foreign(shard, actor)
 
         live = frozenset(n for n in cluster.view.members if cluster.alive(n))
         return (live, cluster.state.current), writes, foreign
