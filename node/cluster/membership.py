@@ -96,6 +96,15 @@ class Cluster:
         """The shard's preference list (N nodes, fewer in a smaller cluster), coordinator first."""
         return self.state.current.table[shard]
 
+    def pending_replicas(self, shard: int) -> tuple[str, ...] | None:
+        """The shard's replicas in the pending ring when one is pending and moves the shard
+        (they differ from the current ones); else None."""
+        pending = self.state.pending
+        if pending is None:
+            return None
+        after = pending.preference_list(shard, self._replicas)
+        return None if after == self.replicas(shard) else after
+
     def write_targets(self, shard: int) -> tuple[str, ...]:
         """Current replicas, then those about to receive the shard in a hand-off."""
         pending = self.state.pending

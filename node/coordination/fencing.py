@@ -8,7 +8,9 @@ has a new one). Three steps, the first one the only one in the common case:
 1. Reserve or read (RESERVE, one request per set of read peers, as RECEIPTS was). Every asked
    replica, this one first, atomically per (counter, key) answers its receipt; or another
    live attempt's reservation; or records ours and grants. An op applies only with grants
-   from max(R, majority) replicas including this one, and no receipt anywhere asked.
+   from max(R, majority) replicas including this one, and no receipt anywhere asked; while
+   a pending ring moves the shard, also from a majority of its replicas in that ring
+   (idempotency.py: ring changes).
 2. Receipt or abort (RESOLVE), only when another attempt holds the key: its holder answers
    the receipt (the retry replays it), or gives the attempt up: it releases its reservation,
    and since it applies only while that reservation is still its own (checked in the same
@@ -59,6 +61,7 @@ class _Tally:
     grants: int = 0
     holders: set[Holder] | None = None
     here: bool = False  # this node granted it in this round
+    joint: _Tally | None = None  # a moving shard's: the grants of its replicas in the pending ring
 
 
 def grants_needed(consistency: str, read_quorum: int, replicas: int) -> int:
@@ -166,7 +169,10 @@ class Fence:
         return refused
 
     def _settled(self, name: Name, tally: _Tally, now_ms: int) -> bool:
-        return self.store.receipt(*name, now_ms) is not None or tally.grants >= tally.needed
+        if self.store.receipt(*name, now_ms) is not None:
+            return True
+        joint = tally.joint
+        return tally.grants >= tally.needed and (joint is None or joint.grants >= joint.needed)
 
     async def _contest(
         self,
@@ -227,56 +233,71 @@ class Fence:
         cluster, store, book = self.cluster, self.store, self.book
         me, token, now_ms = cluster.node_id, self.token, _now_ms()
         tallies: dict[Name, _Tally] = {}
-        # (peers, how many must answer) -> counter -> [idempotency keys], [superseded tokens]
-        groups: dict[tuple[tuple[str, ...], int], dict[Key, tuple[list[str], list[list[str]]]]]
-        groups = {}
+        joints: dict[Name, _Tally] = {}  # the names of moving shards, in the pending ring
+        # (peers, how many must answer, pending ring?) -> counter -> [keys], [superseded tokens]
+        Asked = dict[Key, tuple[list[str], list[list[str]]]]
+        groups: dict[tuple[tuple[str, ...], int, bool], Asked] = {}
         # who to ask depends on the shard's replicas only: asked once per preference list
         by_replicas: dict[tuple[str, ...], tuple[tuple[str, ...], int, int]] = {}
-        replicas_of = cluster.replicas
+        replicas_of, moving_to = cluster.replicas, cluster.pending_replicas
         for name, shard in names.items():
             key, idem = name
-            replicas = replicas_of(shard)
-            found = by_replicas.get(replicas)
-            if found is None:
-                found = by_replicas[replicas] = self._peers(shard, consistency, everyone)
-            peers, wanted, required = found
-            tally = tallies[name] = _Tally(required)
             old = superseded.get(name, [])
             here = book.reserve(key, idem, me, token, now_ms, old)
-            tally.here = here is None
-            _count(tally, here)
-            if wanted > 0:
-                entry = groups.setdefault((peers, wanted), {}).setdefault(key, ([], []))
-                entry[0].append(idem)
-                entry[1].append(old)
+            sides = [(replicas_of(shard), tallies)]
+            after = moving_to(shard)
+            if after is not None:  # a ring change moves the shard: both majorities (above)
+                sides.append((after, joints))
+            for replicas, tallied in sides:
+                found = by_replicas.get(replicas)
+                if found is None:
+                    found = by_replicas[replicas] = self._peers(replicas, consistency, everyone)
+                peers, wanted, required = found
+                tally = tallied[name] = _Tally(required, here=here is None)
+                if me in replicas:
+                    _count(tally, here)
+                if wanted > 0:
+                    group = groups.setdefault((peers, wanted, tallied is joints), {})
+                    entry = group.setdefault(key, ([], []))
+                    entry[0].append(idem)
+                    entry[1].append(old)
         wait = QuorumWait("read")  # a failure here applies nothing
-        for (peers, wanted), asked in groups.items():
+        for (peers, wanted, pending), asked in groups.items():
             body = fence_wire.reserve_to_wire(
                 me, token, ((k, store.share(k), i, o) for k, (i, o) in asked.items())
             )
-            on_reply = self._tallier(asked, tallies)
+            on_reply = self._tallier(asked, joints if pending else tallies)
             if everyone:
                 futures = [self._ask(node_id, wire.RESERVE, body) for node_id in peers]
                 wait.add(futures, wanted, on_reply)
             else:
                 self.replicator.ask_peers(wait, list(peers), wanted, wire.RESERVE, body, on_reply)
-        await wait.wait(self.replicator.timeout)
+        try:
+            await wait.wait(self.replicator.timeout)
+        finally:
+            for name, joint in joints.items():
+                tally = tallies[name]
+                tally.joint = joint
+                if joint.holders:
+                    tally.holders = (tally.holders or set()) | joint.holders
         return tallies
 
     def _peers(
-        self, shard: int, consistency: str, everyone: bool
+        self, replicas: tuple[str, ...], consistency: str, everyone: bool
     ) -> tuple[tuple[str, ...], int, int]:
-        """(peers to ask, how many must answer, grants needed in all) for a shard."""
+        """(peers to ask, how many must answer, grants needed in all) for a shard's replicas
+        (this node among them or not: a moving shard's in the pending ring)."""
         cluster = self.cluster
-        replicas = cluster.replicas(shard)
+        me = cluster.node_id
+        # a replica still recovering (or joining) may not hold its receipts yet: it cannot vouch
+        others = [n for n in replicas if n != me]
+        serving = [n for n in others if cluster.serving(n)]
         if everyone:
-            # a replica still recovering may not hold its receipts yet: it cannot vouch
-            others = [n for n in replicas if n != cluster.node_id]
-            serving = tuple(n for n in others if cluster.serving(n))
-            return serving, len(others), len(replicas)
+            return tuple(serving), len(others), len(replicas)
         required = grants_needed(consistency, cluster.config.read_quorum, len(replicas))
-        peers, _ = self.replicator.read_peers(shard, consistency)
-        return tuple(peers), required - 1, required
+        reachable = self.replicator.reachable  # those our link reaches first, others spares
+        peers = tuple(sorted(serving, key=lambda n: not reachable(n)))
+        return peers, required - (me in replicas), required
 
     def _ask(self, node_id: str, kind: int, body: Any) -> asyncio.Future[Any]:
         address = self.cluster.address_of(node_id)

@@ -29,6 +29,16 @@ process is gone), answers "void", and the retry then applies only after every re
 the shard answered without a receipt (the dead attempt's slot and receipt travel in one
 frame, so a replica holding its increment holds its receipt); one missing is in doubt again.
 Two sides of a partition: only the side with a majority of the replicas gets grants.
+Ring changes: two nodes may hold different rings as current for a while (one not yet told
+of a switch), and majorities of the old and the new replicas of a shard need not meet. So
+while a node knows of a pending ring that moves the shard, its attempts need grants from
+a majority of the shard's pending replicas too (joint majorities, as in Raft's membership
+changes): every node whose replicas a switch takes over knows the pending ring first (the
+hand-off pulls from every live current replica, which adopts it), so an attempt there
+meets, among the pending replicas, any attempt of a node already on the new ring
+(tests/inprocess/test_fencing_ring_change.py). Not covered: a current replica that was
+down for the whole hand-off and comes back hearing of neither the pending ring nor the
+switch fences on the old replicas alone until gossip reaches it.
 
 Why "void" is sound: a slot never leaves a node without the receipts that could die with it.
 "Void" plus "no receipt at any replica" lets the retry apply, so it needs: wherever a slot
