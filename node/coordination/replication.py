@@ -112,6 +112,16 @@ class Replicator:
             if refusal is not None:
                 raise refusal
             return
+        if self.cluster.node_id not in replicas:
+            # A ring change took the shard from this node while the op waited (its grants,
+            # the durable replica): its store may have dropped the counter, so applying
+            # would start this node's slot again from zero, hidden by the owners' per-slot
+            # max. Checked in the loop turn of the apply, like the rest.
+            raise QuorumUnavailable(
+                "this node no longer replicates the counter's shard (the ring changed); "
+                "nothing applied",
+                may_have_applied=False,
+            )
         wanted = needed(consistency, self.cluster.config.write_quorum, len(replicas))
         if self.sync and not self.persister.healthy:
             raise QuorumUnavailable(SYNC_STORE_DOWN, may_have_applied=False)

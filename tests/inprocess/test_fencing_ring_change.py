@@ -184,3 +184,52 @@ async def _admit(inproc: InProcessCluster, via: Node, joiner: Node) -> None:
 
 def _now_ms() -> int:
     return int(time.time() * 1000)
+
+
+async def test_a_keyed_op_in_flight_when_its_node_drops_the_shard_applies_nowhere(
+    inproc: InProcessCluster,
+):
+    """A keyed increment waits for its grants on a replica that, meanwhile, loses the shard
+    to a joiner and hands it over (drop_shard). Applied then, it would start the node's slot
+    again from zero in a store that no longer holds it, and the per-slot max at the owners
+    would hide it for good behind a 200. It must be refused with nothing applied; the
+    client's retry then applies it once."""
+    nodes = await inproc.start(3, failure_timeout_s=30.0, request_timeout_s=3.0)
+    by_id = {node.node_id: node for node in nodes}
+    claimant = by_id[CLAIMANT]
+    old = claimant.cluster.state.current
+    new = old.with_node("n4")  # the ring the claimant derives for the join
+    shard, leaver = next(
+        (shard, node_id)
+        for shard in range(old.shards)
+        for node_id in old.table[shard]
+        if node_id not in new.table[shard]
+    )
+    node = by_id[leaver]
+    key = _key_in(node, shard)
+    (before,) = await node.coordinator.run([Op(OpKind.INCREMENT, key, 10)], "all")
+    assert before.ok, before
+    inproc.network.delay(1.2, 1.2, dst=node.address, kinds=[wire.RESERVE])  # slow grants
+    op = Op(OpKind.INCREMENT, key, DELTA, idem=IDEM)
+    first = asyncio.ensure_future(node.coordinator.idempotent.run(op, shard, "quorum", FINGERPRINT))
+    await asyncio.sleep(0.05)
+
+    joiner = await inproc.launch("n4", seeds=())
+    await eventually(lambda: joiner.cluster.ready, "n4 up on its own")
+    await _admit(inproc, claimant, joiner)
+    await eventually(
+        lambda: shard not in node.store.shard_numbers() and node.cluster.state.current == new,
+        f"{leaver} switched and dropped the shard",
+        5.0,
+        show=inproc.describe,
+    )
+    assert not first.done()  # its grants are still on their way
+    attempt = await first
+
+    assert attempt.problem is not None and attempt.problem["may_have_applied"] is False, attempt
+    inproc.network.heal()
+    await inproc.settled(timeout=10.0)
+    retry = await claimant.coordinator.run([op], "quorum", fingerprint=FINGERPRINT)
+    assert retry[0].ok and not retry[0].replayed, retry
+    owners = [inproc.nodes[n] for n in new.table[shard]]
+    await inproc.converged(key, 10 + DELTA, owners)
