@@ -46,7 +46,7 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from collections.abc import Collection, Iterator
+from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -56,6 +56,7 @@ from node.base.keys import Key
 from node.cluster import wire
 from node.cluster.links import PeerLink
 from node.cluster.wire import Carried, ProtocolError
+from node.storage.receipt_book import DirtyReceipt
 from node.storage.store import CounterStore
 
 PUSH_BATCH = 2000  # counters per repair frame
@@ -326,6 +327,19 @@ def absorb_push(store: CounterStore, entries: list[Carried]) -> list[Any] | None
             reply.append(wire.stated_to_wire(merged, store.unflushed_receipts(key)))
             more = True
     return reply if more else None
+
+
+def pushed_rows(
+    shard_of: Callable[[Key], int], entries: list[Carried]
+) -> tuple[list[tuple[Key, int, PNCounter]], list[DirtyReceipt]]:
+    """A PUSH's entries as the durable replica takes them (Persister.keep)."""
+    states: list[tuple[Key, int, PNCounter]] = []
+    receipts: list[DirtyReceipt] = []
+    for key, state, found in entries:
+        shard = shard_of(key)
+        states.append((key, shard, state))
+        receipts.extend((key, shard, idem, receipt) for idem, receipt in found.items())
+    return states, receipts
 
 
 def push_frames(

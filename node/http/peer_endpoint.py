@@ -23,7 +23,7 @@ from node.base.config import Config
 from node.base.errors import CountersError
 from node.base.keys import Key
 from node.cluster import peer_auth, wire
-from node.cluster.anti_entropy import absorb_push
+from node.cluster.anti_entropy import absorb_push, pushed_rows
 from node.cluster.gossip import Gossip
 from node.cluster.handoff import ShardNotHeld, refuse_unheld
 from node.cluster.wire import ProtocolError
@@ -255,8 +255,12 @@ class PeerServer:
             receipt = self.store.receipt(key, idem, int(time.time() * 1000))
             state = self.store.get(key) or EMPTY
             return [pn_to_wire(state), None if receipt is None else receipt.to_wire()]
-        if kind == wire.PUSH:
-            return absorb_push(self.store, wire.carried_from_wire(body))  # validated first
+        if kind == wire.PUSH:  # answered once a durable copy of our own holds it too
+            entries = wire.carried_from_wire(body)  # validated first
+            reply = absorb_push(self.store, entries)
+            rows = pushed_rows(self.gossip.cluster.shard_of, entries)
+            await self.coordinator.replicator.persister.keep(*rows)
+            return reply
         if kind == wire.PULL:  # the source adopts the puller's ring first (the barrier)
             return self.gossip.handoff.answer_pull(body, int(time.time() * 1000))
         if kind == wire.FORWARD:

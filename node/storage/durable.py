@@ -66,6 +66,9 @@ class DurableError(Exception):
 
 class DurableReplica(Protocol):
     name: str
+    # False for a copy that is this node's alone (SQLite in its data dir), True for one the
+    # cluster shares (Redis: every replica's copy of a counter lives in the same keys)
+    shared: bool
 
     async def write(self, entries: Sequence[Entry]) -> None:
         """Merge these states into the durable copy, slot by slot (max)."""

@@ -142,6 +142,7 @@ class RedisReplica:
         self, url: str, cluster: bool, timeout_s: float = SOCKET_TIMEOUT_S, owner: str = "-"
     ) -> None:
         self.name = "redis-cluster" if cluster else "redis"
+        self.shared = True
         self._cluster = cluster
         self.timeout_s = timeout = timeout_s
         self._client: Any = (

@@ -117,6 +117,7 @@ def _padded(count: int) -> str:
 class SqliteReplica:
     def __init__(self, path: Path) -> None:
         self.name = "sqlite"
+        self.shared = False
         path.parent.mkdir(parents=True, exist_ok=True)
         self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")

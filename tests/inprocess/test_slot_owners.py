@@ -71,3 +71,27 @@ async def test_a_sync_reset_is_in_the_durable_replicas_when_it_answers(inproc: I
         for key, state in (await _durable(node)).items():
             on_disk[key] = on_disk[key].merge(state) if key in on_disk else state
     assert {key: on_disk[key].value() for key in KEYS} == dict.fromkeys(KEYS, 0)
+
+
+async def test_a_leavers_slots_are_on_an_owners_disk_before_it_forgets_its_own(
+    inproc: InProcessCluster,
+):
+    """A leaver's own slots are on its disk alone (the slot-owner rule). Its hand-over
+    forgets its SQLite copy once every owner answered the PUSH, so an owner's answer must
+    mean the pushed state is on that owner's disk: a whole-cluster kill -9 right after the
+    leave must still find a sync-acknowledged increment on some disk. The flush interval is
+    long, so only the PUSH's own write can have put it there."""
+    n1, n2, n3, n4 = await inproc.start(4, durability="sync", persist_interval_s=60)
+    key = inproc.key_where(lambda replicas: "n4" in replicas)  # n4 runs it: its own slot
+    (written,) = await n4.coordinator.run([Op(OpKind.INCREMENT, key, 3)], "all")
+    assert written.ok, written
+
+    n1.cluster.apply("n4", "leave")
+    await eventually(lambda: len(n4.store) == 0, "n4 handed every shard over", 10.0)
+
+    on_disk: PNCounter | None = None
+    for node in (n1, n2, n3, n4):
+        found = dict(await node.durable.load(SHARDS)).get(key)
+        if found is not None:
+            on_disk = found if on_disk is None else on_disk.merge(found)
+    assert on_disk is not None and on_disk.value() == 3, on_disk

@@ -171,7 +171,8 @@ async def test_a_copy_of_its_own_lists_and_forgets_shards_a_shared_one_keeps_the
     listed = await replica.stored_shards()
     await replica.forget_shard(7)
 
-    shared = isinstance(replica, RedisReplica)
+    shared = replica.shared
+    assert shared is isinstance(replica, RedisReplica)
     assert listed == (set() if shared else {3, 7, 4095})
     assert await replica.stored_shards() == (set() if shared else {3, 4095})
     assert (_key("c7", ns) in dict(await replica.load({7}))) is shared
