@@ -20,6 +20,9 @@ ENV_PREFIX = "COUNTERS_"
 FIELD_LINE = re.compile(r"    ([a-z_]+): ")  # a field of Config, at the class's own indent
 ALGORITHMS = frozenset({"HS256", "HS384", "HS512", "RS256", "RS384", "RS512", "ES256", "ES384"})
 # The shortest idempotency window, in request timeouts (see Config._validate_storage).
+# Peer traffic's secret when none is given: it is in this source, so it keeps out nothing,
+# and --auth jwt refuses it (Config._validate_auth).
+DEV_CLUSTER_SECRET = "counters-dev-cluster-secret"
 IDEMPOTENCY_WINDOW_TIMEOUTS = 3
 
 
@@ -73,8 +76,9 @@ class Config:
     # within half of it closes the link, fails its pending frames and redials, so a stalled
     # peer's link dies within 1.5 x this. Default 1.
     peer_heartbeat_s: float = 1.0
-    # Secret shared by the cluster's nodes for peer traffic. Default: a fixed development value.
-    cluster_secret: str = field(default="counters-dev-cluster-secret", repr=False)
+    # Secret shared by the cluster's nodes for peer traffic. Default: a fixed development
+    # value, which --auth jwt refuses: the peer endpoints read and write every tenant.
+    cluster_secret: str = field(default=DEV_CLUSTER_SECRET, repr=False)
     # Log level: debug, info, warning, error. Default info.
     log_level: str = "info"
     # Bearer token GET /metrics requires (Prometheus's `authorization` setting). Empty:
@@ -351,6 +355,12 @@ class Config:
             for path in (self.jwt_public_key, self.jwt_jwks_file):
                 if path and not os.path.isfile(path):
                     raise ConfigError(f"no such key file: {path}")
+            if self.cluster_secret == DEV_CLUSTER_SECRET:
+                raise ConfigError(
+                    "--auth jwt needs a --cluster-secret (COUNTERS_CLUSTER_SECRET) of the "
+                    "cluster's own: the development default is public, and whoever signs peer "
+                    "requests with it reads and writes every tenant's counters and history"
+                )
         if self.jwt_leeway_s < 0 or self.jwt_leeway_s > 600:
             raise ConfigError("jwt-leeway-s must be between 0 and 600")
 

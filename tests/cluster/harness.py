@@ -53,6 +53,8 @@ class Node:
     def start(self, seeds: list[str], **settings: str) -> None:
         self._retire()
         env = {**os.environ, **FAST, **self.cluster.settings, **settings}
+        if env.get("COUNTERS_AUTH") == "jwt":  # which refuses the development cluster secret
+            env.setdefault("COUNTERS_CLUSTER_SECRET", "harness-cluster-secret")
         command = [
             sys.executable, "-m", "node", "node",
             "--node-id", self.node_id,

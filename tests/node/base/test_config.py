@@ -97,3 +97,13 @@ def test_help_text_reaches_the_command_line(capsys):
     out = " ".join(capsys.readouterr().out.split())
     assert "Seconds between gossip rounds (membership, ring, shard digests)." in out
     assert "(env COUNTERS_GOSSIP_INTERVAL_S)" in out
+
+
+def test_jwt_auth_refuses_the_public_development_cluster_secret():
+    """With tokens guarding the client API, the peer endpoints (which read and write every
+    tenant) must not be open to whoever knows the default secret, which is in the source."""
+    argv = ["--node-id", "n", "--auth", "jwt", "--jwt-secret", "S"]
+    with pytest.raises(ConfigError, match="--cluster-secret"):
+        parse(argv, {})
+    assert parse([*argv, "--cluster-secret", "ours"], {}).cluster_secret == "ours"
+    assert parse(["--node-id", "n"], {"COUNTERS_AUTH": "none"}).address  # none: still allowed

@@ -26,7 +26,8 @@ def _hs(**options: Any) -> str:
 
 
 def _auth(**settings: Any) -> Authenticator:
-    return Authenticator(Config(node_id="n1", **settings).validate())
+    config = Config(node_id="n1", cluster_secret="the cluster's own", **settings)
+    return Authenticator(config.validate())
 
 
 def test_a_good_hs256_token_names_tenant_scopes_and_namespaces():
