@@ -111,6 +111,8 @@ class Authenticator:
         import jwt
 
         token = header[len("Bearer ") :].strip()
+        if not token.isascii():  # a JWT is base64url and dots: bytes that are not (or not
+            raise Unauthorized("malformed token: not ASCII")  # text) must not reach pyjwt
         config = self.config
         try:
             claims = jwt.decode(

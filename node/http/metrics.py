@@ -35,7 +35,8 @@ async def handle_metrics(request: web.Request) -> web.Response:
     token = request.app[CONFIG].metrics_token
     if token:
         offered = request.headers.get("Authorization", "").removeprefix("Bearer ").strip()
-        if not hmac.compare_digest(offered.encode(), token.encode()):
+        # surrogateescape: header bytes that are not UTF-8 are a wrong token, not a 500
+        if not hmac.compare_digest(offered.encode("utf-8", "surrogateescape"), token.encode()):
             raise Unauthorized("/metrics needs Authorization: Bearer <the --metrics-token>")
     body = request.app[METRICS].exposition()
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})

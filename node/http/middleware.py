@@ -16,9 +16,11 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
+from aiohttp.web_protocol import RequestPayloadError
 from opentelemetry.trace import SpanKind
 
-from node.base.errors import ClientError, CountersError
+from node.base.errors import ClientError, CountersError, InvalidBody
 from node.http import auth, bodies, validation
 from node.http.appkeys import CLUSTER
 from node.http.topology import EPOCH_HEADER
@@ -107,6 +109,15 @@ def problem_response(error: CountersError) -> web.Response:
 def problem_for(request: web.Request, error: Exception) -> web.Response:
     """The problem+json answer to what a handler raised. An HTTP exception below 400 (a
     redirect) is raised again, for aiohttp to send as it is."""
+    if isinstance(error, RequestPayloadError | HttpProcessingError):
+        # A body that does not decompress (Content-Encoding) or breaks off: the client's
+        # fault. The connection cannot carry another request, and aiohttp must not read on
+        # to the body's end after the answer (it would raise the same error and log it).
+        request.content.feed_eof()
+        why = f"the request body cannot be read: {error.__cause__ or error}"
+        response = problem_response(InvalidBody(why))
+        response.force_close()
+        return response
     if isinstance(error, CountersError):
         if log.isEnabledFor(logging.DEBUG):
             fields = {"status": error.status, "type": error.type, "path": request.path}

@@ -4,6 +4,8 @@ member cannot remove itself."""
 
 from __future__ import annotations
 
+import http.client
+import json
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -72,3 +74,38 @@ def test_the_last_member_can_neither_leave_nor_be_removed(node: Node):
     reply = client.call("GET", "/admin/nodes")
     assert [(m["node_id"], m["status"]) for m in reply.body["nodes"]] == [("n1", "up")]
     assert client.call("POST", "/v1/namespaces/still/counters/up/increment").status == 200
+
+
+@pytest.mark.parametrize("encoding", ["gzip", "deflate", "br"])
+def test_a_body_that_does_not_decompress_is_a_client_error_and_changes_nothing(
+    node: Node, encoding: str
+):
+    client = Client(node, "limits")
+    path = f"/v1/namespaces/limits/counters/{encoding}/increment"
+    assert client.call("POST", path, b'{"delta": 1}').status == 200
+    connection = http.client.HTTPConnection("127.0.0.1", node.port, timeout=10)
+    try:
+        headers = {**client.headers, "Content-Encoding": encoding}
+        connection.request("POST", path, body=b'{"delta": 1}', headers=headers)
+        response = connection.getresponse()
+        raw = response.read()
+    finally:
+        connection.close()
+    assert response.status == 400, raw
+    if response.getheader("Content-Type") == "application/problem+json":  # aiohttp's own
+        assert json.loads(raw)["type"].endswith("/invalid-body"), raw  # parser refuses a
+    assert client.value("limits", encoding) == 1  # deflate body before any handler runs
+
+
+def test_an_authorization_header_that_is_not_text_is_refused_as_unauthorized(node: Node):
+    for raw in (b"Bearer \xff\xfe.a.b", b"Bearer \xc3\xa9t\xc3\xa9.a.b"):
+        connection = http.client.HTTPConnection("127.0.0.1", node.port, timeout=10)
+        try:
+            connection.putrequest("GET", "/v1/namespaces/limits/counters/c")
+            connection.putheader("Authorization", raw)
+            connection.endheaders()
+            response = connection.getresponse()
+            body = json.loads(response.read())
+        finally:
+            connection.close()
+        assert (response.status, body["type"].rsplit("/", 1)[-1]) == (401, "unauthorized"), body
