@@ -163,7 +163,7 @@ class Config:
     events_retention_s: float = 300.0
     # Events a node's log holds at most (the oldest go first). Default 100000.
     events_log_max: int = 100_000
-    # Redis URL to publish the feed to, as streams counters:events:<tenant>:<namespace>.
+    # Redis URL to publish the feed to, as streams counters:events:<tenant>/<namespace>.
     # Empty (default): no stream. Excludes events-redis-cluster-url.
     events_redis_url: str = ""
     # Redis Cluster URL (any one node) to publish the feed to instead.

@@ -1,7 +1,9 @@
-"""The Redis Streams sink: each event as `XADD counters:events:<tenant>:<namespace> MAXLEN ~
+"""The Redis Streams sink: each event as `XADD counters:events:<tenant>/<namespace> MAXLEN ~
 <maxlen> * name .. value .. change .. at .. version ..`, a batch per pipeline (standalone
 Redis or Redis Cluster, where a stream is one key and the cluster pipeline sends each to its
-node).
+node). "/" parts tenant and namespace because neither may hold it (both may hold ":"), so
+no two tenants share a stream: with ":" tenant "acme:eu"'s namespace "billing" and tenant
+"acme"'s namespace "eu:billing" wrote the same stream.
 
 A consumer group of any Redis client reads the stream (XREADGROUP), and a Kafka Connect Redis
 source can carry it to Kafka. `MAXLEN ~` keeps each stream near `maxlen` entries at little
@@ -28,7 +30,7 @@ STREAM_PREFIX = "counters:events:"
 
 
 def stream_of(tenant: str, namespace: str) -> str:
-    return f"{STREAM_PREFIX}{tenant}:{namespace}"
+    return f"{STREAM_PREFIX}{tenant}/{namespace}"
 
 
 class RedisStreamSink:

@@ -141,7 +141,7 @@ async def test_the_feed_over_sse_and_redis_streams(cluster: Cluster, redis_serve
     assert session is not None
     await bad_requests(cluster, nodes[0])
     stream = redis.Redis.from_url(redis_server.url)
-    await stream.xgroup_create(f"counters:events:acme:{NS}", "readers", id="0", mkstream=True)
+    await stream.xgroup_create(f"counters:events:acme/{NS}", "readers", id="0", mkstream=True)
 
     publisher = cluster.nodes[await coordinator_of(cluster, nodes[0], "acme", "video:1")]
     reader = next(n for n in nodes if n is not publisher)  # so that the publisher can die
@@ -194,7 +194,7 @@ async def test_the_feed_over_sse_and_redis_streams(cluster: Cluster, redis_serve
 
         # the Redis stream, read by a consumer group, holds the same coalesced changes
         async def group_total() -> int | None:
-            got = await stream.xreadgroup("readers", "c1", {f"counters:events:acme:{NS}": ">"})
+            got = await stream.xreadgroup("readers", "c1", {f"counters:events:acme/{NS}": ">"})
             entries = [f for _, batch in got for _, f in batch] if got else []
             group_entries.extend(e for e in entries if e[b"name"] == b"video:1")
             values = [int(e[b"value"]) for e in group_entries]
@@ -202,7 +202,7 @@ async def test_the_feed_over_sse_and_redis_streams(cluster: Cluster, redis_serve
 
         group_entries: list[dict[bytes, bytes]] = []
         assert await eventually(group_total, "the consumer group reads the stream", 10) == final
-        assert not await stream.exists(f"counters:events:globex:{NS}:video:1")
+        assert not await stream.exists(f"counters:events:globex/{NS}:video:1")
 
         # kill -9 the node that published video:1: its successor takes the shard over
         publisher.kill()
@@ -276,7 +276,7 @@ async def test_the_node_keeps_serving_while_its_event_sink_is_down(
 ):
     cluster.settings.update(COUNTERS_EVENTS_REDIS_URL=private_redis.url)
     (node,) = await cluster.start(1)
-    key = f"counters:events:default:{NS}"
+    key = f"counters:events:default/{NS}"
     private_redis.stop()
     for delta in (1, 2, 3):
         status, body = await cluster.increment(node, NS, "x", delta)

@@ -73,3 +73,23 @@ async def test_a_redis_that_is_gone_is_a_sink_error() -> None:
     with pytest.raises(SinkError):
         await sink.publish(events("t", 3))
     await sink.close()
+
+
+async def test_tenants_whose_names_meet_at_a_colon_never_share_a_stream(
+    redis_server: RedisServer,
+) -> None:
+    """Tenants and namespaces may hold ":": tenant "acme:eu" with namespace "billing" and
+    tenant "acme" with namespace "eu:billing" must not land in one stream, or one tenant
+    reads (and writes into) the other's feed."""
+    assert stream_of("acme:eu", "billing") != stream_of("acme", "eu:billing")
+    sink = RedisStreamSink(redis_server.url, cluster=False, maxlen=1000, timeout_s=2)
+    mine = Event(1, "sink:eu", "billing", "c", 10, 10, 1_700_000_000_000, False, 1)
+    theirs = Event(2, "sink", "eu:billing", "c", -999, -999, 1_700_000_000_001, False, 1)
+    await sink.publish([mine, theirs])
+    client = redis.Redis.from_url(redis_server.url)
+    try:
+        got = await read_back(client, stream_of("sink:eu", "billing"))
+        assert [int(f[b"value"]) for f in got] == [10]
+    finally:
+        await client.aclose()
+        await sink.close()
