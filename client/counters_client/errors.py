@@ -118,6 +118,10 @@ class RateLimited(ClientError):
     status, slug = 429, "rate-limited"
 
 
+class TenantStreams(RateLimited):
+    slug = "tenant-streams"  # the tenant holds as many event streams on that node as it may
+
+
 class HeadersTooLarge(ClientError):
     status, slug = 431, "headers-too-large"
 

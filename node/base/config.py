@@ -179,6 +179,18 @@ class Config:
     events_stall_s: float = 10.0
     # SSE streams a node serves at once; more answer 503. Default 256.
     events_max_streams: int = 256
+    # SSE streams one tenant may hold at once on a node, so that no tenant takes them all;
+    # more answer 429. 0 (default): a quarter of events-max-streams with --auth jwt, all of
+    # them with --auth none (one tenant).
+    events_max_streams_per_tenant: int = 0
+
+    def streams_per_tenant(self) -> int:
+        """events_max_streams_per_tenant, its default resolved."""
+        if self.events_max_streams_per_tenant:
+            return self.events_max_streams_per_tenant
+        if self.auth == "none":
+            return self.events_max_streams
+        return max(1, self.events_max_streams // 4)
 
     def jwt_algorithm_list(self) -> list[str]:
         if self.jwt_algorithms:
@@ -302,6 +314,8 @@ class Config:
             raise ConfigError("events-heartbeat-s and events-stall-s must be between 0.05 and 300")
         if not 1 <= self.events_max_streams <= 100_000:
             raise ConfigError("events-max-streams must be between 1 and 100000")
+        if not 0 <= self.events_max_streams_per_tenant <= self.events_max_streams:
+            raise ConfigError("events-max-streams-per-tenant must be 0 .. events-max-streams")
 
     def _validate_storage(self) -> None:
         if self.redis_url and self.redis_cluster_url:

@@ -139,6 +139,15 @@ class NotReady(ServerError):
     title = "Node not ready"
 
 
+class TenantStreams(ClientError):
+    status = 429
+    type = "tenant-streams"
+    title = "This tenant holds as many event streams on this node as it may"
+
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": "5"}
+
+
 class TooManyStreams(ServerError):
     status = 503
     type = "too-many-streams"

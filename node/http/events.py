@@ -15,7 +15,7 @@ import time
 
 from aiohttp import web
 
-from node.base.errors import InvalidEventId, TooManyStreams
+from node.base.errors import InvalidEventId, TenantStreams, TooManyStreams
 from node.http import auth, validation
 from node.http.appkeys import CONFIG, FEED
 from node.http.middleware import STREAM_OPENED
@@ -49,9 +49,13 @@ async def events(request: web.Request) -> web.StreamResponse:
     tally = feed.tally
     if tally.active >= tally.max_streams:
         raise TooManyStreams(f"this node serves {tally.max_streams} streams; ask another")
+    held = tally.by_tenant.get(tenant, 0)
+    if held >= tally.per_tenant:
+        raise TenantStreams(f"this tenant holds {held} streams on this node, as many as it may")
     follower = Follower(feed.reader, (tenant, namespace), prefix, position, tally)
     response = web.StreamResponse(headers={**SSE_HEADERS, logs.TRACE_HEADER: logs.TRACE_ID.get()})
     tally.active += 1
+    tally.by_tenant[tenant] = held + 1
     tally.opened += 1
     try:
         _bound_send_buffer(request)
@@ -62,6 +66,11 @@ async def events(request: web.Request) -> web.StreamResponse:
         pass  # the client went away: nothing to say, no one to say it to
     finally:
         tally.active -= 1
+        left = tally.by_tenant[tenant] - 1
+        if left:
+            tally.by_tenant[tenant] = left
+        else:
+            del tally.by_tenant[tenant]
     return response
 
 

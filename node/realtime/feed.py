@@ -58,7 +58,7 @@ class Feed:
         )
         # a stream waits for the slowest member each read: a dying one costs at most this
         self.reader = FeedReader(cluster, pool, self.log, min(config.request_timeout_s, 1.0))
-        self.tally = StreamTally(config.events_max_streams)
+        self.tally = StreamTally(config.events_max_streams, config.streams_per_tenant())
 
     async def drain_sinks(self) -> None:
         for pump in self.pumps:

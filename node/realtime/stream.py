@@ -63,9 +63,11 @@ REMEMBER_MS = 30_000  # ... and for how long after it
 class StreamTally:
     """What this node's streams did, for the metrics: open, cut off, gaps, events sent."""
 
-    def __init__(self, max_streams: int) -> None:
+    def __init__(self, max_streams: int, per_tenant: int | None = None) -> None:
         self.max_streams = max_streams
+        self.per_tenant = max_streams if per_tenant is None else per_tenant
         self.active = 0
+        self.by_tenant: dict[str, int] = {}  # open streams per tenant (none: no entry)
         self.opened = 0
         self.cut_off = 0  # slow consumers dropped
         self.gaps = 0

@@ -107,3 +107,13 @@ def test_jwt_auth_refuses_the_public_development_cluster_secret():
         parse(argv, {})
     assert parse([*argv, "--cluster-secret", "ours"], {}).cluster_secret == "ours"
     assert parse(["--node-id", "n"], {"COUNTERS_AUTH": "none"}).address  # none: still allowed
+
+
+def test_a_tenants_share_of_event_streams_defaults_to_a_quarter_with_tokens():
+    jwt = ["--node-id", "n", "--auth", "jwt", "--jwt-secret", "S", "--cluster-secret", "C"]
+    assert parse([*jwt, "--events-max-streams", "100"], {}).streams_per_tenant() == 25
+    assert parse(["--node-id", "n", "--auth", "none"], {}).streams_per_tenant() == 256
+    chosen = [*jwt, "--events-max-streams-per-tenant", "7"]
+    assert parse(chosen, {}).streams_per_tenant() == 7
+    with pytest.raises(ConfigError, match="events-max-streams-per-tenant"):
+        parse([*jwt, "--events-max-streams", "4", "--events-max-streams-per-tenant", "5"], {})
