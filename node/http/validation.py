@@ -23,6 +23,7 @@ NAME_CHARS = re.compile(r"[A-Za-z0-9._:-]{1,200}")
 NAME_REGEX = r"^\.?([A-Za-z0-9_:-]\.?)+$"
 NAME_MAX_BYTES = 200
 MAX_BATCH_OPS = 1000
+SINGLE_HEADERS = ("Authorization", "Idempotency-Key", "Last-Event-ID")
 MAX_LIST_LIMIT = 1000
 MAX_HEADER_BYTES = 16 * 1024  # all header names and values of a request together
 # aiohttp's own parser limits, set above ours so that our 431 answers first; a single line
@@ -37,10 +38,20 @@ class HeadersTooLarge(ClientError):
 
 
 def headers(request: web.Request) -> None:
-    """431 before anything else runs when the request's headers are too large."""
+    """431 before anything else runs when the request's headers are too large; 400 when a
+    query parameter or a header that says what to do is given twice (which one would count
+    is a guess: the first, silently, before)."""
     size = sum(len(name) + len(value) for name, value in request.raw_headers)
     if size > MAX_HEADER_BYTES:
         raise HeadersTooLarge(f"request headers hold {size} bytes, at most {MAX_HEADER_BYTES}")
+    query = request.query
+    if len(query) > 1 and len(set(query)) < len(query):
+        twice = sorted({key for key in query if len(query.getall(key)) > 1})
+        raise ClientError(f"query parameter {twice[0]!r} is given more than once")
+    given = request.headers
+    for header in SINGLE_HEADERS:
+        if len(given.getall(header, ())) > 1:
+            raise ClientError(f"header {header} is given more than once")
 
 
 def name(value: str, what: str = "name") -> str:

@@ -109,3 +109,27 @@ def test_an_authorization_header_that_is_not_text_is_refused_as_unauthorized(nod
         finally:
             connection.close()
         assert (response.status, body["type"].rsplit("/", 1)[-1]) == (401, "unauthorized"), body
+
+
+def test_a_parameter_or_header_given_twice_is_refused_and_changes_nothing(node: Node):
+    """Which of two values would count is a guess: refused, 400, nothing applied."""
+    client = Client(node, "limits")
+    path = "/v1/namespaces/limits/counters/twice/increment"
+    assert client.call("POST", path, b'{"delta": 1}').status == 200
+    reply = client.call("POST", path + "?consistency=one&consistency=all", b'{"delta": 1}')
+    assert_problem(reply, 400, "bad-request")
+    connection = http.client.HTTPConnection("127.0.0.1", node.port, timeout=10)
+    try:
+        connection.putrequest("POST", path)
+        for name, value in [*client.headers.items(), ("Content-Type", "application/json")]:
+            connection.putheader(name, value)
+        connection.putheader("Idempotency-Key", "first")
+        connection.putheader("Idempotency-Key", "second")
+        connection.putheader("Content-Length", "12")
+        connection.endheaders(b'{"delta": 1}')
+        response = connection.getresponse()
+        body = json.loads(response.read())
+    finally:
+        connection.close()
+    assert (response.status, body["type"]) == (400, "/problems/bad-request"), body
+    assert client.value("limits", "twice") == 1
