@@ -20,10 +20,8 @@ ENV_PREFIX = "COUNTERS_"
 FIELD_LINE = re.compile(r"    ([a-z_]+): ")  # a field of Config, at the class's own indent
 ALGORITHMS = frozenset({"HS256", "HS384", "HS512", "RS256", "RS384", "RS512", "ES256", "ES384"})
 # The shortest idempotency window, in request timeouts (see Config._validate_storage).
-# Peer traffic's secret when none is given: it is in this source, so it keeps out nothing,
-# and --auth jwt refuses it (Config._validate_auth).
-DEV_CLUSTER_SECRET = "counters-dev-cluster-secret"
 IDEMPOTENCY_WINDOW_TIMEOUTS = 3
+DEV_CLUSTER_SECRET = "counters-dev-cluster-secret"  # public: --auth jwt refuses it
 
 
 class ConfigError(ValueError):
@@ -183,14 +181,6 @@ class Config:
     # more answer 429. 0 (default): a quarter of events-max-streams with --auth jwt, all of
     # them with --auth none (one tenant).
     events_max_streams_per_tenant: int = 0
-
-    def streams_per_tenant(self) -> int:
-        """events_max_streams_per_tenant, its default resolved."""
-        if self.events_max_streams_per_tenant:
-            return self.events_max_streams_per_tenant
-        if self.auth == "none":
-            return self.events_max_streams
-        return max(1, self.events_max_streams // 4)
 
     def jwt_algorithm_list(self) -> list[str]:
         if self.jwt_algorithms:

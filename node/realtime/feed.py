@@ -13,7 +13,7 @@ from node.realtime.feed_log import EventLog
 from node.realtime.publisher import Publisher
 from node.realtime.reader import FeedReader
 from node.realtime.sinks import SinkPump
-from node.realtime.stream import StreamTally
+from node.realtime.stream import StreamTally, streams_per_tenant
 from node.storage.store import CounterStore
 
 RECALL_MIN_MS = 10_000  # a takeover republishes counters changed within at least this long
@@ -58,7 +58,7 @@ class Feed:
         )
         # a stream waits for the slowest member each read: a dying one costs at most this
         self.reader = FeedReader(cluster, pool, self.log, min(config.request_timeout_s, 1.0))
-        self.tally = StreamTally(config.events_max_streams, config.streams_per_tenant())
+        self.tally = StreamTally(config.events_max_streams, streams_per_tenant(config))
 
     async def drain_sinks(self) -> None:
         for pump in self.pumps:

@@ -52,12 +52,23 @@ import time
 from collections import OrderedDict
 from collections.abc import Mapping
 
+from node.base.config import Config
 from node.obs.metrics import Histogram
 from node.realtime.feed_log import Event, Subject, encode_position, iso_ms
 from node.realtime.reader import FeedReader
 
 REMEMBER_MAX = 10_000  # counters whose last event a stream remembers, at most
 REMEMBER_MS = 30_000  # ... and for how long after it
+
+
+def streams_per_tenant(config: Config) -> int:
+    """--events-max-streams-per-tenant, its default (0) resolved: a quarter of a node's
+    streams with tokens, all of them with --auth none (one tenant)."""
+    if config.events_max_streams_per_tenant:
+        return config.events_max_streams_per_tenant
+    if config.auth == "none":
+        return config.events_max_streams
+    return max(1, config.events_max_streams // 4)
 
 
 class StreamTally:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from node.base.config import Config, ConfigError, parse
+from node.realtime.stream import streams_per_tenant
 
 
 def test_flags_environment_and_defaults_in_that_order():
@@ -111,9 +112,9 @@ def test_jwt_auth_refuses_the_public_development_cluster_secret():
 
 def test_a_tenants_share_of_event_streams_defaults_to_a_quarter_with_tokens():
     jwt = ["--node-id", "n", "--auth", "jwt", "--jwt-secret", "S", "--cluster-secret", "C"]
-    assert parse([*jwt, "--events-max-streams", "100"], {}).streams_per_tenant() == 25
-    assert parse(["--node-id", "n", "--auth", "none"], {}).streams_per_tenant() == 256
+    assert streams_per_tenant(parse([*jwt, "--events-max-streams", "100"], {})) == 25
+    assert streams_per_tenant(parse(["--node-id", "n", "--auth", "none"], {})) == 256
     chosen = [*jwt, "--events-max-streams-per-tenant", "7"]
-    assert parse(chosen, {}).streams_per_tenant() == 7
+    assert streams_per_tenant(parse(chosen, {})) == 7
     with pytest.raises(ConfigError, match="events-max-streams-per-tenant"):
         parse([*jwt, "--events-max-streams", "4", "--events-max-streams-per-tenant", "5"], {})
