@@ -3,10 +3,17 @@
 The first live replica of a shard (its coordinator) records the shard's counters: every
 `history_flush_interval_s` the recorder takes the counters changed since its last turn, drops
 those of shards this node does not coordinate, and files each value under the bucket of the
-flush time, `floor(now / bucket_s) * bucket_s`. Values wait in a bounded buffer keyed by
-(counter, bucket), so a counter that changes many times in a bucket costs one entry, and an
-outage of the history store costs memory bounded by counters x buckets (capped; the oldest
-buckets go first). Every flush retries what waits. The store and its rules: model.py.
+flush time, `floor(now / bucket_s) * bucket_s`. A shard this node records now and did not at
+its last turn (the first turn after a start included) has every counter recorded once: the
+node that recorded it before may have died, or handed it back, with changes it had not
+recorded yet, which this node's replicas saw but dropped as not theirs to record. So the
+history's last value of a counter is its value whatever node died; the cost is a row per
+counter of such shards (a node's start records each counter it coordinates once).
+
+Values wait in a bounded buffer keyed by (counter, bucket), so a counter that changes many
+times in a bucket costs one entry, and an outage of the history store costs memory bounded
+by counters x buckets (capped; the oldest buckets go first). Every flush retries what
+waits. The store and its rules: model.py.
 """
 
 from __future__ import annotations
@@ -35,8 +42,10 @@ WRITE_BATCH = 100_000
 class HistoryBuffer:
     """Values recorded but not yet written: (counter, bucket) -> (value, recorded_at).
 
-    Bounded by `capacity` entries; past it the oldest buckets are dropped first, since a
-    bucket's value is worth less the older it is and newer buckets hold the latest values.
+    Bounded by `capacity` entries; past it, values a newer bucket of the same counter
+    supersedes go first (oldest buckets first), so every counter keeps its latest value;
+    then, if that is not enough, the oldest buckets, since a bucket's value is worth less
+    the older it is and newer buckets hold the latest values.
     """
 
     def __init__(self, capacity: int = MAX_BUFFERED) -> None:
@@ -59,8 +68,8 @@ class HistoryBuffer:
         entries[key] = (value, recorded_at)
 
     def trim(self) -> int:
-        """Drop entries of the oldest buckets until the buffer fits; returns how many."""
-        dropped = 0
+        """Drop entries until the buffer fits (see the class); returns how many."""
+        dropped = self._drop_superseded(self._size - self.capacity)
         while self._size > self.capacity:
             oldest = min(self._buckets)
             entries = self._buckets[oldest]
@@ -76,6 +85,25 @@ class HistoryBuffer:
             dropped += gone
         self.dropped += dropped
         return dropped
+
+    def _drop_superseded(self, excess: int) -> int:
+        if excess <= 0:
+            return 0
+        newer: set[Key] = set()
+        superseded: list[tuple[int, Key]] = []
+        for bucket in sorted(self._buckets, reverse=True):
+            entries = self._buckets[bucket]
+            superseded.extend((bucket, key) for key in entries if key in newer)
+            newer.update(entries)
+        superseded.reverse()  # oldest buckets first
+        for bucket, key in superseded[:excess]:
+            entries = self._buckets[bucket]
+            del entries[key]
+            if not entries:
+                del self._buckets[bucket], self._since[bucket]
+        gone = min(excess, len(superseded))
+        self._size -= gone
+        return gone
 
     def batch(self, limit: int) -> list[Row]:
         """Up to `limit` waiting rows, oldest buckets first."""
@@ -133,6 +161,7 @@ class Recorder:
         self.written = 0  # rows written since the start
         self._migrated = False
         self._lock = asyncio.Lock()
+        self._recorded: frozenset[int] = frozenset()  # the shards recorded at the last turn
 
     async def start(self) -> None:
         """Run the migrations; if the store is down, the first flush that reaches it will."""
@@ -158,7 +187,13 @@ class Recorder:
         bucket = bucket_of(now, self.bucket_s)
         recorded = 0
         put = self.buffer.put
-        for key, value in self.counters.take_history_values(self.owns):
+        counters, owns = self.counters, self.owns
+        mine = frozenset(shard for shard in counters.shard_numbers() if owns(shard))
+        taken_over, self._recorded = mine - self._recorded, mine
+        values = counters.take_history_values(owns)
+        if taken_over:  # see above: values the last recorder may not have filed
+            values += counters.history_values_of(sorted(taken_over))
+        for key, value in values:
             # saturated (crdt/pncounter.py): history columns are int64
             put(key, bucket, saturate(value)[0], now)
             recorded += 1

@@ -160,3 +160,16 @@ def test_bucket_of_and_iso() -> None:
     assert bucket_of(DAY0 + 60, 60) == DAY0 + 60
     assert bucket_of(DAY0 + 4000, 3600) == DAY0 + HOUR
     assert iso(DAY0) == "2023-11-15T00:00:00Z"
+
+
+def test_a_full_buffer_drops_superseded_values_before_a_quiet_counters_only_one() -> None:
+    """During an outage, a busy counter's older buckets go before the one value of a
+    counter that changed once: dropping that would leave its history wrong until it
+    changes again."""
+    buffer = HistoryBuffer(capacity=3)
+    buffer.put((TENANT, "ns", "quiet"), DAY0, 7, DAY0 + 1.0)
+    for minute in (1, 2, 3):
+        buffer.put((TENANT, "ns", "busy"), DAY0 + 60 * minute, minute, DAY0 + 60.0 * minute)
+    assert buffer.trim() == 1
+    kept = {(row[2], row[3]) for row in buffer.batch(100)}
+    assert kept == {("quiet", DAY0), ("busy", DAY0 + 120), ("busy", DAY0 + 180)}
