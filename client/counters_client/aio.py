@@ -165,15 +165,19 @@ class AsyncClient:
 
     # One-op and read calls ------------------------------------------------------------------
 
-    async def incr(self, namespace: str, name: str, delta: int = 1) -> int:
-        """Add `delta` now; the counter's value once the increment is acknowledged."""
+    async def incr(
+        self, namespace: str, name: str, delta: int = 1, idempotency_key: str | None = None
+    ) -> int:
+        """Add `delta` now; the counter's value once the increment is acknowledged. It goes
+        under `idempotency_key`, or a new one; an error names it (`idempotency_key`), so a
+        caller can retry one that may have applied without applying it twice."""
         body = json.dumps({"delta": delta}).encode()
         reply = await self.transport.call(
             "POST",
             self.transport.coordinator_route(namespace, name),
             path(namespace, "counters", name) + "/increment",
             body,
-            idempotency_key=new_key(),
+            idempotency_key=idempotency_key or new_key(),
             params=self.params,
         )
         return int(reply["value"])
@@ -293,10 +297,14 @@ class AsyncClient:
         return values
 
     async def batch(
-        self, namespace: str, ops: Sequence[tuple[str, str] | tuple[str, str, int]]
+        self,
+        namespace: str,
+        ops: Sequence[tuple[str, str] | tuple[str, str, int]],
+        idempotency_key: str | None = None,
     ) -> list[int | errors.CountersError]:
         """One batch as given, ("increment", name, delta) or ("get", name) each, under one
-        Idempotency-Key when it writes; per op, the value or the error the node gave it."""
+        Idempotency-Key when it writes (`idempotency_key`, or a new one, which an error
+        names); per op, the value or the error the node gave it."""
         if not ops:
             return []
         encoded = []
@@ -311,7 +319,8 @@ class AsyncClient:
         writes = any(op["op"] == "increment" for op in encoded)
         body = json.dumps({"ops": encoded}).encode()
         route = self.transport.coordinator_route(namespace, str(ops[0][1]))
-        reply = await self.batcher.batch_call(namespace, body, route, new_key() if writes else None)
+        key = (idempotency_key or new_key()) if writes else None
+        reply = await self.batcher.batch_call(namespace, body, route, key)
         out: list[int | errors.CountersError] = []
         for result in reply["results"]:
             problem = result.get("error")

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import json
 import logging
 import secrets
@@ -213,6 +214,13 @@ class Batcher:
                 raise ValueError(f"{len(outcomes)} results for {len(ops)} ops")
         except errors.CountersError as error:
             outcomes = [error] * len(ops)
+            if isinstance(error, errors.DeadlineExceeded) and error.reply is not None:
+                # the last answer's values stand (those ops applied); the others failed, and
+                # may have applied (the error says so if any attempt may have)
+                with contextlib.suppress(KeyError, TypeError, ValueError, AttributeError):
+                    answered = [op_error(result) for result in error.reply["results"]]
+                    if len(answered) == len(ops):
+                        outcomes = [None if e is None else error for e in answered]
         except (KeyError, TypeError, ValueError, AttributeError) as error:
             # A 200 that is not a batch answer: it may have applied, like a timeout.
             outcomes = [errors.ServerError(f"a batch answer unlike any: {error!r}")] * len(ops)

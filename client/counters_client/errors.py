@@ -3,8 +3,10 @@
 The node names each problem by a stable `type`, `/problems/<slug>` (a page every node
 serves); the client maps the slug to a class, so callers branch on classes, not strings.
 `ClientError`s (4xx) changed nothing. `ServerError`s may or may not have applied
-(`may_have_applied`); the client has already retried them, with the same Idempotency-Key,
-until its deadline.
+(`may_have_applied`); the client has already retried them, with the same Idempotency-Key
+(`idempotency_key`: pass it to the same call again to retry safely), until its deadline.
+`may_have_applied` speaks for every attempt of the call, not only the last one: a call
+whose first attempt timed out and whose last was refused may have applied.
 """
 
 from __future__ import annotations
@@ -21,11 +23,16 @@ class CountersError(Exception):
     def __init__(self, detail: str = "", problem: dict[str, Any] | None = None) -> None:
         self.problem: dict[str, Any] = problem or {}
         self.detail = detail or str(self.problem.get("detail", "")) or type(self).__name__
+        self.earlier_may_have_applied = False  # set by the transport: see the module
+        self.idempotency_key: str | None = None  # the key the call's attempts went under
         super().__init__(self.detail)
 
     @property
     def may_have_applied(self) -> bool:
-        """Whether the operation may have taken effect (the node says so for 5xx answers)."""
+        """Whether the operation may have taken effect: the node says so for 5xx answers,
+        and any earlier attempt of the call that timed out or was answered so counts too."""
+        if self.earlier_may_have_applied:
+            return True
         return bool(self.problem.get("may_have_applied", isinstance(self, ServerError)))
 
 
@@ -45,9 +52,10 @@ class DeadlineExceeded(ServerError):
     """Retries did not succeed within the deadline; `last` is the last error seen. A write
     may have applied: retrying with the same Idempotency-Key is safe."""
 
-    def __init__(self, detail: str, last: CountersError | None = None) -> None:
+    def __init__(self, detail: str, last: CountersError | None = None, reply: Any = None) -> None:
         super().__init__(detail, last.problem if last is not None else None)
         self.last = last
+        self.reply = reply  # the last 2xx answer that was not accepted (a batch's per-op errors)
 
 
 class ConnectionFailed(ServerError):

@@ -121,8 +121,10 @@ class Client:
     def flush(self) -> None:
         self._run(self._client.flush())
 
-    def incr(self, namespace: str, name: str, delta: int = 1) -> int:
-        return self._run(self._client.incr(namespace, name, delta))
+    def incr(
+        self, namespace: str, name: str, delta: int = 1, idempotency_key: str | None = None
+    ) -> int:
+        return self._run(self._client.incr(namespace, name, delta, idempotency_key))
 
     def get(self, namespace: str, name: str, consistency: str | None = None) -> int:
         return self._run(self._client.get(namespace, name, consistency))
@@ -133,9 +135,12 @@ class Client:
         return self._run(self._client.get_many(namespace, list(names), consistency))
 
     def batch(
-        self, namespace: str, ops: Sequence[tuple[str, str] | tuple[str, str, int]]
+        self,
+        namespace: str,
+        ops: Sequence[tuple[str, str] | tuple[str, str, int]],
+        idempotency_key: str | None = None,
     ) -> list[int | errors.CountersError]:
-        return self._run(self._client.batch(namespace, ops))
+        return self._run(self._client.batch(namespace, ops, idempotency_key))
 
     def reset(self, namespace: str, name: str) -> int:
         return self._run(self._client.reset(namespace, name))

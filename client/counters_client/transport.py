@@ -231,6 +231,8 @@ class Transport:
             headers = {**headers, "Idempotency-Key": idempotency_key}
         avoid: set[str] = set()
         last: errors.CountersError | None = None
+        maybe = False  # an attempt so far may have applied (errors.py)
+        answered: Any = None  # the last 2xx answer `check` refused
         for attempt in itertools.count():
             remaining = deadline - loop.time()
             url = route(frozenset(avoid))
@@ -250,14 +252,16 @@ class Transport:
                     last = check(payload) if check is not None else None
                     if last is None:
                         return payload
+                    answered = payload
                 else:
                     last = errors.from_problem(status, payload)
                     if not retry.retryable(status):
-                        raise last
+                        raise _settled(last, maybe, idempotency_key)
                     if isinstance(last, errors.NotReady):
                         node_id = self._suspect(url)
                         if node_id is not None:
                             avoid.add(node_id)
+            maybe = maybe or last.may_have_applied
             log.debug("%s %s%s attempt %d: %r", method, url, path, attempt + 1, last)
             wait = retry.next_wait_s(
                 attempt,
@@ -268,11 +272,13 @@ class Transport:
                 self._random.random(),
             )
             if wait is None:
-                raise errors.DeadlineExceeded(
+                gave_up = errors.DeadlineExceeded(
                     f"{method} {path}: no success in {attempt + 1} attempts within "
                     f"{options.deadline_s:g} s; last: {last}",
                     last,
+                    answered,
                 )
+                raise _settled(gave_up, maybe, idempotency_key)
             self.tally.retries += 1
             await asyncio.sleep(wait)
         raise AssertionError("unreachable")
@@ -318,3 +324,13 @@ async def _json(response: aiohttp.ClientResponse) -> Any:
         return json.loads(raw)
     except ValueError:
         return {"detail": raw[:500].decode("utf-8", "replace")}
+
+
+def _settled(
+    error: errors.CountersError, maybe: bool, idempotency_key: str | None
+) -> errors.CountersError:
+    """The error a call raises: it names the call's key, and may have applied if any of
+    its attempts may have."""
+    error.earlier_may_have_applied = maybe
+    error.idempotency_key = idempotency_key
+    return error

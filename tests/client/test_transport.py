@@ -32,6 +32,7 @@ class Script:
         self.address = ""
         self.first = "live"  # which node leads every shard
         self.topology_status = 200
+        self.delays: list[float] = []  # popped per op request: seconds before it answers
 
 
 def _topology(script: Script) -> dict[str, Any]:
@@ -63,6 +64,8 @@ def _app(script: Script) -> web.Application:
         body = await request.read()
         script.seen.append((request.method, request.path, dict(request.headers), body))
         status, answer, headers = script.answers.pop(0) if script.answers else (200, None, {})
+        if script.delays:
+            await asyncio.sleep(script.delays.pop(0))  # past the client's attempt timeout
         if answer is None and request.path.endswith("/batch"):
             ops = json.loads(body)["ops"]
             answer = {"results": [{"op": o["op"], "name": o["name"], "value": 1} for o in ops]}
@@ -270,3 +273,51 @@ async def test_a_batch_answer_unlike_any_fails_the_batch_and_frees_its_room(node
         with pytest.raises(errors.ServerError):
             await client.flush()
         assert (client.stats.failed, client.stats.failed_unknown, client.buffered) == (2, 2, 0)
+
+
+async def test_a_call_that_may_have_applied_once_says_so_however_it_ends(node) -> None:
+    """The first attempt times out (the node may have applied it), every later one is
+    refused "not applied": the error must still say the call may have applied, and name
+    the key to retry it under, so a caller never re-adds what may be counted already."""
+    script, url = node
+    script.delays = [1.5]  # past request_timeout_s
+    refused = (503, _problem(503, "quorum-unavailable", may_have_applied=False), {})
+    script.answers = [(200, None, {}), *[refused] * 1000]
+    async with AsyncClient(url, deadline_s=2.0, **FAST) as client:
+        with pytest.raises(errors.DeadlineExceeded) as raised:
+            await client.incr("ns", "a")
+        assert raised.value.may_have_applied
+        key = raised.value.idempotency_key
+        assert key == script.seen[0][2]["Idempotency-Key"]
+        script.answers = []
+        assert await client.incr("ns", "a", idempotency_key=key) == 7  # retried under it
+    assert script.seen[-1][2]["Idempotency-Key"] == key
+    unauthorized = (401, _problem(401, "unauthorized"), {})
+    script.delays, script.answers = [1.5], [(200, None, {}), unauthorized]
+    async with AsyncClient(url, deadline_s=5, **FAST) as client:
+        with pytest.raises(errors.Unauthorized) as refusal:  # a 4xx after a timeout
+            await client.batch("ns", [("increment", "a", 1)])
+        assert refusal.value.may_have_applied and refusal.value.idempotency_key
+
+
+async def test_a_batch_given_up_keeps_the_ops_its_last_answer_applied(node) -> None:
+    """A batch answered 200 with one op short of quorum is sent again whole until the
+    deadline: the op that was applied on every answer is acknowledged, not reported
+    failed, and the other is reported as not applied."""
+    script, url = node
+    short = {"op": "increment", "name": "b", "error": _problem(503, "quorum-unavailable",
+             may_have_applied=False)}  # fmt: skip
+    partial = {"results": [{"op": "increment", "name": "a", "value": 1}, short]}
+    script.answers = [(200, partial, {})] * 1000
+    settled: list[Any] = []
+    async with AsyncClient(url, deadline_s=0.3, listener=lambda ns, ops: settled.append(ops),
+                           **FAST) as client:  # fmt: skip
+        client.add("ns", "a")
+        client.add("ns", "b")
+        with pytest.raises(errors.DeadlineExceeded):
+            await client.flush()
+        assert (client.stats.acknowledged, client.stats.failed) == (1, 1)
+        assert client.stats.failed_unknown == 0
+    [[acked, failed]] = settled
+    assert acked == ("a", 1, 1, None) and failed[:3] == ("b", 1, 1)
+    assert not failed[3].may_have_applied
