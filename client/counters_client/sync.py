@@ -4,14 +4,18 @@ An AsyncClient runs on an event loop in a daemon thread of the Client's own; eve
 but add() runs its coroutine there and waits for the answer. add() touches only the buffer,
 under a lock shared with the loop's flushes, so it costs no hop between threads; when the
 buffer is full it waits for room (overflow="block", up to block_timeout_s) or raises
-BufferFull (overflow="raise").
+BufferFull (overflow="raise"). A Client still open when the interpreter exits is closed
+then (atexit): what add() buffered is sent, not dropped with the daemon thread.
 """
 
 from __future__ import annotations
 
 import asyncio
+import atexit
+import logging
 import threading
 import time
+import weakref
 from collections.abc import Coroutine, Generator, Iterable, Sequence
 from typing import Any, TypeVar
 
@@ -21,6 +25,7 @@ from counters_client.feed import IDLE_TIMEOUT_S
 from counters_client.realtime import Aggregate, FeedItem, Top, Windowed
 
 T = TypeVar("T")
+log = logging.getLogger("counters_client")
 
 
 class Client:
@@ -56,6 +61,8 @@ class Client:
         except BaseException:
             self._stop_loop()
             raise
+        self._at_exit = _closer(weakref.ref(self))
+        atexit.register(self._at_exit)
 
     def __enter__(self) -> Client:
         return self
@@ -75,6 +82,7 @@ class Client:
         """Flush, stop the loop thread; raise the first failure flush() has not raised."""
         if self._loop.is_closed():
             return
+        atexit.unregister(self._at_exit)
         try:
             self._run(self._client.close())
         finally:
@@ -83,6 +91,8 @@ class Client:
     def add(self, namespace: str, name: str, delta: int = 1) -> None:
         client = self._client
         with self._lock:
+            if client._closed:
+                raise RuntimeError("the client is closed")
             deadline = None
             while True:
                 try:
@@ -189,3 +199,22 @@ class Client:
         finally:
             if not self._loop.is_closed():
                 self._run(feed.aclose())
+
+
+def _closer(ref: weakref.ReferenceType[Client]) -> Any:
+    """Client.close at interpreter exit, for a client the program left open (the loop's
+    daemon thread still runs then); the weak reference leaves its life to the program."""
+
+    def close_at_exit() -> None:
+        client = ref()
+        if client is None or client._loop.is_closed():
+            return
+        pending = client.buffered
+        if pending:
+            log.warning("a Client left open at exit: sending its %d pending counters", pending)
+        try:
+            client.close()
+        except Exception as error:  # nothing left to raise it to
+            log.error("a Client closed at exit failed: %s", error)
+
+    return close_at_exit

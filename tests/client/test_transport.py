@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sys
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -321,3 +322,28 @@ async def test_a_batch_given_up_keeps_the_ops_its_last_answer_applied(node) -> N
     [[acked, failed]] = settled
     assert acked == ("a", 1, 1, None) and failed[:3] == ("b", 1, 1)
     assert not failed[3].may_have_applied
+
+
+async def test_the_blocking_client_refuses_adds_once_closed_and_sends_them_at_exit(node) -> None:
+    """An add() after close() would sit in a buffer nobody sends: refused. A program that
+    ends with its Client open still sends what it added (closed at exit)."""
+    script, url = node
+
+    def closed_then_add() -> None:
+        client = Client(url, deadline_s=5, **FAST)
+        client.close()
+        with pytest.raises(RuntimeError, match="closed"):
+            client.add("ns", "late")
+
+    await asyncio.wait_for(asyncio.to_thread(closed_then_add), 20)
+    assert not script.seen
+    program = (
+        "from counters_client import Client\n"
+        f"client = Client({url!r}, deadline_s=5, flush_interval_ms=60000)\n"
+        "client.add('ns', 'left-open', 3)\n"
+    )
+    child = await asyncio.create_subprocess_exec(sys.executable, "-c", program)
+    assert await asyncio.wait_for(child.wait(), 20) == 0
+    [(method, path, _, body)] = script.seen
+    assert (method, path) == ("POST", "/v1/namespaces/ns/batch")
+    assert json.loads(body) == {"ops": [{"op": "increment", "name": "left-open", "delta": 3}]}
