@@ -115,6 +115,7 @@ class AsyncClient:
             if self._flusher is not None:
                 self._flusher.cancel()
                 await asyncio.gather(self._flusher, return_exceptions=True)
+            await self.batcher.abandon()  # cut short (timeout, cancel): each batch reports
             await self.transport.close()
         self.batcher.raise_failures()
 

@@ -122,6 +122,14 @@ class Batcher:
             await asyncio.wait(list(self._sending), return_when=asyncio.FIRST_COMPLETED)
             self.flush_now()  # adds made, or held back, while waiting
 
+    async def abandon(self) -> None:
+        """Cancel the batches in flight and wait until each has reported its failure: what
+        a close() cut short does before the session closes under them."""
+        sending = list(self._sending)
+        for task in sending:
+            task.cancel()
+        await asyncio.gather(*sending, return_exceptions=True)
+
     def raise_failures(self) -> None:
         if self.failures:
             first, self.failures = self.failures[0], []
@@ -224,6 +232,22 @@ class Batcher:
         except (KeyError, TypeError, ValueError, AttributeError) as error:
             # A 200 that is not a batch answer: it may have applied, like a timeout.
             outcomes = [errors.ServerError(f"a batch answer unlike any: {error!r}")] * len(ops)
+        except BaseException as error:
+            # Cut short: a close() that timed out or was cancelled, the program's loop
+            # ending, the session closed under it. It may have applied; it is reported and
+            # its room freed like any failure, never left to sit in the buffer unsaid.
+            cut = errors.ConnectionFailed(f"the batch was cut short: {error!r}")
+            self._report(namespace, ops, [cut] * len(ops))
+            raise
+        self._report(namespace, ops, outcomes)
+
+    def _report(
+        self,
+        namespace: str,
+        ops: list[tuple[str, Entry]],
+        outcomes: list[errors.CountersError | None],
+    ) -> None:
+        """Tally a batch's outcomes, keep its first failure for flush(), free its room."""
         settled = [
             (name, entry[0], entry[1], outcome)
             for (name, entry), outcome in zip(ops, outcomes, strict=True)

@@ -347,3 +347,23 @@ async def test_the_blocking_client_refuses_adds_once_closed_and_sends_them_at_ex
     [(method, path, _, body)] = script.seen
     assert (method, path) == ("POST", "/v1/namespaces/ns/batch")
     assert json.loads(body) == {"ops": [{"op": "increment", "name": "left-open", "delta": 3}]}
+
+
+async def test_a_close_cut_short_reports_the_batch_it_abandons(node) -> None:
+    """close() under a timeout while a batch is still being retried: the batch must be
+    reported failed (it may have applied) and free its room, not vanish unsaid."""
+    script, url = node
+    script.answers = [(503, _problem(503, "quorum-unavailable"), {})] * 1000
+    settled: list[Any] = []
+    client = AsyncClient(url, deadline_s=30, listener=lambda ns, ops: settled.append(ops), **FAST)
+    await client.start()
+    client.add("ns", "a")
+    client.batcher.flush_now()
+    await eventually(lambda: script.seen, "the batch sent")
+    with pytest.raises(TimeoutError):
+        await asyncio.wait_for(client.close(), 0.3)
+    assert (client.stats.added, client.stats.failed, client.stats.failed_unknown) == (1, 1, 1)
+    assert client.buffered == 0
+    [[(name, delta, adds, outcome)]] = settled
+    assert (name, delta, adds) == ("a", 1, 1)
+    assert isinstance(outcome, errors.ConnectionFailed) and outcome.may_have_applied
