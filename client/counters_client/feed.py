@@ -10,7 +10,10 @@ A node's stream never goes back in a counter's order (each event's `version`), b
 stream remembers nothing of the old one, and across a coordinator's failover two nodes may
 both have published a counter's states: so the feed itself drops an event whose version is
 below the last it yielded for that counter (an equal one is the same state, a repeat, and is
-yielded), remembering the versions of the last `ORDER_MEMORY` counters it yielded.
+yielded), remembering the versions of the last `ORDER_MEMORY` counters it yielded. An event
+yielded after one of its counter carries the change since that one's value (a repeat: 0),
+whatever the node counted it from (an event dropped, or one another stream sent), so the
+changes a caller sums add up to the value.
 Opening is retried like other calls (connection errors, 502/503/504 with back-off, 429
 after Retry-After) within deadline_s per outage, then DeadlineExceeded; a refusal (4xx)
 is raised as its typed error. Streams lost before their first frame make the next opening
@@ -21,6 +24,7 @@ not used, as the client moves to another node anyway.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import random
 from collections import OrderedDict, deque
@@ -66,8 +70,8 @@ class Feed:
         self._closed = False
         self._barren = 0  # streams in a row lost before they gave a frame: the back-off
         self.stale = 0  # events dropped as older than one already yielded for their counter
-        # name -> version of its last event yielded, least recently yielded first
-        self._versions: OrderedDict[str, int] = OrderedDict()
+        # name -> (version, value) of its last event yielded, least recently yielded first
+        self._versions: OrderedDict[str, tuple[int, int]] = OrderedDict()
 
     def __aiter__(self) -> Feed:
         return self
@@ -93,24 +97,28 @@ class Feed:
             item = self._queue.popleft()
             if isinstance(item, ChangeEvent):
                 self.last_event_id = item.id  # a resume point, yielded or not
-                if self._older(item):
+                ordered = self._in_order(item)
+                if ordered is None:
                     continue
+                return ordered
             return item
 
-    def _older(self, event: ChangeEvent) -> bool:
-        """Whether the event's state is older than the last one yielded for its counter (and
-        so dropped); remembers its version otherwise."""
+    def _in_order(self, event: ChangeEvent) -> ChangeEvent | None:
+        """None when the event's state is older than the last one yielded for its counter
+        (dropped); else the event, its change counted from that one's value (see above)."""
         if event.version is None:
-            return False
+            return event
         last = self._versions.pop(event.name, None)
-        if last is not None and event.version < last:
+        if last is not None and event.version < last[0]:
             self._versions[event.name] = last
             self.stale += 1
-            return True
-        self._versions[event.name] = event.version
+            return None
+        self._versions[event.name] = (event.version, event.value)
         if len(self._versions) > ORDER_MEMORY:
             self._versions.popitem(last=False)
-        return False
+        if last is not None and event.change != event.value - last[1]:
+            return dataclasses.replace(event, change=event.value - last[1])
+        return event
 
     async def _read(self) -> None:
         """One chunk of the stream into the queue; a broken stream is dropped, to reopen."""

@@ -159,8 +159,8 @@ async def test_the_feed_resumes_on_the_next_node_after_a_drop_a_cutoff_and_silen
     assert (feed.reconnects, feed.cutoffs, feed.last_event_id) == (3, 1, "n1:5")
 
 
-def versioned(seq: int, value: int, version: int) -> bytes:
-    data = {"name": "c", "value": value, "change": 0, "at": "2026-12-01T00:00:00.000Z"}
+def versioned(seq: int, value: int, version: int, change: int = 0) -> bytes:
+    data = {"name": "c", "value": value, "change": change, "at": "2026-12-01T00:00:00.000Z"}
     data["version"] = version
     return f"id: n1:{seq}\nevent: change\ndata: {json.dumps(data)}\n\n".encode()
 
@@ -181,6 +181,24 @@ async def test_an_older_state_after_a_reconnect_is_dropped_and_a_decrement_is_no
             items = await take(feed, 4)
     assert [(e.value, e.version) for e in items] == [(60, 60), (68, 68), (68, 68), (66, 70)]
     assert feed.stale == 1 and feed.last_event_id == "n1:5"
+
+
+async def test_the_changes_yielded_add_up_to_the_value_across_reconnects(
+    nodes: list[Node],
+) -> None:
+    """After a reconnect a node may send a counter's state again (at least once) or one
+    older than the last yielded, then a change counted from that one: the feed counts each
+    change it yields from the last value it yielded, so a caller summing them is not off."""
+    first, second = nodes
+    first.script = [(200, [versioned(1, 10, 10, change=10)])]  # then it breaks
+    second.script = [
+        (200, [versioned(2, 8, 8, 8), versioned(3, 12, 12, 4), versioned(4, 12, 12, 4), HANG])
+    ]
+    async with AsyncClient([first.url, second.url], deadline_s=5, **FAST) as client:
+        async with client.events("ns") as feed:
+            items = await take(feed, 3)
+    assert [(e.value, e.change) for e in items] == [(10, 10), (12, 2), (12, 0)]
+    assert sum(e.change for e in items) == items[-1].value
 
 
 async def test_a_resume_point_given_is_sent_and_a_busy_node_is_skipped(nodes: list[Node]) -> None:
