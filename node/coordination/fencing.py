@@ -20,9 +20,8 @@ has a new one). Three steps, the first one the only one in the common case:
 3. Reserve again, superseding the aborted attempts' reservations. After "void", every replica
    of the shard must answer (the dead attempt may have applied and sent its slot and
    receipt, which travel together, to any of them); one missing is "in doubt" again. An
-   attempt that held the key here after step 1 and holds it no more was itself given up
-   meanwhile (another attempt's RESOLVE): it answers "in doubt" and never reserves here
-   again, or two attempts that gave each other up would both supersede each other and apply.
+   attempt given up meanwhile (its reservation here released) answers "in doubt" and never
+   reserves here again: two attempts that gave each other up would both apply.
 """
 
 from __future__ import annotations
@@ -193,11 +192,9 @@ class Fence:
                 again[verdict == fence_wire.VOID][name] = names[name]
         superseded = {name: [token for _, token in contested[name]] for name in contested}
         for everyone, chosen in again.items():
-            # An attempt that held its name here after step 1 and holds it no more was
-            # given up by another attempt's RESOLVE while it resolved its own contest: it
-            # must never hold the name here again, or two attempts that gave each other up
-            # would both reserve again, each superseding the other, and both apply.
-            # Checked in the loop turn whose _round reserves here.
+            # Held here after step 1 and no more: another attempt's RESOLVE gave this one up
+            # meanwhile, so it never reserves here again (step 3), checked in the loop turn
+            # whose _round would reserve here.
             for name in [n for n in chosen if first[n].here and not self.holds(*n, _now_ms())]:
                 del chosen[name]
                 refused[name] = self._doubt("another attempt gave this one up")
@@ -244,20 +241,22 @@ class Fence:
             key, idem = name
             old = superseded.get(name, [])
             here = book.reserve(key, idem, me, token, now_ms, old)
-            sides = [(replicas_of(shard), tallies)]
-            after = moving_to(shard)
+            before, after = replicas_of(shard), moving_to(shard)
+            sides = [(before, tallies)]
             if after is not None:  # a ring change moves the shard: both majorities (above)
                 sides.append((after, joints))
-            for replicas, tallied in sides:
+            for replicas, side in sides:
                 found = by_replicas.get(replicas)
                 if found is None:
                     found = by_replicas[replicas] = self._peers(replicas, consistency, everyone)
                 peers, wanted, required = found
-                tally = tallied[name] = _Tally(required, here=here is None)
+                if side is joints and tallies[name].needed + required > len({*before, *replicas}):
+                    break  # any grants enough for the current replicas meet any enough here
+                tally = side[name] = _Tally(required, here=here is None)
                 if me in replicas:
                     _count(tally, here)
                 if wanted > 0:
-                    group = groups.setdefault((peers, wanted, tallied is joints), {})
+                    group = groups.setdefault((peers, wanted, side is joints), {})
                     entry = group.setdefault(key, ([], []))
                     entry[0].append(idem)
                     entry[1].append(old)

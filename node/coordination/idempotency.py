@@ -36,9 +36,14 @@ a majority of the shard's pending replicas too (joint majorities, as in Raft's m
 changes): every node whose replicas a switch takes over knows the pending ring first (the
 hand-off pulls from every live current replica, which adopts it), so an attempt there
 meets, among the pending replicas, any attempt of a node already on the new ring
-(tests/inprocess/test_fencing_ring_change.py). Not covered: a current replica that was
-down for the whole hand-off and comes back hearing of neither the pending ring nor the
-switch fences on the old replicas alone until gossip reaches it.
+(tests/inprocess/test_fencing_ring_change.py). When any grants enough of the current
+replicas meet any enough of the pending ones (a ring that only grows: 1 -> 2 nodes), the
+current replicas fence alone. A joiner grants nothing until it has caught up, so while a
+shard moves from a replaced node to a joiner its keyed ops need the replicas the two lists
+share, all of them at N=3: one down makes them in doubt until the hand-off ends. Not
+covered: a current replica that was down for the whole hand-off and comes back hearing of
+neither the pending ring nor the switch fences on the old replicas alone until gossip
+reaches it.
 
 Why "void" is sound: a slot never leaves a node without the receipts that could die with it.
 "Void" plus "no receipt at any replica" lets the retry apply, so it needs: wherever a slot

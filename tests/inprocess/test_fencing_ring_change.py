@@ -233,3 +233,21 @@ async def test_a_keyed_op_in_flight_when_its_node_drops_the_shard_applies_nowher
     assert retry[0].ok and not retry[0].replayed, retry
     owners = [inproc.nodes[n] for n in new.table[shard]]
     await inproc.converged(key, 10 + DELTA, owners)
+
+
+async def test_keyed_ops_go_on_while_a_second_node_joins(inproc: InProcessCluster):
+    """From one node to two every shard moves, (n1) -> (n1, n2), and the joiner cannot
+    grant until it has caught up. Any grant enough of (n1) meets any enough of (n1, n2), so
+    n1's grant suffices: keyed ops must not be refused for the whole hand-off."""
+    (first,) = await inproc.start(1, failure_timeout_s=30.0, request_timeout_s=1.0)
+    inproc.network.delay(3.0, 3.0, kinds=[wire.PULL])  # a slow hand-off
+    await inproc.launch("n2")
+    await eventually(lambda: first.cluster.state.pending is not None, "a pending ring", 10.0)
+    key = ("t", "ns", "k0")
+    assert first.cluster.pending_replicas(first.cluster.shard_of(key)) is not None  # it moves
+
+    op = Op(OpKind.INCREMENT, key, DELTA, idem=IDEM)
+    (result,) = await first.coordinator.run([op], "quorum", fingerprint=FINGERPRINT)
+
+    assert result.ok, result
+    assert first.cluster.state.pending is not None  # still during the hand-off
