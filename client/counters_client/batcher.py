@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import copy
 import json
 import logging
 import secrets
@@ -222,13 +223,13 @@ class Batcher:
                 raise ValueError(f"{len(outcomes)} results for {len(ops)} ops")
         except errors.CountersError as error:
             outcomes = [error] * len(ops)
-            if isinstance(error, errors.DeadlineExceeded) and error.reply is not None:
+            if error.reply is not None:
                 # the last answer's values stand (those ops applied); the others failed, and
-                # may have applied (the error says so if any attempt may have)
+                # may have applied if their answer, or an attempt not answered, says so
                 with contextlib.suppress(KeyError, TypeError, ValueError, AttributeError):
                     answered = [op_error(result) for result in error.reply["results"]]
                     if len(answered) == len(ops):
-                        outcomes = [None if e is None else error for e in answered]
+                        outcomes = [None if e is None else _op_failed(error, e) for e in answered]
         except (KeyError, TypeError, ValueError, AttributeError) as error:
             # A 200 that is not a batch answer: it may have applied, like a timeout.
             outcomes = [errors.ServerError(f"a batch answer unlike any: {error!r}")] * len(ops)
@@ -285,6 +286,14 @@ class Batcher:
             check=retryable_op_error,
         )
         return reply
+
+
+def _op_failed(error: errors.CountersError, own: errors.CountersError) -> errors.CountersError:
+    """The call's error as one op's outcome: it may have applied if the op's own answer or
+    an unanswered attempt says so (not because other ops of the batch applied)."""
+    failed = copy.copy(error)
+    failed.earlier_may_have_applied = error.unanswered_may_have_applied or own.may_have_applied
+    return failed
 
 
 def new_key() -> str:

@@ -25,6 +25,11 @@ class CountersError(Exception):
         self.detail = detail or str(self.problem.get("detail", "")) or type(self).__name__
         self.earlier_may_have_applied = False  # set by the transport: see the module
         self.idempotency_key: str | None = None  # the key the call's attempts went under
+        # set by the transport too: the last 2xx answer it did not accept (a batch with ops
+        # short of quorum: some ops of it applied), and whether an attempt without an
+        # answer (or answered "may have applied") may have applied anything
+        self.reply: Any = None
+        self.unanswered_may_have_applied = False
         super().__init__(self.detail)
 
     @property
@@ -52,10 +57,9 @@ class DeadlineExceeded(ServerError):
     """Retries did not succeed within the deadline; `last` is the last error seen. A write
     may have applied: retrying with the same Idempotency-Key is safe."""
 
-    def __init__(self, detail: str, last: CountersError | None = None, reply: Any = None) -> None:
+    def __init__(self, detail: str, last: CountersError | None = None) -> None:
         super().__init__(detail, last.problem if last is not None else None)
         self.last = last
-        self.reply = reply  # the last 2xx answer that was not accepted (a batch's per-op errors)
 
 
 class ConnectionFailed(ServerError):

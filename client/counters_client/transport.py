@@ -252,11 +252,11 @@ class Transport:
                     last = check(payload) if check is not None else None
                     if last is None:
                         return payload
-                    answered = payload
+                    answered = payload  # some of its ops applied
                 else:
                     last = errors.from_problem(status, payload)
                     if not retry.retryable(status):
-                        raise _settled(last, maybe, idempotency_key)
+                        raise _settled(last, maybe, idempotency_key, answered)
                     if isinstance(last, errors.NotReady):
                         node_id = self._suspect(url)
                         if node_id is not None:
@@ -276,9 +276,8 @@ class Transport:
                     f"{method} {path}: no success in {attempt + 1} attempts within "
                     f"{options.deadline_s:g} s; last: {last}",
                     last,
-                    answered,
                 )
-                raise _settled(gave_up, maybe, idempotency_key)
+                raise _settled(gave_up, maybe, idempotency_key, answered)
             self.tally.retries += 1
             await asyncio.sleep(wait)
         raise AssertionError("unreachable")
@@ -327,10 +326,13 @@ async def _json(response: aiohttp.ClientResponse) -> Any:
 
 
 def _settled(
-    error: errors.CountersError, maybe: bool, idempotency_key: str | None
+    error: errors.CountersError, maybe: bool, idempotency_key: str | None, answered: Any
 ) -> errors.CountersError:
-    """The error a call raises: it names the call's key, and may have applied if any of
-    its attempts may have."""
-    error.earlier_may_have_applied = maybe
+    """The error a call raises: it names the call's key and the last answer it refused,
+    and may have applied if any of its attempts may have (an answer with ops applied
+    among them)."""
+    error.earlier_may_have_applied = maybe or answered is not None
+    error.unanswered_may_have_applied = maybe
     error.idempotency_key = idempotency_key
+    error.reply = answered
     return error

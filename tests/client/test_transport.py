@@ -367,3 +367,26 @@ async def test_a_close_cut_short_reports_the_batch_it_abandons(node) -> None:
     [[(name, delta, adds, outcome)]] = settled
     assert (name, delta, adds) == ("a", 1, 1)
     assert isinstance(outcome, errors.ConnectionFailed) and outcome.may_have_applied
+
+
+async def test_a_batch_that_applied_some_ops_never_reads_as_not_applied(node) -> None:
+    """Answers that applied op a and refused op b "not applied", until the deadline or a
+    refusal: batch() must say the call may have applied (a did), and add() must count a
+    acknowledged and b failed, whichever error ended the retries."""
+    script, url = node
+    short = {"op": "increment", "name": "b", "error": _problem(503, "quorum-unavailable",
+             may_have_applied=False)}  # fmt: skip
+    partial = (200, {"results": [{"op": "increment", "name": "a", "value": 1}, short]}, {})
+    script.answers = [partial] * 1000
+    async with AsyncClient(url, deadline_s=0.3, **FAST) as client:
+        with pytest.raises(errors.DeadlineExceeded) as raised:
+            await client.batch("ns", [("increment", "a", 1), ("increment", "b", 1)])
+        assert raised.value.may_have_applied and raised.value.idempotency_key
+    script.answers = [partial, (401, _problem(401, "unauthorized"), {})]
+    async with AsyncClient(url, deadline_s=5, **FAST) as client:
+        client.add("ns", "a")
+        client.add("ns", "b")
+        with pytest.raises(errors.Unauthorized):
+            await client.flush()
+        assert (client.stats.acknowledged, client.stats.failed) == (1, 1)
+        assert client.stats.failed_unknown == 0
