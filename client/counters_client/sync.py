@@ -63,6 +63,7 @@ class Client:
             raise
         self._at_exit = _closer(weakref.ref(self))
         atexit.register(self._at_exit)
+        weakref.finalize(self, atexit.unregister, self._at_exit)  # no hook per lost Client
 
     def __enter__(self) -> Client:
         return self
