@@ -63,7 +63,8 @@ class Client:
             raise
         self._at_exit = _closer(weakref.ref(self))
         atexit.register(self._at_exit)
-        weakref.finalize(self, atexit.unregister, self._at_exit)  # no hook per lost Client
+        # no hook left per Client collected unclosed; not run at exit (it would drop the hook)
+        weakref.finalize(self, atexit.unregister, self._at_exit).atexit = False
 
     def __enter__(self) -> Client:
         return self

@@ -139,22 +139,23 @@ class NotReady(ServerError):
     title = "Node not ready"
 
 
-class TenantStreams(ClientError):
+class StreamLimit(CountersError):
+    """No more event streams now: streams end and free their places, so try in 5 s."""
+
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": "5"}
+
+
+class TenantStreams(StreamLimit, ClientError):
     status = 429
     type = "tenant-streams"
     title = "This tenant holds as many event streams on this node as it may"
 
-    def headers(self) -> dict[str, str]:
-        return {"Retry-After": "5"}
 
-
-class TooManyStreams(ServerError):
+class TooManyStreams(StreamLimit, ServerError):
     status = 503
     type = "too-many-streams"
     title = "This node serves as many event streams as it may"
-
-    def headers(self) -> dict[str, str]:
-        return {"Retry-After": "5"}
 
 
 class PeerError(ServerError):

@@ -5,6 +5,7 @@ refusal, the next replica when one is dead, a newer epoch refreshes the map."""
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import sys
 import time
@@ -301,29 +302,6 @@ async def test_a_call_that_may_have_applied_once_says_so_however_it_ends(node) -
         assert refusal.value.may_have_applied and refusal.value.idempotency_key
 
 
-async def test_a_batch_given_up_keeps_the_ops_its_last_answer_applied(node) -> None:
-    """A batch answered 200 with one op short of quorum is sent again whole until the
-    deadline: the op that was applied on every answer is acknowledged, not reported
-    failed, and the other is reported as not applied."""
-    script, url = node
-    short = {"op": "increment", "name": "b", "error": _problem(503, "quorum-unavailable",
-             may_have_applied=False)}  # fmt: skip
-    partial = {"results": [{"op": "increment", "name": "a", "value": 1}, short]}
-    script.answers = [(200, partial, {})] * 1000
-    settled: list[Any] = []
-    async with AsyncClient(url, deadline_s=0.3, listener=lambda ns, ops: settled.append(ops),
-                           **FAST) as client:  # fmt: skip
-        client.add("ns", "a")
-        client.add("ns", "b")
-        with pytest.raises(errors.DeadlineExceeded):
-            await client.flush()
-        assert (client.stats.acknowledged, client.stats.failed) == (1, 1)
-        assert client.stats.failed_unknown == 0
-    [[acked, failed]] = settled
-    assert acked == ("a", 1, 1, None) and failed[:3] == ("b", 1, 1)
-    assert not failed[3].may_have_applied
-
-
 async def test_the_blocking_client_refuses_adds_once_closed_and_sends_them_at_exit(node) -> None:
     """An add() after close() would sit in a buffer nobody sends: refused. A program that
     ends with its Client open still sends what it added (closed at exit)."""
@@ -370,9 +348,9 @@ async def test_a_close_cut_short_reports_the_batch_it_abandons(node) -> None:
 
 
 async def test_a_batch_that_applied_some_ops_never_reads_as_not_applied(node) -> None:
-    """Answers that applied op a and refused op b "not applied", until the deadline or a
-    refusal: batch() must say the call may have applied (a did), and add() must count a
-    acknowledged and b failed, whichever error ended the retries."""
+    """Answers that applied op a and refused op b "not applied", again and again: batch()
+    must say the call may have applied (a did), and add() must count a acknowledged and b
+    failed, not applied, whether the deadline or a refusal ended the retries."""
     script, url = node
     short = {"op": "increment", "name": "b", "error": _problem(503, "quorum-unavailable",
              may_have_applied=False)}  # fmt: skip
@@ -382,11 +360,23 @@ async def test_a_batch_that_applied_some_ops_never_reads_as_not_applied(node) ->
         with pytest.raises(errors.DeadlineExceeded) as raised:
             await client.batch("ns", [("increment", "a", 1), ("increment", "b", 1)])
         assert raised.value.may_have_applied and raised.value.idempotency_key
-    script.answers = [partial, (401, _problem(401, "unauthorized"), {})]
-    async with AsyncClient(url, deadline_s=5, **FAST) as client:
-        client.add("ns", "a")
-        client.add("ns", "b")
-        with pytest.raises(errors.Unauthorized):
-            await client.flush()
-        assert (client.stats.acknowledged, client.stats.failed) == (1, 1)
-        assert client.stats.failed_unknown == 0
+    refused = (401, _problem(401, "unauthorized"), {})
+    for answers, ended in (([partial] * 1000, errors.DeadlineExceeded),
+                           ([partial, refused], errors.Unauthorized)):  # fmt: skip
+        script.answers = answers
+        settled: list[Any] = []
+        listener = functools.partial(_settled_into, settled)
+        async with AsyncClient(url, deadline_s=0.3, listener=listener, **FAST) as client:
+            client.add("ns", "a")
+            client.add("ns", "b")
+            with pytest.raises(ended):
+                await client.flush()
+            assert (client.stats.acknowledged, client.stats.failed) == (1, 1)
+            assert client.stats.failed_unknown == 0
+        [[acked, failed]] = settled
+        assert acked == ("a", 1, 1, None) and failed[:3] == ("b", 1, 1)
+        assert isinstance(failed[3], ended) and not failed[3].may_have_applied
+
+
+def _settled_into(into: list[Any], namespace: str, ops: Any) -> None:
+    into.append(ops)

@@ -6,8 +6,9 @@ from __future__ import annotations
 
 import asyncio
 
+from node.base.keys import Key
 from node.coordination.ops import Op, OpKind
-from tests.inprocess.cluster import InProcessCluster, eventually
+from tests.inprocess.cluster import InProcessCluster, Node, eventually
 
 
 async def test_a_node_cut_off_from_every_replica_keeps_one_increments_and_hands_them_over(
@@ -62,14 +63,7 @@ async def test_a_hint_with_sync_durability_is_answered_once_the_durable_replica_
     (README: consistency levels), a hint included: a kill -9 right after its 200 must not
     lose it. The flush interval is long, so only the sync wait can have written it."""
     await inproc.start(4, failure_timeout_s=3.0, durability="sync", persist_interval_s=60)
-    key = inproc.key_where(lambda replicas: "n4" not in replicas)
-    entry = inproc.nodes["n4"]
-    replicas = [inproc.nodes[n] for n in inproc.replicas(key)]
-    inproc.network.partition([entry.address], [n.address for n in replicas])
-    await eventually(
-        lambda: not any(entry.parts.pool.reachable(n.address) for n in replicas),
-        "n4's links to the replicas dead",
-    )
+    key, entry, replicas = await _cut_off_n4(inproc)
 
     (hinted,) = await entry.coordinator.run([Op(OpKind.INCREMENT, key, 5)], "one")
 
@@ -85,14 +79,7 @@ async def test_a_hint_outlives_a_clean_restart_of_its_node(inproc: InProcessClus
     the node does not replicate its shard; the restart must load it and hand it over, not
     leave it forgotten on disk, and forget it there once handed over."""
     await inproc.start(4, failure_timeout_s=3.0)
-    key = inproc.key_where(lambda replicas: "n4" not in replicas)
-    entry = inproc.nodes["n4"]
-    replicas = [inproc.nodes[n] for n in inproc.replicas(key)]
-    inproc.network.partition([entry.address], [n.address for n in replicas])
-    await eventually(
-        lambda: not any(entry.parts.pool.reachable(n.address) for n in replicas),
-        "n4's links to the replicas dead",
-    )
+    key, entry, replicas = await _cut_off_n4(inproc)
     (hinted,) = await entry.coordinator.run([Op(OpKind.INCREMENT, key, 5)], "one")
     assert hinted.ok and hinted.hinted, hinted
     await entry.parts.persister.flush()  # a clean stop's last flush
@@ -109,3 +96,16 @@ async def test_a_hint_outlives_a_clean_restart_of_its_node(inproc: InProcessClus
             if shard not in await entry.durable.stored_shards():
                 break
             await asyncio.sleep(0.05)
+
+
+async def _cut_off_n4(inproc: InProcessCluster) -> tuple[Key, Node, list[Node]]:
+    """A counter n4 does not replicate, n4, and its replicas, which n4 no longer reaches."""
+    key = inproc.key_where(lambda replicas: "n4" not in replicas)
+    entry = inproc.nodes["n4"]
+    replicas = [inproc.nodes[n] for n in inproc.replicas(key)]
+    inproc.network.partition([entry.address], [n.address for n in replicas])
+    await eventually(
+        lambda: not any(entry.parts.pool.reachable(n.address) for n in replicas),
+        "n4's links to the replicas dead",
+    )
+    return key, entry, replicas
