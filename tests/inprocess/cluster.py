@@ -22,6 +22,7 @@ from typing import Any, cast
 
 from node.app import NodeParts, assemble
 from node.base.config import Config
+from node.base.errors import PeerError
 from node.base.keys import Key
 from node.cluster import wire
 from node.cluster.membership import Cluster
@@ -219,13 +220,24 @@ class InProcessCluster:
         return await self.launch(node.node_id, node.parts.config.seeds)
 
     async def admit(self, via: Node, joiner: Node) -> None:
-        """What `POST /admin/nodes {address}` on `via` does: offer the joiner the cluster."""
-        message = via.parts.gossip.message(None)
-        message["admit"] = True
-        link = via.parts.pool.link(joiner.address)
-        reply = await link.call(wire.GOSSIP, message, via.parts.config.request_timeout_s)
-        assert not reply.get("refused"), reply
-        via.parts.gossip.absorb(reply)
+        """What `POST /admin/nodes {address}` on `via` does: offer the joiner the cluster;
+        again if the call lost the race with a gossip round of `via` that closed its link
+        to the joiner, not yet a member ("peer left the cluster"), before the answer."""
+        for _ in range(5):
+            message = via.parts.gossip.message(None)
+            message["admit"] = True
+            link = via.parts.pool.link(joiner.address)
+            try:
+                reply = await link.call(wire.GOSSIP, message, via.parts.config.request_timeout_s)
+            except PeerError:
+                await asyncio.sleep(0.1)
+                if via.cluster.view.get(joiner.node_id) is not None:
+                    return  # it got there; only the answer was lost
+                continue
+            assert not reply.get("refused"), reply
+            via.parts.gossip.absorb(reply)
+            return
+        raise AssertionError(f"{joiner.node_id} could not be admitted through {via.node_id}")
 
     async def pause_gossip(self, nodes: Iterable[Node] | None = None) -> None:
         """Stop gossip (and with it failure detection and hand-off) on these nodes, by

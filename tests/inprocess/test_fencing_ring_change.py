@@ -23,7 +23,6 @@ from __future__ import annotations
 import asyncio
 import time
 
-from node.base.errors import PeerError
 from node.base.keys import Key
 from node.cluster import wire
 from node.coordination.ops import Op, OpKind
@@ -84,7 +83,7 @@ async def test_a_keyed_retry_across_a_ring_switch_counts_once(inproc: InProcessC
     # the pending ring a join of n4 makes: chosen before anything is made stale
     joiner = await inproc.launch("n4", seeds=())
     await eventually(lambda: joiner.cluster.ready, "n4 up on its own")
-    await _admit(inproc, claimant, joiner)
+    await inproc.admit(claimant, joiner)
     await eventually(lambda: claimant.cluster.state.pending is not None, "a pending ring")
     old = claimant.cluster.state.current
     new = claimant.cluster.state.pending
@@ -168,20 +167,6 @@ async def test_a_keyed_retry_across_a_ring_switch_counts_once(inproc: InProcessC
     )
 
 
-async def _admit(inproc: InProcessCluster, via: Node, joiner: Node) -> None:
-    """inproc.admit, again if its call lost the race with a gossip round that closed `via`'s
-    link to the joiner (not yet a member: "peer left the cluster") before it answered."""
-    for _ in range(5):
-        try:
-            await inproc.admit(via, joiner)
-            return
-        except PeerError:
-            await asyncio.sleep(0.1)
-            if via.cluster.view.get(joiner.node_id) is not None:
-                return  # it got there; only the answer was lost
-    raise AssertionError(f"{joiner.node_id} could not be admitted")
-
-
 def _now_ms() -> int:
     return int(time.time() * 1000)
 
@@ -216,7 +201,7 @@ async def test_a_keyed_op_in_flight_when_its_node_drops_the_shard_applies_nowher
 
     joiner = await inproc.launch("n4", seeds=())
     await eventually(lambda: joiner.cluster.ready, "n4 up on its own")
-    await _admit(inproc, claimant, joiner)
+    await inproc.admit(claimant, joiner)
     await eventually(
         lambda: shard not in node.store.shard_numbers() and node.cluster.state.current == new,
         f"{leaver} switched and dropped the shard",
