@@ -192,7 +192,7 @@ class Recorder:
         for shard in taken_over:  # see above: values the last recorder may not have filed
             await asyncio.sleep(0)
             if owns(shard):
-                recorded += self._put(counters.history_values_of([shard]), now)
+                recorded += self._put(counters.history_values_of(shard), now)
         dropped = self.buffer.trim()
         if dropped:
             log.warning(

@@ -258,8 +258,9 @@ class PeerServer:
         if kind == wire.PUSH:  # answered once a durable copy of our own holds it too
             entries = wire.carried_from_wire(body)  # validated first
             reply = absorb_push(self.store, entries)
-            rows = pushed_rows(self.gossip.cluster.shard_of, entries)
-            await self.coordinator.replicator.persister.keep(*rows)
+            persister = self.coordinator.replicator.persister
+            if not persister.durable.shared:  # Redis holds the pusher's writes already
+                await persister.keep(*pushed_rows(self.gossip.cluster.shard_of, entries))
             return reply
         if kind == wire.PULL:  # the source adopts the puller's ring first (the barrier)
             return self.gossip.handoff.answer_pull(body, int(time.time() * 1000))

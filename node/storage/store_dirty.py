@@ -249,15 +249,11 @@ class DirtyCounters:
                     out.append((key, value(record, HEADER_SIZE)))
         return out
 
-    def history_values_of(self, shards: Iterable[int]) -> list[tuple[Key, int]]:
-        """Every counter of these shards, with its value: what the history records of a
-        shard whose recording it takes over (history/recorder.py)."""
+    def history_values_of(self, shard: int) -> list[tuple[Key, int]]:
+        """Every counter of the shard, with its value: what the history records of a shard
+        whose recording it takes over (history/recorder.py)."""
         value = pk.value
-        return [
-            (key, value(record, HEADER_SIZE))
-            for shard in shards
-            for key, record in self._shard_records(shard)
-        ]
+        return [(key, value(record, HEADER_SIZE)) for key, record in self._shard_records(shard)]
 
     def take_changes(self) -> list[Change]:
         """The change tap: each counter whose value changed since the last take, or that is

@@ -178,13 +178,14 @@ class Persister:
     async def keep(
         self, entries: list[tuple[Key, int, PNCounter]], receipts: list[DirtyReceipt]
     ) -> None:
-        """Write these states, every slot, and their receipts to a durable copy that is this
-        node's alone, now: what a PUSH brings, before the PUSH is answered. A hand-over's
-        pusher forgets its own copy once every owner answered (node/cluster/handover.py),
-        while the owners' slot rule writes the pusher's slots only at their next flush, so
-        without this a whole-cluster kill -9 in between lost them from every disk. A shared
-        copy (Redis) already holds what the pusher wrote, in the same keys."""
-        if self.durable.shared or not (entries or receipts):
+        """Write these states, every slot, and their receipts to the durable replica now:
+        what a PUSH brings, before the PUSH is answered, when that copy is this node's alone
+        (a shared copy, Redis, already holds what the pusher wrote, in the same keys: the
+        caller asks none). A hand-over's pusher forgets its own copy once every owner
+        answered (node/cluster/handover.py), while the owners' slot rule writes the pusher's
+        slots only at their next flush, so without this a whole-cluster kill -9 in between
+        lost them from every disk."""
+        if not (entries or receipts):
             return
         now_ms = int(time.time() * 1000)
         await self.durable.write_changes(entries, receipts, (), self.receipt_window_ms, now_ms)
