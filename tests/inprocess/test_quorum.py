@@ -52,13 +52,18 @@ async def test_with_a_replica_cut_off_unseen_quorum_and_one_succeed_and_all_time
 async def test_with_a_replica_marked_down_all_is_refused_before_applying(
     inproc: InProcessCluster,
 ):
-    # The writes that succeed wait for b; a CI run loaded past the fixture's 0.3 s once
-    # timed the first one out. Nothing here waits for a timeout, so a longer one is free.
-    await inproc.start(3, request_timeout_s=2.0)
+    # The writes that succeed wait for b; a loaded CI run once timed the first one out past
+    # the fixture's 0.3 s, and another starved gossip past its 0.6 s so that a marked b down
+    # too. Nothing here waits for a timeout or for b to be marked down, so longer ones are free.
+    await inproc.start(3, request_timeout_s=2.0, failure_timeout_s=2.0)
     key = inproc.key_where(lambda replicas: True)
     a, b, c = (inproc.nodes[n] for n in inproc.replicas(key))
     inproc.network.isolate(c.address)
-    await eventually(lambda: c.node_id in a.cluster.down, f"{a.node_id} marks {c.node_id} down")
+    await eventually(
+        lambda: c.node_id in a.cluster.down and b.node_id not in a.cluster.down,
+        f"{a.node_id} marks {c.node_id} down and {b.node_id} not",
+        timeout=10.0,
+    )
 
     (first,) = await a.coordinator.run(_increment(key, 1), "quorum")
     assert first.value == 1, first
