@@ -1,8 +1,11 @@
 """The history's model: rows, series points and rollups, the store interface, migrations.
 
-Writes are upserts on (tenant, namespace, name, bucket) that keep the value recorded last
-(`recorded_at`), so a retried or repeated write changes nothing, and two nodes that both
-recorded a bucket while the coordinator moved agree on the newer value.
+Writes are upserts on (tenant, namespace, name, bucket) that keep the value of the later
+counter state: the higher `version` (crdt/packed.py: the sum of every slot's increments and
+decrements, which grows with every change and is the same whatever node computes it), then
+the later `recorded_at` among equal versions. So a retried or repeated write changes nothing,
+and two nodes that both recorded a bucket while the coordinator moved keep the fresher value,
+whatever their clocks say and even when the new coordinator's replica lagged.
 
 Two stores share the HistoryStore interface: PostgreSQL (postgres.py), shared by the whole
 cluster, and SQLite in the data dir (sqlite.py), the embedded default, where each node keeps
@@ -19,8 +22,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Protocol
 
-# tenant, namespace, name, bucket start (unix s), value, recorded_at (unix s)
-Row = tuple[str, str, str, int, int, float]
+# tenant, namespace, name, bucket start (unix s), value, recorded_at (unix s), version (int64:
+# a version past it is stored as its largest value, where recorded_at decides alone)
+Row = tuple[str, str, str, int, int, float, int]
 # step start (unix s), the last value in the step, its change since the previous step
 Point = tuple[int, int, int]
 # period start (unix s), the namespace's total change, the top counters as (name, increase)
@@ -85,7 +89,8 @@ class HistoryStore(Protocol):
         many nodes at once."""
 
     async def write(self, rows: Sequence[Row]) -> None:
-        """Upsert rows; a row replaces a stored one only if recorded no earlier."""
+        """Upsert rows; a row replaces a stored one only if its (version, recorded_at) is no
+        lower."""
 
     async def series(
         self, tenant: str, namespace: str, name: str, step: str, start: int, end: int

@@ -41,16 +41,16 @@ INCOMING = """
 CREATE TEMP TABLE IF NOT EXISTS counter_history_incoming
 (LIKE counter_history) ON COMMIT DELETE ROWS
 """
-COLUMNS = ("tenant", "namespace", "name", "bucket", "value", "recorded_at")
+COLUMNS = ("tenant", "namespace", "name", "bucket", "value", "recorded_at", "version")
 UPSERT = """
-INSERT INTO counter_history AS h (tenant, namespace, name, bucket, value, recorded_at)
+INSERT INTO counter_history AS h (tenant, namespace, name, bucket, value, recorded_at, version)
 SELECT DISTINCT ON (tenant, namespace, name, bucket)
-       tenant, namespace, name, bucket, value, recorded_at
+       tenant, namespace, name, bucket, value, recorded_at, version
 FROM counter_history_incoming
-ORDER BY tenant, namespace, name, bucket, recorded_at DESC
+ORDER BY tenant, namespace, name, bucket, version DESC, recorded_at DESC
 ON CONFLICT (tenant, namespace, name, bucket) DO UPDATE
-SET value = excluded.value, recorded_at = excluded.recorded_at
-WHERE excluded.recorded_at >= h.recorded_at
+SET value = excluded.value, recorded_at = excluded.recorded_at, version = excluded.version
+WHERE (excluded.version, excluded.recorded_at) >= (h.version, h.recorded_at)
 """
 # $1 tenant, $2 namespace, $3 name, $4 step, $5 start, $6 end
 SERIES = """
@@ -174,8 +174,8 @@ class PgHistory:
         if not rows:
             return
         records = [
-            (tenant, namespace, name, _time(bucket), value, _time(at))
-            for tenant, namespace, name, bucket, value, at in rows
+            (tenant, namespace, name, _time(bucket), value, _time(at), version)
+            for tenant, namespace, name, bucket, value, at, version in rows
         ]
 
         async def upsert(connection: Any) -> None:

@@ -31,6 +31,7 @@ from node.obs.tracing import OFF, Tracing
 from node.storage.store import CounterStore
 
 log = logging.getLogger("counters.history")
+INT64_MAX = (1 << 63) - 1  # a version past it is stored as it (model.Row)
 MAX_BUFFERED = 1_000_000  # (counter, bucket) values kept while the store is unreachable
 # Rows per write (one transaction), so a long backlog drains in pieces. Large: on a table
 # of a million counters a transaction of 5,000 random rows cost SQLite 20 us of CPU per
@@ -40,7 +41,7 @@ WRITE_BATCH = 100_000
 
 
 class HistoryBuffer:
-    """Values recorded but not yet written: (counter, bucket) -> (value, recorded_at).
+    """Values recorded but not yet written: (counter, bucket) -> (value, recorded_at, version).
 
     Bounded by `capacity` entries; past it, values a newer bucket of the same counter
     supersedes go first (oldest buckets first), so every counter keeps its latest value;
@@ -51,21 +52,21 @@ class HistoryBuffer:
     def __init__(self, capacity: int = MAX_BUFFERED) -> None:
         self.capacity = capacity
         self.dropped = 0  # entries lost to the cap since the start
-        self._buckets: dict[int, dict[Key, tuple[int, float]]] = {}
+        self._buckets: dict[int, dict[Key, tuple[int, float, int]]] = {}
         self._since: dict[int, float] = {}  # per bucket: when it first got a waiting value
         self._size = 0
 
     def __len__(self) -> int:
         return self._size
 
-    def put(self, key: Key, bucket: int, value: int, recorded_at: float) -> None:
+    def put(self, key: Key, bucket: int, value: int, recorded_at: float, version: int) -> None:
         entries = self._buckets.get(bucket)
         if entries is None:
             entries = self._buckets[bucket] = {}
             self._since[bucket] = recorded_at
         if key not in entries:
             self._size += 1
-        entries[key] = (value, recorded_at)
+        entries[key] = (value, recorded_at, version)
 
     def trim(self) -> int:
         """Drop entries until the buffer fits (see the class); returns how many."""
@@ -109,18 +110,18 @@ class HistoryBuffer:
         """Up to `limit` waiting rows, oldest buckets first."""
         rows: list[Row] = []
         for bucket in sorted(self._buckets):
-            for (tenant, namespace, name), (value, at) in self._buckets[bucket].items():
-                rows.append((tenant, namespace, name, bucket, value, at))
+            for (tenant, namespace, name), (value, at, version) in self._buckets[bucket].items():
+                rows.append((tenant, namespace, name, bucket, value, at, version))
                 if len(rows) == limit:
                     return rows
         return rows
 
     def remove(self, rows: Sequence[Row]) -> None:
         """Forget written rows, unless a newer value for the same bucket arrived meanwhile."""
-        for tenant, namespace, name, bucket, value, at in rows:
+        for tenant, namespace, name, bucket, value, at, version in rows:
             entries = self._buckets.get(bucket)
             key = (tenant, namespace, name)
-            if entries is None or entries.get(key) != (value, at):
+            if entries is None or entries.get(key) != (value, at, version):
                 continue
             del entries[key]
             self._size -= 1
@@ -202,10 +203,10 @@ class Recorder:
             )
         return recorded
 
-    def _put(self, values: list[tuple[Key, int]], now: float) -> int:
+    def _put(self, values: list[tuple[Key, int, int]], now: float) -> int:
         bucket, put = bucket_of(now, self.bucket_s), self.buffer.put
-        for key, value in values:
-            put(key, bucket, saturate(value)[0], now)  # saturated: history columns are int64
+        for key, value, version in values:  # saturated: history columns are int64
+            put(key, bucket, saturate(value)[0], now, min(version, INT64_MAX))
         return len(values)
 
     async def flush(self, now: float | None = None) -> None:

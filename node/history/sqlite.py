@@ -40,12 +40,13 @@ CREATE TABLE IF NOT EXISTS schema_migrations (
 # so the writing thread gives the GIL back once, not at every row as with executemany
 # (where it fell behind a busy event loop). "WHERE true" keeps ON CONFLICT an upsert.
 UPSERT = """
-INSERT INTO counter_history (tenant, namespace, name, bucket, value, recorded_at)
-SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4, value ->> 5
+INSERT INTO counter_history (tenant, namespace, name, bucket, value, recorded_at, version)
+SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4, value ->> 5, value ->> 6
 FROM json_each(?) WHERE true
 ON CONFLICT (tenant, namespace, name, bucket) DO UPDATE
-SET value = excluded.value, recorded_at = excluded.recorded_at
-WHERE excluded.recorded_at >= counter_history.recorded_at
+SET value = excluded.value, recorded_at = excluded.recorded_at, version = excluded.version
+WHERE (excluded.version, excluded.recorded_at)
+   >= (counter_history.version, counter_history.recorded_at)
 """
 # A counter's value per step and the value before the range; the deltas are taken in Python
 # (series_of): in SQLite an integer subtraction past int64 turns into an inexact REAL.
@@ -112,15 +113,15 @@ FROM periods ORDER BY name, period
 # The rows an answer depends on: the newest per (counter, period) in range, and the newest
 # before it per counter. Merging these from every node answers like merging every row.
 COMPACT = f"""
-SELECT name, bucket, value, recorded_at FROM (
-    SELECT name, bucket, value, recorded_at,
+SELECT name, bucket, value, recorded_at, version FROM (
+    SELECT name, bucket, value, recorded_at, version,
            row_number() OVER (PARTITION BY name, {PERIOD_OF_BUCKET} ORDER BY bucket DESC) AS newest
     FROM counter_history
     WHERE tenant = :tenant AND namespace = :namespace {{name_filter}}
       AND bucket >= :start AND bucket < :end
 ) WHERE newest = 1
 UNION ALL
-SELECT name, max(bucket), value, recorded_at
+SELECT name, max(bucket), value, recorded_at, version
 FROM counter_history
 WHERE tenant = :tenant AND namespace = :namespace {{name_filter}} AND bucket < :start
 GROUP BY name
@@ -237,14 +238,14 @@ class SqliteHistory:
 
     async def compact(
         self, tenant: str, namespace: str, name: str | None, step: str, start: int, end: int
-    ) -> list[tuple[str, int, int, float]]:
-        """(name, bucket, value, recorded_at) of the rows that decide series and rollups of
+    ) -> list[tuple[str, int, int, float, int]]:
+        """(name, bucket, value, recorded_at, version) of the rows that decide series and rollups of
         this step over [start, end): see COMPACT."""
         query = COMPACT.format(name_filter="AND name = :name" if name is not None else "")
         parameters: dict[str, Any] = {"tenant": tenant, "namespace": namespace, "name": name}
         parameters.update(format=TRUNCATE[step], start=start, end=end)
         rows = await self._call("history query", self._fetch, query, parameters)
-        return [(row[0], row[1], row[2], row[3]) for row in rows]
+        return [(row[0], row[1], row[2], row[3], row[4]) for row in rows]
 
     async def ping(self) -> None:
         """A local file is there as long as the node is."""

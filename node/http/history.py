@@ -166,7 +166,7 @@ async def _gather(
 
 async def _peer_rows(
     request: web.Request, session: aiohttp.ClientSession, address: str, query: dict[str, Any]
-) -> list[tuple[str, int, int, float]] | None:
+) -> list[tuple[str, int, int, float, int]] | None:
     config = request.app[CONFIG]
     # The signature covers the query, and the answer comes sealed under the session key, so
     # neither the question nor the rows can be changed on the way.
@@ -180,7 +180,13 @@ async def _peer_rows(
             if response.status != 200:
                 return None
             body = json.loads(seal.open(await response.read()))
-        return [(str(n), int(b), int(v), float(at)) for n, b, v, at in body["rows"]]
+        rows = body["rows"]
+        # A peer before versions (model.py) answers none: its rows count as version 0.
+        versions = body.get("versions") or [0] * len(rows)
+        return [
+            (str(n), int(b), int(v), float(at), int(version))
+            for (n, b, v, at), version in zip(rows, versions, strict=True)
+        ]
     except (aiohttp.ClientError, TimeoutError, OSError, ValueError, TypeError, KeyError):
         return None
 
@@ -284,12 +290,15 @@ async def peer_history(request: web.Request) -> web.Response:
     except (KeyError, ValueError):
         raise InvalidBody("from and to must be unix seconds") from None
     store = request.app[HISTORY].history
-    rows: list[tuple[str, int, int, float]] = []
+    rows: list[tuple[str, int, int, float, int]] = []
     if isinstance(store, SqliteHistory):
         try:
             rows = await store.compact(tenant, namespace, name, step, start, end)
         except HistoryError as error:
             raise HistoryUnavailable(str(error)) from None
     seal = peer_auth.server_seal(config.cluster_secret, request.headers, config.address)
-    body = json.dumps({"node": config.node_id, "rows": rows}).encode()
+    # Versions beside the rows, not in them: a node before them reads rows of four fields.
+    versions = [row[4] for row in rows]
+    answer = {"node": config.node_id, "rows": [row[:4] for row in rows], "versions": versions}
+    body = json.dumps(answer).encode()
     return web.Response(body=seal.seal(body), content_type="application/octet-stream")

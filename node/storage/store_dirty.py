@@ -229,13 +229,13 @@ class DirtyCounters:
         dirty, self._history_dirty = self._history_dirty, set()
         return self._dirty_states(dirty)
 
-    def take_history_values(self, records: Callable[[int], bool]) -> list[tuple[Key, int]]:
+    def take_history_values(self, records: Callable[[int], bool]) -> list[tuple[Key, int, int]]:
         """Counters changed since the history last took them, of the shards `records(shard)`
-        picks (those this node records), with their values: (key, value). The others count
-        as taken too. No state is built, and a counter of a shard not picked (two in three
-        at N=3) costs a hash lookup."""
+        picks (those this node records), with their values and versions: (key, value,
+        version). The others count as taken too. No state is built, and a counter of a
+        shard not picked (two in three at N=3) costs a hash lookup."""
         dirty, self._history_dirty = self._history_dirty, set()
-        shard_of, lookup, value = self._shard, self._lookup, pk.value
+        shard_of, lookup, value, version = self._shard, self._lookup, pk.value, pk.version
         picked: dict[int, bool] = {}
         out = []
         for key in dirty:
@@ -246,14 +246,17 @@ class DirtyCounters:
             if mine:
                 record = lookup(key)[2]
                 if record is not None:
-                    out.append((key, value(record, HEADER_SIZE)))
+                    out.append((key, value(record, HEADER_SIZE), version(record, HEADER_SIZE)))
         return out
 
-    def history_values_of(self, shard: int) -> list[tuple[Key, int]]:
-        """Every counter of the shard, with its value: what the history records of a shard
-        whose recording it takes over (history/recorder.py)."""
-        value = pk.value
-        return [(key, value(record, HEADER_SIZE)) for key, record in self._shard_records(shard)]
+    def history_values_of(self, shard: int) -> list[tuple[Key, int, int]]:
+        """Every counter of the shard, with its value and version: what the history records
+        of a shard whose recording it takes over (history/recorder.py)."""
+        value, version = pk.value, pk.version
+        return [
+            (key, value(record, HEADER_SIZE), version(record, HEADER_SIZE))
+            for key, record in self._shard_records(shard)
+        ]
 
     def take_changes(self) -> list[Change]:
         """The change tap: each counter whose value changed since the last take, or that is

@@ -80,18 +80,18 @@ def test_buffer_keeps_one_value_per_counter_and_bucket_and_drops_oldest_buckets_
     buffer = HistoryBuffer(capacity=4)
     for bucket in (DAY0, DAY0 + 60):
         for name in ("a", "b"):
-            buffer.put((TENANT, "ns", name), bucket, 1, bucket + 1.0)
-    buffer.put((TENANT, "ns", "a"), DAY0 + 60, 2, DAY0 + 70.0)  # replaces, takes no room
+            buffer.put((TENANT, "ns", name), bucket, 1, bucket + 1.0, 1)
+    buffer.put((TENANT, "ns", "a"), DAY0 + 60, 2, DAY0 + 70.0, 2)  # replaces, takes no room
     assert len(buffer) == 4 and buffer.trim() == 0
-    buffer.put((TENANT, "ns", "a"), DAY0 + 120, 3, DAY0 + 121.0)
+    buffer.put((TENANT, "ns", "a"), DAY0 + 120, 3, DAY0 + 121.0, 3)
     assert buffer.trim() == 1 and len(buffer) == 4 and buffer.dropped == 1
-    buffer.put((TENANT, "ns", "c"), DAY0 + 120, 3, DAY0 + 122.0)
+    buffer.put((TENANT, "ns", "c"), DAY0 + 120, 3, DAY0 + 122.0, 3)
     assert buffer.trim() == 1  # the oldest bucket is gone entirely now
     assert {row[3] for row in buffer.batch(100)} == {DAY0 + 60, DAY0 + 120}
     assert buffer.oldest() == DAY0 + 61.0
     written = buffer.batch(2)
     assert [row[3] for row in written] == [DAY0 + 60, DAY0 + 60]  # oldest bucket first
-    buffer.put((TENANT, "ns", "a"), DAY0 + 60, 9, DAY0 + 119.0)  # changed while in flight
+    buffer.put((TENANT, "ns", "a"), DAY0 + 60, 9, DAY0 + 119.0, 9)  # changed while in flight
     buffer.remove(written)
     assert [row[2:5] for row in buffer.batch(100) if row[3] == DAY0 + 60] == [("a", DAY0 + 60, 9)]
     assert len(buffer) == 3
@@ -167,9 +167,9 @@ def test_a_full_buffer_drops_superseded_values_before_a_quiet_counters_only_one(
     counter that changed once: dropping that would leave its history wrong until it
     changes again."""
     buffer = HistoryBuffer(capacity=3)
-    buffer.put((TENANT, "ns", "quiet"), DAY0, 7, DAY0 + 1.0)
+    buffer.put((TENANT, "ns", "quiet"), DAY0, 7, DAY0 + 1.0, 7)
     for minute in (1, 2, 3):
-        buffer.put((TENANT, "ns", "busy"), DAY0 + 60 * minute, minute, DAY0 + 60.0 * minute)
+        buffer.put((TENANT, "ns", "busy"), DAY0 + 60 * minute, minute, DAY0 + 60.0 * minute, minute)
     assert buffer.trim() == 1
     kept = {(row[2], row[3]) for row in buffer.batch(100)}
     assert kept == {("quiet", DAY0), ("busy", DAY0 + 120), ("busy", DAY0 + 180)}

@@ -26,10 +26,14 @@ from node.history.sqlite import (
 from tests.integration.history_backends import BACKENDS, DAY, DAY0, HOUR, TENANT, open_store
 
 
-def rows(ns: str, name: str, values: dict[int, int], at: float = 0.0) -> list[Row]:
-    """History rows of one counter: bucket -> value, recorded `at` (default: bucket + 1)."""
+def rows(
+    ns: str, name: str, values: dict[int, int], at: float = 0.0, version: int = 0
+) -> list[Row]:
+    """History rows of one counter: bucket -> value, recorded `at` (default: bucket + 1), of
+    states of `version`."""
     return [
-        (TENANT, ns, name, bucket, value, at or bucket + 1.0) for bucket, value in values.items()
+        (TENANT, ns, name, bucket, value, at or bucket + 1.0, version)
+        for bucket, value in values.items()
     ]
 
 
@@ -91,6 +95,22 @@ async def test_writes_are_idempotent_upserts_that_keep_the_newest_recording(
     await store.write(rows(ns, "c", {DAY0: 6}, at=DAY0 + 200.0))  # recorded later: wins
     series = await store.series(TENANT, ns, "c", "minute", DAY0, DAY0 + 120)
     assert series == [(DAY0, 6, 6), (DAY0 + 60, 7, 1)]
+
+
+async def test_the_later_counter_state_wins_a_bucket_whatever_the_clocks_say(
+    store: HistoryStore, ns: str
+) -> None:
+    """Two nodes record one bucket while the coordination moves: the one whose clock runs
+    ahead, or whose replica lagged, must not replace the fresher value with an older one."""
+    await store.write(rows(ns, "c", {DAY0: 12}, at=DAY0 + 10.0, version=14))
+    await store.write(rows(ns, "c", {DAY0: 10}, at=DAY0 + 30.0, version=12))  # older state
+    assert await store.series(TENANT, ns, "c", "minute", DAY0, DAY0 + 60) == [(DAY0, 12, 12)]
+    await store.write(rows(ns, "c", {DAY0: 11}, at=DAY0 + 5.0, version=15))  # newer state
+    assert await store.series(TENANT, ns, "c", "minute", DAY0, DAY0 + 60) == [(DAY0, 11, 11)]
+    # a row written before versions (0) loses to any versioned one, and a bigger one wins it
+    await store.write(rows(ns, "old", {DAY0: 3}, at=DAY0 + 50.0))
+    await store.write(rows(ns, "old", {DAY0: 4}, at=DAY0 + 40.0, version=4))
+    assert await store.series(TENANT, ns, "old", "minute", DAY0, DAY0 + 60) == [(DAY0, 4, 4)]
 
 
 async def test_values_at_the_int64_limits_are_exact(store: HistoryStore, ns: str) -> None:
@@ -201,7 +221,7 @@ def synthetic_rows(ns: str) -> list[Row]:
             if bucket >= DAY0 + 3 * DAY:
                 break
             value += (step * 37 + index * 13) % 101 - (40 if index % 3 == 0 else 10)
-            out.append((TENANT, ns, f"k{index}", bucket, value, bucket + 0.5))
+            out.append((TENANT, ns, f"k{index}", bucket, value, bucket + 0.5, step + 1))
     return out
 
 
@@ -267,7 +287,8 @@ async def test_merged_compact_rows_answer_like_one_store_holding_every_row(
         for position, row in enumerate(data):
             await parts[position * 3 // len(data)].write([row])
         stale = data[len(data) // 2]
-        await parts[0].write([(*stale[:4], stale[4] - 999, stale[5] - 0.25)])  # recorded earlier
+        # an older state recorded by a node whose clock runs ahead: the newer state still wins
+        await parts[0].write([(*stale[:4], stale[4] - 999, stale[5] + 30.0, stale[6] - 1)])
         for (start, end), step in itertools.product(
             [(DAY0 + HOUR + 5, DAY0 + 2 * DAY), (DAY0 - DAY, DAY0 + 5 * DAY)],
             ["minute", "hour", "day"],

@@ -29,8 +29,9 @@ def test_values_of_the_recorded_shards_only_each_once() -> None:
         asked.append(shard)
         return shard != 2
 
-    assert sorted(store.take_history_values(records)) == [(A, 3), (CCC, -4)]
+    # (key, value, version): version sums every increment and decrement (5 + 2 for A)
+    assert sorted(store.take_history_values(records)) == [(A, 3, 7), (CCC, -4, 4)]
     assert sorted(asked) == [1, 2, 3]  # once per shard
     assert store.take_history_values(records) == []  # BB counts as taken too
     store.merge(BB, PNCounter.from_slot("n3:1", 1, 0))
-    assert store.take_history_values(lambda shard: True) == [(BB, 8)]
+    assert store.take_history_values(lambda shard: True) == [(BB, 8, 8)]
