@@ -108,19 +108,28 @@ def claimant(view: View, alive: frozenset[str]) -> str | None:
 
 
 def desired_nodes(view: View, current: Ring) -> frozenset[str]:
-    """Nodes that should hold shards: members that joined or stay, not those leaving."""
+    """Nodes that should hold shards: members that joined or stay, not those leaving; but
+    when every node of the ring is leaving, those leavers, until a node joins to take their
+    shards. The admin API refuses to let the last live member go, but it checks one node's
+    view: two leaves sent at once to two nodes, each of the other, both pass it, and the
+    ring would empty (every counter answering 503, the leavers marked removed)."""
     wanted = {node_id for node_id, member in view.members.items() if member.status in HOLDING}
     unknown = {node_id for node_id in current.nodes if view.get(node_id) is None}
-    return frozenset(wanted | unknown)
+    if wanted or unknown:
+        return frozenset(wanted | unknown)
+    return frozenset(
+        node_id for node_id in current.nodes if view.members[node_id].status == Status.LEAVING
+    )
 
 
 def derive(current: Ring, desired: frozenset[str], epoch: int) -> Ring:
-    """The next ring: ONE change toward `desired` (the first leaver, else the first joiner),
-    or the current table again when there is none, at `epoch`."""
+    """The next ring: ONE change toward `desired` (the first leaver, else the first joiner;
+    the joiner first when the leaver is the ring's last node, whose shards would have no
+    one to go to), or the current table again when there is none, at `epoch`."""
     ring = current
     leavers = sorted(set(current.nodes) - desired)
     joiners = sorted(desired - set(current.nodes))
-    if leavers:
+    if leavers and (len(current.nodes) > 1 or not joiners):
         ring = ring.without_node(leavers[0])
     elif joiners:
         ring = ring.with_node(joiners[0])

@@ -28,11 +28,17 @@ class ConfigError(ValueError):
     """The configuration cannot run."""
 
 
+# HOST:PORT, the host a name (letters, digits, '.', '-', '_') or an IPv4 or IPv6 address
+_ADDRESS = re.compile(
+    r"(\[[0-9A-Fa-f:.]+\]|[0-9A-Fa-f:.]*:[0-9A-Fa-f:.]*|\w[\w.-]*):(\d{1,5})", re.A
+)
+
+
 def parse_address(text: str) -> tuple[str, int]:
-    host, sep, port = text.strip().rpartition(":")
-    if not sep or not host or not (port.isascii() and port.isdigit()) or not 0 < int(port) < 65536:
+    match = _ADDRESS.fullmatch(text.strip())
+    if match is None or not 0 < int(match[2]) < 65536:
         raise ConfigError(f"not a HOST:PORT address: {text!r}")
-    return host, int(port)
+    return match[1], int(match[2])
 
 
 @dataclass(frozen=True)
@@ -209,9 +215,7 @@ class Config:
     def counter_quota_table(self) -> dict[str, int]:
         """--counter-quota-overrides 'acme=5000000,globex=1000' as {tenant: quota}."""
         table: dict[str, int] = {}
-        for item in filter(
-            None, (part.strip() for part in self.counter_quota_overrides.split(","))
-        ):
+        for item in filter(None, map(str.strip, self.counter_quota_overrides.split(","))):
             tenant, _, quota = item.partition("=")
             if not tenant or not (quota.isascii() and quota.isdigit()):
                 raise ConfigError(f"counter-quota-overrides: {item!r} is not tenant=count")
@@ -253,7 +257,7 @@ class Config:
         if (
             not self.node_id
             or len(self.node_id) > 64
-            or not all(c.isalnum() or c in "-_." for c in self.node_id)
+            or not all(c.isascii() and (c.isalnum() or c in "-_.") for c in self.node_id)
         ):
             raise ConfigError("node-id must be 1-64 characters of [A-Za-z0-9._-]")
         parse_address(self.listen)
@@ -289,9 +293,8 @@ class Config:
         if self.events_redis_url and self.events_redis_cluster_url:
             raise ConfigError("give events-redis-url or events-redis-cluster-url, not both")
         for name in ("events_redis_url", "events_redis_cluster_url"):
-            if getattr(self, name) and not getattr(self, name).startswith(
-                ("redis://", "rediss://")
-            ):
+            url = getattr(self, name)
+            if url and not url.startswith(("redis://", "rediss://")):
                 raise ConfigError(f"{name.replace('_', '-')} must start with redis:// or rediss://")
         if not 1 <= self.events_min_interval_ms <= 60_000:
             raise ConfigError("events-min-interval-ms must be between 1 and 60000")

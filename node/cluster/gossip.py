@@ -292,7 +292,7 @@ class Gossip:
         """The receiving side: merge what came, send back ours and the differing shards."""
         asked = self.anti_entropy.parse(body)  # validated before anything changes
         if body.get("admit") is True:
-            refused = self._admit()
+            refused = self._admit(body)
             if refused:
                 return {"refused": refused}
         sender = self.absorb(body)
@@ -304,9 +304,21 @@ class Gossip:
             reply["admitted"] = True
         return reply
 
-    def _admit(self) -> str | None:
-        """Added to a cluster by an operator: drop a ring of its own if it holds nothing."""
+    def _admit(self, body: dict[str, Any]) -> str | None:
+        """Added to a cluster by an operator: drop a ring of its own if it holds nothing;
+        refused when the cluster has a member of this id elsewhere that is not removed (a
+        node started with a live member's id would take its place in every view)."""
         cluster = self.cluster
+        try:
+            twin = View.from_wire(body["view"]).get(cluster.node_id)
+        except (KeyError, ValueError) as error:
+            raise ProtocolError(f"bad gossip: {error}") from None
+        if twin and twin.address != cluster.config.address and twin.status != Status.REMOVED:
+            return (
+                f"the cluster has a member {cluster.node_id} at {twin.address} "
+                f"({twin.status.value}): give this node another id, or remove that member "
+                f"first (DELETE /admin/nodes/{cluster.node_id}?force=true)"
+            )
         me = cluster.view.get(cluster.node_id)
         removed = me is not None and me.status == Status.REMOVED  # back by an operator's word
         if len(self.store) or (set(cluster.state.nodes()) - {cluster.node_id} and not removed):

@@ -106,9 +106,10 @@ async def add_node(request: web.Request) -> web.Response:
     if not isinstance(address, str):
         raise InvalidBody("address must be a HOST:PORT string")
     try:
-        parse_address(address)
+        host, port = parse_address(address)
     except ConfigError as error:
         raise InvalidBody(str(error)) from None
+    address = f"{host}:{port}"  # as dialled and answered: without the spaces around it
     cluster, gossip = request.app[CLUSTER], request.app[GOSSIP]
     message = gossip.message(None)
     message["admit"] = True

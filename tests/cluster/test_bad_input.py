@@ -59,6 +59,11 @@ CASES: list[tuple[str, str, Any, int, str]] = [
     ("DELETE", "/admin/nodes/nobody", None, 404, "not-found"),
     ("DELETE", "/admin/nodes/n1?force=maybe", None, 400, "invalid-body"),
     ("POST", "/admin/nodes", b'{"address": "nowhere"}', 400, "invalid-body"),
+    # not a host: before, each answered 503 "cannot reach" (x/y:80 dialled x:80)
+    *(
+        ("POST", "/admin/nodes", b'{"address": "%s"}' % bad, 400, "invalid-body")
+        for bad in (b"a b:80", b"http://x:80", b"@:80", b"x/y:80", b"x?y:80")
+    ),
     ("GET", "/peer/ws", None, 401, "bad-request"),
 ]
 

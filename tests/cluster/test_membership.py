@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+from pathlib import Path
 from typing import Any
 
 from tests.cluster.harness import Cluster, eventually
@@ -121,3 +123,44 @@ async def test_a_leave_during_a_join_is_queued_behind_its_hand_off(cluster: Clus
     n3.resume()
     ring = await cluster.settled_ring([n1, n3, joiner], {"n1", "n3", "n4"}, timeout=60)
     assert all(len(entry) == 3 for entry in ring["preference_lists"])
+
+
+async def test_leaves_sent_at_once_to_each_other_keep_the_ring_serving(cluster: Cluster):
+    """Each node's admin API refuses to let the last live member go, but checks its own view:
+    two leaves sent at once to two nodes, each of the other, both pass it. The ring keeps the
+    leavers (before: it emptied, every counter answered 503) until a node joins."""
+    n1, n2 = await cluster.start(2)
+    status, body = await cluster.increment(n1, NS, "c", 5, consistency="all")
+    assert status == 200, body
+    answers = await asyncio.gather(
+        cluster.request("DELETE", n1, "/admin/nodes/n2"),
+        cluster.request("DELETE", n2, "/admin/nodes/n1"),
+    )
+    assert {status for status, _ in answers} <= {202, 409}, answers
+    await asyncio.sleep(2)  # 10 gossip rounds: time enough to empty the ring, before
+    for node in (n1, n2):
+        ring = await cluster.ring(node)
+        assert sum(ring["shards_per_node"].values()) == 256 * 2, ring["shards_per_node"]
+        status, body = await cluster.request("GET", node, f"/v1/namespaces/{NS}/counters/c")
+        assert (status, body.get("value")) == (200, 5), body
+
+
+async def test_a_node_with_a_live_members_id_is_refused_admission(cluster: Cluster, tmp_path: Path):
+    """A fresh node started by mistake with a live member's id, then added by address: it
+    would take that member's place in every view (its entry is newer), cutting the member
+    and its slots out of the cluster. Refused (409), the view unchanged."""
+    n1, n2, n3 = await cluster.start(3)
+    (tmp_path / "other").mkdir()
+    other = Cluster(tmp_path / "other", cluster.session, **cluster.settings)
+    twin = other.add("n2")
+    twin.start([])
+    try:
+        await other.wait_ready(twin)
+        answer = await cluster.request("POST", n1, "/admin/nodes", json={"address": twin.address})
+        assert answer[0] == 409 and "n2" in answer[1]["detail"], answer
+        await asyncio.sleep(1)  # 5 gossip rounds
+        for node in (n1, n3):
+            members = {m["node_id"]: m["address"] for m in (await cluster.ring(node))["members"]}
+            assert members["n2"] == n2.address, members
+    finally:
+        await other.stop()

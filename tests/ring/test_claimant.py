@@ -93,6 +93,28 @@ def test_a_dead_node_force_removed_from_a_ring_of_two_leaves_it():
     assert switched.pending is None and switched.current.nodes == ("a",)
 
 
+def test_leaves_that_would_empty_the_ring_wait_for_a_node_to_take_the_shards():
+    """Two leaves sent at once to two nodes, each of the other, pass the admin API's check
+    on each node's view; the ring must keep them (every counter still served) until a
+    node joins, and then plan them out."""
+    state = _settled("a", "b")
+    both = _view(a=Status.LEAVING, b=Status.LEAVING)
+    assert next_state(state, both, {}) is state
+    assert departed(both, state) == []
+    one_first = next_state(state, _view(a=Status.UP, b=Status.LEAVING), {})
+    assert one_first.pending is not None and one_first.pending.nodes == ("a",)
+    undone = next_state(one_first, both, {})  # a's leave came in during b's hand-off
+    assert undone.pending is not None and set(undone.pending.nodes) == {"a", "b"}
+    joined = _view(a=Status.LEAVING, b=Status.LEAVING, c=Status.JOINING)
+    rings = []
+    for _ in range(8):  # each hand-off done at once
+        synced = {} if state.pending is None else dict.fromkeys("abc", handoff_mark(state.pending))
+        state = next_state(state, joined, synced)
+        rings.append(state.current.nodes)
+    assert all(rings) and rings[-1] == ("c",), rings  # the last leaver went after c came
+    assert state.pending is None and departed(joined, state) == ["a", "b"]
+
+
 def test_a_join_and_a_leave_at_once_move_one_replica_per_shard_at_a_time():
     """Together they would replace two of three replicas of some shards in one hand-off:
     a pending ring in which only one replica of a shard had the state before."""
