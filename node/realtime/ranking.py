@@ -5,8 +5,9 @@ A ranking is made by the first top-by-change query of its (shard, tenant, namesp
 one pass over the window's buckets. From then on each change the tap hands on updates it
 in O(log n), and a query first rolls it forward: the buckets that left the span since the
 last query are subtracted (each (counter, minute) entry once per ranking). Rankings nobody
-asked for in RANKING_IDLE_MS are dropped, so the increment path pays only for the spans
-in use, and memory is ~150 bytes per counter with a nonzero change in a ranked span.
+asked for in RANKING_IDLE_MS are dropped, and a namespace window keeps at most MAX_RANKINGS
+(the most recently asked spans, windows.py), so the increment path pays only for a few
+spans in use, and memory is ~150 bytes per counter with a nonzero change in a ranked span.
 
 Only counters whose net change over the span is nonzero are ranked: a counter that went up
 and back down within the window has no change to rank.
@@ -20,6 +21,7 @@ from collections.abc import Iterator
 from sortedcontainers import SortedList
 
 RANKING_IDLE_MS = 600_000  # a ranking unasked for ten minutes is dropped
+MAX_RANKINGS = 8  # spans ranked per namespace window; a ninth replaces the least recently asked
 
 
 class ChangeRanking:

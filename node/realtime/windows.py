@@ -26,6 +26,13 @@ its last write (one second) once, until the write takes it: bounded by a second'
 not by the day. Buckets are grouped per (shard, tenant, namespace), so a namespace's
 aggregate never walks other namespaces, and a shard that leaves the node goes in one pop.
 
+Top-by-change rankings (ranking.py) are kept per namespace window for at most MAX_RANKINGS
+(8) spans, the most recently asked: a span asked anew while 8 are kept replaces the least
+recently asked one, made again from the buckets (as any first query makes it), so however
+many spans a tenant asks, a change updates at most 8 rankings (O(8 log n)) and a window's
+rankings hold at most 8 x ~150 B per counter with a nonzero change in its spans (1.2 KB).
+Answers are unchanged: a ranking always equals a scan of the buckets since its minute.
+
 Which changes land in which minute is this replica's observation: the tap turn's time.
 A write reaches each replica within the replication delay, so a window is exact for every
 acknowledged write once replication has caught up: within replication delay + one tap turn
@@ -36,10 +43,11 @@ replica and not at another.
 from __future__ import annotations
 
 import re
+from collections import OrderedDict
 from collections.abc import Iterator
 from sys import intern
 
-from node.realtime.ranking import RANKING_IDLE_MS, ChangeRanking
+from node.realtime.ranking import MAX_RANKINGS, RANKING_IDLE_MS, ChangeRanking
 
 MINUTE_MS = 60_000
 MAX_SPAN_MIN = 1440  # 24 h
@@ -84,7 +92,9 @@ class NamespaceWindow:
         self.minutes: list[int] = []
         self.deltas: list[dict[str, int]] = []
         self.totals: list[int] = []
-        self.rankings: dict[int, ChangeRanking] = {}  # span in minutes -> ranking (ranking.py)
+        # span in minutes -> ranking (ranking.py), least recently asked first: at most
+        # MAX_RANKINGS, so a change updates a bounded number of them
+        self.rankings: OrderedDict[int, ChangeRanking] = OrderedDict()
 
     def add(self, minute: int, name: str, delta: int) -> None:
         minutes = self.minutes
@@ -108,12 +118,14 @@ class NamespaceWindow:
 
     def ranking(self, span_min: int, first: int, now_ms: int) -> ChangeRanking | None:
         """The ranking of changes since minute `first` (made, or rolled forward to it);
-        None when the ranking is already past `first` (a query with an older clock)."""
-        ranking = self.rankings.get(span_min)
+        None when the ranking is already past `first` (a query with an older clock). A
+        span made anew while MAX_RANKINGS are kept replaces the least recently asked."""
+        rankings = self.rankings
+        ranking = rankings.get(span_min)
         if ranking is None:
-            ranking = self.rankings[span_min] = ChangeRanking(
-                first, self.changes(first, ""), now_ms
-            )
+            while len(rankings) >= MAX_RANKINGS:
+                rankings.popitem(last=False)
+            ranking = rankings[span_min] = ChangeRanking(first, self.changes(first, ""), now_ms)
         elif first < ranking.first:
             return None
         elif first > ranking.first:
@@ -125,6 +137,7 @@ class NamespaceWindow:
                     ranking.add(name, -delta)
             ranking.first = first
         ranking.used_ms = now_ms
+        rankings.move_to_end(span_min)
         return ranking
 
     def prune(self, oldest: int, now_ms: int = 0) -> None:
