@@ -29,9 +29,7 @@ class ConfigError(ValueError):
 
 
 # HOST:PORT, the host a name (letters, digits, '.', '-', '_') or an IPv4 or IPv6 address
-_ADDRESS = re.compile(
-    r"(\[[0-9A-Fa-f:.]+\]|[0-9A-Fa-f:.]*:[0-9A-Fa-f:.]*|\w[\w.-]*):(\d{1,5})", re.A
-)
+_ADDRESS = re.compile(r"(\[[\d:.A-Fa-f]+\]|[\d:.A-Fa-f]*:[\d:.A-Fa-f]*|\w[\w.-]*):(\d{1,5})", re.A)
 
 
 def parse_address(text: str) -> tuple[str, int]:

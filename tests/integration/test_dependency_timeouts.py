@@ -118,7 +118,7 @@ async def test_a_silent_postgres_fails_history_calls_within_their_timeout(tmp_pa
         try:
             with paused_postgres(server):
                 await _fails_with(HistoryError, history.ping)
-                row = ("t", "timeouts", "c", 60, 1, 61.0)
+                row = ("t", "timeouts", "c", 60, 1, 61.0, 1)
                 await _fails_with(HistoryError, lambda: history.write([row]))
                 await _fails_with(
                     HistoryError, lambda: history.series("t", "timeouts", "c", "minute", 0, 120)
