@@ -103,6 +103,8 @@ class Publisher:
     def on_changes(self, changes: Sequence[Change], at_ms: int) -> None:
         """A change tap turn's changes. The tap calls this in the same step as it read the
         values (no await between), so each version read here is the state of `after`."""
+        if self._owned is None:  # a tap turn before the first tick: learn the shards first
+            self.tick(at_ms)
         owned, add, version_of = self._owned, self.coalescer.add, self.version_of
         if owned:
             for key, shard, before, after in changes:

@@ -52,6 +52,26 @@ def test_only_the_coordinator_of_a_shard_publishes_its_changes() -> None:
     assert publisher.tick(1000) == [] and len(publisher.log) == 1
 
 
+def test_changes_of_a_tap_turn_before_the_first_tick_are_published() -> None:
+    """At start the change tap's first turn may come before the publisher's first tick:
+    its changes were recalled but never published (a feed consumer summing changes
+    undercounted)."""
+    values = {A: 3, B: 4}
+    sink = Offered()
+    publisher = Publisher(
+        EventLog(1),
+        4,
+        lambda shard: shard == 0,
+        values.get,
+        [sink],
+        version_of=lambda key, shard: values.get(key),
+        min_interval_ms=100,
+        recall_ms=10_000,
+    )
+    publisher.on_changes([Change(A, 0, 0, 3), Change(B, 1, 0, 4)], 1000)
+    assert [(e.name, e.value, e.change) for e in sink.events] == [("a", 3, 3)]
+
+
 def test_a_node_that_takes_a_shard_over_republishes_its_recent_counters() -> None:
     owned: set[int] = {0}
     values = {A: 3, B: 9}
