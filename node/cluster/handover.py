@@ -8,7 +8,9 @@ with their idempotency receipts, are pushed to every replica of the shard in thi
 current ring, and only once every one of them has acknowledged the push is the shard
 dropped from memory (CounterStore.drop_shard). A replica that is down or does not answer
 keeps the shard here for a later round. Writes for a lost shard are refused meanwhile
-(handoff.refuse_unheld), so nothing lands here after the push.
+(handoff.refuse_unheld), but a hint (node/coordination/hints.py) may still land in it while
+the pushes are under way: so the shard is dropped only if every counter and receipt it
+holds then is as pushed, else kept for the next round to push again.
 
 The durable replica's copy goes with it when that copy is this node's alone (SQLite):
 a start loads the shards such a copy holds besides those the node replicates
@@ -22,7 +24,10 @@ from __future__ import annotations
 
 import logging
 
+from crdt import PNCounter
+from crdt.receipts import Receipt
 from node.base.errors import PeerError
+from node.base.keys import Key
 from node.cluster import wire
 from node.cluster.membership import Cluster
 from node.cluster.pool import PeerPool
@@ -73,6 +78,11 @@ async def hand_over(
             continue
         if cluster.holds(shard):
             continue  # a newer ring gave it back meanwhile: keep it
+        if not pushed_all(store.shard_carried(shard, now_ms), entries):
+            # Written meanwhile (a hint): the owners lack that; the next round
+            # pushes the shard again, and drops it once nothing landed during its pushes.
+            log.info("shard %d changed while handed over: kept for the next round", shard)
+            continue
         count = store.drop_shard(shard)
         dropped += 1
         try:
@@ -81,3 +91,20 @@ async def hand_over(
             log.warning("forgetting handed-over shard %d on disk failed: %s", shard, error)
         log.info("handed shard %d (%d counters) over to %s, dropped it", shard, count, owners)
     return dropped
+
+
+Carried = list[tuple[Key, PNCounter, dict[str, Receipt]]]
+
+
+def pushed_all(held: Carried, pushed: Carried) -> bool:
+    """Whether every counter and receipt held now is as it was pushed. States only grow
+    here (no reset reaches a shard not held) and receipts are only added or expire, so
+    any write since the copy shows as a state or receipt that differs or is new."""
+    as_pushed = {key: (state, receipts) for key, state, receipts in pushed}
+    for key, state, receipts in held:
+        was = as_pushed.get(key)
+        if was is None:  # a counter created since
+            return False
+        if state != was[0] or any(was[1].get(idem) != r for idem, r in receipts.items()):
+            return False
+    return True

@@ -63,7 +63,7 @@ class Coordinator:
         self.quota = quota
         self.idempotent = idempotent
         self.rotation = rotation  # a fresh actor when this node's slot of a counter fills
-        self.hints = Hints(cluster, store, rotation, replicator)
+        self.hints = Hints(cluster, store, rotation, replicator, quota)
         self.tracing = tracing
         self.refresh_view = refresh_view  # Gossip.refresh: ask peers for their state now
         self.catch_up = ViewCatchUp(cluster, refresh_view)

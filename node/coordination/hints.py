@@ -23,16 +23,23 @@ after a hand-over). Adding to a slot it does not know would restart it from zero
 merge (per-slot max) would hide the new increments. So a hint to a counter this node holds
 no state of uses an actor that cannot have written it: the node's current actor if no shard
 was dropped since that actor began, else a fresh one (rotation.py, as when a slot fills).
+
+Otherwise a hint is an increment like any: one that would create a counter passes the
+tenant's quota first (quota.py), one whose slot is full moves to a fresh actor
+(rotation.apply_fresh), and each op of a request succeeds or fails on its own, so an op
+refused (403, 422, or no fresh incarnation stored) never takes back those applied before it.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
 
-from crdt import CounterOverflowError, SlotFullError
+from crdt import CounterOverflowError, PNCounter, SlotFullError
 from node.base.errors import CountersError, Overflow
 from node.cluster.membership import Cluster
 from node.coordination.ops import Op, OpKind, OpResult
+from node.coordination.quota import CounterQuota
 from node.coordination.replication import Replicator
 from node.coordination.rotation import ActorRotation
 from node.storage.store import CounterStore
@@ -45,11 +52,13 @@ class Hints:
         store: CounterStore,
         rotation: ActorRotation,
         replicator: Replicator,
+        quota: CounterQuota,
     ) -> None:
         self.cluster = cluster
         self.store = store
         self.rotation = rotation
         self.replicator = replicator
+        self.quota = quota  # a hint that creates a counter counts toward its tenant's quota
         self.reachable: Callable[[str], bool] = replicator.reachable
         self.applied = 0  # hinted increments, for metrics
         self._clean = (cluster.actor, store.shards_dropped)  # an actor no drop has tainted
@@ -84,21 +93,39 @@ class Hints:
         return results
 
     async def _apply(self, ops: list[Op]) -> list[OpResult]:
+        """Each op on its own: one that fails (a quota refusal, a rotation that could not
+        store a fresh incarnation) fails alone, and the ops applied keep their answer."""
         results = []
         for op in ops:
-            actor = await self._actor_for(op)
             try:
-                state, _ = self.store.increment(op.key, actor, op.delta)
-            except (SlotFullError, CounterOverflowError) as error:
+                state = await self._increment(op)
+            except CounterOverflowError as error:  # the value would leave int64
                 results.append(OpResult.failed(Overflow(str(error))))
                 continue
-            except CountersError as error:
+            except CountersError as error:  # nothing of this op applied
                 results.append(OpResult.failed(error))
                 continue
             self.applied += 1
             value, saturated = state.saturated_value()
             results.append(OpResult(value, saturated=saturated, hinted=True))
         return results
+
+    async def _increment(self, op: Op) -> PNCounter:
+        """The counter's state once op applied here, like any increment: refused
+        (QuotaExceeded) if it would create a counter past the tenant's quota, applied under
+        a fresh actor if this node's slot of the counter is full."""
+        self.quota.admit(op.key)  # before a rotation: a refused op costs nothing
+        actor = await self._actor_for(op)
+        try:
+            state, _ = self.store.increment(op.key, actor, op.delta)
+        except SlotFullError:  # rotation.py: move on to a fresh actor, as Coordinator does
+            dropped = self.store.shards_dropped
+            actor, (state, _) = await self.rotation.apply_fresh(
+                actor, partial(self.store.increment, op.key, delta=op.delta)
+            )
+            if self.store.shards_dropped == dropped:  # it began after every drop so far
+                self._clean = (actor, dropped)
+        return state
 
     async def _actor_for(self, op: Op) -> str:
         actor, dropped = self.cluster.actor, self.store.shards_dropped

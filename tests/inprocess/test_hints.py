@@ -109,3 +109,92 @@ async def _cut_off_n4(inproc: InProcessCluster) -> tuple[Key, Node, list[Node]]:
         "n4's links to the replicas dead",
     )
     return key, entry, replicas
+
+
+async def test_a_hint_whose_slot_fills_moves_to_a_fresh_actor_like_any_increment(
+    inproc: InProcessCluster,
+):
+    """A counter whose value stays in int64 accepts every delta, hinted or not (rotation.py):
+    when n4's slot of it fills, the hint goes on under a fresh actor rather than a 422."""
+    await inproc.start(4, failure_timeout_s=3.0)
+    key, entry, replicas = await _cut_off_n4(inproc)
+    big = 2**62
+    results = []
+    for delta in [big, -big, big, -big, big, -big, big]:  # the value is 0 or 2**62 throughout
+        (result,) = await entry.coordinator.run([Op(OpKind.INCREMENT, key, delta)], "one")
+        results.append(result)
+
+    assert all(r.ok and r.hinted for r in results), [r.to_json() for r in results]
+    assert entry.coordinator.rotation.rotations >= 1
+    assert entry.value(key) == big
+    inproc.network.heal()
+    await inproc.converged(key, big, replicas)
+
+
+async def test_an_op_of_a_hinted_batch_that_fails_leaves_the_answers_of_those_applied(
+    inproc: InProcessCluster,
+):
+    """A client retries exactly the ops answered `may_have_applied: false`. In one hinted
+    batch, ka applies and kb, a new counter that needs a fresh actor (the node moved to one
+    since the hints last looked), fails because no new incarnation can be stored: ka must
+    still answer its value, or a retry would apply it twice."""
+    await inproc.start(4, failure_timeout_s=3.0)
+    entry = inproc.nodes["n4"]
+    ka = inproc.key_where(lambda replicas: "n4" not in replicas)
+    kb = next(
+        key
+        for key in (("t", "ns", f"kb{i}") for i in range(10_000))
+        if "n4" not in inproc.replicas(key) and key != ka
+    )
+    kr = inproc.key_where(lambda replicas: replicas[0] == "n4")  # n4 runs its increments
+    inproc.network.isolate(entry.address)
+    others = [n for n in inproc.nodes.values() if n is not entry]
+    await eventually(lambda: _unreachable(entry, others), "n4 cut off")
+    (first,) = await entry.coordinator.run([Op(OpKind.INCREMENT, ka, 1)], "one")
+    assert first.ok and first.hinted, first
+    big = 2**62
+    for delta in [big, -big, big, -big, big, -big, big]:  # fills n4's slot of kr: a new actor
+        (result,) = await entry.coordinator.run([Op(OpKind.INCREMENT, kr, delta)], "one")
+        assert result.ok and not result.hinted, result
+    assert entry.coordinator.rotation.rotations == 1
+    incarnation_file = entry.parts.config.data_path / "incarnation"
+    incarnation_file.write_text("damaged\n")  # a disk fault: no new incarnation stored
+
+    a, b = await entry.coordinator.run(
+        [Op(OpKind.INCREMENT, ka, 10), Op(OpKind.INCREMENT, kb, 20)], "one"
+    )
+
+    assert a.ok and a.hinted and a.value == 11, a
+    assert b.problem is not None and b.problem["may_have_applied"] is False, b
+    assert entry.value(ka) == 11 and entry.value(kb) is None
+
+
+async def test_a_cut_off_node_does_not_create_counters_past_the_tenants_quota(
+    inproc: InProcessCluster,
+):
+    """The per-tenant quota holds whichever node takes the increment: a node cut off from
+    every replica refuses (403) a hint that would create a counter past it, as it does a
+    plain increment, and applies nothing."""
+    quota = 4
+    n1, n2, n3, n4 = await inproc.start(4, max_counters_per_tenant=quota, failure_timeout_s=3.0)
+    for i in range(quota):
+        (result,) = await n1.coordinator.run([Op(OpKind.INCREMENT, ("t", "ns", f"c{i}"), 1)], "all")
+        assert result.ok, result
+    await eventually(lambda: n4.parts.quota.total("t") >= quota, "n4 heard the tenant's count")
+    inproc.network.isolate(n4.address)
+    others = [n1, n2, n3]
+    await eventually(lambda: _unreachable(n4, others), "n4 cut off")
+    new = [("t", "ns", f"new{i}") for i in range(20)]
+    assert any(n4.cluster.node_id not in inproc.replicas(key) for key in new)  # some hinted
+
+    results = await n4.coordinator.run([Op(OpKind.INCREMENT, key, 1) for key in new], "one")
+
+    assert all(r.problem is not None and r.problem["status"] == 403 for r in results), [
+        r.to_json() for r in results
+    ]
+    assert all(n4.value(key) is None for key in new)
+
+
+def _unreachable(node: Node, others: list[Node]) -> bool:
+    reachable = node.coordinator.replicator.reachable
+    return not any(reachable(other.node_id) for other in others)
