@@ -126,17 +126,7 @@ class PeerServer:
             try:
                 kind, request_id, body, trace = wire.decode_traced(seal.open(message.data))
                 if kind in INLINE:
-                    try:
-                        if trace is None or self.tracing.tracer is None:
-                            reply = self._inline(kind, body)
-                        else:
-                            with self.tracing.span(
-                                f"peer {KIND_NAMES[kind]}", trace, SpanKind.SERVER
-                            ):
-                                reply = self._inline(kind, body)
-                        frame = wire.encode(wire.REPLY, request_id, [True, reply])
-                    except (ShardNotHeld, NotRecovered) as error:  # refused, nothing done
-                        frame = wire.encode(wire.REPLY, request_id, [False, str(error)])
+                    frame = self._inline_frame(kind, request_id, body, trace)
                     try:
                         await ws.send_bytes(seal.seal(frame))
                     except ConnectionError:
@@ -153,6 +143,24 @@ class PeerServer:
                 log.warning("closing peer link from %s: %s", peer, error)
                 await ws.close(code=1002, message=b"protocol error")
                 break
+
+    def _inline_frame(self, kind: int, request_id: int, body: Any, trace: str | None) -> bytes:
+        """The reply frame to an inline request; ProtocolError for a malformed one."""
+        try:
+            if trace is None or self.tracing.tracer is None:
+                reply = self._inline(kind, body)
+            else:
+                with self.tracing.span(f"peer {KIND_NAMES[kind]}", trace, SpanKind.SERVER):
+                    reply = self._inline(kind, body)
+        except (ShardNotHeld, NotRecovered) as error:  # refused, nothing done
+            return wire.encode(wire.REPLY, request_id, [False, str(error)])
+        try:
+            return wire.encode(wire.REPLY, request_id, [True, reply])
+        except (OverflowError, TypeError, ValueError) as error:
+            # A reply msgpack cannot carry (a number past its range) fails this request at
+            # its caller; closing the link would fail every other one, replication's too.
+            log.exception("peer request kind %d: reply cannot be encoded", kind)
+            return wire.encode(wire.REPLY, request_id, [False, f"reply not encodable: {error}"])
 
     async def answer(self, kind: int, body: Any) -> Any:
         """The reply to one request, whatever carried it (the WebSocket here, an in-memory

@@ -16,9 +16,10 @@ thus leaves windows complete, and a restart of every node too, with window files
 
 The wire form of a shard's buckets: [[tenant, namespace, [[minute, [name, delta, name,
 delta, ...]], ...]], ...], at most MAX_ENTRIES (counter, minute) entries: a replica whose
-shard holds more answers none, and the asker stays incomplete for the older windows. Names
-are interned as they are parsed, as windows.py interns those it is handed: one string per
-name across the minutes taken and those observed after.
+shard holds more answers none, and the asker stays incomplete for the older windows. A delta
+past msgpack's range (a minute's swing from INT64_MAX to INT64_MIN nets -(2^64 - 1)) is a
+decimal string (bigints.py). Names are interned as they are parsed, as windows.py interns
+those it is handed: one string per name across the minutes taken and those observed after.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from sys import intern
 from typing import Any
 
 from node.cluster.wire import ProtocolError
+from node.realtime.bigints import from_wire, to_wire
 from node.realtime.windows import Space, Windows
 
 MAX_ENTRIES = 250_000  # (counter, minute) entries one shard's catch-up carries, ~5 MB
@@ -48,7 +50,8 @@ def export(windows: Windows, shard: int, since: int, before: int) -> list[Any] |
             if minute >= before:
                 break
             entries += len(bucket)
-            minutes.append([minute, [x for item in bucket.items() for x in item]])
+            flat = [x for name, delta in bucket.items() for x in (name, to_wire(delta))]
+            minutes.append([minute, flat])
         if minutes:
             out.append([tenant, namespace, minutes])
     return None if entries > MAX_ENTRIES else out
@@ -78,10 +81,10 @@ def parse(obj: object, before: int) -> Buckets:
             if not isinstance(flat, list) or len(flat) % 2:
                 raise ProtocolError("bad bucket deltas")
             names, deltas = flat[0::2], flat[1::2]
-            if not all(isinstance(n, str) for n in names) or not all(
-                type(d) is int for d in deltas
-            ):
+            if not all(isinstance(n, str) for n in names):
                 raise ProtocolError("bad bucket deltas")
+            if not all(type(d) is int for d in deltas):
+                deltas = [from_wire(d) for d in deltas]  # rare: one past msgpack's range
             entries += len(names)
             parsed.append((minute, dict(zip(map(intern, names), deltas, strict=True))))
     if entries > MAX_ENTRIES:

@@ -1,9 +1,10 @@
 """The EVENTS peer message (kind 14): "events of tenant/namespace/prefix after seq s".
 
 Request body: [tenant, namespace, prefix, after, limit]. Reply: [floor, upto, [[seq, name,
-value, change, at_ms, replayed, version], ...]] (feed_log.Read; a version is a uint64). Both
-sides validate before use and raise ProtocolError, so a malformed message never reaches the
-log or a client.
+value, change, at_ms, replayed, version], ...]] (feed_log.Read; a version is a uint64). A
+value or change past msgpack's range (a value merged past int64, a swing from INT64_MAX to
+INT64_MIN) is a decimal string (bigints.py). Both sides validate before use and raise
+ProtocolError, so a malformed message never reaches the log or a client.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 from typing import Any, NamedTuple
 
 from node.cluster.wire import ProtocolError
+from node.realtime.bigints import from_wire, to_wire
 from node.realtime.feed_log import Event, Read
 
 MAX_READ = 5000
@@ -58,7 +60,8 @@ def ask_from_wire(obj: object) -> EventsAsk:
 def read_to_wire(read: Read) -> list[Any]:
     # versions fit a uint64: the log files a larger one as its cap (feed_log.MAX_VERSION)
     events = [
-        [e.seq, e.name, e.value, e.change, e.at_ms, e.replayed, e.version] for e in read.events
+        [e.seq, e.name, to_wire(e.value), to_wire(e.change), e.at_ms, e.replayed, e.version]
+        for e in read.events
     ]
     return [read.floor, read.upto, events]
 
@@ -77,8 +80,8 @@ def read_from_wire(obj: object, tenant: str, namespace: str) -> Read:
                 tenant,
                 namespace,
                 _text(name),
-                _int(value),
-                _int(change, -INT64 * 2, INT64 * 2),
+                from_wire(value),
+                from_wire(change),
                 _int(at_ms, 0),
                 replayed,
                 _int(version, 0, UINT64),

@@ -11,13 +11,14 @@ the previous one (C speed), not of the buckets it touched nor a B-tree row per c
 a space's write reaches a later minute, the earlier minute's rows are merged into its whole
 row (a bucket stops changing once its space has a newer one: windows.py), so each bucket is
 packed whole once and a space holds at most one minute of entry rows (a write a second: 60).
-Per shard, a log of blobs of the values the change
-tap last handed on (tenant, namespace, name, value, ...), one per write that changed the
-shard, later ones winning; merged into one when it outgrows its last merge (COMPACT_SLACK),
-so a value costs O(1) to keep however often its counter changes. Each write
-is one transaction, so after a kill -9 the file holds the state of its last write entirely
-or the previous one: buckets, values and P always agree. WAL with synchronous=NORMAL
-survives a killed process (not a power cut).
+Per shard, a log of blobs of the values the change tap last handed on (tenant, namespace,
+name, value, ...), one per write that changed the shard, later ones winning; merged into one
+when it outgrows its last merge (COMPACT_SLACK), so a value costs O(1) to keep however often
+its counter changes. A change or value past msgpack's range (a minute's swing from INT64_MAX
+to INT64_MIN nets -(2^64 - 1)) is packed as an ext type (bigints.py), so one tenant's swing
+cannot stop the file's writes; older files hold plain msgpack and read as before. Each write
+is one transaction, so after a kill -9 the file holds its last write entirely or the previous
+one: buckets, values and P always agree. WAL, synchronous=NORMAL: survives a kill, not a power cut.
 
 The sqlite3 module blocks: every method here runs in a worker thread, one at a time
 (window_persist.py). A file that cannot be read is set aside (renamed `.bad`) and a new one
@@ -36,9 +37,8 @@ from itertools import groupby
 from operator import itemgetter
 from pathlib import Path
 
-import msgpack
-
 from node.base.keys import Key
+from node.realtime.bigints import pack, unpack
 from node.realtime.coverage import Observation
 from node.storage.store_dirty import Change
 
@@ -148,7 +148,7 @@ def _pack_spaces(spaces: dict[Space, dict[str, int]]) -> bytes:
     for (tenant, namespace), names in spaces.items():
         for name, value in names.items():
             flat += (tenant, namespace, name, value)
-    return bytes(msgpack.packb(flat))
+    return pack(flat)
 
 
 class WindowFile:
@@ -256,7 +256,7 @@ class WindowFile:
         afters: dict[Space, dict[str, int]] = {}
         rows = self.db.execute("SELECT items FROM afters WHERE shard = ? ORDER BY seq", (shard,))
         for (packed,) in rows:
-            flat = msgpack.unpackb(packed)
+            flat = unpack(packed)
             if not isinstance(flat, list) or len(flat) % 4:
                 raise ValueError("a value row is a list of tenant, namespace, name, value")
             spaces = zip(flat[0::4], flat[1::4], strict=True)
@@ -348,17 +348,17 @@ class WindowFile:
                 if minute in minutes:  # its entry rows are in the whole row now
                     self._drop_entries(shard, tenant, namespace, minute)
                     minutes.discard(minute)
-                wholes.append((shard, tenant, namespace, minute, msgpack.packb(values)))
+                wholes.append((shard, tenant, namespace, minute, pack(values)))
             else:
                 minutes.add(minute)
                 self._seq += 1
-                rows.append((shard, tenant, namespace, minute, self._seq, msgpack.packb(values)))
+                rows.append((shard, tenant, namespace, minute, self._seq, pack(values)))
         db.executemany(PUT_BUCKET, wholes)
         db.executemany(PUT_ENTRIES, rows)
 
     def _merge_entries(self, shard: int, tenant: str, namespace: str, minute: int) -> None:
         bucket = self._bucket(shard, tenant, namespace, minute)
-        self.db.execute(PUT_BUCKET, (shard, tenant, namespace, minute, msgpack.packb(bucket)))
+        self.db.execute(PUT_BUCKET, (shard, tenant, namespace, minute, pack(bucket)))
         self._drop_entries(shard, tenant, namespace, minute)
 
     def _drop_entries(self, shard: int, tenant: str, namespace: str, minute: int) -> None:
@@ -437,7 +437,7 @@ def _entry_minutes(db: sqlite3.Connection) -> dict[SpaceKey, set[int]]:
 
 def _names(packed: bytes) -> dict[str, int]:
     """A bucket's row (whole, or its entries): a map of names to changes."""
-    names = msgpack.unpackb(packed)
+    names = unpack(packed)
     if not isinstance(names, dict):
         raise ValueError("a bucket's row is a map of names to changes")
     return names
