@@ -37,8 +37,9 @@ from ring.claimant import RingState, handoff_mark
 log = logging.getLogger("counters.handoff")
 SHARDS_PER_PULL = 8
 # What the receipts of one pull reply may take on the wire: half a frame (wire.MAX_FRAME_BYTES),
-# the rest left to the states. Beyond it only the newest receipts go (see pull_reply).
+# the rest left to the states. Beyond it the puller asks for the next page (see pull_page).
 PULL_RECEIPT_BYTES = 32 * 1024 * 1024
+Cursor = tuple[Key, str]  # the last (counter, idempotency key) of a page of receipts
 RECEIPT_OVERHEAD_BYTES = 32  # msgpack framing, time and value of one receipt, at most
 
 
@@ -201,29 +202,48 @@ class Handoff:
             # A few shards per call, so no reply outgrows a frame or holds the peer's loop.
             for start in range(0, len(node_shards), SHARDS_PER_PULL):
                 try:
-                    raw = await self.pool.link(address).call(
-                        wire.PULL,
-                        self.pull_request(node_shards[start : start + SHARDS_PER_PULL]),
-                        cluster.config.request_timeout_s * 5,
-                    )
-                    # each state with its receipts, so a retry on the new replicas replays,
-                    # and the reservations, so it meets an attempt still in flight
-                    held: wire.Held = {}
-                    self.store.merge_carried(wire.carried_from_wire(raw, held))
-                    self.store.adopt_reservations(held, int(time.time() * 1000))
+                    await self._pull_pages(address, node_shards[start : start + SHARDS_PER_PULL])
                 except (PeerError, wire.ProtocolError) as error:
                     log.warning("pull from %s failed: %s", node_id, error)
                     complete = False
                     break
         return complete
 
-    def pull_request(self, shards: list[int]) -> dict[str, Any]:
-        """A PULL: the shards, and what the source must adopt before it answers."""
+    async def _pull_pages(self, address: str, shards: list[int]) -> None:
+        """Merge one source's state of these shards, page by page of receipts: each state
+        with its receipts, so a retry on the new replicas replays, and the reservations, so
+        it meets an attempt still in flight. Receipts made after the first page reach this
+        node as writes do (the barrier), so a page may skip them."""
+        after: Cursor | None = None
+        while True:
+            raw = await self.pool.link(address).call(
+                wire.PULL,
+                self.pull_request(shards, after),
+                self.cluster.config.request_timeout_s * 5,
+            )
+            entries, more = raw if isinstance(raw, list) else _page_from_wire(raw)
+            held: wire.Held = {}
+            self.store.merge_carried(wire.carried_from_wire(entries, held))
+            self.store.adopt_reservations(held, int(time.time() * 1000))
+            if more is None:
+                return
+            if after is not None and more <= after:
+                raise wire.ProtocolError("a pull page did not move on")
+            after = more
+
+    def pull_request(self, shards: list[int], after: Cursor | None = None) -> dict[str, Any]:
+        """A PULL: the shards, and what the source must adopt before it answers; `paged`:
+        the receipts come in pages, this one after `after` (a source before pages ignores
+        it and answers a list, its receipts cut to fit a frame)."""
         cluster = self.cluster
         state, view = cluster.state.to_wire(), cluster.view.to_wire()
-        return {"shards": shards, "ring": state, "view": view, "reservations": True}
+        request = {"shards": shards, "ring": state, "view": view, "reservations": True}
+        request["paged"] = True
+        if after is not None:
+            request["after"] = [list(after[0]), after[1]]
+        return request
 
-    def answer_pull(self, body: Any, now_ms: int) -> list[Any]:
+    def answer_pull(self, body: Any, now_ms: int) -> Any:
         """The source's side of a PULL: adopt the puller's ring and view first (a pending
         ring this node had not heard of makes it send its later writes of these shards to
         the puller too), then answer with the state of the shards."""
@@ -243,7 +263,15 @@ class Handoff:
                 raise wire.ProtocolError(f"bad pull: {error}") from None
             check_ring_shape(state, cluster)
             cluster.absorb(view, state, {})
-        entries = pull_reply(self.store, shards, now_ms)
+        if isinstance(body, dict) and body.get("paged") is True:
+            after = _cursor_from_wire(body["after"]) if "after" in body else None
+            entries, more = pull_page(self.store, shards, now_ms, after, PULL_RECEIPT_BYTES)
+            held = self.store.reservations_in(set(shards), now_ms) if after is None else {}
+            listed = {key for key, _, _ in entries}
+            entries += [(key, PNCounter.empty(), {}) for key in held if key not in listed]
+            cursor = None if more is None else [list(more[0]), more[1]]
+            return {"entries": wire.carried_to_wire(entries, held), "more": cursor}
+        entries = pull_reply(self.store, shards, now_ms)  # an older puller: one reply
         if not (isinstance(body, dict) and body.get("reservations") is True):
             return wire.carried_to_wire(entries)  # an older puller: it would refuse them
         held = self.store.reservations_in(set(shards), now_ms)
@@ -293,6 +321,58 @@ def pull_reply(
         kept[index][idem] = entries[index][2][idem]
     log.warning("a pull reply leaves out %d old receipts that do not fit in a frame", left_out)
     return [(key, state, kept[i]) for i, (key, state, _) in enumerate(entries)]
+
+
+def pull_page(
+    store: CounterStore,
+    shards: Iterable[int],
+    now_ms: int,
+    after: Cursor | None = None,
+    budget: int = PULL_RECEIPT_BYTES,
+) -> tuple[list[wire.Carried], Cursor | None]:
+    """A page of a paged PULL's answer: the receipts after `after` in (counter, idempotency
+    key) order that fit in `budget` bytes (one at least), with every counter's state on the
+    first page (`after` None) and none on the others; and the cursor of the next page, None
+    on the last. So however many receipts a shard holds, every one reaches the puller."""
+    entries = [entry for shard in shards for entry in store.shard_carried(shard, now_ms)]
+    names = sorted(
+        (key, idem)
+        for key, _, found in entries
+        for idem in found
+        if after is None or (key, idem) > after
+    )
+    by_key = {key: found for key, _, found in entries}
+    page: dict[Key, dict[str, Receipt]] = {}
+    room, more = budget, None
+    for key, idem in names:
+        receipt = by_key[key][idem]
+        size = _receipt_bytes(idem, receipt)
+        if size > room and page:
+            more = _last(page)
+            break
+        room -= size
+        page.setdefault(key, {})[idem] = receipt
+    if after is None:
+        return [(key, state, page.get(key, {})) for key, state, _ in entries], more
+    return [(key, PNCounter.empty(), found) for key, found in page.items()], more
+
+
+def _last(page: dict[Key, dict[str, Receipt]]) -> Cursor:
+    key = next(reversed(page))
+    return key, next(reversed(page[key]))
+
+
+def _page_from_wire(obj: object) -> tuple[object, Cursor | None]:
+    if not isinstance(obj, dict) or "entries" not in obj or "more" not in obj:
+        raise wire.ProtocolError("a pull page is {entries, more}")
+    more = obj["more"]
+    return obj["entries"], None if more is None else _cursor_from_wire(more)
+
+
+def _cursor_from_wire(obj: object) -> Cursor:
+    if not isinstance(obj, list) or len(obj) != 2:
+        raise wire.ProtocolError("a pull cursor is [key, idempotency key]")
+    return wire.key_from_wire(obj[0]), wire._idem(obj[1])
 
 
 def _receipt_bytes(idem: str, receipt: Receipt) -> int:

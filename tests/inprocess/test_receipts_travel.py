@@ -12,8 +12,10 @@ from __future__ import annotations
 import asyncio
 import time
 
+import pytest
+
 from node.base.keys import Key
-from node.cluster import wire
+from node.cluster import handoff, wire
 from node.coordination.idempotency import claim_key
 from node.coordination.ops import Op, OpKind, OpResult
 from tests.inprocess.cluster import InProcessCluster, Node, eventually
@@ -97,6 +99,30 @@ async def test_a_retry_after_every_old_replica_left_replays(inproc: InProcessClu
     assert (retry.value, retry.replayed) == (5, True), retry
     await asyncio.sleep(0.2)  # a double apply would show now; not a synchronisation
     assert {node.value(key) for node in new} == {5}
+
+
+async def test_every_receipt_moves_with_its_shard_however_many_pages_it_takes(
+    inproc: InProcessCluster, monkeypatch: pytest.MonkeyPatch
+):
+    """A pull reply holds half a frame of receipts; past it the receipts come in pages (here
+    two a page), through the whole paged PULL path. Before pages, a pull left the oldest out
+    (test_pull_reply.py), and only anti-entropy with an old replica still alive could bring
+    them: a retry of one of those after the old replicas went applied again."""
+    monkeypatch.setattr(handoff, "PULL_RECEIPT_BYTES", 100)
+    old = await inproc.start(3)
+    key = ("t", "ns", "k")
+    ops = [Op(OpKind.INCREMENT, key, 1, idem=f"key-{i}") for i in range(6)]
+    for op in ops:
+        (first,) = await old[0].coordinator.run([op], "quorum", fingerprint=op.idem)
+        assert first.ok and not first.replayed, first
+    await inproc.converged(key, 6)
+
+    new = await _replace_every_node(inproc, old)
+    for op in ops:
+        (retry,) = await new[0].coordinator.run([op], "quorum", fingerprint=op.idem)
+        assert retry.replayed and retry.value is not None, (op.idem, retry)
+    await asyncio.sleep(0.2)  # a double apply would show now; not a synchronisation
+    assert {node.value(key) for node in new} == {6}
 
 
 async def test_a_batch_claim_without_state_moves_with_its_shard(inproc: InProcessCluster):
