@@ -27,7 +27,7 @@ from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from crdt import CounterOverflowError, PNCounter, SlotFullError
 from crdt import packed as pk
 from crdt.gcounter import UINT64_MAX, GCounter, _gcounter
-from crdt.pncounter import _pncounter
+from crdt.pncounter import FLOOR_SUFFIX, _pncounter
 from crdt.receipts import Receipt
 from node.base.keys import Key
 from node.storage.incarnation import incarnation_of
@@ -262,15 +262,17 @@ class CounterStore(DirtyCounters, LoadedCounters, StoreReceipts, NamespaceReads)
         return new, p, n
 
     def reset(self, key: Key) -> tuple[PNCounter, PNCounter]:
-        """Clear what this replica has observed of key; return the new state and the floor
-        slots that changed (the delta to replicate)."""
+        """Clear what this replica has observed of key; return the new state and the delta
+        to replicate: the floor slots that changed, with the slots they cover. A replica
+        that missed a slot and got its floor alone would read the counter below zero."""
         old = self.get(key)
         if old is None:
             return PNCounter.empty(), PNCounter.empty()
         new = old.reset()
         if new is not old:
             self.merge(key, new)
-        return new, new.delta_since(old)
+        floors = new.delta_since(old).actors()
+        return new, new.restricted_to({*floors, *(a.removesuffix(FLOOR_SUFFIX) for a in floors)})
 
     def merge(self, key: Key, incoming: PNCounter) -> PNCounter:
         """Merge incoming into key's state; return the merged state."""
