@@ -40,7 +40,12 @@ class QuorumWait:
             for future in futures:
                 future.add_done_callback(lambda f: _deliver(f, on_success))
             return
-        if self._waiter is None:
+        waiter = self._waiter
+        if waiter is None or (
+            waiter.done() and not waiter.cancelled() and waiter.exception() is None
+        ):
+            # the first group, or one added after every earlier group was satisfied (a batch
+            # adds its fresh actor's writes and its reads after an await): wait for it too
             self._waiter = asyncio.get_running_loop().create_future()
         self._open_groups += 1
         group = _Group(self, needed, len(futures), on_success, spares or [])
