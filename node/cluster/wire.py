@@ -74,8 +74,10 @@ SLOT_FIELDS = 6
 # What a node of this version does beyond answering the kinds above, said in its gossip
 # ("features"), so a peer relies on it only once heard (a rolling upgrade mixes versions):
 # "claimed-batch": a FORWARD of a batch's claim followed by its ops runs them as one group in
-# which a failed claim applies none of the ops (node/coordination/coordinator.py).
-FEATURES = ("claimed-batch",)
+# which a failed claim applies none of the ops (node/coordination/coordinator.py);
+# "scan-states": a FORWARD scan asked [..., True] answers each counter's state too, so a
+# listing above consistency one merges replicas (node/coordination/listing.py).
+FEATURES = ("claimed-batch", "scan-states")
 
 MAX_FRAME_BYTES = 64 * 1024 * 1024
 MAX_TRACE_CHARS = 128

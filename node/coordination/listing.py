@@ -1,55 +1,133 @@
-"""Listing a namespace: one serving replica per shard, the other nodes asked at once.
+"""Listing a namespace at a consistency level: per shard, as many serving replicas as a read
+of one of its counters asks (one, a read quorum, or all), the other nodes asked at once.
 
-Each node answers from its store's index of the namespace (CounterStore.scan); the page is
-the first `limit` names after the cursor across all of them.
+Each node answers from its store's index of the namespace (CounterStore.scan) for the shards
+it is asked, which it must replicate in its current ring and serve (else it refuses, and the
+page answers 503: a node with a stale ring must not make a short page of a 200). Above `one`
+every asked replica sends each counter's state, and the page merges them: a counter
+acknowledged at a write quorum is on every page that reaches it, at a value that holds every
+write acknowledged before the page (R + W > N), as a quorum read of it would answer. The page
+is the first `limit` names after the cursor across all of them.
 """
 
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
+from crdt import PNCounter
 from node.base.errors import QuorumUnavailable
-from node.cluster.wire import FORWARD
+from node.cluster.wire import FORWARD, state_from_wire
 from node.coordination.coordinator import Coordinator
+from node.coordination.replication import needed
 from node.storage.store import CounterStore
+
+STATES = "scan-states"  # wire.FEATURES: a scan that answers states, so replicas merge
 
 
 async def scan(
-    co: Coordinator, tenant: str, namespace: str, prefix: str, after: str, limit: int
+    co: Coordinator,
+    tenant: str,
+    namespace: str,
+    prefix: str,
+    after: str,
+    limit: int,
+    consistency: str,
 ) -> list[tuple[str, int]]:
-    """Counters of a namespace in name order: (name, value), at most `limit`."""
-    me = co.cluster.node_id
+    """Counters of a namespace in name order: (name, value), at most `limit`. Above `one`,
+    a replica that fails is replaced by a spare (another serving replica) once, as a read's."""
+    cluster, me = co.cluster, co.cluster.node_id
+    states = consistency != "one"
+    candidates = {s: _serving(co, s, consistency) for s in range(cluster.state.current.shards)}
+    wanted = {s: 1 if not states else _wanted(co, s, consistency) for s in candidates}
+    asked = {s: found[: wanted[s]] for s, found in candidates.items()}
     by_node: dict[str, set[int]] = {}
-    for shard in range(co.cluster.state.current.shards):
-        owner = co.owner(shard)
-        if owner is None:
-            raise QuorumUnavailable(f"no live replica serves shard {shard}")
-        by_node.setdefault(owner, set()).add(shard)
-    found = local_rows(co.store, tenant, namespace, prefix, after, limit, by_node.get(me, set()))
-    links = [
-        (co.link_to(node_id), sorted(shards))
-        for node_id, shards in by_node.items()
-        if node_id != me
-    ]
-    # The other nodes all at once: a page waits for the slowest, not for their sum.
+    for shard, nodes in asked.items():
+        for node_id in nodes:
+            by_node.setdefault(node_id, set()).add(shard)
+    rows = scan_here(co.store, tenant, namespace, prefix, after, limit, by_node.pop(me, set()))
+    merged = dict(rows)
+    values: dict[str, int] = {}
+    for spare_round in (False, True):
+        replies = await _ask(co, by_node, [tenant, namespace, prefix, after, limit], states)
+        for reply in replies.values():
+            if isinstance(reply, BaseException):
+                continue
+            for row in reply:
+                if not states:
+                    values[str(row[0])] = int(row[1])
+                    continue
+                name, state = str(row[0]), state_from_wire(row[2])
+                found = merged.get(name)
+                merged[name] = state if found is None else found.merge(state)
+        errors = {n: r for n, r in replies.items() if isinstance(r, BaseException)}
+        if not errors:
+            break
+        node_id, error = next(iter(errors.items()))
+        if spare_round or not states:
+            raise QuorumUnavailable(f"listing: {node_id} did not answer ({error}); retry")
+        by_node = {}
+        for failed_node in errors:
+            for shard in (s for s, nodes in asked.items() if failed_node in nodes):
+                spare = next((n for n in candidates[shard] if n not in asked[shard]), None)
+                if spare is None or spare == me:
+                    raise QuorumUnavailable(f"listing: {failed_node} did not answer; retry")
+                asked[shard].append(spare)
+                by_node.setdefault(spare, set()).add(shard)
+    values.update((name, state.saturated_value()[0]) for name, state in merged.items())
+    return sorted(values.items())[:limit]
+
+
+async def _ask(
+    co: Coordinator, by_node: dict[str, set[int]], body: list[object], states: bool
+) -> dict[str, Any]:
+    """Each node's reply to its part of a scan (or the error), all asked at once: a page
+    waits for the slowest, not for their sum."""
+    if states and (old := [n for n in by_node if not co.cluster.supports(n, STATES)]):
+        raise QuorumUnavailable(
+            f"{', '.join(old)} run an earlier version that cannot answer a listing above "
+            "consistency one; ask at one, or after the upgrade"
+        )
+    nodes = list(by_node)
     replies = await asyncio.gather(
         *(
-            link.call(
-                FORWARD, {"scan": [tenant, namespace, prefix, after, limit, shards]}, co.timeout
+            co.link_to(node_id).call(
+                FORWARD,
+                {"scan": [*body, sorted(by_node[node_id]), *([True] if states else [])]},
+                co.timeout,
             )
-            for link, shards in links
+            for node_id in nodes
         ),
         return_exceptions=True,
     )
-    for reply in replies:
-        if isinstance(reply, BaseException):
-            raise reply
-        found += [(str(name), int(value)) for name, value in reply]
-    found.sort()
-    return found[:limit]
+    return dict(zip(nodes, replies, strict=True))
 
 
-def local_rows(
+def _wanted(co: Coordinator, shard: int, consistency: str) -> int:
+    return needed(consistency, co.cluster.config.read_quorum, len(co.cluster.replicas(shard)))
+
+
+def _serving(co: Coordinator, shard: int, consistency: str) -> list[str]:
+    """The serving replicas of the shard a listing may ask, in the order it asks them: at
+    `one` the one an operation on it runs on, else this node first if it serves, then those
+    our links reach."""
+    cluster = co.cluster
+    if consistency == "one":
+        owner = co.owner(shard)
+        if owner is None:
+            raise QuorumUnavailable(f"no live replica serves shard {shard}")
+        return [owner]
+    serving = [n for n in cluster.replicas(shard) if cluster.serving(n)]
+    serving.sort(key=lambda n: (n != cluster.node_id, not co.replicator.reachable(n)))
+    wanted = _wanted(co, shard, consistency)
+    if len(serving) < wanted:
+        raise QuorumUnavailable(
+            f"{len(serving)} of shard {shard}'s replicas serve, {wanted} needed at {consistency}"
+        )
+    return serving
+
+
+def scan_here(
     store: CounterStore,
     tenant: str,
     namespace: str,
@@ -57,10 +135,6 @@ def local_rows(
     after: str,
     limit: int,
     shards: set[int],
-) -> list[tuple[str, int]]:
-    """This node's part of a page: (name, value) from the given shards."""
-    if not shards:
-        return []
-    rows = store.scan(tenant, namespace, prefix, after, limit, shards)
-    # saturated like every value a node emits (crdt/pncounter.py), so a row always packs
-    return [(name, state.saturated_value()[0]) for name, state in rows]
+) -> list[tuple[str, PNCounter]]:
+    """This node's part of a page: (name, state) from the given shards."""
+    return store.scan(tenant, namespace, prefix, after, limit, shards) if shards else []

@@ -167,10 +167,15 @@ async def batch(request: web.Request) -> web.Response:
 
 
 def _cursor(raw: str | None) -> str:
+    """The name a next_cursor encodes; exactly the text this API wrote (urlsafe base64 of
+    the name, padded), anything else 400 (a lenient decode drops stray characters)."""
     if not raw:
         return ""
     try:
-        return validation.name(base64.urlsafe_b64decode(raw.encode()).decode(), "cursor")
+        name = base64.b64decode(raw.encode(), altchars=b"-_", validate=True).decode()
+        if base64.urlsafe_b64encode(name.encode()).decode() != raw:
+            raise ValueError("not as encoded")
+        return validation.name(name, "cursor")
     except (binascii.Error, UnicodeDecodeError, ValueError, InvalidName):
         raise InvalidBody("cursor is not one this API returned") from None
 
@@ -180,11 +185,13 @@ async def list_counters(request: web.Request) -> web.Response:
     namespace = validation.name(request.match_info["namespace"], "namespace")
     prefix = request.query.get("prefix", "")
     if prefix:
-        validation.name(prefix, "prefix")
+        validation.prefix(prefix)
     limit = validation.limit(request)
     after = _cursor(request.query.get("cursor"))
+    consistency = validation.consistency(request)
     tenant = auth.principal(request, auth.READ, namespace).tenant
-    rows = await listing.scan(request.app[COORDINATOR], tenant, namespace, prefix, after, limit)
+    co = request.app[COORDINATOR]
+    rows = await listing.scan(co, tenant, namespace, prefix, after, limit, consistency)
     counters = [{"name": name, "value": value} for name, value in rows]
     next_cursor = None
     if len(rows) == limit:

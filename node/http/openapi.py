@@ -14,7 +14,7 @@ from aiohttp import web
 from node import __version__
 from node.http import bodies, openapi_realtime
 from node.http.openapi_schemas import NAME, SCHEMAS, ref
-from node.http.validation import IDEMPOTENCY_KEY, MAX_LIST_LIMIT
+from node.http.validation import IDEMPOTENCY_KEY, MAX_LIST_LIMIT, PREFIX_REGEX
 
 routes = web.RouteTableDef()
 
@@ -148,9 +148,10 @@ PATHS: dict[str, Any] = {
             "summary": "List counters of a namespace in name order",
             "parameters": [
                 _path_param("namespace"),
-                _query("prefix", {"anyOf": [NAME, {"const": ""}]}),
+                _query("prefix", {"anyOf": [{**NAME, "pattern": PREFIX_REGEX}, {"const": ""}]}),
                 _query("limit", {"type": "integer", "minimum": 1, "maximum": MAX_LIST_LIMIT}),
                 _query("cursor", {"type": "string", "description": "next_cursor of a listing"}),
+                CONSISTENCY,
             ],
             "responses": {"200": _json(ref("CounterList")), **_errors(*CLIENT, 502, 503)},
         }

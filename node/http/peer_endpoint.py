@@ -291,16 +291,25 @@ class PeerServer:
         return [result.to_json() for result in results]
 
     def _scan(self, raw: Any) -> list[list[Any]]:
-        if not isinstance(raw, list) or len(raw) != 6:
+        """A listing's part (coordination/listing.py): [name, value] rows, and each state
+        when asked ([..., shards, True]); refused for a shard this node does not serve."""
+        if not isinstance(raw, list) or len(raw) not in (6, 7) or raw[6:] not in ([], [True]):
             raise ProtocolError("bad scan")
-        tenant, namespace, prefix, after, limit, shards = raw
+        tenant, namespace, prefix, after, limit, shards = raw[:6]
         if not all(isinstance(x, str) for x in (tenant, namespace, prefix, after)):
             raise ProtocolError("bad scan strings")
         if type(limit) is not int or not 0 < limit <= 10_000:
             raise ProtocolError("bad scan limit")
-        valid = set(wire.shards_from_wire(shards, self.gossip.cluster.config.shards))
-        rows = listing.local_rows(self.store, tenant, namespace, prefix, after, limit, valid)
-        return [[name, value] for name, value in rows]
+        cluster = self.gossip.cluster
+        valid = set(wire.shards_from_wire(shards, cluster.config.shards))
+        unserved = sorted(s for s in valid if cluster.node_id not in cluster.replicas(s))
+        if unserved or not cluster.ready:
+            why = f"shards {unserved[:8]}" if unserved else "any shard while it is not ready"
+            raise ShardNotHeld(f"{cluster.node_id} does not serve {why}: its ring differs")
+        rows = listing.scan_here(self.store, tenant, namespace, prefix, after, limit, valid)
+        if len(raw) == 7:
+            return [[name, state.saturated_value()[0], pn_to_wire(state)] for name, state in rows]
+        return [[name, state.saturated_value()[0]] for name, state in rows]
 
     async def close_connections(self) -> None:
         for ws in list(self._sockets):

@@ -22,6 +22,7 @@ NAME_CHARS = re.compile(r"[A-Za-z0-9._:-]{1,200}")
 # row and not "." alone, since "." and ".." are path segments that clients normalise away.
 NAME_REGEX = r"^\.?([A-Za-z0-9_:-]\.?)+$"
 NAME_MAX_BYTES = 200
+PREFIX_REGEX = r"^(\.?([A-Za-z0-9_:-]\.?)+|\.)$"  # a listing's prefix: a name, or '.'
 MAX_BATCH_OPS = 1000
 SINGLE_HEADERS = ("Authorization", "Idempotency-Key", "Last-Event-ID")
 MAX_LIST_LIMIT = 1000
@@ -59,6 +60,13 @@ def name(value: str, what: str = "name") -> str:
         raise InvalidName(
             f"{what} must be 1-200 characters of [A-Za-z0-9._:-], without '..', and not '.'"
         )
+    return value
+
+
+def prefix(value: str) -> str:
+    """A listing's name prefix: the characters of a name; '.' alone, unlike a name, is one."""
+    if NAME_CHARS.fullmatch(value) is None or ".." in value:
+        raise InvalidName("prefix must be 1-200 characters of [A-Za-z0-9._:-], without '..'")
     return value
 
 

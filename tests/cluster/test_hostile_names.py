@@ -69,12 +69,13 @@ def test_invalid_counter_names_answer_400_and_create_nothing(
     client = Client(node, "bad-names")
     ns = "hostile"
     base = f"/v1/namespaces/{ns}/counters/{path_segment(name, every_byte)}"
+    listing = f"/v1/namespaces/{ns}/counters?prefix={path_segment(name, True)}"
     for method, path, body in (
         ("POST", base + "/increment", b'{"delta": 5}'),
         ("GET", base, None),
         ("DELETE", base, None),
         ("GET", base + "/history", None),
-        ("GET", f"/v1/namespaces/{ns}/counters?prefix={path_segment(name, True)}", None),
+        *([("GET", listing, None)] if name != "." else []),  # '.' begins names: a prefix
     ):
         assert_problem(client.call(method, path, body), 400, "invalid-name")
     batch = {"ops": [{"op": "increment", "name": "fine"}, {"op": "increment", "name": name}]}
