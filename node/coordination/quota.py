@@ -2,10 +2,11 @@
 
 Each node counts, per tenant, the counters of the shards it coordinates (it is their first
 replica) and gossips those counts; a tenant's cluster total is this node's count plus the
-last count each other ring member reported. The check runs on the coordinator, only when an
-increment would create a counter, so existing counters never stop counting. Counts travel by
-gossip, so counters created on different nodes within one gossip interval may pass the quota
-together: it is a soft limit, off by at most what a tenant creates in that time.
+last count each other ring member reported, plus the hinted counters it holds. The check runs
+on the coordinator, only when an increment would create a counter, so existing counters never
+stop counting. Counts travel by gossip, so counters created on different nodes within one
+gossip interval may pass the quota together: it is a soft limit, off by at most what a
+tenant creates in that time.
 """
 
 from __future__ import annotations
@@ -90,11 +91,15 @@ class CounterQuota:
         self._reports_heard += 1
 
     def total(self, tenant: str) -> int:
-        """The tenant's counters in the cluster, as far as gossip has told."""
-        members = set(self.cluster.state.current.nodes) - {self.cluster.node_id}
+        """The tenant's counters in the cluster, as far as gossip has told, and those this
+        node holds in shards it does not replicate (hints, node/coordination/hints.py: no
+        coordinator counts them before they are handed over)."""
+        ring, me = self.cluster.state.current, self.cluster.node_id
+        members = set(ring.nodes) - {me}
         others = sum(self._reports.get(peer, {}).get(tenant, 0) for peer in members)
-        coordinated = self._coordinated()
-        return others + sum(self.store.tenant_counts(s).get(tenant, 0) for s in coordinated)
+        mine = ring.shards_of(me)
+        counted = [*self._coordinated(), *(s for s in self.store.shard_numbers() if s not in mine)]
+        return others + sum(self.store.tenant_counts(s).get(tenant, 0) for s in counted)
 
     def admit(self, key: Key, shard: int = -1) -> None:
         """Refuse an increment that would create a counter past its tenant's quota (a zero

@@ -195,6 +195,29 @@ async def test_a_cut_off_node_does_not_create_counters_past_the_tenants_quota(
     assert all(n4.value(key) is None for key in new)
 
 
+async def test_hints_count_toward_the_quota_they_create_counters_under(
+    inproc: InProcessCluster,
+):
+    """A tenant two counters under its quota: a cut-off node creates two hinted counters
+    and refuses the rest. Before, hinted counters lay in shards no node counted (the node
+    counts those it coordinates), so it created every one."""
+    quota = 4
+    n1, n2, n3, n4 = await inproc.start(4, max_counters_per_tenant=quota, failure_timeout_s=3.0)
+    for i in range(quota - 2):
+        (result,) = await n1.coordinator.run([Op(OpKind.INCREMENT, ("t", "ns", f"c{i}"), 1)], "all")
+        assert result.ok, result
+    await eventually(lambda: n4.parts.quota.total("t") >= quota - 2, "n4 heard the count")
+    inproc.network.isolate(n4.address)
+    await eventually(lambda: _unreachable(n4, [n1, n2, n3]), "n4 cut off")
+    keys = (("t", "ns", f"new{i}") for i in range(100))
+    new = [key for key in keys if n4.cluster.node_id not in inproc.replicas(key)][:12]
+
+    results = await n4.coordinator.run([Op(OpKind.INCREMENT, key, 1) for key in new], "one")
+
+    statuses = [200 if r.ok else (r.problem or {}).get("status") for r in results]
+    assert statuses == [200, 200] + [403] * 10, statuses
+
+
 def _unreachable(node: Node, others: list[Node]) -> bool:
     reachable = node.coordinator.replicator.reachable
     return not any(reachable(other.node_id) for other in others)
