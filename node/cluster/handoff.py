@@ -221,7 +221,8 @@ class Handoff:
                 self.pull_request(shards, after),
                 self.cluster.config.request_timeout_s * 5,
             )
-            entries, more = raw if isinstance(raw, list) else _page_from_wire(raw)
+            # a source before pages answers a list: the whole reply
+            entries, more = (raw, None) if isinstance(raw, list) else _page_from_wire(raw)
             held: wire.Held = {}
             self.store.merge_carried(wire.carried_from_wire(entries, held))
             self.store.adopt_reservations(held, int(time.time() * 1000))

@@ -125,6 +125,25 @@ async def test_every_receipt_moves_with_its_shard_however_many_pages_it_takes(
     assert {node.value(key) for node in new} == {6}
 
 
+async def test_a_puller_takes_the_one_reply_of_a_source_before_pages(
+    inproc: InProcessCluster,
+):
+    """A rolling upgrade: a source of the version before pages answers a PULL with a list of
+    entries, not a page. Before, the puller unpacked that list as (entries, cursor): a
+    ValueError that aborted every hand-off round, so the joiner never caught up."""
+    old = await inproc.start(3)
+    keys = [("t", "ns", f"k{i}") for i in range(40)]
+    results = await old[0].coordinator.run([Op(OpKind.INCREMENT, k, 1) for k in keys], "all")
+    assert all(result.ok for result in results)
+    inproc.network.tamper(wire.PULL, lambda page: page["entries"])  # as the old version did
+
+    joiner = await _join(inproc, old[0], "n4")
+
+    await inproc.settled(timeout=15.0)
+    held = [key for key in keys if "n4" in inproc.replicas(key)]
+    assert held and all(joiner.value(key) == 1 for key in held)
+
+
 async def test_a_batch_claim_without_state_moves_with_its_shard(inproc: InProcessCluster):
     """A batch's claim is a receipt on a counter that has no state: a pull must carry it too,
     or a different batch under the same key would apply on the new replicas."""
