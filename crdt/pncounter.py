@@ -182,4 +182,15 @@ def _pncounter(p: GCounter, n: GCounter) -> PNCounter:
 
 _EMPTY = PNCounter(GCounter.empty(), GCounter.empty())
 FLOOR_SUFFIX = "#floor"  # floor actor of actor a: a + FLOOR_SUFFIX
+
+
+def with_covered(actors: Collection[str]) -> list[str]:
+    """`actors` and the actor each floor among them covers: a floor goes nowhere (a replica,
+    a disk) without the slot under it, or the counter would read below what it observed."""
+    covered = [a.removesuffix(FLOOR_SUFFIX) for a in actors if a.endswith(FLOOR_SUFFIX)]
+    if not covered:  # the common case, on a flush's path: no floor
+        return actors if isinstance(actors, list) else list(actors)
+    return [*actors, *(a for a in covered if a not in actors)]
+
+
 _EMPTY_G = GCounter.empty()

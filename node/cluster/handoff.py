@@ -299,11 +299,11 @@ def pull_reply(
 ) -> list[wire.Carried]:
     """The answer to a PULL: every counter of these shards with its receipts in the window.
 
-    A reply must fit in a frame, or the pull fails every round and the hand-off never ends.
-    If the receipts would take more than `budget` bytes, the newest are kept (a client still
-    retrying is most likely retrying a recent request) and the others are left out, as
-    before receipts travelled at all: a retry of one of those may apply again. Paging the
-    receipts of a pull would remove the limit."""
+    The answer to a puller before pages (pull_page answers the others). A reply must fit in
+    a frame, or the pull fails every round and the hand-off never ends. If the receipts
+    would take more than `budget` bytes, the newest are kept (a client still retrying is
+    most likely retrying a recent request) and the others are left out, as before receipts
+    travelled at all: a retry of one of those may apply again."""
     entries = [entry for shard in shards for entry in store.shard_carried(shard, now_ms)]
     sizes = [
         (receipt.at_ms, index, idem, _receipt_bytes(idem, receipt))

@@ -24,10 +24,7 @@ from __future__ import annotations
 
 import logging
 
-from crdt import PNCounter
-from crdt.receipts import Receipt
 from node.base.errors import PeerError
-from node.base.keys import Key
 from node.cluster import wire
 from node.cluster.membership import Cluster
 from node.cluster.pool import PeerPool
@@ -93,10 +90,7 @@ async def hand_over(
     return dropped
 
 
-Carried = list[tuple[Key, PNCounter, dict[str, Receipt]]]
-
-
-def pushed_all(held: Carried, pushed: Carried) -> bool:
+def pushed_all(held: list[wire.Carried], pushed: list[wire.Carried]) -> bool:
     """Whether every counter and receipt held now is as it was pushed. States only grow
     here (no reset reaches a shard not held) and receipts are only added or expire, so
     any write since the copy shows as a state or receipt that differs or is new."""

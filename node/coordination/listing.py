@@ -39,8 +39,7 @@ async def scan(
     cluster, me = co.cluster, co.cluster.node_id
     states = consistency != "one"
     candidates = {s: _serving(co, s, consistency) for s in range(cluster.state.current.shards)}
-    wanted = {s: 1 if not states else _wanted(co, s, consistency) for s in candidates}
-    asked = {s: found[: wanted[s]] for s, found in candidates.items()}
+    asked = {s: found[: _wanted(co, s, consistency)] for s, found in candidates.items()}
     by_node: dict[str, set[int]] = {}
     for shard, nodes in asked.items():
         for node_id in nodes:
@@ -69,7 +68,8 @@ async def scan(
         by_node = {}
         for failed_node in errors:
             for shard in (s for s, nodes in asked.items() if failed_node in nodes):
-                spare = next((n for n in candidates[shard] if n not in asked[shard]), None)
+                fresh = (n for n in candidates[shard] if n not in asked[shard] and n not in errors)
+                spare = next(fresh, None)
                 if spare is None or spare == me:
                     raise QuorumUnavailable(f"listing: {failed_node} did not answer; retry")
                 asked[shard].append(spare)

@@ -25,13 +25,13 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from crdt import saturate
+from crdt.pncounter import INT64_MAX
 from node.base.keys import Key
 from node.history.model import HistoryError, HistoryStore, Row, bucket_of
 from node.obs.tracing import OFF, Tracing
 from node.storage.store import CounterStore
 
 log = logging.getLogger("counters.history")
-INT64_MAX = (1 << 63) - 1  # a version past it is stored as it (model.Row)
 MAX_BUFFERED = 1_000_000  # (counter, bucket) values kept while the store is unreachable
 # Rows per write (one transaction), so a long backlog drains in pieces. Large: on a table
 # of a million counters a transaction of 5,000 random rows cost SQLite 20 us of CPU per
@@ -205,7 +205,7 @@ class Recorder:
 
     def _put(self, values: list[tuple[Key, int, int]], now: float) -> int:
         bucket, put = bucket_of(now, self.bucket_s), self.buffer.put
-        for key, value, version in values:  # saturated: history columns are int64
+        for key, value, version in values:  # saturated: history columns are int64 (model.Row)
             put(key, bucket, saturate(value)[0], now, min(version, INT64_MAX))
         return len(values)
 

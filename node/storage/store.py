@@ -27,7 +27,7 @@ from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from crdt import CounterOverflowError, PNCounter, SlotFullError
 from crdt import packed as pk
 from crdt.gcounter import UINT64_MAX, GCounter, _gcounter
-from crdt.pncounter import FLOOR_SUFFIX, _pncounter
+from crdt.pncounter import _pncounter, with_covered
 from crdt.receipts import Receipt
 from node.base.keys import Key
 from node.storage.incarnation import incarnation_of
@@ -271,8 +271,7 @@ class CounterStore(DirtyCounters, LoadedCounters, StoreReceipts, NamespaceReads)
         new = old.reset()
         if new is not old:
             self.merge(key, new)
-        floors = new.delta_since(old).actors()
-        return new, new.restricted_to({*floors, *(a.removesuffix(FLOOR_SUFFIX) for a in floors)})
+        return new, new.restricted_to(with_covered(new.delta_since(old).actors()))
 
     def merge(self, key: Key, incoming: PNCounter) -> PNCounter:
         """Merge incoming into key's state; return the merged state."""

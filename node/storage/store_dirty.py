@@ -9,7 +9,7 @@ from typing import NamedTuple, cast
 
 from crdt import PNCounter
 from crdt import packed as pk
-from crdt.pncounter import FLOOR_SUFFIX
+from crdt.pncounter import with_covered
 from node.base.keys import Key
 
 _CLEAN: set[str] = set()  # marker: a key not in the dirty map
@@ -169,7 +169,7 @@ class DirtyCounters:
                             actors.append(actor)
                     if not actors:
                         continue
-                    actors = _with_covered(actors)
+                    actors = with_covered(actors)
                 spaces = tenants.get(key[0])
                 names = None if spaces is None else spaces.get(key[1])
                 record = None if names is None else names.get(key[2])
@@ -180,7 +180,7 @@ class DirtyCounters:
                     continue
                 state = self._state(record)
                 if writes is not None:
-                    actors = _with_covered([a for a in state.actors() if writes(shard, a)])
+                    actors = with_covered([a for a in state.actors() if writes(shard, a)])
                     if not actors:
                         continue
                     if len(actors) < len(state.p) + len(state.n):
@@ -292,11 +292,3 @@ class DirtyCounters:
 
     def dirty_count(self) -> int:
         return sum(map(len, self._dirty.values()))
-
-
-def _with_covered(actors: list[str]) -> list[str]:
-    """The slots a flush writes, with the slot each floor written covers: a disk holding a
-    floor without a slot at least as high under it would read the counter below zero once
-    loaded (a reset's floor is written by every replica, a slot by its owner alone)."""
-    covered = [a.removesuffix(FLOOR_SUFFIX) for a in actors if a.endswith(FLOOR_SUFFIX)]
-    return actors + [a for a in covered if a not in actors] if covered else actors

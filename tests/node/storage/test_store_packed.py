@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from crdt import CounterOverflowError, PNCounter
 from crdt.gcounter import UINT64_MAX
-from crdt.pncounter import FLOOR_SUFFIX
+from crdt.pncounter import with_covered
 from node.base.keys import Key
 from node.storage.store import MASK64, CounterStore
 from ring import hash64
@@ -103,8 +103,7 @@ def apply(store: CounterStore, model: dict[Key, PNCounter], op: tuple) -> None: 
             model[key] = old.reset()
             # the floors that changed, with the slots they cover (a replica given a floor
             # without its slot would read the counter below zero)
-            floors = model[key].delta_since(old).actors()
-            covered = {*floors, *(a.removesuffix(FLOOR_SUFFIX) for a in floors)}
+            covered = with_covered(model[key].delta_since(old).actors())
             assert state == model[key] and changed == model[key].restricted_to(covered)
 
 
