@@ -213,10 +213,8 @@ class Fence:
         return refused
 
     def _doubt(self, why: str) -> InDoubt:
-        return InDoubt(
-            f"{why}; it may have applied; nothing applied now: retry later",
-            retry_after_s=RETRY_AFTER_S,
-        )
+        why = f"{why}; it may have applied; nothing applied now: retry later"
+        return InDoubt(why, retry_after_s=RETRY_AFTER_S)
 
     async def _round(
         self,
@@ -273,6 +271,8 @@ class Fence:
                 self.replicator.ask_peers(wait, list(peers), wanted, wire.RESERVE, body, on_reply)
         try:
             await wait.wait(self.replicator.timeout)
+        except QuorumUnavailable:
+            pass  # a group too few answered: its names lack grants, which the caller refuses
         finally:
             for name, joint in joints.items():
                 tally = tallies[name]
