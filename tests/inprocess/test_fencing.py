@@ -223,9 +223,9 @@ async def test_a_keyed_batch_retried_while_its_coordinator_is_cut_off_counts_onc
 
     retry = await second.coordinator.run(ops, "quorum", fingerprint=FINGERPRINT)
 
-    assert all(
-        r.problem is not None and r.problem["type"].endswith("/in-doubt") for r in retry
-    ), {r.problem["detail"] if r.problem else r.value for r in retry}
+    assert all(r.problem is not None and r.problem["type"].endswith("/in-doubt") for r in retry), {
+        r.problem["detail"] if r.problem else r.value for r in retry
+    }
     inproc.network.heal()
     await inproc.settled()
     again = await second.coordinator.run(ops, "quorum", fingerprint=FINGERPRINT)
