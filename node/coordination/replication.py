@@ -301,9 +301,11 @@ class Replicator:
         body: Any,
         on_reply: Callable[[Any], object],
     ) -> None:
-        """Send one request (a read other than a state: idempotency receipts) to the first
-        `wanted` of these peers, the others spares; on_reply gets each answer. One request
-        serves many shards whose read peers are the same (read_peers)."""
+        """Send one request (a read other than a state: idempotency receipts, reservations)
+        to the first `wanted` of these peers, the others spares, asked when one fails or is
+        slow (as a read's: a peer busy just after its start must not time the request out);
+        on_reply gets each answer. One request serves many shards whose read peers are the
+        same (read_peers)."""
         if wanted <= 0:
             return
 
@@ -311,7 +313,8 @@ class Replicator:
             return lambda: self._call(node_id, kind, body)
 
         first = [asker(n)() for n in peers[:wanted]]
-        wait.add(first, wanted, on_reply, spares=[asker(n) for n in peers[wanted:]])
+        spares = [asker(n) for n in peers[wanted:]]
+        wait.add(first, wanted, on_reply, spares=spares, hedge_after=self.hedge_after)
 
     def read_peers(self, shard: int, consistency: str) -> tuple[list[str], int]:
         """The serving peers to read from, those our link reaches first (the others are

@@ -332,7 +332,9 @@ async def test_two_attempts_that_give_each_other_up_never_both_apply(inproc: InP
     sees the other holding the key and asks it to give its attempt up (RESOLVE), and both
     do. Neither may then take its own node's reservation back in its second round: each
     would supersede the other at the shared replicas, hold a majority, and apply."""
-    await inproc.start(5, replicas=5, write_quorum=3, read_quorum=3)
+    # a request timeout whose hedge (1/8) waits out the 0.05 s delays below: a spare asked
+    # sooner would grant instead, and the race would not happen
+    await inproc.start(5, replicas=5, write_quorum=3, read_quorum=3, request_timeout_s=1.0)
     key = inproc.key_where(lambda replicas: True)
     first, second, _, a_node, b_node = (inproc.nodes[n] for n in inproc.replicas(key))
     # each attempt's RESERVE reaches one of the two shared replicas late: A wins the
