@@ -172,6 +172,17 @@ def version(packed: bytes, start: int = 0) -> int:
     return sum(fields) - sum(fields[0::3])
 
 
+def value_and_version(packed: bytes, start: int = 0) -> tuple[int, int]:
+    """(value, version) of the state packed from offset `start` on, from one unpack: what
+    the history records of each changed counter."""
+    count = (len(packed) - start) // SLOT_SIZE
+    if count >= len(_structs):
+        _fields(packed[start:])
+    fields: tuple[int, ...] = _structs[count].unpack_from(packed, start)
+    p, n = sum(fields[1::3]), sum(fields[2::3])
+    return p - n, p + n
+
+
 def slot(packed: bytes, index: int) -> tuple[int, int]:
     """The (p, n) of actor `index` ((0, 0) when it has no slot)."""
     fields = _fields(packed)

@@ -237,7 +237,7 @@ class DirtyCounters:
         version). The others count as taken too. No state is built, and a counter of a
         shard not picked (two in three at N=3) costs a hash lookup."""
         dirty, self._history_dirty = self._history_dirty, set()
-        shard_of, lookup, value, version = self._shard, self._lookup, pk.value, pk.version
+        shard_of, lookup, value_and_version = self._shard, self._lookup, pk.value_and_version
         picked: dict[int, bool] = {}
         out = []
         for key in dirty:
@@ -248,15 +248,15 @@ class DirtyCounters:
             if mine:
                 record = lookup(key)[2]
                 if record is not None:
-                    out.append((key, value(record, HEADER_SIZE), version(record, HEADER_SIZE)))
+                    out.append((key, *value_and_version(record, HEADER_SIZE)))
         return out
 
     def history_values_of(self, shard: int) -> list[tuple[Key, int, int]]:
         """Every counter of the shard, with its value and version: what the history records
         of a shard whose recording it takes over (history/recorder.py)."""
-        value, version = pk.value, pk.version
+        value_and_version = pk.value_and_version
         return [
-            (key, value(record, HEADER_SIZE), version(record, HEADER_SIZE))
+            (key, *value_and_version(record, HEADER_SIZE))
             for key, record in self._shard_records(shard)
         ]
 

@@ -170,3 +170,5 @@ def test_any_increment_raises_the_version_a_decrement_too(a: PNCounter, actor: s
         return
     assert pk.version(after) == pk.version(before) + abs(delta)
     assert pk.version(b"\0" * 16 + after, 16) == pk.version(after)  # after a store's header
+    for state in (before, after):  # one unpack for both (the history's): the same figures
+        assert pk.value_and_version(b"\0" * 16 + state, 16) == (pk.value(state), pk.version(state))
