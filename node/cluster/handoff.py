@@ -264,21 +264,21 @@ class Handoff:
                 raise wire.ProtocolError(f"bad pull: {error}") from None
             check_ring_shape(state, cluster)
             cluster.absorb(view, state, {})
-        if isinstance(body, dict) and body.get("paged") is True:
-            after = _cursor_from_wire(body["after"]) if "after" in body else None
+        asks = body if isinstance(body, dict) else {}
+        if asks.get("paged") is True:
+            after = _cursor_from_wire(asks["after"]) if "after" in asks else None
             entries, more = pull_page(self.store, shards, now_ms, after, PULL_RECEIPT_BYTES)
-            held = self.store.reservations_in(set(shards), now_ms) if after is None else {}
-            listed = {key for key, _, _ in entries}
-            entries += [(key, PNCounter.empty(), {}) for key in held if key not in listed]
-            cursor = None if more is None else [list(more[0]), more[1]]
-            return {"entries": wire.carried_to_wire(entries, held), "more": cursor}
-        entries = pull_reply(self.store, shards, now_ms)  # an older puller: one reply
-        if not (isinstance(body, dict) and body.get("reservations") is True):
-            return wire.carried_to_wire(entries)  # an older puller: it would refuse them
-        held = self.store.reservations_in(set(shards), now_ms)
+            wants_reservations = after is None  # the first page carries them
+        else:  # an older puller: one reply, and reservations only if it asks for them
+            entries, more = pull_reply(self.store, shards, now_ms), None
+            wants_reservations = asks.get("reservations") is True
+        held = self.store.reservations_in(set(shards), now_ms) if wants_reservations else {}
         listed = {key for key, _, _ in entries}
         entries += [(key, PNCounter.empty(), {}) for key in held if key not in listed]
-        return wire.carried_to_wire(entries, held)
+        carried = wire.carried_to_wire(entries, held)
+        if asks.get("paged") is not True:
+            return carried
+        return {"entries": carried, "more": None if more is None else [list(more[0]), more[1]]}
 
 
 def check_ring_shape(state: RingState, cluster: Cluster) -> None:
