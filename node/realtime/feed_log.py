@@ -1,22 +1,29 @@
 """The change feed's per-node event log and the event id codec. Pure: time is an argument.
 
 Each node keeps the events it published (as the coordinator of their shards) in one bounded
-log, numbered by a per-node sequence. A sequence number is `incarnation << 44 | count`: it
-grows within a node's life (2^44 events, 5 years at 100,000 a second) and across its
-restarts (2^19 of them fit in 63 bits), so a reader's position in an earlier life's log is
-below everything the new log holds and shows up as a gap, never as a silent skip or a
-repeat.
+log, filed per subject (tenant, namespace) and numbered by a sequence of the subject's own,
+so that neither a position nor a gap says anything about another tenant's writes. A
+sequence number is `incarnation << 44 | count`: it grows within a node's life (2^44 events,
+5 years at 100,000 a second) and across its restarts (2^19 of them fit in 63 bits), so a
+reader's position in an earlier life's log is below everything the new log holds and shows
+up as a gap, never as a silent skip or a repeat. A position is a position in its subject's
+sequence only: an event id resumes the stream of the namespace it came from.
 
-Retention: an event stays while the log holds fewer than `max_events` newer ones and it is
-younger than `retention_ms` (defaults 100,000 and 300 s). `floor` is the highest sequence
-number no longer held (every event above it still is): a reader whose position is below the
-floor has missed events. Events are filed per (tenant, namespace), so a read touches only
-its own subject's events, found by bisection. An event held costs 184 B (its record tuple,
-its sequence number and its list entries), 219 B when its value and version are past the
-small ints (tracemalloc over 100,000), plus its name when that is not the store's own
-string (a change made by a request to a counter that existed holds the request's copy:
-49 B and one per character); records past the floor wait up to SWEEP_MS for the sweep.
-So the default log takes about 20-35 MB under load.
+Retention, per subject: an event stays while it is younger than `retention_ms` and its
+subject holds it within its share of `max_events` (defaults 300 s and 100,000). The shares
+are max-min fair: while the log holds more than `max_events`, the subjects that hold the
+most are trimmed to one level, the largest at which the log fits, so a busy tenant's burst
+drops its own oldest events and leaves a quiet subject's alone (unless every subject holds
+as much). Each subject's `floor` is the highest sequence number of it no longer held (every
+event above it still is): a reader whose position is below the floor has missed events.
+A read touches only its own subject's events. An event held costs 141 B (its record tuple,
+its sequence number and its list entry), 205 B when its value and version are past the
+small ints (tracemalloc over 100,000), plus its name when that is not the store's own string (a change made by a
+request to a counter that existed holds the request's copy: 49 B and one per character);
+records past a floor wait up to SWEEP_MS for the sweep. So the default log takes about
+20-35 MB under load. A subject's sequence lives as long as the node (about 150 B per
+tenant and namespace that ever published here): started again, it would hand out numbers
+a reader already holds.
 
 An SSE event id is the reader's position in every node's log, `node:seq,node:seq` (a node
 absent from it has not been read yet); `decode_position` refuses anything else.
@@ -26,7 +33,6 @@ from __future__ import annotations
 
 import re
 import time
-from bisect import bisect_right
 from collections import deque
 from collections.abc import Iterable, Mapping
 from typing import NamedTuple
@@ -65,23 +71,23 @@ Record = tuple[int, str, int, int, int, bool, int]  # seq, name, value, change, 
 
 
 class _Filed:
-    """One subject's records, oldest first; those before `start` are no longer held."""
+    """One subject's records, oldest first: records[i] has sequence number first + i, and
+    those at or below `floor` are no longer held (the sweep drops them)."""
 
-    __slots__ = ("records", "seqs", "start")
+    __slots__ = ("first", "floor", "head", "records")
 
-    def __init__(self) -> None:
-        self.seqs: list[int] = []
+    def __init__(self, base: int) -> None:
         self.records: list[Record] = []
-        self.start = 0
+        self.first = base + 1  # the sequence number of records[0]
+        self.floor = base  # the last sequence number no longer held
+        self.head = base  # the last sequence number issued
 
-    def drop_through(self, floor: int) -> None:
-        self.start = bisect_right(self.seqs, floor, lo=self.start)
-        if self.start >= 1024 and self.start * 2 >= len(self.seqs):
-            del self.seqs[: self.start], self.records[: self.start]
-            self.start = 0
-
-    def __len__(self) -> int:
-        return len(self.seqs) - self.start
+    def sweep(self) -> None:
+        """Drop the records at or below the floor, once they are many (amortised O(1))."""
+        gone = self.floor + 1 - self.first
+        if gone >= 1024 or (gone > 0 and gone == len(self.records)):
+            del self.records[:gone]
+            self.first += gone
 
 
 class Read(NamedTuple):
@@ -91,12 +97,12 @@ class Read(NamedTuple):
 
 
 class EventLog:
-    """A node's published events, bounded by count and age.
+    """A node's published events, per subject, bounded by count and age.
 
-    Sequence numbers have no holes, so the count held is `head - floor`, and retention only
-    moves the floor: reads skip what is at or below it at once, and the records themselves
-    are dropped by a sweep at most every SWEEP_MS (so a log holds at most that much past
-    its bound, and appending costs two list appends per event, not a deque per event)."""
+    A subject's sequence numbers have no holes, so it holds `head - floor` events, and
+    retention only moves floors: reads skip what is at or below a floor at once, and the
+    records themselves are dropped by a sweep at most every SWEEP_MS (so a log holds at most
+    that much past its bound, and appending costs a list append per event)."""
 
     def __init__(
         self,
@@ -104,89 +110,118 @@ class EventLog:
         max_events: int = DEFAULT_MAX_EVENTS,
         retention_ms: int = DEFAULT_RETENTION_MS,
     ) -> None:
-        self.base = incarnation << SEQ_BITS
-        self.floor = self.base  # nothing of an earlier life is held
-        self.head = self.base  # the last sequence number issued
+        self.base = incarnation << SEQ_BITS  # every floor starts here: nothing earlier is held
         self.max_events = max_events
         self.retention_ms = retention_ms
         self._filed: dict[Subject, _Filed] = {}
-        self._appends: deque[tuple[int, int]] = deque()  # (at_ms, last seq), per append
-        self._swept = self.base  # the floor the last sweep dropped records through
+        # (at_ms, subject's records, its last sequence number), per append and subject
+        self._appends: deque[tuple[int, _Filed, int]] = deque()
+        self._held = 0  # events above their subject's floor, over every subject
+        self._trimmed = 0
         self._swept_at = 0
         self.last_at_ms = 0
 
     def __len__(self) -> int:
-        return self.head - self.floor
+        return self._held
 
     @property
     def trimmed(self) -> int:
         """Events dropped by retention since the start."""
-        return self.floor - self.base
+        return self._trimmed
+
+    def floor(self, subject: Subject) -> int:
+        filed = self._filed.get(subject)
+        return self.base if filed is None else filed.floor
+
+    def head(self, subject: Subject) -> int:
+        filed = self._filed.get(subject)
+        return self.base if filed is None else filed.head
 
     def append(self, items: Iterable[Item], at_ms: int, *, events: bool = True) -> list[Event]:
         """File (tenant, namespace, name, value, change, replayed, version) items as events
         at `at_ms` (never earlier than the last event's: a reader merges logs by time); returns them
         as Events when `events`."""
         at_ms = self.last_at_ms = max(at_ms, self.last_at_ms)
-        filed_of, seq, out = self._filed, self.head, []
+        filed_of, out, touched = self._filed, [], set()
+        appended = 0
         for tenant, namespace, name, value, change, replayed, version in items:
-            seq += 1
             if version > MAX_VERSION:
                 version = MAX_VERSION
             filed = filed_of.get((tenant, namespace))
             if filed is None:
-                filed = filed_of[tenant, namespace] = _Filed()
-            filed.seqs.append(seq)
+                filed = filed_of[tenant, namespace] = _Filed(self.base)
+            seq = filed.head = filed.head + 1
             filed.records.append((seq, name, value, change, at_ms, replayed, version))
+            touched.add(filed)
+            appended += 1
             if events:
                 out.append(
                     Event(seq, tenant, namespace, name, value, change, at_ms, replayed, version)
                 )
-        if seq != self.head:
-            self._appends.append((at_ms, seq))
-            self.head = seq
+        self._held += appended
+        self._appends.extend((at_ms, filed, filed.head) for filed in touched)
         self.trim(at_ms)
         return out
 
     def trim(self, now_ms: int) -> None:
-        """Raise the floor past what the count and age bounds no longer hold."""
-        floor = max(self.floor, self.head - self.max_events)
+        """Raise the floors past what the age and count bounds no longer hold."""
         appends, oldest_kept = self._appends, now_ms - self.retention_ms
-        while appends and (appends[0][0] < oldest_kept or appends[0][1] <= floor):
-            at_ms, last = appends.popleft()
+        while appends and (appends[0][0] < oldest_kept or appends[0][2] <= appends[0][1].floor):
+            at_ms, filed, last = appends.popleft()
             if at_ms < oldest_kept:
-                floor = max(floor, last)
-        self.floor = floor
-        if floor > self._swept and now_ms - self._swept_at >= SWEEP_MS:
-            for subject, filed in list(self._filed.items()):
-                filed.drop_through(floor)
-                if not filed:
-                    del self._filed[subject]
-            self._swept, self._swept_at = floor, now_ms
+                self._raise_floor(filed, last)
+        if self._held > self.max_events:
+            self._fair_share()
+        if now_ms - self._swept_at >= SWEEP_MS:
+            for filed in self._filed.values():
+                filed.sweep()
+            self._swept_at = now_ms
+
+    def _raise_floor(self, filed: _Filed, floor: int) -> None:
+        if floor > filed.floor:
+            self._held -= floor - filed.floor
+            self._trimmed += floor - filed.floor
+            filed.floor = floor
+
+    def _fair_share(self) -> None:
+        """Trim the subjects that hold the most to one level, the largest at which the log
+        holds at most max_events (max-min fairness: water-filling from the top)."""
+        sizes = sorted((f.head - f.floor for f in self._filed.values()), reverse=True)
+        budget, level = self.max_events, 0
+        # with the k largest cut to `level`, the rest kept whole: find the largest level
+        rest = sum(sizes)
+        for k, size in enumerate(sizes, start=1):
+            rest -= size
+            level = (budget - rest) // k
+            if k == len(sizes) or level >= sizes[k]:
+                break
+        for filed in self._filed.values():
+            if filed.head - filed.floor > level:
+                self._raise_floor(filed, filed.head - max(level, 0))
 
     def read(self, subject: Subject, prefix: str, after: int, limit: int) -> Read:
         """Up to `limit` events of the subject whose name starts with `prefix`, after
         sequence number `after`. `after` < 0 reads nothing: where the log's head is."""
-        if after < 0:
-            return Read(self.floor, self.head, [])
         filed = self._filed.get(subject)
         if filed is None:
-            return Read(self.floor, max(after, self.head), [])
-        seqs, records = filed.seqs, filed.records
-        first = bisect_right(seqs, max(after, self.floor), lo=filed.start)
-        stop = min(len(seqs), first + SCAN_LIMIT)
+            return Read(self.base, max(after, self.base), [])
+        if after < 0:
+            return Read(filed.floor, filed.head, [])
+        records, first = filed.records, filed.first
+        start = max(after, filed.floor) + 1 - first
+        stop = min(len(records), start + SCAN_LIMIT)
         found: list[Event] = []
         tenant, namespace = subject
-        for i in range(first, stop):
+        for i in range(start, stop):
             seq, name, value, change, at_ms, replayed, version = records[i]
             if name.startswith(prefix):
                 found.append(
                     Event(seq, tenant, namespace, name, value, change, at_ms, replayed, version)
                 )
                 if len(found) == limit:
-                    return Read(self.floor, seq, found)
-        upto = self.head if stop == len(seqs) else seqs[stop - 1]
-        return Read(self.floor, max(after, upto), found)
+                    return Read(filed.floor, seq, found)
+        upto = filed.head if stop >= len(records) else first + stop - 1
+        return Read(filed.floor, max(after, upto), found)
 
 
 class BadPosition(ValueError):

@@ -32,7 +32,7 @@ def test_sequence_numbers_grow_within_a_life_and_across_restarts() -> None:
     assert [e.seq for e in events] == [(3 << SEQ_BITS) + 1, (3 << SEQ_BITS) + 2]
     later = EventLog(incarnation=4)
     # a reader positioned in the earlier life is below the new floor: a gap, not a skip
-    assert later.floor > events[-1].seq
+    assert later.floor((T, "ns")) > events[-1].seq
     read = later.read((T, "ns"), "", events[-1].seq, 10)
     assert read.floor > events[-1].seq and read.events == []
 
@@ -42,19 +42,19 @@ def test_reads_see_only_their_subject_and_prefix_in_order() -> None:
     log.append(items("video:1", "photo:1", "video:2"), 1000)
     log.append(items("video:1", ns="other"), 1000)
     log.append([("u", "ns", "video:1", 5, 5, False, 5)], 1000)  # another tenant
-    read = log.read((T, "ns"), "video:", log.floor, 10)
+    read = log.read((T, "ns"), "video:", log.base, 10)
     assert [e.name for e in read.events] == ["video:1", "video:2"]
-    assert read.upto == log.head  # it looked at everything there was
+    assert read.upto == log.head((T, "ns"))  # it looked at everything there was
     # resuming after the first event yields the second only
     again = log.read((T, "ns"), "video:", read.events[0].seq, 10)
     assert [e.name for e in again.events] == ["video:2"]
-    assert log.read((T, "ns"), "", -1, 10) == (log.floor, log.head, [])
+    assert log.read((T, "ns"), "", -1, 10) == (log.base, log.head((T, "ns")), [])
 
 
 def test_a_read_stops_at_its_limit_and_resumes_there() -> None:
     log = EventLog(1)
     log.append(items(*[f"c{i}" for i in range(10)]), 1000)
-    first = log.read((T, "ns"), "", log.floor, 4)
+    first = log.read((T, "ns"), "", log.base, 4)
     assert len(first.events) == 4 and first.upto == first.events[-1].seq
     rest = log.read((T, "ns"), "", first.upto, 100)
     assert [e.name for e in first.events + rest.events] == [f"c{i}" for i in range(10)]
@@ -63,13 +63,69 @@ def test_a_read_stops_at_its_limit_and_resumes_there() -> None:
 def test_retention_by_count_and_by_age_raises_the_floor() -> None:
     log = EventLog(1, max_events=3, retention_ms=10_000)
     events = log.append(items("a", "b", "c", "d", "e"), 1000)
-    assert len(log) == 3 and log.floor == events[1].seq and log.trimmed == 2
+    assert len(log) == 3 and log.floor((T, "ns")) == events[1].seq and log.trimmed == 2
     read = log.read((T, "ns"), "", events[0].seq, 10)
     assert read.floor > events[0].seq  # the reader can tell it missed "b"
     assert [e.name for e in read.events] == ["c", "d", "e"]
     log.trim(1000 + 10_001)
-    assert len(log) == 0 and log.floor == events[-1].seq
+    assert len(log) == 0 and log.floor((T, "ns")) == events[-1].seq
     assert log.read((T, "ns"), "", events[-1].seq, 10).events == []
+
+
+def test_each_subject_numbers_its_own_events() -> None:
+    """Another tenant's writes move neither a subject's sequence nor its floor: an event id
+    says nothing of them."""
+    log = EventLog(1)
+    (first,) = log.append(items("a"), 1000)
+    log.append([("u", "ns", f"x{i}", i, 1, False, i) for i in range(50)], 1000)
+    (second,) = log.append(items("b"), 1000)
+    assert second.seq == first.seq + 1 == log.base + 2
+    assert log.head(("u", "ns")) == log.base + 50 and log.floor((T, "ns")) == log.base
+
+
+def test_a_busy_subject_trims_its_own_events_not_a_quiet_ones() -> None:
+    log = EventLog(1, max_events=10)
+    quiet = log.append(items("a", "b", "c", ns="quiet"), 1000)
+    for i in range(20):
+        log.append(items(*[f"n{i}-{j}" for j in range(5)], ns="busy"), 1000 + i)
+    assert len(log) == 10 and log.trimmed == 93
+    # the quiet subject's reader missed nothing; the busy one holds the other 7
+    read = log.read((T, "quiet"), "", log.base, 10)
+    assert read.floor == log.base and read.events == quiet
+    busy = log.read((T, "busy"), "", log.base, 100)
+    assert busy.floor == log.head((T, "busy")) - 7 and len(busy.events) == 7
+    # two busy subjects are cut to one level, the largest at which the log fits
+    log.append(items(*[f"m{j}" for j in range(30)], ns="busy2"), 2000)
+    held = {ns: len(log.read((T, ns), "", log.base, 100).events) for ns in ("busy", "busy2")}
+    assert held == {"busy": 3, "busy2": 3}
+    assert len(log.read((T, "quiet"), "", log.base, 10).events) == 3
+
+
+@given(
+    st.lists(
+        st.tuples(st.sampled_from(["a", "b", "c", "d"]), st.integers(0, 12), st.integers(0, 400)),
+        max_size=40,
+    ),
+    st.integers(1, 20),
+)
+def test_every_subject_holds_an_unbroken_run_up_to_its_head_within_the_bounds(
+    appends: list[tuple[str, int, int]], max_events: int
+) -> None:
+    log = EventLog(2, max_events=max_events, retention_ms=1000)
+    now, issued = 0, dict.fromkeys("abcd", 0)
+    for ns, count, step in appends:
+        now += step
+        log.append(items(*[f"{ns}{issued[ns] + i}" for i in range(count)], ns=ns), now)
+        issued[ns] += count
+        assert len(log) <= max_events
+        held = 0
+        for subject in "abcd":
+            read = log.read((T, subject), "", log.base, 1000)
+            seqs = [e.seq for e in read.events]
+            assert seqs == list(range(read.floor + 1, log.head((T, subject)) + 1))
+            assert log.head((T, subject)) == log.base + issued[subject]
+            held += len(seqs)
+        assert held == len(log)
 
 
 def test_times_in_a_log_never_go_back() -> None:

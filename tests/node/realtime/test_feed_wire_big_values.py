@@ -28,7 +28,7 @@ VALUES = st.integers(min_value=-(2**76), max_value=2**76)
 def read_of(value: int, change: int) -> Read:
     log = EventLog(2)
     log.append([("t", "ns", "swing", value, change, False, 7)], 1000)
-    return log.read(("t", "ns"), "", log.floor, 10)
+    return log.read(("t", "ns"), "", log.base, 10)
 
 
 def over_the_wire(read: Read) -> Read:

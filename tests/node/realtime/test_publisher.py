@@ -196,7 +196,7 @@ def test_a_version_past_uint64_reads_the_same_here_and_at_a_peer() -> None:
     log = EventLog(2)
     log.append([("t", "ns", "x", 5, 1, False, (1 << 64) + 5)], 1000)
     log.append([("t", "ns", "x", 6, 1, False, (1 << 64) + 9)], 1001)
-    local = log.read(("t", "ns"), "", log.floor, 10)
+    local = log.read(("t", "ns"), "", log.base, 10)
     wire = msgpack.unpackb(msgpack.packb(feed_wire.read_to_wire(local)))
     remote = feed_wire.read_from_wire(wire, "t", "ns")
     assert remote == local
@@ -206,7 +206,7 @@ def test_a_version_past_uint64_reads_the_same_here_and_at_a_peer() -> None:
 def test_an_events_reply_round_trips_and_a_bad_one_is_refused() -> None:
     log = EventLog(2)
     log.append([("t", "ns", "x", 5, -2, True, 9)], 1000)
-    read = log.read(("t", "ns"), "", log.floor, 10)
+    read = log.read(("t", "ns"), "", log.base, 10)
     assert feed_wire.read_from_wire(feed_wire.read_to_wire(read), "t", "ns") == read
     for bad in (
         [0, 0],

@@ -69,7 +69,7 @@ def test_a_position_below_a_logs_floor_is_a_gap_then_what_is_held() -> None:
     reader = TwoLogs()
     n1 = reader.logs["n1"]
     put(n1, "a", 1, 1000)
-    start = {"n1": n1.head, "n2": reader.logs["n2"].head}
+    start = {"n1": n1.head(T), "n2": reader.logs["n2"].head(T)}
     for i in range(6):  # n1 holds 4 events: two of these are gone
         put(n1, "a", i + 2, 1100 + i)
     tally = StreamTally(10)
