@@ -431,6 +431,7 @@ class CounterStore(DirtyCounters, LoadedCounters, StoreReceipts, NamespaceReads)
         self.shards_dropped += 1  # hints.py: an actor's slots may now be unknown here
         self.drops[shard] = self.drops.get(shard, 0) + 1
         self._receipts.drop_shard(shard)
+        self._name_order = None  # listings' orders may hold the shard's names: made anew
         self._dirty.pop(shard, None)
         dropped = 0
         for spaces in self._shards.pop(shard, {}).values():

@@ -4,7 +4,6 @@ apart so that each module stays small; it reads the store's nested dicts."""
 
 from __future__ import annotations
 
-import heapq
 import struct
 from collections.abc import Iterator
 from itertools import repeat, starmap
@@ -13,6 +12,7 @@ from operator import sub
 from crdt import PNCounter
 from crdt import packed as pk
 from node.base.keys import Key
+from node.storage.name_order import NameOrder
 
 HEADER_SIZE = 16  # store.HEADER's size: a record's packed state starts there
 ONE_SLOT = HEADER_SIZE + pk.SLOT_SIZE  # the size of a record of one slot (most, at N=1)
@@ -32,6 +32,7 @@ class NamespaceReads:
     # the store's (CounterStore sets them)
     _shards: dict[int, dict[str, dict[str, dict[str, bytes]]]]
     _tenant_counts: dict[int, dict[str, int]]
+    _name_order: NameOrder | None = None  # listing pages' sorted names, made on the first
 
     def _shard_records(self, shard: int) -> Iterator[tuple[Key, bytes]]:
         raise NotImplementedError
@@ -73,26 +74,16 @@ class NamespaceReads:
         self, tenant: str, namespace: str, prefix: str, after: str, limit: int, shards: set[int]
     ) -> list[tuple[str, PNCounter]]:
         """Names in (tenant, namespace) starting with prefix, sorted, greater than `after`:
-        the first `limit` of them, from the namespace's own dicts."""
+        the first `limit` of them, with their states, found in each shard's names in sorted
+        order (name_order.py), not by a pass over the namespace."""
         held = self._shards
-        spaces = [
-            names
+        spaces = {
+            shard: names
             for shard in shards
             if (names := held.get(shard, {}).get(tenant, {}).get(namespace)) is not None
-        ]
-        chosen = heapq.nsmallest(
-            limit,
-            (
-                name
-                for names in spaces
-                for name in names
-                if name > after and name.startswith(prefix)
-            ),
-        )
+        }
+        if self._name_order is None:
+            self._name_order = NameOrder()
+        chosen = self._name_order.page(tenant, namespace, spaces, prefix, after, limit)
         state = self._state
-        return [
-            (name, state(record))
-            for name in chosen
-            for names in spaces
-            if (record := names.get(name)) is not None
-        ]
+        return [(name, state(spaces[shard][name])) for name, shard in chosen]
