@@ -15,15 +15,15 @@ are max-min fair: while the log holds more than `max_events`, the subjects that 
 most are trimmed to one level, the largest at which the log fits, so a busy tenant's burst
 drops its own oldest events and leaves a quiet subject's alone (unless every subject holds
 as much). Each subject's `floor` is the highest sequence number of it no longer held (every
-event above it still is): a reader whose position is below the floor has missed events.
-A read touches only its own subject's events. An event held costs 141 B (its record tuple,
+event above it still is): a reader whose position is below the floor has missed events. A
+read touches only its own subject's events. An event held costs 141 B (its record tuple,
 its sequence number and its list entry), 205 B when its value and version are past the
-small ints (tracemalloc over 100,000), plus its name when that is not the store's own string (a change made by a
-request to a counter that existed holds the request's copy: 49 B and one per character);
-records past a floor wait up to SWEEP_MS for the sweep. So the default log takes about
-20-35 MB under load. A subject's sequence lives as long as the node (about 150 B per
-tenant and namespace that ever published here): started again, it would hand out numbers
-a reader already holds.
+small ints (tracemalloc over 100,000), plus its name when that is not the store's own
+string (a change made by a request to a counter that existed holds the request's copy: 49 B
+and one per character); records past a floor wait up to SWEEP_MS for the sweep. So the
+default log takes about 20-35 MB under load. A subject's sequence lives as long as the node
+(about 150 B per tenant and namespace that ever published here): started again, it would
+hand out numbers a reader already holds.
 
 An SSE event id is the reader's position in every node's log, `node:seq,node:seq` (a node
 absent from it has not been read yet); `decode_position` refuses anything else.
