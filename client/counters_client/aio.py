@@ -102,7 +102,10 @@ class AsyncClient:
         self._flusher = asyncio.get_running_loop().create_task(self.batcher.flush_loop())
 
     async def close(self) -> None:
-        """Flush what is pending, stop, and raise the first failure flush() has not raised."""
+        """Flush what is pending, stop, and raise the first failure flush() has not raised.
+        Cut short (a timeout, a cancel), it reports every add it leaves as failed (stats,
+        listener): those never sent as NotSent (nothing applied), those in flight as may
+        have applied."""
         if self._closed:
             return
         self._closed = True
@@ -139,7 +142,8 @@ class AsyncClient:
 
     @property
     def failures(self) -> list[errors.CountersError]:
-        """Failures of add() batches not yet raised by flush() or close()."""
+        """Failures of add() batches not yet raised by flush() or close(): the first 16 (the
+        rest only counted, in the note of the error flush() raises)."""
         return self.batcher.failures
 
     # add() and flushing -------------------------------------------------------------------
@@ -160,8 +164,10 @@ class AsyncClient:
         await self.batcher.put(namespace, name, delta)
 
     async def flush(self) -> None:
-        """Send what is pending and wait until every batch sent so far has settled; raise
-        the first failure (DeadlineExceeded, a refusal) since the last flush()."""
+        """Send what is pending and wait until every add made before the call has settled
+        (adds made meanwhile are not waited for); raise the first failure
+        (DeadlineExceeded, a refusal) since the last flush(), with a note counting the
+        others."""
         await self.batcher.flush()
 
     # One-op and read calls ------------------------------------------------------------------

@@ -5,9 +5,13 @@ A flush runs every `flush_interval_ms`, when `max_batch` counters are pending, a
 flush takes only what it can send now (the heaviest and the oldest counters, see
 buffer.py), so when the cluster is slower than the adds the buffer keeps summing instead of
 queueing requests: each op then carries more adds, and the cluster's rate of ops, not of
-adds, is what bounds the throughput. Each batch goes to the coordinator of its counters
-under an Idempotency-Key it keeps across its retries, so it applies once however often it
-is sent.
+adds, is what bounds the throughput. What one flush took makes a batch per namespace and
+coordinator; those beyond the free slots wait for one (`flush()` takes everything pending
+so, and waits only for the batches planned before it returns). Each batch goes to the
+coordinator of its counters under an Idempotency-Key it keeps across its retries, so it
+applies once however often it is sent. A batch refused 429 without Retry-After (it costs
+more than the tenant's rate-limit burst: nothing applied, no retry helps) is sent again in
+halves, each under a new key, down to one op; a single op refused so fails at once.
 """
 
 from __future__ import annotations
@@ -36,6 +40,7 @@ log = logging.getLogger("counters_client")
 # delta, add() calls summed, None when acknowledged or the error the client gave it up on).
 Listener = Callable[[str, list[tuple[str, int, int, errors.CountersError | None]]], None]
 LATENCY_SAMPLES = 100_000  # the most recent add-to-acknowledged times kept
+FAILURES_KEPT = 16  # failed add() batches whose error flush() may raise; the rest counted
 
 
 @dataclass
@@ -83,8 +88,16 @@ class Batcher:
         self.kicked = False  # a flush is already asked for by another thread's add()
         self.stats = Stats()
         self.latencies: collections.deque[float] = collections.deque(maxlen=LATENCY_SAMPLES)
-        self.failures: list[errors.CountersError] = []  # not yet raised by flush()
-        self._sending: set[asyncio.Task[None]] = set()
+        self.failures: list[errors.CountersError] = []  # the first not yet raised by flush()
+        self.failures_unkept = 0  # failed batches since then beyond the FAILURES_KEPT
+        self._sending: dict[asyncio.Task[None], int] = {}  # batch in flight -> its number
+        # batches taken from the buffer and waiting for a slot: (number, namespace, ops)
+        self._planned: collections.deque[tuple[int, str, list[tuple[str, Entry]]]] = (
+            collections.deque()
+        )
+        self._numbered = 0  # batches planned so far (the next one's number)
+        self._unsettled: set[int] = set()  # numbers of the batches planned, not yet settled
+        self._settled = asyncio.Event()  # set as a batch settles
         self._room = asyncio.Event()
         self._closed = False
 
@@ -99,6 +112,8 @@ class Batcher:
         """add(), waiting for room (up to deadline_s) instead of raising BufferFull."""
         deadline = time.monotonic() + self.transport.options.deadline_s
         while True:
+            if self._closed:  # also after waiting: a close() may have flushed for the last time
+                raise RuntimeError("the client is closed")
             try:
                 return self.add(namespace, name, delta)
             except errors.BufferFull:
@@ -112,28 +127,46 @@ class Batcher:
                     raise errors.BufferFull("no room within the deadline") from None
 
     async def flush(self) -> None:
-        """Send what is pending and wait until every batch sent so far has settled; raise
-        the first failure (DeadlineExceeded, a refusal) since the last flush()."""
+        """Send what is pending and wait until every batch pending or in flight when it was
+        called has settled (not those of adds made meanwhile); raise the first failure
+        (DeadlineExceeded, a refusal) since the last flush()."""
         await self.drain()
         self.raise_failures()
 
     async def drain(self) -> None:
+        """Take everything pending into batches, sent as slots free, and wait until every
+        batch planned so far has settled."""
+        self._plan_pending(None)
         self.flush_now()
-        while self._sending:
-            await asyncio.wait(list(self._sending), return_when=asyncio.FIRST_COMPLETED)
-            self.flush_now()  # adds made, or held back, while waiting
+        upto = self._numbered
+        while self._unsettled and min(self._unsettled) < upto:
+            self._settled.clear()
+            await self._settled.wait()
 
     async def abandon(self) -> None:
-        """Cancel the batches in flight and wait until each has reported its failure: what
-        a close() cut short does before the session closes under them."""
+        """What a close() cut short does before the session closes: the counters pending
+        and the batches waiting for a slot fail as NotSent (nothing applied); the batches
+        in flight are cancelled, and each reports its failure (it may have applied)."""
+        unsent = errors.NotSent("a close() cut short before the batch was sent")
+        self._plan_pending(None)
+        while self._planned:
+            number, namespace, ops = self._planned.popleft()
+            self._report(namespace, ops, [unsent] * len(ops))
+            self._unsettled.discard(number)
+        self._settled.set()
         sending = list(self._sending)
         for task in sending:
             task.cancel()
         await asyncio.gather(*sending, return_exceptions=True)
 
     def raise_failures(self) -> None:
+        """Raise the first failure since the last call; a note counts the others."""
         if self.failures:
-            first, self.failures = self.failures[0], []
+            first = self.failures[0]
+            more = len(self.failures) - 1 + self.failures_unkept
+            self.failures, self.failures_unkept = [], 0
+            if more:
+                first.add_note(f"{more} more add() batches failed since the last flush()")
             raise first
 
     async def flush_loop(self) -> None:
@@ -150,23 +183,40 @@ class Batcher:
                 await asyncio.sleep(1.0)
 
     def flush_now(self) -> None:
-        free = self.max_requests - len(self._sending)
-        generation = self._take(free * self.max_batch) if free > 0 else None
-        if generation is None:
-            return  # nothing pending, or every slot taken: the buffer goes on summing
-        self.stats.added += generation.adds
-        loop = asyncio.get_running_loop()
-        for namespace, ops in self._plan(generation):
-            task = loop.create_task(self._send_batch(namespace, ops))
-            self._sending.add(task)
+        """Fill the free slots: with the batches planned first, then with what is pending
+        (as much as the free slots take). When every slot is taken the buffer goes on
+        summing."""
+        sending = self._sending
+        while len(sending) < self.max_requests:
+            if not self._planned:
+                free = self.max_requests - len(sending)
+                if not self._plan_pending(free * self.max_batch):
+                    return
+            number, namespace, ops = self._planned.popleft()
+            task = asyncio.get_running_loop().create_task(self._send_batch(namespace, ops))
+            sending[task] = number
             task.add_done_callback(self._sent)
 
-    def _sent(self, task: asyncio.Task[None]) -> None:
-        self._sending.discard(task)
-        if self.buffer.count >= self.max_batch and not self._closed:
-            self.flush_now()  # a backlog built up while the slots were taken
+    def _plan_pending(self, limit: int | None) -> bool:
+        """Take up to `limit` pending counters (None: all) into numbered batches waiting
+        for a slot; False when nothing was pending."""
+        generation = self._take(limit)
+        if generation is None:
+            return False
+        self.stats.added += generation.adds
+        for namespace, ops in self._plan(generation):
+            self._planned.append((self._numbered, namespace, ops))
+            self._unsettled.add(self._numbered)
+            self._numbered += 1
+        return True
 
-    def _take(self, limit: int) -> Generation | None:
+    def _sent(self, task: asyncio.Task[None]) -> None:
+        self._unsettled.discard(self._sending.pop(task))
+        self._settled.set()
+        if self._planned or (self.buffer.count >= self.max_batch and not self._closed):
+            self.flush_now()  # batches waiting for a slot, or a backlog built up meanwhile
+
+    def _take(self, limit: int | None) -> Generation | None:
         if self.lock is None:
             return self.buffer.take(limit)
         with self.lock:
@@ -208,6 +258,35 @@ class Batcher:
         ]
 
     async def _send_batch(self, namespace: str, ops: list[tuple[str, Entry]]) -> None:
+        """Send a batch and report its outcomes; one larger than the tenant's burst goes
+        again in halves (see the module docstring)."""
+        parts = [ops]
+        while parts:
+            part = parts.pop()
+            try:
+                outcomes = await self._send_part(namespace, part)
+            except BaseException as error:
+                # Cut short: a close() that timed out or was cancelled, the program's loop
+                # ending, the session closed under it. It may have applied (the halves not
+                # sent yet did not); it is reported and its room freed like any failure,
+                # never left to sit in the buffer unsaid.
+                cut = errors.ConnectionFailed(f"the batch was cut short: {error!r}")
+                self._report(namespace, part, [cut] * len(part))
+                unsent = errors.NotSent(f"the batch was cut short: {error!r}")
+                for left in parts:
+                    self._report(namespace, left, [unsent] * len(left))
+                raise
+            if outcomes is None:
+                half = len(part) // 2
+                parts += [part[half:], part[:half]]
+            else:
+                self._report(namespace, part, outcomes)
+
+    async def _send_part(
+        self, namespace: str, ops: list[tuple[str, Entry]]
+    ) -> list[errors.CountersError | None] | None:
+        """One batch request's outcome per op (None: acknowledged); None for them all when
+        the batch is larger than the tenant's burst and should go in smaller parts."""
         body = json.dumps(
             {"ops": [{"op": "increment", "name": name, "delta": e[0]} for name, e in ops]},
             separators=(",", ":"),
@@ -222,6 +301,12 @@ class Batcher:
             if len(outcomes) != len(ops):
                 raise ValueError(f"{len(outcomes)} results for {len(ops)} ops")
         except errors.CountersError as error:
+            if isinstance(error, errors.RateLimited) and len(ops) > 1:
+                # raised at once only when no retry helps (retry.py): nothing applied, and a
+                # part may fit the burst (a single op does not, and fails); unless an earlier
+                # attempt under this key may have applied: parts under new keys could double it
+                if not error.may_have_applied:
+                    return None
             outcomes = [error] * len(ops)
             if error.reply is not None:
                 # the last answer's values stand (those ops applied); the others failed, and
@@ -233,14 +318,7 @@ class Batcher:
         except (KeyError, TypeError, ValueError, AttributeError) as error:
             # A 200 that is not a batch answer: it may have applied, like a timeout.
             outcomes = [errors.ServerError(f"a batch answer unlike any: {error!r}")] * len(ops)
-        except BaseException as error:
-            # Cut short: a close() that timed out or was cancelled, the program's loop
-            # ending, the session closed under it. It may have applied; it is reported and
-            # its room freed like any failure, never left to sit in the buffer unsaid.
-            cut = errors.ConnectionFailed(f"the batch was cut short: {error!r}")
-            self._report(namespace, ops, [cut] * len(ops))
-            raise
-        self._report(namespace, ops, outcomes)
+        return outcomes
 
     def _report(
         self,
@@ -267,7 +345,10 @@ class Batcher:
                 stats.failed_unknown += adds
             first = first or outcome
         if first is not None:
-            self.failures.append(first)
+            if len(self.failures) < FAILURES_KEPT:
+                self.failures.append(first)
+            else:
+                self.failures_unkept += 1
             log.warning("a batch of %d counters in %s failed: %s", len(ops), namespace, first)
         self._settle(len(ops))
         if self.listener is not None:

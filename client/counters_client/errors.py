@@ -53,13 +53,27 @@ class BufferFull(CountersError):
     """add() found the buffer holding max_buffer unacknowledged counters."""
 
 
+class NotSent(CountersError):
+    """add()s a close() cut short (a timeout, a cancel) before they were sent: nothing
+    applied."""
+
+
 class DeadlineExceeded(ServerError):
     """Retries did not succeed within the deadline; `last` is the last error seen. A write
-    may have applied: retrying with the same Idempotency-Key is safe."""
+    may have applied unless every attempt was refused (429: nothing applied); retrying
+    with the same Idempotency-Key is safe either way."""
 
     def __init__(self, detail: str, last: CountersError | None = None) -> None:
         super().__init__(detail, last.problem if last is not None else None)
         self.last = last
+
+    @property
+    def may_have_applied(self) -> bool:
+        """An earlier attempt may have applied, or the last one may have: giving up says
+        nothing of its own."""
+        if self.earlier_may_have_applied:
+            return True
+        return self.last is None or self.last.may_have_applied
 
 
 class ConnectionFailed(ServerError):
@@ -168,6 +182,18 @@ class HistoryUnavailable(ServerError):
 
 class ShardNotHeld(Conflict):
     slug = "shard-not-held"
+
+
+class SourceLoading(ServerError):
+    """A peer refusal (a node still loading its durable copy): a node answers it to peers only."""
+
+    status, slug = 503, "source-loading"
+
+
+class NotRecovered(ServerError):
+    """A peer refusal (a node still recovering its state): a node answers it to peers only."""
+
+    status, slug = 503, "not-recovered"
 
 
 class QuorumTimeout(ServerError):

@@ -4,8 +4,10 @@ It streams GET /v1/namespaces/{ns}/events from one node and yields `ChangeEvent`
 `Gap` when a log no longer holds what the stream asked for (realtime.py). When the stream
 ends for any reason (the node died or stopped, the connection broke, nothing arrived within
 `idle_timeout_s`, or the node cut off a slow reader with `event: cutoff`), it reconnects to
-a serving node, avoiding the one that failed, with the id of the last event it received as
-Last-Event-ID: the node resumes right after it, so the caller sees no gap and no repeat.
+a serving node, avoiding the one that failed, with the last event id it received (of an
+event, or of the frame without data by which a stream started at the tail gives its
+position) as Last-Event-ID: the node resumes right after it, so the caller sees no gap and
+no repeat, even when a stream breaks before its first event.
 A node's stream never goes back in a counter's order (each event's `version`), but a new
 stream remembers nothing of the old one, and across a coordinator's failover two nodes may
 both have published a counter's states: so the feed itself drops an event whose version is
@@ -58,11 +60,12 @@ class Feed:
         self.path = path
         self.params = {"prefix": prefix} if prefix else None
         self.idle_timeout_s = idle_timeout_s
-        self.last_event_id = last_event_id  # of the last event yielded: a resume point
+        # of the last event yielded (or the stream's position, all yielded): a resume point
+        self.last_event_id = last_event_id
         self.url: str | None = None  # the node streamed from
         self.reconnects = 0
         self.cutoffs = 0
-        self._resume_id = last_event_id  # of the last event received (some may be queued)
+        self._resume_id = last_event_id  # the last id received (events may be queued)
         self._queue: deque[FeedItem] = deque()
         self._response: aiohttp.ClientResponse | None = None
         self._parser = Parser()
@@ -135,12 +138,14 @@ class Feed:
             return
         for frame in self._parser.feed(chunk):
             self._take(frame)
+        self._resume_id = self._parser.last_id  # an id without an event moves it too
+        if not self._queue:
+            self.last_event_id = self._resume_id
 
     def _take(self, frame: Frame) -> None:
         self._barren = 0
         if frame.event == "change":
             self._queue.append(change_event(frame.data, frame.id))
-            self._resume_id = frame.id
         elif frame.event == "gap":
             self._queue.append(gap_event(frame.data))
         elif frame.event == "cutoff":
@@ -202,7 +207,7 @@ class Feed:
                     return
                 last = await _refusal(response)
                 retry_after = retry.retry_after_s(response.headers.get("Retry-After"))
-                if not retry.retryable(response.status):
+                if not retry.retryable(response.status, retry_after):
                     raise last
                 transport._suspect(url)  # not ready, or serving its limit of streams
             wait = retry.next_wait_s(

@@ -2,7 +2,9 @@
 
 Retried, with the same Idempotency-Key: connection errors and timeouts, 502, 503 and 504
 (the op may or may not have applied; the key makes a second attempt apply at most once);
-429 after its Retry-After (nothing applied). Everything else is final.
+429 after its Retry-After (nothing applied). Everything else is final, and so is a 429
+without Retry-After: the node's way of saying no retry helps (the request costs more than
+the tenant's burst; a smaller one may pass).
 """
 
 from __future__ import annotations
@@ -10,7 +12,10 @@ from __future__ import annotations
 RETRY_STATUSES = frozenset({429, 502, 503, 504})
 
 
-def retryable(status: int) -> bool:
+def retryable(status: int, retry_after: float | None = 0.0) -> bool:
+    """Whether the same request may succeed later; a 429 only with a Retry-After."""
+    if status == 429:
+        return retry_after is not None
     return status in RETRY_STATUSES
 
 

@@ -3,8 +3,10 @@
 Lines end with CRLF, LF or CR. A line starting with ":" is a comment (the node's heartbeat).
 `field: value` (one space after the colon dropped) sets `event`, appends to `data` (lines
 joined with LF), sets `id` (kept across frames until the next `id:`, and ignored when it
-holds NUL) or `retry` (digits only). An empty line ends a frame; one without data is not
-dispatched. A frame cut short by the end of the stream is dropped.
+holds NUL) or `retry` (digits only). An empty line ends a frame and makes its id the last
+event id (`last_id`), even when the frame, without data, is not dispatched (the node's
+first frame gives so the stream's starting position). A frame cut short by the end of the
+stream is dropped, its id with it.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ class Parser:
 
     def __init__(self, last_id: str | None = None) -> None:
         self.last_id = last_id
+        self._id = last_id  # the id of the frame being read: last_id once it ends
         self.retry_ms: int | None = None
         self.comments = 0
         self._pending = b""
@@ -62,7 +65,7 @@ class Parser:
             self._data.append(value)
         elif field == "id":
             if "\0" not in value:
-                self.last_id = value
+                self._id = value
         elif field == "retry":
             if value.isascii() and value.isdigit():
                 self.retry_ms = int(value)
@@ -71,6 +74,7 @@ class Parser:
     def _dispatch(self) -> Frame | None:
         event, data = self._event or "message", self._data
         self._event, self._data = "", []
+        self.last_id = self._id
         if not data:
             return None
         return Frame(event, "\n".join(data), self.last_id)

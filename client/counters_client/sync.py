@@ -93,10 +93,11 @@ class Client:
     def add(self, namespace: str, name: str, delta: int = 1) -> None:
         client = self._client
         with self._lock:
-            if client._closed:
-                raise RuntimeError("the client is closed")
             deadline = None
             while True:
+                # also after waiting for room: close() may have taken its last flush since
+                if client._closed:
+                    raise RuntimeError("the client is closed")
                 try:
                     pending = client.buffer.add(namespace, name, delta)
                     break

@@ -4,8 +4,10 @@ One request is sent to the node a `Route` picks; a connection error, a timeout, 
 504 makes it try again, with the same body and the same Idempotency-Key (so a write that
 did apply is answered from its receipt, not applied twice), after an exponential back-off
 with jitter, to the next replica when the first did not answer; 429 waits for its
-Retry-After. Every answer carries the node's ring epoch (Counters-Ring-Epoch): a newer one
-than the map's makes the map be fetched again, from that node, in the background.
+Retry-After (a 429 without one is final: the request is larger than the tenant's burst,
+and the add() path splits such a batch, batcher.py). Every answer carries the node's ring
+epoch (Counters-Ring-Epoch): a newer one than the map's makes the map be fetched again,
+from that node, in the background.
 """
 
 from __future__ import annotations
@@ -255,7 +257,7 @@ class Transport:
                     answered = payload  # some of its ops applied
                 else:
                     last = errors.from_problem(status, payload)
-                    if not retry.retryable(status):
+                    if not retry.retryable(status, retry_after):
                         raise _settled(last, maybe, idempotency_key, answered)
                     if isinstance(last, errors.NotReady):
                         node_id = self._suspect(url)

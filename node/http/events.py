@@ -90,6 +90,9 @@ async def _serve(
     config = request.app[CONFIG]
     heartbeat_s, stall_s = config.events_heartbeat_s, config.events_stall_s
     await response.write(b"retry: 1000\n\n")
+    if follower.tail:  # find where every log is now, and give it as the resume point
+        await follower.next_frames()
+        await response.write(follower.position_frame().encode())
     last_write = time.monotonic()
     while not tally.closing.is_set():
         transport = request.transport

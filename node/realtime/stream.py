@@ -10,13 +10,17 @@ member's). Each event goes out as
 
 whose id is the stream's position in every log once that event is sent, so a client that
 reconnects with it as Last-Event-ID resumes after that event, without a gap, as long as the
-logs still hold what follows (their retention, feed_log.py). When a log no longer does (the
-client was away too long, or a node restarted and its earlier life's events are gone), the
-stream says so with `event: gap` (data: the node, the position asked, the oldest held) and
-carries on from the oldest event held; the client should then re-read the counters it
-follows. A member absent from the position (joined since, or not reachable when the id was
-made) is read from the oldest event it holds: some of those may predate the stream (at least
-once, never fewer). Events of several logs read at once go out merged by time.
+logs still hold what follows (their retention, feed_log.py). A stream started at the tail
+first sends its position there alone (`id: ...` and no data: that sets the client's last
+event id and dispatches nothing), so a client whose stream breaks before the first event
+resumes from where it started, not from a later tail. When a log no longer holds what
+follows (the client was away too long, or a node restarted and its earlier life's events
+are gone), the stream says so with `event: gap` (data: the node, the position asked, the
+oldest held) and carries on from the oldest event held; the client should then re-read the
+counters it follows. A member absent from the position (joined since, or not reachable when
+the id was made) is read from the oldest event it holds: some of those may predate the
+stream (at least once, never fewer). Events of several logs read at once go out merged by
+time.
 
 Order per counter. A counter's events come from whichever node coordinated its shard when
 they were published, and across a hand-over (a join, a leave, a kill -9) two nodes' logs
@@ -129,6 +133,11 @@ class Follower:
         self.tally = tally
         # name -> (version, value, at_ms) of its last event sent, least recently sent first
         self.last_sent: OrderedDict[str, tuple[int, int, int]] = OrderedDict()
+
+    def position_frame(self) -> str:
+        """A frame of the stream's position alone (empty before the first read found it)."""
+        position = encode_position(self.position)
+        return f"id: {position}\n\n" if position else ""
 
     async def next_frames(self) -> list[str]:
         if self.tail:

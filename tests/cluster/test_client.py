@@ -1,5 +1,6 @@
 """counters-client against real node processes: a Zipf stream of add() through a kill -9
-and restart loses and doubles nothing; the client follows a join and a leave."""
+and restart loses and doubles nothing; the client follows a join and a leave; add()
+batches larger than the tenant's rate-limit burst are split until they pass."""
 
 from __future__ import annotations
 
@@ -192,3 +193,25 @@ async def _join_and_leave(cluster: Cluster, nodes: list[Node], client: AsyncClie
     assert all("n2" not in entry for entry in client.topology.preference_lists)
     nodes[1].terminate()  # gone: the client must not need it
     await asyncio.sleep(0.5)
+
+
+async def test_add_batches_past_the_rate_limit_burst_are_acknowledged(cluster: Cluster) -> None:
+    """A tenant whose rate-limit burst is below max_batch loses no add(): the node refuses
+    a batch costing more than the burst (429 without Retry-After: no retry helps, nothing
+    applied) and the client sends it again in halves, each under a new key."""
+    cluster.settings.update(COUNTERS_RATE_LIMIT_PER_S="1000", COUNTERS_RATE_LIMIT_BURST="50")
+    [node] = await cluster.start(1)
+    async with AsyncClient(node.url, deadline_s=3, backoff_cap_s=0.2) as client:
+        for i in range(120):  # 120 distinct counters: one flush takes them as one batch
+            client.add("rl", f"c{i}")
+        failure: errors.CountersError | None = None
+        try:
+            await asyncio.wait_for(client.flush(), 20)
+        except errors.CountersError as error:
+            failure = error
+        stats = client.stats
+        summary = (stats.added, stats.acknowledged, stats.failed, stats.failed_unknown)
+        # every add was valid and the node's rate (1000/s) allows 120 ops within 3 s
+        assert failure is None and summary == (120, 120, 0, 0), (summary, repr(failure))
+        names = [f"c{i}" for i in range(0, 120, 3)]  # 40 reads: within the burst
+        assert await client.get_many("rl", names) == dict.fromkeys(names, 1)

@@ -1,7 +1,8 @@
 """counters-client's real-time reads and change feed against three real node processes:
 windowed reads, aggregates and top-k equal a model of the client's own writes; the feed
 sees every change of a counter in order, and when the node it streams from is killed -9 it
-resumes on another node with no gap and no repeat."""
+resumes on another node with no gap and no repeat, also when it dies before the first
+event."""
 
 from __future__ import annotations
 
@@ -183,3 +184,52 @@ async def test_realtime_reads_and_a_feed_that_survives_its_node(cluster: Cluster
         assert not [e for e in seen if e.replayed] and all(
             isinstance(e, ChangeEvent) for e in items
         )
+
+
+async def test_a_feed_lost_before_its_first_event_misses_nothing(cluster: Cluster) -> None:
+    """A feed whose node dies before it delivered any event still resumes where it started:
+    the node gives a stream's starting position as an id (a frame without data) and the
+    client resumes from the last id of any frame, so changes published while it reconnects
+    are yielded."""
+    cluster.settings.update(COUNTERS_EVENTS_HEARTBEAT_S="0.5")
+    nodes = await cluster.start(3)
+    async with AsyncClient([n.url for n in nodes], deadline_s=20) as client:
+        items: list[Any] = []
+        feed = client.events(NS, prefix="f:", idle_timeout_s=5)
+        reader = asyncio.create_task(drain(feed, items))
+        try:
+            await eventually(lambda: feed.url is not None, "the feed opened", 10)
+            await asyncio.sleep(1.0)  # the stream has taken its place at the logs' tail
+            topology = client.topology
+            streamed = topology.node_of(feed.url)
+            name = next(
+                f"f:{i}"
+                for i in range(100)
+                if topology.node_of(topology.coordinator(topology.shard_of(NS, f"f:{i}")))
+                != streamed
+            )
+            # stop reading (no event came yet), kill -9 the streamed node, write while
+            # the feed is open but not connected, then read on: it reconnects now
+            reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await reader
+            cluster.nodes[streamed].kill()
+            totals = [await client.incr(NS, name, delta) for delta in (1, 2, 3)]
+            await asyncio.sleep(0.5)  # published meanwhile
+            reader = asyncio.create_task(drain(feed, items))
+            await eventually(lambda: feed.reconnects >= 1, "the feed reconnected", 15)
+            await asyncio.sleep(1.0)
+            totals.append(await client.incr(NS, name, 4))
+            await eventually(
+                lambda: [e.value for e in changes(items, name)][-1:] == totals[-1:],
+                "the feed reaches the total",
+                15,
+            )
+        finally:
+            reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await reader
+            await feed.aclose()
+        seen = changes(items, name)
+        summary = [(e.value, e.change) for e in seen]
+        assert sum(e.change for e in seen) == totals[-1] == 10, (summary, totals)
