@@ -201,7 +201,10 @@ def assemble(
         config.idempotency_window_s,
         traces,
         node_metrics.flush_seconds.observe,
-        SlotOwners(cluster).rule,
+        # one shared copy (Redis): each slot written once, by its owner; a copy per node
+        # (SQLite): every slot it holds, else a member that restarts late keeps the only
+        # copy of its slots, and the others answer and reset without them (slot_owners.py)
+        SlotOwners(cluster).rule if durable.shared else None,
         config.max_persist_backlog,
     )
     identity = Identity(cluster, store, durable, start)

@@ -56,6 +56,14 @@ class ShardNotHeld(CountersError):
     type = "shard-not-held"
 
 
+class SourceLoading(CountersError):
+    """A PULL to a node that has not merged its own durable copy yet: its answer would lack
+    the slots only its disk holds (slot_owners.py), so the puller asks again later."""
+
+    status = 503
+    type = "source-loading"
+
+
 def refuse_unheld(cluster: Cluster, keys: Iterable[Key]) -> list[int]:
     """Raise ShardNotHeld, before anything is merged, if a key's shard is not this node's;
     else the keys' shards, in their order (a frame's merges need not hash them again)."""
@@ -85,6 +93,9 @@ class Handoff:
         self.pool = pool
         self.persister = persister
         self._load_failing = False  # so an outage is logged when it starts, not every round
+        # its own durable copy merged (at its start): until then it answers no PULL, since a
+        # puller would take the short answer for the whole state and become ready on it
+        self.loaded = False
         # replica -> shards whose state there was not pulled because it was down: it may
         # hold writes no one else has (consistency=one). Pulled from it once it is back.
         self.missed: dict[str, set[int]] = {}
@@ -152,11 +163,13 @@ class Handoff:
     async def _catch_up_missed(self) -> None:
         """Pull from each replica that was down at a pull, now that it is back, what this
         node still holds of the shards it could not pull from it then."""
-        cluster = self.cluster
+        cluster, current = self.cluster, self.cluster.state.current
         for node_id in list(self.missed):
             member = cluster.view.get(node_id)
-            if member is None or member.status == Status.REMOVED:
-                self.missed.pop(node_id)  # gone for good: nothing to wait for
+            # gone for good: nothing to wait for (one in the ring but not heard of since a
+            # whole-cluster restart is not gone)
+            if member.status == Status.REMOVED if member else node_id not in current.nodes:
+                self.missed.pop(node_id)
         for node_id in [n for n in self.missed if cluster.alive(n)]:
             shards = {s for s in self.missed[node_id] if cluster.holds(s)}
             if not shards or await self._pull(shards, only=node_id):
@@ -176,6 +189,7 @@ class Handoff:
             self._load_failing = True
             return False
         self._load_failing = False
+        self.loaded = True
         log.info("loaded %d counters from the durable replica", count)
         return True
 
@@ -247,8 +261,11 @@ class Handoff:
     def answer_pull(self, body: Any, now_ms: int) -> Any:
         """The source's side of a PULL: adopt the puller's ring and view first (a pending
         ring this node had not heard of makes it send its later writes of these shards to
-        the puller too), then answer with the state of the shards."""
+        the puller too), then answer with the state of the shards. Refused until this node
+        has loaded its own durable copy (SourceLoading)."""
         cluster = self.cluster
+        if not (self.loaded or cluster.recovered):  # a joiner recovers by pulls alone
+            raise SourceLoading(f"{cluster.node_id} is loading its durable copy; pull again")
         if isinstance(body, list):  # a puller that sends no ring (an older node)
             shards = wire.shards_from_wire(body, cluster.config.shards)
         else:

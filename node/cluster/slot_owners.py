@@ -1,4 +1,7 @@
-"""Which slots this node writes to the durable replica: its own, and those no one else can.
+"""Which slots this node writes to a shared durable replica (Redis): its own, and those no
+one else can. A copy of its own (SQLite) gets every slot the node holds (app.py): there the
+rule left a slot on its owner's disk alone, and a whole-cluster restart without that owner
+answered reads and resets without its slots.
 
 Every replica of a counter holds every actor's slot, and used to write all of them: three
 replicas wrote each changed slot three times (three times to the same hash with a shared

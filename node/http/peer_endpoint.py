@@ -59,8 +59,12 @@ KIND_NAMES = {
 }
 
 
-class NotRecovered(Exception):
-    """A fencing request (RESERVE, RESOLVE) to a node that has not yet loaded its state."""
+class NotRecovered(CountersError):
+    """A read or a fencing request (READ, RECEIPTS, RESERVE, RESOLVE) to a node that has not
+    yet recovered its state: refused, nothing done."""
+
+    status = 503
+    type = "not-recovered"
 
 
 class PeerServer:
@@ -195,16 +199,18 @@ class PeerServer:
                 else:
                     reply.append(_stated(store, key, store.get(key) or EMPTY))
             return reply
-        if kind == wire.RECEIPTS:
-            return self._receipts(wire.receipt_reads_from_wire(body))
         if kind == wire.EVENTS:
             if self.events is None:
                 raise ProtocolError("this node keeps no change feed")
             return self.events(body)
-        if kind in (wire.RESERVE, wire.RESOLVE) and not self.gossip.cluster.recovered:
-            # Not yet loaded what it held before (receipts, reservations): "no receipt" or
-            # "void" now could be false, and a retry would apply an op again.
+        if not self.gossip.cluster.recovered:
+            # Not yet loaded what it held before (states, receipts, reservations): a read
+            # would count toward R without the writes it acknowledged, and "no receipt" or
+            # "void" could be false, so a retry would apply an op again. The asker asks
+            # another replica.
             raise NotRecovered(f"{self.gossip.cluster.node_id} is recovering; ask again later")
+        if kind == wire.RECEIPTS:
+            return self._receipts(wire.receipt_reads_from_wire(body))
         if kind == wire.RESERVE:  # reserve or read (node/coordination/fencing.py)
             return self.coordinator.idempotent.fence.answer_reserve(body)
         if kind == wire.RESOLVE:  # receipt or abort, asked of an attempt's holder

@@ -1,5 +1,7 @@
 """Each slot is written to the durable replica by its owner; the others take over when the
-owner dies (node/cluster/slot_owners.py)."""
+owner dies (node/cluster/slot_owners.py). The rule serves a shared copy (Redis: app.py);
+here each node's SQLite file stands in for it, so that what each node wrote can be told
+apart."""
 
 from __future__ import annotations
 
@@ -7,6 +9,7 @@ import asyncio
 
 from crdt import PNCounter
 from node.base.keys import Key
+from node.cluster.slot_owners import SlotOwners
 from node.coordination.ops import Op, OpKind
 from tests.inprocess.cluster import InProcessCluster, Node, eventually
 
@@ -38,6 +41,8 @@ async def test_slots_are_written_by_their_owner_and_taken_over_when_it_dies(
     inproc: InProcessCluster,
 ):
     n1, n2, n3 = await inproc.start(3, failure_timeout_s=2.0)
+    for node in (n1, n2, n3):  # as with a shared copy
+        node.parts.persister.slot_rule = SlotOwners(node.cluster).rule
     await _increment(n1, 2)
     await _increment(n2, 3)
     a1, a2 = n1.cluster.actor, n2.cluster.actor
