@@ -166,7 +166,7 @@ class SqliteReplica:
             db.executemany(PUT_RESERVATION, puts)
             if not (receipts or reservations or window_ms):
                 return 0  # a plain `write`: no expiry pass
-            dropped = sqlite_receipts.expire(db, now_ms)
+            dropped = sqlite_receipts.expire(db, now_ms, len(packs))
             return dropped + db.execute(EXPIRE_RESERVATIONS, (now_ms, EXPIRE_BATCH)).rowcount
 
     async def write_changes(

@@ -58,9 +58,9 @@ LOAD_PACKS = """
 SELECT id, pack FROM receipt_packs WHERE id > ? AND expires_ms >= ? ORDER BY id LIMIT ?
 """
 PACK_PAGE = 200  # packs read at a time (at most PACK_MAX_ENTRIES receipts each)
-# Each write drops at most this many expired packs (and rows of the table written before
-# packs, and lapsed reservations), so a write never stalls on a backlog (after a long stop,
-# say); writes come at least every flush, so the backlog drains.
+# Each write drops at most this many expired packs more than it wrote (and this many rows
+# of the table written before packs, and lapsed reservations), so a write never stalls on
+# a backlog (after a long stop, say); writes come at least every flush, so it drains.
 EXPIRE_BATCH = 5_000
 EXPIRE_ROWS = """
 DELETE FROM idempotency_receipts WHERE (counter, idem) IN (
@@ -115,9 +115,11 @@ def write(db: sqlite3.Connection, packs: list[tuple[int, int, bytes]]) -> None:
     db.executemany(INSERT_PACK, packs)
 
 
-def expire(db: sqlite3.Connection, now_ms: int) -> int:
-    """Drop a bounded number of expired packs and rows; how many receipts they held."""
-    packs = db.execute(EXPIRE_PACKS, (now_ms, EXPIRE_BATCH)).fetchall()
+def expire(db: sqlite3.Connection, now_ms: int, written: int = 0) -> int:
+    """Drop a bounded number of expired packs and rows: EXPIRE_BATCH more packs than the
+    `written` ones the same write added, so expiry keeps up with any rate of keyed requests
+    per flush and a backlog drains; how many receipts they held."""
+    packs = db.execute(EXPIRE_PACKS, (now_ms, EXPIRE_BATCH + written)).fetchall()
     dropped: int = sum(count for (count,) in packs)
     return dropped + db.execute(EXPIRE_ROWS, (now_ms, EXPIRE_BATCH)).rowcount
 
