@@ -132,6 +132,11 @@ class Handoff:
                         len(shards),
                         sorted(shards)[:16],
                     )
+        elif not self.loaded and me not in current.nodes and cluster.heard_peer:
+            # Out of the ring (a leaver restarted before its hand-over got through, a joiner):
+            # what its own copy holds of shards it does not replicate, hand_over pushes on.
+            if not self.persister.durable.shared:
+                await self._load(frozenset())
         if cluster.recovered and not cluster.proven:
             await self.identity.settle()  # before it takes a write: a new actor id
         member = cluster.view.get(me)
