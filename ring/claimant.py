@@ -125,15 +125,25 @@ def desired_nodes(view: View, current: Ring) -> frozenset[str]:
 def derive(current: Ring, desired: frozenset[str], epoch: int) -> Ring:
     """The next ring: ONE change toward `desired` (the first leaver, else the first joiner;
     the joiner first when the leaver is the ring's last node, whose shards would have no
-    one to go to), or the current table again when there is none, at `epoch`."""
+    one to go to), or the current table again when there is none, at `epoch`. A joiner
+    waits while the ring has no replica to give it (shards x N nodes already), rather than
+    stop every other change."""
     ring = current
     leavers = sorted(set(current.nodes) - desired)
     joiners = sorted(desired - set(current.nodes))
+    if not has_room(current):
+        joiners = []
     if leavers and (len(current.nodes) > 1 or not joiners):
         ring = ring.without_node(leavers[0])
     elif joiners:
         ring = ring.with_node(joiners[0])
     return replace(ring, epoch=epoch)
+
+
+def has_room(ring: Ring) -> bool:
+    """Whether one more node would get a replica of some shard (Ring.with_node's rule)."""
+    count = len(ring.nodes) + 1
+    return count <= ring.replicas or count <= ring.shards * ring.replicas
 
 
 def still_wanted(current: Ring, pending: Ring, desired: frozenset[str]) -> bool:

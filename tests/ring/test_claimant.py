@@ -13,8 +13,10 @@ from ring.claimant import (
     RingState,
     claimant,
     departed,
+    derive,
     handoff_done,
     handoff_mark,
+    has_room,
     next_state,
     queued,
 )
@@ -237,3 +239,12 @@ def test_a_pending_ring_derived_again_needs_a_fresh_hand_off_mark():
     assert next_state(again, back, old_mark) is again  # ...but the old pull does not count
     fresh = dict.fromkeys("abcd", handoff_mark(again.pending))
     assert next_state(again, back, fresh).pending is None
+
+
+def test_a_joiner_without_a_replica_to_take_waits_and_a_leave_goes_on() -> None:
+    full = Ring.build(["a", "b"], shards=2, replicas=1)
+    assert not has_room(full)
+    assert derive(full, frozenset({"a", "b", "c"}), 9).table == full.table  # c waits
+    shrunk = derive(full, frozenset({"a", "c"}), 9)  # b leaves; then c finds room
+    assert set(shrunk.nodes) == {"a"} and has_room(shrunk)
+    assert set(derive(shrunk, frozenset({"a", "c"}), 10).nodes) == {"a", "c"}
