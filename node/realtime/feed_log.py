@@ -172,6 +172,11 @@ class EventLog:
                 self._raise_floor(filed, last)
         if self._held > self.max_events:
             self._fair_share()
+        if len(appends) > 2 * self.max_events + 1024:
+            # entries behind a young one at the head whose events the fair share dropped:
+            # kept, they would grow with the rate of appends times the retention. Each left
+            # holds an event, so at most max_events stay (amortised O(1) per append).
+            self._appends = deque(a for a in appends if a[2] > a[1].floor)
         if now_ms - self._swept_at >= SWEEP_MS:
             for filed in self._filed.values():
                 filed.sweep()

@@ -4,6 +4,7 @@ prefix), the event id codec, and coalescing per counter."""
 from __future__ import annotations
 
 import itertools
+import tracemalloc
 
 import pytest
 from hypothesis import given
@@ -207,3 +208,29 @@ def test_the_changes_of_a_counters_events_sum_to_its_change(
         assert sum(change for _, change in seen[key]) == value[key]
         times = [at for at, _ in seen[key]]
         assert all(b - a >= 100 for a, b in itertools.pairwise(times))
+
+
+def _busy_item(tenant: str, namespace: str, name: str, value: int):
+    return (tenant, namespace, name, value, 1, False, value)
+
+
+def test_a_quiet_subject_does_not_pin_the_busy_subjects_trimmed_appends():
+    """One quiet namespace's single event, young and within its share, sits at the head of
+    the age queue; the (append, subject) entries behind it, whose events the fair trim
+    dropped, must not stay until it ages out (300 s): memory is bounded by max_events, not
+    by the rate of appends times the retention."""
+    log = EventLog(1, max_events=1000, retention_ms=300_000)
+    log.append([_busy_item("quiet", "ns", "rare", 1)], 0)
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        for i in range(1, 60_001):  # one publisher tick per ms for 60 s, one busy subject
+            log.append([_busy_item("busy", "ns", f"c{i % 50}", i)], i)
+        grown = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert len(log) <= 1000
+    assert len(log._appends) <= 2 * log.max_events and grown < 2_000_000, (
+        f"the log holds {len(log)} events but {len(log._appends)} append entries, "
+        f"{grown / 1e6:.1f} MB grown"
+    )
