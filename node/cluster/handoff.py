@@ -56,6 +56,9 @@ class ShardNotHeld(CountersError):
     type = "shard-not-held"
 
 
+LOADING = "is loading its durable copy"  # SourceLoading's words, as a puller reads them
+
+
 class SourceLoading(CountersError):
     """A PULL to a node that has not merged its own durable copy yet: its answer would lack
     the slots only its disk holds (slot_owners.py), so the puller asks again later."""
@@ -96,6 +99,7 @@ class Handoff:
         # its own durable copy merged (at its start): until then it answers no PULL, since a
         # puller would take the short answer for the whole state and become ready on it
         self.loaded = False
+        self._loading_since: dict[str, float] = {}  # live sources refusing pulls as loading
         # replica -> shards whose state there was not pulled because it was down: it may
         # hold writes no one else has (consistency=one). Pulled from it once it is back.
         self.missed: dict[str, set[int]] = {}
@@ -223,10 +227,33 @@ class Handoff:
                 try:
                     await self._pull_pages(address, node_shards[start : start + SHARDS_PER_PULL])
                 except (PeerError, wire.ProtocolError) as error:
-                    log.warning("pull from %s failed: %s", node_id, error)
-                    complete = False
+                    if self._still_loading(node_id, str(error)) or only is not None:
+                        complete = False  # (a catch-up from `only` waits for it, always)
+                    else:  # as if it were down: pulled from once it has loaded
+                        self.missed.setdefault(node_id, set()).update(node_shards)
                     break
+            else:
+                self._loading_since.pop(node_id, None)
         return complete
+
+    def _still_loading(self, node_id: str, error: str) -> bool:
+        """Whether a failed pull from a live source is waited for (False: the source is
+        taken as down). A source that is loading its copy is waited for as long as a silent
+        node takes to be called down (one that cannot load, a bad disk, must not keep every
+        other node from recovering); any other failure, always. Logged once per source."""
+        if LOADING not in error:
+            log.warning("pull from %s failed: %s", node_id, error)
+            return True
+        now = time.monotonic()
+        since = self._loading_since.setdefault(node_id, now)
+        if since == now:
+            log.warning("pull from %s waits: %s", node_id, error)
+        if now - since < 2 * self.cluster.config.failure_timeout_s:
+            return True
+        log.warning(
+            "pulling from %s later: it has been loading its copy since %.0f s", node_id, now - since
+        )
+        return False
 
     async def _pull_pages(self, address: str, shards: list[int]) -> None:
         """Merge one source's state of these shards, page by page of receipts: each state
@@ -269,8 +296,9 @@ class Handoff:
         the puller too), then answer with the state of the shards. Refused until this node
         has loaded its own durable copy (SourceLoading)."""
         cluster = self.cluster
-        if not (self.loaded or cluster.recovered):  # a joiner recovers by pulls alone
-            raise SourceLoading(f"{cluster.node_id} is loading its durable copy; pull again")
+        # a joiner recovers by pulls alone; a shared copy (Redis) the puller loaded itself
+        if not (self.loaded or cluster.recovered or self.persister.durable.shared):
+            raise SourceLoading(f"{cluster.node_id} {LOADING}; pull again")
         if isinstance(body, list):  # a puller that sends no ring (an older node)
             shards = wire.shards_from_wire(body, cluster.config.shards)
         else:

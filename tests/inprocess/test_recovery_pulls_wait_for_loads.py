@@ -20,7 +20,7 @@ from tests.inprocess.cluster import InProcessCluster, eventually
 async def test_a_node_is_not_ready_on_a_pull_from_a_peer_still_loading(
     inproc: InProcessCluster,
 ):
-    nodes = await inproc.start(3, durability="sync")
+    nodes = await inproc.start(3, durability="sync", failure_timeout_s=3.0)  # waits 6 s
     key = inproc.key_where(lambda replicas: replicas[0] == "n2")  # n2's slot counts it
     n2 = inproc.nodes["n2"]
     (written,) = await n2.coordinator.run([Op(OpKind.INCREMENT, key, 7)], "quorum")
