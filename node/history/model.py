@@ -38,6 +38,10 @@ class HistoryError(Exception):
     """The history store could not be reached or failed."""
 
 
+class HistoryTimeout(HistoryError):
+    """The history store did not finish in time; a smaller write might."""
+
+
 def bucket_of(now: float, bucket_s: int) -> int:
     """The start (unix seconds) of the bucket holding `now`."""
     return int(now // bucket_s) * bucket_s

@@ -7,27 +7,43 @@ schema_migrations, so nodes starting together apply each migration exactly once.
 cut in UTC (date_trunc's time zone argument), whatever the session's time zone.
 
 The pool connects lazily and reconnects by itself, so a node starts while PostgreSQL is down
-and its writes resume when it returns; every failure surfaces as HistoryError.
+and its writes resume when it returns; every failure surfaces as HistoryError, and as
+HistoryTimeout when an operation outlasts the timeout (which a smaller write may not). A
+call that finds the tables gone, from a PostgreSQL that came back empty (rebuilt, a
+failover to a fresh instance), runs the migrations again and retries once.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 import asyncpg
 
-from node.history.model import HistoryError, Point, Rollup, Row, migrations, rollups_of
+from node.history.model import (
+    HistoryError,
+    HistoryTimeout,
+    Point,
+    Rollup,
+    Row,
+    migrations,
+    rollups_of,
+)
 
 T = TypeVar("T")
+log = logging.getLogger("counters.history")
 MIGRATION_LOCK = 0x636F756E74657273  # "counters": one migrator at a time, cluster-wide
 # Seconds a connect, a pool checkout, and each operation as a whole (a write's transaction,
 # a query, a ping) may take (--postgres-timeout-s): a PostgreSQL that stops answering fails
 # the call, so the recorder buffers and says so, instead of hanging on it.
 TIMEOUT_S = 10.0
 MAX_CONNECTIONS = 4
+# Rows per COPY of a write: asyncpg encodes a COPY's rows without yielding to the event loop
+# (100,000 rows held it 0.3 s), so a write sends its batch in parts, in one transaction.
+COPY_CHUNK = 10_000
 ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError)
 
 MIGRATIONS_TABLE = """
@@ -100,8 +116,14 @@ SELECT period, total, name, delta FROM ranked WHERE rank <= $6 ORDER BY period, 
 """
 
 
+# 10000-01-01, the end of the range the API takes (an exclusive bound), is past datetime's
+# range: its last microsecond before bounds the same whole-second buckets.
+END_OF_TIME_S = 253402300800
+LAST_MOMENT = datetime.max.replace(tzinfo=UTC)
+
+
 def _time(seconds: float) -> datetime:
-    return datetime.fromtimestamp(seconds, UTC)
+    return LAST_MOMENT if seconds >= END_OF_TIME_S else datetime.fromtimestamp(seconds, UTC)
 
 
 def _seconds(moment: datetime) -> int:
@@ -134,20 +156,37 @@ class PgHistory:
                 )
             if migrated and not self._migrated:
                 await self._migrate()
-            async with self._pool.acquire(timeout=self.timeout_s) as connection:
-                async with asyncio.timeout(self.timeout_s):
-                    return await operation(connection)
+            try:
+                return await self._run(what, operation)
+            except asyncpg.UndefinedTableError:
+                if not migrated:
+                    raise
+                # the server came back without the schema: migrate it again, and retry once
+                self._migrated = False
+                applied = await self._migrate()
+                log.warning("history postgres: tables missing; applied migrations %s", applied)
+                return await self._run(what, operation)
         except ERRORS as error:
             text = str(error) or type(error).__name__  # a timeout's own text is empty
             raise HistoryError(f"postgres {what} failed: {text}") from error
 
+    async def _run(self, what: str, operation: Callable[[Any], Awaitable[T]]) -> T:
+        async with self._pool.acquire(timeout=self.timeout_s) as connection:
+            try:
+                async with asyncio.timeout(self.timeout_s):
+                    return await operation(connection)
+            except TimeoutError:  # the operation's own, not a connect's or a checkout's
+                raise HistoryTimeout(
+                    f"postgres {what} failed: took over {self.timeout_s:g} s"
+                ) from None
+
     async def migrate(self) -> list[int]:
         return await self._with_connection("migration", self._apply_all, migrated=False)
 
-    async def _migrate(self) -> None:
+    async def _migrate(self) -> list[int]:
         async with self._pool.acquire(timeout=self.timeout_s) as connection:
             async with asyncio.timeout(self.timeout_s):
-                await self._apply_all(connection)
+                return await self._apply_all(connection)
 
     async def _apply_all(self, connection: Any) -> list[int]:
         applied = []
@@ -173,17 +212,30 @@ class PgHistory:
     async def write(self, rows: Sequence[Row]) -> None:
         if not rows:
             return
+        # A write's rows share a few buckets and flush times: a datetime each, not two per
+        # row (building 100,000 rows so held the event loop 0.8 s).
+        times: dict[float, datetime] = {}
+
+        def time_of(seconds: float) -> datetime:
+            moment = times.get(seconds)
+            if moment is None:
+                moment = times[seconds] = _time(seconds)
+            return moment
+
         records = [
-            (tenant, namespace, name, _time(bucket), value, _time(at), version)
+            (tenant, namespace, name, time_of(bucket), value, time_of(at), version)
             for tenant, namespace, name, bucket, value, at, version in rows
         ]
 
         async def upsert(connection: Any) -> None:
             async with connection.transaction():
                 await connection.execute(INCOMING)
-                await connection.copy_records_to_table(
-                    "counter_history_incoming", records=records, columns=COLUMNS
-                )
+                for start in range(0, len(records), COPY_CHUNK):
+                    await connection.copy_records_to_table(
+                        "counter_history_incoming",
+                        records=records[start : start + COPY_CHUNK],
+                        columns=COLUMNS,
+                    )
                 await connection.execute(UPSERT)
 
         await self._with_connection("write", upsert)

@@ -13,7 +13,13 @@ counter of such shards (a node's start records each counter it coordinates once)
 Values wait in a bounded buffer keyed by (counter, bucket), so a counter that changes many
 times in a bucket costs one entry, and an outage of the history store costs memory bounded
 by counters x buckets (capped; the oldest buckets go first). Every flush retries what
-waits. The store and its rules: model.py.
+waits, in transactions of at most `write_batch` rows: halved after a write that timed out,
+grown back by a quarter after each full one, so a store slower than its timeout allows
+(a long backlog after an outage) still drains, in smaller transactions. A turn takes the
+changed counters, and trims a full buffer, in parts of about RECORD_CHUNK entries with a
+yield to the event loop between them: a million changed counters in one interval cost
+seconds of CPU, which must not hold the node's requests and peer links meanwhile. The store
+and its rules: model.py.
 """
 
 from __future__ import annotations
@@ -21,13 +27,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from itertools import islice
 from typing import Any
 
 from crdt import saturate
 from crdt.pncounter import INT64_MAX
 from node.base.keys import Key
-from node.history.model import HistoryError, HistoryStore, Row, bucket_of
+from node.history.model import HistoryError, HistoryStore, HistoryTimeout, Row, bucket_of
 from node.obs.tracing import OFF, Tracing
 from node.storage.store import CounterStore
 
@@ -38,6 +45,21 @@ MAX_BUFFERED = 1_000_000  # (counter, bucket) values kept while the store is unr
 # row and one of 300,000 cost 5 (each touched page is written once per transaction), and
 # a SIGTERM's last flush of a million counters' values took 10 s in 5,000-row pieces.
 WRITE_BATCH = 100_000
+MIN_WRITE_BATCH = 1_000  # the least a write shrinks to after timeouts
+# Entries a turn takes or trims between two yields to the event loop: a few tens of ms.
+RECORD_CHUNK = 20_000
+
+
+def next_write_batch(batch: int, rows: int, timed_out: bool) -> int:
+    """The most rows the next write takes, after a write of `rows` rows under a limit of
+    `batch`: half as many after a timeout (at least MIN_WRITE_BATCH), a quarter more after a
+    full write that succeeded (at most WRITE_BATCH), else the same. Growing slowly, the limit
+    does not bounce back onto the size that timed out at every other write."""
+    if timed_out:
+        return max(MIN_WRITE_BATCH, min(batch, rows) // 2)
+    if rows >= batch:
+        return min(WRITE_BATCH, batch + batch // 4)
+    return batch
 
 
 class HistoryBuffer:
@@ -70,7 +92,18 @@ class HistoryBuffer:
 
     def trim(self) -> int:
         """Drop entries until the buffer fits (see the class); returns how many."""
-        dropped = self._drop_superseded(self._size - self.capacity)
+        before = self.dropped
+        for _ in self.trimming():
+            pass
+        return self.dropped - before
+
+    def trimming(self) -> Iterator[None]:
+        """trim() in steps of about RECORD_CHUNK entries, for a caller that yields to the
+        event loop between them (a full buffer's trim costs about a second); nothing else
+        may change the buffer until the steps are done."""
+        if self._size <= self.capacity:
+            return
+        yield from self._drop_superseded(self._size - self.capacity)
         while self._size > self.capacity:
             oldest = min(self._buckets)
             entries = self._buckets[oldest]
@@ -79,32 +112,36 @@ class HistoryBuffer:
                 del self._buckets[oldest], self._since[oldest]
                 gone = len(entries)
             else:
-                for key in list(entries)[:excess]:
+                gone = min(excess, RECORD_CHUNK)
+                for key in list(islice(entries, gone)):
                     del entries[key]
-                gone = excess
             self._size -= gone
-            dropped += gone
-        self.dropped += dropped
-        return dropped
+            self.dropped += gone
+            yield
 
-    def _drop_superseded(self, excess: int) -> int:
-        if excess <= 0:
-            return 0
+    def _drop_superseded(self, excess: int) -> Iterator[None]:
         newer: set[Key] = set()
         superseded: list[tuple[int, Key]] = []
         for bucket in sorted(self._buckets, reverse=True):
-            entries = self._buckets[bucket]
-            superseded.extend((bucket, key) for key in entries if key in newer)
-            newer.update(entries)
+            keys = iter(self._buckets[bucket])
+            # a bucket holds each key once, so a part's keys join `newer` before the rest's
+            # are checked without changing what is superseded
+            while part := list(islice(keys, RECORD_CHUNK)):
+                superseded.extend((bucket, key) for key in part if key in newer)
+                newer.update(part)
+                yield
+        del superseded[: max(0, len(superseded) - excess)]  # keep the oldest `excess`
         superseded.reverse()  # oldest buckets first
-        for bucket, key in superseded[:excess]:
-            entries = self._buckets[bucket]
-            del entries[key]
-            if not entries:
-                del self._buckets[bucket], self._since[bucket]
-        gone = min(excess, len(superseded))
-        self._size -= gone
-        return gone
+        for start in range(0, len(superseded), RECORD_CHUNK):
+            for bucket, key in superseded[start : start + RECORD_CHUNK]:
+                entries = self._buckets[bucket]
+                del entries[key]
+                if not entries:
+                    del self._buckets[bucket], self._since[bucket]
+            gone = min(RECORD_CHUNK, len(superseded) - start)
+            self._size -= gone
+            self.dropped += gone
+            yield
 
     def batch(self, limit: int) -> list[Row]:
         """Up to `limit` waiting rows, oldest buckets first."""
@@ -160,6 +197,7 @@ class Recorder:
         self.last_flush_s = 0.0
         self.flushes = 0
         self.written = 0  # rows written since the start
+        self.write_batch = WRITE_BATCH  # the most rows a write takes now (next_write_batch)
         self._migrated = False
         self._lock = asyncio.Lock()
         self._recorded: frozenset[int] = frozenset()  # the shards recorded at the last turn
@@ -183,18 +221,27 @@ class Recorder:
         await asyncio.sleep(self.flush_interval_s)
 
     async def record(self, now: float) -> int:
-        """Buffer the value of every changed counter this node records, under now's bucket,
-        and of every counter of a shard taken over (a shard per loop turn: a third of a
-        million counters at a million); returns how many."""
+        """Buffer the value of every changed counter this node records, under now's bucket
+        (RECORD_CHUNK counters per loop turn), and of every counter of a shard taken over (a
+        shard per loop turn: a third of a million counters at a million); returns how many."""
         counters, owns = self.counters, self.owns
         mine = frozenset(shard for shard in counters.shard_numbers() if owns(shard))
         taken_over, self._recorded = sorted(mine - self._recorded), mine
-        recorded = self._put(counters.take_history_values(owns), now)
+        recorded = 0
+        # those changed before this turn; one changed again meanwhile waits for the next turn
+        left = counters.history_dirty_count()
+        while left > 0:
+            recorded += self._put(counters.take_history_values(owns, RECORD_CHUNK), now)
+            left -= RECORD_CHUNK
+            await asyncio.sleep(0)
         for shard in taken_over:  # see above: values the last recorder may not have filed
             await asyncio.sleep(0)
             if owns(shard):
                 recorded += self._put(counters.history_values_of(shard), now)
-        dropped = self.buffer.trim()
+        before = self.buffer.dropped
+        for _ in self.buffer.trimming():
+            await asyncio.sleep(0)
+        dropped = self.buffer.dropped - before
         if dropped:
             log.warning(
                 "history buffer full (%d entries): dropped %d values of the oldest buckets",
@@ -223,8 +270,8 @@ class Recorder:
                         "counters.store": self.history.name,
                     }
                     with self.tracing.span("history write", attributes=attributes):
-                        while rows := self.buffer.batch(WRITE_BATCH):
-                            await self.history.write(rows)
+                        while rows := self.buffer.batch(self.write_batch):
+                            await self._write(rows)
                             self.buffer.remove(rows)
                             written += len(rows)
                 if not written:
@@ -239,6 +286,14 @@ class Recorder:
             self.written += written
             self.last_flush_s = time.monotonic() - started
             self.flushes += 1
+
+    async def _write(self, rows: list[Row]) -> None:
+        try:
+            await self.history.write(rows)
+        except HistoryTimeout:
+            self.write_batch = next_write_batch(self.write_batch, len(rows), timed_out=True)
+            raise
+        self.write_batch = next_write_batch(self.write_batch, len(rows), timed_out=False)
 
     async def _migrate(self) -> None:
         if not self._migrated:

@@ -231,12 +231,24 @@ class DirtyCounters:
         dirty, self._history_dirty = self._history_dirty, set()
         return self._dirty_states(dirty)
 
-    def take_history_values(self, records: Callable[[int], bool]) -> list[tuple[Key, int, int]]:
+    def history_dirty_count(self) -> int:
+        """How many counters changed since the history last took them."""
+        return len(self._history_dirty)
+
+    def take_history_values(
+        self, records: Callable[[int], bool], limit: int | None = None
+    ) -> list[tuple[Key, int, int]]:
         """Counters changed since the history last took them, of the shards `records(shard)`
         picks (those this node records), with their values and versions: (key, value,
         version). The others count as taken too. No state is built, and a counter of a
-        shard not picked (two in three at N=3) costs a hash lookup."""
-        dirty, self._history_dirty = self._history_dirty, set()
+        shard not picked (two in three at N=3) costs a hash lookup. With a `limit`, at most
+        that many counters are taken and the rest wait for the next take, so the recorder
+        takes a million changed counters in parts and lets the event loop run between them."""
+        if limit is None or len(self._history_dirty) <= limit:
+            dirty, self._history_dirty = self._history_dirty, set()
+        else:
+            pop = self._history_dirty.pop
+            dirty = {pop() for _ in range(limit)}
         shard_of, lookup, value_and_version = self._shard, self._lookup, pk.value_and_version
         picked: dict[int, bool] = {}
         out = []

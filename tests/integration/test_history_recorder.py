@@ -6,14 +6,23 @@ shared by the session, so each test writes its own namespace.
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import asyncpg
 import pytest
 
+from node.history import recorder as recorder_module
 from node.history.model import HistoryStore, bucket_of, iso
 from node.history.postgres import PgHistory
-from node.history.recorder import HistoryBuffer, Recorder
+from node.history.recorder import (
+    MIN_WRITE_BATCH,
+    WRITE_BATCH,
+    HistoryBuffer,
+    Recorder,
+    next_write_batch,
+)
+from node.history.sqlite import SqliteHistory
 from node.storage.store import CounterStore
 from tests.integration.history_backends import BACKENDS, DAY0, HOUR, TENANT, open_store
 from tests.integration.postgres_server import PostgresServer
@@ -97,6 +106,62 @@ def test_buffer_keeps_one_value_per_counter_and_bucket_and_drops_oldest_buckets_
     assert len(buffer) == 3
 
 
+def test_a_full_buffer_is_trimmed_in_steps_that_drop_what_one_trim_would(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The recorder trims a full buffer step by step (a million entries cost about a second),
+    yielding to the event loop between steps; cut into parts of two entries, the steps drop
+    the same values: superseded ones of the oldest buckets first, then the oldest bucket's."""
+    monkeypatch.setattr(recorder_module, "RECORD_CHUNK", 2)
+    buffer = HistoryBuffer(capacity=5)
+    for bucket, names in [(DAY0, "abcdef"), (DAY0 + 60, "abc"), (DAY0 + 120, "a")]:
+        for name in names:
+            buffer.put((TENANT, "ns", name), bucket, 1, bucket + 1.0, 1)
+    assert len(list(buffer.trimming())) > 3
+    assert len(buffer) == 5 and buffer.dropped == 5
+    kept = {(row[2], row[3]) for row in buffer.batch(100)}
+    assert kept == {
+        ("e", DAY0),
+        ("f", DAY0),
+        ("b", DAY0 + 60),
+        ("c", DAY0 + 60),
+        ("a", DAY0 + 120),
+    }
+
+
+async def test_a_turn_takes_the_changed_counters_in_parts_and_loses_none(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, ns: str
+) -> None:
+    """However many counters changed, a turn takes them RECORD_CHUNK at a time, yielding
+    between parts, and buffers each one once."""
+    monkeypatch.setattr(recorder_module, "RECORD_CHUNK", 3)
+    counters = counters_of_two_shards()
+    store = SqliteHistory(tmp_path / "history.sqlite3")
+    recorder = Recorder(counters, store, lambda shard: True, flush_interval_s=10, bucket_s=60)
+    try:
+        for index in range(10):
+            counters.increment((TENANT, ns, f"c{index}"), "n1:1", 1)
+        await recorder.record(DAY0)  # the first turn takes the shard over
+        for index in range(10):
+            counters.increment((TENANT, ns, f"c{index}"), "n1:1", index + 1)
+        assert await recorder.record(DAY0 + 60) == 10
+        values = sorted((row[2], row[4]) for row in recorder.buffer.batch(100) if row[3] > DAY0)
+        assert values == sorted((f"c{index}", index + 2) for index in range(10))
+    finally:
+        await store.close()
+
+
+def test_the_write_batch_halves_after_a_timeout_and_grows_back_after_full_writes() -> None:
+    """A store that cannot write a full batch within its timeout still gets the backlog,
+    in smaller transactions; once writes succeed the batch grows back, a quarter at a time."""
+    assert next_write_batch(WRITE_BATCH, WRITE_BATCH, timed_out=True) == WRITE_BATCH // 2
+    assert next_write_batch(40_000, 10_000, timed_out=True) == 5_000  # below what timed out
+    assert next_write_batch(MIN_WRITE_BATCH, 500, timed_out=True) == MIN_WRITE_BATCH
+    assert next_write_batch(40_000, 40_000, timed_out=False) == 50_000
+    assert next_write_batch(40_000, 7, timed_out=False) == 40_000  # says nothing of more rows
+    assert next_write_batch(90_000, 90_000, timed_out=False) == WRITE_BATCH
+
+
 # -- outages ----------------------------------------------------------------------------------
 
 
@@ -173,3 +238,65 @@ def test_a_full_buffer_drops_superseded_values_before_a_quiet_counters_only_one(
     assert buffer.trim() == 1
     kept = {(row[2], row[3]) for row in buffer.batch(100)}
     assert kept == {("quiet", DAY0), ("busy", DAY0 + 120), ("busy", DAY0 + 180)}
+
+
+async def test_a_backlog_drains_even_when_a_full_batch_outlasts_the_timeout(
+    postgres_database: str,
+) -> None:
+    """After an outage, a backlog drains although writing WRITE_BATCH (100,000) rows takes
+    PostgreSQL longer than --postgres-timeout-s (here 0.5 s, against 1-2.5 s for 100,000
+    rows on a 2-core machine): a write that times out halves the batch, so the next
+    flushes write it in transactions that finish in time, rather than retrying the same
+    one for ever while the buffer's cap drops values."""
+    history = PgHistory(postgres_database, timeout_s=0.5)
+    recorder = Recorder(
+        CounterStore(lambda key: 0), history, lambda shard: True, flush_interval_s=10, bucket_s=60
+    )
+    backlog = 150_000
+    try:
+        await recorder.start()
+        for index in range(backlog):  # what an outage left: one value per counter, one bucket
+            recorder.buffer.put((TENANT, "ns", f"c{index}"), DAY0, index, DAY0 + 1.0, index)
+        deadline = time.monotonic() + 60
+        flushes = 0
+        while len(recorder.buffer) and flushes < 30 and time.monotonic() < deadline:
+            await recorder.flush(now=DAY0 + 70 + flushes)
+            flushes += 1
+        status = recorder.status()
+        assert status["buffered"] == 0 and status["healthy"], f"after {flushes} flushes: {status}"
+        assert status["written"] == backlog and recorder.write_batch < WRITE_BATCH
+    finally:
+        await history.close()
+
+
+async def test_a_postgres_that_came_back_empty_is_migrated_again(
+    postgres_database: str,
+) -> None:
+    """A PostgreSQL that comes back without the schema (rebuilt, restored from nothing, a
+    failover to a fresh instance) gets the migrations again, and the history resumes, rather
+    than the recorder retrying a write into a missing table for ever."""
+    counters = CounterStore(lambda key: 0)
+    history = PgHistory(postgres_database, timeout_s=5)
+    recorder = Recorder(counters, history, lambda shard: True, flush_interval_s=10, bucket_s=60)
+    try:
+        await recorder.start()
+        counters.increment((TENANT, "ns", "c"), "n1:1", 1)
+        await recorder.flush(now=DAY0 + 10)
+        assert recorder.status()["healthy"] and recorder.status()["written"] == 1
+
+        connection = await asyncpg.connect(postgres_database)
+        try:
+            await connection.execute("DROP TABLE counter_history; DROP TABLE schema_migrations")
+        finally:
+            await connection.close()
+        await history.close()  # the pool's sessions ended with the old server
+
+        counters.increment((TENANT, "ns", "c"), "n1:1", 1)
+        await recorder.flush(now=DAY0 + 70)
+        status = recorder.status()
+        assert status["healthy"] and status["buffered"] == 0, status
+        assert await history.series(TENANT, "ns", "c", "minute", DAY0, DAY0 + 120) == [
+            (DAY0 + 60, 2, 2)
+        ]
+    finally:
+        await history.close()

@@ -35,3 +35,17 @@ def test_values_of_the_recorded_shards_only_each_once() -> None:
     assert store.take_history_values(records) == []  # BB counts as taken too
     store.merge(BB, PNCounter.from_slot("n3:1", 1, 0))
     assert store.take_history_values(lambda shard: True) == [(BB, 8, 8)]
+
+
+def test_a_limited_take_leaves_the_rest_for_the_next() -> None:
+    """The recorder takes a large change set in parts (a limit per take), yielding to the
+    event loop between them: each counter comes out once, and nothing is lost."""
+    store = CounterStore(shard_of)
+    for key in (A, BB, CCC):
+        store.increment_slot(key, "n1:1", 1)
+    assert store.history_dirty_count() == 3
+    first = store.take_history_values(lambda shard: True, limit=2)
+    assert len(first) == 2 and store.history_dirty_count() == 1
+    rest = store.take_history_values(lambda shard: True, limit=2)
+    assert sorted(first + rest) == [(A, 1, 1), (BB, 1, 1), (CCC, 1, 1)]
+    assert store.history_dirty_count() == 0
