@@ -318,11 +318,16 @@ class Replicator:
 
     def read_peers(self, shard: int, consistency: str) -> tuple[list[str], int]:
         """The serving peers to read from, those our link reaches first (the others are
-        asked last, as spares), and how many of them must answer."""
+        asked last, as spares), and how many of them must answer. A replica that a pending
+        ring takes the shard from does not count itself: the others may have switched rings
+        already and stopped sending it writes, and it would not know."""
         cluster = self.cluster
         replicas = cluster.replicas(shard)
         wanted = needed(consistency, cluster.config.read_quorum, len(replicas)) - 1
         peers = [n for n in replicas if n != cluster.node_id and cluster.serving(n)]
+        pending = cluster.state.pending
+        if pending is not None and cluster.node_id not in pending.preference_list(shard):
+            wanted = min(wanted + 1, max(len(replicas) - 1, 1))
         return sorted(peers, key=lambda n: not self.reachable(n)), wanted
 
     def repair(self, key: Key, answers: dict[str, PNCounter | None]) -> None:

@@ -216,6 +216,9 @@ class PeerServer:
         if kind == wire.RESOLVE:  # receipt or abort, asked of an attempt's holder
             return self.coordinator.idempotent.fence.answer_resolve(body)
         reads = wire.reads_from_wire(body)
+        # a former replica (the asker's ring lags) holds no longer what it answers for: its
+        # answer must not count toward R (the asker asks another replica)
+        refuse_unheld(self.gossip.cluster, (key for key, _ in reads))
         return [
             None if store.share(key) == share else _stated(store, key, store.get(key) or EMPTY)
             for key, share in reads
