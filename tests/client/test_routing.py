@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from types import SimpleNamespace
 
 from counters_client.topology import Topology, key_hash, valid_name
@@ -72,8 +73,9 @@ def test_coordinator_skips_down_and_avoided_replicas() -> None:
     assert found.coordinator(shard, avoid={second, third}) == found.urls[first]
 
 
-def test_reads_what_the_node_answers() -> None:
-    config = Config(node_id="n1", listen="127.0.0.1:7000")
+def test_reads_what_the_node_answers(tmp_path: Path) -> None:
+    # its own data dir: `make run` leaves data/n1 (a ring of three) in the checkout
+    config = Config(node_id="n1", listen="127.0.0.1:7000", data_dir=str(tmp_path))
     cluster = Cluster(config, incarnation=1)
     body = topology(cluster, "acme")
     found = Topology.from_json(body, "http://127.0.0.1:7000")
