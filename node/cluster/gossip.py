@@ -238,6 +238,9 @@ class Gossip:
             "tenants": self.quota.own_counts(max_age_s=cluster.config.gossip_interval_s / 2),
             "features": list(FEATURES),
         }
+        persister = self.handoff.persister
+        if not persister.healthy and persister.durable.shared:
+            message["durable"] = "down"  # the others write our slots meanwhile
         if cluster.recovered:  # the slots it holds are all loaded: what identity.py trusts
             message["incarnations"] = self.store.incarnations()
         return message
@@ -283,6 +286,9 @@ class Gossip:
             self.cluster.report(sender, incarnations)
         self.cluster.heard(sender)
         self.cluster.features[sender] = frozenset(features)
+        down = self.cluster.durable_down
+        if (body.get("durable") == "down") != (sender in down):  # replaced, never changed
+            self.cluster.durable_down = down ^ {sender}
         self.quota.heard(sender, body.get("tenants"))
         return sender
 

@@ -69,6 +69,9 @@ class Cluster:
         self.refused: dict[str, str] = {}
         # node id -> what its gossip said it does (wire.FEATURES): nothing until heard
         self.features: dict[str, frozenset[str]] = {}
+        # nodes whose last gossip said they cannot write their durable copy (a shared Redis
+        # they cannot reach): the others write their slots meanwhile (slot_owners.py)
+        self.durable_down: frozenset[str] = frozenset()
         # tenant -> namespace -> name -> shard: nested, so that an entry costs a dict slot
         # and no tuple, and its name is the string the store holds already (issue 13)
         self._shards: dict[str, dict[str, dict[str, int]]] = {}
@@ -142,12 +145,18 @@ class Cluster:
 
     def placement(self) -> tuple[object, ...]:
         """Everything coordinator(shard) answers from when not given `reachable`: the view,
-        the ring, the nodes suspected down, and whether this node is ready. Each is replaced,
-        never changed in place, so two equal placements give every shard the same coordinator
-        (equal parts compare by identity first: an unchanged placement costs four checks)."""
-        return (self.view, self.state, self.down, self.ready)
+        the ring, the nodes suspected down, whether this node is ready, and the nodes whose
+        durable copy is down. Each is replaced, never changed in place, so two equal
+        placements give every shard the same coordinator (equal parts compare by identity
+        first: an unchanged placement costs five checks)."""
+        return (self.view, self.state, self.down, self.ready, self.durable_down)
 
     def _first_serving(self, replicas: Sequence[str]) -> str | None:
+        if self.durable_down and self.config.durability == "sync":
+            # one that can make a write durable first: the others refuse sync writes
+            for node_id in replicas:
+                if self.serving(node_id) and node_id not in self.durable_down:
+                    return node_id
         for node_id in replicas:
             if self.serving(node_id):
                 return node_id

@@ -8,13 +8,14 @@ replicas wrote each changed slot three times (three times to the same hash with 
 Redis). Now a slot is written by the node whose actor it is (its owner), which applied the
 increments and holds the counter while it replicates the shard, and by the other replicas
 only when the owner cannot: when it is not alive in this node's view (down, removed, or
-never heard of), or does not replicate the counter's shard in the current ring (the shard
-moved away, so the owner no longer holds the slot). Slots whose actor names no node are
-written by everyone, and so are floor slots (crdt/pncounter.py) as they change: a reset
-raises the floor of every actor at once, so the reset's coordinator must write all of them
-for a sync reset to be in the durable replica when it answers (their owners would write
-theirs only at their next flush, and a whole-cluster kill -9 before that brought the
-cleared increments back). Resets are rare, so the floors' extra writes do not show.
+never heard of), or its gossip says it cannot reach the durable replica, or does not
+replicate the counter's shard in the current ring (the shard moved away, so the owner no
+longer holds the slot). Slots whose actor names no node are written by everyone, and so are
+floor slots (crdt/pncounter.py) as they change: a reset raises the floor of every actor at
+once, so the reset's coordinator must write all of them for a sync reset to be in the
+durable replica when it answers (their owners would write theirs only at their next flush,
+and a whole-cluster kill -9 before that brought the cleared increments back). Resets are
+rare, so the floors' extra writes do not show.
 
 What a whole-cluster kill -9 keeps is unchanged: an increment acknowledged in sync mode was
 flushed by its coordinator, the owner of the slot it changed, before the answer; in async
@@ -69,6 +70,7 @@ class SlotOwners:
             # changes (pulls), take nothing over; the first rule after recovery does.
             return RECOVERING, _every, None
         me, replicas, owner = cluster.node_id, cluster.replicas, self.owner
+        durable_down = cluster.durable_down
         alive: dict[str, bool] = {}
 
         def foreign(shard: int, actor: str) -> bool:
@@ -79,7 +81,7 @@ class SlotOwners:
                 return True
             up = alive.get(node)
             if up is None:
-                up = alive[node] = cluster.alive(node)
+                up = alive[node] = cluster.alive(node) and node not in durable_down
             return not up or node not in replicas(shard)
 
         def writes(shard: int, actor: str) -> bool:
@@ -89,4 +91,4 @@ class SlotOwners:
             return owner(actor) == me or actor.endswith(FLOOR_SUFFIX) or foreign(shard, actor)
 
         live = frozenset(n for n in cluster.view.members if cluster.alive(n))
-        return (live, cluster.state.current), writes, foreign
+        return (live, cluster.state.current, durable_down), writes, foreign
