@@ -160,6 +160,16 @@ class NamespaceIndex:
             found = _learn(self.sums, prefix, [stop - start, total])
         return found[0], found[1]
 
+    def learn(self, prefix: str) -> bool:
+        """Learn the aggregate under prefix now, as `aggregate` would; whether that took a
+        pass over its names (Realtime.prepare yields to the loop after each such shard, so a
+        tenant cycling through more prefixes than LEARNED holds the loop a shard at a time)."""
+        known = not prefix or prefix in self.groups or prefix in self.sums
+        if known or prefix[-1] in DELIMITERS:
+            return False
+        self.aggregate(prefix)
+        return True
+
     def ranked(self, prefix: str) -> Iterator[tuple[int, str]]:
         """(-value, name) under prefix, largest value first (ties by name)."""
         if not prefix:

@@ -173,7 +173,9 @@ class Realtime(Observing):
             built = False
             if needs_index and self.store.namespace_size(shard, tenant, namespace):
                 built = not self.index.has(shard, (tenant, namespace))
-                self._namespace(shard, query)
+                index = self._namespace(shard, query)
+                if query.kind is Kind.AGGREGATE:  # a prefix not learned is a pass over its run
+                    built = index.learn(query.prefix) or built
             window = None if self.windows is None else self.windows.get(shard, tenant, namespace)
             if ranks and window is not None:
                 built = built or query.span_min not in window.rankings
