@@ -4,8 +4,14 @@ The same table and answers as PostgreSQL (history_pg.py), with times as unix sec
 periods are cut in UTC by strftime. Each node's file holds only what that node recorded, so
 in a cluster history_api.py asks every node for the rows that decide an answer (`compact`),
 merges them into an in-memory SqliteHistory and asks that. The sqlite3 module blocks, so
-each call runs in a worker thread, one at a time. Migrations run in BEGIN IMMEDIATE
-transactions, one per migration, so two processes opening one file apply each once.
+each call runs in a worker thread. Writes and migrations take the one write connection, one
+at a time; reads of a file take one of READERS read-only connections, so a long rollup holds
+neither another tenant's read nor the recorder's writes (in WAL mode readers see the last
+committed data and run beside the writer). An in-memory store has one connection for all.
+A read running past read_timeout_s (READ_TIMEOUT_S, 10 s) is interrupted and raises
+HistoryTimeout (503 history-unavailable): one request cannot hold a connection for ever.
+Migrations run in BEGIN IMMEDIATE transactions, one per migration, so two processes opening
+one file apply each once.
 """
 
 from __future__ import annotations
@@ -13,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import heapq
 import sqlite3
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
@@ -20,10 +27,21 @@ from typing import Any, TypeVar
 import msgspec
 
 from node.base.threads import in_thread
-from node.history.model import HistoryError, Point, Rollup, Row, migrations, rollups_of
+from node.history.model import (
+    HistoryError,
+    HistoryTimeout,
+    Point,
+    Rollup,
+    Row,
+    migrations,
+    rollups_of,
+)
 
 T = TypeVar("T")
 BUSY_TIMEOUT_S = 10.0  # how long a writer waits for another process's transaction
+READERS = 4  # read-only connections of a file store: reads running at once
+READ_TIMEOUT_S = 10.0  # how long one read may run before it is interrupted
+PROGRESS_STEPS = 100_000  # SQLite VM steps between checks of a read's deadline (~ms)
 MEMORY = ":memory:"
 # strftime formats that cut a unix time down to the start of its minute, hour or day (UTC)
 TRUNCATE = {"minute": "%Y-%m-%d %H:%M:00", "hour": "%Y-%m-%d %H:00:00", "day": "%Y-%m-%d 00:00:00"}
@@ -142,18 +160,24 @@ def _statements(sql: str) -> list[str]:
 
 
 class SqliteHistory:
-    def __init__(self, path: Path | str) -> None:
+    def __init__(self, path: Path | str, read_timeout_s: float = READ_TIMEOUT_S) -> None:
         self.name = "sqlite"
-        if str(path) != MEMORY:
+        self._read_timeout_s = read_timeout_s
+        self._memory = str(path) == MEMORY
+        if not self._memory:
             Path(path).parent.mkdir(parents=True, exist_ok=True)
+            self._read_only_uri = Path(path).resolve().as_uri() + "?mode=ro"
         self._db = sqlite3.connect(
             path, check_same_thread=False, isolation_level=None, timeout=BUSY_TIMEOUT_S
         )
-        if str(path) != MEMORY:
+        if not self._memory:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")
         self._lock = asyncio.Lock()
         self._migrated = False
+        self._idle_readers: list[sqlite3.Connection] = []  # opened on demand, up to READERS
+        self._reader_slots = asyncio.Semaphore(READERS)
+        self._closed = False
 
     async def _call(
         self, what: str, function: Callable[..., T], *args: Any, migrated: bool = True
@@ -165,6 +189,51 @@ class SqliteHistory:
                 return await in_thread(function, *args)
             except sqlite3.Error as error:
                 raise HistoryError(f"sqlite {what} failed: {error}") from error
+
+    async def _read(self, what: str, function: Callable[..., T], *args: Any) -> T:
+        """function(*args, connection) on a read-only connection of its own, within the time
+        limit; in memory, on the one connection under the lock."""
+        if self._memory:
+            return await self._call(what, self._limited, what, self._db, function, *args)
+        if not self._migrated:
+            await self.migrate()
+        async with self._reader_slots:
+            try:
+                idle = self._idle_readers
+                db = idle.pop() if idle else await in_thread(self._open_reader)
+                try:
+                    return await in_thread(self._limited, what, db, function, *args)
+                finally:
+                    self._idle_readers.append(db)
+            except sqlite3.Error as error:
+                raise HistoryError(f"sqlite {what} failed: {error}") from error
+
+    def _open_reader(self) -> sqlite3.Connection:
+        if self._closed:
+            raise sqlite3.ProgrammingError("Cannot operate on a closed database.")
+        return sqlite3.connect(
+            self._read_only_uri,
+            uri=True,
+            check_same_thread=False,
+            isolation_level=None,
+            timeout=BUSY_TIMEOUT_S,
+        )
+
+    def _limited(
+        self, what: str, db: sqlite3.Connection, function: Callable[..., T], *args: Any
+    ) -> T:
+        """function(*args, db), interrupted once it runs past read_timeout_s."""
+        deadline = time.monotonic() + self._read_timeout_s
+        db.set_progress_handler(lambda: time.monotonic() > deadline, PROGRESS_STEPS)
+        try:
+            return function(*args, db)
+        except sqlite3.OperationalError as error:
+            if "interrupted" not in str(error):  # only the progress handler interrupts
+                raise
+            limit = self._read_timeout_s
+            raise HistoryTimeout(f"sqlite {what} ran past {limit:g} s and was stopped") from error
+        finally:
+            db.set_progress_handler(None, 0)
 
     async def migrate(self) -> list[int]:
         return await self._call("migration", self._apply_all, migrated=False)
@@ -203,15 +272,18 @@ class SqliteHistory:
         if rows:
             await self._call("write", self._write, rows)
 
-    def _fetch(self, query: str, parameters: dict[str, Any]) -> list[Any]:
-        return self._db.execute(query, parameters).fetchall()
+    def _fetch(
+        self, query: str, parameters: dict[str, Any], db: sqlite3.Connection | None = None
+    ) -> list[Any]:
+        """The rows of query on db (a read connection), else on the write connection."""
+        return (db or self._db).execute(query, parameters).fetchall()
 
     async def series(
         self, tenant: str, namespace: str, name: str, step: str, start: int, end: int
     ) -> list[Point]:
         parameters: dict[str, Any] = {"tenant": tenant, "namespace": namespace, "name": name}
         parameters.update(format=TRUNCATE[step], start=start, end=end)
-        rows = await self._call("history query", self._fetch, SERIES, parameters)
+        rows = await self._read("history query", self._fetch, SERIES, parameters)
         return series_of(rows)
 
     async def rollups(
@@ -220,12 +292,12 @@ class SqliteHistory:
         parameters: dict[str, Any] = {"tenant": tenant, "namespace": namespace}
         parameters["format"] = TRUNCATE[period]
         parameters.update(start=start, end=end, top=top)
-        return await self._call("rollup query", self._rollups, parameters)
+        return await self._read("rollup query", self._rollups, parameters)
 
-    def _rollups(self, parameters: dict[str, Any]) -> list[Rollup]:
+    def _rollups(self, parameters: dict[str, Any], db: sqlite3.Connection) -> list[Rollup]:
         """The ranked query, or where a sum or a delta leaves int64, rollups_exact."""
         try:
-            rows = self._fetch(ROLLUPS, parameters)
+            rows = self._fetch(ROLLUPS, parameters, db)
         except sqlite3.OperationalError as error:
             if "integer overflow" not in str(error):
                 raise
@@ -234,7 +306,7 @@ class SqliteHistory:
                 isinstance(total, float) or isinstance(delta, float) for _, total, _, delta in rows
             ):
                 return rollups_of(rows)
-        return rollups_exact(self._fetch(ROLLUP_VALUES, parameters), parameters["top"])
+        return rollups_exact(self._fetch(ROLLUP_VALUES, parameters, db), parameters["top"])
 
     async def compact(
         self, tenant: str, namespace: str, name: str | None, step: str, start: int, end: int
@@ -244,7 +316,7 @@ class SqliteHistory:
         query = COMPACT.format(name_filter="AND name = :name" if name is not None else "")
         parameters: dict[str, Any] = {"tenant": tenant, "namespace": namespace, "name": name}
         parameters.update(format=TRUNCATE[step], start=start, end=end)
-        rows = await self._call("history query", self._fetch, query, parameters)
+        rows = await self._read("history query", self._fetch, query, parameters)
         return [(row[0], row[1], row[2], row[3], row[4]) for row in rows]
 
     async def ping(self) -> None:
@@ -252,7 +324,15 @@ class SqliteHistory:
 
     async def close(self) -> None:
         async with self._lock:
+            for _ in range(READERS):  # every read has given its connection back
+                await self._reader_slots.acquire()
+            self._closed = True
+            for db in self._idle_readers:
+                await in_thread(db.close)
+            self._idle_readers.clear()
             await in_thread(self._db.close)
+            for _ in range(READERS):
+                self._reader_slots.release()
 
 
 def series_of(rows: Sequence[tuple[int, int, int | None]]) -> list[Point]:
