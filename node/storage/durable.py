@@ -20,7 +20,7 @@ import json
 import re
 from collections.abc import AsyncIterator, Collection, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from crdt import CodecError, CounterOverflowError, PNCounter, codec
 from crdt.codec import MAX_ACTOR_BYTES
@@ -133,6 +133,23 @@ class DurableReplica(Protocol):
         """Raise DurableError unless the replica answers."""
 
     async def close(self) -> None: ...
+
+
+@runtime_checkable
+class MarkedReplica(Protocol):
+    """A shared durable replica that can come back empty while the nodes run (Redis after a
+    FLUSHALL, a restart without persistence, a failover to an empty replica): each node keeps
+    a mark per shard it wrote there, whose absence tells it to write all it answers for again
+    (write_behind.py)."""
+
+    async def unmarked_shards(self, shards: Collection[int]) -> list[int]:
+        """Those of these shards whose mark, this node's, is missing."""
+
+    async def mark_shards(self, shards: Collection[int]) -> None:
+        """Write this node's marks of these shards."""
+
+    async def record_incarnations_again(self) -> None:
+        """Record again every incarnation last_incarnation recorded (the replica lost them)."""
 
 
 # What json.dumps(ensure_ascii=False) escapes in a string: quotes, backslashes, controls.

@@ -15,7 +15,16 @@ A script call touches one shard's keys only, so one hash slot.
 
 A flush is one script call per shard and up to ENTRIES_PER_CALL entries (redis_flush.py):
 a counter's state and its receipts always go in the same call, which runs atomically, so a
-node killed mid-flush never leaves an increment in Redis without its receipt.
+node killed mid-flush never leaves an increment in Redis without its receipt. On Redis
+Cluster, CONCURRENT_SHARDS shards' calls run side by side (each shard's in turn), a NOSCRIPT
+(an emptied script cache: a master restarted, a replica promoted) loads the script once for
+all of them and retries, and a flush that fails raises only once every shard's calls ended,
+so nothing of it lands after the later flush that writes it again.
+
+Marks: `ctr:{S}:mark:<node>`, set by a node for each shard it holds (write_behind.py), so a
+node notices a Redis that came back empty (FLUSHALL, a restart without persistence, a
+failover to an empty replica) and writes again what it answers for, its incarnation record
+(`ctr:incarnation:<node>`) among it.
 
 Reservations (this node's grants of idempotency keys; Redis is shared, so they are keyed by
 the granting node): a hash `rsv:{S}:<node>` of ["<member>","<idempotency key>"] ->
@@ -33,7 +42,7 @@ from typing import Any
 
 import redis.asyncio as redis
 from redis.asyncio.cluster import RedisCluster
-from redis.exceptions import RedisClusterException, RedisError
+from redis.exceptions import NoScriptError, RedisClusterException, RedisError
 
 from crdt import CodecError, PNCounter
 from crdt.receipts import Receipt
@@ -56,6 +65,7 @@ from node.storage.redis_flush import (
     counter_key,
     flush_calls,
     index_key,
+    mark_key,
     receipt_index,
     reservations_key,
 )
@@ -71,6 +81,10 @@ return known
 # large flush is not cut short, and the whole of a ping or an incarnation call.
 SOCKET_TIMEOUT_S = 5.0
 LOAD_COUNTERS = 20_000  # counters per page of a load: the store takes a page per loop turn
+# Redis Cluster: shards whose script calls run side by side in a flush. redis-py opens a
+# connection per concurrent call and allows 100 per node (MaxConnectionsError past it); 256
+# shards at once, each loading the script on every primary after a NOSCRIPT, went past it.
+CONCURRENT_SHARDS = 32
 # What redis-py raises when Redis fails: RedisError for both clients, and for Redis Cluster
 # also RedisClusterException ("cannot be connected", slots not covered), which is not a
 # RedisError; OSError and TimeoutError from the socket beneath. All of it is a DurableError.
@@ -152,6 +166,10 @@ class RedisReplica:
         )
         self._flush = self._client.register_script(FLUSH_SCRIPT)
         self._incarnation = self._client.register_script(INCARNATION_SCRIPT)
+        self._shards_at_once = asyncio.Semaphore(CONCURRENT_SHARDS)
+        self._script_loading = asyncio.Lock()
+        self._script_loads = 0  # script loads after a NOSCRIPT so far
+        self._recorded: dict[str, int] = {}  # node id -> the highest incarnation recorded
         self.owner = owner  # reservations are this node's grants: keyed by its id
 
     async def write_changes(
@@ -169,8 +187,18 @@ class RedisReplica:
             if self._cluster:
                 # Shards side by side, one shard's calls in turn: they all go to one node, and
                 # redis-py's cluster client fails many concurrent first calls on one connection.
-                per_shard = await asyncio.gather(*(self._in_turn(c) for c in calls.values()))
-                dropped = [count for counts in per_shard for count in counts]
+                # Every shard's calls end before the flush raises: one still sending after the
+                # persister put the flush back could land after a later flush (a reservation
+                # that flush deleted came back).
+                per_shard = await asyncio.gather(
+                    *(self._in_turn(c) for c in calls.values()), return_exceptions=True
+                )
+                failed = [error for error in per_shard if isinstance(error, BaseException)]
+                if failed:
+                    raise failed[0]
+                dropped = [
+                    count for counts in per_shard if isinstance(counts, list) for count in counts
+                ]
             elif calls:
                 async with self._client.pipeline(transaction=False) as pipe:
                     for shard_calls in calls.values():
@@ -185,7 +213,25 @@ class RedisReplica:
         return sum(int(count) for count in dropped)
 
     async def _in_turn(self, calls: list[Call]) -> list[Any]:
-        return [await self._flush(keys=k, args=a) for k, a in (c.script() for c in calls)]
+        async with self._shards_at_once:
+            return [
+                await self._flush_call(keys, args) for keys, args in (c.script() for c in calls)
+            ]
+
+    async def _flush_call(self, keys: list[str], args: list[Any]) -> Any:
+        """One script call on Redis Cluster. After a NOSCRIPT (a master restarted, a replica
+        promoted: its script cache is empty) the script is loaded once, on every primary, for
+        all the calls that got one meanwhile, and the call is retried (redis-py's Script loads
+        it again for each of them)."""
+        loads = self._script_loads
+        try:
+            return await self._client.evalsha(self._flush.sha, len(keys), *keys, *args)
+        except NoScriptError:
+            async with self._script_loading:
+                if self._script_loads == loads:
+                    await self._client.script_load(FLUSH_SCRIPT)
+                    self._script_loads += 1
+            return await self._client.evalsha(self._flush.sha, len(keys), *keys, *args)
 
     async def write(self, entries: Sequence[Entry]) -> None:
         await self.write_changes(entries, (), (), 0, int(time.time() * 1000))
@@ -311,7 +357,31 @@ class RedisReplica:
                 known = await self._incarnation(keys=[f"ctr:incarnation:{node_id}"], args=[current])
         except REDIS_ERRORS as error:
             raise DurableError(f"redis incarnation failed: {_text(error)}") from error
+        self._recorded[node_id] = max(current, self._recorded.get(node_id, 0))
         return int(known)
+
+    async def unmarked_shards(self, shards: Collection[int]) -> list[int]:
+        shards = sorted(shards)
+        keys = [mark_key(shard, self.owner) for shard in shards]
+        client = self._client
+        try:
+            async with asyncio.timeout(self.timeout_s):
+                found = await (client.mget_nonatomic(keys) if self._cluster else client.mget(keys))
+        except REDIS_ERRORS as error:
+            raise DurableError(f"redis mark check failed: {_text(error)}") from error
+        return [shard for shard, mark in zip(shards, found, strict=True) if mark is None]
+
+    async def mark_shards(self, shards: Collection[int]) -> None:
+        marks, client = {mark_key(shard, self.owner): 1 for shard in shards}, self._client
+        try:
+            async with asyncio.timeout(self.timeout_s):
+                await (client.mset_nonatomic(marks) if self._cluster else client.mset(marks))
+        except REDIS_ERRORS as error:
+            raise DurableError(f"redis mark write failed: {_text(error)}") from error
+
+    async def record_incarnations_again(self) -> None:
+        for node_id, incarnation in list(self._recorded.items()):
+            await self.last_incarnation(node_id, incarnation)
 
     async def ping(self) -> None:
         try:

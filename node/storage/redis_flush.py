@@ -97,6 +97,11 @@ def index_key(shard: int) -> str:
     return f"ctr:{{{shard}}}:keys"
 
 
+def mark_key(shard: int, owner: str) -> str:
+    """Present while Redis holds what `owner` wrote of the shard (durable_redis.py)."""
+    return f"ctr:{{{shard}}}:mark:{owner}"
+
+
 def receipt_index(shard: int) -> str:
     return f"rct:{{{shard}}}:expiry"
 

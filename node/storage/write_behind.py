@@ -11,6 +11,13 @@ receipt in one loop turn, so both are taken by the same flush, and a kill mid-fl
 stores an increment without its receipt. A failed flush puts all of it back, so the backlog
 is at most the number of counters held in memory, and it drains when the store returns.
 
+A shared replica (Redis) can come back empty while the nodes run (FLUSHALL, a restart
+without persistence, a failover to an empty replica), and a flush writes only what changed.
+So a node marks there each shard it holds before its first write of it, and checks its
+marks every PING_INTERVAL_S: for each one missing it writes again every slot of the shard it
+answers for (the slot rule's takeover scan, mark_shard_slots_dirty), the shard's receipts
+and its reservations, records its incarnation again, and logs a warning.
+
 `durable()` is group commit for sync writes: a write waits for the first flush that starts
 after it was applied, and a waiting write starts that flush at once, so concurrent writes
 share one round trip instead of each paying its own.
@@ -30,7 +37,7 @@ from crdt import PNCounter
 from node.base.errors import QuorumTimeout, QuorumUnavailable
 from node.base.keys import Key
 from node.obs.tracing import OFF, Tracing
-from node.storage.durable import DurableError, DurableReplica
+from node.storage.durable import DurableError, DurableReplica, MarkedReplica
 from node.storage.receipt_book import DirtyReceipt, DirtyReservation
 from node.storage.store import CounterStore
 
@@ -88,6 +95,11 @@ class Persister:
         self._probe: asyncio.Future[bool] | None = None
         self._probed_at = 0.0
         self._durable_expiring = True  # the durable replica may hold expired receipts
+        # a shared replica that may come back empty (Redis), the shards this node marked
+        # there, and when it last checked the marks (monotonic)
+        self._marks = durable if isinstance(durable, MarkedReplica) else None
+        self._marked: set[int] = set()
+        self._marks_checked_at = -PING_INTERVAL_S
 
     @property
     def backlog(self) -> int:
@@ -126,6 +138,8 @@ class Persister:
             started = time.monotonic()
             self._in_flight = len(entries)
             try:
+                if self._marks is not None:
+                    await self._refill_if_emptied(self._marks)
                 if entries or receipts or reservations or expired:
                     attributes = {
                         "counters.counters": len(entries),
@@ -342,6 +356,57 @@ class Persister:
         self._rule_token = token
         return writes
 
+    async def _refill_if_emptied(self, marks: MarkedReplica) -> None:
+        """Every PING_INTERVAL_S: when a shard's mark (written by the first flush after this
+        node came to hold the shard, before its writes) is missing, the shared replica lost
+        what this node wrote there (a FLUSHALL, a restart without persistence, a failover to
+        an empty replica), and a flush writes only what changed since the last one: mark
+        every slot of the shard this node answers for, and its receipts and reservations,
+        for the next flush (at once), and record this node's incarnation again. The mark
+        goes first, so a loss after it is noticed again; a DurableError fails the flush."""
+        started = time.monotonic()
+        held = {*self.store.shard_numbers(), *self.store.receipt_shards()}
+        self._marked &= held  # a shard dropped and held again is new again
+        new = held - self._marked  # marked before this flush writes them
+        due = started - self._marks_checked_at >= PING_INTERVAL_S
+        if not (new or due):
+            return
+        lost = await marks.unmarked_shards(self._marked) if due and self._marked else []
+        if new or lost:
+            await marks.mark_shards(new.union(lost))
+        if lost:
+            await marks.record_incarnations_again()
+        if due:
+            self._marks_checked_at = started
+        self._marked |= new
+        if not lost:
+            return
+        writes = self.slot_rule()[1] if self.slot_rule is not None else _every
+        counters = 0
+        for shard in lost:  # a shard per loop turn
+            counters += self.store.mark_shard_slots_dirty(shard, writes)
+            self._mark_receipts_dirty(shard)
+            await asyncio.sleep(0)
+        self._wakeup.set()  # they go in the next flush, at once
+        message = (
+            "the durable replica lost this node's writes of %d shards; writing %d counters again"
+        )
+        log.warning(message, len(lost), counters)
+
+    def _mark_receipts_dirty(self, shard: int) -> None:
+        """The shard's receipts and this node's reservations, for the next flush."""
+        book, now_ms = self.store.reservations, int(time.time() * 1000)
+        self.store.mark_receipts_dirty(
+            (key, shard, idem, receipt)
+            for key in book.keys_of_shard(shard)
+            for idem, receipt in book.of(key, now_ms).items()
+        )
+        self.store.mark_reservations_dirty(
+            (key, shard, idem, held)
+            for key, by_idem in book.reservations_in({shard}, now_ms).items()
+            for idem, held in by_idem.items()
+        )
+
     async def close(self) -> None:
         """A clean stop loses nothing: one last flush. With the durable replica unreachable
         it gets one short try, so a node still stops within an orchestrator's grace period;
@@ -359,6 +424,10 @@ class Persister:
                     self.last_error,
                 )
             await self.durable.close()
+
+
+def _every(shard: int, actor: str) -> bool:
+    return True
 
 
 def _settle(waiters: list[asyncio.Future[None]], error: Exception | None) -> None:
