@@ -100,6 +100,8 @@ class Persister:
         self._marks = durable if isinstance(durable, MarkedReplica) else None
         self._marked: set[int] = set()
         self._marks_checked_at = -PING_INTERVAL_S
+        self._incarnation_lost = False  # to be recorded again there (until that succeeds)
+        self._refilling: set[int] = set()  # lost shards whose data the next flush carries
 
     @property
     def backlog(self) -> int:
@@ -362,36 +364,42 @@ class Persister:
         what this node wrote there (a FLUSHALL, a restart without persistence, a failover to
         an empty replica), and a flush writes only what changed since the last one: mark
         every slot of the shard this node answers for, and its receipts and reservations,
-        for the next flush (at once), and record this node's incarnation again. The mark
-        goes first, so a loss after it is noticed again; a DurableError fails the flush."""
+        for the next flush (at once), and record this node's incarnation again. A lost
+        shard's mark is written again only by the flush that carries its data (a failed
+        write puts the data back, still dirty), and the incarnation is recorded until that
+        succeeds: a call that fails here (a DurableError fails the flush), or a node that
+        dies before that flush, loses nothing of the refill (the mark is still missing)."""
         started = time.monotonic()
         held = {*self.store.shard_numbers(), *self.store.receipt_shards()}
         self._marked &= held  # a shard dropped and held again is new again
         new = held - self._marked  # marked before this flush writes them
+        refilled = self._refilling & held  # their data goes in this flush
         due = started - self._marks_checked_at >= PING_INTERVAL_S
-        if not (new or due):
+        if not (new or refilled or due or self._incarnation_lost):
             return
-        lost = await marks.unmarked_shards(self._marked) if due and self._marked else []
-        if new or lost:
-            await marks.mark_shards(new.union(lost))
-        if lost:
-            await marks.record_incarnations_again()
+        if new or refilled:
+            await marks.mark_shards(new | refilled)
+            self._refilling -= refilled
+        self._marked |= new
+        checked = self._marked - self._refilling
+        lost = await marks.unmarked_shards(checked) if due and checked else []
         if due:
             self._marks_checked_at = started
-        self._marked |= new
-        if not lost:
-            return
-        writes = self.slot_rule()[1] if self.slot_rule is not None else _every
-        counters = 0
-        for shard in lost:  # a shard per loop turn
-            counters += self.store.mark_shard_slots_dirty(shard, writes)
-            self._mark_receipts_dirty(shard)
-            await asyncio.sleep(0)
-        self._wakeup.set()  # they go in the next flush, at once
-        message = (
-            "the durable replica lost this node's writes of %d shards; writing %d counters again"
-        )
-        log.warning(message, len(lost), counters)
+        if lost:
+            self._incarnation_lost = True
+            self._refilling.update(lost)
+            writes = self.slot_rule()[1] if self.slot_rule is not None else _every
+            counters = 0
+            for shard in lost:  # a shard per loop turn
+                counters += self.store.mark_shard_slots_dirty(shard, writes)
+                self._mark_receipts_dirty(shard)
+                await asyncio.sleep(0)
+            self._wakeup.set()  # they go in the next flush, at once
+            message = "the durable replica lost this node's writes of %d shards; writing %d again"
+            log.warning(message, len(lost), counters)
+        if self._incarnation_lost:
+            await marks.record_incarnations_again()
+            self._incarnation_lost = False
 
     def _mark_receipts_dirty(self, shard: int) -> None:
         """The shard's receipts and this node's reservations, for the next flush."""
