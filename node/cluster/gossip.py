@@ -239,7 +239,8 @@ class Gossip:
             "features": list(FEATURES),
         }
         persister = self.handoff.persister
-        if not persister.healthy and persister.durable.shared:
+        cluster.own_durable_down = not persister.healthy and persister.durable.shared
+        if cluster.own_durable_down:
             message["durable"] = "down"  # the others write our slots meanwhile
         if cluster.recovered:  # the slots it holds are all loaded: what identity.py trusts
             message["incarnations"] = self.store.incarnations()

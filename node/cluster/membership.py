@@ -72,6 +72,7 @@ class Cluster:
         # nodes whose last gossip said they cannot write their durable copy (a shared Redis
         # they cannot reach): the others write their slots meanwhile (slot_owners.py)
         self.durable_down: frozenset[str] = frozenset()
+        self.own_durable_down = False  # ours, as our gossip last said it
         # tenant -> namespace -> name -> shard: nested, so that an entry costs a dict slot
         # and no tuple, and its name is the string the store holds already (issue 13)
         self._shards: dict[str, dict[str, dict[str, int]]] = {}

@@ -70,7 +70,9 @@ class SlotOwners:
             # changes (pulls), take nothing over; the first rule after recovery does.
             return RECOVERING, _every, None
         me, replicas, owner = cluster.node_id, cluster.replicas, self.owner
-        durable_down = cluster.durable_down
+        # while ours is down too (Redis down for all), taking theirs over would only make
+        # every node mark every slot again at each change of anyone's flag
+        durable_down = frozenset() if cluster.own_durable_down else cluster.durable_down
         alive: dict[str, bool] = {}
 
         def foreign(shard: int, actor: str) -> bool:

@@ -46,6 +46,16 @@ async def test_a_ready_peer_answers_keyed_sync_writes_while_one_node_cannot_reac
     await eventually(cut_not_ready, "n1 to say not ready", 15)
     status, ready = await cluster.get(peer, "/readyz")
     assert status == 200, ready  # n2 promises any request on any key
+
+    async def heard_of_the_cut() -> bool:  # n1's next gossip says so (a round or two)
+        for i in range(30):
+            path = f"/v1/namespaces/{NS}/counters/probe{i}/increment"
+            status, _ = await cluster.request("POST", peer, path, json={"delta": 1})
+            if status != 200:
+                return False
+        return True
+
+    await eventually(heard_of_the_cut, "n2 to hear that n1 cannot reach Redis", 10)
     refused: list[tuple[str, int, object]] = []
     for i in range(30):
         name = f"k{i}"
