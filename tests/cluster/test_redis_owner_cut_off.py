@@ -35,6 +35,31 @@ def redis_total(server: RedisServer, name: str) -> int:
     return sum(int(v) * (1 if f.startswith(b"p:") else -1) for f, v in fields.items())
 
 
+async def start_with_n1_cut_off(
+    cluster: Cluster, private_redis: RedisServer
+) -> tuple[list[Node], str]:
+    """Three nodes on one Redis, n1 through a user of its own (and that user's URL); then
+    that user is turned off and its connections killed: n1 alone loses Redis."""
+    with _admin(private_redis) as admin:
+        admin.execute_command("ACL", "SETUSER", "cut", "on", ">pw", "~*", "&*", "+@all")
+    cut_url = f"redis://cut:pw@127.0.0.1:{private_redis.port}"
+    nodes = [cluster.add(f"n{i + 1}") for i in range(3)]
+    for node in nodes:
+        extra = {"COUNTERS_REDIS_URL": cut_url} if node.node_id == "n1" else {}
+        node.start(cluster.seeds(), **extra)
+    for node in nodes:
+        await cluster.wait_ready(node)
+    await cluster.settled_ring(nodes, {n.node_id for n in nodes})
+    with _admin(private_redis) as admin:
+        admin.execute_command("ACL", "SETUSER", "cut", "off")
+        admin.execute_command("CLIENT", "KILL", "USER", "cut")
+    return nodes, cut_url
+
+
+async def _cut_off(cluster: Cluster, node: Node) -> bool:
+    return not await _healthy(cluster, node)
+
+
 async def _healthy(cluster: Cluster, node: Node) -> bool:
     ring = await cluster.ring(node)
     return bool(ring["persistence"]["healthy"])
@@ -43,28 +68,10 @@ async def _healthy(cluster: Cluster, node: Node) -> bool:
 async def test_acknowledged_writes_of_an_owner_cut_off_from_redis_survive_a_whole_cluster_kill(
     private_redis: RedisServer, cluster: Cluster
 ):
-    with _admin(private_redis) as admin:
-        admin.execute_command("ACL", "SETUSER", "cut", "on", ">pw", "~*", "&*", "+@all")
-    cut_url = f"redis://cut:pw@127.0.0.1:{private_redis.port}"
     cluster.settings.update(COUNTERS_REDIS_URL=private_redis.url)  # async durability
-    nodes = [cluster.add(f"n{i + 1}") for i in range(3)]
-    for node in nodes:
-        extra = {"COUNTERS_REDIS_URL": cut_url} if node.node_id == "n1" else {}
-        node.start(cluster.seeds(), **extra)
-    for node in nodes:
-        await cluster.wait_ready(node)
-    await cluster.settled_ring(nodes, {n.node_id for n in nodes})
+    nodes, cut_url = await start_with_n1_cut_off(cluster, private_redis)
     owner = nodes[0]
-
-    # n1 alone loses Redis; n2 and n3 keep it.
-    with _admin(private_redis) as admin:
-        admin.execute_command("ACL", "SETUSER", "cut", "off")
-        admin.execute_command("CLIENT", "KILL", "USER", "cut")
-
-    async def owner_noticed() -> bool:
-        return not await _healthy(cluster, owner)
-
-    await eventually(owner_noticed, "n1 to notice it cannot reach Redis", 15)
+    await eventually(lambda: _cut_off(cluster, owner), "n1 to notice it cannot reach Redis", 15)
 
     for name in NAMES:
         status, body = await cluster.increment(owner, NS, name, 7)
@@ -98,36 +105,16 @@ async def test_a_clean_stop_of_the_whole_cluster_keeps_the_cut_off_owners_acknow
     the durable replica" and says async writes are held by the other replicas; but those
     stop too (docker compose down, a rolling stop of everything), and their last flush skips
     the slots of a node they still count alive."""
-    with _admin(private_redis) as admin:
-        admin.execute_command("ACL", "SETUSER", "cut", "on", ">pw", "~*", "&*", "+@all")
-    cut_url = f"redis://cut:pw@127.0.0.1:{private_redis.port}"
     cluster.settings.update(COUNTERS_REDIS_URL=private_redis.url)
-    nodes = [cluster.add(f"n{i + 1}") for i in range(3)]
-    for node in nodes:
-        extra = {"COUNTERS_REDIS_URL": cut_url} if node.node_id == "n1" else {}
-        node.start(cluster.seeds(), **extra)
-    for node in nodes:
-        await cluster.wait_ready(node)
-    await cluster.settled_ring(nodes, {n.node_id for n in nodes})
+    nodes, cut_url = await start_with_n1_cut_off(cluster, private_redis)
     owner = nodes[0]
-    with _admin(private_redis) as admin:
-        admin.execute_command("ACL", "SETUSER", "cut", "off")
-        admin.execute_command("CLIENT", "KILL", "USER", "cut")
-
-    async def owner_noticed() -> bool:
-        return not await _healthy(cluster, owner)
-
-    await eventually(owner_noticed, "n1 to notice it cannot reach Redis", 15)
+    await eventually(lambda: _cut_off(cluster, owner), "n1 to notice it cannot reach Redis", 15)
     for name in NAMES:
         status, body = await cluster.increment(owner, NS, name, 7)
         assert status == 200, (status, body)
     await cluster.converged(NS, {name: 7 for name in NAMES}, nodes)
     await asyncio.sleep(1)
-    for node in nodes:  # SIGTERM to all at once
-        assert node.process is not None
-        node.process.terminate()
-    for node in nodes:
-        node.terminate()  # waits for the clean exit
+    await cluster.stop()  # SIGTERM to all at once, each waited for (once: a second aborts)
     with _admin(private_redis) as admin:
         admin.execute_command("ACL", "SETUSER", "cut", "on")
     for node in nodes:

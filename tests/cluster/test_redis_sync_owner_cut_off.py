@@ -8,36 +8,19 @@ replicas, a quorum, could write them and reach Redis.
 
 from __future__ import annotations
 
-import redis
-
 from tests.cluster.harness import Cluster, eventually
+from tests.cluster.test_redis_owner_cut_off import start_with_n1_cut_off
 from tests.integration.redis_servers import RedisServer
 
 NS = "reviewsynccut"
 
 
-def _admin(server: RedisServer) -> redis.Redis:
-    return redis.Redis(host="127.0.0.1", port=server.port or 0, socket_timeout=5)
-
-
 async def test_a_ready_peer_answers_keyed_sync_writes_while_one_node_cannot_reach_redis(
     private_redis: RedisServer, cluster: Cluster
 ):
-    with _admin(private_redis) as admin:
-        admin.execute_command("ACL", "SETUSER", "cut", "on", ">pw", "~*", "&*", "+@all")
-    cut_url = f"redis://cut:pw@127.0.0.1:{private_redis.port}"
     cluster.settings.update(COUNTERS_REDIS_URL=private_redis.url, COUNTERS_DURABILITY="sync")
-    nodes = [cluster.add(f"n{i + 1}") for i in range(3)]
-    for node in nodes:
-        extra = {"COUNTERS_REDIS_URL": cut_url} if node.node_id == "n1" else {}
-        node.start(cluster.seeds(), **extra)
-    for node in nodes:
-        await cluster.wait_ready(node)
-    await cluster.settled_ring(nodes, {n.node_id for n in nodes})
+    nodes, _ = await start_with_n1_cut_off(cluster, private_redis)
     cut, peer = nodes[0], nodes[1]
-    with _admin(private_redis) as admin:
-        admin.execute_command("ACL", "SETUSER", "cut", "off")
-        admin.execute_command("CLIENT", "KILL", "USER", "cut")
 
     async def cut_not_ready() -> bool:
         status, _ = await cluster.get(cut, "/readyz")
