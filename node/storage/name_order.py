@@ -98,10 +98,6 @@ class NameOrder:
             self._drop(next(iter(self._spaces)))  # the least recently listed
         return page
 
-    def clear(self) -> None:
-        self._spaces.clear()
-        self.held = 0
-
     def _forget_idle(self, now: float) -> None:
         spaces = self._spaces
         while spaces:

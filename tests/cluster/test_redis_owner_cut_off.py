@@ -56,6 +56,19 @@ async def start_with_n1_cut_off(
     return nodes, cut_url
 
 
+async def _restart_with_redis_back(
+    cluster: Cluster, nodes: list[Node], private_redis: RedisServer, cut_url: str
+) -> None:
+    """n1's Redis user turned on again, every node started and ready."""
+    with _admin(private_redis) as admin:
+        admin.execute_command("ACL", "SETUSER", "cut", "on")
+    for node in nodes:
+        extra = {"COUNTERS_REDIS_URL": cut_url} if node.node_id == "n1" else {}
+        node.start(cluster.seeds(), **extra)
+    for node in nodes:
+        await cluster.wait_ready(node)
+
+
 async def _cut_off(cluster: Cluster, node: Node) -> bool:
     return not await _healthy(cluster, node)
 
@@ -84,13 +97,7 @@ async def test_acknowledged_writes_of_an_owner_cut_off_from_redis_survive_a_whol
 
     for node in nodes:
         node.kill()
-    with _admin(private_redis) as admin:
-        admin.execute_command("ACL", "SETUSER", "cut", "on")
-    for node in nodes:
-        extra = {"COUNTERS_REDIS_URL": cut_url} if node.node_id == "n1" else {}
-        node.start(cluster.seeds(), **extra)
-    for node in nodes:
-        await cluster.wait_ready(node)
+    await _restart_with_redis_back(cluster, nodes, private_redis, cut_url)
     values = {name: await cluster.value(nodes[1], NS, name, "all") for name in NAMES}
     assert values == {name: 7 for name in NAMES}, (
         f"after a whole-cluster kill -9: {values}; Redis held {in_redis} 3 s after the "
@@ -115,12 +122,6 @@ async def test_a_clean_stop_of_the_whole_cluster_keeps_the_cut_off_owners_acknow
     await cluster.converged(NS, {name: 7 for name in NAMES}, nodes)
     await asyncio.sleep(1)
     await cluster.stop()  # SIGTERM to all at once, each waited for (once: a second aborts)
-    with _admin(private_redis) as admin:
-        admin.execute_command("ACL", "SETUSER", "cut", "on")
-    for node in nodes:
-        extra = {"COUNTERS_REDIS_URL": cut_url} if node.node_id == "n1" else {}
-        node.start(cluster.seeds(), **extra)
-    for node in nodes:
-        await cluster.wait_ready(node)
+    await _restart_with_redis_back(cluster, nodes, private_redis, cut_url)
     values = {name: await cluster.value(nodes[1], NS, name, "all") for name in NAMES}
     assert values == {name: 7 for name in NAMES}, f"after a clean whole-cluster stop: {values}"
